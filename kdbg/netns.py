@@ -1,0 +1,145 @@
+"""Throw-away network namespaces for demos, tests and benchmarks.
+
+Traffic made here stays inside namespaces kdbg created: two namespaces joined
+by a veth pair, addresses from 10.77.0.0/16 and fd77::/16 that exist nowhere
+else, and every namespace deleted on exit, also on errors.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kdbg.errors import KdbgError
+
+NETNS_DIR = Path("/var/run/netns")
+PY = "/usr/bin/python3"
+
+
+class NetnsError(KdbgError):
+    """A namespace, link or rule could not be set up."""
+
+
+def _run(argv: list[str], *, input_: str | None = None, check: bool = True,
+         timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(argv, capture_output=True, text=True, input=input_, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise NetnsError(f"{' '.join(argv)}: {proc.stderr.strip() or proc.returncode}")
+    return proc
+
+
+@dataclass
+class Netns:
+    """One named namespace under /var/run/netns."""
+
+    name: str
+
+    @property
+    def path(self) -> Path:
+        return NETNS_DIR / self.name
+
+    @property
+    def inode(self) -> int:
+        return os.stat(self.path).st_ino
+
+    def run(self, argv: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
+        return _run(["ip", "netns", "exec", self.name, *argv], **kw)  # type: ignore[arg-type]
+
+    def popen(self, argv: list[str], **kw: object) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(["ip", "netns", "exec", self.name, *argv], **kw)  # type: ignore[call-overload]
+
+    def python(self, code: str, timeout: float = 60) -> str:
+        """Run Python code inside the namespace; return its stdout."""
+        return self.run([PY, "-c", code], timeout=timeout).stdout
+
+
+_SEND = """
+import socket, sys
+fam = socket.AF_INET6 if ':' in {dst!r} else socket.AF_INET
+s = socket.socket(fam, socket.SOCK_DGRAM)
+s.bind(({src!r}, {sport}))
+for i in range({count}):
+    s.sendto(b'kdbg-%d' % i, ({dst!r}, {dport}))
+"""
+
+_SYN = """
+import socket
+fam = socket.AF_INET6 if ':' in {dst!r} else socket.AF_INET
+s = socket.socket(fam, socket.SOCK_STREAM)
+s.settimeout(2)
+try:
+    s.connect(({dst!r}, {dport}))
+except OSError:
+    pass
+"""
+
+
+@dataclass
+class VethLab:
+    """Namespaces ``<prefix>-a`` and ``<prefix>-b`` joined by ``veth-a``/``veth-b``.
+
+    ``a`` has 10.77.N.1 and fd77:N::1, ``b`` has 10.77.N.2 and fd77:N::2.
+    """
+
+    prefix: str = field(default_factory=lambda: f"kdbg{os.getpid()}")
+    subnet: int = 1
+    a: Netns = field(init=False)
+    b: Netns = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.a = Netns(f"{self.prefix}-a")
+        self.b = Netns(f"{self.prefix}-b")
+
+    addr_a = property(lambda self: f"10.77.{self.subnet}.1")
+    addr_b = property(lambda self: f"10.77.{self.subnet}.2")
+    addr6_a = property(lambda self: f"fd77:{self.subnet}::1")
+    addr6_b = property(lambda self: f"fd77:{self.subnet}::2")
+
+    def up(self) -> VethLab:
+        try:
+            for ns in (self.a, self.b):
+                _run(["ip", "netns", "add", ns.name])
+            _run(["ip", "link", "add", "veth-a", "netns", self.a.name,
+                  "type", "veth", "peer", "name", "veth-b", "netns", self.b.name])
+            for ns, dev, v4, v6 in ((self.a, "veth-a", self.addr_a, self.addr6_a),
+                                    (self.b, "veth-b", self.addr_b, self.addr6_b)):
+                ns.run(["ip", "link", "set", "lo", "up"])
+                ns.run(["ip", "addr", "add", f"{v4}/24", "dev", dev])
+                ns.run(["ip", "addr", "add", f"{v6}/64", "dev", dev, "nodad"])
+                ns.run(["ip", "link", "set", dev, "up"])
+            # Resolve neighbours once so the first datagrams are not held in ARP/NDISC.
+            self.a.run(["ping", "-c1", "-W2", self.addr_b], check=False)
+            self.a.run(["ping", "-6", "-c1", "-W2", self.addr6_b], check=False)
+        except BaseException:
+            self.down()
+            raise
+        return self
+
+    def down(self) -> None:
+        """Delete both namespaces (the veth pair goes with them)."""
+        for ns in (self.a, self.b):
+            if ns.path.exists():
+                _run(["ip", "netns", "del", ns.name], check=False)
+
+    def __enter__(self) -> VethLab:
+        return self.up()
+
+    def __exit__(self, *exc: object) -> None:
+        self.down()
+
+    def drop_udp(self, dport: int, *, v6: bool = False) -> None:
+        """An iptables DROP rule in ``b``'s INPUT chain for UDP to ``dport``."""
+        tool = "ip6tables" if v6 else "iptables"
+        self.b.run([tool, "-A", "INPUT", "-p", "udp", "--dport", str(dport), "-j", "DROP"])
+
+    def send_udp(self, count: int, dport: int, *, sport: int = 40000, v6: bool = False) -> None:
+        """``count`` datagrams from ``a`` to ``b``."""
+        src, dst = (self.addr6_a, self.addr6_b) if v6 else (self.addr_a, self.addr_b)
+        self.a.python(_SEND.format(src=src, dst=dst, sport=sport, dport=dport, count=count))
+
+    def send_syn(self, dport: int, *, v6: bool = False) -> None:
+        """A TCP connect from ``a`` to ``b``'s ``dport`` (a closed port answers RST)."""
+        dst = self.addr6_b if v6 else self.addr_b
+        self.a.python(_SYN.format(dst=dst, dport=dport))

@@ -1,0 +1,207 @@
+"""Presenting drops: aligned text lines, JSON lines and stats tables.
+
+Pure functions over decoded events and counts, so they are tested on
+checked-in JSON lines files without a kernel.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from kdbg.trace.event import DropEvent
+
+COLUMNS = (
+    ("TIME", 15), ("CPU", 3), ("PID", 7), ("COMM", 15), ("REASON", 16),
+    ("LOCATION", 28), ("PROTO", 5), ("SOURCE", 22), ("DESTINATION", 22),
+    ("NETNS", 10), ("IF", 0),
+)
+
+
+@dataclass(frozen=True)
+class StatsRow:
+    """Drops counted in the kernel for one (reason, location)."""
+
+    reason: str
+    reason_code: int
+    location: str
+    address: int
+    count: int
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What a watch saw, in total."""
+
+    matched: int
+    delivered: int
+    lost: int
+    seen: int
+    stats_full: int = 0
+
+
+def header() -> str:
+    return " ".join(f"{name:<{width}}" if width else name for name, width in COLUMNS)
+
+
+def _endpoint(addr: Any, port: int | None, icmp: bool) -> str:
+    if addr is None:
+        return "-"
+    text = f"[{addr}]" if addr.version == 6 and port is not None else str(addr)
+    return f"{text}:{port}" if port is not None and not icmp else text
+
+
+def _clock(time_ns: int) -> str:
+    secs, ns = divmod(time_ns, 1_000_000_000)
+    return time.strftime("%H:%M:%S", time.localtime(secs)) + f".{ns // 1000:06d}"
+
+
+def drop_line(ev: DropEvent) -> str:
+    """One aligned line for a drop (columns as in :func:`header`)."""
+    icmp = ev.icmp_type is not None
+    proto = ev.proto or "-"
+    if icmp:
+        proto = f"{proto}"
+    cells = [
+        _clock(ev.time_ns), str(ev.cpu), str(ev.pid), ev.comm, ev.reason,
+        ev.location if ev.file is None else f"{ev.location} ({ev.file}:{ev.line})",
+        proto, _endpoint(ev.saddr, ev.sport, icmp), _endpoint(ev.daddr, ev.dport, icmp),
+        str(ev.netns) if ev.netns else "-", ev.ifname or "-",
+    ]
+    parts = []
+    for (_, width), cell in zip(COLUMNS, cells, strict=True):
+        parts.append(f"{cell:<{width}}" if width else cell)
+    line = " ".join(parts)
+    if icmp:
+        line += f" icmp type={ev.icmp_type} code={ev.icmp_code} id={ev.sport} seq={ev.dport}"
+    return line
+
+
+def stack_lines(ev: DropEvent) -> list[str]:
+    return [f"    #{i:<2} {frame}" for i, frame in enumerate(ev.stack or ())]
+
+
+def drop_json(ev: DropEvent) -> str:
+    return json.dumps(ev.to_json(), separators=(",", ":"))
+
+
+def stats_rows(
+    counts: Mapping[tuple[int, int], int],
+    reason_name: Any,
+    locate: Any,
+) -> list[StatsRow]:
+    """Rows sorted by count, largest first; ``reason_name(code)``, ``locate(addr) -> str``."""
+    rows = [
+        StatsRow(reason_name(code), code, str(locate(addr)), addr, n)
+        for (code, addr), n in counts.items()
+    ]
+    return sorted(rows, key=lambda r: (-r.count, r.reason, r.location))
+
+
+def stats_table(rows: Iterable[StatsRow], summary: Summary) -> str:
+    rows = list(rows)
+    out = [f"{'COUNT':>10}  {'REASON':<24} LOCATION"]
+    out += [f"{r.count:>10}  {r.reason:<24} {r.location}" for r in rows]
+    out.append(f"{sum(r.count for r in rows):>10}  total")
+    if summary.stats_full:
+        out.append(f"warning: {summary.stats_full} drops not counted per location "
+                   "(stats table full)")
+    return "\n".join(out)
+
+
+def stats_json(rows: Iterable[StatsRow], summary: Summary, final: bool) -> str:
+    rec = {
+        "type": "stats",
+        "final": final,
+        "time_ns": time.time_ns(),
+        "matched": summary.matched,
+        "lost": summary.lost,
+        "seen": summary.seen,
+        "counts": [
+            {"reason": r.reason, "reason_code": r.reason_code, "location": r.location,
+             "address": f"0x{r.address:x}", "count": r.count}
+            for r in rows
+        ],
+    }
+    return json.dumps(rec, separators=(",", ":"))
+
+
+def summary_line(s: Summary) -> str:
+    text = f"kdbg: {s.matched} drops matched"
+    if s.delivered != s.matched:
+        text += f", {s.delivered} shown"
+    text += f", {s.lost} lost"
+    if s.lost:
+        text += " (ring buffer full: raise --buffer-pages, or use --stats for exact counts)"
+    return text
+
+
+def summary_json(s: Summary) -> str:
+    return json.dumps({"type": "summary", "matched": s.matched, "shown": s.delivered,
+                       "lost": s.lost, "seen": s.seen}, separators=(",", ":"))
+
+
+def read_jsonl(lines: Iterable[str]) -> list[dict[str, Any]]:
+    """Parse JSON lines, skipping blanks."""
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+class TextSink:
+    """Aligned text on ``out``; progress and the summary on ``err``."""
+
+    def __init__(self, out: Any, err: Any, *, stats: bool = False) -> None:
+        self.out, self.err = out, err
+        self.stats_mode = stats
+        self._header_done = False
+
+    def _write(self, stream: Any, text: str) -> None:
+        stream.write(text + "\n")
+        stream.flush()
+
+    def watching(self, message: str) -> None:
+        self._write(self.err, message)
+
+    def drop(self, event: DropEvent) -> None:
+        if not self._header_done:
+            self._write(self.out, header())
+            self._header_done = True
+        self._write(self.out, drop_line(event))
+        for line in stack_lines(event):
+            self._write(self.out, line)
+
+    def stats(self, rows: list[StatsRow], summary: Summary, final: bool) -> None:
+        stamp = "final" if final else time.strftime("%H:%M:%S")
+        self._write(self.out, f"-- drops by reason and location ({stamp}) --")
+        self._write(self.out, stats_table(rows, summary))
+
+    def summary(self, summary: Summary) -> None:
+        self._write(self.err, summary_line(summary))
+
+
+class JsonSink:
+    """JSON lines on ``out``, every record tagged with ``"type"``."""
+
+    def __init__(self, out: Any, err: Any) -> None:
+        self.out, self.err = out, err
+
+    def _write(self, text: str) -> None:
+        self.out.write(text + "\n")
+        self.out.flush()
+
+    def watching(self, message: str) -> None:
+        self.err.write(message + "\n")
+        self.err.flush()
+
+    def drop(self, event: DropEvent) -> None:
+        self._write(drop_json(event))
+
+    def stats(self, rows: list[StatsRow], summary: Summary, final: bool) -> None:
+        self._write(stats_json(rows, summary, final))
+
+    def summary(self, summary: Summary) -> None:
+        self._write(summary_json(summary))
+        if summary.lost:
+            self.err.write(summary_line(summary) + "\n")

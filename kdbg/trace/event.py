@@ -1,0 +1,218 @@
+"""Drop events: decoded once, at the boundary, into frozen dataclasses.
+
+Nothing downstream of :meth:`Decoder.decode` sees ctypes: bytes become ``str``,
+addresses become :mod:`ipaddress` objects, reason codes become the running
+kernel's names, and locations become ``symbol+offset``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from kdbg.symbols.kallsyms import Kallsyms, Location
+from kdbg.symbols.reasons import ReasonTable
+from kdbg.trace.filters import PROTO_NAMES
+from kdbg.trace.layout import RawDropEvent
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+# Optional file:line lookup for an address: returns (file, line) or None.
+LineLookup = Callable[[int], "tuple[str, int] | None"]
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One kernel stack frame, named."""
+
+    address: int
+    symbol: str | None
+    offset: int
+    module: str | None = None
+
+    def __str__(self) -> str:
+        return str(Location(self.address, self.symbol, self.offset, self.module))
+
+
+@dataclass(frozen=True)
+class DropEvent:
+    """One dropped packet, as kdbg reports it."""
+
+    time_ns: int
+    cpu: int
+    pid: int
+    tid: int
+    comm: str
+    reason: str
+    reason_code: int
+    address: int
+    symbol: str | None
+    offset: int
+    module: str | None
+    skb: int
+    proto: str | None
+    family: str | None
+    saddr: IPAddress | None
+    daddr: IPAddress | None
+    sport: int | None
+    dport: int | None
+    icmp_type: int | None
+    icmp_code: int | None
+    netns: int | None
+    ifname: str | None
+    ifindex: int | None
+    len: int
+    stack: tuple[Frame, ...] | None = None
+    file: str | None = None
+    line: int | None = None
+
+    @property
+    def location(self) -> str:
+        """``symbol+0xoff`` (with ``[module]``), or the raw address when unknown."""
+        return str(Location(self.address, self.symbol, self.offset, self.module))
+
+    def to_json(self) -> dict[str, Any]:
+        """The documented ``{"type": "drop", ...}`` record (docs/watch.md)."""
+        rec: dict[str, Any] = {
+            "type": "drop",
+            "time_ns": self.time_ns,
+            "cpu": self.cpu,
+            "pid": self.pid,
+            "tid": self.tid,
+            "comm": self.comm,
+            "reason": self.reason,
+            "reason_code": self.reason_code,
+            "location": self.location,
+            "address": f"0x{self.address:x}",
+            "symbol": self.symbol,
+            "offset": self.offset,
+            "module": self.module,
+            "skb": f"0x{self.skb:x}",
+            "proto": self.proto,
+            "family": self.family,
+            "saddr": str(self.saddr) if self.saddr is not None else None,
+            "daddr": str(self.daddr) if self.daddr is not None else None,
+            "sport": self.sport,
+            "dport": self.dport,
+            "netns": self.netns,
+            "ifname": self.ifname,
+            "ifindex": self.ifindex,
+            "len": self.len,
+        }
+        if self.icmp_type is not None:
+            rec["icmp_type"] = self.icmp_type
+            rec["icmp_code"] = self.icmp_code
+        if self.file is not None:
+            rec["file"] = self.file
+            rec["line"] = self.line
+        if self.stack is not None:
+            rec["stack"] = [
+                {"address": f"0x{f.address:x}", "symbol": f.symbol, "offset": f.offset,
+                 "module": f.module, "frame": str(f)}
+                for f in self.stack
+            ]
+        return rec
+
+    @classmethod
+    def from_json(cls, rec: dict[str, Any]) -> DropEvent:
+        """Rebuild an event from its JSON record (events piped from another machine)."""
+        def addr(v: str | None) -> IPAddress | None:
+            return ipaddress.ip_address(v) if v else None
+
+        stack = None
+        if rec.get("stack") is not None:
+            stack = tuple(
+                Frame(int(f["address"], 16), f.get("symbol"), f.get("offset", 0), f.get("module"))
+                for f in rec["stack"]
+            )
+        return cls(
+            time_ns=rec["time_ns"], cpu=rec["cpu"], pid=rec["pid"], tid=rec.get("tid", 0),
+            comm=rec["comm"], reason=rec["reason"], reason_code=rec["reason_code"],
+            address=int(rec["address"], 16), symbol=rec.get("symbol"),
+            offset=rec.get("offset", 0), module=rec.get("module"),
+            skb=int(rec.get("skb", "0x0"), 16), proto=rec.get("proto"),
+            family=rec.get("family"), saddr=addr(rec.get("saddr")), daddr=addr(rec.get("daddr")),
+            sport=rec.get("sport"), dport=rec.get("dport"), icmp_type=rec.get("icmp_type"),
+            icmp_code=rec.get("icmp_code"), netns=rec.get("netns"), ifname=rec.get("ifname"),
+            ifindex=rec.get("ifindex"), len=rec.get("len", 0), stack=stack,
+            file=rec.get("file"), line=rec.get("line"),
+        )
+
+
+class Decoder:
+    """Turns raw ring-buffer records into :class:`DropEvent`."""
+
+    def __init__(
+        self,
+        reasons: ReasonTable,
+        kallsyms: Kallsyms,
+        *,
+        stack_of: Callable[[int], Sequence[int]] | None = None,
+        lines: LineLookup | None = None,
+    ) -> None:
+        self.reasons = reasons
+        self.kallsyms = kallsyms
+        self.stack_of = stack_of
+        self.lines = lines
+        # bpf_ktime_get_ns() is CLOCK_MONOTONIC; report wall-clock time.
+        self.wall_offset_ns = time.time_ns() - time.monotonic_ns()
+
+    def frame(self, address: int) -> Frame:
+        loc = self.kallsyms.lookup(address)
+        return Frame(address, loc.symbol, loc.offset, loc.module)
+
+    def decode(self, raw: RawDropEvent) -> DropEvent:
+        loc = self.kallsyms.lookup(raw.location)
+        family = {4: "ipv4", 6: "ipv6"}.get(raw.family)
+        saddr = daddr = None
+        if raw.family == 4:
+            saddr = ipaddress.IPv4Address(bytes(raw.saddr[:4]))
+            daddr = ipaddress.IPv4Address(bytes(raw.daddr[:4]))
+        elif raw.family == 6:
+            saddr = ipaddress.IPv6Address(bytes(raw.saddr))
+            daddr = ipaddress.IPv6Address(bytes(raw.daddr))
+        proto = None
+        if raw.family:
+            proto = PROTO_NAMES.get(raw.l4proto, str(raw.l4proto))
+        is_icmp = raw.l4proto in (1, 58)
+        has_ports = bool(raw.l4_valid) and not is_icmp
+        stack = None
+        if self.stack_of is not None and raw.stack_id >= 0:
+            stack = tuple(self.frame(a) for a in self.stack_of(raw.stack_id))
+        file = line = None
+        if self.lines is not None:
+            found = self.lines(raw.location)
+            if found:
+                file, line = found
+        return DropEvent(
+            time_ns=raw.time_ns + self.wall_offset_ns,
+            cpu=raw.cpu,
+            pid=raw.tgid,
+            tid=raw.tid,
+            comm=raw.comm.decode(errors="replace"),
+            reason=self.reasons.name(raw.reason),
+            reason_code=raw.reason,
+            address=raw.location,
+            symbol=loc.symbol,
+            offset=loc.offset,
+            module=loc.module,
+            skb=raw.skbaddr,
+            proto=proto,
+            family=family,
+            saddr=saddr,
+            daddr=daddr,
+            sport=raw.sport if has_ports else None,
+            dport=raw.dport if has_ports else None,
+            icmp_type=raw.icmp_type if is_icmp and raw.l4_valid else None,
+            icmp_code=raw.icmp_code if is_icmp and raw.l4_valid else None,
+            netns=raw.netns or None,
+            ifname=raw.ifname.decode(errors="replace") or None,
+            ifindex=raw.ifindex or None,
+            len=raw.len,
+            stack=stack,
+            file=file,
+            line=line,
+        )

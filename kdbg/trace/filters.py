@@ -1,0 +1,166 @@
+"""The drop filters, compiled to C that runs in the kernel.
+
+Values of one option are ORed, options are ANDed. A filter on addresses, ports
+or protocol excludes packets whose headers could not be parsed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kdbg.errors import BadInput
+from kdbg.symbols.kallsyms import AddressRange
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+PROTOCOLS: dict[str, tuple[int, int]] = {
+    # name: (IPPROTO number, family it implies or 0)
+    "tcp": (6, 0),
+    "udp": (17, 0),
+    "sctp": (132, 0),
+    "icmp": (1, 4),
+    "icmp6": (58, 6),
+}
+PROTO_NAMES = {num: name for name, (num, _fam) in PROTOCOLS.items()}
+
+
+@dataclass(frozen=True)
+class FilterSpec:
+    """What to keep. Empty tuples mean 'no filter on this'."""
+
+    reasons: tuple[int, ...] = ()
+    locations: tuple[AddressRange, ...] = ()
+    proto: str | None = None
+    saddrs: tuple[IPNetwork, ...] = ()
+    daddrs: tuple[IPNetwork, ...] = ()
+    addrs: tuple[IPNetwork, ...] = ()
+    sports: tuple[int, ...] = ()
+    dports: tuple[int, ...] = ()
+    ports: tuple[int, ...] = ()
+    netns: int | None = None
+    ifname: str | None = None
+    labels: tuple[str, ...] = field(default=(), compare=False)
+
+    def describe(self) -> str:
+        return " ".join(self.labels) if self.labels else "none"
+
+
+def parse_network(text: str) -> IPNetwork:
+    """``10.0.0.1``, ``10.0.0.0/24``, ``fd00::1`` or ``fd00::/64``."""
+    try:
+        return ipaddress.ip_network(text.strip(), strict=False)
+    except ValueError:
+        raise BadInput(f"not an IP address or prefix: {text!r}") from None
+
+
+def parse_port(text: str | int) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise BadInput(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise BadInput(f"port out of range: {port}")
+    return port
+
+
+def parse_netns(text: str) -> int:
+    """A netns inode number, or a path to a netns file (``/var/run/netns/X``, ``/proc/PID/ns/net``).
+
+    A bare name is looked up under ``/var/run/netns``.
+    """
+    text = text.strip()
+    if re.fullmatch(r"\d+", text):
+        return int(text)
+    m = re.fullmatch(r"net:\[(\d+)\]", text)
+    if m:
+        return int(m.group(1))
+    path = Path(text) if "/" in text else Path("/var/run/netns", text)
+    try:
+        return os.stat(path).st_ino
+    except OSError as err:
+        raise BadInput(f"no network namespace at {path}: {err.strerror}") from None
+
+
+def parse_ifname(text: str) -> str:
+    if not text or len(text.encode()) > 15 or "/" in text or " " in text:
+        raise BadInput(f"not an interface name: {text!r}")
+    return text
+
+
+# -- C generation -------------------------------------------------------------
+
+def _any(terms: list[str]) -> str:
+    return "(" + " || ".join(terms) + ")"
+
+
+def _net_match(var: str, net: IPNetwork) -> str:
+    """C expression: u32[4] ``var`` (network order words) lies in ``net``."""
+    raw = net.network_address.packed
+    nbytes = len(raw)
+    fam = 4 if net.version == 4 else 6
+    terms = [f"family == {fam}"]
+    mask_bits = net.prefixlen
+    for i in range(nbytes // 4):
+        bits = max(0, min(32, mask_bits - 32 * i))
+        if bits == 0:
+            break
+        mask = (0xFFFFFFFF << (32 - bits)) & 0xFFFFFFFF
+        word = int.from_bytes(raw[4 * i : 4 * i + 4], "big") & mask
+        # The array holds network-order bytes; compare them as loaded (little endian).
+        le_mask = int.from_bytes(mask.to_bytes(4, "big"), "little")
+        le_word = int.from_bytes(word.to_bytes(4, "big"), "little")
+        terms.append(f"({var}[{i}] & 0x{le_mask:08x}) == 0x{le_word:08x}")
+    return "(" + " && ".join(terms) + ")"
+
+
+def c_early(spec: FilterSpec) -> str:
+    """Statements over ``reason`` and ``loc``: the cheapest filters, run first."""
+    out = []
+    if spec.reasons:
+        out.append(f"if (!{_any([f'reason == {r}' for r in spec.reasons])}) return 0;")
+    if spec.locations:
+        terms = [
+            f"(loc == 0x{r.start:x}ULL)" if r.end == r.start + 1
+            else f"(loc >= 0x{r.start:x}ULL && loc < 0x{r.end:x}ULL)"
+            for r in spec.locations
+        ]
+        out.append(f"if (!{_any(terms)}) return 0;")
+    return "\n\t\t".join(out) or "/* none */"
+
+
+def c_dev(spec: FilterSpec) -> str:
+    """Statements over ``netns`` and ``ifname`` (char[16])."""
+    out = []
+    if spec.netns is not None:
+        out.append(f"if (netns != {spec.netns}U) return 0;")
+    if spec.ifname is not None:
+        name = spec.ifname.encode() + b"\0"
+        terms = [f"ifname[{i}] != {b}" for i, b in enumerate(name)]
+        out.append(f"if ({' || '.join(terms)}) return 0;")
+    return "\n\t\t".join(out) or "/* none */"
+
+
+def c_packet(spec: FilterSpec) -> str:
+    """Statements over the parsed headers: ``family l4proto has_ports sport dport s d``."""
+    out = []
+    if spec.proto is not None:
+        num, fam = PROTOCOLS[spec.proto]
+        cond = f"l4proto == {num}" + (f" && family == {fam}" if fam else " && family != 0")
+        out.append(f"if (!({cond})) return 0;")
+    for var, nets in (("s", spec.saddrs), ("d", spec.daddrs)):
+        if nets:
+            out.append(f"if (!{_any([_net_match(var, n) for n in nets])}) return 0;")
+    if spec.addrs:
+        terms = [_net_match(v, n) for n in spec.addrs for v in ("s", "d")]
+        out.append(f"if (!{_any(terms)}) return 0;")
+    for var, ports in (("sport", spec.sports), ("dport", spec.dports)):
+        if ports:
+            out.append(f"if (!(has_ports && {_any([f'{var} == {p}' for p in ports])})) return 0;")
+    if spec.ports:
+        terms = [f"{v} == {p}" for p in spec.ports for v in ("sport", "dport")]
+        out.append(f"if (!(has_ports && {_any(terms)})) return 0;")
+    return "\n\t\t".join(out) or "/* none */"

@@ -1,0 +1,53 @@
+"""ctypes mirror of ``bpf/drop_event.h``. A unit test keeps the two in step."""
+
+from __future__ import annotations
+
+import ctypes as ct
+
+IFNAMSIZ = 16
+COMMLEN = 16
+
+# Counter slots, as in drop_event.h
+CTR_LOST, CTR_STATS_FULL, CTR_MATCHED, CTR_SEEN = 0, 1, 2, 3
+NR_CTRS = 4
+
+
+class RawDropEvent(ct.Structure):
+    """``struct kdbg_drop_event``: only kdbg.trace.event touches it."""
+
+    _fields_ = [
+        ("time_ns", ct.c_uint64),
+        ("skbaddr", ct.c_uint64),
+        ("location", ct.c_uint64),
+        ("tgid", ct.c_uint32),
+        ("tid", ct.c_uint32),
+        ("cpu", ct.c_uint32),
+        ("reason", ct.c_uint32),
+        ("netns", ct.c_uint32),
+        ("ifindex", ct.c_int32),
+        ("len", ct.c_uint32),
+        ("stack_id", ct.c_int32),
+        ("protocol", ct.c_uint16),
+        ("family", ct.c_uint8),
+        ("l4proto", ct.c_uint8),
+        ("sport", ct.c_uint16),
+        ("dport", ct.c_uint16),
+        ("icmp_type", ct.c_uint8),
+        ("icmp_code", ct.c_uint8),
+        ("l4_valid", ct.c_uint8),
+        ("pad0", ct.c_uint8),
+        ("saddr", ct.c_uint8 * 16),
+        ("daddr", ct.c_uint8 * 16),
+        ("ifname", ct.c_char * IFNAMSIZ),
+        ("comm", ct.c_char * COMMLEN),
+    ]
+
+
+class RawStatsKey(ct.Structure):
+    """``struct kdbg_stats_key``."""
+
+    _fields_ = [
+        ("location", ct.c_uint64),
+        ("reason", ct.c_uint32),
+        ("pad0", ct.c_uint32),
+    ]

@@ -1,0 +1,143 @@
+"""Load the drop program with bcc, attach it to ``skb:kfree_skb``, and read it back."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes as ct
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from kdbg.errors import BpfLoadError, ProbeUnavailable
+from kdbg.paths import BPF_DIR
+from kdbg.trace import layout
+from kdbg.trace.program import FUNC_NAME
+
+TRACEPOINT = "skb:kfree_skb"
+
+
+def check_privileges() -> None:
+    """ProbeUnavailable unless this process may load BPF and read kernel addresses."""
+    if os.geteuid() == 0:
+        return
+    try:
+        status = Path("/proc/self/status").read_text()
+        cap_eff = int(next(line for line in status.splitlines()
+                           if line.startswith("CapEff:")).split()[1], 16)
+    except (OSError, StopIteration, ValueError):
+        cap_eff = 0
+    cap_sys_admin, cap_perfmon, cap_bpf = 1 << 21, 1 << 38, 1 << 39
+    if cap_eff & cap_sys_admin or (cap_eff & cap_bpf and cap_eff & cap_perfmon):
+        return
+    raise ProbeUnavailable(
+        "loading BPF needs root (or CAP_BPF with CAP_PERFMON)", hint="run with sudo"
+    )
+
+
+def check_headers() -> None:
+    """ProbeUnavailable unless bcc will find kernel headers to compile against."""
+    build = Path("/lib/modules", os.uname().release, "build")
+    if (build / "include").exists() or Path("/sys/kernel/kheaders.tar.xz").exists():
+        return
+    raise ProbeUnavailable(
+        f"bcc needs kernel headers and {build} is missing",
+        hint="run scripts/setup.sh, which installs or links Debian's headers",
+    )
+
+
+@contextlib.contextmanager
+def _captured_stderr() -> Iterator[Callable[[], str]]:
+    """Collect what C code (clang, the verifier) writes to fd 2 while loading."""
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        saved = os.dup(2)
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield lambda: (tmp.seek(0), tmp.read().decode(errors="replace"))[1]
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def _summarize(log: str) -> str:
+    lines = [ln for ln in log.splitlines() if ln.strip() and not ln.startswith(";")]
+    errors = [ln for ln in lines if "error" in ln.lower()]
+    pick = errors[:2] or lines[-2:]
+    return " | ".join(s.strip() for s in pick) or "no diagnostics"
+
+
+class DropProbe:
+    """The loaded program: ring buffer, in-kernel stats, counters and stacks."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._bpf: Any = None
+
+    def start(self, on_event: Callable[[layout.RawDropEvent], None]) -> None:
+        """Compile, load and attach; ``on_event`` gets each raw record during :meth:`poll`."""
+        check_privileges()
+        check_headers()
+        try:
+            from bcc import BPF
+        except ImportError as err:
+            raise ProbeUnavailable(
+                f"cannot import bcc ({err})",
+                hint="install python3-bpfcc and run kdbg from a venv made with "
+                "/usr/bin/python3 -m venv --system-site-packages (scripts/setup.sh does)",
+            ) from None
+        with _captured_stderr() as log:
+            try:
+                self._bpf = BPF(text=self.text, cflags=[f"-I{BPF_DIR}", "-Wno-unused-variable"])
+            except Exception as err:
+                raise BpfLoadError(f"bcc could not compile the drop program: {_summarize(log())}"
+                                   ) from err
+            try:
+                self._bpf.attach_tracepoint(tp=TRACEPOINT, fn_name=FUNC_NAME)
+            except Exception as err:
+                self.close()
+                raise BpfLoadError(f"cannot attach to {TRACEPOINT}: {_summarize(log())}") from err
+
+        def callback(_ctx: Any, data: Any, _size: int) -> None:
+            on_event(ct.cast(data, ct.POINTER(layout.RawDropEvent)).contents)
+
+        self._bpf["events"].open_ring_buffer(callback)
+
+    @property
+    def loaded(self) -> bool:
+        return self._bpf is not None
+
+    def poll(self, timeout_ms: int) -> None:
+        """Deliver pending events (at most ``timeout_ms`` of waiting)."""
+        self._bpf.ring_buffer_poll(timeout_ms)
+
+    def consume(self) -> None:
+        """Deliver whatever is pending without waiting."""
+        self._bpf.ring_buffer_consume()
+
+    def counters(self) -> dict[str, int]:
+        """Per-CPU counters, summed: lost, stats_full, matched, seen."""
+        table = self._bpf["counters"]
+        names = {layout.CTR_LOST: "lost", layout.CTR_STATS_FULL: "stats_full",
+                 layout.CTR_MATCHED: "matched", layout.CTR_SEEN: "seen"}
+        out = {}
+        for slot, name in names.items():
+            out[name] = sum(int(v) for v in table[ct.c_int(slot)])
+        return out
+
+    def stats(self) -> dict[tuple[int, int], int]:
+        """In-kernel counts of matching drops per (reason code, location address)."""
+        return {(k.reason, k.location): int(v.value) for k, v in self._bpf["stats"].items()}
+
+    def stack(self, stack_id: int) -> list[int]:
+        """Return addresses of a captured kernel stack, innermost first."""
+        try:
+            return [int(a) for a in self._bpf["stacks"].walk(stack_id)]
+        except KeyError:
+            return []
+
+    def close(self) -> None:
+        """Detach and free everything (idempotent)."""
+        if self._bpf is not None:
+            bpf, self._bpf = self._bpf, None
+            bpf.cleanup()

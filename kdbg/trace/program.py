@@ -1,0 +1,51 @@
+"""Build the drop program's C text for one kernel and one set of filters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kdbg.paths import BPF_DIR
+from kdbg.trace import filters as flt
+from kdbg.trace.render import render
+from kdbg.trace.tpformat import TpFormat
+
+TEMPLATE = BPF_DIR / "kfree_skb.bpf.c"
+FUNC_NAME = "kdbg_on_kfree_skb"
+
+
+@dataclass(frozen=True)
+class ProgramOptions:
+    """Knobs that change the generated text."""
+
+    stack: bool = False
+    stats_only: bool = False
+    ringbuf_pages: int = 256
+    stats_entries: int = 16384
+    stack_entries: int = 4096
+
+
+def build(
+    tp: TpFormat, offsets: dict[str, int], spec: flt.FilterSpec, opts: ProgramOptions
+) -> str:
+    """C text of the drop program, every placeholder filled."""
+    pages = opts.ringbuf_pages
+    if pages <= 0 or pages & (pages - 1):
+        raise ValueError("ringbuf_pages must be a power of two")
+    rx_sk = tp.fields.get("rx_sk")
+    values: dict[str, object] = {
+        "TP_OFF_SKBADDR": tp.field("skbaddr").offset,
+        "TP_OFF_LOCATION": tp.field("location").offset,
+        "TP_OFF_PROTOCOL": tp.field("protocol").offset,
+        "TP_OFF_REASON": tp.field("reason").offset,
+        "TP_OFF_RX_SK": rx_sk.offset if rx_sk else -1,
+        **offsets,
+        "WANT_STACK": int(opts.stack),
+        "STATS_ONLY": int(opts.stats_only),
+        "RINGBUF_PAGES": pages,
+        "STATS_ENTRIES": opts.stats_entries,
+        "STACK_ENTRIES": opts.stack_entries,
+        "FILTER_EARLY": flt.c_early(spec),
+        "FILTER_DEV": flt.c_dev(spec),
+        "FILTER_PKT": flt.c_packet(spec),
+    }
+    return render(TEMPLATE.read_text(), values)

@@ -1,0 +1,244 @@
+"""``kdbg watch``: run the drop probe with filters and limits, feed a sink.
+
+The tracer decides nothing about presentation: it hands decoded events, stats
+snapshots and a summary to a :class:`Sink` (text or JSON lines, kdbg.cli).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Protocol
+
+from kdbg.errors import BadInput
+from kdbg.report import StatsRow, Summary, stats_rows
+from kdbg.symbols.kallsyms import Kallsyms
+from kdbg.symbols.reasons import ReasonTable
+from kdbg.trace import filters as flt
+from kdbg.trace import offsets, tpformat
+from kdbg.trace.event import Decoder, DropEvent, LineLookup
+from kdbg.trace.layout import RawDropEvent
+from kdbg.trace.probe import TRACEPOINT, DropProbe
+from kdbg.trace.program import ProgramOptions, build
+
+
+@dataclass(frozen=True)
+class WatchConfig:
+    """Everything ``kdbg watch`` was asked for, before any kernel lookup."""
+
+    reasons: tuple[str, ...] = ()
+    locations: tuple[str, ...] = ()
+    proto: str | None = None
+    saddrs: tuple[str, ...] = ()
+    daddrs: tuple[str, ...] = ()
+    addrs: tuple[str, ...] = ()
+    sports: tuple[int, ...] = ()
+    dports: tuple[int, ...] = ()
+    ports: tuple[int, ...] = ()
+    netns: str | None = None
+    ifname: str | None = None
+    stack: bool = False
+    stats: bool = False
+    interval: float | None = None
+    count: int | None = None
+    duration: float | None = None
+    cmd: str | None = None
+    buffer_pages: int = 256
+    lines: LineLookup | None = field(default=None, compare=False)
+
+
+class Sink(Protocol):
+    """Where a watch reports to."""
+
+    def watching(self, message: str) -> None: ...
+    def drop(self, event: DropEvent) -> None: ...
+    def stats(self, rows: list[StatsRow], summary: Summary, final: bool) -> None: ...
+    def summary(self, summary: Summary) -> None: ...
+
+
+@dataclass(frozen=True)
+class WatchResult:
+    summary: Summary
+    rows: tuple[StatsRow, ...]
+    cmd_status: int | None
+    interrupted: bool
+
+
+def filter_spec(cfg: WatchConfig, reasons: ReasonTable, ksyms: Callable[[], Kallsyms]
+                ) -> flt.FilterSpec:
+    """Resolve names (reasons, symbols, namespaces) into what the kernel compares."""
+    labels: list[str] = []
+    codes = []
+    for name in cfg.reasons:
+        codes.append(reasons.code(name))
+        labels.append(f"reason={reasons.name(codes[-1])}")
+    ranges = []
+    for loc in cfg.locations:
+        ranges.append(ksyms().resolve(loc))
+        labels.append(f"location={ranges[-1].label}")
+    if cfg.proto is not None:
+        if cfg.proto not in flt.PROTOCOLS:
+            raise BadInput(f"unknown protocol {cfg.proto!r}",
+                           hint="one of " + ", ".join(flt.PROTOCOLS))
+        labels.append(f"proto={cfg.proto}")
+
+    def nets(key: str, values: tuple[str, ...]) -> tuple[flt.IPNetwork, ...]:
+        out = tuple(flt.parse_network(v) for v in values)
+        labels.extend(f"{key}={n}" for n in out)
+        return out
+
+    def ports(key: str, values: tuple[int, ...]) -> tuple[int, ...]:
+        out = tuple(flt.parse_port(v) for v in values)
+        labels.extend(f"{key}={p}" for p in out)
+        return out
+
+    netns = flt.parse_netns(cfg.netns) if cfg.netns is not None else None
+    if netns is not None:
+        labels.append(f"netns={netns}")
+    ifname = flt.parse_ifname(cfg.ifname) if cfg.ifname is not None else None
+    if ifname is not None:
+        labels.append(f"ifname={ifname}")
+    return flt.FilterSpec(
+        reasons=tuple(codes), locations=tuple(ranges), proto=cfg.proto,
+        saddrs=nets("saddr", cfg.saddrs), daddrs=nets("daddr", cfg.daddrs),
+        addrs=nets("addr", cfg.addrs), sports=ports("sport", cfg.sports),
+        dports=ports("dport", cfg.dports), ports=ports("port", cfg.ports),
+        netns=netns, ifname=ifname, labels=tuple(labels),
+    )
+
+
+class Watch:
+    """A prepared watch: kernel facts read, filters resolved, program text built."""
+
+    def __init__(self, cfg: WatchConfig) -> None:
+        if cfg.count is not None and cfg.count <= 0:
+            raise BadInput("--count must be positive")
+        if cfg.duration is not None and cfg.duration <= 0:
+            raise BadInput("--duration must be positive")
+        if cfg.interval is not None and cfg.interval <= 0:
+            raise BadInput("--interval must be positive")
+        pages = cfg.buffer_pages
+        if pages <= 0 or pages & (pages - 1):
+            raise BadInput("--buffer-pages must be a power of two")
+        self.cfg = cfg
+        self.tp = tpformat.load("skb", "kfree_skb")
+        self.reasons = ReasonTable.from_tpformat(self.tp)
+        # kallsyms takes a while to parse: do it beside the compile unless filters need it now.
+        self._pool = ThreadPoolExecutor(max_workers=1)
+        self._ksyms: Future[Kallsyms] = self._pool.submit(Kallsyms.load)
+        self.spec = filter_spec(cfg, self.reasons, self.kallsyms)
+        self.stats_only = cfg.stats and cfg.count is None
+        self.text = build(
+            self.tp, offsets.for_running_kernel(), self.spec,
+            ProgramOptions(stack=cfg.stack, stats_only=self.stats_only,
+                           ringbuf_pages=pages),
+        )
+
+    def kallsyms(self) -> Kallsyms:
+        return self._ksyms.result()
+
+    def run(self, sink: Sink) -> WatchResult:
+        """Attach, report until a stop condition, detach. Ctrl-C/SIGTERM end it cleanly."""
+        cfg = self.cfg
+        probe = DropProbe(self.text)
+        decoder: Decoder | None = None
+        delivered = 0
+        done = False
+
+        def on_event(raw: RawDropEvent) -> None:
+            nonlocal decoder, delivered, done
+            if done:
+                return
+            if decoder is None:
+                decoder = Decoder(self.reasons, self.kallsyms(),
+                                  stack_of=probe.stack if cfg.stack else None, lines=cfg.lines)
+            sink.drop(decoder.decode(raw))
+            delivered += 1
+            if cfg.count is not None and delivered >= cfg.count:
+                done = True
+
+        old_term = signal.getsignal(signal.SIGTERM)
+
+        def on_term(_sig: int, _frame: FrameType | None) -> None:
+            raise KeyboardInterrupt
+
+        proc: subprocess.Popen[bytes] | None = None
+        interrupted = False
+        try:
+            signal.signal(signal.SIGTERM, on_term)
+            probe.start(on_event)
+            sink.watching(
+                f"kdbg: watching {TRACEPOINT} on Linux {os.uname().release} "
+                f"(filters: {self.spec.describe()}); Ctrl-C to stop"
+            )
+            start = time.monotonic()
+            next_stats = start + cfg.interval if cfg.interval else None
+            if cfg.cmd is not None:
+                # The workload's stdout must not mix into our output stream.
+                proc = subprocess.Popen(cfg.cmd, shell=True, stdout=sys.stderr.fileno())
+            while not done:
+                probe.poll(100)
+                now = time.monotonic()
+                if self.stats_only and cfg.count is not None:
+                    done = probe.counters()["matched"] >= cfg.count
+                if next_stats is not None and now >= next_stats and cfg.stats:
+                    rows, summary = self._snapshot(probe, delivered)
+                    sink.stats(rows, summary, False)
+                    next_stats += cfg.interval or 0
+                if cfg.duration is not None and now - start >= cfg.duration:
+                    break
+                if proc is not None and proc.poll() is not None:
+                    # Let drops the workload caused in its last moments arrive.
+                    for _ in range(3):
+                        probe.poll(50)
+                    break
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            signal.signal(signal.SIGTERM, old_term)
+            status = None
+            if proc is not None:
+                if proc.poll() is None:
+                    proc.terminate()
+                try:
+                    status = proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    status = proc.wait()
+            try:
+                if probe.loaded:
+                    if not done:
+                        probe.consume()
+                    rows, summary = self._snapshot(probe, delivered)
+                else:
+                    rows, summary = [], Summary(0, 0, 0, 0)
+            finally:
+                probe.close()
+                self._pool.shutdown(wait=False)
+        if cfg.stats:
+            sink.stats(rows, summary, True)
+        sink.summary(summary)
+        if status is not None and status < 0:
+            status = 128 - status
+        return WatchResult(summary, tuple(rows), status, interrupted)
+
+    def _snapshot(self, probe: DropProbe, delivered: int) -> tuple[list[StatsRow], Summary]:
+        ctr = probe.counters()
+        rows = stats_rows(probe.stats(), self.reasons.name, self.kallsyms().lookup)
+        summary = Summary(matched=ctr["matched"], delivered=delivered, lost=ctr["lost"],
+                          seen=ctr["seen"], stats_full=ctr["stats_full"])
+        return rows, summary
+
+
+def prepare(cfg: WatchConfig) -> Watch:
+    """Read the kernel's facts and build the program for ``cfg`` (no privileges needed
+    beyond reading tracefs, BTF and kallsyms)."""
+    return Watch(cfg)
+
