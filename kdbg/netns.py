@@ -55,7 +55,7 @@ class Netns:
         return self.run([PY, "-c", code], timeout=timeout).stdout
 
 
-_SEND = """
+SEND_UDP_CODE = """
 import socket, sys
 fam = socket.AF_INET6 if ':' in {dst!r} else socket.AF_INET
 s = socket.socket(fam, socket.SOCK_DGRAM)
@@ -64,7 +64,7 @@ for i in range({count}):
     s.sendto(b'kdbg-%d' % i, ({dst!r}, {dport}))
 """
 
-_SYN = """
+SYN_CODE = """
 import socket
 fam = socket.AF_INET6 if ':' in {dst!r} else socket.AF_INET
 s = socket.socket(fam, socket.SOCK_STREAM)
@@ -137,9 +137,9 @@ class VethLab:
     def send_udp(self, count: int, dport: int, *, sport: int = 40000, v6: bool = False) -> None:
         """``count`` datagrams from ``a`` to ``b``."""
         src, dst = (self.addr6_a, self.addr6_b) if v6 else (self.addr_a, self.addr_b)
-        self.a.python(_SEND.format(src=src, dst=dst, sport=sport, dport=dport, count=count))
+        self.a.python(SEND_UDP_CODE.format(src=src, dst=dst, sport=sport, dport=dport, count=count))
 
     def send_syn(self, dport: int, *, v6: bool = False) -> None:
         """A TCP connect from ``a`` to ``b``'s ``dport`` (a closed port answers RST)."""
         dst = self.addr6_b if v6 else self.addr_b
-        self.a.python(_SYN.format(dst=dst, dport=dport))
+        self.a.python(SYN_CODE.format(dst=dst, dport=dport))

@@ -205,13 +205,16 @@ class Watch:
             signal.signal(signal.SIGTERM, old_term)
             status = None
             if proc is not None:
-                if proc.poll() is None:
+                status = proc.poll()
+                if status is None:
+                    # We stopped first (count, duration, Ctrl-C): end the workload, and
+                    # report our own success rather than the signal we sent it.
                     proc.terminate()
-                try:
-                    status = proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    status = proc.wait()
+                    try:
+                        proc.wait(timeout=10)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                        proc.wait()
             try:
                 if probe.loaded:
                     if not done:

@@ -30,7 +30,7 @@ class KdbgGroup(click.Group):
             sys.exit(141)
 
 
-@click.group(cls=KdbgGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(name="kdbg", cls=KdbgGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="kdbg")
 def main() -> None:
     """kdbg: watch packet drops, name them, and stop the kernel at the drop site.

@@ -126,10 +126,8 @@ class Kallsyms:
             return Location(address, None, 0)
         sym = self._text[i]
         if sym.module is None and self._text_end is not None and address >= self._text_end:
-            # Past _etext only module text is valid; a core symbol there is a guess.
-            nxt = self._text[i + 1] if i + 1 < len(self._text) else None
-            if nxt is None or nxt.module is None:
-                return Location(address, None, 0)
+            # Past _etext only module (and BPF/ftrace) text is valid; a core name is a guess.
+            return Location(address, None, 0)
         return Location(address, sym.name, address - sym.address, sym.module)
 
     def symbol(self, name: str, module: str | None = None) -> Symbol:

@@ -167,7 +167,8 @@ class Decoder:
     def decode(self, raw: RawDropEvent) -> DropEvent:
         loc = self.kallsyms.lookup(raw.location)
         family = {4: "ipv4", 6: "ipv6"}.get(raw.family)
-        saddr = daddr = None
+        saddr: IPAddress | None = None
+        daddr: IPAddress | None = None
         if raw.family == 4:
             saddr = ipaddress.IPv4Address(bytes(raw.saddr[:4]))
             daddr = ipaddress.IPv4Address(bytes(raw.daddr[:4]))

@@ -1,0 +1,5 @@
+"""``python -m kdbg``."""
+
+from kdbg.cli import main
+
+main(prog_name="kdbg")

@@ -1,0 +1,52 @@
+"""Every command's --help, and errors as one line with the right exit status."""
+
+from __future__ import annotations
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from kdbg.cli import main
+
+
+def all_commands(group: click.Group = main, prefix: tuple[str, ...] = ()
+                 ) -> list[tuple[str, ...]]:
+    out = [prefix]
+    for name, cmd in sorted(group.commands.items()):
+        if isinstance(cmd, click.Group):
+            out += all_commands(cmd, (*prefix, name))
+        else:
+            out.append((*prefix, name))
+    return out
+
+
+@pytest.mark.parametrize("path", all_commands(), ids=lambda p: " ".join(p) or "kdbg")
+def test_help_has_examples(path: tuple[str, ...]) -> None:
+    result = CliRunner().invoke(main, [*path, "--help"], prog_name="kdbg")
+    assert result.exit_code == 0, result.output
+    assert "Usage: kdbg" in result.output
+    assert "Examples:" in result.output or "Commands:" in result.output
+    if path:
+        assert "Examples:" in result.output, f"kdbg {' '.join(path)} --help has no examples"
+
+
+def test_core_commands_are_registered() -> None:
+    assert {"watch", "reasons", "doctor"} <= set(main.commands)
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["watch", "--buffer-pages", "3"], "power of two"),
+    (["watch", "--count", "0"], "--count must be positive"),
+    (["watch", "--duration", "-1"], "--duration must be positive"),
+])
+def test_bad_input_is_one_line_exit_2(args: list[str], needle: str) -> None:
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("kdbg: error:") and needle in lines[0]
+    assert "Traceback" not in result.output
+
+
+def test_bad_choice_is_a_usage_error() -> None:
+    result = CliRunner().invoke(main, ["watch", "--proto", "gre"])
+    assert result.exit_code == 2 and "gre" in result.output

@@ -1,0 +1,65 @@
+"""Decoding raw records into DropEvent, and the JSON round trip."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from kdbg.symbols.kallsyms import Kallsyms
+from kdbg.symbols.reasons import ReasonTable
+from kdbg.trace.event import Decoder, DropEvent
+from kdbg.trace.layout import RawDropEvent
+
+KSYMS = Kallsyms.parse(
+    "ffffffff81000000 T _text\nffffffff81a00000 T nft_do_chain\n"
+    "ffffffff81a01000 T nf_hook_slow\nffffffff82000000 T _etext\n"
+)
+REASONS = ReasonTable({2: "NOT_SPECIFIED", 3: "NO_SOCKET", 12: "NETFILTER_DROP"}, "test")
+
+
+def raw_v4() -> RawDropEvent:
+    r = RawDropEvent()
+    r.time_ns, r.skbaddr, r.location = 1_000, 0xFFFF888001234500, 0xFFFFFFFF81A003E8
+    r.tgid, r.tid, r.cpu, r.reason = 42, 43, 1, 12
+    r.netns, r.ifindex, r.len, r.stack_id = 4026532246, 3, 35, 7
+    r.protocol, r.family, r.l4proto, r.l4_valid = 0x0800, 4, 17, 1
+    r.sport, r.dport = 40000, 5555
+    r.saddr[:4] = list(ipaddress.IPv4Address("10.77.9.1").packed)
+    r.daddr[:4] = list(ipaddress.IPv4Address("10.77.9.2").packed)
+    r.ifname = b"veth-b"
+    r.comm = b"python3"
+    return r
+
+
+def test_decode_ipv4_udp() -> None:
+    dec = Decoder(REASONS, KSYMS, stack_of=lambda sid: [0xFFFFFFFF81A003E8, 0xFFFFFFFF81A01010])
+    ev = dec.decode(raw_v4())
+    assert ev.reason == "NETFILTER_DROP" and ev.reason_code == 12
+    assert ev.location == "nft_do_chain+0x3e8"
+    assert ev.saddr == ipaddress.IPv4Address("10.77.9.1")
+    assert (ev.proto, ev.family, ev.sport, ev.dport) == ("udp", "ipv4", 40000, 5555)
+    assert (ev.netns, ev.ifname, ev.ifindex, ev.comm) == (4026532246, "veth-b", 3, "python3")
+    assert ev.icmp_type is None
+    assert [str(f) for f in ev.stack or ()] == ["nft_do_chain+0x3e8", "nf_hook_slow+0x10"]
+    assert ev.time_ns > 1_000_000_000_000_000_000  # wall clock, ns since the epoch
+
+
+def test_decode_icmp6_and_unparsed() -> None:
+    r = raw_v4()
+    r.family, r.l4proto, r.icmp_type, r.sport, r.dport = 6, 58, 128, 0x1234, 7
+    r.saddr[:] = list(ipaddress.IPv6Address("fd77:9::1").packed)
+    r.daddr[:] = list(ipaddress.IPv6Address("fd77:9::2").packed)
+    ev = Decoder(REASONS, KSYMS).decode(r)
+    assert (ev.proto, ev.family, ev.icmp_type, ev.sport) == ("icmp6", "ipv6", 128, None)
+    assert str(ev.daddr) == "fd77:9::2"
+    r.family, r.l4_valid, r.ifname, r.netns = 0, 0, b"", 0
+    ev = Decoder(REASONS, KSYMS).decode(r)
+    assert (ev.proto, ev.saddr, ev.sport, ev.ifname, ev.netns) == (None, None, None, None, None)
+
+
+def test_json_round_trip() -> None:
+    ev = Decoder(REASONS, KSYMS, stack_of=lambda sid: [0xFFFFFFFF81A01010]).decode(raw_v4())
+    rec = ev.to_json()
+    assert rec["type"] == "drop"
+    assert rec["address"] == "0xffffffff81a003e8" and rec["symbol"] == "nft_do_chain"
+    assert rec["stack"][0]["frame"] == "nf_hook_slow+0x10"
+    assert DropEvent.from_json(rec) == ev

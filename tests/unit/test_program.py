@@ -1,0 +1,110 @@
+"""The generated BPF text: rendering rules, filters as C, golden files (no root needed)."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+
+import pytest
+
+from kdbg.symbols.kallsyms import AddressRange
+from kdbg.trace import filters as flt
+from kdbg.trace import tpformat
+from kdbg.trace.program import ProgramOptions, build
+from kdbg.trace.render import RenderError, render
+from tests.conftest import DATA
+
+OFFSETS_6_18 = {  # as read from this project's 6.18 development kernel's BTF
+    "SKB_DEV": 16, "SKB_SK": 24, "SKB_HEAD": 192, "SKB_NETWORK_HDR": 180,
+    "SKB_TRANSPORT_HDR": 178, "SKB_LEN": 112, "DEV_IFINDEX": 224, "DEV_NAME": 280,
+    "DEV_NET": 264, "SK_NET": 48, "NET_INUM": 176,
+}
+
+
+def test_render_fills_and_refuses_leftovers() -> None:
+    assert render("a {{X}} b {{Y}}", {"X": 1, "Y": "z"}) == "a 1 b z"
+    with pytest.raises(RenderError, match="unfilled placeholders: Y"):
+        render("{{X}} {{Y}}", {"X": 1})
+    with pytest.raises(RenderError, match="values for no placeholder: Z"):
+        render("{{X}}", {"X": 1, "Z": 2})
+
+
+def spec() -> flt.FilterSpec:
+    return flt.FilterSpec(
+        reasons=(12, 3),
+        locations=(AddressRange(0xFFFFFFFF81A00000, 0xFFFFFFFF81A00400, "nft_do_chain"),),
+        proto="udp",
+        daddrs=(ipaddress.ip_network("10.77.9.0/24"),),
+        addrs=(ipaddress.ip_network("fd77:9::2"),),
+        dports=(5555,),
+        netns=4026532246,
+        ifname="veth-b",
+    )
+
+
+def golden(name: str, text: str) -> None:
+    path = DATA / "golden" / name
+    if os.environ.get("KDBG_UPDATE_GOLDEN") == "1":
+        path.write_text(text)
+    assert text == path.read_text(), f"{name} changed; KDBG_UPDATE_GOLDEN=1 to accept"
+
+
+def test_golden_filtered_program_6_18() -> None:
+    tp = tpformat.parse((DATA / "kfree_skb.format.6.18").read_text())
+    text = build(tp, OFFSETS_6_18, spec(), ProgramOptions(stack=True))
+    assert "{{" not in text
+    golden("kfree_skb.6.18.filtered.c", text)
+
+
+def test_golden_plain_program_6_1() -> None:
+    tp = tpformat.parse((DATA / "kfree_skb.format.6.1").read_text())
+    text = build(tp, OFFSETS_6_18, flt.FilterSpec(), ProgramOptions(stats_only=True))
+    assert "#define TP_OFF_RX_SK     -1" in text  # 6.1 has no rx_sk field
+    golden("kfree_skb.6.1.plain.c", text)
+
+
+def test_ringbuf_pages_must_be_power_of_two() -> None:
+    tp = tpformat.parse((DATA / "kfree_skb.format.6.18").read_text())
+    with pytest.raises(ValueError):
+        build(tp, OFFSETS_6_18, flt.FilterSpec(), ProgramOptions(ringbuf_pages=100))
+
+
+def test_network_match_constants() -> None:
+    # 10.77.9.0/24: the first word as loaded on a little-endian CPU, masked to 24 bits
+    c = flt._net_match("d", ipaddress.ip_network("10.77.9.0/24"))
+    assert c == "(family == 4 && (d[0] & 0x00ffffff) == 0x00094d0a)"
+    c = flt._net_match("s", ipaddress.ip_network("fd77:9::/32"))
+    assert c == "(family == 6 && (s[0] & 0xffffffff) == 0x090077fd)"
+
+
+def test_filters_without_values_emit_nothing() -> None:
+    empty = flt.FilterSpec()
+    assert flt.c_early(empty) == flt.c_dev(empty) == flt.c_packet(empty) == "/* none */"
+
+
+def test_ports_only_match_port_protocols() -> None:
+    text = flt.c_packet(flt.FilterSpec(dports=(53,)))
+    assert "has_ports" in text and "dport == 53" in text
+
+
+@pytest.mark.parametrize("bad", ["10.0.0.300", "fe80::g", ""])
+def test_bad_addresses(bad: str) -> None:
+    with pytest.raises(flt.BadInput):
+        flt.parse_network(bad)
+
+
+def test_netns_spellings(tmp_path: pytest.TempPathFactory) -> None:
+    assert flt.parse_netns("4026531840") == 4026531840
+    assert flt.parse_netns("net:[4026531840]") == 4026531840
+    assert flt.parse_netns("/proc/self/ns/net") > 0
+    with pytest.raises(flt.BadInput, match="no network namespace"):
+        flt.parse_netns("kdbg-surely-absent")
+
+
+def test_port_and_ifname_checks() -> None:
+    assert flt.parse_port("5555") == 5555
+    for bad in ("70000", "x"):
+        with pytest.raises(flt.BadInput):
+            flt.parse_port(bad)
+    with pytest.raises(flt.BadInput):
+        flt.parse_ifname("a-name-that-is-too-long")
