@@ -26,9 +26,13 @@
 #define NET_INUM         {{NET_INUM}}
 
 #define WANT_STACK       {{WANT_STACK}}
+#define STATS_ONLY       {{STATS_ONLY}}
+/* 1: no filter looks past reason and location, so --stats reads nothing more. */
+#define COUNT_EARLY      {{COUNT_EARLY}}
 
 BPF_RINGBUF_OUTPUT(events, {{RINGBUF_PAGES}});
-BPF_HASH(stats, struct kdbg_stats_key, __u64, {{STATS_ENTRIES}});
+/* Per-CPU counts: no atomic operations and no shared cache lines under a storm. */
+BPF_PERCPU_HASH(stats, struct kdbg_stats_key, __u64, {{STATS_ENTRIES}});
 BPF_PERCPU_ARRAY(counters, __u64, KDBG_NR_CTRS);
 #if WANT_STACK
 BPF_STACK_TRACE(stacks, {{STACK_ENTRIES}});
@@ -39,6 +43,19 @@ static __always_inline void count(int slot)
 	__u64 *v = counters.lookup(&slot);
 	if (v)
 		(*v)++;
+}
+
+static __always_inline void count_match(__u32 reason, __u64 location)
+{
+	struct kdbg_stats_key key = {.location = location, .reason = reason};
+	__u64 zero = 0, *n;
+
+	count(KDBG_CTR_MATCHED);
+	n = stats.lookup_or_try_init(&key, &zero);
+	if (n)
+		(*n)++;
+	else
+		count(KDBG_CTR_STATS_FULL);
 }
 
 static __always_inline __u64 read_ptr(__u64 base, long off)
@@ -75,6 +92,10 @@ int kdbg_on_kfree_skb(void *ctx)
 		/* filters on reason and location */
 		{{FILTER_EARLY}}
 	}
+#if STATS_ONLY && COUNT_EARLY
+	count_match(e.reason, e.location);
+	return 0;
+#endif
 
 	e.skbaddr = skb;
 	dev = read_ptr(skb, SKB_DEV);
@@ -168,17 +189,10 @@ int kdbg_on_kfree_skb(void *ctx)
 		{{FILTER_PKT}}
 	}
 
-	count(KDBG_CTR_MATCHED);
-	{
-		struct kdbg_stats_key key = {.location = e.location, .reason = e.reason};
-		__u64 zero = 0, *n = stats.lookup_or_try_init(&key, &zero);
-		if (n)
-			__sync_fetch_and_add(n, 1);
-		else
-			count(KDBG_CTR_STATS_FULL);
-	}
-	if ({{STATS_ONLY}})
-		return 0;
+	count_match(e.reason, e.location);
+#if STATS_ONLY
+	return 0;
+#endif
 
 	e.time_ns = bpf_ktime_get_ns();
 	e.cpu = bpf_get_smp_processor_id();

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -30,7 +31,7 @@ def _guard(name: str, fn: Callable[[], str], fix: str, required: bool = True) ->
     try:
         return Check(name, True, fn())
     except KdbgError as err:
-        return Check(name, False, str(err), fix, required)
+        return Check(name, False, str(err.args[0]), err.hint or fix, required)
     except Exception as err:  # a probe must never crash the report
         return Check(name, False, f"{type(err).__name__}: {err}", fix, required)
 
@@ -73,9 +74,13 @@ def _bcc() -> str:
 
 def _tool(cmd: list[str]) -> Callable[[], str]:
     def run() -> str:
-        if shutil.which(cmd[0]) is None:
+        # Tools installed into kdbg's own venv (virtme-ng) count too.
+        path = os.pathsep.join([os.environ.get("PATH", ""), os.path.dirname(sys.executable)])
+        exe = shutil.which(cmd[0], path=path)
+        if exe is None:
             raise KdbgError(f"{cmd[0]} not found")
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=20).stdout
+        out = subprocess.run([exe, *cmd[1:]], capture_output=True, text=True,
+                             timeout=20).stdout
         return (out.splitlines() or ["?"])[0]
     return run
 

@@ -41,6 +41,7 @@ class Summary:
     lost: int
     seen: int
     stats_full: int = 0
+    streaming: bool = True  # False under --stats alone: nothing was meant to be shown
 
 
 def header() -> str:
@@ -131,7 +132,7 @@ def stats_json(rows: Iterable[StatsRow], summary: Summary, final: bool) -> str:
 
 def summary_line(s: Summary) -> str:
     text = f"kdbg: {s.matched} drops matched"
-    if s.delivered != s.matched:
+    if s.streaming and s.delivered != s.matched:
         text += f", {s.delivered} shown"
     text += f", {s.lost} lost"
     if s.lost:

@@ -25,7 +25,7 @@ from kdbg.trace import filters as flt
 from kdbg.trace import offsets, tpformat
 from kdbg.trace.event import Decoder, DropEvent, LineLookup
 from kdbg.trace.layout import RawDropEvent
-from kdbg.trace.probe import TRACEPOINT, DropProbe
+from kdbg.trace.probe import TRACEPOINT, DropProbe, check_privileges
 from kdbg.trace.program import ProgramOptions, build
 
 
@@ -51,6 +51,7 @@ class WatchConfig:
     duration: float | None = None
     cmd: str | None = None
     buffer_pages: int = 256
+    events: bool = False  # with stats: stream each drop as well
     lines: LineLookup | None = field(default=None, compare=False)
 
 
@@ -128,13 +129,14 @@ class Watch:
         if pages <= 0 or pages & (pages - 1):
             raise BadInput("--buffer-pages must be a power of two")
         self.cfg = cfg
+        check_privileges()
         self.tp = tpformat.load("skb", "kfree_skb")
         self.reasons = ReasonTable.from_tpformat(self.tp)
         # kallsyms takes a while to parse: do it beside the compile unless filters need it now.
         self._pool = ThreadPoolExecutor(max_workers=1)
         self._ksyms: Future[Kallsyms] = self._pool.submit(Kallsyms.load)
         self.spec = filter_spec(cfg, self.reasons, self.kallsyms)
-        self.stats_only = cfg.stats and cfg.count is None
+        self.stats_only = cfg.stats and not cfg.events
         self.text = build(
             self.tp, offsets.for_running_kernel(), self.spec,
             ProgramOptions(stack=cfg.stack, stats_only=self.stats_only,
@@ -164,15 +166,19 @@ class Watch:
             if cfg.count is not None and delivered >= cfg.count:
                 done = True
 
-        old_term = signal.getsignal(signal.SIGTERM)
+        # Ctrl-C and SIGTERM set a flag: raising from a signal handler could land
+        # inside bcc's ctypes callback, where the exception would be swallowed.
+        stop = {"signal": 0}
 
-        def on_term(_sig: int, _frame: FrameType | None) -> None:
-            raise KeyboardInterrupt
+        def on_signal(sig: int, _frame: FrameType | None) -> None:
+            stop["signal"] = sig
+
+        old_handlers = {sig: signal.signal(sig, on_signal)
+                        for sig in (signal.SIGINT, signal.SIGTERM)}
 
         proc: subprocess.Popen[bytes] | None = None
         interrupted = False
         try:
-            signal.signal(signal.SIGTERM, on_term)
             probe.start(on_event)
             sink.watching(
                 f"kdbg: watching {TRACEPOINT} on Linux {os.uname().release} "
@@ -183,7 +189,7 @@ class Watch:
             if cfg.cmd is not None:
                 # The workload's stdout must not mix into our output stream.
                 proc = subprocess.Popen(cfg.cmd, shell=True, stdout=sys.stderr.fileno())
-            while not done:
+            while not done and not stop["signal"]:
                 probe.poll(100)
                 now = time.monotonic()
                 if self.stats_only and cfg.count is not None:
@@ -199,10 +205,10 @@ class Watch:
                     for _ in range(3):
                         probe.poll(50)
                     break
-        except KeyboardInterrupt:
-            interrupted = True
         finally:
-            signal.signal(signal.SIGTERM, old_term)
+            interrupted = bool(stop["signal"])
+            for sig, handler in old_handlers.items():
+                signal.signal(sig, handler)
             status = None
             if proc is not None:
                 status = proc.poll()
@@ -236,7 +242,8 @@ class Watch:
         ctr = probe.counters()
         rows = stats_rows(probe.stats(), self.reasons.name, self.kallsyms().lookup)
         summary = Summary(matched=ctr["matched"], delivered=delivered, lost=ctr["lost"],
-                          seen=ctr["seen"], stats_full=ctr["stats_full"])
+                          seen=ctr["seen"], stats_full=ctr["stats_full"],
+                          streaming=not self.stats_only)
         return rows, summary
 
 

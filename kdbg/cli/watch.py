@@ -46,6 +46,7 @@ Examples:
 @click.option("--stack", is_flag=True, help="Add the symbolized kernel stack of each drop.")
 @click.option("--stats", is_flag=True,
               help="Count drops per (reason, location) in the kernel; exact under load.")
+@click.option("--events", is_flag=True, help="With --stats, also show each drop.")
 @click.option("--interval", type=float, metavar="S", help="With --stats, print counts every S.")
 @click.option("--count", type=int, metavar="N", help="Stop after N matching drops.")
 @click.option("--duration", type=float, metavar="S", help="Stop after S seconds.")

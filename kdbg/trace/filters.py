@@ -25,6 +25,7 @@ PROTOCOLS: dict[str, tuple[int, int]] = {
     "icmp": (1, 4),
     "icmp6": (58, 6),
 }
+NO_FILTER = "/* none */"
 PROTO_NAMES = {num: name for name, (num, _fam) in PROTOCOLS.items()}
 
 
@@ -129,7 +130,7 @@ def c_early(spec: FilterSpec) -> str:
             for r in spec.locations
         ]
         out.append(f"if (!{_any(terms)}) return 0;")
-    return "\n\t\t".join(out) or "/* none */"
+    return "\n\t\t".join(out) or NO_FILTER
 
 
 def c_dev(spec: FilterSpec) -> str:
@@ -141,7 +142,7 @@ def c_dev(spec: FilterSpec) -> str:
         name = spec.ifname.encode() + b"\0"
         terms = [f"ifname[{i}] != {b}" for i, b in enumerate(name)]
         out.append(f"if ({' || '.join(terms)}) return 0;")
-    return "\n\t\t".join(out) or "/* none */"
+    return "\n\t\t".join(out) or NO_FILTER
 
 
 def c_packet(spec: FilterSpec) -> str:
@@ -163,4 +164,4 @@ def c_packet(spec: FilterSpec) -> str:
     if spec.ports:
         terms = [f"{v} == {p}" for p in spec.ports for v in ("sport", "dport")]
         out.append(f"if (!(has_ports && {_any(terms)})) return 0;")
-    return "\n\t\t".join(out) or "/* none */"
+    return "\n\t\t".join(out) or NO_FILTER

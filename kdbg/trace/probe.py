@@ -127,7 +127,8 @@ class DropProbe:
 
     def stats(self) -> dict[tuple[int, int], int]:
         """In-kernel counts of matching drops per (reason code, location address)."""
-        return {(k.reason, k.location): int(v.value) for k, v in self._bpf["stats"].items()}
+        return {(k.reason, k.location): sum(int(c) for c in v)
+                for k, v in self._bpf["stats"].items()}
 
     def stack(self, stack_id: int) -> list[int]:
         """Return addresses of a captured kernel stack, innermost first."""

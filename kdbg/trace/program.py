@@ -41,6 +41,7 @@ def build(
         **offsets,
         "WANT_STACK": int(opts.stack),
         "STATS_ONLY": int(opts.stats_only),
+        "COUNT_EARLY": int(flt.c_dev(spec) == flt.c_packet(spec) == flt.NO_FILTER),
         "RINGBUF_PAGES": pages,
         "STATS_ENTRIES": opts.stats_entries,
         "STACK_ENTRIES": opts.stack_entries,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,11 +90,18 @@ def parse(text: str, system: str = "?", name: str = "?") -> TpFormat:
 
 def ensure_tracefs() -> Path:
     """The tracefs mount point, or ProbeUnavailable with the fix."""
-    if (TRACEFS / "events").is_dir():
-        return TRACEFS
-    legacy = Path("/sys/kernel/debug/tracing")
-    if (legacy / "events").is_dir():
-        return legacy
+    for root in (TRACEFS, Path("/sys/kernel/debug/tracing")):
+        try:
+            if (root / "events").is_dir():
+                return root
+        except PermissionError:
+            raise ProbeUnavailable(f"cannot read {root}", hint="run as root") from None
+    try:
+        os.listdir(TRACEFS)
+    except PermissionError:
+        raise ProbeUnavailable(f"cannot read {TRACEFS}", hint="run as root") from None
+    except OSError:
+        pass
     raise ProbeUnavailable(
         "tracefs is not mounted", hint="mount -t tracefs nodev /sys/kernel/tracing"
     )

@@ -17,6 +17,8 @@ import pytest
 
 from kdbg.netns import PY, SYN_CODE, VethLab
 from kdbg.netns import SEND_UDP_CODE as SEND_CODE
+from kdbg.symbols.reasons import ReasonTable
+from kdbg.trace import tpformat
 
 KDBG = [sys.executable, "-m", "kdbg"]
 N = 23  # a prime number of packets, as bcc's guide asks
@@ -173,3 +175,31 @@ def test_text_output_one_aligned_line_per_drop(lab: VethLab) -> None:
     col = lines[0].index("LOCATION")
     assert all(line[col:].startswith("nft_do_chain+0x") for line in lines[1:])
     assert f"{N} drops matched, 0 lost" in proc.stderr
+
+
+def test_not_root_is_one_clear_line() -> None:
+    proc = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                           *KDBG, "watch"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == ("kdbg: error: loading BPF needs root "
+                                   "(or CAP_BPF with CAP_PERFMON) (run with sudo)")
+
+
+def test_print_bpf_shows_the_filters_as_c() -> None:
+    proc = subprocess.run([*KDBG, "watch", "--reason", "NO_SOCKET", "--dport", "53",
+                           "--print-bpf"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "int kdbg_on_kfree_skb(void *ctx)" in proc.stdout
+    code = ReasonTable.from_tpformat(tpformat.load("skb", "kfree_skb")).code("NO_SOCKET")
+    assert f"if (!(reason == {code})) return 0;" in proc.stdout
+    assert "dport == 53" in proc.stdout
+    assert "{{" not in proc.stdout
+
+
+def test_doctor_passes_here() -> None:
+    proc = subprocess.run([*KDBG, "doctor", "--json"], capture_output=True, text=True,
+                          timeout=60)
+    checks = {c["check"]: c for c in map(json.loads, proc.stdout.splitlines())}
+    assert proc.returncode == 0, proc.stdout
+    for name in ("privileges", "tracefs", "tracepoint", "btf", "kallsyms", "bcc", "gdb"):
+        assert checks[name]["ok"], checks[name]

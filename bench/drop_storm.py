@@ -1,0 +1,233 @@
+#!/usr/bin/env python3
+"""Drop-storm benchmark: what each tracer costs a UDP flood into a DROP rule.
+
+Runs, in one go and on the same namespaces, a flood with no tracer, then with
+``kdbg watch --stats``, ``kdbg watch`` streaming (a filter matching every drop,
+and one matching none), a bpftrace one-liner counting by reason, and
+``perf record -e skb:kfree_skb``. Reports drops per second as a ratio to the
+no-tracer baseline, tracer CPU and peak RSS, events lost, whether --stats
+counted exactly, and the time from start to the ``kdbg: watching`` line.
+
+    sudo .venv/bin/python bench/drop_storm.py [--seconds 5] [--json]
+
+Needs root, bcc, bpftrace, perf and gcc. Traffic stays inside two namespaces
+this script creates and removes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from kdbg.netns import VethLab  # noqa: E402
+
+KDBG = [sys.executable, "-m", "kdbg"]
+PORT = 5555
+
+
+@dataclass
+class Run:
+    name: str
+    drops: int
+    seconds: float
+    rate: float
+    ratio: float = 0.0
+    cpu_s: float | None = None
+    peak_rss_mb: float | None = None
+    lost: int | None = None
+    counted: int | None = None
+    exact: bool | None = None
+
+
+def nft_count(lab: VethLab) -> int:
+    out = lab.b.run(["iptables", "-nvxL", "INPUT"]).stdout
+    for line in out.splitlines():
+        if f"dpt:{PORT}" in line:
+            return int(line.split()[0])
+    raise RuntimeError("DROP rule counter not found")
+
+
+def proc_usage(pid: int) -> tuple[float, float]:
+    """(CPU seconds, peak RSS in MB) of a live process and its threads."""
+    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    cpu = (int(stat[11]) + int(stat[12])) / tick
+    status = Path(f"/proc/{pid}/status").read_text()
+    hwm = re.search(r"VmHWM:\s+(\d+) kB", status)
+    return cpu, (int(hwm.group(1)) / 1024 if hwm else 0.0)
+
+
+def flood(lab: VethLab, flooder: Path, seconds: float) -> tuple[int, float]:
+    before = nft_count(lab)
+    t0 = time.monotonic()
+    lab.a.run([str(flooder), lab.addr_a, lab.addr_b, str(PORT), str(int(seconds))],
+              timeout=seconds + 30)
+    elapsed = time.monotonic() - t0
+    return nft_count(lab) - before, elapsed
+
+
+def start_tracer(argv: list[str], ready: str | None, settle: float = 1.0
+                 ) -> subprocess.Popen[str]:
+    # stdout goes to a file: a pipe nobody reads would stall the tracer.
+    out = tempfile.TemporaryFile(mode="w+")
+    proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.PIPE, text=True)
+    proc.kdbg_out = out  # type: ignore[attr-defined]
+    if ready:
+        assert proc.stderr is not None
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            if not line:
+                raise RuntimeError(f"{argv[0]} exited before it was ready")
+            if ready in line:
+                break
+    else:
+        time.sleep(settle)
+    return proc
+
+
+def stop_tracer(proc: subprocess.Popen[str]) -> tuple[str, float, float]:
+    cpu, rss = proc_usage(proc.pid)
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+    f = proc.kdbg_out  # type: ignore[attr-defined]
+    f.seek(0)
+    out = f.read()
+    f.close()
+    return out, cpu, rss
+
+
+def time_to_watching(runs: int = 5) -> list[float]:
+    times = []
+    for _ in range(runs):
+        t0 = time.monotonic()
+        proc = start_tracer([*KDBG, "watch", "--stats"], "kdbg: watching")
+        times.append(time.monotonic() - t0)
+        stop_tracer(proc)
+    return times
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        print("drop_storm: needs root", file=sys.stderr)
+        return 2
+    for tool in ("gcc", "bpftrace", "perf"):
+        if not shutil.which(tool):
+            print(f"drop_storm: {tool} not found (scripts/setup.sh installs it)", file=sys.stderr)
+            return 2
+    tmp = Path(tempfile.mkdtemp(prefix="kdbg-bench-"))
+    flooder = tmp / "flood"
+    subprocess.run(["gcc", "-O2", "-o", str(flooder), str(ROOT / "bench" / "flood.c")],
+                   check=True)
+    runs: list[Run] = []
+    secs = args.seconds
+    try:
+        with VethLab(prefix="kdbgbench", subnet=77) as lab:
+            lab.drop_udp(PORT)
+            flood(lab, flooder, 1)  # warm up
+
+            def measure(name: str, argv: list[str] | None, ready: str | None = None,
+                        parse: str | None = None, expect_all: bool = True) -> Run:
+                proc = start_tracer(argv, ready) if argv else None
+                cpu0 = proc_usage(proc.pid)[0] if proc else 0.0
+                drops, elapsed = flood(lab, flooder, secs)
+                run = Run(name, drops, elapsed, drops / elapsed)
+                if proc is not None:
+                    out, cpu1, run.peak_rss_mb = stop_tracer(proc)
+                    run.cpu_s = cpu1 - cpu0  # during the flood only, not the compile
+                    if parse == "kdbg":
+                        recs = [json.loads(x) for x in out.splitlines() if x.startswith("{")]
+                        summ = [r for r in recs if r["type"] == "summary"]
+                        run.lost = summ[-1]["lost"] if summ else None
+                        final = [r for r in recs if r["type"] == "stats" and r.get("final")]
+                        if final:
+                            run.counted = sum(c["count"] for c in final[-1]["counts"])
+                            run.exact = run.counted == (drops if expect_all else 0)
+                return run
+
+            configs: list[tuple[str, list[str] | None, str | None, str | None, bool]] = [
+                ("baseline (no tracer)", None, None, None, True),
+                ("kdbg watch --stats",
+                 [*KDBG, "watch", "--json", "--stats", "--reason", "NETFILTER_DROP"],
+                 "kdbg: watching", "kdbg", True),
+                ("kdbg watch --stats, filter matches none",
+                 [*KDBG, "watch", "--json", "--stats", "--dport", str(PORT + 1)],
+                 "kdbg: watching", "kdbg", False),
+                ("kdbg watch streaming, all match",
+                 [*KDBG, "watch", "--json", "--dport", str(PORT)], "kdbg: watching", "kdbg",
+                 True),
+                ("kdbg watch streaming, none match",
+                 [*KDBG, "watch", "--json", "--dport", str(PORT + 1)], "kdbg: watching",
+                 "kdbg", False),
+                ("bpftrace: count by reason",
+                 ["bpftrace", "-e", "tracepoint:skb:kfree_skb { @[args->reason] = count(); }"],
+                 None, None, True),
+                ("perf record -e skb:kfree_skb",
+                 ["perf", "record", "-q", "-e", "skb:kfree_skb", "-a", "-o",
+                  str(tmp / "perf.data")], None, None, True),
+            ]
+            print(f"drop_storm: {args.rounds} rounds of {secs:.0f} s floods into a DROP rule",
+                  file=sys.stderr)
+            best: dict[str, Run] = {}
+            for rnd in range(args.rounds):
+                for name, argv, ready, parse, expect_all in configs:
+                    run = measure(name, argv, ready, parse, expect_all)
+                    print(f"  round {rnd + 1}: {name:<40} {run.rate:>12,.0f} drops/s",
+                          file=sys.stderr)
+                    # Keep each tracer's best round: noise only ever slows a run down.
+                    if name not in best or run.rate > best[name].rate:
+                        best[name] = run
+            runs = [best[name] for name, *_ in configs]
+            base = runs[0].rate
+            for r in runs:
+                r.ratio = r.rate / base if base else 0.0
+        ready = time_to_watching()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    result = {"seconds": secs, "runs": [asdict(r) for r in runs],
+              "time_to_watching_s": {"median": statistics.median(ready), "all": ready},
+              "load_average": os.getloadavg()}
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"{'tracer':<42}{'drops/s':>12}{'ratio':>8}{'cpu s':>8}{'rss MB':>8}"
+          f"{'lost':>10}  stats exact")
+    for r in runs:
+        cpu = f"{r.cpu_s:.2f}" if r.cpu_s is not None else "-"
+        rss = f"{r.peak_rss_mb:.0f}" if r.peak_rss_mb is not None else "-"
+        lost = str(r.lost) if r.lost is not None else "-"
+        exact = "-" if r.exact is None else (f"yes ({r.counted})" if r.exact
+                                             else f"NO ({r.counted} of {r.drops})")
+        print(f"{r.name:<42}{r.rate:>12,.0f}{r.ratio:>8.3f}{cpu:>8}{rss:>8}{lost:>10}  {exact}")
+    print(f"time to 'kdbg: watching': median {statistics.median(ready):.2f} s "
+          f"(runs: {', '.join(f'{t:.2f}' for t in ready)}); load average "
+          f"{os.getloadavg()[0]:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
