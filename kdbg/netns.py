@@ -143,3 +143,103 @@ class VethLab:
         """A TCP connect from ``a`` to ``b``'s ``dport`` (a closed port answers RST)."""
         dst = self.addr6_b if v6 else self.addr_b
         self.a.python(SYN_CODE.format(dst=dst, dport=dport))
+
+
+# ICMP echo over a datagram ("ping") socket: the kernel writes the identifier
+# (the bound port) and the checksum. Needs net.ipv4.ping_group_range to include
+# the caller's group, which allow_ping() sets inside a namespace.
+ICMP_ECHO_CODE = """
+import socket, struct, time
+v6 = ':' in {dst!r}
+s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM,
+                  socket.IPPROTO_ICMPV6 if v6 else socket.IPPROTO_ICMP)
+s.bind(({src!r}, {ident}))
+s.settimeout({timeout})
+for seq in range(1, {count} + 1):
+    s.sendto(struct.pack('!BBHHH', 128 if v6 else 8, 0, 0, {ident}, seq) + b'kdbg-path',
+             ({dst!r}, 0))
+    try:
+        s.recv(2048)
+    except socket.timeout:
+        pass
+    if seq < {count}:
+        time.sleep({interval})
+"""
+
+
+def allow_ping(ns: Netns) -> None:
+    """Let root open ICMP datagram sockets in ``ns`` (no raw socket, no ping binary)."""
+    ns.run(["sysctl", "-q", "-w", "net.ipv4.ping_group_range=0 2147483647"])
+
+
+def icmp_echo_argv(ns: Netns, src: str, dst: str, *, ident: int, count: int = 1,
+                   interval: float = 0.2, timeout: float = 1.0) -> list[str]:
+    """argv that sends ``count`` echo requests from ``ns`` with identifier ``ident``,
+    waiting for each reply (up to ``timeout`` seconds)."""
+    code = ICMP_ECHO_CODE.format(src=src, dst=dst, ident=ident, count=count,
+                                 interval=interval, timeout=timeout)
+    return ["ip", "netns", "exec", ns.name, PY, "-c", code]
+
+
+@dataclass
+class BridgeLab:
+    """Namespaces ``a`` and ``b`` joined through a bridge in a third, ``br``.
+
+    ``a``'s ``veth-a`` pairs with ``br-a`` and ``b``'s ``veth-b`` with ``br-b``; both
+    are ports of ``br0`` in ``br``. ``a`` has 10.77.N.1 and fd77:N::1, ``b`` has
+    10.77.N.2 and fd77:N::2; the bridge has no address.
+    """
+
+    prefix: str = field(default_factory=lambda: f"kdbgbr{os.getpid()}")
+    subnet: int = 2
+    a: Netns = field(init=False)
+    b: Netns = field(init=False)
+    br: Netns = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.a = Netns(f"{self.prefix}-a")
+        self.b = Netns(f"{self.prefix}-b")
+        self.br = Netns(f"{self.prefix}-br")
+
+    addr_a = property(lambda self: f"10.77.{self.subnet}.1")
+    addr_b = property(lambda self: f"10.77.{self.subnet}.2")
+    addr6_a = property(lambda self: f"fd77:{self.subnet}::1")
+    addr6_b = property(lambda self: f"fd77:{self.subnet}::2")
+
+    def up(self) -> BridgeLab:
+        try:
+            for ns in (self.a, self.b, self.br):
+                _run(["ip", "netns", "add", ns.name])
+                ns.run(["ip", "link", "set", "lo", "up"])
+                allow_ping(ns)
+            self.br.run(["ip", "link", "add", "br0", "type", "bridge"])
+            for ns, dev, port, v4, v6 in ((self.a, "veth-a", "br-a", self.addr_a, self.addr6_a),
+                                          (self.b, "veth-b", "br-b", self.addr_b, self.addr6_b)):
+                _run(["ip", "link", "add", dev, "netns", ns.name, "type", "veth",
+                      "peer", "name", port, "netns", self.br.name])
+                self.br.run(["ip", "link", "set", port, "master", "br0"])
+                self.br.run(["ip", "link", "set", port, "up"])
+                ns.run(["ip", "addr", "add", f"{v4}/24", "dev", dev])
+                ns.run(["ip", "addr", "add", f"{v6}/64", "dev", dev, "nodad"])
+                ns.run(["ip", "link", "set", dev, "up"])
+            self.br.run(["ip", "link", "set", "br0", "up"])
+            # Resolve neighbours and teach the bridge both MACs, so the packets
+            # traced later are forwarded (not flooded as clones).
+            _run(icmp_echo_argv(self.a, self.addr_a, self.addr_b, ident=1, timeout=3),
+                 check=False)
+        except BaseException:
+            self.down()
+            raise
+        return self
+
+    def down(self) -> None:
+        """Delete the three namespaces (the veth pairs and the bridge go with them)."""
+        for ns in (self.a, self.b, self.br):
+            if ns.path.exists():
+                _run(["ip", "netns", "del", ns.name], check=False)
+
+    def __enter__(self) -> BridgeLab:
+        return self.up()
+
+    def __exit__(self, *exc: object) -> None:
+        self.down()

@@ -73,3 +73,9 @@ def for_running_kernel(btf_path: str | Path = "/sys/kernel/btf/vmlinux") -> dict
     tmp.write_text(json.dumps(result, sort_keys=True))
     tmp.replace(cached)
     return result
+
+# The path tracer reads L3 from skb->data on receive and the ethertype from the skb.
+EXTRA_FIELDS.update({
+    "SKB_DATA": ("sk_buff.data",),
+    "SKB_PROTOCOL": ("sk_buff.protocol",),
+})

@@ -1,0 +1,71 @@
+"""``kdbg path``: follow packets across interfaces and namespaces to their end."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from kdbg.path import tracer
+from kdbg.path.report import JsonSink, TextSink
+from kdbg.trace.filters import PROTOCOLS
+
+EXAMPLES = """
+\b
+Examples:
+  kdbg path --proto icmp --addr 10.77.1.2       every ICMP packet to or from 10.77.1.2
+  kdbg path --icmp-id 4242 --count 2            one ping and its reply, then stop
+  kdbg path --proto udp --dport 5555 --json     hops and ends as JSON lines
+  kdbg path --netns blue --ifname veth1 --duration 10
+  kdbg path --addr 10.77.1.2 --cmd 'ip netns exec red ping -c1 10.77.1.2'
+  kdbg path --proto tcp --port 80 --print-bpf  show the generated C and exit
+"""
+
+
+@click.command(epilog=EXAMPLES)
+@click.option("--proto", type=click.Choice(sorted(PROTOCOLS)), help="L4 protocol.")
+@click.option("--saddr", "saddrs", multiple=True, metavar="ADDR[/LEN]", help="Source address.")
+@click.option("--daddr", "daddrs", multiple=True, metavar="ADDR[/LEN]",
+              help="Destination address.")
+@click.option("--addr", "addrs", multiple=True, metavar="ADDR[/LEN]",
+              help="Source or destination address.")
+@click.option("--sport", "sports", multiple=True, type=int, metavar="PORT", help="Source port.")
+@click.option("--dport", "dports", multiple=True, type=int, metavar="PORT",
+              help="Destination port.")
+@click.option("--port", "ports", multiple=True, type=int, metavar="PORT",
+              help="Source or destination port.")
+@click.option("--icmp-id", "icmp_ids", multiple=True, type=int, metavar="ID",
+              help="ICMP/ICMPv6 echo identifier. Repeatable.")
+@click.option("--netns", metavar="INODE|PATH|NAME",
+              help="Start tracking packets seen in this network namespace.")
+@click.option("--ifname", metavar="DEV", help="Start tracking packets seen on this interface.")
+@click.option("--count", type=int, metavar="N", help="Stop after N paths have ended.")
+@click.option("--duration", type=float, metavar="S", help="Stop after S seconds.")
+@click.option("--cmd", metavar="CMD",
+              help="Run CMD once attached; stop when it exits and exit with its status.")
+@click.option("--json", "as_json", is_flag=True, help="JSON lines, each tagged with \"type\".")
+@click.option("--buffer-pages", type=int, default=256, show_default=True,
+              help="Ring buffer size in pages (a power of two).")
+@click.option("--print-bpf", is_flag=True, help="Print the generated BPF C and exit.")
+def path(as_json: bool, print_bpf: bool, **opts: object) -> None:
+    """Follow packets hop by hop across interfaces and network namespaces.
+
+    A packet is tracked from the first hop where it matches the filters (all run
+    in the kernel) and followed by its skb, also through NAT, until it is dropped
+    (with the kernel's reason) or consumed. Each packet prints as one block, one
+    line per hop: time since its first hop, netns inode and name, interface,
+    tracepoint, and addresses, ports or ICMP echo id and sequence. Once attached,
+    a line starting 'kdbg: watching' goes to stderr.
+    """
+    cfg = tracer.PathConfig(**opts)  # type: ignore[arg-type]
+    prepared = tracer.prepare(cfg)
+    if print_bpf:
+        click.echo(prepared.text)
+        return
+    sink = JsonSink(sys.stdout, sys.stderr) if as_json else TextSink(sys.stdout, sys.stderr)
+    result = prepared.run(sink)
+    if result.cmd_status is not None:
+        sys.exit(result.cmd_status)
+
+
+COMMANDS = [path]
