@@ -7,6 +7,7 @@ one-line message and the error's exit status; nothing else is caught here.
 
 from __future__ import annotations
 
+import importlib
 import sys
 from typing import Any
 
@@ -17,7 +18,21 @@ from kdbg.errors import KdbgError
 
 
 class KdbgGroup(click.Group):
-    """A click group that turns kdbg's typed errors into one line and an exit status."""
+    """A click group that loads its commands lazily and turns kdbg's typed errors
+    into one line and an exit status."""
+
+    # command name -> module under kdbg.cli that defines it (as COMMANDS)
+    lazy: dict[str, str] = {}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in self.lazy:
+            module = importlib.import_module(f"kdbg.cli.{self.lazy[cmd_name]}")
+            for cmd in module.COMMANDS:
+                self.add_command(cmd)
+        return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -45,11 +60,18 @@ def main() -> None:
 
 
 def _register() -> None:
-    from kdbg.cli import doctor, reasons, watch
-
-    for module in (watch, reasons, doctor):
-        for cmd in module.COMMANDS:
-            main.add_command(cmd)
+    """Name every command and the module that holds it; modules load on first use,
+    so ``kdbg watch`` starts without importing the debugger or the lab."""
+    KdbgGroup.lazy.update({
+        "watch": "watch",
+        "path": "path",
+        "reasons": "reasons",
+        "doctor": "doctor",
+        "guard": "guard",
+        "demo": "demo",
+        "gdb": "gdb",
+        "lab": "lab",
+    })
 
 
 _register()

@@ -1,0 +1,98 @@
+"""Turning ``--lab NAME`` or ``--gdb ENDPOINT`` into what a session needs.
+
+A lab knows its endpoint, its guest's kallsyms (read once per boot), its debug vmlinux
+(Debian's -dbg one, or the built kernel's), the netns gdb must run in (KGDBoE), and how
+to interrupt kgdboc (SysRq-G through the exec channel).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kdbg.debugger.endpoint import Endpoint
+from kdbg.errors import BadInput, KdbgError
+
+
+@dataclass(frozen=True)
+class Target:
+    """Everything :meth:`kdbg.debugger.Session.connect` takes about one target."""
+
+    endpoint: Endpoint
+    kallsyms: Path | None = None
+    vmlinux: Path | None = None
+    kaslr_offset: int | None = None
+    gdb_prefix: tuple[str, ...] = ()
+    interrupter: Callable[[], None] | None = field(default=None, compare=False)
+    label: str = ""
+
+
+def from_endpoint(
+    endpoint: str, *, kallsyms: str | Path | None = None, vmlinux: str | Path | None = None
+) -> Target:
+    """A target given by hand: an endpoint, and the target's kallsyms and/or vmlinux."""
+    ep = Endpoint.parse(endpoint)
+    return Target(
+        ep,
+        kallsyms=Path(kallsyms) if kallsyms else None,
+        vmlinux=Path(vmlinux) if vmlinux else None,
+        label=str(ep),
+    )
+
+
+def from_lab(
+    name: str = "default",
+    *,
+    vmlinux: str | Path | None = None,
+    want_vmlinux: bool = True,
+    progress: Callable[[str], None] | None = None,
+) -> Target:
+    """The target of a running lab: endpoint, guest kallsyms, vmlinux, netns, interrupter.
+
+    The vmlinux is the lab's (or ``vmlinux``); with ``want_vmlinux=False`` none is used.
+    """
+    from kdbg.lab import guest, vm
+
+    info = vm.require(name)
+    guest.kallsyms(name)  # read once per boot, cached in the lab's state directory
+    cached = sorted(Path(info.state_dir).glob("kallsyms-*.txt"))
+    if not cached:
+        raise KdbgError(f"lab {name!r} has no kallsyms copy in {info.state_dir}")
+    vm_path: Path | None = Path(vmlinux) if vmlinux else None
+    if vm_path is None and want_vmlinux:
+        try:
+            vm_path = guest.vmlinux(name, progress)
+        except KdbgError:
+            vm_path = None
+    if vm_path is not None and not vm_path.exists():
+        raise BadInput(f"vmlinux {vm_path} does not exist")
+    interrupter = None
+    if info.transport == "kgdboc":
+        interrupter = _sysrq_g(name)
+    return Target(
+        Endpoint.parse(info.gdb_endpoint),
+        kallsyms=cached[-1],
+        vmlinux=vm_path,
+        gdb_prefix=tuple(info.gdb_prefix),
+        interrupter=interrupter,
+        label=f"lab {name} ({info.transport}, {info.release})",
+    )
+
+
+def _sysrq_g(name: str) -> Callable[[], None]:
+    """SysRq-G in lab ``name``: the write blocks while kgdb holds the kernel, so it runs in
+    a daemon thread and is never waited for."""
+
+    def interrupt() -> None:
+        from kdbg.lab import guest
+
+        def fire() -> None:
+            with contextlib.suppress(KdbgError):
+                guest.run(name, ["sh", "-c", "echo g > /proc/sysrq-trigger"], timeout=None)
+
+        threading.Thread(target=fire, name="kdbg-sysrq-g", daemon=True).start()
+
+    return interrupt

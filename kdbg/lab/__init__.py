@@ -1,0 +1,83 @@
+"""The QEMU lab: boot a ready-to-debug VM, run commands in it, and reach its gdb endpoint.
+
+Public API (everything raises :class:`kdbg.errors.KdbgError` subclasses: ``BadInput``
+for bad input, ``LabError``/``LabTimeout`` for a lab that cannot boot, ``LabLost``
+when its QEMU is gone)::
+
+    from kdbg import lab
+
+    info = lab.up(lab.LabConfig(name="default"), progress=print)  # boot, wait ready
+    info = lab.get("default")            # LabInfo as recorded, .alive checked now
+    labs = lab.status()                  # every recorded lab
+    info.gdb_endpoint                    # "tcp:127.0.0.1:PORT" (stub / kgdboc) or "udp:IP:31337"
+    info.gdb_prefix                      # [] or ["ip", "netns", "exec", "kdbg-NAME"] (KGDBoE)
+    lab.gdb_endpoint("default")          # the same, by name
+    lab.vmlinux("default")               # Path of the DWARF vmlinux (Debian -dbg, cached)
+    lab.kallsyms("default")              # guest /proc/kallsyms text, cached per boot
+    lab.kaslr("default")                 # Kaslr(enabled, text, offset)
+    lab.symbol_address("default", "kfree_skb_reason")
+    status = lab.exec_("default", ["uname", "-r"], stdout=cb, stderr=cb)  # streams
+    done = lab.run("default", ["uname", "-r"])              # Completed(status, stdout, stderr)
+    with lab.stream("default", ["kdbg", "watch", "--json"]) as s:          # long streams
+        for chunk in s: ...              # Chunk(stream="stdout"|"stderr", data=bytes)
+        s.status
+    lab.console("default")               # pexpect child on the serial root shell
+    lab.down("default")                  # QEMU stopped (its PID only), state removed
+    lab.build_kernel(progress=print)     # the kgdb lab kernel (cached by config hash)
+
+The exec stream has no timers: a guest halted by a debugger pauses it, and it goes on
+when the guest resumes. Leaving a stream (or Ctrl-C twice) kills the remote command.
+"""
+
+from __future__ import annotations
+
+from kdbg.lab.build import build_kernel
+from kdbg.lab.channel import Chunk, ExecSession
+from kdbg.lab.guest import (
+    Completed,
+    Kaslr,
+    console,
+    exec_,
+    kallsyms,
+    kaslr,
+    kgdboe_load,
+    run,
+    stream,
+    symbol_address,
+    vmlinux,
+)
+from kdbg.lab.kernel import Kernel
+from kdbg.lab.vm import LabConfig, LabInfo, down, dry_run, get, require, status, up
+
+
+def gdb_endpoint(name: str = "default") -> str:
+    """What gdb's ``target remote`` takes to reach lab ``name``'s kernel."""
+    return require(name).gdb_endpoint
+
+
+__all__ = [
+    "Chunk",
+    "Completed",
+    "ExecSession",
+    "Kaslr",
+    "Kernel",
+    "LabConfig",
+    "LabInfo",
+    "build_kernel",
+    "console",
+    "down",
+    "dry_run",
+    "exec_",
+    "gdb_endpoint",
+    "get",
+    "kallsyms",
+    "kaslr",
+    "kgdboe_load",
+    "require",
+    "run",
+    "status",
+    "stream",
+    "symbol_address",
+    "up",
+    "vmlinux",
+]

@@ -1,0 +1,187 @@
+"""Host side of the exec channel: TCP to the guest agent through QEMU's ``hostfwd``.
+
+See :mod:`kdbg.lab.agent` for the protocol. Reads have no timeout unless the caller
+asks for one: while a debugger holds the guest stopped, QEMU's user-mode network
+stack (whose timers run on the guest's virtual clock) simply stops delivering, and
+the stream resumes when the guest does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+from kdbg.errors import LabLost, LabTimeout
+from kdbg.lab import agent
+
+Sink = Callable[[bytes], None]
+
+
+def ping(port: int, timeout: float = 2.0) -> dict[str, Any]:
+    """Ask the agent for guest facts (release, boot_id, cmdline, tracefs, headers).
+
+    Raises OSError (or LabTimeout) when the agent does not answer in ``timeout``.
+    """
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.settimeout(timeout)
+        agent.send_frame(sock, agent.PING)
+        try:
+            frame = agent.recv_frame(sock)
+        except TimeoutError as err:
+            raise LabTimeout(f"the guest agent on port {port} did not answer") from err
+        if frame is None or frame[0] != agent.PING:
+            raise ConnectionError("the guest agent closed the connection")
+        facts: dict[str, Any] = json.loads(frame[1])
+        return facts
+
+
+@dataclass
+class Chunk:
+    """A piece of the remote command's output: ``stream`` is "stdout" or "stderr"."""
+
+    stream: str
+    data: bytes
+
+
+class ExecSession:
+    """A command running in the guest. Iterate it for output chunks; then read ``status``.
+
+    ``send_stdin``, ``close_stdin`` and ``signal`` may be called from another thread
+    while one thread iterates. ``close()`` (or leaving the ``with`` block) drops the
+    connection, which makes the agent kill the command's process group.
+    """
+
+    def __init__(
+        self,
+        port: int,
+        argv: list[str],
+        *,
+        env: dict[str, str] | None = None,
+        cwd: str = "/",
+        stdin: bool = False,
+        timeout: float | None = None,
+    ) -> None:
+        self.argv = argv
+        self.status: int | None = None
+        self._lock = threading.Lock()
+        try:
+            self._sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        except OSError as err:
+            raise LabLost(f"cannot reach the lab's exec port {port}: {err}") from err
+        self._sock.settimeout(timeout)
+        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        request = {"argv": argv, "env": env or {}, "cwd": cwd, "stdin": stdin}
+        self._send(agent.RUN, json.dumps(request).encode())
+
+    def _send(self, kind: bytes, payload: bytes = b"") -> None:
+        with self._lock:
+            try:
+                agent.send_frame(self._sock, kind, payload)
+            except OSError as err:
+                raise LabLost(f"lost the exec channel: {err}") from err
+
+    def send_stdin(self, data: bytes) -> None:
+        """Feed bytes to the remote command's stdin (opened with ``stdin=True``)."""
+        for i in range(0, len(data), 1 << 16):
+            self._send(agent.STDIN, data[i : i + (1 << 16)])
+
+    def close_stdin(self) -> None:
+        """End the remote command's stdin."""
+        self._send(agent.STDIN_EOF)
+
+    def signal(self, sig: int) -> None:
+        """Send signal ``sig`` to the remote command's process group."""
+        self._send(agent.SIGNAL, str(int(sig)).encode())
+
+    def __iter__(self) -> Iterator[Chunk]:
+        while True:
+            try:
+                frame = agent.recv_frame(self._sock)
+            except TimeoutError as err:
+                raise LabTimeout(f"{self.argv[0]} in the lab did not finish in time") from err
+            except OSError as err:
+                raise LabLost(f"lost the exec channel: {err}") from err
+            if frame is None:
+                raise LabLost("the lab closed the exec channel (did its QEMU die?)")
+            kind, payload = frame
+            if kind == agent.STDOUT:
+                yield Chunk("stdout", payload)
+            elif kind == agent.STDERR:
+                yield Chunk("stderr", payload)
+            elif kind == agent.EXIT:
+                self.status = int(json.loads(payload)["status"])
+                return
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._sock.close()
+
+    def __enter__(self) -> ExecSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def run_streaming(
+    port: int,
+    argv: list[str],
+    *,
+    stdout: Sink,
+    stderr: Sink,
+    stdin: BinaryIO | bytes | None = None,
+    env: dict[str, str] | None = None,
+    cwd: str = "/",
+    timeout: float | None = None,
+) -> int:
+    """Run ``argv`` in the guest, handing output to ``stdout``/``stderr`` as it arrives.
+
+    Returns the command's exit status. On KeyboardInterrupt the remote command gets
+    SIGINT and its output keeps flowing until it exits; a second KeyboardInterrupt
+    drops the connection (the agent then kills it) and re-raises.
+    """
+    with ExecSession(port, argv, env=env, cwd=cwd, stdin=stdin is not None, timeout=timeout) as s:
+        feeder = None
+        if isinstance(stdin, bytes):
+            s.send_stdin(stdin)
+            s.close_stdin()
+        elif stdin is not None:
+            feeder = threading.Thread(target=_feed, args=(s, stdin), daemon=True)
+            feeder.start()
+        presses = 0
+
+        def on_sigint(signum: int, frame: object) -> None:
+            nonlocal presses
+            presses += 1
+            if presses > 1:
+                raise KeyboardInterrupt
+            s.signal(signal.SIGINT)
+
+        in_main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, on_sigint) if in_main else None
+        try:
+            for chunk in s:
+                (stdout if chunk.stream == "stdout" else stderr)(chunk.data)
+        finally:
+            if in_main:
+                signal.signal(signal.SIGINT, previous)
+        assert s.status is not None
+        return s.status
+
+
+def _feed(session: ExecSession, stream: BinaryIO) -> None:
+    try:
+        while True:
+            data = stream.read1(65536) if hasattr(stream, "read1") else stream.read(65536)
+            if not data:
+                break
+            session.send_stdin(data)
+        session.close_stdin()
+    except (OSError, LabLost):
+        pass

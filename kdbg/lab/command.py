@@ -1,0 +1,140 @@
+"""The lab's launch command line: a pure function of the lab's config and resources.
+
+kdbg starts ``virtme-run`` (virtme-ng's runner, the one ``vng --run`` uses) directly:
+it builds the initramfs that loads 9p and virtio modules, shares the host's root
+read-only with tmpfs overlays, and then runs QEMU as its child and waits for it. QEMU
+writes its PID to the lab's pidfile; that PID is the lab's. Everything kdbg adds goes
+through ``--kopt`` and ``--qemu-opts``:
+
+* serial ports: ttyS0 is virtme's boot console (to the lab's console log), ttyS1 is
+  kgdboc's (a TCP server on the host's loopback, or ``null``), ttyS2 the interactive
+  console (a unix socket, logged) where the agent keeps a root shell;
+* the exec NIC: virtio-net on user networking with ``restrict=on`` (the guest reaches
+  nothing) and one ``hostfwd`` from ``127.0.0.1:<exec_port>`` to the agent;
+* ``-gdb tcp:127.0.0.1:<gdb_port>`` for the gdbstub transport;
+* for KGDBoE an e1000 on the tap fd of the lab's own namespace.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kdbg.lab import agent
+from kdbg.lab.kernel import Kernel
+
+TRANSPORTS = ("gdbstub", "kgdboc", "kgdboe")
+EXEC_MAC = "52:54:00:6b:64:01"
+OE_MAC = "52:54:00:6b:64:02"
+KGDBOC_TTY = "ttyS1"
+SHELL_TTY = "/dev/ttyS2"
+KGDBOE_UDP_PORT = 31337
+# virtme-ng's own overlays (what `vng` asks for): writable in the guest, untouched on the host.
+OVERLAYS = ("/etc", "/lib", "/home", "/opt", "/srv", "/usr", "/var", "/tmp", "/root")
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    """Everything the launch command depends on besides the kernel."""
+
+    name: str
+    transport: str
+    memory: str
+    cpus: int
+    exec_port: int
+    console_socket: Path
+    console_log: Path
+    pidfile: Path
+    python: str
+    virtme_run: str
+    gdb_port: int | None = None
+    kgdboc_port: int | None = None
+    tap_fd: int | None = None
+    oe_cidr: str | None = None
+    append: tuple[str, ...] = field(default_factory=tuple)
+
+
+def kernel_options(plan: LaunchPlan) -> list[str]:
+    """Boot options kdbg adds: ``nokaslr`` whenever a gdb transport is on, and kgdboc."""
+    opts = ["nokaslr"]
+    if plan.transport == "kgdboc":
+        opts.append(f"kgdboc={KGDBOC_TTY},115200")
+    opts.extend(plan.append)
+    return opts
+
+
+def agent_command(plan: LaunchPlan) -> str:
+    """The guest's boot command: the agent, from the host's files, with the host's Python."""
+    argv = [plan.python, "-u", agent.__file__, "--exec-mac", EXEC_MAC, "--shell-tty", SHELL_TTY]
+    if plan.oe_cidr:
+        argv += ["--oe-mac", OE_MAC, "--oe-cidr", plan.oe_cidr]
+    return "exec " + shlex.join(argv)
+
+
+def qemu_options(plan: LaunchPlan) -> list[str]:
+    """QEMU arguments kdbg adds after virtme-ng's own."""
+    opts: list[str] = ["-pidfile", str(plan.pidfile)]
+    if plan.transport == "kgdboc":
+        assert plan.kgdboc_port is not None
+        opts += ["-serial", f"tcp:127.0.0.1:{plan.kgdboc_port},server=on,wait=off"]
+    else:
+        opts += ["-serial", "null"]
+    opts += [
+        "-chardev",
+        f"socket,id=kdbgcon,path={plan.console_socket},server=on,wait=off,"
+        f"logfile={plan.console_log},logappend=on",
+        "-serial",
+        "chardev:kdbgcon",
+        "-netdev",
+        f"user,id=kdbgexec,restrict=on,ipv6=off,"
+        f"hostfwd=tcp:127.0.0.1:{plan.exec_port}-{agent.GUEST_EXEC_IP}:{agent.GUEST_PORT}",
+        "-device",
+        f"virtio-net-pci,netdev=kdbgexec,mac={EXEC_MAC}",
+    ]
+    if plan.transport == "gdbstub":
+        assert plan.gdb_port is not None
+        opts += ["-gdb", f"tcp:127.0.0.1:{plan.gdb_port}"]
+    if plan.transport == "kgdboe":
+        assert plan.tap_fd is not None
+        opts += [
+            "-netdev",
+            f"tap,id=kdbgoe,fd={plan.tap_fd}",
+            "-device",
+            f"e1000,netdev=kdbgoe,mac={OE_MAC}",
+        ]
+    return opts
+
+
+def launch_argv(plan: LaunchPlan, kernel: Kernel) -> list[str]:
+    """The full ``virtme-run`` command line that boots the lab."""
+    if plan.transport not in TRANSPORTS:
+        raise ValueError(plan.transport)
+    argv = [plan.virtme_run]
+    if kernel.kdir is not None:
+        argv += ["--kdir", str(kernel.kdir)]
+    else:
+        argv += ["--kimg", str(kernel.image)]
+    argv += [
+        "--mods",
+        "auto",
+        "--name",
+        f"kdbg-{plan.name}",
+        "--disable-kvm",
+        "--force-9p",
+        "--memory",
+        plan.memory,
+        "--cpus",
+        str(plan.cpus),
+        "--cwd",
+        "/",
+        "--disable-monitor",
+        "--show-boot-console",
+    ]
+    for d in OVERLAYS:
+        argv += ["--overlay-rwdir", d]
+    for opt in kernel_options(plan):
+        argv += ["--kopt", opt]
+    argv += ["--script-sh", agent_command(plan)]
+    argv += ["--qemu-opts", *qemu_options(plan)]
+    return argv

@@ -1,0 +1,283 @@
+"""Lab kernels: Debian's stock image (fetched, never installed), or a kernel the user built.
+
+The default lab kernel is Debian's ``linux-image-<ver>-amd64`` for the same ``<ver>``
+as the installed ``linux-headers-amd64``, so bcc inside the guest can use the host's
+headers. It is fetched with ``apt-get download`` and unpacked with ``dpkg -x`` into
+``$XDG_CACHE_HOME/kdbg/kernels/debian-<ver>/root``; ``depmod`` runs on that tree and
+``lib/modules/<ver>/{build,source}`` there link to ``/usr/src/linux-headers-<ver>-*``.
+virtme-ng then links the guest's ``/lib/modules/<ver>`` (a tmpfs) to that tree, so
+nothing is written into the host's ``/lib/modules``.
+
+Its debug ``vmlinux`` (DWARF, for gdb backtraces) comes from ``linux-image-<ver>-dbg``
+on first use: an 858 MB .deb of which only ``./usr/lib/debug/boot/vmlinux-<ver>``
+(633 MB) is kept.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from kdbg.errors import BadInput, LabError
+from kdbg.paths import cache_dir
+
+Progress = Callable[[str], None]
+
+BZIMAGE = Path("arch/x86/boot/bzImage")
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """A kernel the lab can boot.
+
+    ``image`` is the bzImage; ``kdir`` a kernel build directory (virtme-run
+    ``--kdir``) when the kernel was built; ``moddir`` the modules tree for
+    ``release``; ``config`` its .config; ``vmlinux`` the ELF with DWARF when it is
+    known to exist (for Debian kernels see :func:`debian_vmlinux`).
+    """
+
+    kind: str  # "debian", "build" or "image"
+    release: str
+    image: Path
+    kdir: Path | None = None
+    moddir: Path | None = None
+    config: Path | None = None
+    vmlinux: Path | None = None
+
+    def option(self, name: str) -> str | None:
+        """The value of ``CONFIG_<name>`` in the kernel's config, or None when unset.
+
+        Raises LabError when the kernel's config is unknown.
+        """
+        if self.config is None or not self.config.exists():
+            raise LabError(f"no .config known for kernel {self.image}")
+        key = name if name.startswith("CONFIG_") else f"CONFIG_{name}"
+        for line in self.config.read_text(errors="replace").splitlines():
+            if line.startswith(key + "="):
+                return line.split("=", 1)[1]
+        return None
+
+
+def _run(argv: list[str], *, cwd: Path | None = None, what: str) -> str:
+    proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-5:])
+        raise LabError(f"{what} failed (exit {proc.returncode}): {tail}")
+    return proc.stdout
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` so two kdbg processes never fetch the same thing."""
+    with open(path, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def debian_release() -> str:
+    """The ``<ver>-amd64`` release that the installed ``linux-headers-amd64`` points at."""
+    proc = subprocess.run(
+        ["dpkg-query", "-W", "-f", "${Depends}", "linux-headers-amd64"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    m = re.search(r"linux-headers-(\d[\w.+-]*-amd64)", proc.stdout)
+    if m:
+        return m.group(1)
+    dirs = sorted(Path("/usr/src").glob("linux-headers-*-amd64"))
+    if dirs:
+        return dirs[-1].name.removeprefix("linux-headers-")
+    raise LabError(
+        "no Debian kernel headers installed (linux-headers-amd64)",
+        hint="run scripts/setup.sh, or apt-get install linux-headers-amd64",
+    )
+
+
+def _apt_download(package: str, into: Path) -> Path:
+    """``apt-get download PACKAGE`` into ``into``; returns the .deb path."""
+    for old in into.glob(f"{package}_*.deb"):
+        old.unlink()
+    proc = subprocess.run(
+        ["apt-get", "download", "-q", package], cwd=into, capture_output=True, text=True
+    )
+    debs = sorted(into.glob(f"{package}_*.deb"))
+    if proc.returncode != 0 or not debs:
+        tail = "\n".join(proc.stderr.strip().splitlines()[-3:])
+        raise LabError(
+            f"apt-get download {package} failed: {tail}",
+            hint="check apt sources and run apt-get update",
+        )
+    return debs[-1]
+
+
+def debian_kernel(progress: Progress = _quiet) -> Kernel:
+    """Debian's stock kernel for the installed headers, fetched into the cache on first use."""
+    release = debian_release()
+    base = cache_dir("kernels", f"debian-{release}")
+    root = base / "root"
+    image = root / "boot" / f"vmlinuz-{release}"
+    moddir = root / "lib" / "modules" / release
+    stamp = base / ".complete"
+    with _locked(base / ".lock"):
+        if not stamp.exists():
+            _fetch_debian_image(release, base, progress)
+            stamp.write_text(release + "\n")
+    vmlinux = base / f"vmlinux-{release}"
+    return Kernel(
+        kind="debian",
+        release=release,
+        image=image,
+        moddir=moddir,
+        config=root / "boot" / f"config-{release}",
+        vmlinux=vmlinux if vmlinux.exists() else None,
+    )
+
+
+def _fetch_debian_image(release: str, base: Path, progress: Progress) -> None:
+    package = f"linux-image-{release}"
+    started = time.monotonic()
+    progress(f"fetching {package} with apt-get download (about 70 MB)")
+    tmp = base / "download"
+    tmp.mkdir(exist_ok=True)
+    deb = _apt_download(package, tmp)
+    root = base / "root"
+    staging = base / "root.new"
+    shutil.rmtree(staging, ignore_errors=True)
+    progress(f"unpacking {deb.name} (dpkg -x, not installed)")
+    _run(["dpkg-deb", "-x", str(deb), str(staging)], what=f"dpkg -x {deb.name}")
+    deb.unlink()
+    moddir = staging / "lib" / "modules" / release
+    if not moddir.is_dir():
+        raise LabError(f"{package} has no lib/modules/{release}")
+    progress("depmod on the unpacked modules")
+    _run(["depmod", "-a", "-b", str(staging), release], what="depmod")
+    headers = Path(f"/usr/src/linux-headers-{release}")
+    common = Path(f"/usr/src/linux-headers-{release.removesuffix('-amd64')}-common")
+    for link, target in (("build", headers), ("source", common)):
+        (moddir / link).unlink(missing_ok=True)
+        os.symlink(target, moddir / link)
+    shutil.rmtree(root, ignore_errors=True)
+    staging.rename(root)
+    progress(f"kernel {release} ready in {time.monotonic() - started:.1f}s: {root}")
+
+
+def debian_vmlinux(release: str | None = None, progress: Progress = _quiet) -> Path:
+    """The debug vmlinux (DWARF) of Debian's kernel ``release``, fetched on first use.
+
+    Downloads ``linux-image-<release>-dbg`` (858 MB), extracts only
+    ``./usr/lib/debug/boot/vmlinux-<release>`` (about 30 s, 633 MB) and deletes the .deb.
+    """
+    release = release or debian_release()
+    base = cache_dir("kernels", f"debian-{release}")
+    target = base / f"vmlinux-{release}"
+    with _locked(base / ".vmlinux.lock"):
+        if target.exists():
+            return target
+        package = f"linux-image-{release}-dbg"
+        started = time.monotonic()
+        progress(f"fetching {package} for the debug vmlinux (858 MB .deb, once)")
+        tmp = base / "download-dbg"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        try:
+            deb = _apt_download(package, tmp)
+            member = f"./usr/lib/debug/boot/vmlinux-{release}"
+            progress(f"extracting {member} (about 30 s)")
+            dpkg = subprocess.Popen(
+                ["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE
+            )
+            tar = subprocess.run(
+                ["tar", "-x", "-C", str(tmp), member],
+                stdin=dpkg.stdout,
+                capture_output=True,
+                text=True,
+            )
+            assert dpkg.stdout is not None
+            dpkg.stdout.close()
+            dpkg.wait()
+            extracted = tmp / member
+            if dpkg.returncode != 0 or tar.returncode != 0 or not extracted.exists():
+                raise LabError(f"could not extract {member} from {deb.name}: {tar.stderr.strip()}")
+            extracted.rename(target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        size = target.stat().st_size / 1e6
+        took = time.monotonic() - started
+        progress(f"debug vmlinux ready in {took:.0f}s ({size:.0f} MB): {target}")
+        return target
+
+
+def kernel_from_path(path: Path) -> Kernel:
+    """A kernel the user names: a build directory (with .config and bzImage) or a bzImage.
+
+    Raises BadInput when ``path`` is neither.
+    """
+    path = path.expanduser().resolve()
+    if path.is_dir():
+        image = path / BZIMAGE
+        if not image.exists() or not (path / ".config").exists():
+            raise BadInput(f"{path} is not a kernel build directory (no .config or {BZIMAGE})")
+        release = _kernelrelease(path)
+        vmlinux = path / "vmlinux"
+        return Kernel(
+            kind="build",
+            release=release,
+            image=image,
+            kdir=path,
+            config=path / ".config",
+            vmlinux=vmlinux if vmlinux.exists() else None,
+        )
+    if path.is_file():
+        if _image_version(path) is None:
+            raise BadInput(f"{path} is not a bootable x86 kernel image")
+        # A bzImage inside a build tree: use the tree, so modules and vmlinux come along.
+        for parent in path.parents:
+            if (parent / ".config").exists() and (parent / BZIMAGE).resolve() == path:
+                return kernel_from_path(parent)
+        release = _image_version(path) or "unknown"
+        config = path.with_name(path.name.replace("vmlinuz", "config"))
+        return Kernel(
+            kind="image",
+            release=release,
+            image=path,
+            config=config if config != path and config.exists() else None,
+        )
+    raise BadInput(f"kernel {path} does not exist")
+
+
+def _kernelrelease(kdir: Path) -> str:
+    rel = kdir / "include" / "config" / "kernel.release"
+    if rel.exists():
+        return rel.read_text().strip()
+    return _image_version(kdir / BZIMAGE) or "unknown"
+
+
+def _image_version(image: Path) -> str | None:
+    """The release string in an x86 bzImage's header (``kernel_version`` field)."""
+    try:
+        with open(image, "rb") as fh:
+            head = fh.read(0x400)
+            if head[0x202:0x206] != b"HdrS":
+                return None
+            offset = int.from_bytes(head[0x20E:0x210], "little") + 0x200
+            fh.seek(offset)
+            text = fh.read(256).split(b"\0", 1)[0].decode(errors="replace")
+    except OSError:
+        return None
+    return text.split(" ", 1)[0] or None

@@ -1,0 +1,575 @@
+"""Lab lifecycle: boot detached, wait until the guest agent answers, record, find, stop.
+
+Each lab has a state directory ``run_dir("labs", NAME)`` holding ``lab.json`` (its
+:class:`LabInfo`), the boot console log, the interactive console's socket and log,
+and a per-boot kallsyms cache. A lab is *alive* while the PID recorded there is a
+QEMU whose command line names ``kdbg-NAME``; anything else is reported dead, and only
+that PID (never a process found by name) is ever signalled.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kdbg.errors import BadInput, LabError, LabLost, LabTimeout
+from kdbg.lab import channel, netns
+from kdbg.lab.command import KGDBOE_UDP_PORT, TRANSPORTS, LaunchPlan, launch_argv
+from kdbg.lab.kernel import (
+    Kernel,
+    Progress,
+    _quiet,
+    debian_kernel,
+    debian_vmlinux,
+    kernel_from_path,
+)
+from kdbg.paths import cache_dir, run_dir
+
+NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,19}")
+MEMORY_RE = re.compile(r"[1-9][0-9]*[MG]")
+CONSOLE_TAIL = 25
+
+
+@dataclass(frozen=True)
+class LabConfig:
+    """What ``kdbg lab up`` asks for.
+
+    ``kernel`` is ``"debian"`` (the default stock kernel), ``"built"`` (the cached
+    kgdb lab kernel from ``kdbg lab build-kernel``) or a path to a kernel build
+    directory or bzImage. ``require_kgdb=False`` lets kgdboc/kgdboe labs boot a kernel
+    without CONFIG_KGDB (only useful to test their plumbing).
+    """
+
+    name: str = "default"
+    kernel: str = "debian"
+    transport: str = "gdbstub"
+    memory: str = "1G"
+    cpus: int = 2
+    boot_timeout: float = 300.0
+    fetch_vmlinux: bool = True
+    require_kgdb: bool = True
+    append: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LabInfo:
+    """A lab as recorded at boot, plus whether its QEMU is alive now.
+
+    ``gdb_endpoint`` is what gdb's ``target remote`` takes (``tcp:HOST:PORT`` or
+    ``udp:HOST:PORT``); for KGDBoE, gdb must run in ``netns`` (``gdb_prefix``).
+    ``vmlinux`` is the kernel's ELF with DWARF when known (Debian's from the -dbg
+    package, fetched at ``up``; see :func:`vmlinux`).
+    """
+
+    name: str
+    pid: int  # QEMU's
+    transport: str
+    kernel_kind: str
+    release: str
+    image: str
+    vmlinux: str | None
+    exec_port: int
+    gdb_port: int | None
+    kgdboc_port: int | None
+    netns: str | None
+    guest_ip: str | None
+    state_dir: str
+    console_log: str
+    console_socket: str
+    interactive_log: str
+    argv: list[str]
+    started_at: float
+    launcher_pid: int | None = None  # virtme-run, QEMU's parent
+    ready_at: float | None = None
+    boot_id: str | None = None
+    cmdline: str | None = None
+    alive: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def gdb_endpoint(self) -> str:
+        if self.transport == "gdbstub":
+            return f"tcp:127.0.0.1:{self.gdb_port}"
+        if self.transport == "kgdboc":
+            return f"tcp:127.0.0.1:{self.kgdboc_port}"
+        return f"udp:{self.guest_ip}:{KGDBOE_UDP_PORT}"
+
+    @property
+    def gdb_prefix(self) -> list[str]:
+        """Command prefix gdb needs to reach the endpoint (the lab's netns for KGDBoE)."""
+        return ["ip", "netns", "exec", self.netns] if self.netns else []
+
+    @property
+    def nokaslr(self) -> bool:
+        return "nokaslr" in (self.cmdline or "").split()
+
+    @property
+    def boot_seconds(self) -> float | None:
+        return None if self.ready_at is None else self.ready_at - self.started_at
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["gdb_endpoint"] = self.gdb_endpoint
+        d["nokaslr"] = self.nokaslr
+        return d
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> LabInfo:
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+# --- state ---------------------------------------------------------------------------------
+
+
+def labs_dir() -> Path:
+    return run_dir("labs")
+
+
+def _state_file(name: str) -> Path:
+    return labs_dir() / name / "lab.json"
+
+
+@contextmanager
+def _labs_lock() -> Iterator[None]:
+    with open(labs_dir() / ".lock", "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _write_state(info: LabInfo) -> None:
+    path = _state_file(info.name)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(info.to_json(), indent=2) + "\n")
+    tmp.rename(path)
+
+
+def pid_is_lab(pid: int, name: str, program: bytes = b"qemu-system") -> bool:
+    """True when ``pid`` is a live QEMU (or ``program``) started for lab ``name``.
+
+    This guards against PID reuse: kdbg signals a recorded PID only when this holds.
+    """
+    if pid <= 0:
+        return False
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    if stat.rsplit(")", 1)[1].split()[0] == "Z":
+        return False
+    args = raw.split(b"\0")
+    return any(program in a for a in args[:2]) and f"kdbg-{name}".encode() in args
+
+
+def validate_name(name: str) -> str:
+    if not NAME_RE.fullmatch(name):
+        raise BadInput(f"bad lab name {name!r}: use 1-20 of a-z, 0-9 and '-'")
+    return name
+
+
+def get(name: str = "default") -> LabInfo:
+    """The recorded lab ``name`` with ``alive`` set from its QEMU. Raises BadInput if none."""
+    validate_name(name)
+    path = _state_file(name)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise BadInput(f"no lab named {name!r}", hint="kdbg lab up --name " + name) from None
+    info = LabInfo.from_json(data)
+    alive = pid_is_lab(info.pid, name)
+    return info if alive == info.alive else _replace(info, alive=alive)
+
+
+def require(name: str = "default") -> LabInfo:
+    """Like :func:`get`, but raises LabLost when the lab's QEMU is gone."""
+    info = get(name)
+    if not info.alive:
+        raise LabLost(f"lab {name!r} is dead (its QEMU, PID {info.pid}, is gone)",
+                      hint=f"see {info.console_log}; kdbg lab down {name}")
+    return info
+
+
+def status() -> list[LabInfo]:
+    """Every recorded lab, alive or dead, by name."""
+    out = []
+    for path in sorted(labs_dir().glob("*/lab.json")):
+        try:
+            out.append(get(path.parent.name))
+        except (BadInput, ValueError, json.JSONDecodeError):
+            continue
+    return out
+
+
+def _replace(info: LabInfo, **changes: Any) -> LabInfo:
+    d = asdict(info)
+    d.update(changes)
+    return LabInfo(**d)
+
+
+# --- boot ----------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now, not recorded by another lab."""
+    taken = set()
+    for path in labs_dir().glob("*/lab.json"):
+        try:
+            d = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        taken |= {d.get("exec_port"), d.get("gdb_port"), d.get("kgdboc_port")}
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in taken:
+            return port
+
+
+def resolve_kernel(spec: str, progress: Progress = _quiet) -> Kernel:
+    """The kernel for ``--kernel``: "debian", "built" or a path. Raises BadInput."""
+    if spec == "debian":
+        return debian_kernel(progress)
+    if spec == "built":
+        from kdbg.lab.build import cached_build
+
+        kernel = cached_build()
+        if kernel is None:
+            raise BadInput("no kgdb lab kernel built yet", hint="kdbg lab build-kernel")
+        return kernel
+    return kernel_from_path(Path(spec))
+
+
+def _tool(name: str) -> str:
+    candidate = Path(sys.executable).parent / name
+    if candidate.exists():
+        return str(candidate)
+    raise LabError(f"{name} not found next to {sys.executable}", hint="pip install virtme-ng")
+
+
+def validate(config: LabConfig) -> None:
+    """Reject bad input before anything is started or written."""
+    validate_name(config.name)
+    if config.transport not in TRANSPORTS:
+        raise BadInput(f"unknown transport {config.transport!r}: one of {', '.join(TRANSPORTS)}")
+    if not MEMORY_RE.fullmatch(config.memory):
+        raise BadInput(f"bad memory size {config.memory!r}: like 1G or 768M")
+    if not 1 <= config.cpus <= 16:
+        raise BadInput(f"bad CPU count {config.cpus}: 1 to 16")
+    if config.boot_timeout <= 0:
+        raise BadInput("the boot timeout must be positive")
+
+
+def check_kernel(config: LabConfig, kernel: Kernel) -> None:
+    """Refuse a kgdb transport on a kernel whose config says it has no kgdb."""
+    if config.transport == "gdbstub" or not config.require_kgdb:
+        return
+    try:
+        kgdb = kernel.option("KGDB")
+    except LabError:
+        return  # config unknown: let the boot show it
+    if kgdb != "y":
+        raise BadInput(
+            f"kernel {kernel.release} has no CONFIG_KGDB, so {config.transport} cannot work",
+            hint="kdbg lab build-kernel, then kdbg lab up --kernel built",
+        )
+
+
+def plan_for(
+    config: LabConfig, kernel: Kernel, state: Path, tap_fd: int | None = None
+) -> LaunchPlan:
+    """The launch plan for ``config``: picks free ports, names the lab's files."""
+    return LaunchPlan(
+        name=config.name,
+        transport=config.transport,
+        memory=config.memory,
+        cpus=config.cpus,
+        exec_port=free_port(),
+        console_socket=state / "console.sock",
+        console_log=state / "interactive.log",
+        pidfile=state / "qemu.pid",
+        python=sys.executable,
+        virtme_run=_tool("virtme-run"),
+        gdb_port=free_port() if config.transport == "gdbstub" else None,
+        kgdboc_port=free_port() if config.transport == "kgdboc" else None,
+        tap_fd=tap_fd,
+        oe_cidr=netns.GUEST_CIDR if config.transport == "kgdboe" else None,
+        append=config.append,
+    )
+
+
+def dry_run(config: LabConfig) -> str:
+    """The command ``up(config)`` would run, as one shell line; starts and fetches nothing.
+
+    For the Debian kernel the path is the cache's even when not fetched yet.
+    """
+    validate(config)
+    if config.kernel == "debian":
+        from kdbg.lab.kernel import debian_release
+
+        release = debian_release()
+        base = cache_dir("kernels", f"debian-{release}")
+        kernel = Kernel("debian", release, base / "root" / "boot" / f"vmlinuz-{release}")
+    else:
+        kernel = resolve_kernel(config.kernel)
+    check_kernel(config, kernel)
+    state = labs_dir() / config.name
+    plan = plan_for(config, kernel, state, tap_fd=3 if config.transport == "kgdboe" else None)
+    argv = launch_argv(plan, kernel)
+    if config.transport == "kgdboe":
+        ns = netns.netns_name(config.name)
+        return f"# fd 3: tap {netns.TAP} in netns {ns}\n{shlex.join(argv)} 3<>/dev/net/tun"
+    return shlex.join(argv)
+
+
+def console_tail(path: Path, lines: int = CONSOLE_TAIL) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return "(no console output)"
+    tail = [ln.rstrip("\r") for ln in text.splitlines()[-lines:]]
+    return "\n".join("    " + ln for ln in tail)
+
+
+def up(config: LabConfig, progress: Progress = _quiet) -> LabInfo:
+    """Boot a lab detached and wait until its guest agent answers; returns its LabInfo.
+
+    Raises BadInput (nothing started) for bad config, a name in use or a kernel that
+    cannot do the transport; LabError/LabTimeout (QEMU stopped, state removed, the
+    console's tail in the message) when the guest does not come up.
+    """
+    validate(config)
+    kernel = resolve_kernel(config.kernel, progress)
+    check_kernel(config, kernel)
+    vmlinux_box: dict[str, Path | BaseException] = {}
+    fetcher = None
+    if kernel.kind == "debian" and kernel.vmlinux is None and config.fetch_vmlinux:
+        fetcher = threading.Thread(
+            target=_fetch_vmlinux, args=(kernel.release, progress, vmlinux_box), daemon=True
+        )
+
+    with _labs_lock():
+        state = labs_dir() / config.name
+        if (state / "lab.json").exists():
+            old = get(config.name)
+            if old.alive:
+                raise BadInput(f"lab {config.name!r} is already running (PID {old.pid})",
+                               hint=f"kdbg lab down {config.name}, or --name OTHER")
+            _cleanup(old)
+        state.mkdir(parents=True, exist_ok=True)
+        ns = None
+        tap_fd = None
+        try:
+            if config.transport == "kgdboe":
+                ns = netns.create(config.name)
+                tap_fd = netns.open_tap(ns)
+            plan = plan_for(config, kernel, state, tap_fd)
+            argv = launch_argv(plan, kernel)
+            boot_log = state / "console.log"
+            for stale in (boot_log, plan.console_log, plan.console_socket, plan.pidfile):
+                stale.unlink(missing_ok=True)
+            progress(f"booting lab {config.name!r}: {kernel.release} ({kernel.kind}), "
+                     f"{config.transport}, {config.cpus} CPU, {config.memory}, TCG")
+            started = time.time()
+            with open(boot_log, "wb") as log:
+                proc = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    pass_fds=(tap_fd,) if tap_fd is not None else (),
+                    cwd="/",
+                )
+        except BaseException:
+            if tap_fd is not None:
+                os.close(tap_fd)
+            if ns:
+                netns.delete(ns)
+            raise
+        if tap_fd is not None:
+            os.close(tap_fd)
+        info = LabInfo(
+            name=config.name,
+            pid=0,
+            transport=config.transport,
+            kernel_kind=kernel.kind,
+            release=kernel.release,
+            image=str(kernel.image),
+            vmlinux=str(kernel.vmlinux) if kernel.vmlinux else None,
+            exec_port=plan.exec_port,
+            gdb_port=plan.gdb_port,
+            kgdboc_port=plan.kgdboc_port,
+            netns=ns,
+            guest_ip=netns.GUEST_IP if ns else None,
+            state_dir=str(state),
+            console_log=str(boot_log),
+            console_socket=str(plan.console_socket),
+            interactive_log=str(plan.console_log),
+            argv=argv,
+            started_at=started,
+            launcher_pid=proc.pid,
+        )
+        try:
+            info = _replace(info, pid=_wait_pidfile(info, plan.pidfile, proc))
+        except BaseException:
+            _stop(info, proc)
+            _cleanup(info)
+            raise
+        _write_state(info)
+
+    if fetcher is not None:
+        fetcher.start()
+    try:
+        facts = _wait_ready(info, proc, config.boot_timeout, progress)
+    except BaseException:
+        _stop(info, proc)
+        _cleanup(info)
+        raise
+    if fetcher is not None:
+        fetcher.join()
+        got = vmlinux_box.get("path")
+        if isinstance(got, Path):
+            info = _replace(info, vmlinux=str(got))
+        else:
+            progress(f"warning: no debug vmlinux: {vmlinux_box.get('error')}")
+    info = _replace(info, ready_at=time.time(), boot_id=facts.get("boot_id"),
+                    cmdline=facts.get("cmdline"), extra={"guest": facts})
+    _write_state(info)
+    return info
+
+
+def _wait_pidfile(info: LabInfo, pidfile: Path, proc: subprocess.Popen[bytes],
+                  timeout: float = 120.0) -> int:
+    """QEMU's PID, once QEMU has written it (virtme-run first builds the initramfs)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            return int(pidfile.read_text().strip())
+        except (OSError, ValueError):
+            pass
+        code = proc.poll()
+        if code is not None:
+            raise LabError(f"lab {info.name!r}: virtme-run exited with status {code} before "
+                           f"QEMU started:\n{console_tail(Path(info.console_log))}")
+        time.sleep(0.05)
+    raise LabTimeout(f"lab {info.name!r}: QEMU did not start within {timeout:.0f}s")
+
+
+def _fetch_vmlinux(release: str, progress: Progress, box: dict[str, Path | BaseException]) -> None:
+    try:
+        box["path"] = debian_vmlinux(release, progress)
+    except Exception as err:  # noqa: BLE001 - reported as a warning by up()
+        box["error"] = err
+
+
+def _wait_ready(info: LabInfo, proc: subprocess.Popen[bytes], timeout: float,
+                progress: Progress) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    next_note = time.monotonic() + 15
+    log = Path(info.console_log)
+    shown = ""
+    while True:
+        code = proc.poll()
+        if code is not None:
+            raise LabError(
+                f"lab {info.name!r}: QEMU exited with status {code} while booting; "
+                f"console (last lines):\n{console_tail(log)}"
+            )
+        try:
+            return channel.ping(info.exec_port, timeout=2.0)
+        except (OSError, LabError):
+            pass
+        now = time.monotonic()
+        if now > deadline:
+            raise LabTimeout(
+                f"lab {info.name!r} not ready after {timeout:.0f}s; console (last lines):\n"
+                f"{console_tail(log)}"
+            )
+        if now > next_note:
+            next_note = now + 15
+            last = console_tail(log, 1).strip()
+            note = f": {last[:80]}" if last != shown else ""
+            shown = last
+            progress(f"  waiting for the guest agent ({time.time() - info.started_at:.0f}s){note}")
+        time.sleep(0.25)
+
+
+# --- stop ----------------------------------------------------------------------------------
+
+
+def _stop(info: LabInfo, proc: subprocess.Popen[bytes] | None = None, grace: float = 10.0) -> None:
+    """Stop the lab's QEMU and its virtme-run parent: only their recorded PIDs, checked first.
+
+    SIGTERM, then SIGKILL after ``grace`` seconds; returns when both are gone.
+    """
+    targets: list[tuple[int, bytes]] = [(info.pid, b"qemu-system")]
+    if info.launcher_pid:
+        targets.append((info.launcher_pid, b"virtme-run"))
+
+    def alive(pid: int, program: bytes) -> bool:
+        if proc is not None and pid == proc.pid:
+            return proc.poll() is None
+        with suppress(ChildProcessError):  # our own child (up() and down() in one process)
+            os.waitpid(pid, os.WNOHANG)
+        return pid_is_lab(pid, info.name, program)
+
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        for pid, program in targets:
+            if alive(pid, program):
+                os.kill(pid, sig)
+        end = time.monotonic() + wait
+        while time.monotonic() < end:
+            if not any(alive(pid, prog) for pid, prog in targets):
+                _wait_reaped([pid for pid, _ in targets])
+                return
+            time.sleep(0.05)
+    raise LabError(f"lab {info.name!r}: QEMU PID {info.pid} survived SIGKILL")
+
+
+def _wait_reaped(pids: list[int], timeout: float = 5.0) -> None:
+    """Give init a moment to reap exited processes, so none is left even as a zombie."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and any(Path(f"/proc/{p}").exists() for p in pids):
+        for pid in pids:
+            with suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+        time.sleep(0.05)
+
+
+def _cleanup(info: LabInfo) -> None:
+    if info.netns:
+        netns.delete(info.netns)
+    state = Path(info.state_dir)
+    for path in state.glob("*"):
+        if path.is_file() or path.is_socket():
+            path.unlink(missing_ok=True)
+    with suppress(OSError):
+        state.rmdir()
+
+
+def down(name: str = "default") -> LabInfo:
+    """Stop lab ``name`` and remove its state and namespace. Raises BadInput if unknown."""
+    with _labs_lock():
+        info = get(name)
+        _stop(info)
+        _cleanup(info)
+    return _replace(info, alive=False)

@@ -1,0 +1,100 @@
+"""Drop-site decoding, endpoints, vmlinux inspection and stop rendering: no gdb needed."""
+
+from __future__ import annotations
+
+import pytest
+
+from kdbg.debugger import dropsite
+from kdbg.debugger.endpoint import Endpoint
+from kdbg.debugger.errors import NotADropSite
+from kdbg.debugger.mi import parse_line
+from kdbg.debugger.model import Frame, Instruction, Stop
+from kdbg.debugger.run import render_stop
+from kdbg.errors import BadInput
+from tests.conftest import DATA
+
+
+def _insns() -> list[Instruction]:
+    line = (DATA / "mi" / "disassemble.txt").read_text().splitlines()[-1]
+    return dropsite.instructions(parse_line(line).payload["asm_insns"])
+
+
+def test_call_before_return_address() -> None:
+    ins = dropsite.call_before(_insns(), 0xFFFFFFFF818AC491)
+    assert ins is not None
+    assert ins.address == 0xFFFFFFFF818AC48C and ins.length == 5
+    assert dropsite.call_target(ins.text) == (0xFFFFFFFF817C02A0, None)
+
+
+def test_no_call_when_misaligned_or_not_a_call() -> None:
+    assert dropsite.call_before(_insns(), 0xFFFFFFFF818AC490) is None  # inside the call
+    assert dropsite.call_before(_insns(), 0xFFFFFFFF818AC48C) is None  # after a mov
+
+
+@pytest.mark.parametrize("text,target,sym", [
+    ("call   0xffffffff817c02a0", 0xFFFFFFFF817C02A0, None),
+    ("call   0xffffffff817c02a0 <kfree_skb_reason>", 0xFFFFFFFF817C02A0, "kfree_skb_reason"),
+    ("callq  0xffffffff817c02a0 <kfree_skb_reason+0>", 0xFFFFFFFF817C02A0, "kfree_skb_reason"),
+    ("call   *0x10(%rax)", None, None),
+    ("call   *%r11", None, None),
+])
+def test_call_target(text: str, target: int | None, sym: str | None) -> None:
+    assert dropsite.call_target(text) == (target, sym)
+
+
+def test_call_target_rejects_other_instructions() -> None:
+    with pytest.raises(ValueError):
+        dropsite.call_target("jmp    0xffffffff817c02a0")
+
+
+def test_check_callee() -> None:
+    ins = Instruction(1, 5, "call   0x2")
+    assert dropsite.check_callee("kfree_skb_reason", "x", ins) == "kfree_skb_reason"
+    with pytest.raises(NotADropSite, match="consume_skb"):
+        dropsite.check_callee("consume_skb", "tcp_v4_rcv+0x81", ins)
+    with pytest.raises(NotADropSite, match="indirect"):
+        dropsite.check_callee(None, "x", ins)
+
+
+@pytest.mark.parametrize("text,kind,target,transport", [
+    ("tcp:127.0.0.1:1234", "tcp", "tcp:127.0.0.1:1234", "gdbstub"),
+    ("serial:127.0.0.1:4555", "serial", "tcp:127.0.0.1:4555", "kgdboc"),
+    ("/dev/ttyS1", "serial", "/dev/ttyS1", "kgdboc"),
+    ("udp:10.213.0.2:31337", "udp", "udp:10.213.0.2:31337", "kgdboe"),
+    ("tcp:[::1]:1234", "tcp", "tcp:[::1]:1234", "gdbstub"),
+])
+def test_endpoint(text: str, kind: str, target: str, transport: str) -> None:
+    ep = Endpoint.parse(text)
+    assert (ep.kind, ep.gdb_target, ep.transport) == (kind, target, transport)
+    assert ep.can_break_in == (kind != "serial")
+
+
+@pytest.mark.parametrize("bad", ["localhost:1234", "tcp:host", "tcp:h:0", "tcp:h:70000", "x"])
+def test_bad_endpoint(bad: str) -> None:
+    with pytest.raises(BadInput):
+        Endpoint.parse(bad)
+
+
+def test_render_and_json() -> None:
+    stop = Stop(
+        reason="breakpoint-hit", address=0x10, symbol="tcp_v4_rcv", offset=0x7C, breakpoint=1,
+        backtrace=(Frame(0, 0x10, "tcp_v4_rcv", 0x7C, "net/ipv4/tcp_ipv4.c", 2034),
+                   Frame(1, 0x20, "ip_protocol_deliver_rcu", 0x30)),
+        truncated="frame 2 (0xffff888000000000) is not in kernel text",
+    )
+    text = render_stop(stop)
+    assert text.splitlines()[0] == "hit: breakpoint 1 at tcp_v4_rcv+0x7c (0x10)"
+    assert "at net/ipv4/tcp_ipv4.c:2034" in text and "backtrace ends" in text
+    js = stop.to_json()
+    assert js["type"] == "hit" and js["backtrace"][0]["line"] == 2034
+    assert "file" not in js["backtrace"][1]
+
+
+def test_vmlinux_inspect(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from kdbg.debugger.vmlinux import inspect
+
+    with pytest.raises(BadInput):
+        inspect(tmp_path / "missing")
+    (tmp_path / "junk").write_bytes(b"not an elf")
+    with pytest.raises(BadInput):
+        inspect(tmp_path / "junk")

@@ -1,0 +1,268 @@
+"""The debugger against the lab's real QEMU gdb stub (Debian 6.1, TCG).
+
+One lab is booted for the module (or an already running one named in $KDBG_TEST_LAB is
+used). Drops are made in the guest with UDP to a closed port on its loopback, which the
+kernel drops in __udp4_lib_rcv with kfree_skb_reason(skb, SKB_DROP_REASON_NO_SOCKET).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.conftest import need
+
+SEND_UDP = ("import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+            "s.sendto(b'kdbg', ('127.0.0.1', 9))")
+KDBG = [sys.executable, "-m", "kdbg"]
+
+
+@pytest.fixture(scope="session")
+def lab() -> Iterator[str]:
+    need(os.geteuid() == 0, "the lab needs root")
+    try:
+        from kdbg.lab import vm
+    except ImportError as err:  # pragma: no cover
+        need(False, f"kdbg.lab is not usable: {err}")
+        raise
+    existing = os.environ.get("KDBG_TEST_LAB")
+    if existing:
+        vm.require(existing)
+        yield existing
+        return
+    name = "dbgtest"
+    with __import__("contextlib").suppress(Exception):
+        vm.down(name)
+    vm.up(vm.LabConfig(name=name, cpus=1))
+    try:
+        yield name
+    finally:
+        vm.down(name)
+
+
+@pytest.fixture(scope="session")
+def target(lab: str):  # type: ignore[no-untyped-def]
+    from kdbg.debugger import from_lab
+
+    t = from_lab(lab)
+    need(t.vmlinux is not None, "the lab has no debug vmlinux (linux-image-*-dbg)")
+    return t
+
+
+def drop(lab: str) -> None:
+    from kdbg.lab import guest
+
+    guest.run(lab, ["python3", "-c", SEND_UDP], timeout=None).check()
+
+
+def drop_later(lab: str, delay: float = 0.5) -> threading.Thread:
+    """Make a drop from a thread: the guest may be stopped at a breakpoint meanwhile."""
+
+    def go() -> None:
+        time.sleep(delay)
+        drop(lab)
+
+    th = threading.Thread(target=go, daemon=True)
+    th.start()
+    return th
+
+
+def drop_location(lab: str) -> int:
+    """The location the kfree_skb tracepoint reports for our drop (raw, not hashed)."""
+    from kdbg.lab import guest
+
+    script = (
+        "cd /sys/kernel/tracing && echo 0 > options/hash-ptr && echo > trace && "
+        "echo 1 > events/skb/kfree_skb/enable && "
+        f"python3 -c \"{SEND_UDP}\" && sleep 0.5 && "
+        "echo 0 > events/skb/kfree_skb/enable && cat trace"
+    )
+    out = guest.run(lab, ["sh", "-c", script], timeout=120).check().stdout.decode()
+    for line in out.splitlines():
+        # (with hash-ptr off this kernel prints the reason empty; ours is the only drop)
+        if "kfree_skb:" in line and "protocol=2048" in line:
+            return int(line.split("location=")[1].split()[0], 16)
+    raise AssertionError(f"no IPv4 drop in the guest's trace:\n{out}")
+
+
+def assert_clean(target, lab: str) -> None:  # type: ignore[no-untyped-def]
+    """Reconnect: the target is running, and a drop no longer stops it."""
+    from kdbg.debugger import Session
+    from kdbg.errors import GdbTimeout
+
+    with Session.connect(target.endpoint, kallsyms=target.kallsyms, timeout=60) as s:
+        s.resume()
+        th = drop_later(lab, 0.2)
+        with pytest.raises(GdbTimeout):
+            s.wait_stop(6)
+        th.join(30)
+        assert not th.is_alive(), "the guest did not run the drop: is it stopped?"
+
+
+def test_break_at_drop_site_backtrace_and_continue(lab: str, target) -> None:  # type: ignore[no-untyped-def]
+    from kdbg.debugger import Session
+
+    location = drop_location(lab)
+    with Session.connect(target.endpoint, kallsyms=target.kallsyms, vmlinux=target.vmlinux,
+                         timeout=180) as s:
+        assert s.has_dwarf
+        s.resume()
+        site, bp = s.break_drop_site(location)
+        assert site.callee == "kfree_skb_reason"
+        assert site.call_addr + site.call_len == location
+        assert site.caller.startswith("__udp4_lib_rcv+")
+        th = drop_later(lab)
+        stop = s.wait_stop(120)
+        assert stop.hit and stop.breakpoint == bp.number
+        assert stop.address == site.call_addr and stop.symbol == "__udp4_lib_rcv"
+        names = [f.symbol for f in stop.backtrace]
+        assert names[:2] == ["__udp4_lib_rcv", "udp_rcv"], names
+        assert "ip_local_deliver_finish" in names
+        assert stop.backtrace[0].file and stop.backtrace[0].file.endswith("udp.c")
+        skb, reason = s.read_args(2)
+        assert skb >= 0xFF00000000000000  # a kernel pointer: the skb, still alive
+        assert reason > 0
+        s.resume()  # continue: the guest finishes the send
+        th.join(60)
+        assert not th.is_alive()
+        report = s.close()
+    assert report.ok, report
+    assert_clean(target, lab)
+
+
+def test_sigint_while_waiting_leaves_target_clean(lab: str, target) -> None:  # type: ignore[no-untyped-def]
+    proc = subprocess.Popen(
+        [*KDBG, "gdb", "break", "kfree_skb_reason", "--gdb", str(target.endpoint),
+         "--kallsyms", str(target.kallsyms), "--timeout", "120"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        deadline = time.monotonic() + 60
+        line = ""
+        while "armed" not in line and time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            if not line and proc.poll() is not None:
+                break
+        assert "armed" in line, line
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "WARNING" not in err, err
+    assert_clean(target, lab)
+
+
+def test_gdb_killed_gives_clean_error_and_running_target(lab: str, target) -> None:  # type: ignore[no-untyped-def]
+    from kdbg.debugger import GdbDied, Session
+    from kdbg.errors import KdbgError
+
+    s = Session.connect(target.endpoint, kallsyms=target.kallsyms, timeout=60)
+    try:
+        s.break_at("kfree_skb_reason")
+        s.resume()
+        os.kill(s.gdb.pid, signal.SIGKILL)
+        with pytest.raises(GdbDied) as info:
+            s.wait_stop(20)
+        assert isinstance(info.value, KdbgError)
+    finally:
+        report = s.close()
+    assert report.ok, report
+    assert any("fresh gdb" in step for step in report.steps), report.steps
+    assert_clean(target, lab)
+
+
+def test_udp_transport_through_relay(lab: str, target) -> None:  # type: ignore[no-untyped-def]
+    """gdb's udp: transport, end to end, via socat to QEMU's stub. The guard sees KGDBoE,
+    so the drop function is refused and a non-networking function is used, as KGDBoE would."""
+    from kdbg.debugger import Session, UdpRelay
+    from kdbg.errors import BreakpointRefused
+
+    with UdpRelay(target.endpoint.host, target.endpoint.port) as relay:
+        with Session.connect(relay.endpoint, kallsyms=target.kallsyms, timeout=60) as s:
+            assert s.endpoint.kind == "udp" and s.transport == "kgdboe"
+            assert s.registers(["rip"])["rip"] >= 0xFFFFFFFF80000000
+            with pytest.raises(BreakpointRefused):
+                s.break_at("kfree_skb_reason")
+            assert not s.breakpoints
+            bp = s.break_at("do_sys_openat2")
+            s.resume()
+            th = drop_later(lab)  # the guest's python3 opens files
+            stop = s.wait_stop(120)
+            assert stop.hit and stop.breakpoint == bp.number
+            assert stop.symbol == "do_sys_openat2" and stop.offset == 0
+            # no DWARF here: frame 1 is kept only if it follows a call to do_sys_openat2
+            assert stop.backtrace[0].symbol == "do_sys_openat2"
+            assert all(f.symbol for f in stop.backtrace)
+            s.delete(bp)
+            s.resume()
+            report = s.close()
+        th.join(60)
+    assert report.ok, report
+    assert_clean(target, lab)
+
+
+def test_interactive_handoff(lab: str, target) -> None:  # type: ignore[no-untyped-def]
+    import pexpect
+
+    child = pexpect.spawn(
+        KDBG[0], [*KDBG[1:], "gdb", "attach", "--gdb", str(target.endpoint),
+                  "--kallsyms", str(target.kallsyms)],
+        timeout=60, encoding="utf-8",
+    )
+    try:
+        child.expect(r"Ctrl-\]")
+        child.expect(r"\(gdb\) ")
+        child.sendline("kdbg-sym $pc")
+        child.expect(r"0x[0-9a-f]+ [a-z_][\w.]*\+0x[0-9a-f]+")
+        child.sendline("kdbg-done")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0
+    assert "target running, no kdbg breakpoints" in (child.before or "")
+    assert_clean(target, lab)
+
+
+@pytest.mark.slow
+def test_kgdboc_on_kgdb_kernel() -> None:
+    from kdbg.lab import build, guest, vm
+
+    need(os.geteuid() == 0, "the lab needs root")
+    need(build.cached_build() is not None,
+         "no kgdb lab kernel: run kdbg lab build-kernel (about 18 min on 2 cores)")
+    from kdbg.debugger import Session, from_lab
+
+    name = "dbgkgdb"
+    vm.up(vm.LabConfig(name=name, kernel="built", transport="kgdboc", cpus=1))
+    try:
+        t = from_lab(name)
+        assert t.interrupter is not None
+        t.interrupter()  # SysRq-G: kgdb takes the kernel and waits for gdb
+        time.sleep(2)
+        with Session.connect(t.endpoint, kallsyms=t.kallsyms, vmlinux=t.vmlinux,
+                             interrupter=t.interrupter, timeout=120) as s:
+            assert s.transport == "kgdboc"
+            where = s.registers(["rip"])["rip"]
+            assert s.symbolize(where)[0] == "kgdb_breakpoint"
+            s.break_at("tcp_v4_rcv")
+            s.resume()
+            th = threading.Thread(target=lambda: guest.run(name, ["python3", "-c", (
+                "import socket; s = socket.socket(); s.settimeout(5); "
+                "s.connect_ex(('127.0.0.1', 9))")], timeout=None), daemon=True)
+            th.start()
+            stop = s.wait_stop(120)
+            assert stop.symbol == "tcp_v4_rcv" and stop.backtrace[0].file
+            report = s.close()
+        assert report.ok, report
+    finally:
+        vm.down(name)

@@ -1,0 +1,231 @@
+"""The lab for real: boots Debian's 6.1 kernel under TCG and uses it from the host.
+
+One lab ("labtest") serves the module; one more ("labtest2", a KGDBoE-wired lab on
+the same stock kernel) is booted next to it to cover coexistence, the KGDBoE network
+plumbing, a lab whose QEMU died, and ``down``. Every lab and namespace started here is
+stopped here. ``KDBG_TEST_HALT_SECONDS`` sets how long the guest is held stopped by
+gdb under a running stream (default 60).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import need
+
+KDBG = [sys.executable, "-m", "kdbg"]
+NAME = "labtest"
+HALT = float(os.environ.get("KDBG_TEST_HALT_SECONDS", "60"))
+
+
+def kdbg(*args: str, timeout: float = 300, **kw: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*KDBG, *args], capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL, **kw)  # type: ignore[call-overload]
+
+
+def lab_needs() -> None:
+    need(os.geteuid() == 0, "the lab needs root (run as root, or ./run test)")
+    need(shutil.which("qemu-system-x86_64") is not None,
+         "qemu-system-x86_64 missing: apt-get install qemu-system-x86 (scripts/setup.sh)")
+    need((Path(sys.executable).parent / "virtme-run").exists(),
+         "virtme-ng missing in the venv: pip install -e .[lab] (scripts/setup.sh)")
+    need(bool(list(Path("/usr/src").glob("linux-headers-*-amd64"))),
+         "Debian kernel headers missing: scripts/setup.sh installs linux-headers-amd64")
+
+
+@pytest.fixture(scope="session")
+def lab() -> Iterator[str]:
+    lab_needs()
+    from kdbg.lab import vm
+
+    with __import__("contextlib").suppress(Exception):
+        vm.down(NAME)
+    info = vm.up(vm.LabConfig(name=NAME), progress=lambda m: print(m, file=sys.stderr))
+    try:
+        yield NAME
+    finally:
+        vm.down(NAME)
+        assert not Path(f"/proc/{info.pid}").exists()
+
+
+def test_exec_runs_in_the_debian_61_guest(lab: str) -> None:
+    r = kdbg("lab", "exec", lab, "--", "uname", "-r")
+    assert r.returncode == 0, r.stderr
+    assert re.fullmatch(r"6\.1\.0-\d+-amd64\n", r.stdout)
+    r = kdbg("lab", "exec", lab, "--", "sh", "-c", "echo to-out; echo to-err >&2; exit 5")
+    assert (r.returncode, r.stdout, r.stderr) == (5, "to-out\n", "to-err\n")
+
+
+def test_guest_is_ready_for_the_tracer(lab: str) -> None:
+    from kdbg.lab import guest
+
+    out = guest.run(lab, ["sh", "-c", "ls /sys/kernel/tracing/events/skb/kfree_skb/format; "
+                                      "readlink -f /lib/modules/$(uname -r)/build; "
+                                      "ip -4 -br addr show dev eth0"]).check().stdout.decode()
+    assert "/sys/kernel/tracing/events/skb/kfree_skb/format" in out
+    assert re.search(r"/usr/src/linux-headers-6\.1\.0-\d+-amd64", out)
+    assert "10.0.2.15/24" in out
+
+
+def test_tracer_in_the_guest_sees_23_drops_made_in_the_guest(lab: str) -> None:
+    """`kdbg watch --json` inside the guest, 23 UDP datagrams to a closed port there."""
+    send = ("import socket,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n"
+            "for _ in range(23):\n s.sendto(b'kdbg',('127.0.0.1',5555)); time.sleep(0.05)\n")
+    r = kdbg("lab", "exec", lab, "--", "kdbg", "watch", "--json", "--count", "23",
+             "--proto", "udp", "--dport", "5555", "--duration", "240",
+             "--cmd", f"python3 -c {shlex.quote(send)}", timeout=600)
+    assert r.returncode == 0, r.stderr
+    events = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+    drops = [e for e in events if e["type"] == "drop"]
+    assert len(drops) == 23, r.stdout
+    for e in drops:
+        assert e["reason"] == "NO_SOCKET" and e["symbol"] == "__udp4_lib_rcv"
+        assert (e["daddr"], e["dport"], e["proto"], e["ifname"]) == ("127.0.0.1", 5555, "udp", "lo")
+
+
+def test_gdb_reads_registers_from_the_stub_and_the_guest_runs_on(lab: str) -> None:
+    from kdbg.lab import guest, vm
+
+    info = vm.require(lab)
+    assert info.gdb_endpoint.startswith("tcp:127.0.0.1:")
+    up1 = float(guest.run(lab, ["cat", "/proc/uptime"]).check().stdout.split()[0])
+    r = subprocess.run(["gdb", "--nx", "-batch", "-ex", f"target remote {info.gdb_endpoint}",
+                        "-ex", "info registers rip", "-ex", "detach"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    rip = int(re.search(r"^rip\s+(0x[0-9a-f]+)", r.stdout, re.M).group(1), 16)  # type: ignore[union-attr]
+    assert rip >= 0xFFFFFFFF80000000  # in the kernel
+    assert "detached" in r.stdout
+    up2 = float(guest.run(lab, ["cat", "/proc/uptime"]).check().stdout.split()[0])
+    assert up2 > up1
+
+
+def test_kallsyms_and_kaslr_reach_the_host(lab: str) -> None:
+    from kdbg.lab import guest
+
+    state = guest.kaslr(lab)
+    assert (state.enabled, state.offset) == (False, 0)  # nokaslr with the gdb stub
+    addr = guest.symbol_address(lab, "kfree_skb_reason")
+    assert 0xFFFFFFFF81000000 <= addr < 0xFFFFFFFFC0000000
+    assert " T kfree_skb_reason\n" in guest.kallsyms(lab)
+    assert guest.vmlinux(lab).name.startswith("vmlinux-6.1.0-")
+
+
+def test_stream_pauses_while_gdb_holds_the_guest_and_then_goes_on(lab: str) -> None:
+    from kdbg.lab import guest, vm
+
+    info = vm.require(lab)
+    arrivals: list[tuple[float, bytes]] = []
+    held: dict[str, float] = {}
+
+    def hold() -> None:
+        time.sleep(4)
+        held["start"] = time.monotonic()
+        subprocess.run(["gdb", "--nx", "-batch", "-ex", f"target remote {info.gdb_endpoint}",
+                        "-ex", f"shell sleep {HALT}", "-ex", "detach"],
+                       capture_output=True, timeout=HALT + 120)
+        held["end"] = time.monotonic()
+
+    t = threading.Thread(target=hold)
+    t.start()
+    script = "for i in $(seq 1 30); do echo $i; sleep 0.5; done"
+    with guest.stream(lab, ["sh", "-c", script]) as s:
+        for chunk in s:
+            arrivals.append((time.monotonic(), chunk.data))
+    t.join()
+    assert s.status == 0
+    assert b"".join(d for _, d in arrivals).split() == [str(i).encode() for i in range(1, 31)]
+    assert held["end"] - held["start"] >= HALT
+    during = [d for at, d in arrivals if held["start"] + 2 < at < held["end"] - 1]
+    assert during == []  # the stream paused, and nothing was lost
+    assert arrivals[-1][0] > held["end"]
+
+
+def test_ctrl_c_on_lab_exec_stops_the_remote_command(lab: str) -> None:
+    from kdbg.lab import guest
+
+    proc = subprocess.Popen([*KDBG, "lab", "exec", lab, "--", "sh", "-c",
+                             "echo $$; exec sleep 600"], stdout=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL, text=True)
+    assert proc.stdout is not None
+    pid = int(proc.stdout.readline())
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == 128 + signal.SIGINT
+    r = guest.run(lab, ["sh", "-c", f"kill -0 {pid} 2>/dev/null && echo alive || echo gone"])
+    assert r.stdout == b"gone\n"
+
+
+def test_console_is_a_root_shell(lab: str) -> None:
+    from kdbg.lab import guest
+
+    child = guest.console(lab)
+    try:
+        child.sendline(b"echo kdbg-$((6*7)); uname -r")
+        child.expect(rb"kdbg-42\r?\n6\.1\.0-\d+-amd64", timeout=60)
+    finally:
+        child.close()
+
+
+def test_up_refuses_a_name_in_use(lab: str) -> None:
+    r = kdbg("lab", "up", "--name", lab)
+    assert r.returncode == 2 and "already running" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_second_lab_kgdboe_plumbing_dead_detection_and_down(lab: str) -> None:
+    """A second lab next to the first: its e1000 answers UDP from the lab's own netns
+    (the path KGDBoE needs; without a kgdboe.ko this is as far as it can be tested),
+    then its QEMU is killed: status says dead, exec fails cleanly, down cleans up."""
+    from kdbg.errors import LabLost
+    from kdbg.lab import guest, netns, vm
+
+    name = "labtest2"
+    with __import__("contextlib").suppress(Exception):
+        vm.down(name)
+    cfg = vm.LabConfig(name=name, transport="kgdboe", require_kgdb=False, cpus=1, memory="768M")
+    info = vm.up(cfg, progress=lambda m: print(m, file=sys.stderr))
+    try:
+        assert info.netns == "kdbg-labtest2" and netns.exists(info.netns)
+        assert info.gdb_endpoint == "udp:10.213.0.2:31337"
+        assert vm.require(lab).alive  # the first lab is untouched
+        echo = ("import socket\ns=socket.socket(2,2)\ns.bind(('10.213.0.2',31337))\n"
+                "print('bound',flush=True)\nd,a=s.recvfrom(100)\ns.sendto(d[::-1],a)\n")
+        with guest.stream(name, ["python3", "-c", echo]) as server:
+            chunks = iter(server)
+            assert next(chunks).data == b"bound\n"
+            ask = ("import socket\ns=socket.socket(2,2)\ns.settimeout(20)\n"
+                   "s.sendto(b'kgdboe',('10.213.0.2',31337))\nprint(s.recvfrom(100)[0])\n")
+            r = subprocess.run(["ip", "netns", "exec", info.netns, sys.executable, "-c", ask],
+                               capture_output=True, text=True, timeout=60)
+            assert r.stdout.strip() == "b'eobdgk'", r.stderr
+            list(chunks)
+        assert server.status == 0
+
+        os.kill(info.pid, signal.SIGKILL)  # the QEMU this test started
+        deadline = time.monotonic() + 30
+        while vm.get(name).alive and time.monotonic() < deadline:
+            time.sleep(0.1)
+        r = kdbg("lab", "status", name)
+        assert "DEAD" in r.stdout
+        with pytest.raises(LabLost):
+            guest.run(name, ["true"])
+    finally:
+        vm.down(name)
+    for pid in (info.pid, info.launcher_pid):
+        assert pid and not Path(f"/proc/{pid}").exists()
+    assert not netns.exists("kdbg-labtest2")
+    assert not Path(info.state_dir).exists()
+    assert vm.require(lab).alive
