@@ -83,7 +83,7 @@ def flood(lab: VethLab, flooder: Path, seconds: float) -> tuple[int, float]:
 def start_tracer(argv: list[str], ready: str | None, settle: float = 1.0
                  ) -> subprocess.Popen[str]:
     # stdout goes to a file: a pipe nobody reads would stall the tracer.
-    out = tempfile.TemporaryFile(mode="w+")
+    out = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - closed in stop_tracer()
     proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.PIPE, text=True)
     proc.kdbg_out = out  # type: ignore[attr-defined]
     if ready:

@@ -252,3 +252,25 @@ def prepare(cfg: WatchConfig) -> Watch:
     beyond reading tracefs, BTF and kallsyms)."""
     return Watch(cfg)
 
+
+
+def remote_options(cfg: WatchConfig) -> list[str]:
+    """``kdbg watch`` options that make a remote tracer apply ``cfg``'s filters.
+
+    Names (reasons, symbols, namespaces) are resolved by the remote kdbg against
+    its own kernel, which is the point: numbers differ between kernels.
+    """
+    out: list[str] = []
+    for flag, values in (("--reason", cfg.reasons), ("--location", cfg.locations),
+                         ("--saddr", cfg.saddrs), ("--daddr", cfg.daddrs),
+                         ("--addr", cfg.addrs), ("--sport", cfg.sports),
+                         ("--dport", cfg.dports), ("--port", cfg.ports)):
+        for v in values:
+            out += [flag, str(v)]
+    for flag, value in (("--proto", cfg.proto), ("--netns", cfg.netns),
+                        ("--ifname", cfg.ifname)):
+        if value is not None:
+            out += [flag, value]
+    if cfg.stack:
+        out.append("--stack")
+    return out

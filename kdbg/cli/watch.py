@@ -18,8 +18,20 @@ Examples:
   kdbg watch --location tcp_v4_rcv --stack      drops in tcp_v4_rcv, with stacks
   kdbg watch --netns /var/run/netns/blue --ifname veth1 --json
   kdbg watch --stats --interval 5 --duration 60 counts kept in the kernel
-  kdbg watch --count 1 --cmd 'ping -c1 10.0.0.2' stop after one drop or when ping exits
+  kdbg watch --count 1 --cmd 'ip netns exec blue ping -c1 10.77.1.2'
   kdbg watch --reason no_socket --print-bpf     show the generated C and exit
+
+\b
+  In the lab (kdbg lab up), stop the kernel at a drop site:
+  kdbg watch --lab default --reason NETFILTER_DROP
+  kdbg watch --reason NETFILTER_DROP --break     arm, hit, backtrace, resume
+  kdbg watch --reason NETFILTER_DROP --break --interactive
+  kdbg watch --location nft_do_chain --break --transport kgdboe   what the guard says
+
+\b
+  A real machine running KGDBoE:
+  kdbg watch --events-cmd 'ssh root@target kdbg watch --json --reason NETFILTER_DROP' \\
+             --gdb udp:target:31337 --vmlinux vmlinux-6.1 --break
 """
 
 
@@ -56,7 +68,29 @@ Examples:
 @click.option("--buffer-pages", type=int, default=256, show_default=True,
               help="Ring buffer size in pages (a power of two).")
 @click.option("--print-bpf", is_flag=True, help="Print the generated BPF C and exit.")
-def watch(as_json: bool, print_bpf: bool, **opts: object) -> None:
+@click.option("--break", "do_break", is_flag=True,
+              help="Arm a breakpoint at the first matching drop site; report the next hit.")
+@click.option("--lab", metavar="NAME",
+              help="Trace (and with --break, debug) lab NAME; --break alone uses 'default'.")
+@click.option("--events-cmd", metavar="CMD",
+              help="Take drops from CMD, which prints kdbg's JSON lines (e.g. over ssh).")
+@click.option("--gdb", "gdb_endpoint", metavar="ENDPOINT",
+              help="gdb endpoint of the same kernel: tcp:H:P, udp:H:P (KGDBoE), serial:H:P.")
+@click.option("--vmlinux", type=click.Path(exists=True, dir_okay=False),
+              help="The target's vmlinux with DWARF (file:line, skb fields).")
+@click.option("--kallsyms", "kallsyms_path", type=click.Path(exists=True, dir_okay=False),
+              help="A copy of the target's /proc/kallsyms (with --gdb).")
+@click.option("--transport", type=click.Choice(["gdbstub", "kgdboc", "kgdboe"]),
+              help="Judge breakpoints as for this transport (default: the endpoint's).")
+@click.option("--interactive", is_flag=True, help="At the hit, hand over gdb's prompt.")
+@click.option("--force", is_flag=True, help="Break even where the guard refuses (warned).")
+@click.option("--hw", is_flag=True, help="Use a hardware breakpoint.")
+@click.option("--break-count", type=int, default=1, show_default=True,
+              help="Stops to report before ending.")
+def watch(as_json: bool, print_bpf: bool, do_break: bool, lab: str | None,
+          events_cmd: str | None, gdb_endpoint: str | None, vmlinux: str | None,
+          kallsyms_path: str | None, transport: str | None, interactive: bool, force: bool,
+          hw: bool, break_count: int, **opts: object) -> None:
     """Watch packet drops on skb:kfree_skb and name each one.
 
     Each drop shows its reason (named by the running kernel), where it happened
@@ -65,6 +99,20 @@ def watch(as_json: bool, print_bpf: bool, **opts: object) -> None:
     a line starting 'kdbg: watching' goes to stderr.
     """
     cfg = watch_mod.WatchConfig(**opts)  # type: ignore[arg-type]
+    if do_break or lab is not None or events_cmd is not None:
+        from kdbg import breakwatch
+        from kdbg.breakreport import BreakJsonSink, BreakTextSink
+
+        bcfg = breakwatch.BreakConfig(
+            lab=lab, events_cmd=events_cmd, gdb=gdb_endpoint, vmlinux=vmlinux,
+            kallsyms=kallsyms_path, transport=transport, interactive=interactive,
+            force=force, hw=hw, break_count=break_count)
+        bsink = BreakJsonSink(sys.stdout, sys.stderr) if as_json else BreakTextSink(
+            sys.stdout, sys.stderr, stacks=cfg.stack)
+        if not do_break:
+            sys.exit(breakwatch.relay(cfg, bcfg, bsink))
+        outcome = breakwatch.run(cfg, bcfg, bsink)
+        sys.exit(outcome.exit_status)
     prepared = watch_mod.prepare(cfg)
     if print_bpf:
         click.echo(prepared.text)

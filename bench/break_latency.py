@@ -1,0 +1,172 @@
+#!/usr/bin/env python3
+"""``kdbg watch --break`` latency in the lab under TCG, next to bare gdb.
+
+    .venv/bin/python bench/break_latency.py [--lab NAME] [--hits 3]
+
+Boots (or reuses) a lab, adds a DROP rule for UDP 5555 in the guest, and keeps a
+guest-side sender that fires one datagram whenever the host writes a line to it,
+so each drop is triggered at a known host time. Then:
+
+- kdbg: ``breakwatch.run`` arms at the first drop (event -> armed), and for each
+  later trigger measures trigger -> the stop seen by kdbg, and trigger -> the hit
+  reported (which includes reading the skb and resuming);
+- peer: bare gdb (``gdb -batch``, the same breakpoint address, the same stub)
+  measures trigger -> stop for the same drop site.
+
+Prints medians, and kdbg's trigger->stop as a ratio to bare gdb's. Target:
+armed under 1 s after the event.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from kdbg import breakwatch, lab  # noqa: E402
+from kdbg.breakreport import BreakJsonSink  # noqa: E402
+from kdbg.watch import WatchConfig  # noqa: E402
+
+PORT = 5555
+SENDER = ["bash", "-c", f"while read l; do echo x > /dev/udp/127.0.0.1/{PORT}; done"]
+
+
+class Sink(BreakJsonSink):
+    """Timestamps arming and hits; fires the next trigger."""
+
+    def __init__(self, fire: Any) -> None:
+        super().__init__(io.StringIO(), sys.stderr)
+        self.fire = fire
+        self.armed_after: float | None = None
+        self.triggers: list[float] = []
+        self.stops: list[float] = []
+        self.reports: list[float] = []
+        self.call_addr: int | None = None
+
+    def armed(self, site: Any, bp: Any, event: Any, seconds: float) -> None:
+        super().armed(site, bp, event, seconds)
+        self.armed_after = seconds
+        self.call_addr = site.call_addr
+        self.trigger()
+
+    def trigger(self) -> None:
+        self.triggers.append(time.monotonic())
+        self.fire()
+
+    def hit(self, hit: Any) -> None:
+        super().hit(hit)
+        self.stops.append(hit.stopped_at)
+        self.reports.append(time.monotonic())
+
+
+def bare_gdb(endpoint: str, addr: int, fire: Any, runs: int) -> list[float]:
+    """trigger -> stop with plain gdb on the same breakpoint."""
+    out = []
+    for _ in range(runs):
+        gdb = subprocess.Popen(
+            ["gdb", "--nx", "-q", "-batch", "-ex", "set pagination off",
+             "-ex", f"target remote {endpoint.removeprefix('tcp:')}",
+             "-ex", f"break *0x{addr:x}", "-ex", "continue", "-ex", "delete",
+             "-ex", "detach"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        time.sleep(3)  # connected, breakpoint inserted, continued
+        t0 = time.monotonic()
+        fire()
+        assert gdb.stdout is not None
+        for line in gdb.stdout:
+            if line.startswith("Breakpoint 1,") or "hit Breakpoint" in line:
+                out.append(time.monotonic() - t0)
+                break
+        gdb.wait(timeout=60)
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--lab", default="benchbreak")
+    ap.add_argument("--hits", type=int, default=3)
+    ap.add_argument("--keep", action="store_true", help="leave the lab running")
+    args = ap.parse_args()
+    booted = False
+    if args.lab not in {i.name for i in lab.status() if i.alive}:
+        print(f"booting lab {args.lab}", file=sys.stderr)
+        lab.up(lab.LabConfig(name=args.lab))
+        booted = True
+    sender = None
+    try:
+        lab.run(args.lab, ["sh", "-c", f"iptables -C INPUT -p udp --dport {PORT} -j DROP "
+                           f"2>/dev/null || iptables -A INPUT -p udp --dport {PORT} -j DROP"])
+        sender = lab.stream(args.lab, SENDER, stdin=True)
+        threading.Thread(target=lambda: [None for _ in sender], daemon=True).start()
+
+        def fire() -> None:
+            sender.send_stdin(b"x\n")
+
+        sink = Sink(fire)
+        # The first drop arms; hits come from the sink's own triggers.
+        starter = threading.Thread(target=lambda: _prime(sink), daemon=True)
+        starter.start()
+        outcome = breakwatch.run(
+            WatchConfig(reasons=("NETFILTER_DROP",), dports=(PORT,), duration=900),
+            breakwatch.BreakConfig(lab=args.lab, break_count=args.hits),
+            _Retrigger(sink),
+        )
+        assert sink.call_addr is not None and outcome.hits == args.hits
+        peer = bare_gdb(lab.gdb_endpoint(args.lab), sink.call_addr, fire, args.hits)
+    finally:
+        if sender is not None:
+            sender.close()
+        if booted and not args.keep:
+            lab.down(args.lab)
+    n = min(len(sink.triggers), len(sink.stops))
+    stop_lat = [sink.stops[i] - sink.triggers[i] for i in range(n)]
+    report_lat = [sink.reports[i] - sink.triggers[i] for i in range(n)]
+    med = statistics.median
+    result = {
+        "event_to_armed_s": sink.armed_after,
+        "kdbg_trigger_to_stop_s": med(stop_lat),
+        "kdbg_trigger_to_hit_reported_s": med(report_lat),
+        "bare_gdb_trigger_to_stop_s": med(peer),
+        "ratio_stop_kdbg_vs_gdb": med(stop_lat) / med(peer),
+        "runs": n,
+    }
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _prime(sink: Sink) -> None:
+    """Fire until the first drop arms the breakpoint (the tracer takes a while to start)."""
+    while sink.armed_after is None:
+        time.sleep(2)
+        with contextlib.suppress(Exception):
+            sink.fire()
+
+
+class _Retrigger:
+    """Wraps the sink: after each hit is reported, trigger the next drop."""
+
+    def __init__(self, sink: Sink) -> None:
+        self.sink = sink
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.sink, name)
+
+    def hit(self, hit: Any) -> None:
+        self.sink.hit(hit)
+        if len(self.sink.reports) < 100:
+            self.sink.trigger()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

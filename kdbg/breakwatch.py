@@ -1,0 +1,317 @@
+"""``kdbg watch --break``: from a drop to a stopped kernel.
+
+The tracer runs in the target (a lab guest through its exec channel, or a real
+machine through any command printing kdbg's JSON lines). Here, the first drop
+that matches goes to the safety guard; if it agrees, a breakpoint is armed on
+the call to the drop function at that exact site. The next drop there stops
+the kernel: kdbg reports the stop with its backtrace and the skb, then resumes
+(or hands the user gdb's prompt), until ``break_count`` stops are done. The
+target is always left running with none of kdbg's breakpoints in it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import FrameType
+from typing import Protocol
+
+from kdbg.debugger import NotADropSite, Session
+from kdbg.debugger.model import Breakpoint, CleanupReport, DropSite, Stop
+from kdbg.debugger.skb import SkbInfo, read_skb
+from kdbg.debugger.targets import Target, from_endpoint, from_lab
+from kdbg.errors import BadInput, BreakpointRefused, GdbTimeout, KdbgError
+from kdbg.events import CommandSource, EventStream, EventStreamError, Item, LabSource, wait_ready
+from kdbg.guard import Decision
+from kdbg.trace.event import DropEvent
+from kdbg.watch import WatchConfig, remote_options
+
+READY_TIMEOUT = 300.0  # bcc compiles in ~9 s in a TCG guest; a loaded host is slower
+
+
+@dataclass(frozen=True)
+class BreakConfig:
+    """Where the tracer and the debugger reach the target, and how to break."""
+
+    lab: str | None = None
+    events_cmd: str | None = None
+    gdb: str | None = None
+    vmlinux: str | None = None
+    kallsyms: str | None = None
+    transport: str | None = None
+    interactive: bool = False
+    force: bool = False
+    hw: bool = False
+    break_count: int = 1
+    remote_kdbg: str = "kdbg"
+
+
+class BreakSink(Protocol):
+    """Where a break-watch reports to (text or JSON lines)."""
+
+    def progress(self, message: str) -> None: ...
+    def drop(self, event: DropEvent) -> None: ...
+    def armed(self, site: DropSite, bp: Breakpoint, event: DropEvent,
+              seconds: float) -> None: ...
+    def refused(self, decision: Decision, event: DropEvent) -> None: ...
+    def hit(self, hit: Hit) -> None: ...
+    def record(self, record: dict[str, object]) -> None: ...
+    def cleanup(self, report: CleanupReport) -> None: ...
+
+
+@dataclass
+class Hit:
+    """One stop at the drop site. ``kernel_stack`` is the stopped skb's stack as the
+    tracer captured it in the kernel (ORC-unwound, so right past module frames where
+    gdb without CFI stops), matched by skb address once the target resumed."""
+
+    number: int
+    stop: Stop
+    skb: SkbInfo | None
+    kernel_stack: tuple[str, ...] | None = None
+    stack_note: str | None = None
+    deadline: float = 0.0
+    stopped_at: float = 0.0  # time.monotonic() when kdbg saw the stop
+
+
+HIT_STACK_WAIT = 30.0  # seconds to wait for the stopped skb's drop event after resuming
+
+
+@dataclass(frozen=True)
+class BreakOutcome:
+    drops: int
+    hits: int
+    refused: tuple[Decision, ...]
+    armed: bool
+    cleanup: CleanupReport | None
+    interrupted: bool
+
+    @property
+    def exit_status(self) -> int:
+        """0: stopped as asked; 3: the guard refused and nothing stopped; 4: no stop."""
+        if self.hits:
+            return 0
+        if self.refused:
+            return 3
+        return 0 if self.interrupted else 4
+
+
+def resolve_target(cfg: BreakConfig, progress: Callable[[str], None]) -> Target:
+    """The gdb side: a lab's target, or an endpoint given by hand."""
+    if cfg.gdb is not None:
+        if cfg.kallsyms is None and cfg.vmlinux is None:
+            raise BadInput("--gdb needs --vmlinux (or --kallsyms) for the target's symbols")
+        return from_endpoint(cfg.gdb, kallsyms=cfg.kallsyms, vmlinux=cfg.vmlinux)
+    return from_lab(cfg.lab or "default", vmlinux=cfg.vmlinux, progress=progress)
+
+
+def _source(cfg: BreakConfig, watch: WatchConfig, *, stacks: bool = False
+            ) -> CommandSource | LabSource:
+    if cfg.events_cmd is not None:
+        return CommandSource(cfg.events_cmd)
+    opts = remote_options(watch)
+    if stacks and "--stack" not in opts:
+        opts.append("--stack")  # the stopped skb's ORC stack, for the hit report
+    argv = [cfg.remote_kdbg, "watch", "--json", *opts]
+    return LabSource(cfg.lab or "default", argv)
+
+
+class _Stop(Exception):
+    pass
+
+
+def run(watch: WatchConfig, cfg: BreakConfig, sink: BreakSink) -> BreakOutcome:
+    """Watch, arm at the first matching drop site, report stops; always clean up."""
+    if cfg.events_cmd is not None and cfg.gdb is None:
+        raise BadInput("--events-cmd needs --gdb ENDPOINT to reach the same kernel")
+    if cfg.break_count < 1:
+        raise BadInput("--break-count must be at least 1")
+    target = resolve_target(cfg, sink.progress)
+    sink.progress(f"connecting gdb to {target.label or target.endpoint}")
+    stop_flag = {"sig": 0}
+
+    def on_signal(sig: int, _frame: FrameType | None) -> None:
+        stop_flag["sig"] = sig
+
+    session = Session.connect(
+        target.endpoint, kallsyms=target.kallsyms, vmlinux=target.vmlinux,
+        gdb_prefix=list(target.gdb_prefix), interrupter=target.interrupter, timeout=120,
+    )
+    if cfg.transport is not None:
+        session.guard_transport = cfg.transport
+    source = _source(cfg, watch, stacks=True)
+    drops = hits = 0
+    refused: list[Decision] = []
+    refused_at: set[int] = set()
+    bp: Breakpoint | None = None
+    site: DropSite | None = None
+    last_armed: DropEvent | None = None
+    report: CleanupReport | None = None
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    deadline = time.monotonic() + watch.duration if watch.duration else None
+    pending: list[Hit] = []
+    try:
+        session.resume()
+        sink.progress("starting the tracer in the target")
+        stream = source.start()
+        early: list[Item] = []
+        wait_ready(stream, READY_TIMEOUT, on_item=early.append)
+        sink.progress(f"tracer attached; waiting for a matching drop "
+                      f"(breaks: {cfg.break_count})")
+
+        def handle(item: Item) -> None:
+            nonlocal drops, bp, site, last_armed
+            if item.kind == "drop" and item.drop is not None:
+                ev = item.drop
+                drops += 1
+                sink.drop(ev)
+                for h in list(pending):
+                    if h.skb is not None and ev.skb == h.skb.address and ev.stack:
+                        h.kernel_stack = tuple(str(f) for f in ev.stack)
+                        pending.remove(h)
+                        sink.hit(h)
+                if bp is None and ev.address not in refused_at:
+                    armed = _arm(session, cfg, ev, sink, refused, refused_at)
+                    if armed is not None:
+                        site, bp = armed
+                        last_armed = ev
+            elif item.kind == "record" and item.record is not None:
+                sink.record(item.record)
+            elif item.kind == "stderr" and item.text.strip():
+                sink.progress(f"target: {item.text}")
+            elif item.kind == "end":
+                raise _Stop
+
+        for item in early:
+            handle(item)
+        while not stop_flag["sig"]:
+            now = time.monotonic()
+            for h in [h for h in pending if now >= h.deadline]:
+                pending.remove(h)
+                h.stack_note = (f"the tracer reported no drop of skb 0x{h.skb.address:x} "
+                                f"within {HIT_STACK_WAIT:g} s" if h.skb else "no skb read")
+                sink.hit(h)
+            if hits >= cfg.break_count and not pending:
+                break
+            if deadline is not None and now >= deadline:
+                break
+            if watch.count is not None and drops >= watch.count and bp is None:
+                break  # --count: nothing armed after N drops (e.g. every site refused)
+            with contextlib.suppress(queue.Empty):
+                handle(stream.items.get(timeout=0.05 if bp is not None else 0.2))
+            if bp is None or hits >= cfg.break_count:
+                continue
+            try:
+                stop = session.wait_stop(0.05)
+            except GdbTimeout:
+                continue
+            hits += 1
+            stopped_at = time.monotonic()
+            skb = read_skb(session, site.callee) if stop.hit and site is not None else None
+            hit = Hit(hits, stop, skb, stopped_at=stopped_at)
+            if cfg.interactive:
+                if last_armed is not None and last_armed.stack:
+                    hit.kernel_stack = tuple(str(f) for f in last_armed.stack)
+                    hit.stack_note = "the stack of the drop that armed this breakpoint"
+                sink.hit(hit)
+                report = session.interactive(
+                    banner=f"kdbg: stopped at {stop.symbol}+0x{stop.offset:x}; "
+                           "'kdbg-done' or 'quit' resumes the target and ends kdbg")
+                break
+            if hits >= cfg.break_count and bp is not None:
+                # Our last stop: take the breakpoint out before the target runs again.
+                session.delete(bp)
+            session.resume()
+            hit.deadline = time.monotonic() + HIT_STACK_WAIT
+            pending.append(hit)
+    except _Stop:
+        sink.progress(f"the tracer ended: {source.stream.error_summary()}")
+    except EventStreamError as err:
+        raise KdbgError(str(err)) from err
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        for h in pending:  # stopped before the tracer reported the stopped skb
+            h.stack_note = "kdbg ended before the tracer reported this skb"
+            sink.hit(h)
+        try:
+            source.stop()
+        finally:
+            if report is None:
+                report = session.close()
+            sink.cleanup(report)
+    return BreakOutcome(drops, hits, tuple(refused), bp is not None, report,
+                        bool(stop_flag["sig"]))
+
+
+def _arm(session: Session, cfg: BreakConfig, ev: DropEvent, sink: BreakSink,
+         refused: list[Decision], refused_at: set[int]) -> tuple[DropSite, Breakpoint] | None:
+    """Guard, then break on the drop call at ``ev``'s location; None if refused."""
+    stack = tuple(f.address for f in ev.stack) if ev.stack else ()
+    t0 = time.monotonic()
+    try:
+        site, bp = session.break_drop_site(ev.address, hw=cfg.hw, force=cfg.force, stack=stack)
+    except BreakpointRefused as err:
+        refused_at.add(ev.address)
+        if err.decision is not None:
+            refused.append(err.decision)
+            sink.refused(err.decision, ev)
+        return None
+    except NotADropSite as err:
+        refused_at.add(ev.address)
+        sink.progress(f"not arming at {ev.location}: {err}")
+        return None
+    sink.armed(site, bp, ev, time.monotonic() - t0)
+    return site, bp
+
+
+__all__ = ["BreakConfig", "BreakOutcome", "BreakSink", "EventStream", "run"]
+
+
+def relay(watch: WatchConfig, cfg: BreakConfig, sink: BreakSink) -> int:
+    """Without ``--break``: show the target's drops here (lab or ``--events-cmd``).
+
+    Returns the remote tracer's exit status (0 when stopped with Ctrl-C).
+    """
+    source = _source(cfg, watch)
+    stop_flag = {"sig": 0}
+
+    def on_signal(sig: int, _frame: FrameType | None) -> None:
+        stop_flag["sig"] = sig
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    status: int | None = None
+    drops = 0
+    deadline = time.monotonic() + watch.duration if watch.duration else None
+    try:
+        stream = source.start()
+        while not stop_flag["sig"]:
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            if watch.count is not None and drops >= watch.count:
+                break
+            try:
+                item = stream.items.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if item.kind == "drop" and item.drop is not None:
+                drops += 1
+                sink.drop(item.drop)
+            elif item.kind == "record" and item.record is not None:
+                sink.record(item.record)
+            elif item.kind in ("ready", "stderr") and item.text.strip():
+                sink.progress(item.text.removeprefix("kdbg: "))
+            elif item.kind == "end":
+                status = item.status
+                break
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        source.stop()
+    if status is None:
+        return 0
+    return status
