@@ -6,9 +6,7 @@ import ctypes as ct
 from collections.abc import Callable
 from typing import Any
 
-from kdbg.errors import BpfLoadError, ProbeUnavailable
-from kdbg.paths import BPF_DIR
-from kdbg.trace.probe import _captured_stderr, _summarize, check_headers, check_privileges
+from kdbg.trace.probe import load_bpf
 
 from . import layout
 
@@ -23,28 +21,7 @@ class PathProbe:
 
     def start(self, on_event: Callable[[layout.RawPathEvent], None]) -> None:
         """Compile, load and attach; ``on_event`` gets each raw record during :meth:`poll`."""
-        check_privileges()
-        check_headers()
-        try:
-            from bcc import BPF
-        except ImportError as err:
-            raise ProbeUnavailable(
-                f"cannot import bcc ({err})",
-                hint="install python3-bpfcc and run kdbg from a venv made with "
-                "/usr/bin/python3 -m venv --system-site-packages (scripts/setup.sh does)",
-            ) from None
-        with _captured_stderr() as log:
-            try:
-                self._bpf = BPF(text=self.text, cflags=[f"-I{BPF_DIR}", "-Wno-unused-variable"])
-            except Exception as err:
-                raise BpfLoadError(f"bcc could not compile the path program: {_summarize(log())}"
-                                   ) from err
-            for tp, fn in self.attachments:
-                try:
-                    self._bpf.attach_tracepoint(tp=tp, fn_name=fn)
-                except Exception as err:
-                    self.close()
-                    raise BpfLoadError(f"cannot attach to {tp}: {_summarize(log())}") from err
+        self._bpf = load_bpf(self.text, self.attachments, "path program")
 
         def callback(_ctx: Any, data: Any, _size: int) -> None:
             on_event(ct.cast(data, ct.POINTER(layout.RawPathEvent)).contents)

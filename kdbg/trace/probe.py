@@ -67,6 +67,37 @@ def _summarize(log: str) -> str:
     return " | ".join(s.strip() for s in pick) or "no diagnostics"
 
 
+def load_bpf(text: str, attachments: list[tuple[str, str]], what: str) -> Any:
+    """Compile ``text`` with bcc and attach each ``(tracepoint, function)``.
+
+    Checks privileges and headers first; compiler and verifier output becomes a
+    one-line BpfLoadError instead of pages on stderr. Returns the bcc ``BPF``.
+    """
+    check_privileges()
+    check_headers()
+    try:
+        from bcc import BPF
+    except ImportError as err:
+        raise ProbeUnavailable(
+            f"cannot import bcc ({err})",
+            hint="install python3-bpfcc and run kdbg from a venv made with "
+            "/usr/bin/python3 -m venv --system-site-packages (scripts/setup.sh does)",
+        ) from None
+    with _captured_stderr() as log:
+        try:
+            bpf = BPF(text=text, cflags=[f"-I{BPF_DIR}", "-Wno-unused-variable"])
+        except Exception as err:
+            raise BpfLoadError(f"bcc could not compile the {what}: {_summarize(log())}"
+                               ) from err
+        for tp, fn in attachments:
+            try:
+                bpf.attach_tracepoint(tp=tp, fn_name=fn)
+            except Exception as err:
+                bpf.cleanup()
+                raise BpfLoadError(f"cannot attach to {tp}: {_summarize(log())}") from err
+    return bpf
+
+
 class DropProbe:
     """The loaded program: ring buffer, in-kernel stats, counters and stacks."""
 
@@ -76,27 +107,7 @@ class DropProbe:
 
     def start(self, on_event: Callable[[layout.RawDropEvent], None]) -> None:
         """Compile, load and attach; ``on_event`` gets each raw record during :meth:`poll`."""
-        check_privileges()
-        check_headers()
-        try:
-            from bcc import BPF
-        except ImportError as err:
-            raise ProbeUnavailable(
-                f"cannot import bcc ({err})",
-                hint="install python3-bpfcc and run kdbg from a venv made with "
-                "/usr/bin/python3 -m venv --system-site-packages (scripts/setup.sh does)",
-            ) from None
-        with _captured_stderr() as log:
-            try:
-                self._bpf = BPF(text=self.text, cflags=[f"-I{BPF_DIR}", "-Wno-unused-variable"])
-            except Exception as err:
-                raise BpfLoadError(f"bcc could not compile the drop program: {_summarize(log())}"
-                                   ) from err
-            try:
-                self._bpf.attach_tracepoint(tp=TRACEPOINT, fn_name=FUNC_NAME)
-            except Exception as err:
-                self.close()
-                raise BpfLoadError(f"cannot attach to {TRACEPOINT}: {_summarize(log())}") from err
+        self._bpf = load_bpf(self.text, [(TRACEPOINT, FUNC_NAME)], "drop program")
 
         def callback(_ctx: Any, data: Any, _size: int) -> None:
             on_event(ct.cast(data, ct.POINTER(layout.RawDropEvent)).contents)
