@@ -110,8 +110,9 @@ class VethLab:
                 ns.run(["ip", "addr", "add", f"{v6}/64", "dev", dev, "nodad"])
                 ns.run(["ip", "link", "set", dev, "up"])
             # Resolve neighbours once so the first datagrams are not held in ARP/NDISC.
-            self.a.run(["ping", "-c1", "-W2", self.addr_b], check=False)
-            self.a.run(["ping", "-6", "-c1", "-W2", self.addr6_b], check=False)
+            allow_ping(self.a)
+            for src, dst in ((self.addr_a, self.addr_b), (self.addr6_a, self.addr6_b)):
+                _run(icmp_echo_argv(self.a, src, dst, ident=1, timeout=3), check=False)
         except BaseException:
             self.down()
             raise
