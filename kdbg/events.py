@@ -166,6 +166,7 @@ class LabSource:
             status = self._session.status
         except KdbgError as err:
             self.stream.feed("stderr", f"kdbg: error: {err}\n".encode())
+            status = 1  # the channel failed: never report that as success
         finally:
             self.stream.end(status)
 

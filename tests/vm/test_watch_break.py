@@ -76,7 +76,7 @@ def assert_target_runs_clean(lab: str) -> None:
     """Drops still flow (the guest is not halted), and no kdbg gdb is left."""
     rc, recs, err = kdbg_json("--lab", lab, "--reason", "NETFILTER_DROP", "--count", "2")
     assert rc == 0, err
-    assert len(of(recs, "drop")) == 2
+    assert len(of(recs, "drop")) == 2, err
     assert our_gdbs(lab) == []
 
 
