@@ -140,9 +140,10 @@ def run(watch: WatchConfig, cfg: BreakConfig, sink: BreakSink) -> BreakOutcome:
     session = Session.connect(
         target.endpoint, kallsyms=target.kallsyms, vmlinux=target.vmlinux,
         gdb_prefix=list(target.gdb_prefix), interrupter=target.interrupter, timeout=120,
+        target_symbols=target.guard_symbols(),
     )
     if cfg.transport is not None:
-        session.guard_transport = cfg.transport
+        session.set_guard_transport(cfg.transport)
     source = _source(cfg, watch, stacks=True)
     drops = hits = 0
     refused: list[Decision] = []

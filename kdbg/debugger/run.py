@@ -78,6 +78,7 @@ def open_session(target: Target, *, timeout: float = 30.0) -> Session:
         gdb_prefix=target.gdb_prefix,
         interrupter=target.interrupter,
         timeout=timeout,
+        target_symbols=target.guard_symbols(),
     )
 
 

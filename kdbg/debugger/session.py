@@ -191,6 +191,14 @@ class Session:
             g.console(f"source {session_script}", timeout)
         if self.kallsyms_file is not None and (GDB_DIR / "kdbg_kallsyms.py").exists():
             g.console(f"kdbg-kallsyms {self.kallsyms_file}", timeout)
+        if (GDB_DIR / "kdbg_guard.py").exists():
+            # gdb's own kdbg-break asks the same guard, about the same target.
+            g.console(f"kdbg-guard transport {self.transport}", timeout)
+            if self.kallsyms_file is not None:
+                g.console(f"kdbg-guard kallsyms {self.kallsyms_file}", timeout)
+            if self.vmlinux is not None:
+                g.console(f"kdbg-guard vmlinux {self.vmlinux} 0x{self.kaslr_offset or 0:x}",
+                          timeout)
 
     def _attach(self, timeout: float) -> None:
         try:
@@ -217,6 +225,12 @@ class Session:
             self.running = True
         elif rec.kind == "exec" and rec.klass == "stopped":
             self.running = False
+
+    def set_guard_transport(self, transport: str) -> None:
+        """Judge breakpoints as for ``transport`` (here and in gdb's ``kdbg-break``)."""
+        self.guard_transport = transport
+        if (GDB_DIR / "kdbg_guard.py").exists():
+            self.gdb.console(f"kdbg-guard transport {transport}", 10.0)
 
     @property
     def transport(self) -> str:

@@ -28,6 +28,17 @@ class Target:
     gdb_prefix: tuple[str, ...] = ()
     interrupter: Callable[[], None] | None = field(default=None, compare=False)
     label: str = ""
+    lab: str | None = None  # the lab's name, when the target is one
+
+    def guard_symbols(self) -> object | None:
+        """What the guard should know about this target: for a lab, everything the
+        guest shows (live kallsyms, BTF, kprobe blocklist, modules.order) and the
+        DWARF vmlinux; otherwise None (the session builds it from kallsyms)."""
+        if self.lab is None:
+            return None
+        from kdbg.symbols.target import TargetSymbols
+
+        return TargetSymbols.from_lab(self.lab, vmlinux=self.vmlinux)
 
 
 def from_endpoint(
@@ -79,6 +90,7 @@ def from_lab(
         gdb_prefix=tuple(info.gdb_prefix),
         interrupter=interrupter,
         label=f"lab {name} ({info.transport}, {info.release})",
+        lab=name,
     )
 
 
