@@ -39,7 +39,9 @@ def bare_vng(image: Path, cpus: int, memory: str) -> float:
     proc = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, capture_output=True,
                           timeout=600, cwd="/")
     took = time.monotonic() - started
-    if proc.returncode != 0:
+    # 255: on this host virtme-ng-init finds no /dev/virtio-ports (no udevd), runs the
+    # command on the console instead and cannot report its status; the boot still ran.
+    if proc.returncode not in (0, 255):
         raise SystemExit(f"bare vng failed ({proc.returncode}): {proc.stderr[-500:]!r}")
     return took
 

@@ -31,11 +31,17 @@ def _progress(msg: str) -> None:
     click.echo(f"kdbg: {msg}", err=True)
 
 
+def _state(info: labapi.LabInfo) -> str:
+    if not info.alive:
+        return "DEAD"
+    return "running" if info.ready_at else "booting"
+
+
 def _describe(info: labapi.LabInfo) -> list[str]:
     name_opt = "" if info.name == "default" else f" {info.name}"
     gdb = " ".join([*info.gdb_prefix, "gdb", "-ex", f"'target remote {info.gdb_endpoint}'"])
     lines = [
-        f"lab {info.name}: {'running' if info.alive else 'DEAD'} "
+        f"lab {info.name}: {_state(info)} "
         f"(QEMU PID {info.pid}, kernel {info.release}, {info.transport})",
         f"  gdb endpoint:  {info.gdb_endpoint}"
         + (f"  (in netns {info.netns})" if info.netns else ""),

@@ -9,7 +9,6 @@ the stream resumes when the guest does.
 from __future__ import annotations
 
 import contextlib
-import json
 import signal
 import socket
 import threading
@@ -17,7 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from kdbg.errors import LabLost, LabTimeout
+from kdbg.errors import BadInput, LabLost, LabTimeout
 from kdbg.lab import agent
 
 Sink = Callable[[bytes], None]
@@ -37,7 +36,9 @@ def ping(port: int, timeout: float = 2.0) -> dict[str, Any]:
             raise LabTimeout(f"the guest agent on port {port} did not answer") from err
         if frame is None or frame[0] != agent.PING:
             raise ConnectionError("the guest agent closed the connection")
-        facts: dict[str, Any] = json.loads(frame[1])
+        facts: dict[str, Any] = dict(agent.decode_facts(frame[1]))
+        for key in ("tracefs", "headers"):
+            facts[key] = facts.get(key) == "1"
         return facts
 
 
@@ -76,8 +77,12 @@ class ExecSession:
             raise LabLost(f"cannot reach the lab's exec port {port}: {err}") from err
         self._sock.settimeout(timeout)
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        request = {"argv": argv, "env": env or {}, "cwd": cwd, "stdin": stdin}
-        self._send(agent.RUN, json.dumps(request).encode())
+        try:
+            request = agent.encode_run(argv, env or {}, cwd, stdin)
+        except ValueError as err:
+            self.close()
+            raise BadInput(str(err)) from err
+        self._send(agent.RUN, request)
 
     def _send(self, kind: bytes, payload: bytes = b"") -> None:
         with self._lock:
@@ -115,7 +120,7 @@ class ExecSession:
             elif kind == agent.STDERR:
                 yield Chunk("stderr", payload)
             elif kind == agent.EXIT:
-                self.status = int(json.loads(payload)["status"])
+                self.status = int(payload)
                 return
 
     def close(self) -> None:

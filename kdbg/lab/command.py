@@ -66,10 +66,16 @@ def kernel_options(plan: LaunchPlan) -> list[str]:
 
 def agent_command(plan: LaunchPlan) -> str:
     """The guest's boot command: the agent, from the host's files, with the host's Python."""
-    argv = [plan.python, "-u", agent.__file__, "--exec-mac", EXEC_MAC, "--shell-tty", SHELL_TTY]
+    argv = [plan.python, "-S", "-u", agent.__file__, "--exec-mac", EXEC_MAC,
+            "--shell-tty", SHELL_TTY]
+    drivers = ["virtio_net"]
     if plan.oe_cidr:
         argv += ["--oe-mac", OE_MAC, "--oe-cidr", plan.oe_cidr]
-    return "exec " + shlex.join(argv)
+        drivers.append("e1000")
+    # The NIC drivers load while Python starts; the agent waits for the NICs to appear.
+    loads = " ".join(f"modprobe -q {d} 2>/dev/null;" for d in drivers)
+    stamp = "read up _ < /proc/uptime; echo \"[$up] kdbg: starting the agent\";"
+    return f"{stamp} ( {loads} ) & exec {shlex.join(argv)}"
 
 
 def qemu_options(plan: LaunchPlan) -> list[str]:

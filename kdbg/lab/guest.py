@@ -104,8 +104,8 @@ def stream(name: str, argv: list[str], *, stdin: bool = False,
 def kallsyms(name: str) -> str:
     """The guest's ``/proc/kallsyms`` text, read once per boot and cached in the lab's state."""
     info = vm.require(name)
-    facts = channel.ping(info.exec_port, timeout=30.0)
-    cache = Path(info.state_dir) / f"kallsyms-{facts.get('boot_id', 'unknown')}.txt"
+    # The boot id recorded at up() is the only one: the lab runs with -no-reboot.
+    cache = Path(info.state_dir) / f"kallsyms-{info.boot_id or 'unknown'}.txt"
     if cache.exists():
         return cache.read_text()
     text = run(name, ["cat", "/proc/kallsyms"], timeout=120.0).check().stdout.decode()

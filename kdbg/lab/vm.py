@@ -265,6 +265,13 @@ def _tool(name: str) -> str:
     raise LabError(f"{name} not found next to {sys.executable}", hint="pip install virtme-ng")
 
 
+def _launch_env() -> dict[str, str]:
+    """virtme-run runs helpers of its own (virtme-prep-kdir-mods): put its bin dir first."""
+    bindir = str(Path(sys.executable).parent)
+    path = os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+    return dict(os.environ, PATH=f"{bindir}:{path}")
+
+
 def validate(config: LabConfig) -> None:
     """Reject bad input before anything is started or written."""
     validate_name(config.name)
@@ -398,6 +405,7 @@ def up(config: LabConfig, progress: Progress = _quiet) -> LabInfo:
                     start_new_session=True,
                     pass_fds=(tap_fd,) if tap_fd is not None else (),
                     cwd="/",
+                    env=_launch_env(),
                 )
         except BaseException:
             if tap_fd is not None:

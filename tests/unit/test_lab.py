@@ -7,7 +7,6 @@ import os
 import shlex
 import signal
 import socket
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -68,8 +67,10 @@ def test_gdbstub_command_line() -> None:
     assert netdev == [
         "user,id=kdbgexec,restrict=on,ipv6=off,hostfwd=tcp:127.0.0.1:40001-10.0.2.15:7022"
     ]
-    script = shlex.split(opt_after(argv, "--script-sh")[0])
-    assert script[:4] == ["exec", "/venv/bin/python", "-u", agent.__file__]
+    script = opt_after(argv, "--script-sh")[0]
+    loads, _, run = script.partition(" & exec ")
+    assert loads.endswith("; ( modprobe -q virtio_net 2>/dev/null; )")
+    assert shlex.split(run)[:4] == ["/venv/bin/python", "-S", "-u", agent.__file__]
 
 
 def test_no_command_line_ever_lifts_the_network_restriction() -> None:
@@ -96,7 +97,7 @@ def test_kgdboe_command_line() -> None:
     assert "tap,id=kdbgoe,fd=7" in opt_after(q, "-netdev")
     assert f"e1000,netdev=kdbgoe,mac={command.OE_MAC}" in opt_after(q, "-device")
     script = opt_after(argv, "--script-sh")[0]
-    assert "--oe-cidr 10.213.0.2/24" in script
+    assert "--oe-cidr 10.213.0.2/24" in script and "modprobe -q e1000" in script
 
 
 def test_built_kernel_uses_kdir() -> None:
@@ -427,11 +428,11 @@ def test_exec_names_the_lab_before_dashdash(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_agent_is_standalone() -> None:
-    """The guest agent imports nothing from kdbg, so it starts fast in the guest."""
+    """The guest agent imports only built-in modules (and fcntl), so it starts fast in
+    the guest, where each file opened over 9p under TCG is slow."""
     import ast
 
     tree = ast.parse(Path(agent.__file__).read_text())
     modules = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     modules |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
-    assert not [m for m in modules if m.split(".")[0] == "kdbg"]
-    assert all(m.split(".")[0] in sys.stdlib_module_names for m in modules if m != "__future__")
+    assert modules <= {"_signal", "_socket", "_thread", "fcntl", "os", "sys", "time"}

@@ -229,3 +229,15 @@ def test_second_lab_kgdboe_plumbing_dead_detection_and_down(lab: str) -> None:
     assert not netns.exists("kdbg-labtest2")
     assert not Path(info.state_dir).exists()
     assert vm.require(lab).alive
+
+
+def test_a_boot_that_times_out_says_why_and_leaves_nothing() -> None:
+    lab_needs()
+    labs = Path(os.environ.get("XDG_RUNTIME_DIR") or Path.home() / ".cache" / "kdbg" / "run")
+    r = kdbg("lab", "up", "--name", "labfail", "--timeout", "5", "--no-vmlinux")
+    assert r.returncode == 1
+    assert "not ready after 5s; console (last lines):" in r.stderr
+    assert "nokaslr" in r.stderr  # the console's tail (the boot stub, then the kernel)
+    left = subprocess.run(["pgrep", "-f", "kdbg-labfail"], capture_output=True, text=True)
+    assert left.stdout == ""
+    assert not any(p.name == "labfail" for p in labs.glob("**/labs/*"))
