@@ -238,8 +238,10 @@ def test_kgdboc_on_kgdb_kernel() -> None:
     from kdbg.lab import build, guest, vm
 
     need(os.geteuid() == 0, "the lab needs root")
-    need(build.cached_build() is not None,
-         "no kgdb lab kernel: run kdbg lab build-kernel (about 18 min on 2 cores)")
+    if build.cached_build() is None:
+        # An opt-in, like the build itself (tests/vm/test_lab_kconfig.py): CI runs this
+        # once the kernel is cached, and never starts an 18-minute build.
+        pytest.skip("no kgdb lab kernel: run kdbg lab build-kernel (about 18 min on 2 cores)")
     from kdbg.debugger import Session, from_lab
 
     name = "dbgkgdb"
