@@ -175,13 +175,15 @@ class Session:
 
     def _setup(self, timeout: float) -> None:
         g = self.gdb
+        # symbol-file does not set gdb's architecture (only an exec file does), and
+        # kgdb, unlike QEMU's stub, sends no target description: without this, gdb
+        # talks to a kgdboc/KGDBoE target as i386 and has no rip.
+        g.console("set architecture i386:x86-64", timeout)
         if self.vmlinux is not None:
             cmd = f"symbol-file -o 0x{self.kaslr_offset:x} {self.vmlinux}"
             if self.kaslr_offset == 0:
                 cmd = f"symbol-file {self.vmlinux}"
             g.console(cmd, timeout=max(timeout, 120.0))
-        else:
-            g.console("set architecture i386:x86-64", timeout)
         for helper in ("kdbg_kallsyms.py", "kdbg_session.py", "kdbg_guard.py"):
             path = GDB_DIR / helper
             if path.exists():

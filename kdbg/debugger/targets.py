@@ -83,8 +83,13 @@ def from_lab(
     interrupter = None
     if info.transport == "kgdboc":
         interrupter = _sysrq_g(name)
+    endpoint = info.gdb_endpoint
+    if info.transport == "kgdboc" and endpoint.startswith("tcp:"):
+        # The lab exposes the kgdboc serial port on TCP: gdb's target is tcp:, but the
+        # session (and its guard) must know it is kgdb over a serial line.
+        endpoint = "serial:" + endpoint.removeprefix("tcp:")
     return Target(
-        Endpoint.parse(info.gdb_endpoint),
+        Endpoint.parse(endpoint),
         kallsyms=cached[-1],
         vmlinux=vm_path,
         gdb_prefix=tuple(info.gdb_prefix),

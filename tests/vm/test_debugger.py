@@ -75,9 +75,15 @@ def drop_later(lab: str, delay: float = 0.5) -> threading.Thread:
 
 
 def drop_location(lab: str) -> int:
-    """The location the kfree_skb tracepoint reports for our drop (raw, not hashed)."""
-    from kdbg.lab import guest
+    """The location the kfree_skb tracepoint reports for our drop (raw, not hashed).
 
+    Other IPv4 drops may land in the same window (the exec channel's own TCP), so the
+    one in __udp4_lib_rcv, by the guest's kallsyms, is ours.
+    """
+    from kdbg.lab import guest
+    from kdbg.symbols.kallsyms import Kallsyms
+
+    ksyms = Kallsyms.parse(guest.kallsyms(lab))
     script = (
         "cd /sys/kernel/tracing && echo 0 > options/hash-ptr && echo > trace && "
         "echo 1 > events/skb/kfree_skb/enable && "
@@ -86,10 +92,12 @@ def drop_location(lab: str) -> int:
     )
     out = guest.run(lab, ["sh", "-c", script], timeout=120).check().stdout.decode()
     for line in out.splitlines():
-        # (with hash-ptr off this kernel prints the reason empty; ours is the only drop)
+        # (with hash-ptr off this kernel prints the reason empty)
         if "kfree_skb:" in line and "protocol=2048" in line:
-            return int(line.split("location=")[1].split()[0], 16)
-    raise AssertionError(f"no IPv4 drop in the guest's trace:\n{out}")
+            loc = int(line.split("location=")[1].split()[0], 16)
+            if ksyms.lookup(loc).symbol == "__udp4_lib_rcv":
+                return loc
+    raise AssertionError(f"no IPv4 drop in __udp4_lib_rcv in the guest's trace:\n{out}")
 
 
 def assert_clean(target, lab: str) -> None:  # type: ignore[no-untyped-def]
