@@ -47,8 +47,8 @@ struct kdbg_stats_key {
 /* Slots of the per-CPU counters array. */
 #define KDBG_CTR_LOST 0		/* ring buffer full: event not delivered */
 #define KDBG_CTR_STATS_FULL 1	/* stats table full: drop not counted per key */
-#define KDBG_CTR_MATCHED 2	/* drops that passed every filter */
-#define KDBG_CTR_SEEN 3		/* every kfree_skb the probe ran on */
-#define KDBG_NR_CTRS 4
+#define KDBG_CTR_SEEN 2		/* drops the probe looked past reason and location at */
+#define KDBG_NR_CTRS 3
+/* Drops that passed every filter = the sum of the stats table + KDBG_CTR_STATS_FULL. */
 
 #endif

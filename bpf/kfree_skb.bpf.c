@@ -29,6 +29,8 @@
 #define STATS_ONLY       {{STATS_ONLY}}
 /* 1: no filter looks past reason and location, so --stats reads nothing more. */
 #define COUNT_EARLY      {{COUNT_EARLY}}
+/* 1: a filter on netns or device, so the device is read before the packet. */
+#define DEV_FILTER       {{DEV_FILTER}}
 
 BPF_RINGBUF_OUTPUT(events, {{RINGBUF_PAGES}});
 /* Per-CPU counts: no atomic operations and no shared cache lines under a storm. */
@@ -50,7 +52,6 @@ static __always_inline void count_match(__u32 reason, __u64 location)
 	struct kdbg_stats_key key = {.location = location, .reason = reason};
 	__u64 zero = 0, *n;
 
-	count(KDBG_CTR_MATCHED);
 	n = stats.lookup_or_try_init(&key, &zero);
 	if (n)
 		(*n)++;
@@ -74,51 +75,61 @@ static __always_inline __u32 netns_of(__u64 net)
 	return inum;
 }
 
+static __always_inline void read_dev(void *ctx, __u64 skb, struct kdbg_drop_event *e)
+{
+	__u64 dev = read_ptr(skb, SKB_DEV), sk;
+
+	if (dev) {
+		bpf_probe_read_kernel(&e->ifindex, sizeof(e->ifindex), (void *)(dev + DEV_IFINDEX));
+		bpf_probe_read_kernel(&e->ifname, sizeof(e->ifname), (void *)(dev + DEV_NAME));
+		e->netns = netns_of(read_ptr(dev, DEV_NET));
+	}
+	if (!e->netns) {
+		sk = read_ptr(skb, SKB_SK);
+#if TP_OFF_RX_SK >= 0
+		if (!sk)
+			sk = *(__u64 *)(ctx + TP_OFF_RX_SK);
+#endif
+		if (sk && SK_NET >= 0)
+			e->netns = netns_of(read_ptr(sk, SK_NET));
+	}
+}
+
 int kdbg_on_kfree_skb(void *ctx)
 {
+	/* The tracepoint record is the context: plain loads, no helper calls. */
+	__u64 location = *(__u64 *)(ctx + TP_OFF_LOCATION);
+	__u32 reason = *(__u32 *)(ctx + TP_OFF_REASON);
 	struct kdbg_drop_event e = {};
-	__u64 skb, dev, sk = 0, head;
+	__u64 skb, head;
 	__u16 nh = 0xffff, th = 0xffff;
 
-	count(KDBG_CTR_SEEN);
-
-	bpf_probe_read_kernel(&skb, sizeof(skb), ctx + TP_OFF_SKBADDR);
-	bpf_probe_read_kernel(&e.location, sizeof(e.location), ctx + TP_OFF_LOCATION);
-	bpf_probe_read_kernel(&e.protocol, sizeof(e.protocol), ctx + TP_OFF_PROTOCOL);
-	bpf_probe_read_kernel(&e.reason, sizeof(e.reason), ctx + TP_OFF_REASON);
 	{
-		__u32 reason = e.reason;
-		__u64 loc = e.location;
+		__u64 loc = location;
 		/* filters on reason and location */
 		{{FILTER_EARLY}}
 	}
 #if STATS_ONLY && COUNT_EARLY
-	count_match(e.reason, e.location);
+	/* --stats with no filter past reason and location: one per-CPU map update. */
+	count_match(reason, location);
 	return 0;
 #endif
+	count(KDBG_CTR_SEEN);
+	skb = *(__u64 *)(ctx + TP_OFF_SKBADDR);
+	e.location = location;
+	e.reason = reason;
+	e.protocol = *(__u16 *)(ctx + TP_OFF_PROTOCOL);
 
 	e.skbaddr = skb;
-	dev = read_ptr(skb, SKB_DEV);
-	if (dev) {
-		bpf_probe_read_kernel(&e.ifindex, sizeof(e.ifindex), (void *)(dev + DEV_IFINDEX));
-		bpf_probe_read_kernel(&e.ifname, sizeof(e.ifname), (void *)(dev + DEV_NAME));
-		e.netns = netns_of(read_ptr(dev, DEV_NET));
-	}
-	if (!e.netns) {
-		sk = read_ptr(skb, SKB_SK);
-#if TP_OFF_RX_SK >= 0
-		if (!sk)
-			bpf_probe_read_kernel(&sk, sizeof(sk), ctx + TP_OFF_RX_SK);
-#endif
-		if (sk && SK_NET >= 0)
-			e.netns = netns_of(read_ptr(sk, SK_NET));
-	}
+#if DEV_FILTER
+	read_dev(ctx, skb, &e);
 	{
 		__u32 netns = e.netns;
 		char *ifname = e.ifname;
 		/* filters on netns and device */
 		{{FILTER_DEV}}
 	}
+#endif
 
 	bpf_probe_read_kernel(&e.len, sizeof(e.len), (void *)(skb + SKB_LEN));
 	head = read_ptr(skb, SKB_HEAD);
@@ -188,6 +199,9 @@ int kdbg_on_kfree_skb(void *ctx)
 		/* filters on the packet */
 		{{FILTER_PKT}}
 	}
+#if !DEV_FILTER
+	read_dev(ctx, skb, &e);  /* only for what passed: no filter needed it earlier */
+#endif
 
 	count_match(e.reason, e.location);
 #if STATS_ONLY

@@ -39,7 +39,7 @@ class Summary:
     matched: int
     delivered: int
     lost: int
-    seen: int
+    seen: int | None  # None: not counted (the --stats fast path)
     stats_full: int = 0
     streaming: bool = True  # False under --stats alone: nothing was meant to be shown
 

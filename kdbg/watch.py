@@ -137,6 +137,7 @@ class Watch:
         self._ksyms: Future[Kallsyms] = self._pool.submit(Kallsyms.load)
         self.spec = filter_spec(cfg, self.reasons, self.kallsyms)
         self.stats_only = cfg.stats and not cfg.events
+        self.spec_is_early = flt.c_dev(self.spec) == flt.c_packet(self.spec) == flt.NO_FILTER
         self.text = build(
             self.tp, offsets.for_running_kernel(), self.spec,
             ProgramOptions(stack=cfg.stack, stats_only=self.stats_only,
@@ -193,7 +194,7 @@ class Watch:
                 probe.poll(100)
                 now = time.monotonic()
                 if self.stats_only and cfg.count is not None:
-                    done = probe.counters()["matched"] >= cfg.count
+                    done = self._snapshot(probe, delivered)[1].matched >= cfg.count
                 if next_stats is not None and now >= next_stats and cfg.stats:
                     rows, summary = self._snapshot(probe, delivered)
                     sink.stats(rows, summary, False)
@@ -240,10 +241,14 @@ class Watch:
 
     def _snapshot(self, probe: DropProbe, delivered: int) -> tuple[list[StatsRow], Summary]:
         ctr = probe.counters()
-        rows = stats_rows(probe.stats(), self.reasons.name, self.kallsyms().lookup)
-        summary = Summary(matched=ctr["matched"], delivered=delivered, lost=ctr["lost"],
-                          seen=ctr["seen"], stats_full=ctr["stats_full"],
-                          streaming=not self.stats_only)
+        counts = probe.stats()
+        rows = stats_rows(counts, self.reasons.name, self.kallsyms().lookup)
+        # Under --stats with only reason/location filters the probe counts nothing but
+        # the stats table (the cheapest path), so how many it looked at is unknown.
+        fast = self.stats_only and self.spec_is_early
+        summary = Summary(matched=sum(counts.values()) + ctr["stats_full"], delivered=delivered,
+                          lost=ctr["lost"], seen=None if fast else ctr["seen"],
+                          stats_full=ctr["stats_full"], streaming=not self.stats_only)
         return rows, summary
 
 

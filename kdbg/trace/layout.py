@@ -8,8 +8,8 @@ IFNAMSIZ = 16
 COMMLEN = 16
 
 # Counter slots, as in drop_event.h
-CTR_LOST, CTR_STATS_FULL, CTR_MATCHED, CTR_SEEN = 0, 1, 2, 3
-NR_CTRS = 4
+CTR_LOST, CTR_STATS_FULL, CTR_SEEN = 0, 1, 2
+NR_CTRS = 3
 
 
 class RawDropEvent(ct.Structure):

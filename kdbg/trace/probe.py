@@ -127,10 +127,10 @@ class DropProbe:
         self._bpf.ring_buffer_consume()
 
     def counters(self) -> dict[str, int]:
-        """Per-CPU counters, summed: lost, stats_full, matched, seen."""
+        """Per-CPU counters, summed: lost, stats_full, seen."""
         table = self._bpf["counters"]
         names = {layout.CTR_LOST: "lost", layout.CTR_STATS_FULL: "stats_full",
-                 layout.CTR_MATCHED: "matched", layout.CTR_SEEN: "seen"}
+                 layout.CTR_SEEN: "seen"}
         out = {}
         for slot, name in names.items():
             out[name] = sum(int(v) for v in table[ct.c_int(slot)])

@@ -42,6 +42,7 @@ def build(
         "WANT_STACK": int(opts.stack),
         "STATS_ONLY": int(opts.stats_only),
         "COUNT_EARLY": int(flt.c_dev(spec) == flt.c_packet(spec) == flt.NO_FILTER),
+        "DEV_FILTER": int(flt.c_dev(spec) != flt.NO_FILTER),
         "RINGBUF_PAGES": pages,
         "STATS_ENTRIES": opts.stats_entries,
         "STACK_ENTRIES": opts.stack_entries,
