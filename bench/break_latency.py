@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from kdbg import breakwatch, lab  # noqa: E402
 from kdbg.breakreport import BreakJsonSink  # noqa: E402
+from kdbg.errors import KdbgError  # noqa: E402
 from kdbg.watch import WatchConfig  # noqa: E402
 
 PORT = 5555
@@ -108,7 +109,12 @@ def main() -> int:
         lab.run(args.lab, ["sh", "-c", f"iptables -C INPUT -p udp --dport {PORT} -j DROP "
                            f"2>/dev/null || iptables -A INPUT -p udp --dport {PORT} -j DROP"])
         sender = lab.stream(args.lab, SENDER, stdin=True)
-        threading.Thread(target=lambda: [None for _ in sender], daemon=True).start()
+        def drain() -> None:
+            with contextlib.suppress(KdbgError):  # ends when the lab goes down
+                for _ in sender:
+                    pass
+
+        threading.Thread(target=drain, daemon=True).start()
 
         def fire() -> None:
             sender.send_stdin(b"x\n")
