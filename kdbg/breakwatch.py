@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import queue
-import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import FrameType
 from typing import Protocol
 
 from kdbg.debugger import NotADropSite, Session
@@ -27,6 +25,7 @@ from kdbg.debugger.targets import Target, from_endpoint, from_lab
 from kdbg.errors import BadInput, BreakpointRefused, GdbTimeout, KdbgError
 from kdbg.events import CommandSource, EventStream, EventStreamError, Item, LabSource, wait_ready
 from kdbg.guard import Decision
+from kdbg.signals import StopSignals
 from kdbg.trace.event import DropEvent
 from kdbg.watch import WatchConfig, remote_options
 
@@ -132,11 +131,6 @@ def run(watch: WatchConfig, cfg: BreakConfig, sink: BreakSink) -> BreakOutcome:
         raise BadInput("--break-count must be at least 1")
     target = resolve_target(cfg, sink.progress)
     sink.progress(f"connecting gdb to {target.label or target.endpoint}")
-    stop_flag = {"sig": 0}
-
-    def on_signal(sig: int, _frame: FrameType | None) -> None:
-        stop_flag["sig"] = sig
-
     session = Session.connect(
         target.endpoint, kallsyms=target.kallsyms, vmlinux=target.vmlinux,
         gdb_prefix=list(target.gdb_prefix), interrupter=target.interrupter, timeout=120,
@@ -152,7 +146,7 @@ def run(watch: WatchConfig, cfg: BreakConfig, sink: BreakSink) -> BreakOutcome:
     site: DropSite | None = None
     last_armed: DropEvent | None = None
     report: CleanupReport | None = None
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    signals = StopSignals.install()
     deadline = time.monotonic() + watch.duration if watch.duration else None
     pending: list[Hit] = []
     try:
@@ -189,7 +183,7 @@ def run(watch: WatchConfig, cfg: BreakConfig, sink: BreakSink) -> BreakOutcome:
 
         for item in early:
             handle(item)
-        while not stop_flag["sig"]:
+        while not signals:
             now = time.monotonic()
             for h in [h for h in pending if now >= h.deadline]:
                 pending.remove(h)
@@ -234,8 +228,7 @@ def run(watch: WatchConfig, cfg: BreakConfig, sink: BreakSink) -> BreakOutcome:
     except EventStreamError as err:
         raise KdbgError(str(err)) from err
     finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
+        signals.restore()
         for h in pending:  # stopped before the tracer reported the stopped skb
             h.stack_note = "kdbg ended before the tracer reported this skb"
             sink.hit(h)
@@ -246,7 +239,7 @@ def run(watch: WatchConfig, cfg: BreakConfig, sink: BreakSink) -> BreakOutcome:
                 report = session.close()
             sink.cleanup(report)
     return BreakOutcome(drops, hits, tuple(refused), bp is not None, report,
-                        bool(stop_flag["sig"]))
+                        bool(signals))
 
 
 def _arm(session: Session, cfg: BreakConfig, ev: DropEvent, sink: BreakSink,
@@ -279,18 +272,13 @@ def relay(watch: WatchConfig, cfg: BreakConfig, sink: BreakSink) -> int:
     Returns the remote tracer's exit status (0 when stopped with Ctrl-C).
     """
     source = _source(cfg, watch)
-    stop_flag = {"sig": 0}
-
-    def on_signal(sig: int, _frame: FrameType | None) -> None:
-        stop_flag["sig"] = sig
-
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    signals = StopSignals.install()
     status: int | None = None
     drops = 0
     deadline = time.monotonic() + watch.duration if watch.duration else None
     try:
         stream = source.start()
-        while not stop_flag["sig"]:
+        while not signals:
             if deadline is not None and time.monotonic() >= deadline:
                 break
             if watch.count is not None and drops >= watch.count:
@@ -310,8 +298,7 @@ def relay(watch: WatchConfig, cfg: BreakConfig, sink: BreakSink) -> int:
                 status = item.status
                 break
     finally:
-        for s, h in old.items():
-            signal.signal(s, h)
+        signals.restore()
         source.stop()
     if status is None:
         return 0

@@ -15,6 +15,7 @@ import queue
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -198,23 +199,18 @@ def wait_ready(stream: EventStream, timeout: float,
     ready line: every other item is handed to ``on_item`` (stderr text is also kept
     in ``stream.stderr_tail`` for error messages).
     """
-    deadline = threading.Event()
-    timer = threading.Timer(timeout, deadline.set)
-    timer.start()
-    try:
-        while not deadline.is_set():
-            try:
-                item = stream.items.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            if item.kind == "ready":
-                return
-            if item.kind == "end":
-                raise EventStreamError(
-                    f"the tracer ended before it was ready: {stream.error_summary()}")
-            if on_item is not None:
-                on_item(item)
-        raise EventStreamError(f"the tracer was not ready within {timeout:.0f} s: "
-                               f"{stream.error_summary()}")
-    finally:
-        timer.cancel()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            item = stream.items.get(timeout=0.2)
+        except queue.Empty:
+            continue
+        if item.kind == "ready":
+            return
+        if item.kind == "end":
+            raise EventStreamError(
+                f"the tracer ended before it was ready: {stream.error_summary()}")
+        if on_item is not None:
+            on_item(item)
+    raise EventStreamError(f"the tracer was not ready within {timeout:.0f} s: "
+                           f"{stream.error_summary()}")

@@ -64,8 +64,6 @@ def drop_line(ev: DropEvent) -> str:
     """One aligned line for a drop (columns as in :func:`header`)."""
     icmp = ev.icmp_type is not None
     proto = ev.proto or "-"
-    if icmp:
-        proto = f"{proto}"
     cells = [
         _clock(ev.time_ns), str(ev.cpu), str(ev.pid), ev.comm, ev.reason,
         ev.location if ev.file is None else f"{ev.location} ({ev.file}:{ev.line})",
@@ -153,9 +151,8 @@ def read_jsonl(lines: Iterable[str]) -> list[dict[str, Any]]:
 class TextSink:
     """Aligned text on ``out``; progress and the summary on ``err``."""
 
-    def __init__(self, out: Any, err: Any, *, stats: bool = False) -> None:
+    def __init__(self, out: Any, err: Any) -> None:
         self.out, self.err = out, err
-        self.stats_mode = stats
         self._header_done = False
 
     def _write(self, stream: Any, text: str) -> None:

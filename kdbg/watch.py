@@ -7,23 +7,22 @@ snapshots and a summary to a :class:`Sink` (text or JSON lines, kdbg.cli).
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
-from types import FrameType
+from dataclasses import dataclass
 from typing import Protocol
 
 from kdbg.errors import BadInput
 from kdbg.report import StatsRow, Summary, stats_rows
+from kdbg.signals import StopSignals
 from kdbg.symbols.kallsyms import Kallsyms
 from kdbg.symbols.reasons import ReasonTable
 from kdbg.trace import filters as flt
 from kdbg.trace import offsets, tpformat
-from kdbg.trace.event import Decoder, DropEvent, LineLookup
+from kdbg.trace.event import Decoder, DropEvent
 from kdbg.trace.layout import RawDropEvent
 from kdbg.trace.probe import TRACEPOINT, DropProbe, check_privileges
 from kdbg.trace.program import ProgramOptions, build
@@ -52,7 +51,6 @@ class WatchConfig:
     cmd: str | None = None
     buffer_pages: int = 256
     events: bool = False  # with stats: stream each drop as well
-    lines: LineLookup | None = field(default=None, compare=False)
 
 
 class Sink(Protocol):
@@ -161,21 +159,13 @@ class Watch:
                 return
             if decoder is None:
                 decoder = Decoder(self.reasons, self.kallsyms(),
-                                  stack_of=probe.stack if cfg.stack else None, lines=cfg.lines)
+                                  stack_of=probe.stack if cfg.stack else None)
             sink.drop(decoder.decode(raw))
             delivered += 1
             if cfg.count is not None and delivered >= cfg.count:
                 done = True
 
-        # Ctrl-C and SIGTERM set a flag: raising from a signal handler could land
-        # inside bcc's ctypes callback, where the exception would be swallowed.
-        stop = {"signal": 0}
-
-        def on_signal(sig: int, _frame: FrameType | None) -> None:
-            stop["signal"] = sig
-
-        old_handlers = {sig: signal.signal(sig, on_signal)
-                        for sig in (signal.SIGINT, signal.SIGTERM)}
+        stop = StopSignals.install()
 
         proc: subprocess.Popen[bytes] | None = None
         interrupted = False
@@ -190,11 +180,11 @@ class Watch:
             if cfg.cmd is not None:
                 # The workload's stdout must not mix into our output stream.
                 proc = subprocess.Popen(cfg.cmd, shell=True, stdout=sys.stderr.fileno())
-            while not done and not stop["signal"]:
+            while not done and not stop:
                 probe.poll(100)
                 now = time.monotonic()
                 if self.stats_only and cfg.count is not None:
-                    done = self._snapshot(probe, delivered)[1].matched >= cfg.count
+                    done = self._matched(probe) >= cfg.count
                 if next_stats is not None and now >= next_stats and cfg.stats:
                     rows, summary = self._snapshot(probe, delivered)
                     sink.stats(rows, summary, False)
@@ -207,9 +197,8 @@ class Watch:
                         probe.poll(50)
                     break
         finally:
-            interrupted = bool(stop["signal"])
-            for sig, handler in old_handlers.items():
-                signal.signal(sig, handler)
+            interrupted = bool(stop)
+            stop.restore()
             status = None
             if proc is not None:
                 status = proc.poll()
@@ -238,6 +227,10 @@ class Watch:
         if status is not None and status < 0:
             status = 128 - status
         return WatchResult(summary, tuple(rows), status, interrupted)
+
+    def _matched(self, probe: DropProbe) -> int:
+        """Drops that passed every filter: the stats table's total (no symbolizing)."""
+        return sum(probe.stats().values()) + probe.counters()["stats_full"]
 
     def _snapshot(self, probe: DropProbe, delivered: int) -> tuple[list[StatsRow], Summary]:
         ctr = probe.counters()

@@ -35,8 +35,7 @@ def demo(local: bool, interactive: bool, keep: bool, stack: bool, as_json: bool)
     machine instead. Needs root. Exits 1 if the demo did not see what it made.
     """
     if local:
-        sink = JsonSink(sys.stdout, sys.stderr) if as_json else TextSink(
-            sys.stdout, sys.stderr, stats=True)
+        sink = JsonSink(sys.stdout, sys.stderr) if as_json else TextSink(sys.stdout, sys.stderr)
         res = demo_mod.run_local(sink, _progress, stack=stack)
         got = res.result.summary.matched
         if got != res.expected:

@@ -6,9 +6,9 @@ import sys
 
 import click
 
+from kdbg.cli.options import packet_filters
 from kdbg.path import tracer
 from kdbg.path.report import JsonSink, TextSink
-from kdbg.trace.filters import PROTOCOLS
 
 EXAMPLES = """
 \b
@@ -23,17 +23,7 @@ Examples:
 
 
 @click.command(epilog=EXAMPLES)
-@click.option("--proto", type=click.Choice(sorted(PROTOCOLS)), help="L4 protocol.")
-@click.option("--saddr", "saddrs", multiple=True, metavar="ADDR[/LEN]", help="Source address.")
-@click.option("--daddr", "daddrs", multiple=True, metavar="ADDR[/LEN]",
-              help="Destination address.")
-@click.option("--addr", "addrs", multiple=True, metavar="ADDR[/LEN]",
-              help="Source or destination address.")
-@click.option("--sport", "sports", multiple=True, type=int, metavar="PORT", help="Source port.")
-@click.option("--dport", "dports", multiple=True, type=int, metavar="PORT",
-              help="Destination port.")
-@click.option("--port", "ports", multiple=True, type=int, metavar="PORT",
-              help="Source or destination port.")
+@packet_filters
 @click.option("--icmp-id", "icmp_ids", multiple=True, type=int, metavar="ID",
               help="ICMP/ICMPv6 echo identifier. Repeatable.")
 @click.option("--netns", metavar="INODE|PATH|NAME",

@@ -7,8 +7,8 @@ import sys
 import click
 
 from kdbg import watch as watch_mod
+from kdbg.cli.options import packet_filters
 from kdbg.report import JsonSink, TextSink
-from kdbg.trace.filters import PROTOCOLS
 
 EXAMPLES = """
 \b
@@ -41,17 +41,7 @@ Examples:
                    "SKB_DROP_REASON_NETFILTER_DROP). Repeatable.")
 @click.option("--location", "locations", multiple=True, metavar="SYM[+OFF]",
               help="Dropping function, or exact SYM+0xOFF / 0xADDR. Repeatable.")
-@click.option("--proto", type=click.Choice(sorted(PROTOCOLS)), help="L4 protocol.")
-@click.option("--saddr", "saddrs", multiple=True, metavar="ADDR[/LEN]", help="Source address.")
-@click.option("--daddr", "daddrs", multiple=True, metavar="ADDR[/LEN]",
-              help="Destination address.")
-@click.option("--addr", "addrs", multiple=True, metavar="ADDR[/LEN]",
-              help="Source or destination address.")
-@click.option("--sport", "sports", multiple=True, type=int, metavar="PORT", help="Source port.")
-@click.option("--dport", "dports", multiple=True, type=int, metavar="PORT",
-              help="Destination port.")
-@click.option("--port", "ports", multiple=True, type=int, metavar="PORT",
-              help="Source or destination port.")
+@packet_filters
 @click.option("--netns", metavar="INODE|PATH|NAME",
               help="Network namespace: inode, /var/run/netns/X, /proc/PID/ns/net, or a name.")
 @click.option("--ifname", metavar="DEV", help="Interface the skb is on.")
@@ -117,8 +107,7 @@ def watch(as_json: bool, print_bpf: bool, do_break: bool, lab: str | None,
     if print_bpf:
         click.echo(prepared.text)
         return
-    sink = JsonSink(sys.stdout, sys.stderr) if as_json else TextSink(
-        sys.stdout, sys.stderr, stats=cfg.stats)
+    sink = JsonSink(sys.stdout, sys.stderr) if as_json else TextSink(sys.stdout, sys.stderr)
     result = prepared.run(sink)
     if result.cmd_status is not None:
         sys.exit(result.cmd_status)

@@ -8,16 +8,15 @@ flag (an exception raised in bcc's ctypes callback would be swallowed).
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from types import FrameType
 from typing import Protocol
 
 from kdbg.errors import BadInput
+from kdbg.signals import StopSignals
 from kdbg.symbols.kallsyms import Kallsyms
 from kdbg.symbols.reasons import ReasonTable
 from kdbg.trace import filters as flt
@@ -135,13 +134,7 @@ class PathTrace:
                 if cfg.count is not None and ended >= cfg.count:
                     done = True
 
-        stop = {"signal": 0}
-
-        def on_signal(sig: int, _frame: FrameType | None) -> None:
-            stop["signal"] = sig
-
-        old_handlers = {sig: signal.signal(sig, on_signal)
-                        for sig in (signal.SIGINT, signal.SIGTERM)}
+        stop = StopSignals.install()
         proc: subprocess.Popen[bytes] | None = None
         status: int | None = None
         try:
@@ -152,7 +145,7 @@ class PathTrace:
             start = time.monotonic()
             if cfg.cmd is not None:
                 proc = subprocess.Popen(cfg.cmd, shell=True, stdout=sys.stderr.fileno())
-            while not done and not stop["signal"]:
+            while not done and not stop:
                 probe.poll(100)
                 if cfg.duration is not None and time.monotonic() - start >= cfg.duration:
                     break
@@ -162,8 +155,7 @@ class PathTrace:
                         probe.poll(50)
                     break
         finally:
-            for sig, handler in old_handlers.items():
-                signal.signal(sig, handler)
+            stop.restore()
             if proc is not None:
                 status = proc.poll()
                 if status is None:
@@ -187,7 +179,7 @@ class PathTrace:
         sink.summary(summary)
         if status is not None and status < 0:
             status = 128 - status
-        return PathResult(summary, status, bool(stop["signal"]))
+        return PathResult(summary, status, bool(stop))
 
 
 def prepare(cfg: PathConfig) -> PathTrace:

@@ -20,8 +20,6 @@ from kdbg.trace.layout import RawDropEvent
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-# Optional file:line lookup for an address: returns (file, line) or None.
-LineLookup = Callable[[int], "tuple[str, int] | None"]
 
 
 @dataclass(frozen=True)
@@ -151,12 +149,10 @@ class Decoder:
         kallsyms: Kallsyms,
         *,
         stack_of: Callable[[int], Sequence[int]] | None = None,
-        lines: LineLookup | None = None,
     ) -> None:
         self.reasons = reasons
         self.kallsyms = kallsyms
         self.stack_of = stack_of
-        self.lines = lines
         # bpf_ktime_get_ns() is CLOCK_MONOTONIC; report wall-clock time.
         self.wall_offset_ns = time.time_ns() - time.monotonic_ns()
 
@@ -183,11 +179,6 @@ class Decoder:
         stack = None
         if self.stack_of is not None and raw.stack_id >= 0:
             stack = tuple(self.frame(a) for a in self.stack_of(raw.stack_id))
-        file = line = None
-        if self.lines is not None:
-            found = self.lines(raw.location)
-            if found:
-                file, line = found
         return DropEvent(
             time_ns=raw.time_ns + self.wall_offset_ns,
             cpu=raw.cpu,
@@ -214,6 +205,4 @@ class Decoder:
             ifindex=raw.ifindex or None,
             len=raw.len,
             stack=stack,
-            file=file,
-            line=line,
         )
