@@ -1,6 +1,6 @@
 """Host side of the exec channel: TCP to the guest agent through QEMU's ``hostfwd``.
 
-See :mod:`kdbg.lab.agent` for the protocol. Reads have no timeout unless the caller
+See :mod:`kdbg.lab.protocol` for the protocol. Reads have no timeout unless the caller
 asks for one: while a debugger holds the guest stopped, QEMU's user-mode network
 stack (whose timers run on the guest's virtual clock) simply stops delivering, and
 the stream resumes when the guest does.
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from kdbg.errors import BadInput, LabLost, LabTimeout
-from kdbg.lab import agent
+from kdbg.lab import protocol
 
 Sink = Callable[[bytes], None]
 
@@ -29,14 +29,14 @@ def ping(port: int, timeout: float = 2.0) -> dict[str, Any]:
     """
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         sock.settimeout(timeout)
-        agent.send_frame(sock, agent.PING)
+        protocol.send_frame(sock, protocol.PING)
         try:
-            frame = agent.recv_frame(sock)
+            frame = protocol.recv_frame(sock)
         except TimeoutError as err:
             raise LabTimeout(f"the guest agent on port {port} did not answer") from err
-        if frame is None or frame[0] != agent.PING:
+        if frame is None or frame[0] != protocol.PING:
             raise ConnectionError("the guest agent closed the connection")
-        facts: dict[str, Any] = dict(agent.decode_facts(frame[1]))
+        facts: dict[str, Any] = dict(protocol.decode_facts(frame[1]))
         for key in ("tracefs", "headers"):
             facts[key] = facts.get(key) == "1"
         return facts
@@ -78,36 +78,36 @@ class ExecSession:
         self._sock.settimeout(timeout)
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
-            request = agent.encode_run(argv, env or {}, cwd, stdin)
+            request = protocol.encode_run(argv, env or {}, cwd, stdin)
         except ValueError as err:
             self.close()
             raise BadInput(str(err)) from err
-        self._send(agent.RUN, request)
+        self._send(protocol.RUN, request)
 
     def _send(self, kind: bytes, payload: bytes = b"") -> None:
         with self._lock:
             try:
-                agent.send_frame(self._sock, kind, payload)
+                protocol.send_frame(self._sock, kind, payload)
             except OSError as err:
                 raise LabLost(f"lost the exec channel: {err}") from err
 
     def send_stdin(self, data: bytes) -> None:
         """Feed bytes to the remote command's stdin (opened with ``stdin=True``)."""
         for i in range(0, len(data), 1 << 16):
-            self._send(agent.STDIN, data[i : i + (1 << 16)])
+            self._send(protocol.STDIN, data[i : i + (1 << 16)])
 
     def close_stdin(self) -> None:
         """End the remote command's stdin."""
-        self._send(agent.STDIN_EOF)
+        self._send(protocol.STDIN_EOF)
 
     def signal(self, sig: int) -> None:
         """Send signal ``sig`` to the remote command's process group."""
-        self._send(agent.SIGNAL, str(int(sig)).encode())
+        self._send(protocol.SIGNAL, str(int(sig)).encode())
 
     def __iter__(self) -> Iterator[Chunk]:
         while True:
             try:
-                frame = agent.recv_frame(self._sock)
+                frame = protocol.recv_frame(self._sock)
             except TimeoutError as err:
                 raise LabTimeout(f"{self.argv[0]} in the lab did not finish in time") from err
             except OSError as err:
@@ -115,11 +115,11 @@ class ExecSession:
             if frame is None:
                 raise LabLost("the lab closed the exec channel (did its QEMU die?)")
             kind, payload = frame
-            if kind == agent.STDOUT:
+            if kind == protocol.STDOUT:
                 yield Chunk("stdout", payload)
-            elif kind == agent.STDERR:
+            elif kind == protocol.STDERR:
                 yield Chunk("stderr", payload)
-            elif kind == agent.EXIT:
+            elif kind == protocol.EXIT:
                 self.status = int(payload)
                 return
 

@@ -21,7 +21,7 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kdbg.lab import agent
+from kdbg.lab import protocol
 from kdbg.lab.kernel import Kernel
 
 TRANSPORTS = ("gdbstub", "kgdboc", "kgdboe")
@@ -46,7 +46,7 @@ class LaunchPlan:
     console_socket: Path
     console_log: Path
     pidfile: Path
-    python: str
+    agent: str
     virtme_run: str
     gdb_port: int | None = None
     kgdboc_port: int | None = None
@@ -65,14 +65,13 @@ def kernel_options(plan: LaunchPlan) -> list[str]:
 
 
 def agent_command(plan: LaunchPlan) -> str:
-    """The guest's boot command: the agent, from the host's files, with the host's Python."""
-    argv = [plan.python, "-S", "-u", agent.__file__, "--exec-mac", EXEC_MAC,
-            "--shell-tty", SHELL_TTY]
+    """The guest's boot command: the agent binary, from the host's files."""
+    argv = [plan.agent, "--exec-mac", EXEC_MAC, "--shell-tty", SHELL_TTY]
     drivers = ["virtio_net"]
     if plan.oe_cidr:
         argv += ["--oe-mac", OE_MAC, "--oe-cidr", plan.oe_cidr]
         drivers.append("e1000")
-    # The NIC drivers load while Python starts; the agent waits for the NICs to appear.
+    # The NIC drivers load in the background; the agent waits for the NICs to appear.
     loads = " ".join(f"modprobe -q {d} 2>/dev/null;" for d in drivers)
     stamp = "read up _ < /proc/uptime; echo \"[$up] kdbg: starting the agent\";"
     return f"{stamp} ( {loads} ) & exec {shlex.join(argv)}"
@@ -94,7 +93,7 @@ def qemu_options(plan: LaunchPlan) -> list[str]:
         "chardev:kdbgcon",
         "-netdev",
         f"user,id=kdbgexec,restrict=on,ipv6=off,"
-        f"hostfwd=tcp:127.0.0.1:{plan.exec_port}-{agent.GUEST_EXEC_IP}:{agent.GUEST_PORT}",
+        f"hostfwd=tcp:127.0.0.1:{plan.exec_port}-{protocol.GUEST_EXEC_IP}:{protocol.GUEST_PORT}",
         "-device",
         f"virtio-net-pci,netdev=kdbgexec,mac={EXEC_MAC}",
     ]

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from kdbg.errors import BadInput, LabError, LabLost, LabTimeout
-from kdbg.lab import channel, netns
+from kdbg.lab import agent, channel, netns
 from kdbg.lab.command import KGDBOE_UDP_PORT, TRANSPORTS, LaunchPlan, launch_argv
 from kdbg.lab.kernel import (
     Kernel,
@@ -301,7 +301,8 @@ def check_kernel(config: LabConfig, kernel: Kernel) -> None:
 
 
 def plan_for(
-    config: LabConfig, kernel: Kernel, state: Path, tap_fd: int | None = None
+    config: LabConfig, kernel: Kernel, state: Path, tap_fd: int | None = None,
+    agent_path: Path | None = None,
 ) -> LaunchPlan:
     """The launch plan for ``config``: picks free ports, names the lab's files."""
     return LaunchPlan(
@@ -313,7 +314,7 @@ def plan_for(
         console_socket=state / "console.sock",
         console_log=state / "interactive.log",
         pidfile=state / "qemu.pid",
-        python=sys.executable,
+        agent=str(agent_path or agent.binary_path()),
         virtme_run=_tool("virtme-run"),
         gdb_port=free_port() if config.transport == "gdbstub" else None,
         kgdboc_port=free_port() if config.transport == "kgdboc" else None,
@@ -366,6 +367,7 @@ def up(config: LabConfig, progress: Progress = _quiet) -> LabInfo:
     validate(config)
     kernel = resolve_kernel(config.kernel, progress)
     check_kernel(config, kernel)
+    agent_path = agent.ensure_built()
     vmlinux_box: dict[str, Path | BaseException] = {}
     fetcher = None
     if kernel.kind == "debian" and kernel.vmlinux is None and config.fetch_vmlinux:
@@ -388,7 +390,7 @@ def up(config: LabConfig, progress: Progress = _quiet) -> LabInfo:
             if config.transport == "kgdboe":
                 ns = netns.create(config.name)
                 tap_fd = netns.open_tap(ns)
-            plan = plan_for(config, kernel, state, tap_fd)
+            plan = plan_for(config, kernel, state, tap_fd, agent_path)
             argv = launch_argv(plan, kernel)
             boot_log = state / "console.log"
             for stale in (boot_log, plan.console_log, plan.console_socket, plan.pidfile):
@@ -491,9 +493,15 @@ def _fetch_vmlinux(release: str, progress: Progress, box: dict[str, Path | BaseE
 
 def _wait_ready(info: LabInfo, proc: subprocess.Popen[bytes], timeout: float,
                 progress: Progress) -> dict[str, Any]:
+    """Ping the agent once its "ready" line is on the console; before that, only a short
+    ping now and then, in case the console says nothing. A ping that waits while the
+    guest's address is not up yet costs time: QEMU's user network retransmits its SYN
+    on second-long timers, so such a ping answers late even once the agent listens."""
     deadline = time.monotonic() + timeout
     next_note = time.monotonic() + 15
+    next_blind = time.monotonic() + 20
     log = Path(info.console_log)
+    watcher = _ConsoleWatch(log, READY_MARK)
     shown = ""
     while True:
         code = proc.poll()
@@ -502,10 +510,14 @@ def _wait_ready(info: LabInfo, proc: subprocess.Popen[bytes], timeout: float,
                 f"lab {info.name!r}: QEMU exited with status {code} while booting; "
                 f"console (last lines):\n{console_tail(log)}"
             )
-        try:
-            return channel.ping(info.exec_port, timeout=2.0)
-        except (OSError, LabError):
-            pass
+        now = time.monotonic()
+        ready = watcher.seen()
+        if ready or now > next_blind:
+            next_blind = now + 5
+            try:
+                return channel.ping(info.exec_port, timeout=2.0 if ready else 0.5)
+            except (OSError, LabError):
+                pass
         now = time.monotonic()
         if now > deadline:
             raise LabTimeout(
@@ -518,7 +530,35 @@ def _wait_ready(info: LabInfo, proc: subprocess.Popen[bytes], timeout: float,
             note = f": {last[:80]}" if last != shown else ""
             shown = last
             progress(f"  waiting for the guest agent ({time.time() - info.started_at:.0f}s){note}")
-        time.sleep(0.25)
+        time.sleep(0.05)
+
+
+READY_MARK = b"kdbg-agent: ready on "
+
+
+class _ConsoleWatch:
+    """Has ``mark`` appeared in the growing console log? Reads only what is new."""
+
+    def __init__(self, path: Path, mark: bytes) -> None:
+        self.path, self.mark = path, mark
+        self.offset = 0
+        self.tail = b""
+        self.found = False
+
+    def seen(self) -> bool:
+        if self.found:
+            return True
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(self.offset)
+                data = fh.read()
+        except OSError:
+            return False
+        self.offset += len(data)
+        window = self.tail + data
+        self.found = self.mark in window
+        self.tail = window[-len(self.mark):]
+        return self.found
 
 
 # --- stop ----------------------------------------------------------------------------------

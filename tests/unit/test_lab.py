@@ -7,7 +7,7 @@ import os
 import shlex
 import signal
 import socket
-import threading
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from kdbg.errors import BadInput, LabLost
+from kdbg.errors import BadInput, LabError, LabLost
 from kdbg.lab import agent, build, command, kernel, vm
 from kdbg.lab.channel import ExecSession, run_streaming
 from kdbg.lab.command import LaunchPlan, launch_argv
@@ -34,7 +34,7 @@ def plan(transport: str = "gdbstub", **kw: object) -> LaunchPlan:
         console_socket=Path("/run/l/console.sock"),
         console_log=Path("/run/l/interactive.log"),
         pidfile=Path("/run/l/qemu.pid"),
-        python="/venv/bin/python",
+        agent="/cache/kdbg/agent/kdbg-agent-0123456789ab",
         virtme_run="/venv/bin/virtme-run",
         gdb_port=40002 if transport == "gdbstub" else None,
         kgdboc_port=40003 if transport == "kgdboc" else None,
@@ -70,7 +70,8 @@ def test_gdbstub_command_line() -> None:
     script = opt_after(argv, "--script-sh")[0]
     loads, _, run = script.partition(" & exec ")
     assert loads.endswith("; ( modprobe -q virtio_net 2>/dev/null; )")
-    assert shlex.split(run)[:4] == ["/venv/bin/python", "-S", "-u", agent.__file__]
+    assert shlex.split(run) == ["/cache/kdbg/agent/kdbg-agent-0123456789ab", "--exec-mac",
+                                command.EXEC_MAC, "--shell-tty", "/dev/ttyS2"]
 
 
 def test_no_command_line_ever_lifts_the_network_restriction() -> None:
@@ -262,27 +263,29 @@ def test_a_lab_whose_qemu_is_gone_is_dead_and_down_cleans_it(rundir: Path) -> No
         vm.get("t1")
 
 
-# --- exec protocol, against the real agent code on loopback -----------------------------------
+# --- exec protocol, against the real agent binary on loopback ---------------------------------
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def agent_port() -> Iterator[int]:
-    """The agent's connection handler on a loopback port (no VM): the real wire protocol."""
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(8)
-
-    def loop() -> None:
-        while True:
-            try:
-                conn, _ = srv.accept()
-            except OSError:
-                return
-            threading.Thread(target=agent.handle, args=(conn,), daemon=True).start()
-
-    threading.Thread(target=loop, daemon=True).start()
-    yield srv.getsockname()[1]
-    srv.close()
+    """The real guest agent, built from vm/kdbg-agent.c, serving on a loopback port
+    with the guest setup skipped (no VM): the real wire protocol, the real process
+    handling."""
+    binary = agent.ensure_built()
+    proc = subprocess.Popen([str(binary), "--serve-only", "--bind", "127.0.0.1", "--port", "0"],
+                            stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if "ready on 127.0.0.1:" in line:
+                port = int(line.rsplit(":", 1)[1])
+                break
+        else:
+            pytest.fail(f"the agent exited with {proc.wait()} before listening")
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(5)
 
 
 def collect(port: int, argv: list[str], **kw: object) -> tuple[int, bytes, bytes]:
@@ -341,6 +344,33 @@ def test_dropping_the_connection_kills_the_command(agent_port: int, tmp_path: Pa
     while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
         time.sleep(0.05)
     assert not Path(f"/proc/{pid}").exists()
+
+
+def test_exec_env_and_cwd(agent_port: int) -> None:
+    status, out, _ = collect(agent_port, ["sh", "-c", 'echo "$FOO $PATH"; pwd'],
+                             env={"FOO": "bar", "PATH": "/bin:/usr/bin"}, cwd="/tmp")
+    assert (status, out) == (0, b"bar /bin:/usr/bin\n/tmp\n")
+    status, _, err = collect(agent_port, ["pwd"], cwd="/no/such/dir")
+    assert status == 127 and b"kdbg-agent: pwd: No such file or directory" in err
+
+
+def test_exec_stdin_streamed_then_closed(agent_port: int) -> None:
+    with ExecSession(agent_port, ["cat"], stdin=True) as s:
+        s.send_stdin(b"one\n")
+        chunks = iter(s)
+        assert next(chunks).data == b"one\n"  # cat answered before stdin ended
+        s.send_stdin(b"two\n")
+        s.close_stdin()
+        assert b"".join(c.data for c in chunks) == b"two\n"
+    assert s.status == 0
+
+
+def test_exec_background_child_does_not_hold_the_status(agent_port: int) -> None:
+    """A command that leaves a child holding its stdout: the status comes after a short
+    drain, not when the child ends."""
+    started = time.monotonic()
+    status, out, _ = collect(agent_port, ["sh", "-c", "sleep 30 & echo bg"])
+    assert (status, out) == (0, b"bg\n") and time.monotonic() - started < 10
 
 
 def test_ping_reports_guest_facts(agent_port: int) -> None:
@@ -427,12 +457,34 @@ def test_exec_names_the_lab_before_dashdash(monkeypatch: pytest.MonkeyPatch) -> 
                      ("third", ["true"])]
 
 
-def test_agent_is_standalone() -> None:
-    """The guest agent imports only built-in modules (and fcntl), so it starts fast in
-    the guest, where each file opened over 9p under TCG is slow."""
-    import ast
+def test_agent_builds_once_per_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The agent compiles warning-free (-Wall -Wextra -Werror) into the cache, is static
+    (the guest loads one file over 9p) and is reused until its source changes."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    first = agent.ensure_built()
+    assert first.parent == tmp_path / "kdbg" / "agent" and os.access(first, os.X_OK)
+    assert b"Dynamic section" not in subprocess.run(
+        ["readelf", "-d", str(first)], capture_output=True, check=True).stdout
+    mtime = first.stat().st_mtime_ns
+    assert agent.ensure_built() == first and first.stat().st_mtime_ns == mtime
+    assert [p.name for p in first.parent.iterdir()] == [first.name]  # no temporary left
 
-    tree = ast.parse(Path(agent.__file__).read_text())
-    modules = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    modules |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
-    assert modules <= {"_signal", "_socket", "_thread", "fcntl", "os", "sys", "time"}
+
+def test_agent_build_failure_is_one_clear_error(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    bad = tmp_path / "bad.c"
+    bad.write_text("int main(void) { return undeclared; }\n")
+    monkeypatch.setattr(agent, "SOURCE", bad)
+    with pytest.raises(LabError, match="building the guest agent failed: .*undeclared"):
+        agent.ensure_built()
+    assert list((tmp_path / "kdbg" / "agent").iterdir()) == []
+    monkeypatch.setenv("CC", "no-such-cc")
+    with pytest.raises(LabError, match="no C compiler"):
+        agent.ensure_built()
+
+
+def test_agent_rejects_bad_arguments() -> None:
+    proc = subprocess.run([str(agent.ensure_built()), "--bogus", "x"], capture_output=True,
+                          text=True)
+    assert proc.returncode == 2 and "unknown option --bogus" in proc.stderr

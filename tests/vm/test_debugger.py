@@ -266,13 +266,23 @@ def test_kgdboc_on_kgdb_kernel() -> None:
             assert s.symbolize(where)[0] == "kgdb_breakpoint"
             s.break_at("tcp_v4_rcv")
             s.resume()
-            th = threading.Thread(target=lambda: guest.run(name, ["python3", "-c", (
-                "import socket; s = socket.socket(); s.settimeout(5); "
-                "s.connect_ex(('127.0.0.1', 9))")], timeout=None), daemon=True)
+            poked: dict[str, object] = {}
+
+            def poke() -> None:  # a TCP connect in the guest: runs into tcp_v4_rcv
+                try:
+                    poked["status"] = guest.run(name, ["python3", "-c", (
+                        "import socket; s = socket.socket(); s.settimeout(5); "
+                        "s.connect_ex(('127.0.0.1', 9))")], timeout=None).status
+                except Exception as err:  # noqa: BLE001 - asserted below, in the test's thread
+                    poked["error"] = err
+
+            th = threading.Thread(target=poke, daemon=True)
             th.start()
             stop = s.wait_stop(120)
             assert stop.symbol == "tcp_v4_rcv" and stop.backtrace[0].file
             report = s.close()
         assert report.ok, report
+        th.join(120)  # the resumed guest finishes the connect; the thread never outlives the lab
+        assert not th.is_alive() and poked == {"status": 0}, poked
     finally:
         vm.down(name)
