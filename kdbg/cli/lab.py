@@ -239,7 +239,10 @@ def kgdboe_load_cmd(name: str | None, name_opt: str | None, module: Path, udp_po
 
     \b
     Examples:
+      make -C ~/.cache/kdbg/kernels/kgdb-HASH M=$HOME/kgdboe KCFLAGS=-Wno-error modules
+      kdbg lab up --name oe --kernel built --transport kgdboe --cpus 1
       kdbg lab kgdboe-load oe --module ~/kgdboe/kgdboe.ko
+      kdbg gdb break do_sys_openat2 --lab oe --wait
     """
     name = _pick(name, name_opt)
     labapi.kgdboe_load(name, module, udp_port)
