@@ -16,6 +16,7 @@ import queue
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from kdbg.debugger import NotADropSite, Session
@@ -26,6 +27,8 @@ from kdbg.errors import BadInput, BreakpointRefused, GdbTimeout, KdbgError
 from kdbg.events import CommandSource, EventStream, EventStreamError, Item, LabSource, wait_ready
 from kdbg.guard import Decision
 from kdbg.signals import StopSignals
+from kdbg.symbols.droplines import DropLines
+from kdbg.symbols.kallsyms import Kallsyms
 from kdbg.trace.event import DropEvent
 from kdbg.watch import WatchConfig, remote_options
 
@@ -108,6 +111,41 @@ def resolve_target(cfg: BreakConfig, progress: Callable[[str], None]) -> Target:
     return from_lab(cfg.lab or "default", vmlinux=cfg.vmlinux, progress=progress)
 
 
+def drop_lines(cfg: BreakConfig, vmlinux: str | Path | None,
+               kallsyms: Callable[[], Kallsyms] | None,
+               progress: Callable[[str], None]) -> DropLines | None:
+    """file:line for the target's drops, added here on the host: from its vmlinux (for
+    a lab, checked against the guest's /proc/version). None, said once, when there is
+    no vmlinux or it does not fit."""
+    if vmlinux is None or kallsyms is None:
+        return None
+    try:
+        version = None
+        if cfg.events_cmd is None:
+            from kdbg.lab import guest
+
+            version = guest.run(cfg.lab or "default", ["cat", "/proc/version"]).check()\
+                .stdout.decode()
+        lines = DropLines(vmlinux, kallsyms, version)
+        lines.warm()
+        return lines
+    except KdbgError as err:
+        progress(f"no file:line: {err}")
+        return None
+
+
+def _lab_symbols(cfg: BreakConfig) -> tuple[str | None, Callable[[], Kallsyms] | None]:
+    """Without --break: the vmlinux (given, or the lab's if already fetched) and kallsyms."""
+    if cfg.events_cmd is not None:
+        ks = cfg.kallsyms
+        return cfg.vmlinux, (lambda: Kallsyms.load(ks)) if ks else None
+    from kdbg.lab import guest, vm
+
+    name = cfg.lab or "default"
+    info = vm.require(name)
+    return cfg.vmlinux or info.vmlinux, lambda: Kallsyms.parse(guest.kallsyms(name))
+
+
 def _source(cfg: BreakConfig, watch: WatchConfig, *, stacks: bool = False
             ) -> CommandSource | LabSource:
     if cfg.events_cmd is not None:
@@ -139,6 +177,9 @@ def run(watch: WatchConfig, cfg: BreakConfig, sink: BreakSink) -> BreakOutcome:
     if cfg.transport is not None:
         session.set_guard_transport(cfg.transport)
     source = _source(cfg, watch, stacks=True)
+    ks_path = target.kallsyms
+    lines = drop_lines(cfg, target.vmlinux,
+                       (lambda: Kallsyms.load(ks_path)) if ks_path else None, sink.progress)
     drops = hits = 0
     refused: list[Decision] = []
     refused_at: set[int] = set()
@@ -161,7 +202,7 @@ def run(watch: WatchConfig, cfg: BreakConfig, sink: BreakSink) -> BreakOutcome:
         def handle(item: Item) -> None:
             nonlocal drops, bp, site, last_armed
             if item.kind == "drop" and item.drop is not None:
-                ev = item.drop
+                ev = lines.annotate(item.drop) if lines else item.drop
                 drops += 1
                 sink.drop(ev)
                 for h in list(pending):
@@ -235,6 +276,8 @@ def run(watch: WatchConfig, cfg: BreakConfig, sink: BreakSink) -> BreakOutcome:
         try:
             source.stop()
         finally:
+            if lines is not None:
+                lines.close()
             if report is None:
                 report = session.close()
             sink.cleanup(report)
@@ -272,6 +315,7 @@ def relay(watch: WatchConfig, cfg: BreakConfig, sink: BreakSink) -> int:
     Returns the remote tracer's exit status (0 when stopped with Ctrl-C).
     """
     source = _source(cfg, watch)
+    lines = drop_lines(cfg, *_lab_symbols(cfg), sink.progress)
     signals = StopSignals.install()
     status: int | None = None
     drops = 0
@@ -289,7 +333,7 @@ def relay(watch: WatchConfig, cfg: BreakConfig, sink: BreakSink) -> int:
                 continue
             if item.kind == "drop" and item.drop is not None:
                 drops += 1
-                sink.drop(item.drop)
+                sink.drop(lines.annotate(item.drop) if lines else item.drop)
             elif item.kind == "record" and item.record is not None:
                 sink.record(item.record)
             elif item.kind in ("ready", "stderr") and item.text.strip():
@@ -300,6 +344,8 @@ def relay(watch: WatchConfig, cfg: BreakConfig, sink: BreakSink) -> int:
     finally:
         signals.restore()
         source.stop()
+        if lines is not None:
+            lines.close()
     if status is None:
         return 0
     return status

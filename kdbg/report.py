@@ -66,7 +66,7 @@ def drop_line(ev: DropEvent) -> str:
     proto = ev.proto or "-"
     cells = [
         _clock(ev.time_ns), str(ev.cpu), str(ev.pid), ev.comm, ev.reason,
-        ev.location if ev.file is None else f"{ev.location} ({ev.file}:{ev.line})",
+        ev.location,
         proto, _endpoint(ev.saddr, ev.sport, icmp), _endpoint(ev.daddr, ev.dport, icmp),
         str(ev.netns) if ev.netns else "-", ev.ifname or "-",
     ]
@@ -76,6 +76,8 @@ def drop_line(ev: DropEvent) -> str:
     line = " ".join(parts)
     if icmp:
         line += f" icmp type={ev.icmp_type} code={ev.icmp_code} id={ev.sport} seq={ev.dport}"
+    if ev.file is not None:  # last, so the columns stay aligned
+        line += f"  ({ev.file}:{ev.line})" if ev.line else f"  ({ev.file})"
     return line
 
 

@@ -15,9 +15,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
-from kdbg.errors import BadInput
+from kdbg.errors import BadInput, KdbgError
 from kdbg.report import StatsRow, Summary, stats_rows
 from kdbg.signals import StopSignals
+from kdbg.symbols.droplines import DropLines, installed_vmlinux
 from kdbg.symbols.kallsyms import Kallsyms
 from kdbg.symbols.reasons import ReasonTable
 from kdbg.trace import filters as flt
@@ -51,6 +52,7 @@ class WatchConfig:
     cmd: str | None = None
     buffer_pages: int = 256
     events: bool = False  # with stats: stream each drop as well
+    vmlinux: str | None = None  # DWARF for file:line; None: the distribution's, if installed
 
 
 class Sink(Protocol):
@@ -141,6 +143,22 @@ class Watch:
             ProgramOptions(stack=cfg.stack, stats_only=self.stats_only,
                            ringbuf_pages=pages),
         )
+        self.lines = None if self.stats_only else self._lines(cfg.vmlinux)
+
+    def _lines(self, vmlinux: str | None) -> DropLines | None:
+        """file:line from ``vmlinux`` (its errors are the user's to see), else from the
+        distribution's debug vmlinux when one is installed and matches."""
+        with open("/proc/version") as f:
+            version = f.read()
+        if vmlinux is not None:
+            return DropLines(vmlinux, self.kallsyms, version)
+        found = installed_vmlinux(os.uname().release)
+        if found is None:
+            return None
+        try:
+            return DropLines(found, self.kallsyms, version)
+        except KdbgError:
+            return None
 
     def kallsyms(self) -> Kallsyms:
         return self._ksyms.result()
@@ -160,7 +178,8 @@ class Watch:
             if decoder is None:
                 decoder = Decoder(self.reasons, self.kallsyms(),
                                   stack_of=probe.stack if cfg.stack else None)
-            sink.drop(decoder.decode(raw))
+            event = decoder.decode(raw)
+            sink.drop(self.lines.annotate(event) if self.lines else event)
             delivered += 1
             if cfg.count is not None and delivered >= cfg.count:
                 done = True
@@ -171,9 +190,10 @@ class Watch:
         interrupted = False
         try:
             probe.start(on_event)
+            lines = f", file:line from {self.lines.vmlinux}" if self.lines else ""
             sink.watching(
                 f"kdbg: watching {TRACEPOINT} on Linux {os.uname().release} "
-                f"(filters: {self.spec.describe()}); Ctrl-C to stop"
+                f"(filters: {self.spec.describe()}{lines}); Ctrl-C to stop"
             )
             start = time.monotonic()
             next_stats = start + cfg.interval if cfg.interval else None
@@ -221,6 +241,10 @@ class Watch:
             finally:
                 probe.close()
                 self._pool.shutdown(wait=False)
+                if self.lines is not None:
+                    self.lines.close()
+        if self.lines is not None and self.lines.error:
+            sink.watching(f"kdbg: warning: file:line stopped: {self.lines.error}")
         if cfg.stats:
             sink.stats(rows, summary, True)
         sink.summary(summary)

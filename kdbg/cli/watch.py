@@ -67,7 +67,8 @@ Examples:
 @click.option("--gdb", "gdb_endpoint", metavar="ENDPOINT",
               help="gdb endpoint of the same kernel: tcp:H:P, udp:H:P (KGDBoE), serial:H:P.")
 @click.option("--vmlinux", type=click.Path(exists=True, dir_okay=False),
-              help="The target's vmlinux with DWARF (file:line, skb fields).")
+              help="The target's vmlinux with DWARF: file:line for each drop, skb fields at "
+                   "a stop (default: the distribution's debug vmlinux, or the lab's).")
 @click.option("--kallsyms", "kallsyms_path", type=click.Path(exists=True, dir_okay=False),
               help="A copy of the target's /proc/kallsyms (with --gdb).")
 @click.option("--transport", type=click.Choice(["gdbstub", "kgdboc", "kgdboe"]),
@@ -88,7 +89,7 @@ def watch(as_json: bool, print_bpf: bool, do_break: bool, lab: str | None,
     namespace and interface. Every filter runs in the kernel. Once attached,
     a line starting 'kdbg: watching' goes to stderr.
     """
-    cfg = watch_mod.WatchConfig(**opts)  # type: ignore[arg-type]
+    cfg = watch_mod.WatchConfig(vmlinux=vmlinux, **opts)  # type: ignore[arg-type]
     if do_break or lab is not None or events_cmd is not None:
         from kdbg import breakwatch
         from kdbg.breakreport import BreakJsonSink, BreakTextSink

@@ -11,6 +11,7 @@ import shlex
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -163,6 +164,19 @@ def test_unknown_reason_exits_2_with_suggestion() -> None:
     assert "NETFILTER_DROP" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_vmlinux_of_another_kernel_is_one_line_and_nothing_attached(tmp_path: Path) -> None:
+    """--vmlinux must be the running kernel's build: lines from another would be wrong."""
+    from tests.unit.test_droplines import build
+
+    fake = build(tmp_path)  # a real ELF with DWARF, of "9.9.9-test"
+    proc = subprocess.run([*KDBG, "watch", "--vmlinux", str(fake), "--count", "1"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.count("\n") == 1, proc.stderr
+    assert f"{fake} is not the target's kernel: it is 9.9.9-test" in proc.stderr
+    assert "kdbg: watching" not in proc.stderr
 
 
 def test_text_output_one_aligned_line_per_drop(lab: VethLab) -> None:

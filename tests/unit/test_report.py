@@ -40,6 +40,18 @@ def test_text_lines_align_under_the_header() -> None:
     assert "10.77.9.1:40000" in lines[0] and "10.77.9.2:5555" in lines[0]
 
 
+def test_source_line_goes_last_and_keeps_the_columns() -> None:
+    import dataclasses
+
+    plain = captured()[0]
+    with_line = dataclasses.replace(plain, file="net/netfilter/nf_tables_core.c", line=287)
+    a, b = report.drop_line(plain), report.drop_line(with_line)
+    assert b == a + "  (net/netfilter/nf_tables_core.c:287)"
+    rec = json.loads(report.drop_json(with_line))
+    assert (rec["file"], rec["line"]) == ("net/netfilter/nf_tables_core.c", 287)
+    assert "file" not in json.loads(report.drop_json(plain))
+
+
 def test_stats_rows_sort_and_total() -> None:
     counts = {(12, 0xFFFFFFFF81A003E8): 23, (3, 0xFFFFFFFF81B00010): 5}
     rows = report.stats_rows(counts, {12: "NETFILTER_DROP", 3: "NO_SOCKET"}.__getitem__,

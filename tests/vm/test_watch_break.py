@@ -77,7 +77,30 @@ def assert_target_runs_clean(lab: str) -> None:
     rc, recs, err = kdbg_json("--lab", lab, "--reason", "NETFILTER_DROP", "--count", "2")
     assert rc == 0, err
     assert len(of(recs, "drop")) == 2, err
+    # nf_tables is a module: its DWARF is not in vmlinux, so no file:line is claimed
+    assert all("file" not in d for d in of(recs, "drop"))
     assert our_gdbs(lab) == []
+
+
+def test_relayed_drops_get_file_and_line_from_the_labs_vmlinux(lab: str) -> None:
+    """Without --break the guest's tracer streams to the host, which adds file:line
+    from the lab's debug vmlinux (checked against the guest's /proc/version)."""
+    from kdbg import lab as labmod
+
+    closed = PORT + 44
+    traffic = labmod.stream(lab, ["bash", "-c", f"while :; do echo x > "
+                                  f"/dev/udp/127.0.0.1/{closed}; sleep 0.5; done"])
+    try:
+        rc, recs, err = kdbg_json("--lab", lab, "--reason", "NO_SOCKET", "--proto", "udp",
+                                  "--dport", str(closed), "--count", "2")
+    finally:
+        traffic.close()
+    assert rc == 0, err
+    drops = of(recs, "drop")
+    assert len(drops) == 2, err
+    for d in drops:
+        assert d["symbol"] == "__udp4_lib_rcv" and d["module"] is None
+        assert d["file"] == "net/ipv4/udp.c" and isinstance(d["line"], int) and d["line"] > 0
 
 
 def test_netfilter_drop_breaks_at_nft_do_chain(lab: str) -> None:
