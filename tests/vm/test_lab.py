@@ -96,6 +96,27 @@ def test_tracer_in_the_guest_sees_23_drops_made_in_the_guest(lab: str) -> None:
         assert (e["daddr"], e["dport"], e["proto"], e["ifname"]) == ("127.0.0.1", 5555, "udp", "lo")
 
 
+def test_path_tracer_in_the_61_guest_follows_packets_to_their_drop(lab: str) -> None:
+    """`kdbg path` on Debian's 6.1 (its own BTF offsets and tracepoint formats): 3
+    datagrams to a closed port, each followed over lo to NO_SOCKET in __udp4_lib_rcv."""
+    send = ("for i in 1 2 3; do echo kdbg > /dev/udp/127.0.0.1/5556; sleep 0.3; done")
+    r = kdbg("lab", "exec", lab, "--", "kdbg", "path", "--json", "--count", "3",
+             "--proto", "udp", "--dport", "5556", "--duration", "240",
+             "--cmd", f"bash -c {shlex.quote(send)}", timeout=600)
+    assert r.returncode == 0, r.stderr
+    recs = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+    ends = [e for e in recs if e["type"] == "end"]
+    assert [e["packet"] for e in ends] == [1, 2, 3], r.stdout
+    for end in ends:
+        assert (end["fate"], end["reason"]) == ("dropped", "NO_SOCKET")
+        assert end["location"].startswith("__udp4_lib_rcv+0x")
+        hops = [h["tracepoint"] for h in recs
+                if h["type"] == "hop" and h["packet"] == end["packet"]]
+        assert hops[0] == "net:net_dev_queue" and "net:netif_receive_skb" in hops, hops
+    first = next(h for h in recs if h["type"] == "hop")
+    assert (first["ifname"], first["dport"], first["daddr"]) == ("lo", 5556, "127.0.0.1")
+
+
 def test_gdb_reads_registers_from_the_stub_and_the_guest_runs_on(lab: str) -> None:
     from kdbg.lab import guest, vm
 
