@@ -114,19 +114,21 @@ def resolve_target(cfg: BreakConfig, progress: Callable[[str], None]) -> Target:
 def drop_lines(cfg: BreakConfig, vmlinux: str | Path | None,
                kallsyms: Callable[[], Kallsyms] | None,
                progress: Callable[[str], None]) -> DropLines | None:
-    """file:line for the target's drops, added here on the host: from its vmlinux (for
-    a lab, checked against the guest's /proc/version). None, said once, when there is
-    no vmlinux or it does not fit."""
+    """file:line for the target's drops, added here on the host: from its vmlinux and,
+    for a lab, its modules' debug files (the vmlinux checked against the guest's
+    /proc/version). None, said once, when there is no vmlinux or it does not fit."""
     if vmlinux is None or kallsyms is None:
         return None
     try:
         version = None
+        modules = None
         if cfg.events_cmd is None:
             from kdbg.lab import guest
 
-            version = guest.run(cfg.lab or "default", ["cat", "/proc/version"]).check()\
-                .stdout.decode()
-        lines = DropLines(vmlinux, kallsyms, version)
+            name = cfg.lab or "default"
+            version = guest.run(name, ["cat", "/proc/version"]).check().stdout.decode()
+            modules = guest.module_debug(name)
+        lines = DropLines(vmlinux, kallsyms, version, modules)
         lines.warm()
         return lines
     except KdbgError as err:

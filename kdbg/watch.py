@@ -18,7 +18,7 @@ from typing import Protocol
 from kdbg.errors import BadInput, KdbgError
 from kdbg.report import StatsRow, Summary, stats_rows
 from kdbg.signals import StopSignals
-from kdbg.symbols.droplines import DropLines, installed_vmlinux
+from kdbg.symbols.droplines import DropLines, installed_module_debug, installed_vmlinux
 from kdbg.symbols.kallsyms import Kallsyms
 from kdbg.symbols.reasons import ReasonTable
 from kdbg.trace import filters as flt
@@ -150,13 +150,14 @@ class Watch:
         distribution's debug vmlinux when one is installed and matches."""
         with open("/proc/version") as f:
             version = f.read()
+        modules = installed_module_debug(os.uname().release)
         if vmlinux is not None:
-            return DropLines(vmlinux, self.kallsyms, version)
+            return DropLines(vmlinux, self.kallsyms, version, modules)
         found = installed_vmlinux(os.uname().release)
         if found is None:
             return None
         try:
-            return DropLines(found, self.kallsyms, version)
+            return DropLines(found, self.kallsyms, version, modules)
         except KdbgError:
             return None
 

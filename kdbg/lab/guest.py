@@ -147,6 +147,19 @@ def vmlinux(name: str, progress: Callable[[str], None] | None = None) -> Path:
     raise LabError(f"no vmlinux with debug info known for lab {name!r} ({info.image})")
 
 
+def module_debug(name: str) -> Path | None:
+    """Where debug ``.ko`` files of lab ``name``'s modules are, if anywhere: the ones
+    fetched with Debian's vmlinux, or the build tree of a built kernel."""
+    info = vm.get(name)
+    if info.kernel_kind == "debian":
+        from kdbg.lab.kernel import debian_module_debug
+
+        return debian_module_debug(info.release)
+    if info.kernel_kind == "build" and info.vmlinux:
+        return Path(info.vmlinux).parent
+    return None
+
+
 def console(name: str) -> Any:
     """A pexpect child attached to the lab's interactive serial console (ttyS2, a root shell).
 

@@ -177,33 +177,63 @@ def _fetch_debian_image(release: str, base: Path, progress: Progress) -> None:
     progress(f"kernel {release} ready in {time.monotonic() - started:.1f}s: {root}")
 
 
+# Module debug files kept beside the vmlinux (from the same -dbg package): the network
+# stack's and the virtual NICs', so drops and stops in modules get file:line too.
+DEBUG_MODULE_DIRS = (
+    "net/netfilter", "net/ipv4", "net/ipv6", "net/bridge", "net/sched", "net/core",
+    "net/8021q", "net/packet", "net/xfrm", "net/sctp", "net/openvswitch", "net/mpls",
+    "net/l2tp", "net/tls", "net/mptcp", "net/unix", "net/netlink",
+    "drivers/net/veth.ko", "drivers/net/virtio_net.ko", "drivers/net/tun.ko",
+    "drivers/net/geneve.ko", "drivers/net/macvlan.ko", "drivers/net/dummy.ko",
+    "drivers/net/vxlan", "drivers/net/bonding", "drivers/net/wireguard", "drivers/net/ipvlan",
+)
+MODULES_DONE = ".debug-modules"
+
+
+def debian_module_debug(release: str) -> Path | None:
+    """The tree of module debug ``.ko`` files fetched with the vmlinux, if it is there."""
+    base = cache_dir("kernels", f"debian-{release}")
+    root = base / "debug" / "lib" / "modules" / release / "kernel"
+    return root if (base / MODULES_DONE).exists() and root.is_dir() else None
+
+
 def debian_vmlinux(release: str | None = None, progress: Progress = _quiet) -> Path:
     """The debug vmlinux (DWARF) of Debian's kernel ``release``, fetched on first use.
 
-    Downloads ``linux-image-<release>-dbg`` (858 MB), extracts only
-    ``./usr/lib/debug/boot/vmlinux-<release>`` (about 30 s, 633 MB) and deletes the .deb.
+    Downloads ``linux-image-<release>-dbg`` (858 MB, about 11 s here), extracts
+    ``./usr/lib/debug/boot/vmlinux-<release>`` (633 MB) and the debug files of the
+    network modules (:data:`DEBUG_MODULE_DIRS`, about 300 MB; see
+    :func:`debian_module_debug`) in one pass, and deletes the .deb. A cache from before
+    module files were kept gets them on the next call.
     """
     release = release or debian_release()
     base = cache_dir("kernels", f"debian-{release}")
     target = base / f"vmlinux-{release}"
     with _locked(base / ".vmlinux.lock"):
-        if target.exists():
+        if target.exists() and (base / MODULES_DONE).exists():
             return target
         package = f"linux-image-{release}-dbg"
         started = time.monotonic()
-        progress(f"fetching {package} for the debug vmlinux (858 MB .deb, once)")
+        progress(f"fetching {package} for the debug vmlinux and module debug files "
+                 "(858 MB .deb, once)")
         tmp = base / "download-dbg"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         try:
             deb = _apt_download(package, tmp)
-            member = f"./usr/lib/debug/boot/vmlinux-{release}"
-            progress(f"extracting {member} (about 30 s)")
+            prefix = f"./usr/lib/debug/lib/modules/{release}/kernel"
+            vmlinux = f"./usr/lib/debug/boot/vmlinux-{release}"
+            members = [] if target.exists() else [vmlinux]
+            members += [f"{prefix}/{d}" if d.endswith(".ko") else f"{prefix}/{d}/*"
+                        for d in DEBUG_MODULE_DIRS]
+            progress("extracting the vmlinux and the network modules' debug files (about 60 s)")
             dpkg = subprocess.Popen(
                 ["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE
             )
+            # tar exits 2 for a pattern that matched nothing (a module this kernel does
+            # not have); what matched is extracted, and the vmlinux is checked below.
             tar = subprocess.run(
-                ["tar", "-x", "-C", str(tmp), member],
+                ["tar", "-x", "--wildcards", "-C", str(tmp), *members],
                 stdin=dpkg.stdout,
                 capture_output=True,
                 text=True,
@@ -211,15 +241,23 @@ def debian_vmlinux(release: str | None = None, progress: Progress = _quiet) -> P
             assert dpkg.stdout is not None
             dpkg.stdout.close()
             dpkg.wait()
-            extracted = tmp / member
-            if dpkg.returncode != 0 or tar.returncode != 0 or not extracted.exists():
-                raise LabError(f"could not extract {member} from {deb.name}: {tar.stderr.strip()}")
-            extracted.rename(target)
+            if not target.exists():
+                extracted = tmp / vmlinux
+                if dpkg.returncode != 0 or not extracted.exists():
+                    raise LabError(f"could not extract {vmlinux} from {deb.name}: "
+                                   f"{tar.stderr.strip()[-300:]}")
+                extracted.rename(target)
+            modules = tmp / prefix
+            if modules.is_dir():
+                dest = base / "debug" / "lib" / "modules" / release
+                shutil.rmtree(dest, ignore_errors=True)
+                dest.mkdir(parents=True)
+                modules.rename(dest / "kernel")
+            (base / MODULES_DONE).write_text(f"{sum(1 for _ in base.glob('debug/**/*.ko'))}\n")
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        size = target.stat().st_size / 1e6
         took = time.monotonic() - started
-        progress(f"debug vmlinux ready in {took:.0f}s ({size:.0f} MB): {target}")
+        progress(f"debug vmlinux and module debug files ready in {took:.0f}s: {target}")
         return target
 
 

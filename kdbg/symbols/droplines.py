@@ -4,7 +4,8 @@ A drop's location is the return address of the call to the drop function, so the
 line asked for is the one of ``address - 1``: the call itself. Of the inline chain
 there, the line shown is the innermost one outside ``include/``: the ``.c`` line that
 dropped, not the ``kfree_skb()`` wrapper in ``skbuff.h`` it went through. Module
-addresses are left alone (their DWARF is in the module's own debug file).
+locations are looked up in the module's own debug ``.ko`` when a tree of them is
+given (see :class:`ModuleLines`), and left alone otherwise.
 
 A vmlinux of another build would give confident wrong lines, so it must carry the
 target's exact ``Linux version`` banner (``/proc/version``) before it is used.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -39,6 +41,12 @@ def linux_banners(vmlinux: str | Path) -> list[str]:
             for m in re.finditer(rb"Linux version [^\n\0]{1,400}", data)]
 
 
+def installed_module_debug(release: str) -> Path | None:
+    """The running kernel's module debug files (Debian's -dbg layout), if installed."""
+    path = Path(f"/usr/lib/debug/lib/modules/{release}/kernel")
+    return path if path.is_dir() else None
+
+
 def installed_vmlinux(release: str) -> Path | None:
     """The running kernel's debug vmlinux where the distribution puts it, if there."""
     for pattern in DEBUG_VMLINUX:
@@ -59,6 +67,57 @@ def source_line(found: SourceLine) -> tuple[str, int | None]:
     return found.function_frame.file, found.function_frame.line
 
 
+# objdump -t: "00000000000000d0 g     F .text\t00000000000005d7 nft_do_chain"
+# (value, 7 flag characters of which the last is F for a function, section, size, name)
+_OBJDUMP_FUNC = re.compile(
+    r"^(?P<value>[0-9a-f]+) .{6}F (?P<section>\S+)\t[0-9a-f]+ (?P<name>\S+)$", re.M)
+
+
+class ModuleLines:
+    """file:line in modules, from a tree of their debug ``.ko`` files (Debian's -dbg
+    package has them under ``/usr/lib/debug/lib/modules/<release>/kernel``).
+
+    A module's location is ``symbol+offset``; the symbol's value in the ``.ko`` is an
+    offset in its section, so addr2line is asked for that offset within that section.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._files = {p.name.removesuffix(".ko").replace("-", "_"): p
+                       for p in root.rglob("*.ko")}
+        self._symbols: dict[str, dict[str, tuple[str, int]]] = {}
+        self._dwarfs: dict[tuple[str, str], Dwarf] = {}
+
+    def __contains__(self, module: str) -> bool:
+        return module in self._files
+
+    def _symtab(self, module: str) -> dict[str, tuple[str, int]]:
+        """name -> (section, value) of the module's functions (``objdump -t``)."""
+        if module not in self._symbols:
+            out = subprocess.run(["objdump", "-t", str(self._files[module])],
+                                 capture_output=True, text=True, check=False).stdout
+            table: dict[str, tuple[str, int]] = {}
+            for m in _OBJDUMP_FUNC.finditer(out):
+                table[m["name"]] = (m["section"], int(m["value"], 16))
+            self._symbols[module] = table
+        return self._symbols[module]
+
+    def line(self, module: str, symbol: str, offset: int) -> SourceLine | None:
+        """The source line of ``symbol+offset - 1`` in ``module`` (a return address)."""
+        found = self._symtab(module).get(symbol)
+        if found is None:
+            return None
+        section, value = found
+        key = (module, section)
+        if key not in self._dwarfs:
+            self._dwarfs[key] = Dwarf(self._files[module], section=section)
+        return self._dwarfs[key].line(value + offset - 1)
+
+    def close(self) -> None:
+        for dwarf in self._dwarfs.values():
+            dwarf.close()
+
+
 class DropLines:
     """Adds ``file`` and ``line`` to drop events in the kernel's own text.
 
@@ -69,8 +128,9 @@ class DropLines:
     """
 
     def __init__(self, vmlinux: str | Path, kallsyms: Callable[[], Kallsyms],
-                 version: str | None) -> None:
+                 version: str | None, modules: Path | None = None) -> None:
         self.vmlinux = Path(vmlinux)
+        self.modules = ModuleLines(modules) if modules and modules.is_dir() else None
         if not self.vmlinux.is_file():
             raise BadInput(f"no vmlinux at {self.vmlinux}")
         if not has_dwarf(self.vmlinux):
@@ -106,10 +166,15 @@ class DropLines:
 
     def annotate(self, event: DropEvent) -> DropEvent:
         """The event with file:line where DWARF knows it; unchanged otherwise."""
-        if self.error is not None or event.module is not None or event.symbol is None:
+        if self.error is not None or event.symbol is None:
             return event
         try:
-            found = self._lookup().line(event.address - 1)
+            if event.module is None:
+                found = self._lookup().line(event.address - 1)
+            elif self.modules is not None and event.module in self.modules:
+                found = self.modules.line(event.module, event.symbol, event.offset)
+            else:
+                return event
         except KdbgError as err:
             self.error = str(err)  # one failure ends the lookups; the caller may say so
             return event
@@ -121,3 +186,5 @@ class DropLines:
     def close(self) -> None:
         if self._dwarf is not None:
             self._dwarf.close()
+        if self.modules is not None:
+            self.modules.close()

@@ -154,9 +154,11 @@ class Dwarf:
     """A persistent ``addr2line -f -i -a`` over one vmlinux, with a per-address cache."""
 
     def __init__(self, vmlinux: str | Path, *, kaslr_offset: int = 0,
-                 timeout: float = 60.0, addr2line: str | None = None) -> None:
+                 timeout: float = 60.0, addr2line: str | None = None,
+                 section: str | None = None) -> None:
         self.vmlinux = Path(vmlinux)
         self.kaslr_offset = kaslr_offset
+        self.section = section  # addresses are offsets in this section (a module's .ko)
         self.timeout = timeout
         self.source_root: str | None = None
         self._tool = addr2line or shutil.which("addr2line")
@@ -177,7 +179,8 @@ class Dwarf:
     def _start(self) -> subprocess.Popen[bytes]:
         if self._proc is None or self._proc.poll() is not None:
             self._proc = subprocess.Popen(
-                [str(self._tool), "-f", "-i", "-a", "-e", str(self.vmlinux)],
+                [str(self._tool), "-f", "-i", "-a", "-e", str(self.vmlinux),
+                 *(["-j", self.section] if self.section else [])],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
             )
             self._buf = b""

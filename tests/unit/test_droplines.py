@@ -62,12 +62,16 @@ def drop_line_number() -> int:
 
 def return_address(elf: Path, caller: str, callee: str) -> int:
     """The address after ``caller``'s call to ``callee``: what the tracer reports."""
-    dis = subprocess.run(["objdump", "-d", "--no-show-raw-insn", str(elf)], check=True,
+    dis = subprocess.run(["objdump", "-dr", "--no-show-raw-insn", str(elf)], check=True,
                          capture_output=True, text=True).stdout
     body = dis.split(f"<{caller}>:\n", 1)[1].split("\n\n", 1)[0].splitlines()
-    for i, line in enumerate(body):
-        if re.search(rf"call\s+\w+ <{callee}>", line):
-            return int(body[i + 1].split(":")[0], 16)
+    insns = [ln for ln in body if "R_X86_64" not in ln]
+    for i, line in enumerate(insns):
+        # linked: "call 401140 <drop>"; a module (.o): "call 15 <rcv+0x5>" + a relocation
+        reloc = body[body.index(line) + 1] if body.index(line) + 1 < len(body) else ""
+        if "call" in line and (f"<{callee}>" in line or re.search(rf"R_X86_64_\w+\s+{callee}\b",
+                                                                   reloc)):
+            return int(insns[i + 1].split(":")[0], 16)
     raise AssertionError(f"no call to {callee} in {caller}")
 
 
@@ -114,10 +118,35 @@ def test_kaslr_offset_is_taken_off(kernel: Path) -> None:
     assert (ev.file, ev.line) == ("net/core/drop.c", drop_line_number())
 
 
-def test_module_addresses_are_left_alone(kernel: Path) -> None:
+def test_module_addresses_without_their_debug_file_are_left_alone(kernel: Path) -> None:
     lines = DropLines(kernel, lambda: kallsyms_for(kernel), BANNER)
     ev = event(return_address(kernel, "rcv", "drop"), module="nf_tables")
     assert lines.annotate(ev) is ev
+
+
+def test_module_location_is_looked_up_in_its_debug_ko(kernel: Path, tmp_path: Path) -> None:
+    """A module is a relocatable object: symbol+offset is an offset in its section."""
+    src = kernel.parent / "net" / "core" / "drop.c"
+    tree = tmp_path / "kernel" / "net" / "fake"
+    tree.mkdir(parents=True)
+    ko = tree / "fake-mod.ko"  # a dash in the file name, an underscore in kallsyms
+    subprocess.run(["cc", "-O2", "-fno-optimize-sibling-calls", "-g", "-c",
+                    f"-I{kernel.parent / 'include'}", "-o", str(ko), str(src)],
+                   check=True, capture_output=True)
+    dis = subprocess.run(["objdump", "-d", str(ko)], check=True, capture_output=True,
+                         text=True).stdout
+    rcv = int(re.search(r"^([0-9a-f]+) <rcv>:", dis, re.M)[1], 16)  # type: ignore[index]
+    offset = return_address(ko, "rcv", "drop") - rcv
+    lines = DropLines(kernel, lambda: kallsyms_for(kernel), BANNER, modules=tmp_path / "kernel")
+    ev = DropEvent.from_json({**event(0xFFFFFFFFC0001234).to_json(), "module": "fake_mod",
+                              "symbol": "rcv", "offset": offset})
+    try:
+        got = lines.annotate(ev)
+    finally:
+        lines.close()
+    assert (got.file, got.line) == ("net/core/drop.c", drop_line_number())
+    unknown = DropEvent.from_json({**ev.to_json(), "symbol": "no_such_function"})
+    assert lines.annotate(unknown).file is None
 
 
 def test_another_build_is_refused(kernel: Path) -> None:
