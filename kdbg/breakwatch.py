@@ -170,18 +170,35 @@ def run(watch: WatchConfig, cfg: BreakConfig, sink: BreakSink) -> BreakOutcome:
     if cfg.break_count < 1:
         raise BadInput("--break-count must be at least 1")
     target = resolve_target(cfg, sink.progress)
-    sink.progress(f"connecting gdb to {target.label or target.endpoint}")
-    session = Session.connect(
-        target.endpoint, kallsyms=target.kallsyms, vmlinux=target.vmlinux,
-        gdb_prefix=list(target.gdb_prefix), interrupter=target.interrupter, timeout=120,
-        target_symbols=target.guard_symbols(),
-    )
-    if cfg.transport is not None:
-        session.set_guard_transport(cfg.transport)
-    source = _source(cfg, watch, stacks=True)
+    # Before gdb holds the target: for a lab this asks the running guest its version.
     ks_path = target.kallsyms
     lines = drop_lines(cfg, target.vmlinux,
                        (lambda: Kallsyms.load(ks_path)) if ks_path else None, sink.progress)
+    sink.progress(f"connecting gdb to {target.label or target.endpoint}")
+    try:
+        session = Session.connect(
+            target.endpoint, kallsyms=target.kallsyms, vmlinux=target.vmlinux,
+            gdb_prefix=list(target.gdb_prefix), interrupter=target.interrupter, timeout=120,
+            target_symbols=target.guard_symbols(),
+        )
+    except BaseException:
+        if lines is not None:
+            lines.close()
+        raise
+    if cfg.transport is not None:
+        session.set_guard_transport(cfg.transport)
+    if target.modules:
+        try:
+            loaded = session.load_modules(target.modules)
+        except BaseException:
+            if lines is not None:
+                lines.close()
+            sink.cleanup(session.close())
+            raise
+        if loaded:
+            sink.progress(f"gdb has the debug files of {len(loaded)} modules "
+                          f"({', '.join(loaded[:4])}{', ...' if len(loaded) > 4 else ''})")
+    source = _source(cfg, watch, stacks=True)
     drops = hits = 0
     refused: list[Decision] = []
     refused_at: set[int] = set()

@@ -69,8 +69,9 @@ def attach(target: Target, *, connect_timeout: float = 30.0) -> CleanupReport:
 
 
 def open_session(target: Target, *, timeout: float = 30.0) -> Session:
-    """:meth:`Session.connect` with everything ``target`` knows."""
-    return Session.connect(
+    """:meth:`Session.connect` with everything ``target`` knows, modules' debug files
+    included (loaded while the target is stopped at attach)."""
+    session = Session.connect(
         target.endpoint,
         kallsyms=target.kallsyms,
         vmlinux=target.vmlinux,
@@ -80,6 +81,13 @@ def open_session(target: Target, *, timeout: float = 30.0) -> Session:
         timeout=timeout,
         target_symbols=target.guard_symbols(),
     )
+    if target.modules:
+        try:
+            session.load_modules(target.modules)
+        except BaseException:
+            session.close()
+            raise
+    return session
 
 
 def render_stop(stop: Stop) -> str:

@@ -482,6 +482,20 @@ class Session:
             line=as_int(frame.get("line")),
         )
 
+    def load_modules(self, modules: Sequence[Any], timeout: float = 120.0) -> list[str]:
+        """Give gdb the debug files of loaded modules (``add-symbol-file`` at their
+        section addresses), so stops and backtraces in modules get DWARF lines and
+        unwind through them. Each is a :class:`kdbg.debugger.targets.ModuleDebug`.
+        Returns the names loaded; a file gdb cannot read is skipped."""
+        loaded = []
+        for module in modules:
+            try:
+                self.gdb.console(module.gdb_command(), timeout)
+            except KdbgError:
+                continue
+            loaded.append(module.name)
+        return loaded
+
     # -- inspecting a stopped target ------------------------------------------
 
     def backtrace(self, limit: int = 32, timeout: float = 20.0) -> tuple[list[Frame], str | None]:

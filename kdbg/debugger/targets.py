@@ -18,6 +18,22 @@ from kdbg.errors import BadInput, KdbgError
 
 
 @dataclass(frozen=True)
+class ModuleDebug:
+    """A loaded module's debug file and where the target put its sections."""
+
+    name: str
+    path: Path
+    sections: tuple[tuple[str, int], ...]  # (".text", 0xffffffffc0370000), ...
+
+    def gdb_command(self) -> str:
+        """``add-symbol-file`` with every section at its load address."""
+        text = dict(self.sections).get(".text")
+        others = " ".join(f"-s {name} 0x{addr:x}" for name, addr in self.sections
+                          if name != ".text")
+        return f"add-symbol-file {self.path} 0x{text or 0:x} {others}".rstrip()
+
+
+@dataclass(frozen=True)
 class Target:
     """Everything :meth:`kdbg.debugger.Session.connect` takes about one target."""
 
@@ -29,6 +45,7 @@ class Target:
     interrupter: Callable[[], None] | None = field(default=None, compare=False)
     label: str = ""
     lab: str | None = None  # the lab's name, when the target is one
+    modules: tuple[ModuleDebug, ...] = ()  # debug files of loaded modules, for gdb
 
     def guard_symbols(self) -> object | None:
         """What the guard should know about this target: for a lab, everything the
@@ -88,6 +105,10 @@ def from_lab(
         # The lab exposes the kgdboc serial port on TCP: gdb's target is tcp:, but the
         # session (and its guard) must know it is kgdb over a serial line.
         endpoint = "serial:" + endpoint.removeprefix("tcp:")
+    modules: tuple[ModuleDebug, ...] = ()
+    root = guest.module_debug(name) if vm_path is not None else None
+    if root is not None:
+        modules = lab_modules(name, root)
     return Target(
         Endpoint.parse(endpoint),
         kallsyms=cached[-1],
@@ -96,7 +117,27 @@ def from_lab(
         interrupter=interrupter,
         label=f"lab {name} ({info.transport}, {info.release})",
         lab=name,
+        modules=modules,
     )
+
+
+def lab_modules(name: str, root: Path) -> tuple[ModuleDebug, ...]:
+    """The lab's loaded modules that have a debug file under ``root``, with the section
+    addresses the guest shows in ``/sys/module/*/sections`` (one exec)."""
+    from kdbg.lab import guest
+
+    files = {p.name.removesuffix(".ko").replace("-", "_"): p for p in root.rglob("*.ko")}
+    listing = guest.run(name, ["sh", "-c", "grep -r . /sys/module/*/sections/ 2>/dev/null"])
+    loaded: dict[str, list[tuple[str, int]]] = {}
+    for line in listing.stdout.decode(errors="replace").splitlines():
+        # /sys/module/nf_tables/sections/.text:0xffffffffc0370000
+        path, _, value = line.partition(":")
+        parts = path.split("/")
+        if len(parts) != 6 or not value.startswith("0x") or parts[3] not in files:
+            continue
+        loaded.setdefault(parts[3], []).append((parts[5], int(value, 16)))
+    return tuple(ModuleDebug(m, files[m], tuple(sorted(secs))) for m, secs in
+                 sorted(loaded.items()) if any(s == ".text" for s, _ in secs))
 
 
 def _sysrq_g(name: str) -> Callable[[], None]:

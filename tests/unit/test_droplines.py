@@ -175,3 +175,12 @@ def test_frame_choice() -> None:
     only_headers = SourceLine(0, (SourceFrame("a", "include/a.h", 1),
                                   SourceFrame("b", "include/b.h", 2)))
     assert source_line(only_headers) == ("include/b.h", 2)
+
+
+def test_module_debug_gdb_command() -> None:
+    from kdbg.debugger.targets import ModuleDebug
+
+    m = ModuleDebug("nf_tables", Path("/d/nf_tables.ko"),
+                    ((".bss", 0xFFFFFFFFC03A0000), (".text", 0xFFFFFFFFC0370000)))
+    assert m.gdb_command() == ("add-symbol-file /d/nf_tables.ko 0xffffffffc0370000 "
+                               "-s .bss 0xffffffffc03a0000")

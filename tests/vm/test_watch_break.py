@@ -121,6 +121,14 @@ def test_netfilter_drop_breaks_at_nft_do_chain(lab: str) -> None:
     assert hit["skb"]["dport"] == PORT and hit["skb"]["daddr"] == "127.0.0.1"
     frames = [f.split("+")[0] for f in hit["kernel_stack"]]
     assert "nf_hook_slow" in frames and "nft_do_chain" in frames
+    # gdb has nf_tables' debug file: its own backtrace unwinds through the module, with
+    # DWARF lines, into the core netfilter hook
+    gdb_frames = [(f["symbol"], f.get("file")) for f in hit["backtrace"]]
+    assert ("nft_do_chain", "net/netfilter/nf_tables_core.c") in gdb_frames, gdb_frames
+    assert ("nf_hook_slow", "net/netfilter/core.c") in gdb_frames, gdb_frames
+    assert "gdb has the debug files of" in err and "nf_tables" in err
+    drops = of(recs, "drop")
+    assert drops and all(d["file"] == "net/netfilter/nf_tables_core.c" for d in drops)
     cleanup = of(recs, "cleanup")
     assert cleanup and cleanup[-1]["ok"], cleanup
     assert_target_runs_clean(lab)
