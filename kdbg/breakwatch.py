@@ -221,19 +221,26 @@ def run(watch: WatchConfig, cfg: BreakConfig, sink: BreakSink) -> BreakOutcome:
         def handle(item: Item) -> None:
             nonlocal drops, bp, site, last_armed
             if item.kind == "drop" and item.drop is not None:
-                ev = lines.annotate(item.drop) if lines else item.drop
+                ev = item.drop
                 drops += 1
-                sink.drop(ev)
+
+                def show(ev: DropEvent = ev) -> None:
+                    sink.drop(lines.annotate(ev) if lines else ev)
+
+                if bp is None and ev.address not in refused_at:
+                    # Arm first: a first source lookup in a new file takes addr2line
+                    # 0.1 s; the drop line is still printed before the verdict.
+                    armed = _arm(session, cfg, ev, sink, refused, refused_at, announce=show)
+                    if armed is not None:
+                        site, bp = armed
+                        last_armed = ev
+                else:
+                    show()
                 for h in list(pending):
                     if h.skb is not None and ev.skb == h.skb.address and ev.stack:
                         h.kernel_stack = tuple(str(f) for f in ev.stack)
                         pending.remove(h)
                         sink.hit(h)
-                if bp is None and ev.address not in refused_at:
-                    armed = _arm(session, cfg, ev, sink, refused, refused_at)
-                    if armed is not None:
-                        site, bp = armed
-                        last_armed = ev
             elif item.kind == "record" and item.record is not None:
                 sink.record(item.record)
             elif item.kind == "stderr" and item.text.strip():
@@ -305,23 +312,33 @@ def run(watch: WatchConfig, cfg: BreakConfig, sink: BreakSink) -> BreakOutcome:
 
 
 def _arm(session: Session, cfg: BreakConfig, ev: DropEvent, sink: BreakSink,
-         refused: list[Decision], refused_at: set[int]) -> tuple[DropSite, Breakpoint] | None:
-    """Guard, then break on the drop call at ``ev``'s location; None if refused."""
+         refused: list[Decision], refused_at: set[int],
+         announce: Callable[[], None] = lambda: None) -> tuple[DropSite, Breakpoint] | None:
+    """Guard, then break on the drop call at ``ev``'s location; None if refused.
+    ``announce`` (the drop's own line) runs before the outcome is reported, whatever
+    it is."""
     stack = tuple(f.address for f in ev.stack) if ev.stack else ()
     t0 = time.monotonic()
     try:
         site, bp = session.break_drop_site(ev.address, hw=cfg.hw, force=cfg.force, stack=stack)
     except BreakpointRefused as err:
+        announce()
         refused_at.add(ev.address)
         if err.decision is not None:
             refused.append(err.decision)
             sink.refused(err.decision, ev)
         return None
     except NotADropSite as err:
+        announce()
         refused_at.add(ev.address)
         sink.progress(f"not arming at {ev.location}: {err}")
         return None
-    sink.armed(site, bp, ev, time.monotonic() - t0)
+    except BaseException:
+        announce()
+        raise
+    took = time.monotonic() - t0
+    announce()
+    sink.armed(site, bp, ev, took)
     return site, bp
 
 
