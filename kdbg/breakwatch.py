@@ -21,6 +21,7 @@ from typing import Protocol
 
 from kdbg.debugger import NotADropSite, Session
 from kdbg.debugger.model import Breakpoint, CleanupReport, DropSite, Stop
+from kdbg.debugger.run import open_session
 from kdbg.debugger.skb import SkbInfo, read_skb
 from kdbg.debugger.targets import Target, from_endpoint, from_lab
 from kdbg.errors import BadInput, BreakpointRefused, GdbTimeout, KdbgError
@@ -176,28 +177,13 @@ def run(watch: WatchConfig, cfg: BreakConfig, sink: BreakSink) -> BreakOutcome:
                        (lambda: Kallsyms.load(ks_path)) if ks_path else None, sink.progress)
     sink.progress(f"connecting gdb to {target.label or target.endpoint}")
     try:
-        session = Session.connect(
-            target.endpoint, kallsyms=target.kallsyms, vmlinux=target.vmlinux,
-            gdb_prefix=list(target.gdb_prefix), interrupter=target.interrupter, timeout=120,
-            target_symbols=target.guard_symbols(),
-        )
+        session = open_session(target, timeout=120, progress=sink.progress)
     except BaseException:
         if lines is not None:
             lines.close()
         raise
     if cfg.transport is not None:
         session.set_guard_transport(cfg.transport)
-    if target.modules:
-        try:
-            loaded = session.load_modules(target.modules)
-        except BaseException:
-            if lines is not None:
-                lines.close()
-            sink.cleanup(session.close())
-            raise
-        if loaded:
-            sink.progress(f"gdb has the debug files of {len(loaded)} modules "
-                          f"({', '.join(loaded[:4])}{', ...' if len(loaded) > 4 else ''})")
     source = _source(cfg, watch, stacks=True)
     drops = hits = 0
     refused: list[Decision] = []

@@ -7,8 +7,6 @@ snapshots and a summary to a :class:`Sink` (text or JSON lines, kdbg.cli).
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -27,6 +25,7 @@ from kdbg.trace.event import Decoder, DropEvent
 from kdbg.trace.layout import RawDropEvent
 from kdbg.trace.probe import TRACEPOINT, DropProbe, check_privileges
 from kdbg.trace.program import ProgramOptions, build
+from kdbg.workload import Workload
 
 
 @dataclass(frozen=True)
@@ -187,7 +186,7 @@ class Watch:
 
         stop = StopSignals.install()
 
-        proc: subprocess.Popen[bytes] | None = None
+        workload = Workload(cfg.cmd)
         interrupted = False
         try:
             probe.start(on_event)
@@ -198,9 +197,7 @@ class Watch:
             )
             start = time.monotonic()
             next_stats = start + cfg.interval if cfg.interval else None
-            if cfg.cmd is not None:
-                # The workload's stdout must not mix into our output stream.
-                proc = subprocess.Popen(cfg.cmd, shell=True, stdout=sys.stderr.fileno())
+            workload.start()
             while not done and not stop:
                 probe.poll(100)
                 now = time.monotonic()
@@ -212,7 +209,7 @@ class Watch:
                     next_stats += cfg.interval or 0
                 if cfg.duration is not None and now - start >= cfg.duration:
                     break
-                if proc is not None and proc.poll() is not None:
+                if workload.exited():
                     # Let drops the workload caused in its last moments arrive.
                     for _ in range(3):
                         probe.poll(50)
@@ -220,18 +217,7 @@ class Watch:
         finally:
             interrupted = bool(stop)
             stop.restore()
-            status = None
-            if proc is not None:
-                status = proc.poll()
-                if status is None:
-                    # We stopped first (count, duration, Ctrl-C): end the workload, and
-                    # report our own success rather than the signal we sent it.
-                    proc.terminate()
-                    try:
-                        proc.wait(timeout=10)
-                    except subprocess.TimeoutExpired:
-                        proc.kill()
-                        proc.wait()
+            status = workload.finish()
             try:
                 if probe.loaded:
                     if not done:
@@ -249,8 +235,6 @@ class Watch:
         if cfg.stats:
             sink.stats(rows, summary, True)
         sink.summary(summary)
-        if status is not None and status < 0:
-            status = 128 - status
         return WatchResult(summary, tuple(rows), status, interrupted)
 
     def _matched(self, probe: DropProbe) -> int:

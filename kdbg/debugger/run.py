@@ -68,9 +68,10 @@ def attach(target: Target, *, connect_timeout: float = 30.0) -> CleanupReport:
         return s.interactive(banner=f"kdbg: attached to {target.label or target.endpoint}\n")
 
 
-def open_session(target: Target, *, timeout: float = 30.0) -> Session:
+def open_session(target: Target, *, timeout: float = 30.0,
+                 progress: Callable[[str], None] | None = None) -> Session:
     """:meth:`Session.connect` with everything ``target`` knows, modules' debug files
-    included (loaded while the target is stopped at attach)."""
+    included (loaded while the target is stopped at attach; ``progress`` hears which)."""
     session = Session.connect(
         target.endpoint,
         kallsyms=target.kallsyms,
@@ -83,10 +84,14 @@ def open_session(target: Target, *, timeout: float = 30.0) -> Session:
     )
     if target.modules:
         try:
-            session.load_modules(target.modules)
+            loaded = session.load_modules(target.modules)
         except BaseException:
             session.close()
             raise
+        if loaded and progress is not None:
+            more = ", ..." if len(loaded) > 4 else ""
+            progress(f"gdb has the debug files of {len(loaded)} modules "
+                     f"({', '.join(loaded[:4])}{more})")
     return session
 
 

@@ -40,7 +40,15 @@ from kdbg.debugger.endpoint import Endpoint
 from kdbg.debugger.errors import GdbDied, NotADropSite, SessionInterrupted, TargetUnreachable
 from kdbg.debugger.gdbproc import DEFAULT_GDB, GdbProcess
 from kdbg.debugger.mi import Record, as_int
-from kdbg.debugger.model import Breakpoint, CleanupReport, DropSite, Frame, Instruction, Stop
+from kdbg.debugger.model import (
+    Breakpoint,
+    CleanupReport,
+    DropSite,
+    Frame,
+    Instruction,
+    ModuleDebug,
+    Stop,
+)
 from kdbg.debugger.vmlinux import inspect as inspect_vmlinux
 from kdbg.errors import BadInput, GdbError, GdbTimeout, KdbgError
 from kdbg.paths import GDB_DIR, run_dir
@@ -482,11 +490,12 @@ class Session:
             line=as_int(frame.get("line")),
         )
 
-    def load_modules(self, modules: Sequence[Any], timeout: float = 120.0) -> list[str]:
+    def load_modules(self, modules: Sequence[ModuleDebug], timeout: float = 120.0
+                     ) -> list[str]:
         """Give gdb the debug files of loaded modules (``add-symbol-file`` at their
         section addresses), so stops and backtraces in modules get DWARF lines and
-        unwind through them. Each is a :class:`kdbg.debugger.targets.ModuleDebug`.
-        Returns the names loaded; a file gdb cannot read is skipped."""
+        unwind through them. Returns the names loaded; a file gdb cannot read is
+        skipped."""
         loaded = []
         for module in modules:
             try:

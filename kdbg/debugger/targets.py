@@ -14,23 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kdbg.debugger.endpoint import Endpoint
+from kdbg.debugger.model import ModuleDebug
 from kdbg.errors import BadInput, KdbgError
-
-
-@dataclass(frozen=True)
-class ModuleDebug:
-    """A loaded module's debug file and where the target put its sections."""
-
-    name: str
-    path: Path
-    sections: tuple[tuple[str, int], ...]  # (".text", 0xffffffffc0370000), ...
-
-    def gdb_command(self) -> str:
-        """``add-symbol-file`` with every section at its load address."""
-        text = dict(self.sections).get(".text")
-        others = " ".join(f"-s {name} 0x{addr:x}" for name, addr in self.sections
-                          if name != ".text")
-        return f"add-symbol-file {self.path} 0x{text or 0:x} {others}".rstrip()
 
 
 @dataclass(frozen=True)
@@ -125,8 +110,9 @@ def lab_modules(name: str, root: Path) -> tuple[ModuleDebug, ...]:
     """The lab's loaded modules that have a debug file under ``root``, with the section
     addresses the guest shows in ``/sys/module/*/sections`` (one exec)."""
     from kdbg.lab import guest
+    from kdbg.symbols.droplines import module_files
 
-    files = {p.name.removesuffix(".ko").replace("-", "_"): p for p in root.rglob("*.ko")}
+    files = module_files(root)
     listing = guest.run(name, ["sh", "-c", "grep -r . /sys/module/*/sections/ 2>/dev/null"])
     loaded: dict[str, list[tuple[str, int]]] = {}
     for line in listing.stdout.decode(errors="replace").splitlines():

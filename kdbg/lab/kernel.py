@@ -241,9 +241,11 @@ def debian_vmlinux(release: str | None = None, progress: Progress = _quiet) -> P
             assert dpkg.stdout is not None
             dpkg.stdout.close()
             dpkg.wait()
+            if dpkg.returncode != 0:
+                raise LabError(f"dpkg-deb could not read {deb.name} (status {dpkg.returncode})")
             if not target.exists():
                 extracted = tmp / vmlinux
-                if dpkg.returncode != 0 or not extracted.exists():
+                if not extracted.exists():
                     raise LabError(f"could not extract {vmlinux} from {deb.name}: "
                                    f"{tar.stderr.strip()[-300:]}")
                 extracted.rename(target)

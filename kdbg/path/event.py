@@ -15,12 +15,11 @@ from typing import Any
 
 from kdbg.symbols.kallsyms import Location
 from kdbg.symbols.reasons import ReasonTable
+from kdbg.trace.event import IPAddress, addresses
 from kdbg.trace.filters import PROTO_NAMES
 
 from . import layout
 from .nsnames import NetnsNames
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 ICMP_NAMES = {
     (4, 0): "echo reply", (4, 8): "echo request", (4, 3): "unreachable",
@@ -197,14 +196,7 @@ def from_json(rec: dict[str, Any]) -> PathRecord | None:
 
 
 def _headers(raw: layout.RawPathEvent) -> Headers:
-    saddr: IPAddress | None = None
-    daddr: IPAddress | None = None
-    if raw.family == 4:
-        saddr = ipaddress.IPv4Address(bytes(raw.saddr[:4]))
-        daddr = ipaddress.IPv4Address(bytes(raw.daddr[:4]))
-    elif raw.family == 6:
-        saddr = ipaddress.IPv6Address(bytes(raw.saddr))
-        daddr = ipaddress.IPv6Address(bytes(raw.daddr))
+    saddr, daddr = addresses(raw.family, raw.saddr, raw.daddr)
     is_icmp = raw.l4proto in (1, 58) and bool(raw.l4_valid)
     has_ports = bool(raw.l4_valid) and raw.l4proto not in (1, 58)
     return Headers(

@@ -8,8 +8,6 @@ flag (an exception raised in bcc's ctypes callback would be swallowed).
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,6 +20,7 @@ from kdbg.symbols.reasons import ReasonTable
 from kdbg.trace import filters as flt
 from kdbg.trace.probe import check_privileges
 from kdbg.watch import WatchConfig, filter_spec
+from kdbg.workload import Workload
 
 from . import program
 from .event import End, PathDecoder, PathRecord
@@ -135,7 +134,7 @@ class PathTrace:
                     done = True
 
         stop = StopSignals.install()
-        proc: subprocess.Popen[bytes] | None = None
+        workload = Workload(cfg.cmd)
         status: int | None = None
         try:
             probe.start(on_event)
@@ -143,28 +142,19 @@ class PathTrace:
             sink.watching(f"kdbg: watching {hooks} on Linux {os.uname().release} "
                           f"(filters: {self.spec.describe()}); Ctrl-C to stop")
             start = time.monotonic()
-            if cfg.cmd is not None:
-                proc = subprocess.Popen(cfg.cmd, shell=True, stdout=sys.stderr.fileno())
+            workload.start()
             while not done and not stop:
                 probe.poll(100)
                 if cfg.duration is not None and time.monotonic() - start >= cfg.duration:
                     break
-                if proc is not None and proc.poll() is not None:
+                if workload.exited():
                     # Let the workload's last packets arrive and end.
                     for _ in range(3):
                         probe.poll(50)
                     break
         finally:
             stop.restore()
-            if proc is not None:
-                status = proc.poll()
-                if status is None:
-                    proc.terminate()
-                    try:
-                        proc.wait(timeout=10)
-                    except subprocess.TimeoutExpired:
-                        proc.kill()
-                        proc.wait()
+            status = workload.finish()
             try:
                 ctr = {"lost": 0, "track_full": 0, "packets": 0}
                 if probe.loaded:
@@ -177,8 +167,6 @@ class PathTrace:
         summary = PathSummary(packets=ctr["packets"], ended=ended, shown=len(shown),
                               lost=ctr["lost"], track_full=ctr["track_full"])
         sink.summary(summary)
-        if status is not None and status < 0:
-            status = 128 - status
         return PathResult(summary, status, bool(stop))
 
 

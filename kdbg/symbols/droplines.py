@@ -14,6 +14,7 @@ target's exact ``Linux version`` banner (``/proc/version``) before it is used.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import subprocess
 from collections.abc import Callable
@@ -73,6 +74,13 @@ _OBJDUMP_FUNC = re.compile(
     r"^(?P<value>[0-9a-f]+) .{6}F (?P<section>\S+)\t[0-9a-f]+ (?P<name>\S+)$", re.M)
 
 
+@functools.cache
+def module_files(root: Path) -> dict[str, Path]:
+    """Debug ``.ko`` files under ``root`` by module name (as kallsyms spells it: ``-``
+    becomes ``_``). Walked once per root and process."""
+    return {p.name.removesuffix(".ko").replace("-", "_"): p for p in root.rglob("*.ko")}
+
+
 class ModuleLines:
     """file:line in modules, from a tree of their debug ``.ko`` files (Debian's -dbg
     package has them under ``/usr/lib/debug/lib/modules/<release>/kernel``).
@@ -83,8 +91,7 @@ class ModuleLines:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self._files = {p.name.removesuffix(".ko").replace("-", "_"): p
-                       for p in root.rglob("*.ko")}
+        self._files = module_files(root)
         self._symbols: dict[str, dict[str, tuple[str, int]]] = {}
         self._dwarfs: dict[tuple[str, str], Dwarf] = {}
 
@@ -143,7 +150,7 @@ class DropLines:
             what = f"a different build of {ours}" if ours == theirs else ours
             raise BadInput(f"{self.vmlinux} is not the target's kernel: it is {what}, "
                            f"the target runs {theirs}")
-        self._kallsyms = kallsyms
+        self._kallsyms = functools.cache(kallsyms)  # parsed once, for the offset and warm()
         self._dwarf: Dwarf | None = None
         self.error: str | None = None
 

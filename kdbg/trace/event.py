@@ -140,6 +140,16 @@ class DropEvent:
         )
 
 
+def addresses(family: int, saddr: Sequence[int], daddr: Sequence[int]
+              ) -> tuple[IPAddress | None, IPAddress | None]:
+    """Source and destination from a record's 16-byte address fields (4 used for IPv4)."""
+    if family == 4:
+        return ipaddress.IPv4Address(bytes(saddr[:4])), ipaddress.IPv4Address(bytes(daddr[:4]))
+    if family == 6:
+        return ipaddress.IPv6Address(bytes(saddr)), ipaddress.IPv6Address(bytes(daddr))
+    return None, None
+
+
 class Decoder:
     """Turns raw ring-buffer records into :class:`DropEvent`."""
 
@@ -163,14 +173,7 @@ class Decoder:
     def decode(self, raw: RawDropEvent) -> DropEvent:
         loc = self.kallsyms.lookup(raw.location)
         family = {4: "ipv4", 6: "ipv6"}.get(raw.family)
-        saddr: IPAddress | None = None
-        daddr: IPAddress | None = None
-        if raw.family == 4:
-            saddr = ipaddress.IPv4Address(bytes(raw.saddr[:4]))
-            daddr = ipaddress.IPv4Address(bytes(raw.daddr[:4]))
-        elif raw.family == 6:
-            saddr = ipaddress.IPv6Address(bytes(raw.saddr))
-            daddr = ipaddress.IPv6Address(bytes(raw.daddr))
+        saddr, daddr = addresses(raw.family, raw.saddr, raw.daddr)
         proto = None
         if raw.family:
             proto = PROTO_NAMES.get(raw.l4proto, str(raw.l4proto))

@@ -98,19 +98,27 @@ def load_bpf(text: str, attachments: list[tuple[str, str]], what: str) -> Any:
     return bpf
 
 
-class DropProbe:
-    """The loaded program: ring buffer, in-kernel stats, counters and stacks."""
+class RingProbe:
+    """A loaded program with a ring buffer named ``events`` and a per-CPU ``counters``
+    array: the shape of both the drop and the path program. Subclasses name the record
+    type and the counter slots."""
 
-    def __init__(self, text: str) -> None:
+    RECORD: Any = None  # the ctypes struct of one ring-buffer record
+    COUNTERS: dict[int, str] = {}  # counter slot -> name
+    LABEL = "program"
+
+    def __init__(self, text: str, attachments: list[tuple[str, str]]) -> None:
         self.text = text
+        self.attachments = attachments
         self._bpf: Any = None
 
-    def start(self, on_event: Callable[[layout.RawDropEvent], None]) -> None:
+    def start(self, on_event: Callable[[Any], None]) -> None:
         """Compile, load and attach; ``on_event`` gets each raw record during :meth:`poll`."""
-        self._bpf = load_bpf(self.text, [(TRACEPOINT, FUNC_NAME)], "drop program")
+        self._bpf = load_bpf(self.text, self.attachments, self.LABEL)
+        record = ct.POINTER(self.RECORD)
 
         def callback(_ctx: Any, data: Any, _size: int) -> None:
-            on_event(ct.cast(data, ct.POINTER(layout.RawDropEvent)).contents)
+            on_event(ct.cast(data, record).contents)
 
         self._bpf["events"].open_ring_buffer(callback)
 
@@ -127,14 +135,29 @@ class DropProbe:
         self._bpf.ring_buffer_consume()
 
     def counters(self) -> dict[str, int]:
-        """Per-CPU counters, summed: lost, stats_full, seen."""
+        """The per-CPU counters, summed, by name."""
         table = self._bpf["counters"]
-        names = {layout.CTR_LOST: "lost", layout.CTR_STATS_FULL: "stats_full",
-                 layout.CTR_SEEN: "seen"}
-        out = {}
-        for slot, name in names.items():
-            out[name] = sum(int(v) for v in table[ct.c_int(slot)])
-        return out
+        return {name: sum(int(v) for v in table[ct.c_int(slot)])
+                for slot, name in self.COUNTERS.items()}
+
+    def close(self) -> None:
+        """Detach and free everything (idempotent)."""
+        if self._bpf is not None:
+            bpf, self._bpf = self._bpf, None
+            bpf.cleanup()
+
+
+class DropProbe(RingProbe):
+    """The drop program: ring buffer, in-kernel stats, counters (lost, stats_full,
+    seen) and stacks."""
+
+    RECORD = layout.RawDropEvent
+    COUNTERS = {layout.CTR_LOST: "lost", layout.CTR_STATS_FULL: "stats_full",
+                layout.CTR_SEEN: "seen"}
+    LABEL = "drop program"
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text, [(TRACEPOINT, FUNC_NAME)])
 
     def stats(self) -> dict[tuple[int, int], int]:
         """In-kernel counts of matching drops per (reason code, location address)."""
@@ -147,9 +170,3 @@ class DropProbe:
             return [int(a) for a in self._bpf["stacks"].walk(stack_id)]
         except KeyError:
             return []
-
-    def close(self) -> None:
-        """Detach and free everything (idempotent)."""
-        if self._bpf is not None:
-            bpf, self._bpf = self._bpf, None
-            bpf.cleanup()

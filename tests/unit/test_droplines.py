@@ -178,7 +178,7 @@ def test_frame_choice() -> None:
 
 
 def test_module_debug_gdb_command() -> None:
-    from kdbg.debugger.targets import ModuleDebug
+    from kdbg.debugger.model import ModuleDebug
 
     m = ModuleDebug("nf_tables", Path("/d/nf_tables.ko"),
                     ((".bss", 0xFFFFFFFFC03A0000), (".text", 0xFFFFFFFFC0370000)))
