@@ -92,8 +92,12 @@ def _lab_agent() -> str:
 
 
 def _kvm() -> str:
+    from kdbg.lab import accel
+
     seen = "present" if os.access("/dev/kvm", os.R_OK | os.W_OK) else "absent"
-    return f"/dev/kvm {seen}; not used: the lab always runs under TCG (--disable-kvm)"
+    probe = accel.kvm_probe()
+    use = "the lab uses KVM" if probe.works else "the lab uses TCG"
+    return f"/dev/kvm {seen}; {use} (--accel auto): {probe.why}"
 
 
 def run_checks() -> list[Check]:

@@ -28,6 +28,10 @@ class BadInput(KdbgError):
     exit_code = 2
 
 
+class NeedsRoot(KdbgError):
+    """The command needs root (or capabilities this user lacks); nothing was done."""
+
+
 class UnknownReason(BadInput):
     """A drop reason the running kernel does not know."""
 

@@ -5,6 +5,10 @@
 #   scripts/setup.sh            install everything kdbg and its tests need
 #
 # What it does:
+#   0. Debian's bookworm-backports suite as an apt source
+#      (/etc/apt/sources.list.d/kdbg-backports.sources): the lab's newer kernels
+#      (kdbg lab up --kernel debian:6.12) are fetched from it, never installed;
+#      backports has apt priority 100, so nothing installed is upgraded from it
 #   1. apt-get installs the packages in scripts/debian-packages.txt
 #   2. kernel headers for bcc: the running kernel's own headers package when
 #      Debian has one, else Debian's generic headers linked under
@@ -44,12 +48,45 @@ apt_update_once() {
     fi
 }
 
+# 0. backports (only for apt-get download of lab kernels), from the mirror this
+#    machine already uses for bookworm
+debian_uri() {
+    local uri
+    uri="$(awk '/^URIs:/ {u = $2} /^Suites:/ {for (i = 2; i <= NF; i++) if ($i == "bookworm") {print u; exit}}' \
+        /etc/apt/sources.list.d/*.sources 2>/dev/null | head -1)"
+    [ -n "$uri" ] || uri="$(awk '$1 == "deb" && $3 == "bookworm" {print $2; exit}' \
+        /etc/apt/sources.list 2>/dev/null)"
+    printf '%s' "$uri"
+}
+BACKPORTS=/etc/apt/sources.list.d/kdbg-backports.sources
+MIRROR="$(debian_uri)"
+BACKPORTS_TEXT="# Added by kdbg's scripts/setup.sh: lab kernels (kdbg lab up --kernel debian:6.12)
+Types: deb
+URIs: $MIRROR
+Suites: bookworm-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg"
+if [ -z "$MIRROR" ]; then
+    say "warning: no bookworm apt source found; backports kernels will not be available"
+elif [ "$(cat "$BACKPORTS" 2>/dev/null)" != "$BACKPORTS_TEXT" ]; then
+    say "adding Debian's bookworm-backports apt source ($BACKPORTS)"
+    printf '%s\n' "$BACKPORTS_TEXT" > "$BACKPORTS"
+    apt_update_once
+elif ! compgen -G '/var/lib/apt/lists/*_bookworm-backports_main_binary-amd64_Packages*' >/dev/null; then
+    apt_update_once
+fi
+
 # 1. packages
 mapfile -t NEED < <(missing_pkgs "${PKGS[@]}")
 if [ "${#NEED[@]}" -gt 0 ]; then
     apt_update_once
     say "installing: ${NEED[*]}"
     apt-get install -y -q --no-install-recommends "${NEED[@]}" >/dev/null
+    # Debian starts the Prometheus it installs as a service on every address; the
+    # exporter's tests run their own on 127.0.0.1, so one installed here stays off.
+    if printf '%s\n' "${NEED[@]}" | grep -qx prometheus && [ -d /run/systemd/system ]; then
+        systemctl disable --now prometheus >/dev/null 2>&1 || true
+    fi
 fi
 
 # 2. headers for bcc

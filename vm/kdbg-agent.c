@@ -15,7 +15,13 @@
  * interactive console tty. Then it listens and logs "ready on IP:PORT".
  *
  * Wire protocol, both ways: frames of kind (1 byte), length (4 bytes, big endian),
- * payload. The client opens with 'P' (ping; answered with 'P' and key=value lines of
+ * payload. Every connection must open with 'A' (authenticate) carrying the lab's exec
+ * key, the 64 hex digits of --key-file (a mode-0600 file in the lab's state directory
+ * on the host, read over 9p at start). Any other first frame, a wrong length or a
+ * wrong key (compared in constant time) closes the connection at once, with nothing
+ * run; so does silence for AUTH_MS. The exec port is a hostfwd on the host's
+ * 127.0.0.1, open to every local user: the key is what keeps them out. Without a
+ * readable key the agent does not serve at all. Then the client sends 'P' (ping; answered with 'P' and key=value lines of
  * guest facts) or 'R' (run; NUL-separated fields: stdin flag 0/1, cwd, argc, argv...,
  * then KEY=VALUE environment entries). During a run the client may send 'I' (stdin
  * bytes), 'C' (close stdin) and 'K' (signal number, ASCII); the agent sends 'O'
@@ -26,8 +32,8 @@
  *
  * Each connection is served by its own forked process, with one poll() loop.
  *
- * Usage: kdbg-agent --exec-mac MAC [--shell-tty TTY] [--oe-mac MAC --oe-cidr CIDR]
- *                   [--bind IP] [--port N] [--serve-only]
+ * Usage: kdbg-agent --key-file PATH --exec-mac MAC [--shell-tty TTY]
+ *                   [--oe-mac MAC --oe-cidr CIDR] [--bind IP] [--port N] [--serve-only]
  * --serve-only skips the guest setup (the host's tests serve on loopback with it).
  */
 #define _GNU_SOURCE
@@ -50,6 +56,7 @@
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/uio.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
@@ -65,8 +72,10 @@
 #define DRAIN_MS 2000	/* output still coming after the command exited */
 #define KILL_GRACE_MS 3000	/* client gone: SIGTERM, then SIGKILL after this */
 #define LINGER_MS 10000	/* after the exit frame: let the client read it */
+#define AUTH_MS 10000	/* a new connection must authenticate within this */
+#define KEY_LEN 64	/* hex digits of the exec key */
 
-enum { PING = 'P', RUN = 'R', STDIN_DATA = 'I', STDIN_EOF = 'C', SIGNAL = 'K',
+enum { AUTH = 'A', PING = 'P', RUN = 'R', STDIN_DATA = 'I', STDIN_EOF = 'C', SIGNAL = 'K',
        STDOUT_DATA = 'O', STDERR_DATA = 'E', EXIT = 'X' };
 
 /* --- small helpers ------------------------------------------------------------------ */
@@ -248,26 +257,70 @@ static void mkdirs(const char *path)
 	mkdir(buf, 0755);
 }
 
-/* /lib/modules/REL/{build,source} -> the host's headers for REL, when they exist. */
+/* The newest /usr/src/linux-headers-*FLAVOUR into out (0), or -1 when there is none. */
+static int newest_headers(const char *flavour, char *out, size_t size)
+{
+	DIR *d = opendir("/usr/src");
+	struct dirent *e;
+	char best[256] = "", dir[400];
+	size_t fl = strlen(flavour);
+
+	if (!d || !fl)
+		goto done;
+	while ((e = readdir(d)) != NULL) {
+		size_t n = strlen(e->d_name);
+
+		if (strncmp(e->d_name, "linux-headers-", 14) != 0 || n <= 14 + fl ||
+		    strcmp(e->d_name + n - fl, flavour) != 0 || n >= sizeof(best))
+			continue;
+		snprintf(dir, sizeof(dir), "/usr/src/%s", e->d_name);
+		if (is_dir(dir) && (!best[0] || strverscmp(e->d_name, best) > 0))
+			snprintf(best, sizeof(best), "%s", e->d_name);
+	}
+done:
+	if (d)
+		closedir(d);
+	if (!best[0])
+		return -1;
+	snprintf(out, size, "/usr/src/%s", best);
+	return 0;
+}
+
+/* /lib/modules/REL/{build,source} -> the host's headers for REL. When the host has none
+ * for REL (a Debian 6.12 lab on a host with 6.1 headers), the newest installed headers of
+ * the same flavour and their -common, as scripts/setup.sh does for the host kernel: bcc
+ * needs some headers to compile, and the tracer takes every struct offset from the
+ * running kernel's BTF, never from them. A dangling link is replaced. */
 static void link_headers(void)
 {
 	struct utsname u;
-	char moddir[300], flavour[256], target[2][400], path[400];
+	char moddir[300], base[256], flavour[64] = "", target[2][400], path[400];
 	static const char *const links[2] = { "build", "source" };
+	struct stat st;
 
 	uname(&u);
 	snprintf(moddir, sizeof(moddir), "/lib/modules/%s", u.release);
-	snprintf(flavour, sizeof(flavour), "%s", u.release);
-	char *dash = strrchr(flavour, '-');
-	if (dash)
+	snprintf(base, sizeof(base), "%s", u.release);
+	char *dash = strrchr(base, '-');
+	if (dash) {
+		snprintf(flavour, sizeof(flavour), "%s", dash);
 		*dash = '\0';
+	}
 	snprintf(target[0], sizeof(target[0]), "/usr/src/linux-headers-%s", u.release);
-	snprintf(target[1], sizeof(target[1]), "/usr/src/linux-headers-%s-common", flavour);
+	snprintf(target[1], sizeof(target[1]), "/usr/src/linux-headers-%s-common", base);
+	if (!is_dir(target[0]) && newest_headers(flavour, target[0], sizeof(target[0])) == 0) {
+		int keep = (int)(strlen(target[0]) - strlen(flavour));
+
+		snprintf(target[1], sizeof(target[1]), "%.*s-common", keep, target[0]);
+		logmsg("no headers for %s: linking %s for bcc (offsets come from BTF)",
+		       u.release, target[0]);
+	}
 	for (int i = 0; i < 2; i++) {
 		snprintf(path, sizeof(path), "%s/%s", moddir, links[i]);
-		if (access(path, F_OK) == 0 || !is_dir(target[i]))
+		if (stat(path, &st) == 0 || !is_dir(target[i]))
 			continue;
 		mkdirs(moddir);
+		unlink(path);
 		if (symlink(target[i], path) != 0)
 			logmsg("cannot link %s: %s", path, strerror(errno));
 	}
@@ -761,6 +814,62 @@ static void run_command(int conn, char *payload, uint32_t len)
 	sess_send(&s, EXIT, code, (uint32_t)n);
 }
 
+/* --- authentication ---------------------------------------------------------------- */
+
+static char exec_key[KEY_LEN + 1];
+
+/* The exec key from path: exactly KEY_LEN lowercase hex digits (a trailing newline is
+ * allowed). Returns 0, or -1 with a reason in why (the key itself is never logged). */
+static int load_key(const char *path, const char **why)
+{
+	char buf[KEY_LEN + 3];
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t n;
+
+	*why = "unreadable";
+	if (fd < 0)
+		return -1;
+	do
+		n = read(fd, buf, sizeof(buf) - 1);
+	while (n < 0 && errno == EINTR);
+	close(fd);
+	if (n < 0)
+		return -1;
+	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+		n--;
+	*why = "not 64 hex digits";
+	if (n != KEY_LEN)
+		return -1;
+	for (int i = 0; i < KEY_LEN; i++)
+		if (!((buf[i] >= '0' && buf[i] <= '9') || (buf[i] >= 'a' && buf[i] <= 'f')))
+			return -1;
+	memcpy(exec_key, buf, KEY_LEN);
+	exec_key[KEY_LEN] = '\0';
+	return 0;
+}
+
+/* 1 when the first frame is 'A' with the exec key. Reads the header first and takes
+ * no payload of any other size, so nothing unauthenticated is ever allocated. */
+static int authenticated(int conn)
+{
+	struct timeval tv = { AUTH_MS / 1000, 0 }, none = { 0, 0 };
+	unsigned char head[HEADER_SIZE];
+	char got[KEY_LEN];
+	unsigned char diff = 0;
+	int ok = 0;
+
+	setsockopt(conn, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	if (recv_exact(conn, head, HEADER_SIZE) == 1 && head[0] == AUTH && head[1] == 0 &&
+	    head[2] == 0 && head[3] == 0 && head[4] == KEY_LEN &&
+	    recv_exact(conn, got, KEY_LEN) == 1) {
+		for (int i = 0; i < KEY_LEN; i++)
+			diff |= (unsigned char)(got[i] ^ exec_key[i]);
+		ok = diff == 0;
+	}
+	setsockopt(conn, SOL_SOCKET, SO_RCVTIMEO, &none, sizeof(none));
+	return ok;
+}
+
 /* --- serving ------------------------------------------------------------------------ */
 
 static void send_facts(int conn)
@@ -783,6 +892,12 @@ static void handle(int conn)
 {
 	char kind, *payload = NULL;
 	uint32_t len;
+
+	if (!authenticated(conn)) {
+		logmsg("refused a connection without the exec key");
+		close(conn);
+		return;
+	}
 	int r = recv_frame(conn, &kind, &payload, &len);
 
 	if (r < 0)
@@ -834,6 +949,7 @@ static int serve(const char *bind_ip, int port)
 int main(int argc, char **argv)
 {
 	const char *exec_mac = NULL, *shell_tty = NULL, *oe_mac = NULL, *oe_cidr = NULL;
+	const char *key_file = NULL, *why;
 	const char *bind_ip = GUEST_EXEC_IP;
 	int port = GUEST_PORT, setup = 1;
 
@@ -857,6 +973,8 @@ int main(int argc, char **argv)
 			oe_mac = value;
 		else if (strcmp(key, "--oe-cidr") == 0)
 			oe_cidr = value;
+		else if (strcmp(key, "--key-file") == 0)
+			key_file = value;
 		else if (strcmp(key, "--bind") == 0)
 			bind_ip = value;
 		else if (strcmp(key, "--port") == 0)
@@ -870,6 +988,14 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	signal(SIGCHLD, SIG_IGN); /* connection handlers and setup helpers reap themselves */
 	logmsg("started");
+	if (!key_file) {
+		fprintf(stderr, "kdbg-agent: --key-file is required\n");
+		return 2;
+	}
+	if (load_key(key_file, &why) != 0) {
+		logmsg("cannot use the exec key %s (%s): not serving", key_file, why);
+		return 1;
+	}
 	if (setup) {
 		mount_fs();
 		link_headers();

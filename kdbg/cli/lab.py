@@ -11,7 +11,9 @@ from typing import Any
 import click
 
 from kdbg import lab as labapi
+from kdbg.lab.accel import ACCELS
 from kdbg.lab.command import TRANSPORTS
+from kdbg.lab.kernel import known_kernels
 
 
 def _name_option(f: Any) -> Any:
@@ -39,7 +41,7 @@ def _state(info: labapi.LabInfo) -> str:
 
 def _describe(info: labapi.LabInfo) -> list[str]:
     name_opt = "" if info.name == "default" else f" {info.name}"
-    gdb = " ".join([*info.gdb_prefix, "gdb", "-ex", f"'target remote {info.gdb_endpoint}'"])
+    gdb = " ".join([*info.gdb_prefix, "gdb", "-ex", f"'target remote {info.gdb_target}'"])
     lines = [
         f"lab {info.name}: {_state(info)} "
         f"(QEMU PID {info.pid}, kernel {info.release}, {info.transport})",
@@ -59,9 +61,23 @@ def _describe(info: labapi.LabInfo) -> list[str]:
     return lines
 
 
-@click.group("lab")
-def lab() -> None:
+class _RootGroup(click.Group):
+    """Notes whether ``--help`` was asked for, so help works for anyone."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        before = args[: args.index("--")] if "--" in args else args
+        ctx.meta["kdbg_help"] = any(a in ("-h", "--help") for a in before)
+        return super().parse_args(ctx, args)
+
+
+@click.group("lab", cls=_RootGroup)
+@click.pass_context
+def lab(ctx: click.Context) -> None:
     """Boot and use QEMU lab VMs (TCG, the host's root fs over 9p, via virtme-ng).
+
+    A lab is root's: its gdb stub, serial lines and console are Unix sockets in a
+    state directory only root can enter, and its exec channel takes a per-lab key.
+    Other users get one line saying so (docs/lab.md, "Who can reach a lab").
 
     \b
     Examples:
@@ -73,13 +89,16 @@ def lab() -> None:
       kdbg lab build-kernel                # the kgdb lab kernel (~18 min, cached)
       kdbg lab up --name kg --kernel built --transport kgdboc
     """
+    if not ctx.meta.get("kdbg_help"):
+        labapi.require_root()
 
 
 @lab.command("up")
 @click.option("--name", default="default", show_default=True, help="Lab name (a-z, 0-9, -).")
 @click.option("--kernel", "kernel", default="debian", show_default=True,
-              help="'debian' (stock kernel), 'built' (kdbg lab build-kernel's) or a PATH "
-                   "to a kernel build directory or bzImage.")
+              help="'debian' (stock 6.1 kernel), 'debian:SERIES' (Debian's newest, like "
+                   "debian:6.12), 'built' (kdbg lab build-kernel's) or a PATH to a kernel "
+                   "build directory or bzImage. See kdbg lab kernels.")
 @click.option("--transport", type=click.Choice(TRANSPORTS), default="gdbstub",
               show_default=True, help="How gdb reaches the kernel.")
 @click.option("--memory", default="1G", show_default=True, help="Guest memory, like 1G or 768M.")
@@ -87,13 +106,17 @@ def lab() -> None:
 @click.option("--timeout", type=float, default=300.0, show_default=True,
               help="Seconds to wait for the guest to be ready.")
 @click.option("--append", multiple=True, help="Extra kernel boot option (repeatable).")
+@click.option("--accel", type=click.Choice(ACCELS), default="auto", show_default=True,
+              help="KVM or TCG; auto uses KVM when a probe guest runs under it "
+                   "(a few seconds, cached per boot).")
 @click.option("--no-vmlinux", is_flag=True,
               help="Do not fetch the Debian kernel's debug vmlinux (858 MB .deb, once).")
 @click.option("--dry-run", is_flag=True,
               help="Print the command that boots the lab; start nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the lab's record as JSON.")
 def up_cmd(name: str, kernel: str, transport: str, memory: str, cpus: int, timeout: float,
-           append: tuple[str, ...], no_vmlinux: bool, dry_run: bool, as_json: bool) -> None:
+           append: tuple[str, ...], accel: str, no_vmlinux: bool, dry_run: bool,
+           as_json: bool) -> None:
     """Boot a lab VM detached, wait until it is ready, print its endpoints.
 
     The guest runs the host's userspace (read-only, with throw-away overlays), so
@@ -105,12 +128,13 @@ def up_cmd(name: str, kernel: str, transport: str, memory: str, cpus: int, timeo
       kdbg lab up
       kdbg lab up --name second --memory 2G --cpus 1
       kdbg lab up --dry-run
+      kdbg lab up --name k612 --kernel debian:6.12
       kdbg lab up --name kg --kernel built --transport kgdboc
       kdbg lab up --name oe --kernel ~/linux/build --transport kgdboe
     """
     config = labapi.LabConfig(name=name, kernel=kernel, transport=transport, memory=memory,
                               cpus=cpus, boot_timeout=timeout, fetch_vmlinux=not no_vmlinux,
-                              append=append)
+                              append=append, accel=accel)
     if dry_run:
         click.echo(labapi.dry_run(config))
         return
@@ -119,6 +143,34 @@ def up_cmd(name: str, kernel: str, transport: str, memory: str, cpus: int, timeo
         click.echo(json.dumps(info.to_json(), indent=2))
     else:
         click.echo("\n".join(_describe(info)))
+
+
+@lab.command("kernels")
+@click.option("--json", "as_json", is_flag=True, help="JSON, one record per kernel.")
+def kernels_cmd(as_json: bool) -> None:
+    """List the kernels kdbg lab up --kernel can boot, and which are cached.
+
+    A Debian kernel is fetched with apt-get download on first use (never installed);
+    'vmlinux' is its -dbg vmlinux and network modules' debug files, fetched at the
+    first kdbg lab up. Debian's newer series come from the bookworm-backports and
+    bookworm-security apt sources (scripts/setup.sh adds backports).
+
+    \b
+    Examples:
+      kdbg lab kernels
+      kdbg lab up --name k612 --kernel debian:6.12
+    """
+    choices = known_kernels()
+    if as_json:
+        for c in choices:
+            click.echo(json.dumps(c.to_json()))
+        return
+    width = max(len(c.spec) for c in choices)
+    click.echo(f"{'KERNEL':<{width}}  {'RELEASE':<22}  {'IMAGE':<9}  {'VMLINUX':<9}  ABOUT")
+    for c in choices:
+        click.echo(f"{c.spec:<{width}}  {c.release or '-':<22}  "
+                   f"{'cached' if c.cached else ('build' if c.spec == 'built' else 'fetch'):<9}  "
+                   f"{'cached' if c.vmlinux else '-':<9}  {c.about}")
 
 
 @lab.command("status")
@@ -258,7 +310,7 @@ def vmlinux_cmd(name: str | None, name_opt: str | None) -> None:
 
     \b
     Examples:
-      gdb "$(kdbg lab vmlinux)" -ex "target remote $(kdbg lab status --json | jq -r .gdb_endpoint)"
+      gdb "$(kdbg lab vmlinux)" -ex "target remote $(kdbg lab status --json | jq -r .gdb_target)"
     """
     click.echo(labapi.vmlinux(_pick(name, name_opt), progress=_progress))
 

@@ -9,7 +9,8 @@ when its QEMU is gone)::
     info = lab.up(lab.LabConfig(name="default"), progress=print)  # boot, wait ready
     info = lab.get("default")            # LabInfo as recorded, .alive checked now
     labs = lab.status()                  # every recorded lab
-    info.gdb_endpoint                    # "tcp:127.0.0.1:PORT" (stub / kgdboc) or "udp:IP:31337"
+    info.gdb_endpoint                    # "unix:STATE/gdb.sock", "serial:STATE/kgdboc.sock"
+                                         # or "udp:IP:31337" (KGDBoE, in the lab's netns)
     info.gdb_prefix                      # [] or ["ip", "netns", "exec", "kdbg-NAME"] (KGDBoE)
     lab.gdb_endpoint("default")          # the same, by name
     lab.vmlinux("default")               # Path of the DWARF vmlinux (Debian -dbg, cached)
@@ -47,11 +48,21 @@ from kdbg.lab.guest import (
     vmlinux,
 )
 from kdbg.lab.kernel import Kernel
-from kdbg.lab.vm import LabConfig, LabInfo, down, dry_run, get, require, status, up
+from kdbg.lab.vm import (
+    LabConfig,
+    LabInfo,
+    down,
+    dry_run,
+    get,
+    require,
+    require_root,
+    status,
+    up,
+)
 
 
 def gdb_endpoint(name: str = "default") -> str:
-    """What gdb's ``target remote`` takes to reach lab ``name``'s kernel."""
+    """kdbg's endpoint for lab ``name``'s kernel (``LabInfo.gdb_target`` is gdb's)."""
     return require(name).gdb_endpoint
 
 
@@ -74,6 +85,7 @@ __all__ = [
     "kaslr",
     "kgdboe_load",
     "require",
+    "require_root",
     "run",
     "status",
     "stream",

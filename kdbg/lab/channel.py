@@ -1,6 +1,8 @@
 """Host side of the exec channel: TCP to the guest agent through QEMU's ``hostfwd``.
 
-See :mod:`kdbg.lab.protocol` for the protocol. Reads have no timeout unless the caller
+See :mod:`kdbg.lab.protocol` for the protocol. The port is on 127.0.0.1, where any local
+user can connect; what keeps them out is the lab's exec key, sent first on every
+connection (:class:`ExecAccess`). Reads have no timeout unless the caller
 asks for one: while a debugger holds the guest stopped, QEMU's user-mode network
 stack (whose timers run on the guest's virtual clock) simply stops delivering, and
 the stream resumes when the guest does.
@@ -13,7 +15,7 @@ import signal
 import socket
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from kdbg.errors import BadInput, LabLost, LabTimeout
@@ -22,18 +24,26 @@ from kdbg.lab import protocol
 Sink = Callable[[bytes], None]
 
 
-def ping(port: int, timeout: float = 2.0) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ExecAccess:
+    """How to reach a lab's agent: the forwarded port and the lab's exec key."""
+
+    port: int
+    key: bytes = field(repr=False)
+
+
+def ping(access: ExecAccess, timeout: float = 2.0) -> dict[str, Any]:
     """Ask the agent for guest facts (release, boot_id, cmdline, tracefs, headers).
 
     Raises OSError (or LabTimeout) when the agent does not answer in ``timeout``.
     """
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+    with socket.create_connection(("127.0.0.1", access.port), timeout=timeout) as sock:
         sock.settimeout(timeout)
-        protocol.send_frame(sock, protocol.PING)
+        sock.sendall(protocol.opening(access.key, protocol.PING))
         try:
             frame = protocol.recv_frame(sock)
         except TimeoutError as err:
-            raise LabTimeout(f"the guest agent on port {port} did not answer") from err
+            raise LabTimeout(f"the guest agent on port {access.port} did not answer") from err
         if frame is None or frame[0] != protocol.PING:
             raise ConnectionError("the guest agent closed the connection")
         facts: dict[str, Any] = dict(protocol.decode_facts(frame[1]))
@@ -60,7 +70,7 @@ class ExecSession:
 
     def __init__(
         self,
-        port: int,
+        access: ExecAccess,
         argv: list[str],
         *,
         env: dict[str, str] | None = None,
@@ -72,9 +82,9 @@ class ExecSession:
         self.status: int | None = None
         self._lock = threading.Lock()
         try:
-            self._sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+            self._sock = socket.create_connection(("127.0.0.1", access.port), timeout=10)
         except OSError as err:
-            raise LabLost(f"cannot reach the lab's exec port {port}: {err}") from err
+            raise LabLost(f"cannot reach the lab's exec port {access.port}: {err}") from err
         self._sock.settimeout(timeout)
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
@@ -82,7 +92,11 @@ class ExecSession:
         except ValueError as err:
             self.close()
             raise BadInput(str(err)) from err
-        self._send(protocol.RUN, request)
+        with self._lock:
+            try:
+                self._sock.sendall(protocol.opening(access.key, protocol.RUN, request))
+            except OSError as err:
+                raise LabLost(f"lost the exec channel: {err}") from err
 
     def _send(self, kind: bytes, payload: bytes = b"") -> None:
         with self._lock:
@@ -124,6 +138,10 @@ class ExecSession:
                 return
 
     def close(self) -> None:
+        # shutdown() first: it wakes a thread blocked reading this socket (close() alone
+        # does not), so a reader thread can be joined at once.
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
         with contextlib.suppress(OSError):
             self._sock.close()
 
@@ -135,7 +153,7 @@ class ExecSession:
 
 
 def run_streaming(
-    port: int,
+    access: ExecAccess,
     argv: list[str],
     *,
     stdout: Sink,
@@ -144,14 +162,18 @@ def run_streaming(
     env: dict[str, str] | None = None,
     cwd: str = "/",
     timeout: float | None = None,
+    forward_sigint: bool = True,
 ) -> int:
     """Run ``argv`` in the guest, handing output to ``stdout``/``stderr`` as it arrives.
 
     Returns the command's exit status. On KeyboardInterrupt the remote command gets
     SIGINT and its output keeps flowing until it exits; a second KeyboardInterrupt
-    drops the connection (the agent then kills it) and re-raises.
+    drops the connection (the agent then kills it) and re-raises. With
+    ``forward_sigint=False`` (kdbg's own short commands) Ctrl-C is left to the caller:
+    KeyboardInterrupt drops the connection at once.
     """
-    with ExecSession(port, argv, env=env, cwd=cwd, stdin=stdin is not None, timeout=timeout) as s:
+    with ExecSession(access, argv, env=env, cwd=cwd, stdin=stdin is not None,
+                     timeout=timeout) as s:
         feeder = None
         if isinstance(stdin, bytes):
             s.send_stdin(stdin)
@@ -168,7 +190,7 @@ def run_streaming(
                 raise KeyboardInterrupt
             s.signal(signal.SIGINT)
 
-        in_main = threading.current_thread() is threading.main_thread()
+        in_main = forward_sigint and threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGINT, on_sigint) if in_main else None
         try:
             for chunk in s:

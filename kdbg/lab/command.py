@@ -7,12 +7,18 @@ writes its PID to the lab's pidfile; that PID is the lab's. Everything kdbg adds
 through ``--kopt`` and ``--qemu-opts``:
 
 * serial ports: ttyS0 is virtme's boot console (to the lab's console log), ttyS1 is
-  kgdboc's (a TCP server on the host's loopback, or ``null``), ttyS2 the interactive
-  console (a unix socket, logged) where the agent keeps a root shell;
+  kgdboc's (a Unix socket in the lab's state directory, or ``null``), ttyS2 the
+  interactive console (a Unix socket, logged) where the agent keeps a root shell;
 * the exec NIC: virtio-net on user networking with ``restrict=on`` (the guest reaches
-  nothing) and one ``hostfwd`` from ``127.0.0.1:<exec_port>`` to the agent;
-* ``-gdb tcp:127.0.0.1:<gdb_port>`` for the gdbstub transport;
-* for KGDBoE an e1000 on the tap fd of the lab's own namespace.
+  nothing) and one ``hostfwd`` from ``127.0.0.1:<exec_port>`` to the agent, which
+  serves only clients that send the lab's exec key (``--key-file``);
+* ``-gdb unix:<state>/gdb.sock`` for the gdbstub transport.
+
+Every socket sits in the lab's state directory (mode 0700): only the lab's owner can
+reach the stub, the kgdboc line and the console. Only the exec channel is a TCP port,
+because QEMU's user network forwards only TCP and UDP; the key guards it. For KGDBoE,
+an e1000 on the tap fd of the lab's own network namespace: KGDBoE's UDP port has no
+authentication, so only processes in that namespace (root's) can reach it.
 """
 
 from __future__ import annotations
@@ -43,16 +49,18 @@ class LaunchPlan:
     memory: str
     cpus: int
     exec_port: int
+    exec_key: Path
     console_socket: Path
     console_log: Path
     pidfile: Path
     agent: str
     virtme_run: str
-    gdb_port: int | None = None
-    kgdboc_port: int | None = None
+    gdb_socket: Path | None = None
+    kgdboc_socket: Path | None = None
     tap_fd: int | None = None
     oe_cidr: str | None = None
     append: tuple[str, ...] = field(default_factory=tuple)
+    accel: str = "tcg"  # "kvm" only when kdbg.lab.accel's probe saw a KVM guest run
 
 
 def kernel_options(plan: LaunchPlan) -> list[str]:
@@ -66,7 +74,8 @@ def kernel_options(plan: LaunchPlan) -> list[str]:
 
 def agent_command(plan: LaunchPlan) -> str:
     """The guest's boot command: the agent binary, from the host's files."""
-    argv = [plan.agent, "--exec-mac", EXEC_MAC, "--shell-tty", SHELL_TTY]
+    argv = [plan.agent, "--exec-mac", EXEC_MAC, "--shell-tty", SHELL_TTY,
+            "--key-file", str(plan.exec_key)]
     drivers = ["virtio_net"]
     if plan.oe_cidr:
         argv += ["--oe-mac", OE_MAC, "--oe-cidr", plan.oe_cidr]
@@ -81,8 +90,8 @@ def qemu_options(plan: LaunchPlan) -> list[str]:
     """QEMU arguments kdbg adds after virtme-ng's own."""
     opts: list[str] = ["-pidfile", str(plan.pidfile)]
     if plan.transport == "kgdboc":
-        assert plan.kgdboc_port is not None
-        opts += ["-serial", f"tcp:127.0.0.1:{plan.kgdboc_port},server=on,wait=off"]
+        assert plan.kgdboc_socket is not None
+        opts += ["-serial", f"unix:{plan.kgdboc_socket},server=on,wait=off"]
     else:
         opts += ["-serial", "null"]
     opts += [
@@ -98,8 +107,8 @@ def qemu_options(plan: LaunchPlan) -> list[str]:
         f"virtio-net-pci,netdev=kdbgexec,mac={EXEC_MAC}",
     ]
     if plan.transport == "gdbstub":
-        assert plan.gdb_port is not None
-        opts += ["-gdb", f"tcp:127.0.0.1:{plan.gdb_port}"]
+        assert plan.gdb_socket is not None
+        opts += ["-gdb", f"unix:{plan.gdb_socket},server=on,wait=off"]
     if plan.transport == "kgdboe":
         assert plan.tap_fd is not None
         opts += [
@@ -125,7 +134,7 @@ def launch_argv(plan: LaunchPlan, kernel: Kernel) -> list[str]:
         "auto",
         "--name",
         f"kdbg-{plan.name}",
-        "--disable-kvm",
+        *(["--disable-kvm"] if plan.accel != "kvm" else []),
         "--force-9p",
         "--memory",
         plan.memory,

@@ -11,6 +11,11 @@ nothing is written into the host's ``/lib/modules``.
 Its debug ``vmlinux`` (DWARF, for gdb backtraces) comes from ``linux-image-<ver>-dbg``
 on first use: an 858 MB .deb of which only ``./usr/lib/debug/boot/vmlinux-<ver>``
 (633 MB) is kept.
+
+Newer Debian kernels come the same way (``--kernel debian:6.12``: Debian's newest 6.12,
+from bookworm-backports or bookworm-security, the apt sources ``scripts/setup.sh``
+adds). No headers match them; the guest agent links the installed 6.1 headers for
+bcc instead, which works because the tracer takes every struct offset from BTF.
 """
 
 from __future__ import annotations
@@ -109,6 +114,124 @@ def debian_release() -> str:
     )
 
 
+DEBIAN = "debian"
+_SERIES = re.compile(r"\d+\.\d+")
+_RELEASE = re.compile(r"\d+\.\d+[.\d]*[-+][\w.+-]*-amd64")
+_IMAGE_PACKAGE = re.compile(r"linux-image-(\d+\.\d+\.\d+\+deb\d+(?:\.\d+)?-amd64)")
+
+
+@dataclass(frozen=True)
+class DebianSpec:
+    """A ``--kernel debian[:SERIES|:RELEASE]`` request.
+
+    Neither set: the kernel matching the installed headers (``debian``). ``series``
+    (``6.12``): Debian's newest kernel of that series that apt knows. ``release``
+    (``6.12.95+deb12-amd64``): exactly that one.
+    """
+
+    series: str | None = None
+    release: str | None = None
+
+    def __str__(self) -> str:
+        return DEBIAN + (f":{self.series or self.release}" if self.series or self.release else "")
+
+
+def parse_debian_spec(spec: str) -> DebianSpec | None:
+    """``debian``, ``debian:6.12`` or ``debian:6.12.95+deb12-amd64``; None for another kind
+    of spec (``built``, a path). Raises BadInput for a malformed ``debian:`` spec."""
+    if spec == DEBIAN:
+        return DebianSpec()
+    if not spec.startswith(DEBIAN + ":"):
+        return None
+    arg = spec.split(":", 1)[1]
+    if _SERIES.fullmatch(arg):
+        return DebianSpec(series=arg)
+    if _RELEASE.fullmatch(arg):
+        return DebianSpec(release=arg)
+    raise BadInput(f"bad kernel {spec!r}: debian, debian:SERIES (like debian:6.12) or "
+                   "debian:RELEASE (like debian:6.12.95+deb12-amd64)")
+
+
+def in_series(release: str, series: str) -> bool:
+    """``6.1.0-57-amd64`` is in 6.1, ``6.12.95+deb12-amd64`` in 6.12 (and not in 6.1)."""
+    return re.match(re.escape(series) + r"[.+-]", release) is not None
+
+
+def _version_key(release: str) -> tuple[int, ...]:
+    return tuple(int(n) for n in re.findall(r"\d+", release))
+
+
+def _apt(argv: list[str]) -> str:
+    proc = subprocess.run(["apt-cache", *argv], capture_output=True, text=True, check=False)
+    return proc.stdout if proc.returncode == 0 else ""
+
+
+APT_LISTS = Path("/var/lib/apt/lists")
+
+
+def _apt_newest(series: str) -> str | None:
+    """The newest ``<series>`` release apt can fetch with its -dbg: the one Debian's
+    meta-package ``linux-image-<series>-amd64`` depends on, else the highest version
+    among the image packages apt knows. Remembered until apt's lists change (apt-cache
+    takes a second or more, and ``lab up`` asks every time)."""
+    try:
+        lists = str(APT_LISTS.stat().st_mtime_ns)
+    except OSError:
+        lists = ""
+    memo = cache_dir("kernels") / f"apt-newest-{series}"
+    try:
+        stamp, release = memo.read_text().split()
+        if lists and stamp == lists:
+            return release
+    except (OSError, ValueError):
+        pass
+    newest = _apt_newest_now(series)
+    if newest is not None and lists:
+        memo.write_text(f"{lists} {newest}\n")
+    return newest
+
+
+def _apt_newest_now(series: str) -> str | None:
+    shown = _apt(["show", "--no-all-versions", f"linux-image-{series}-amd64"])
+    for line in shown.splitlines():
+        if line.startswith("Depends:"):
+            m = _IMAGE_PACKAGE.search(line)
+            if m and in_series(m.group(1), series):
+                return m.group(1)
+    names = set(_apt(["pkgnames", f"linux-image-{series}."]).split())
+    found = [m.group(1) for n in names if (m := _IMAGE_PACKAGE.fullmatch(n))]
+    found = [r for r in found if in_series(r, series) and f"linux-image-{r}-dbg" in names]
+    return max(found, key=_version_key) if found else None
+
+
+def cached_releases() -> list[str]:
+    """Debian kernel releases unpacked in the cache, oldest first."""
+    done = [p.parent.name.removeprefix("debian-")
+            for p in cache_dir("kernels").glob("debian-*/.complete")]
+    return sorted(done, key=_version_key)
+
+
+def resolve_debian(spec: DebianSpec) -> str:
+    """The Debian release ``spec`` names, from the installed headers or apt's lists;
+    a cached kernel of the series when apt knows none. Raises BadInput."""
+    if spec.release:
+        if spec.release in cached_releases() or _apt(["show", f"linux-image-{spec.release}"]):
+            return spec.release
+        raise BadInput(f"apt knows no linux-image-{spec.release}",
+                       hint="kdbg lab kernels; run scripts/setup.sh (adds bookworm-backports)")
+    headers = debian_release()
+    if spec.series is None or in_series(headers, spec.series):
+        return headers
+    newest = _apt_newest(spec.series)
+    if newest is not None:
+        return newest
+    cached = [r for r in cached_releases() if in_series(r, spec.series)]
+    if cached:
+        return cached[-1]
+    raise BadInput(f"apt knows no Debian {spec.series} kernel (linux-image-{spec.series}-amd64)",
+                   hint="run scripts/setup.sh (it adds bookworm-backports), then apt-get update")
+
+
 def _apt_download(package: str, into: Path) -> Path:
     """``apt-get download PACKAGE`` into ``into``; returns the .deb path."""
     for old in into.glob(f"{package}_*.deb"):
@@ -126,9 +249,10 @@ def _apt_download(package: str, into: Path) -> Path:
     return debs[-1]
 
 
-def debian_kernel(progress: Progress = _quiet) -> Kernel:
-    """Debian's stock kernel for the installed headers, fetched into the cache on first use."""
-    release = debian_release()
+def debian_kernel(progress: Progress = _quiet, release: str | None = None) -> Kernel:
+    """Debian's stock kernel ``release`` (default: the one matching the installed headers),
+    fetched into the cache on first use."""
+    release = release or debian_release()
     base = cache_dir("kernels", f"debian-{release}")
     root = base / "root"
     image = root / "boot" / f"vmlinuz-{release}"
@@ -152,7 +276,7 @@ def debian_kernel(progress: Progress = _quiet) -> Kernel:
 def _fetch_debian_image(release: str, base: Path, progress: Progress) -> None:
     package = f"linux-image-{release}"
     started = time.monotonic()
-    progress(f"fetching {package} with apt-get download (about 70 MB)")
+    progress(f"fetching {package} with apt-get download (70-110 MB)")
     tmp = base / "download"
     tmp.mkdir(exist_ok=True)
     deb = _apt_download(package, tmp)
@@ -171,7 +295,9 @@ def _fetch_debian_image(release: str, base: Path, progress: Progress) -> None:
     common = Path(f"/usr/src/linux-headers-{release.removesuffix('-amd64')}-common")
     for link, target in (("build", headers), ("source", common)):
         (moddir / link).unlink(missing_ok=True)
-        os.symlink(target, moddir / link)
+        # No headers for this release (a 6.12 lab): the guest agent links others.
+        if target.is_dir():
+            os.symlink(target, moddir / link)
     shutil.rmtree(root, ignore_errors=True)
     staging.rename(root)
     progress(f"kernel {release} ready in {time.monotonic() - started:.1f}s: {root}")
@@ -321,3 +447,58 @@ def _image_version(image: Path) -> str | None:
     except OSError:
         return None
     return text.split(" ", 1)[0] or None
+
+
+@dataclass(frozen=True)
+class KernelChoice:
+    """One line of ``kdbg lab kernels``: what ``--kernel`` takes and what is cached."""
+
+    spec: str
+    release: str | None
+    about: str
+    cached: bool
+    vmlinux: bool
+
+    def to_json(self) -> dict[str, object]:
+        return dict(self.__dict__)
+
+
+def _debian_choice(spec: str, release: str, about: str) -> KernelChoice:
+    base = cache_dir("kernels", f"debian-{release}")
+    return KernelChoice(spec, release, about, (base / ".complete").exists(),
+                        (base / f"vmlinux-{release}").exists() and (base / MODULES_DONE).exists())
+
+
+def known_kernels() -> list[KernelChoice]:
+    """The kernels ``kdbg lab up --kernel`` can boot: Debian's for the installed headers,
+    the newest of each further series apt knows (its ``linux-image-X.Y-amd64``
+    meta-package), the kgdb lab kernel, and any other Debian kernel in the cache."""
+    out: list[KernelChoice] = []
+    seen: set[str] = set()
+    try:
+        headers = debian_release()
+    except LabError:
+        headers = None
+    if headers is not None:
+        out.append(_debian_choice(DEBIAN, headers, "Debian's, matching the installed headers"))
+        seen.add(headers)
+    metas = re.findall(r"^linux-image-(\d+\.\d+)-amd64$",
+                       _apt(["pkgnames", "linux-image-"]), re.MULTILINE)
+    for series in sorted(set(metas), key=_version_key):
+        if headers is not None and in_series(headers, series):
+            continue
+        release = _apt_newest(series)
+        if release is not None:
+            out.append(_debian_choice(f"{DEBIAN}:{series}", release,
+                                      f"Debian's newest {series} (apt)"))
+            seen.add(release)
+    from kdbg.lab.build import cached_build
+
+    built = cached_build()
+    out.append(KernelChoice("built", built.release if built else None,
+                            "the kgdb lab kernel (kdbg lab build-kernel)", built is not None,
+                            built is not None and built.vmlinux is not None))
+    for release in cached_releases():
+        if release not in seen:
+            out.append(_debian_choice(f"{DEBIAN}:{release}", release, "Debian's, in the cache"))
+    return out

@@ -1,8 +1,11 @@
 """Lab lifecycle: boot detached, wait until the guest agent answers, record, find, stop.
 
-Each lab has a state directory ``run_dir("labs", NAME)`` holding ``lab.json`` (its
-:class:`LabInfo`), the boot console log, the interactive console's socket and log,
-and a per-boot kallsyms cache. A lab is *alive* while the PID recorded there is a
+Each lab has a state directory ``LABS/NAME`` holding ``lab.json`` (its
+:class:`LabInfo`), the exec key (``exec.key``, mode 0600), QEMU's gdb stub and kgdboc
+sockets, the boot console log, the interactive console's socket and log, and a
+per-boot kallsyms cache. ``LABS`` and every state directory are mode 0700, so no other
+local user reaches a socket or reads a log or the key; labs are root's (see
+docs/lab.md, "Who can reach a lab"). A lab is *alive* while the PID recorded there is a
 QEMU whose command line names ``kdbg-NAME``; anything else is reported dead, and only
 that PID (never a process found by name) is ever signalled.
 """
@@ -26,8 +29,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kdbg.errors import BadInput, LabError, LabLost, LabTimeout
-from kdbg.lab import agent, channel, netns
+from kdbg.errors import BadInput, LabError, LabLost, LabTimeout, NeedsRoot
+from kdbg.lab import agent, channel, netns, protocol
+from kdbg.lab.accel import ACCELS
+from kdbg.lab.accel import choose as choose_accel
 from kdbg.lab.command import KGDBOE_UDP_PORT, TRANSPORTS, LaunchPlan, launch_argv
 from kdbg.lab.kernel import (
     Kernel,
@@ -36,19 +41,23 @@ from kdbg.lab.kernel import (
     debian_kernel,
     debian_vmlinux,
     kernel_from_path,
+    parse_debian_spec,
+    resolve_debian,
 )
-from kdbg.paths import cache_dir, run_dir
+from kdbg.paths import cache_dir
 
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,19}")
 MEMORY_RE = re.compile(r"[1-9][0-9]*[MG]")
 CONSOLE_TAIL = 25
+SUN_PATH_MAX = 107  # sockaddr_un.sun_path holds 108 bytes with the NUL
 
 
 @dataclass(frozen=True)
 class LabConfig:
     """What ``kdbg lab up`` asks for.
 
-    ``kernel`` is ``"debian"`` (the default stock kernel), ``"built"`` (the cached
+    ``kernel`` is ``"debian"`` (the default stock kernel; ``"debian:6.12"`` Debian's
+    newest 6.12, see :func:`kdbg.lab.kernel.parse_debian_spec`), ``"built"`` (the cached
     kgdb lab kernel from ``kdbg lab build-kernel``) or a path to a kernel build
     directory or bzImage. ``require_kgdb=False`` lets kgdboc/kgdboe labs boot a kernel
     without CONFIG_KGDB (only useful to test their plumbing).
@@ -63,14 +72,17 @@ class LabConfig:
     fetch_vmlinux: bool = True
     require_kgdb: bool = True
     append: tuple[str, ...] = ()
+    accel: str = "auto"  # "auto", "kvm" or "tcg": see kdbg.lab.accel
 
 
 @dataclass(frozen=True)
 class LabInfo:
     """A lab as recorded at boot, plus whether its QEMU is alive now.
 
-    ``gdb_endpoint`` is what gdb's ``target remote`` takes (``tcp:HOST:PORT`` or
-    ``udp:HOST:PORT``); for KGDBoE, gdb must run in ``netns`` (``gdb_prefix``).
+    ``gdb_endpoint`` is kdbg's endpoint (:mod:`kdbg.debugger.endpoint`):
+    ``unix:STATE/gdb.sock`` (QEMU's stub), ``serial:STATE/kgdboc.sock`` (kgdboc) or
+    ``udp:IP:PORT`` (KGDBoE; gdb must run in ``netns``, see ``gdb_prefix``);
+    ``gdb_target`` is what gdb's ``target remote`` takes.
     ``vmlinux`` is the kernel's ELF with DWARF when known (Debian's from the -dbg
     package, fetched at ``up``; see :func:`vmlinux`).
     """
@@ -83,8 +95,8 @@ class LabInfo:
     image: str
     vmlinux: str | None
     exec_port: int
-    gdb_port: int | None
-    kgdboc_port: int | None
+    gdb_socket: str | None
+    kgdboc_socket: str | None
     netns: str | None
     guest_ip: str | None
     state_dir: str
@@ -99,14 +111,39 @@ class LabInfo:
     cmdline: str | None = None
     alive: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
+    accel: str = "tcg"  # what QEMU runs under: "kvm" or "tcg"
 
     @property
     def gdb_endpoint(self) -> str:
         if self.transport == "gdbstub":
-            return f"tcp:127.0.0.1:{self.gdb_port}"
+            return f"unix:{self.gdb_socket}"
         if self.transport == "kgdboc":
-            return f"tcp:127.0.0.1:{self.kgdboc_port}"
+            return f"serial:{self.kgdboc_socket}"
         return f"udp:{self.guest_ip}:{KGDBOE_UDP_PORT}"
+
+    @property
+    def gdb_target(self) -> str:
+        """The argument of gdb's ``target remote`` (a socket's path, or ``udp:IP:PORT``)."""
+        if self.transport == "gdbstub":
+            return str(self.gdb_socket)
+        if self.transport == "kgdboc":
+            return str(self.kgdboc_socket)
+        return self.gdb_endpoint
+
+    @property
+    def exec_key_file(self) -> Path:
+        return Path(self.state_dir) / EXEC_KEY
+
+    def exec_access(self) -> channel.ExecAccess:
+        """The exec channel's port and key. Raises LabError when the key is unreadable
+        (a lab booted by an older kdbg has none)."""
+        try:
+            key = protocol.read_key_file(self.exec_key_file)
+        except (OSError, ValueError) as err:
+            raise LabError(f"lab {self.name!r} has no usable exec key ({err})",
+                           hint=f"kdbg lab down {self.name}; kdbg lab up --name {self.name}"
+                           ) from err
+        return channel.ExecAccess(self.exec_port, key)
 
     @property
     def gdb_prefix(self) -> list[str]:
@@ -124,6 +161,7 @@ class LabInfo:
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["gdb_endpoint"] = self.gdb_endpoint
+        d["gdb_target"] = self.gdb_target
         d["nokaslr"] = self.nokaslr
         return d
 
@@ -136,8 +174,31 @@ class LabInfo:
 # --- state ---------------------------------------------------------------------------------
 
 
+EXEC_KEY = "exec.key"
+
+
+def require_root() -> None:
+    """Labs are root's: raise NeedsRoot for anyone else, before any state is touched."""
+    if os.geteuid() != 0:
+        raise NeedsRoot(
+            "kdbg lab needs root: a lab is root's VM (QEMU, a network namespace, the host's "
+            "whole file system mounted in the guest); run it as root, e.g. sudo kdbg lab ..."
+        )
+
+
+def _private_dir(path: Path) -> Path:
+    """``path``, created if needed and set to mode 0700 (owner only)."""
+    path.mkdir(parents=True, exist_ok=True)
+    if path.stat().st_mode & 0o777 != 0o700:
+        path.chmod(0o700)
+    return path
+
+
 def labs_dir() -> Path:
-    return run_dir("labs")
+    """Where labs keep their state: under the cache (the guest reads its exec key from
+    there over 9p; a ``/run`` directory is not what the guest sees), mode 0700."""
+    require_root()
+    return _private_dir(cache_dir("run", "labs"))
 
 
 def _state_file(name: str) -> Path:
@@ -235,7 +296,7 @@ def free_port() -> int:
             d = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        taken |= {d.get("exec_port"), d.get("gdb_port"), d.get("kgdboc_port")}
+        taken.add(d.get("exec_port"))
     while True:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -245,9 +306,11 @@ def free_port() -> int:
 
 
 def resolve_kernel(spec: str, progress: Progress = _quiet) -> Kernel:
-    """The kernel for ``--kernel``: "debian", "built" or a path. Raises BadInput."""
-    if spec == "debian":
-        return debian_kernel(progress)
+    """The kernel for ``--kernel``: "debian[:SERIES|:RELEASE]", "built" or a path.
+    Raises BadInput."""
+    debian = parse_debian_spec(spec)
+    if debian is not None:
+        return debian_kernel(progress, resolve_debian(debian))
     if spec == "built":
         from kdbg.lab.build import cached_build
 
@@ -283,6 +346,8 @@ def validate(config: LabConfig) -> None:
         raise BadInput(f"bad CPU count {config.cpus}: 1 to 16")
     if config.boot_timeout <= 0:
         raise BadInput("the boot timeout must be positive")
+    if config.accel not in ACCELS:
+        raise BadInput(f"unknown accelerator {config.accel!r}: one of {', '.join(ACCELS)}")
 
 
 def check_kernel(config: LabConfig, kernel: Kernel) -> None:
@@ -302,25 +367,33 @@ def check_kernel(config: LabConfig, kernel: Kernel) -> None:
 
 def plan_for(
     config: LabConfig, kernel: Kernel, state: Path, tap_fd: int | None = None,
-    agent_path: Path | None = None,
+    agent_path: Path | None = None, accel: str = "tcg",
 ) -> LaunchPlan:
-    """The launch plan for ``config``: picks free ports, names the lab's files."""
+    """The launch plan for ``config``: picks the exec port, names the lab's files."""
+    sockets = {"console": state / "console.sock", "gdb": state / "gdb.sock",
+               "kgdboc": state / "kgdboc.sock"}
+    for path in sockets.values():
+        if len(os.fsencode(path)) > SUN_PATH_MAX:
+            raise BadInput(f"the lab's socket path {path} is too long for a Unix socket",
+                           hint="set a shorter XDG_CACHE_HOME")
     return LaunchPlan(
         name=config.name,
         transport=config.transport,
         memory=config.memory,
         cpus=config.cpus,
         exec_port=free_port(),
-        console_socket=state / "console.sock",
+        exec_key=state / EXEC_KEY,
+        console_socket=sockets["console"],
         console_log=state / "interactive.log",
         pidfile=state / "qemu.pid",
         agent=str(agent_path or agent.binary_path()),
         virtme_run=_tool("virtme-run"),
-        gdb_port=free_port() if config.transport == "gdbstub" else None,
-        kgdboc_port=free_port() if config.transport == "kgdboc" else None,
+        gdb_socket=sockets["gdb"] if config.transport == "gdbstub" else None,
+        kgdboc_socket=sockets["kgdboc"] if config.transport == "kgdboc" else None,
         tap_fd=tap_fd,
         oe_cidr=netns.GUEST_CIDR if config.transport == "kgdboe" else None,
         append=config.append,
+        accel=accel,
     )
 
 
@@ -330,17 +403,18 @@ def dry_run(config: LabConfig) -> str:
     For the Debian kernel the path is the cache's even when not fetched yet.
     """
     validate(config)
-    if config.kernel == "debian":
-        from kdbg.lab.kernel import debian_release
-
-        release = debian_release()
+    debian = parse_debian_spec(config.kernel)
+    if debian is not None:
+        release = resolve_debian(debian)
         base = cache_dir("kernels", f"debian-{release}")
         kernel = Kernel("debian", release, base / "root" / "boot" / f"vmlinuz-{release}")
     else:
         kernel = resolve_kernel(config.kernel)
     check_kernel(config, kernel)
     state = labs_dir() / config.name
-    plan = plan_for(config, kernel, state, tap_fd=3 if config.transport == "kgdboe" else None)
+    chosen = choose_accel(config.accel, kernel.image if kernel.image.exists() else None)
+    plan = plan_for(config, kernel, state, tap_fd=3 if config.transport == "kgdboe" else None,
+                    accel=chosen.accel)
     argv = launch_argv(plan, kernel)
     if config.transport == "kgdboe":
         ns = netns.netns_name(config.name)
@@ -367,6 +441,8 @@ def up(config: LabConfig, progress: Progress = _quiet) -> LabInfo:
     validate(config)
     kernel = resolve_kernel(config.kernel, progress)
     check_kernel(config, kernel)
+    chosen = choose_accel(config.accel, kernel.image)
+    progress(chosen.why)
     agent_path = agent.ensure_built()
     vmlinux_box: dict[str, Path | BaseException] = {}
     fetcher = None
@@ -383,20 +459,24 @@ def up(config: LabConfig, progress: Progress = _quiet) -> LabInfo:
                 raise BadInput(f"lab {config.name!r} is already running (PID {old.pid})",
                                hint=f"kdbg lab down {config.name}, or --name OTHER")
             _cleanup(old)
-        state.mkdir(parents=True, exist_ok=True)
+        _private_dir(state)
         ns = None
         tap_fd = None
         try:
             if config.transport == "kgdboe":
                 ns = netns.create(config.name)
                 tap_fd = netns.open_tap(ns)
-            plan = plan_for(config, kernel, state, tap_fd, agent_path)
+            plan = plan_for(config, kernel, state, tap_fd, agent_path, chosen.accel)
             argv = launch_argv(plan, kernel)
             boot_log = state / "console.log"
-            for stale in (boot_log, plan.console_log, plan.console_socket, plan.pidfile):
-                stale.unlink(missing_ok=True)
+            for stale in (boot_log, plan.console_log, plan.console_socket, plan.pidfile,
+                          plan.gdb_socket, plan.kgdboc_socket):
+                if stale is not None:
+                    stale.unlink(missing_ok=True)
+            protocol.write_key_file(plan.exec_key)
             progress(f"booting lab {config.name!r}: {kernel.release} ({kernel.kind}), "
-                     f"{config.transport}, {config.cpus} CPU, {config.memory}, TCG")
+                     f"{config.transport}, {config.cpus} CPU, {config.memory}, "
+                     f"{chosen.accel.upper()}")
             started = time.time()
             with open(boot_log, "wb") as log:
                 proc = subprocess.Popen(
@@ -426,8 +506,8 @@ def up(config: LabConfig, progress: Progress = _quiet) -> LabInfo:
             image=str(kernel.image),
             vmlinux=str(kernel.vmlinux) if kernel.vmlinux else None,
             exec_port=plan.exec_port,
-            gdb_port=plan.gdb_port,
-            kgdboc_port=plan.kgdboc_port,
+            gdb_socket=str(plan.gdb_socket) if plan.gdb_socket else None,
+            kgdboc_socket=str(plan.kgdboc_socket) if plan.kgdboc_socket else None,
             netns=ns,
             guest_ip=netns.GUEST_IP if ns else None,
             state_dir=str(state),
@@ -437,6 +517,7 @@ def up(config: LabConfig, progress: Progress = _quiet) -> LabInfo:
             argv=argv,
             started_at=started,
             launcher_pid=proc.pid,
+            accel=chosen.accel,
         )
         try:
             info = _replace(info, pid=_wait_pidfile(info, plan.pidfile, proc))
@@ -502,6 +583,7 @@ def _wait_ready(info: LabInfo, proc: subprocess.Popen[bytes], timeout: float,
     next_blind = time.monotonic() + 20
     log = Path(info.console_log)
     watcher = _ConsoleWatch(log, READY_MARK)
+    access = info.exec_access()
     shown = ""
     while True:
         code = proc.poll()
@@ -515,7 +597,7 @@ def _wait_ready(info: LabInfo, proc: subprocess.Popen[bytes], timeout: float,
         if ready or now > next_blind:
             next_blind = now + 5
             try:
-                return channel.ping(info.exec_port, timeout=2.0 if ready else 0.5)
+                return channel.ping(access, timeout=2.0 if ready else 0.5)
             except (OSError, LabError):
                 pass
         now = time.monotonic()

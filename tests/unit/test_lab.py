@@ -16,8 +16,8 @@ import pytest
 from click.testing import CliRunner
 
 from kdbg.errors import BadInput, LabError, LabLost
-from kdbg.lab import agent, build, command, kernel, vm
-from kdbg.lab.channel import ExecSession, run_streaming
+from kdbg.lab import agent, build, command, kernel, protocol, vm
+from kdbg.lab.channel import ExecAccess, ExecSession, run_streaming
 from kdbg.lab.command import LaunchPlan, launch_argv
 from kdbg.lab.kernel import Kernel
 
@@ -31,13 +31,14 @@ def plan(transport: str = "gdbstub", **kw: object) -> LaunchPlan:
         memory="1G",
         cpus=2,
         exec_port=40001,
+        exec_key=Path("/run/l/exec.key"),
         console_socket=Path("/run/l/console.sock"),
         console_log=Path("/run/l/interactive.log"),
         pidfile=Path("/run/l/qemu.pid"),
         agent="/cache/kdbg/agent/kdbg-agent-0123456789ab",
         virtme_run="/venv/bin/virtme-run",
-        gdb_port=40002 if transport == "gdbstub" else None,
-        kgdboc_port=40003 if transport == "kgdboc" else None,
+        gdb_socket=Path("/run/l/gdb.sock") if transport == "gdbstub" else None,
+        kgdboc_socket=Path("/run/l/kgdboc.sock") if transport == "kgdboc" else None,
         tap_fd=7 if transport == "kgdboe" else None,
         oe_cidr="10.213.0.2/24" if transport == "kgdboe" else None,
     )
@@ -59,7 +60,7 @@ def test_gdbstub_command_line() -> None:
     assert "--disable-kvm" in argv and "--force-9p" in argv
     assert opt_after(argv, "--kopt") == ["nokaslr"]
     q = argv[argv.index("--qemu-opts") + 1 :]
-    assert opt_after(q, "-gdb") == ["tcp:127.0.0.1:40002"]
+    assert opt_after(q, "-gdb") == ["unix:/run/l/gdb.sock,server=on,wait=off"]
     assert opt_after(q, "-pidfile") == ["/run/l/qemu.pid"]
     # ttyS1 is kgdboc's place even when unused, ttyS2 the interactive console
     assert opt_after(q, "-serial") == ["null", "chardev:kdbgcon"]
@@ -71,7 +72,8 @@ def test_gdbstub_command_line() -> None:
     loads, _, run = script.partition(" & exec ")
     assert loads.endswith("; ( modprobe -q virtio_net 2>/dev/null; )")
     assert shlex.split(run) == ["/cache/kdbg/agent/kdbg-agent-0123456789ab", "--exec-mac",
-                                command.EXEC_MAC, "--shell-tty", "/dev/ttyS2"]
+                                command.EXEC_MAC, "--shell-tty", "/dev/ttyS2",
+                                "--key-file", "/run/l/exec.key"]
 
 
 def test_no_command_line_ever_lifts_the_network_restriction() -> None:
@@ -82,13 +84,20 @@ def test_no_command_line_ever_lifts_the_network_restriction() -> None:
         for part in joined.split():
             if "hostfwd=" in part:
                 assert "hostfwd=tcp:127.0.0.1:" in part  # only ever on the host's loopback
+        # the stub, kgdboc and the console are never TCP ports: Unix sockets only
+        q = launch_argv(plan(transport), DEBIAN)
+        q = q[q.index("--qemu-opts") + 1 :]
+        for flag in ("-gdb", "-serial", "-chardev"):
+            for value in opt_after(q, flag):
+                assert not value.startswith(("tcp:", "udp:", "telnet:")), value
+                assert "host=" not in value and "port=" not in value, value
 
 
 def test_kgdboc_command_line() -> None:
     argv = launch_argv(plan("kgdboc"), DEBIAN)
     assert opt_after(argv, "--kopt") == ["nokaslr", "kgdboc=ttyS1,115200"]
     q = argv[argv.index("--qemu-opts") + 1 :]
-    assert opt_after(q, "-serial")[0] == "tcp:127.0.0.1:40003,server=on,wait=off"
+    assert opt_after(q, "-serial")[0] == "unix:/run/l/kgdboc.sock,server=on,wait=off"
     assert "-gdb" not in q
 
 
@@ -214,8 +223,9 @@ def test_config_hash_is_stable_and_covers_every_input() -> None:
 def info(**kw: object) -> vm.LabInfo:
     base: dict[str, object] = dict(
         name="t1", pid=os.getpid(), transport="gdbstub", kernel_kind="debian",
-        release="6.1.0-56-amd64", image="/x", vmlinux=None, exec_port=1, gdb_port=2,
-        kgdboc_port=None, netns=None, guest_ip=None, state_dir="/s", console_log="/s/c",
+        release="6.1.0-56-amd64", image="/x", vmlinux=None, exec_port=1,
+        gdb_socket="/s/gdb.sock", kgdboc_socket=None, netns=None, guest_ip=None,
+        state_dir="/s", console_log="/s/c",
         console_socket="/s/s", interactive_log="/s/i", argv=["virtme-run"], started_at=1.0,
         cmdline="console=ttyS0 nokaslr",
     )
@@ -225,12 +235,14 @@ def info(**kw: object) -> vm.LabInfo:
 
 def test_labinfo_endpoints_and_json() -> None:
     i = info()
-    assert i.gdb_endpoint == "tcp:127.0.0.1:2" and i.gdb_prefix == [] and i.nokaslr
+    assert i.gdb_endpoint == "unix:/s/gdb.sock" and i.gdb_target == "/s/gdb.sock"
+    assert i.gdb_prefix == [] and i.nokaslr
     assert vm.LabInfo.from_json(json.loads(json.dumps(i.to_json()))) == i
-    oe = info(transport="kgdboe", netns="kdbg-t1", guest_ip="10.213.0.2", gdb_port=None)
-    assert oe.gdb_endpoint == "udp:10.213.0.2:31337"
+    oe = info(transport="kgdboe", netns="kdbg-t1", guest_ip="10.213.0.2", gdb_socket=None)
+    assert oe.gdb_endpoint == oe.gdb_target == "udp:10.213.0.2:31337"
     assert oe.gdb_prefix == ["ip", "netns", "exec", "kdbg-t1"]
-    assert info(transport="kgdboc", kgdboc_port=9).gdb_endpoint == "tcp:127.0.0.1:9"
+    oc = info(transport="kgdboc", gdb_socket=None, kgdboc_socket="/s/kgdboc.sock")
+    assert (oc.gdb_endpoint, oc.gdb_target) == ("serial:/s/kgdboc.sock", "/s/kgdboc.sock")
     assert not info(cmdline="console=ttyS0").nokaslr
 
 
@@ -242,8 +254,8 @@ def test_only_a_qemu_of_that_lab_counts_as_alive() -> None:
 
 @pytest.fixture
 def rundir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
-    return tmp_path / "run" / "kdbg" / "labs"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "kdbg" / "run" / "labs"
 
 
 def test_a_lab_whose_qemu_is_gone_is_dead_and_down_cleans_it(rundir: Path) -> None:
@@ -267,12 +279,20 @@ def test_a_lab_whose_qemu_is_gone_is_dead_and_down_cleans_it(rundir: Path) -> No
 
 
 @pytest.fixture(scope="module")
-def agent_port() -> Iterator[int]:
+def agent_key_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("agent") / "exec.key"
+    protocol.write_key_file(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def agent_access(agent_key_file: Path) -> Iterator[ExecAccess]:
     """The real guest agent, built from vm/kdbg-agent.c, serving on a loopback port
     with the guest setup skipped (no VM): the real wire protocol, the real process
-    handling."""
+    handling, the real key check."""
     binary = agent.ensure_built()
-    proc = subprocess.Popen([str(binary), "--serve-only", "--bind", "127.0.0.1", "--port", "0"],
+    proc = subprocess.Popen([str(binary), "--serve-only", "--bind", "127.0.0.1", "--port", "0",
+                             "--key-file", str(agent_key_file)],
                             stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
     try:
         assert proc.stdout is not None
@@ -282,51 +302,51 @@ def agent_port() -> Iterator[int]:
                 break
         else:
             pytest.fail(f"the agent exited with {proc.wait()} before listening")
-        yield port
+        yield ExecAccess(port, protocol.read_key_file(agent_key_file))
     finally:
         proc.terminate()
         proc.wait(5)
 
 
-def collect(port: int, argv: list[str], **kw: object) -> tuple[int, bytes, bytes]:
+def collect(access: ExecAccess, argv: list[str], **kw: object) -> tuple[int, bytes, bytes]:
     out: list[bytes] = []
     err: list[bytes] = []
-    status = run_streaming(port, argv, stdout=out.append, stderr=err.append, **kw)  # type: ignore[arg-type]
+    status = run_streaming(access, argv, stdout=out.append, stderr=err.append, **kw)  # type: ignore[arg-type]
     return status, b"".join(out), b"".join(err)
 
 
-def test_exec_separates_streams_and_returns_status(agent_port: int) -> None:
-    status, out, err = collect(agent_port, ["sh", "-c", "echo out; echo err >&2; exit 7"])
+def test_exec_separates_streams_and_returns_status(agent_access: ExecAccess) -> None:
+    status, out, err = collect(agent_access, ["sh", "-c", "echo out; echo err >&2; exit 7"])
     assert (status, out, err) == (7, b"out\n", b"err\n")
 
 
-def test_exec_missing_command_is_127(agent_port: int) -> None:
-    status, out, err = collect(agent_port, ["/nonexistent/cmd"])
+def test_exec_missing_command_is_127(agent_access: ExecAccess) -> None:
+    status, out, err = collect(agent_access, ["/nonexistent/cmd"])
     assert status == 127 and b"No such file" in err
 
 
-def test_exec_stdin_bytes_and_big_output(agent_port: int) -> None:
-    status, out, _ = collect(agent_port, ["tr", "a-z", "A-Z"], stdin=b"hello\n" * 50000)
+def test_exec_stdin_bytes_and_big_output(agent_access: ExecAccess) -> None:
+    status, out, _ = collect(agent_access, ["tr", "a-z", "A-Z"], stdin=b"hello\n" * 50000)
     assert status == 0 and out == b"HELLO\n" * 50000
 
 
-def test_exec_unread_stdin_does_not_lose_the_status(agent_port: int) -> None:
-    status, out, _ = collect(agent_port, ["sh", "-c", "echo done"], stdin=b"x" * 200000)
+def test_exec_unread_stdin_does_not_lose_the_status(agent_access: ExecAccess) -> None:
+    status, out, _ = collect(agent_access, ["sh", "-c", "echo done"], stdin=b"x" * 200000)
     assert (status, out) == (0, b"done\n")
 
 
-def test_exec_streams_as_output_comes(agent_port: int) -> None:
+def test_exec_streams_as_output_comes(agent_access: ExecAccess) -> None:
     seen: list[float] = []
     script = "for i in 1 2 3; do echo $i; sleep 0.4; done"
-    with ExecSession(agent_port, ["sh", "-c", script]) as s:
+    with ExecSession(agent_access, ["sh", "-c", script]) as s:
         for _ in s:
             seen.append(time.monotonic())
     assert s.status == 0 and len(seen) == 3
     assert seen[2] - seen[0] > 0.6  # not buffered until exit
 
 
-def test_exec_signal_reaches_the_command(agent_port: int) -> None:
-    with ExecSession(agent_port, ["sh", "-c", "echo up; exec sleep 30"]) as s:
+def test_exec_signal_reaches_the_command(agent_access: ExecAccess) -> None:
+    with ExecSession(agent_access, ["sh", "-c", "echo up; exec sleep 30"]) as s:
         chunks = iter(s)
         assert next(chunks).data == b"up\n"
         s.signal(signal.SIGINT)
@@ -334,9 +354,10 @@ def test_exec_signal_reaches_the_command(agent_port: int) -> None:
     assert s.status == 128 + signal.SIGINT
 
 
-def test_dropping_the_connection_kills_the_command(agent_port: int, tmp_path: Path) -> None:
+def test_dropping_the_connection_kills_the_command(agent_access: ExecAccess,
+                                                    tmp_path: Path) -> None:
     pidfile = tmp_path / "pid"
-    s = ExecSession(agent_port, ["sh", "-c", f"echo $$ > {pidfile}; echo up; exec sleep 60"])
+    s = ExecSession(agent_access, ["sh", "-c", f"echo $$ > {pidfile}; echo up; exec sleep 60"])
     assert next(iter(s)).data == b"up\n"
     pid = int(pidfile.read_text())
     s.close()
@@ -346,16 +367,16 @@ def test_dropping_the_connection_kills_the_command(agent_port: int, tmp_path: Pa
     assert not Path(f"/proc/{pid}").exists()
 
 
-def test_exec_env_and_cwd(agent_port: int) -> None:
-    status, out, _ = collect(agent_port, ["sh", "-c", 'echo "$FOO $PATH"; pwd'],
+def test_exec_env_and_cwd(agent_access: ExecAccess) -> None:
+    status, out, _ = collect(agent_access, ["sh", "-c", 'echo "$FOO $PATH"; pwd'],
                              env={"FOO": "bar", "PATH": "/bin:/usr/bin"}, cwd="/tmp")
     assert (status, out) == (0, b"bar /bin:/usr/bin\n/tmp\n")
-    status, _, err = collect(agent_port, ["pwd"], cwd="/no/such/dir")
+    status, _, err = collect(agent_access, ["pwd"], cwd="/no/such/dir")
     assert status == 127 and b"kdbg-agent: pwd: No such file or directory" in err
 
 
-def test_exec_stdin_streamed_then_closed(agent_port: int) -> None:
-    with ExecSession(agent_port, ["cat"], stdin=True) as s:
+def test_exec_stdin_streamed_then_closed(agent_access: ExecAccess) -> None:
+    with ExecSession(agent_access, ["cat"], stdin=True) as s:
         s.send_stdin(b"one\n")
         chunks = iter(s)
         assert next(chunks).data == b"one\n"  # cat answered before stdin ended
@@ -365,18 +386,18 @@ def test_exec_stdin_streamed_then_closed(agent_port: int) -> None:
     assert s.status == 0
 
 
-def test_exec_background_child_does_not_hold_the_status(agent_port: int) -> None:
+def test_exec_background_child_does_not_hold_the_status(agent_access: ExecAccess) -> None:
     """A command that leaves a child holding its stdout: the status comes after a short
     drain, not when the child ends."""
     started = time.monotonic()
-    status, out, _ = collect(agent_port, ["sh", "-c", "sleep 30 & echo bg"])
+    status, out, _ = collect(agent_access, ["sh", "-c", "sleep 30 & echo bg"])
     assert (status, out) == (0, b"bg\n") and time.monotonic() - started < 10
 
 
-def test_ping_reports_guest_facts(agent_port: int) -> None:
+def test_ping_reports_guest_facts(agent_access: ExecAccess) -> None:
     from kdbg.lab.channel import ping
 
-    facts = ping(agent_port)
+    facts = ping(agent_access)
     assert facts["release"] == os.uname().release and "boot_id" in facts
 
 
@@ -385,7 +406,117 @@ def test_unreachable_exec_port_is_lablost() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with pytest.raises(LabLost):
-        ExecSession(port, ["true"])
+        ExecSession(ExecAccess(port, b"0" * 64), ["true"])
+
+
+# --- exec key ------------------------------------------------------------------------------
+
+
+def frame(kind: bytes, payload: bytes = b"") -> bytes:
+    return kind + len(payload).to_bytes(4, "big") + payload
+
+
+def refused(port: int, data: bytes) -> bool:
+    """Send ``data`` on a fresh connection; True when the agent closed it unanswered."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.settimeout(5)
+        try:
+            s.sendall(data)
+            return s.recv(4096) == b""
+        except ConnectionResetError:
+            return True
+
+
+@pytest.mark.parametrize("label", ["no key (a run frame replayed alone)", "ping without key",
+                                   "wrong key", "short key", "long key", "uppercase key",
+                                   "huge first frame", "nothing"])
+def test_agent_runs_nothing_without_the_key(agent_access: ExecAccess, tmp_path: Path,
+                                             label: str) -> None:
+    """Whatever a client sends first, only the lab's key opens the channel: the command
+    (which would create a marker file) never runs and nothing is answered."""
+    marker = tmp_path / "ran"
+    run = frame(protocol.RUN, protocol.encode_run(["touch", str(marker)], {}, "/", False))
+    key = agent_access.key
+    wrong = bytes([key[0] ^ 1]) + key[1:] if key[0:1] != b"0" else b"1" + key[1:]
+    first = {
+        "no key (a run frame replayed alone)": run,
+        "ping without key": frame(protocol.PING),
+        "wrong key": frame(protocol.AUTH, wrong) + run,
+        "short key": frame(protocol.AUTH, key[:32]) + run,
+        "long key": frame(protocol.AUTH, key + b"0") + run,
+        "uppercase key": frame(protocol.AUTH, key.upper()) + run if key != key.upper()
+        else frame(protocol.AUTH, b"G" * 64) + run,
+        "huge first frame": protocol.AUTH + (1 << 30).to_bytes(4, "big") + key,
+        "nothing": b"",
+    }[label]
+    if label == "nothing":
+        with socket.create_connection(("127.0.0.1", agent_access.port), timeout=15) as s:
+            s.settimeout(15)
+            started = time.monotonic()
+            assert s.recv(1) == b""  # closed after the agent's auth deadline
+            assert time.monotonic() - started < 12
+    else:
+        assert refused(agent_access.port, first)
+    time.sleep(0.2)
+    assert not marker.exists()
+    # the right key still works afterwards
+    status, _, _ = collect(agent_access, ["touch", str(marker)])
+    assert status == 0 and marker.exists()
+
+
+def test_agent_does_not_serve_without_a_usable_key(tmp_path: Path) -> None:
+    binary = str(agent.ensure_built())
+    base = [binary, "--serve-only", "--bind", "127.0.0.1", "--port", "0"]
+    proc = subprocess.run(base, capture_output=True, text=True, timeout=10)
+    assert proc.returncode == 2 and "--key-file is required" in proc.stderr
+    for content in (None, "", "abc", "x" * 64, "A" * 64, "0" * 63):
+        path = tmp_path / "exec.key"
+        path.unlink(missing_ok=True)
+        if content is not None:
+            path.write_text(content)
+        proc = subprocess.run([*base, "--key-file", str(path)], capture_output=True, text=True,
+                              timeout=10)
+        assert proc.returncode == 1 and "not serving" in proc.stdout, content
+        assert "ready on" not in proc.stdout
+        if content:
+            assert content not in proc.stdout + proc.stderr
+
+
+def test_key_file_is_private_random_and_never_printed(rundir: Path) -> None:
+    a, b = rundir.parent / "a.key", rundir.parent / "b.key"
+    rundir.parent.mkdir(parents=True, exist_ok=True)
+    protocol.write_key_file(a)
+    protocol.write_key_file(b)
+    assert a.stat().st_mode & 0o777 == 0o600
+    ka, kb = protocol.read_key_file(a), protocol.read_key_file(b)
+    assert len(ka) == 64 and int(ka, 16) >= 0 and ka != kb  # 256 random bits each
+    protocol.write_key_file(a)  # a new boot gets a new key
+    assert protocol.read_key_file(a) != ka
+    rec = info(state_dir=str(rundir.parent))
+    (rundir.parent / vm.EXEC_KEY).write_bytes(ka)
+    access = rec.exec_access()
+    assert access.key == ka and ka.decode() not in repr(access)
+    assert ka.decode() not in json.dumps(rec.to_json())
+
+
+def test_lab_state_is_private(rundir: Path) -> None:
+    assert vm.labs_dir() == rundir
+    assert rundir.stat().st_mode & 0o777 == 0o700
+    rundir.chmod(0o755)
+    vm.labs_dir()
+    assert rundir.stat().st_mode & 0o777 == 0o700
+
+
+def test_dry_run_shows_the_key_file_not_a_key(rundir: Path) -> None:
+    if not list(Path("/usr/src").glob("linux-headers-*-amd64")):
+        pytest.skip("no Debian kernel headers (scripts/setup.sh installs them)")
+    line = vm.dry_run(vm.LabConfig(name="dry"))
+    argv = shlex.split(line)
+    script = shlex.split(opt_after(argv, "--script-sh")[0].partition(" & exec ")[2])
+    assert script[script.index("--key-file") + 1] == str(rundir / "dry" / "exec.key")
+    assert not (rundir / "dry" / "exec.key").exists()
+    q = argv[argv.index("--qemu-opts") + 1 :]
+    assert opt_after(q, "-gdb") == [f"unix:{rundir / 'dry' / 'gdb.sock'},server=on,wait=off"]
 
 
 # --- CLI ---------------------------------------------------------------------------------
@@ -435,6 +566,22 @@ def test_bad_input_is_one_line_exit_2_and_leaves_nothing(
     lines = r.output.strip().splitlines()  # type: ignore[attr-defined]
     assert len(lines) == 1 and message in lines[0] and lines[0].startswith("kdbg: error:")
     assert not rundir.exists() or not any(p.is_dir() for p in rundir.iterdir())
+
+
+@pytest.mark.parametrize("args", [["up"], ["status"], ["down"], ["exec", "--", "id"],
+                                  ["console"], ["vmlinux"], ["build-kernel"],
+                                  ["kgdboe-load", "--module", "/x.ko"], ["up", "--dry-run"]])
+def test_lab_commands_need_root(monkeypatch: pytest.MonkeyPatch, rundir: Path,
+                                args: list[str]) -> None:
+    """A user who is not root gets one line and exit 1 from every lab command, before
+    anything is read or written (no traceback from the cache directory)."""
+    monkeypatch.setattr(os, "geteuid", lambda: 65534)
+    r = cli(*args)
+    assert r.exit_code == 1, r.output  # type: ignore[attr-defined]
+    lines = r.output.strip().splitlines()  # type: ignore[attr-defined]
+    assert len(lines) == 1 and lines[0].startswith("kdbg: error: kdbg lab needs root"), lines
+    assert not rundir.exists()
+    assert cli(*args[:1], "--help").exit_code == 0  # type: ignore[attr-defined]
 
 
 def test_exec_needs_a_command_after_dashdash() -> None:
@@ -488,3 +635,13 @@ def test_agent_rejects_bad_arguments() -> None:
     proc = subprocess.run([str(agent.ensure_built()), "--bogus", "x"], capture_output=True,
                           text=True)
     assert proc.returncode == 2 and "unknown option --bogus" in proc.stderr
+
+
+def test_module_list_key_ignores_refcounts_and_states() -> None:
+    from kdbg.symbols.kallsyms import modules_key as _modules_key
+
+    a = "nf_tables 311296 3 nft_compat, Live 0xffffffffc0370000\nx 1 0 - Live 0xffffffffc0001000\n"
+    b = "x 1 5 - Live 0xffffffffc0001000\nnf_tables 311296 0 - Unloading 0xffffffffc0370000\n"
+    assert _modules_key(a) == _modules_key(b)
+    assert _modules_key(a) != _modules_key("x 1 0 - Live 0xffffffffc0001000\n")
+    assert _modules_key(a) != _modules_key(a.replace("c0370000", "c0380000"))

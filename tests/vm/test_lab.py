@@ -15,6 +15,7 @@ import re
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -25,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import need
+from tests.vm.conftest import lab_needs
 
 KDBG = [sys.executable, "-m", "kdbg"]
 NAME = "labtest"
@@ -34,16 +36,6 @@ HALT = float(os.environ.get("KDBG_TEST_HALT_SECONDS", "60"))
 def kdbg(*args: str, timeout: float = 300, **kw: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*KDBG, *args], capture_output=True, text=True, timeout=timeout,
                           stdin=subprocess.DEVNULL, **kw)  # type: ignore[call-overload]
-
-
-def lab_needs() -> None:
-    need(os.geteuid() == 0, "the lab needs root (run as root, or ./run test)")
-    need(shutil.which("qemu-system-x86_64") is not None,
-         "qemu-system-x86_64 missing: apt-get install qemu-system-x86 (scripts/setup.sh)")
-    need((Path(sys.executable).parent / "virtme-run").exists(),
-         "virtme-ng missing in the venv: pip install -e .[lab] (scripts/setup.sh)")
-    need(bool(list(Path("/usr/src").glob("linux-headers-*-amd64"))),
-         "Debian kernel headers missing: scripts/setup.sh installs linux-headers-amd64")
 
 
 @pytest.fixture(scope="session")
@@ -121,9 +113,9 @@ def test_gdb_reads_registers_from_the_stub_and_the_guest_runs_on(lab: str) -> No
     from kdbg.lab import guest, vm
 
     info = vm.require(lab)
-    assert info.gdb_endpoint.startswith("tcp:127.0.0.1:")
+    assert info.gdb_endpoint == f"unix:{info.state_dir}/gdb.sock"
     up1 = float(guest.run(lab, ["cat", "/proc/uptime"]).check().stdout.split()[0])
-    r = subprocess.run(["gdb", "--nx", "-batch", "-ex", f"target remote {info.gdb_endpoint}",
+    r = subprocess.run(["gdb", "--nx", "-batch", "-ex", f"target remote {info.gdb_target}",
                         "-ex", "info registers rip", "-ex", "detach"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
@@ -155,7 +147,7 @@ def test_stream_pauses_while_gdb_holds_the_guest_and_then_goes_on(lab: str) -> N
     def hold() -> None:
         time.sleep(4)
         held["start"] = time.monotonic()
-        subprocess.run(["gdb", "--nx", "-batch", "-ex", f"target remote {info.gdb_endpoint}",
+        subprocess.run(["gdb", "--nx", "-batch", "-ex", f"target remote {info.gdb_target}",
                         "-ex", f"shell sleep {HALT}", "-ex", "detach"],
                        capture_output=True, timeout=HALT + 120)
         held["end"] = time.monotonic()
@@ -254,7 +246,7 @@ def test_second_lab_kgdboe_plumbing_dead_detection_and_down(lab: str) -> None:
 
 def test_a_boot_that_times_out_says_why_and_leaves_nothing() -> None:
     lab_needs()
-    labs = Path(os.environ.get("XDG_RUNTIME_DIR") or Path.home() / ".cache" / "kdbg" / "run")
+    labs = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kdbg" / "run"
     r = kdbg("lab", "up", "--name", "labfail", "--timeout", "5", "--no-vmlinux")
     assert r.returncode == 1
     assert "not ready after 5s; console (last lines):" in r.stderr
@@ -262,3 +254,131 @@ def test_a_boot_that_times_out_says_why_and_leaves_nothing() -> None:
     left = subprocess.run(["pgrep", "-f", "kdbg-labfail"], capture_output=True, text=True)
     assert left.stdout == ""
     assert not any(p.name == "labfail" for p in labs.glob("**/labs/*"))
+
+
+# --- who can reach a lab ------------------------------------------------------------------
+
+# Run as uid 65534 (nobody): tries every endpoint of a lab and reports what happened.
+INTRUDER = r"""
+import json, os, socket, subprocess, sys
+state, port, marker = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+def frame(kind, payload=b""):
+    return kind + len(payload).to_bytes(4, "big") + payload
+def exec_with(first):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=15) as s:
+            s.settimeout(15)
+            s.sendall(first)
+            return "answered" if s.recv(4096) else "closed"
+    except ConnectionResetError:
+        return "closed"
+    except OSError as err:
+        return f"error: {err}"
+run = frame(b"R", "\0".join(["0", "/", "2", "touch", marker]).encode())
+out = {
+    "exec, a run frame replayed without a key": exec_with(run),
+    "exec, ping without a key": exec_with(frame(b"P")),
+    "exec, wrong key": exec_with(frame(b"A", b"0" * 64) + run),
+    "exec, short key": exec_with(frame(b"A", b"0" * 8) + run),
+    "exec, huge first frame": exec_with(b"A" + (1 << 30).to_bytes(4, "big")),
+}
+for name in ("gdb.sock", "kgdboc.sock", "console.sock"):
+    path = os.path.join(state, name)
+    try:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(path)
+        out[name] = "connected"
+    except OSError as err:
+        out[name] = type(err).__name__
+for name in ("exec.key", "console.log", "lab.json"):
+    try:
+        open(os.path.join(state, name)).read()
+        out["read " + name] = "read"
+    except OSError as err:
+        out["read " + name] = type(err).__name__
+gdb = subprocess.run(["gdb", "--nx", "-batch", "-ex", "target remote " + state + "/gdb.sock",
+                      "-ex", "info registers rip"], capture_output=True, text=True, timeout=60)
+out["gdb"] = "registers" if "rip " in gdb.stdout else (gdb.stderr.strip().splitlines() or ["?"])[0]
+print(json.dumps(out))
+"""
+
+
+def as_nobody(*argv: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    need(shutil.which("setpriv") is not None, "setpriv missing (util-linux)")
+    return subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *argv],
+                          capture_output=True, text=True, timeout=timeout, cwd="/",
+                          stdin=subprocess.DEVNULL)
+
+
+def intrude(info: object, marker: str) -> dict[str, str]:
+    r = as_nobody("/usr/bin/python3", "-c", INTRUDER, info.state_dir,  # type: ignore[attr-defined]
+                  str(info.exec_port), marker)  # type: ignore[attr-defined]
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)  # type: ignore[no-any-return]
+
+
+def assert_locked_out(seen: dict[str, str]) -> None:
+    for key, value in seen.items():
+        if key.startswith("exec"):
+            assert value == "closed", (key, value)  # closed unanswered, nothing run
+        elif key.endswith(".sock") or key.startswith("read "):
+            assert value == "PermissionError", (key, value)
+    assert "Permission denied" in seen["gdb"], seen["gdb"]
+
+
+def test_no_other_user_reaches_the_labs_exec_stub_or_console(lab: str) -> None:
+    """uid 65534 against a running gdbstub lab: the exec channel closes on every frame it
+    can send (no key, a replayed run frame, a wrong or short key), and the stub, the
+    console and the lab's files are out of reach; root's use is unchanged."""
+    from kdbg.lab import guest, vm
+
+    info = vm.require(lab)
+    state = Path(info.state_dir)
+    assert state.stat().st_mode & 0o777 == 0o700 and state.parent.stat().st_mode & 0o777 == 0o700
+    assert (state / "exec.key").stat().st_mode & 0o777 == 0o600
+    marker = f"/tmp/kdbg-intruder-{os.getpid()}"
+    seen = intrude(info, marker)
+    assert_locked_out(seen)
+    assert guest.run(lab, ["sh", "-c", f"test -e {marker} && echo ran || echo none"]
+                     ).check().stdout == b"none\n"
+    console = Path(info.console_log).read_text(errors="replace")
+    assert "refused a connection without the exec key" in console
+    assert (state / "exec.key").read_text() not in console
+    # kdbg itself, as that user: one line, exit 1, no traceback
+    for args in (["lab", "status"], ["lab", "exec", lab, "--", "id"], ["lab", "up", "--name", "x"]):
+        r = as_nobody(str(Path(sys.executable).parent / "kdbg"), *args)
+        assert r.returncode == 1, (args, r.stderr)
+        assert r.stderr.strip().splitlines() == [r.stderr.strip()] and "needs root" in r.stderr
+    # root: exec and the stub as before
+    assert guest.run(lab, ["id", "-u"]).check().stdout == b"0\n"
+    r = subprocess.run(["gdb", "--nx", "-batch", "-ex", f"target remote {info.gdb_target}",
+                        "-ex", "info registers rip", "-ex", "detach"],
+                       capture_output=True, text=True, timeout=120)
+    assert "rip " in r.stdout and "detached" in r.stdout, r.stderr
+
+
+def test_no_other_user_reaches_a_kgdboc_labs_serial_line(lab: str) -> None:
+    """The kgdboc serial port is a Unix socket in the same private directory: uid 65534
+    cannot connect; root can. (The stock kernel has no kgdb, so only the line itself is
+    exercised here; tests/vm/test_lab_kconfig.py debugs over it on the kgdb kernel.)"""
+    from kdbg.lab import guest, vm
+
+    name = "labsec"
+    with __import__("contextlib").suppress(Exception):
+        vm.down(name)
+    cfg = vm.LabConfig(name=name, transport="kgdboc", require_kgdb=False, cpus=1,
+                       memory="768M", fetch_vmlinux=False)
+    info = vm.up(cfg, progress=lambda m: print(m, file=sys.stderr))
+    try:
+        assert info.gdb_endpoint == f"serial:{info.state_dir}/kgdboc.sock"
+        marker = f"/tmp/kdbg-intruder-{os.getpid()}"
+        seen = intrude(info, marker)
+        assert seen["kgdboc.sock"] == "PermissionError" and seen["gdb.sock"] == "PermissionError"
+        assert_locked_out(seen)
+        assert guest.run(name, ["sh", "-c", f"test -e {marker} && echo ran || echo none"]
+                         ).check().stdout == b"none\n"
+        with socket.socket(socket.AF_UNIX) as s:  # root reaches the serial line
+            s.connect(info.gdb_target)
+    finally:
+        vm.down(name)
+    assert not Path(info.state_dir).exists()

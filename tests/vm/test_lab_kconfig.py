@@ -78,7 +78,7 @@ def test_kgdb_kernel_builds_boots_and_kgdboc_answers_gdb() -> None:
         time.sleep(3)
         r = subprocess.run(
             ["gdb", "--nx", "-batch", "-ex", "set remotetimeout 30", "-ex",
-             f"file {kernel.vmlinux}", "-ex", f"target remote {info.gdb_endpoint}",
+             f"file {kernel.vmlinux}", "-ex", f"target remote {info.gdb_target}",
              "-ex", "info registers rip", "-ex", "bt 1", "-ex", "detach"],
             capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stderr

@@ -1,0 +1,154 @@
+"""A 6.12 lab (``--kernel debian:6.12``): Debian's newest 6.12 kernel under TCG, with
+the tracer in the guest on borrowed 6.1 headers and ``watch --break`` on the 6.11+ drop
+function, ``sk_skb_reason_drop``.
+
+Same shape as test_watch_break.py: a DROP rule for UDP 5555 in the guest and a datagram
+a second into it; kdbg's tracer runs in the guest, gdb reaches it through QEMU's stub.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import need
+
+KDBG = [sys.executable, "-m", "kdbg"]
+NAME = "k612t"
+PORT = 5555
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[str]:
+    need(os.geteuid() == 0, "the lab needs root (./run test)")
+    from kdbg import lab as labmod
+    from kdbg.errors import BadInput
+    from kdbg.lab.kernel import DebianSpec, resolve_debian
+
+    try:
+        resolve_debian(DebianSpec(series="6.12"))
+    except BadInput as err:
+        need(False, f"no Debian 6.12 kernel known to apt: {err} (scripts/setup.sh)")
+    with contextlib.suppress(Exception):
+        labmod.down(NAME)
+    labmod.up(labmod.LabConfig(name=NAME, kernel="debian:6.12"))
+    traffic = None
+    try:
+        done = labmod.run(NAME, ["iptables", "-A", "INPUT", "-p", "udp", "--dport", str(PORT),
+                                 "-j", "DROP"])
+        assert done.status == 0, done.stderr
+        traffic = labmod.stream(NAME, ["bash", "-c", f"while :; do echo x > "
+                                       f"/dev/udp/127.0.0.1/{PORT}; sleep 1; done"])
+        yield NAME
+    finally:
+        if traffic is not None:
+            traffic.close()
+        labmod.down(NAME)
+
+
+def kdbg_json(*args: str, timeout: float = 900) -> tuple[int, list[dict[str, Any]], str]:
+    proc = subprocess.run([*KDBG, "watch", "--json", *args], capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL)
+    recs = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    return proc.returncode, recs, proc.stderr
+
+
+def of(recs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [r for r in recs if r["type"] == kind]
+
+
+def gdbs_on(lab: str) -> list[int]:
+    """gdb processes whose command line names the lab's endpoint (there must be none)."""
+    from kdbg import lab as labmod
+
+    endpoint = labmod.get(lab).gdb_endpoint.split(":", 1)[1].encode()
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            with contextlib.suppress(OSError):
+                cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ")
+                if b"gdb" in cmd.split(b" ")[0] and endpoint in cmd:
+                    pids.append(int(d.name))
+    return pids
+
+
+def test_612_kernel_with_borrowed_headers(lab: str) -> None:
+    """The guest runs 6.12; the agent linked the installed headers of another release
+    for bcc (there are none for 6.12); the drop function is sk_skb_reason_drop."""
+    from kdbg import lab as labmod
+    from kdbg.debugger.dropsite import drop_function
+    from kdbg.lab.kernel import in_series
+    from kdbg.symbols.kallsyms import Kallsyms
+
+    release = labmod.get(lab).release
+    assert in_series(release, "6.12"), release
+    done = labmod.run(lab, ["readlink", f"/lib/modules/{release}/build"])
+    assert done.status == 0, done.stderr
+    target = done.stdout.decode().strip()
+    assert target.startswith("/usr/src/linux-headers-") and "6.12" not in target, target
+    names = Kallsyms.parse(labmod.kallsyms(lab)).names()
+    assert drop_function(names) == "sk_skb_reason_drop"
+    assert "kfree_skb_reason" not in names  # an inline wrapper since 6.11
+
+
+def test_tracer_in_612_guest_counts_exact_drops(lab: str) -> None:
+    """The guest's own kdbg on the 6.12 kernel: 23 datagrams into a DROP rule on another
+    port, exactly 23 NETFILTER_DROP events with addresses, device and netns."""
+    from kdbg import lab as labmod
+
+    other = PORT + 7
+    rule = ["INPUT", "-p", "udp", "--dport", str(other), "-j", "DROP"]
+    assert labmod.run(lab, ["iptables", "-A", *rule]).status == 0
+    send = f"for i in $(seq 23); do echo x > /dev/udp/127.0.0.1/{other}; done"
+    try:
+        done = labmod.run(lab, ["kdbg", "watch", "--json", "--reason", "NETFILTER_DROP",
+                                "--proto", "udp", "--dport", str(other), "--count", "23",
+                                "--cmd", f"bash -c '{send}'"], timeout=900)
+    finally:
+        labmod.run(lab, ["iptables", "-D", *rule])
+    out, err = done.stdout.decode(), done.stderr.decode()
+    assert done.status == 0, err
+    recs = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    drops = of(recs, "drop")
+    assert len(drops) == 23, err
+    for d in drops:
+        assert d["symbol"] == "nft_do_chain" and d["module"] == "nf_tables"
+        assert d["dport"] == other and d["daddr"] == "127.0.0.1"
+        assert isinstance(d["netns"], int) and d["netns"] > 0 and d["ifname"] == "lo"
+
+
+def test_netfilter_drop_breaks_at_the_call_to_sk_skb_reason_drop(lab: str) -> None:
+    rc, recs, err = kdbg_json("--lab", lab, "--reason", "NETFILTER_DROP", "--proto", "udp",
+                              "--dport", str(PORT), "--break")
+    assert rc == 0, err
+    armed = of(recs, "armed")
+    assert len(armed) == 1, err
+    assert armed[0]["caller"].startswith("nft_do_chain+0x")
+    assert armed[0]["callee"] == "sk_skb_reason_drop"  # the 6.11+ drop function
+    assert "<sk_skb_reason_drop>" in armed[0]["instruction"]
+    assert armed[0]["guard"]["verdict"] == "allow"
+    hits = of(recs, "hit")
+    assert len(hits) == 1
+    hit = hits[0]
+    assert hit["symbol"] == "nft_do_chain" and int(hit["address"], 16) == int(
+        armed[0]["call_addr"], 16)
+    # sk_skb_reason_drop(sk, skb, reason): the skb is the second argument
+    assert hit["skb"]["dport"] == PORT and hit["skb"]["daddr"] == "127.0.0.1"
+    gdb_frames = [(f["symbol"], f.get("file")) for f in hit["backtrace"]]
+    assert ("nft_do_chain", "net/netfilter/nf_tables_core.c") in gdb_frames, gdb_frames
+    assert ("nf_hook_slow", "net/netfilter/core.c") in gdb_frames, gdb_frames
+    cleanup = of(recs, "cleanup")
+    assert cleanup and cleanup[-1]["ok"], cleanup
+    # The target runs afterwards: drops still flow, and no gdb of ours is left.
+    rc, recs, err = kdbg_json("--lab", lab, "--reason", "NETFILTER_DROP", "--count", "2")
+    assert rc == 0, err
+    assert len(of(recs, "drop")) == 2, err
+    assert gdbs_on(lab) == []
