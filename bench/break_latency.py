@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """``kdbg watch --break`` latency in the lab under TCG, next to bare gdb.
 
-    .venv/bin/python bench/break_latency.py [--lab NAME] [--hits 3]
+    .venv/bin/python bench/break_latency.py [--lab NAME] [--hits 3] [--kernel debian:6.12]
 
 Boots (or reuses) a lab, adds a DROP rule for UDP 5555 in the guest, and keeps a
 guest-side sender that fires one datagram whenever the host writes a line to it,
@@ -77,7 +77,7 @@ def bare_gdb(endpoint: str, addr: int, fire: Any, runs: int) -> list[float]:
     for _ in range(runs):
         gdb = subprocess.Popen(
             ["gdb", "--nx", "-q", "-batch", "-ex", "set pagination off",
-             "-ex", f"target remote {endpoint.removeprefix('tcp:')}",
+             "-ex", f"target remote {endpoint}",
              "-ex", f"break *0x{addr:x}", "-ex", "continue", "-ex", "delete",
              "-ex", "detach"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -98,11 +98,13 @@ def main() -> int:
     ap.add_argument("--lab", default="benchbreak")
     ap.add_argument("--hits", type=int, default=3)
     ap.add_argument("--keep", action="store_true", help="leave the lab running")
+    ap.add_argument("--kernel", default="debian",
+                    help="the lab's kernel when booting one (as for kdbg lab up --kernel)")
     args = ap.parse_args()
     booted = False
     if args.lab not in {i.name for i in lab.status() if i.alive}:
         print(f"booting lab {args.lab}", file=sys.stderr)
-        lab.up(lab.LabConfig(name=args.lab))
+        lab.up(lab.LabConfig(name=args.lab, kernel=args.kernel))
         booted = True
     sender = None
     try:
@@ -129,7 +131,8 @@ def main() -> int:
             _Retrigger(sink),
         )
         assert sink.call_addr is not None and outcome.hits == args.hits
-        peer = bare_gdb(lab.gdb_endpoint(args.lab), sink.call_addr, fire, args.hits)
+        release = lab.get(args.lab).release
+        peer = bare_gdb(lab.get(args.lab).gdb_target, sink.call_addr, fire, args.hits)
     finally:
         if sender is not None:
             sender.close()
@@ -140,6 +143,7 @@ def main() -> int:
     report_lat = [sink.reports[i] - sink.triggers[i] for i in range(n)]
     med = statistics.median
     result = {
+        "kernel": release,
         "event_to_armed_s": sink.armed_after,
         "kdbg_trigger_to_stop_s": med(stop_lat),
         "kdbg_trigger_to_hit_reported_s": med(report_lat),

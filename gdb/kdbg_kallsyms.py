@@ -1,76 +1,47 @@
-"""gdb-side helper: name kernel frames from a kallsyms file when gdb has no symbols.
+"""gdb-side helper: name kernel frames from a kallsyms copy when gdb has no symbols.
 
-Loaded by kdbg with ``source gdb/kdbg_kallsyms.py`` (gdb runs with ``--nx``). Runs in
-gdb's embedded Python, so it imports nothing from kdbg.
+Loaded by kdbg with ``source gdb/kdbg_kallsyms.py`` (gdb runs with ``--nx``). Like
+``kdbg_guard.py`` it imports kdbg itself, from the checkout this file lives in, so
+frames are named exactly as kdbg names them: :class:`kdbg.symbols.kallsyms.Kallsyms`,
+with the module list kept next to the copy (``NAME.modules``) bounding each module's
+names, and ``0xADDR [?]`` where no known text covers an address.
 
 Commands:
   kdbg-kallsyms FILE   read a copy of the target's /proc/kallsyms; from then on ``bt``
-                       shows ``function+0xoff [module]`` instead of ``??``
+                       shows ``function+0xoff [module]`` instead of ``??`` (run it
+                       again with a newer copy when the target's modules change)
   kdbg-sym ADDR        print ADDR as ``symbol+0xoff``
 """
 
 from __future__ import annotations
 
-import bisect
+import sys
+from pathlib import Path
 
 from gdb.FrameDecorator import FrameDecorator  # type: ignore[import-not-found]
 
 import gdb  # type: ignore[import-not-found]
 
-_TEXT = frozenset("tTwW")
+_ROOT = str(Path(__file__).resolve().parent.parent)
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+from kdbg.errors import KdbgError  # noqa: E402
+from kdbg.symbols.kallsyms import Kallsyms  # noqa: E402
+
+TABLE: Kallsyms | None = None
 
 
-class KallsymsTable:
-    """Text symbols sorted by address; ``name(addr)`` gives ``sym+0xoff [mod]`` or None."""
-
-    def __init__(self, text: str) -> None:
-        rows = []
-        etext = None
-        for line in text.splitlines():
-            parts = line.split()
-            if len(parts) < 3 or parts[1] not in _TEXT:
-                if len(parts) >= 3 and parts[2] == "_etext":
-                    etext = int(parts[0], 16)
-                continue
-            try:
-                addr = int(parts[0], 16)
-            except ValueError:
-                continue
-            if parts[2] == "_etext" and len(parts) == 3:
-                etext = addr
-            mod = parts[3].strip("[]") if len(parts) > 3 else None
-            rows.append((addr, parts[2], mod))
-        rows.sort(key=lambda r: (r[0], r[1].startswith(("__pfx_", "__cfi_")), r[1]))
-        self.rows = []
-        for row in rows:
-            if self.rows and self.rows[-1][0] == row[0]:
-                continue
-            self.rows.append(row)
-        self.addrs = [r[0] for r in self.rows]
-        self.etext = etext
-
-    def name(self, addr: int) -> str | None:
-        i = bisect.bisect_right(self.addrs, addr) - 1
-        if i < 0:
-            return None
-        base, sym, mod = self.rows[i]
-        if mod is None and self.etext is not None and addr >= self.etext:
-            nxt = self.rows[i + 1] if i + 1 < len(self.rows) else None
-            if nxt is None or nxt[2] is None:
-                return None
-        text = f"{sym}+0x{addr - base:x}"
-        return f"{text} [{mod}]" if mod else text
-
-
-TABLE: KallsymsTable | None = None
+def name(addr: int) -> str | None:
+    """``addr`` as kdbg names it, or None without a table."""
+    return None if TABLE is None else str(TABLE.lookup(addr))
 
 
 class _Named(FrameDecorator):  # type: ignore[misc]
     def function(self):  # type: ignore[no-untyped-def]
         frame = self.inferior_frame()
         if frame.name() is None:
-            named = TABLE.name(frame.pc()) if TABLE is not None else None
-            return named or "??"
+            return name(frame.pc()) or "??"
         return super().function()
 
 
@@ -99,13 +70,13 @@ class _Load(gdb.Command):  # type: ignore[misc]
         if not path:
             raise gdb.GdbError("usage: kdbg-kallsyms FILE")
         try:
-            with open(path) as f:
-                TABLE = KallsymsTable(f.read())
-        except OSError as err:
+            TABLE = Kallsyms.load(path)
+        except KdbgError as err:
             raise gdb.GdbError(f"kdbg-kallsyms: {err}") from err
         if "kdbg-kallsyms" not in gdb.frame_filters:
             _Filter()
-        print(f"kdbg: {len(TABLE.rows)} kernel text symbols from {path}")
+        mods = "" if TABLE.modules is None else f", {len(TABLE.modules)} modules"
+        print(f"kdbg: {len(TABLE)} kernel text symbols from {path}{mods}")
 
 
 class _Sym(gdb.Command):  # type: ignore[misc]
@@ -118,7 +89,7 @@ class _Sym(gdb.Command):  # type: ignore[misc]
         if TABLE is None:
             raise gdb.GdbError("kdbg-sym: load a table first with kdbg-kallsyms FILE")
         addr = int(gdb.parse_and_eval(arg)) & 0xFFFFFFFFFFFFFFFF
-        print(f"0x{addr:x} {TABLE.name(addr) or '??'}")
+        print(f"0x{addr:x} {name(addr)}")
 
 
 _Load()

@@ -60,6 +60,8 @@ class BreakTextSink:
             _emit(self.out, f"    at {stop.file}:{stop.line}")
         if hit.skb is not None:
             _emit(self.out, f"    {hit.skb.summary()}")
+        if hit.cause is not None:
+            _emit(self.out, f"    cause: {hit.cause.get('summary') or hit.cause.get('meaning')}")
         _emit(self.out, "    backtrace (gdb, trusted frames only):")
         for line in lines[1:]:
             _emit(self.out, f"      {line}")
@@ -72,6 +74,18 @@ class BreakTextSink:
             _emit(self.out, f"    kernel stack: none ({hit.stack_note})")
 
     def record(self, record: dict[str, object]) -> None:
+        if record.get("type") == "modules":
+            what = []
+            for key in ("loaded", "unloaded"):
+                names = record.get(key)
+                if isinstance(names, list) and names:
+                    what.append(f"{key} {', '.join(map(str, names))}")
+            text = "; ".join(what)
+            gone = record.get("removed_breakpoint")
+            if isinstance(gone, dict):
+                text += (f"; breakpoint {gone['number']} at {gone['label']} went with its "
+                         f"module and was deleted")
+            _emit(self.err, f"kdbg: the target's modules changed: {text}")
         if record.get("type") == "summary":
             _emit(self.err, f"kdbg: the target's tracer: {record.get('matched')} drops "
                             f"matched, {record.get('lost')} lost")
@@ -113,6 +127,8 @@ class BreakJsonSink:
             rec["kernel_stack"] = list(hit.kernel_stack)
         if hit.stack_note is not None:
             rec["kernel_stack_note"] = hit.stack_note
+        if hit.cause is not None:
+            rec["cause"] = hit.cause
         self._json(rec)
 
     def record(self, record: dict[str, object]) -> None:

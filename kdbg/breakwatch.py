@@ -17,9 +17,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from kdbg.debugger import NotADropSite, Session
+from kdbg.debugger.errors import GdbCancelled, TargetLost
+from kdbg.debugger.livemodules import ModuleChange, ModuleFollower
 from kdbg.debugger.model import Breakpoint, CleanupReport, DropSite, Stop
 from kdbg.debugger.run import open_session
 from kdbg.debugger.skb import SkbInfo, read_skb
@@ -33,6 +35,7 @@ from kdbg.symbols.kallsyms import Kallsyms
 from kdbg.trace.event import DropEvent
 from kdbg.watch import WatchConfig, remote_options
 
+TRACER_STOP_WAIT = 0.3  # s for the guest's tracer to end on SIGINT before the channel drops
 READY_TIMEOUT = 300.0  # bcc compiles in ~9 s in a TCG guest; a loaded host is slower
 
 
@@ -77,6 +80,7 @@ class Hit:
     skb: SkbInfo | None
     kernel_stack: tuple[str, ...] | None = None
     stack_note: str | None = None
+    cause: dict[str, Any] | None = None  # the stopped skb's drop cause, from the tracer
     deadline: float = 0.0
     stopped_at: float = 0.0  # time.monotonic() when kdbg saw the stop
 
@@ -127,7 +131,7 @@ def drop_lines(cfg: BreakConfig, vmlinux: str | Path | None,
             from kdbg.lab import guest
 
             name = cfg.lab or "default"
-            version = guest.run(name, ["cat", "/proc/version"]).check().stdout.decode()
+            version = (guest.read_fact(name, "/proc/version") or b"").decode() or None
             modules = guest.module_debug(name)
         lines = DropLines(vmlinux, kallsyms, version, modules)
         lines.warm()
@@ -164,26 +168,46 @@ class _Stop(Exception):
     pass
 
 
+def connect_cleanup(err: BaseException) -> CleanupReport:
+    """The cleanup record of a break-watch interrupted while connecting: what the
+    session's abandon did (:meth:`Session.connect` hangs it on the exception), or,
+    before gdb started, that the target was never touched."""
+    report = getattr(err, "kdbg_cleanup", None)
+    if isinstance(report, CleanupReport):
+        return report
+    return CleanupReport(target_state="running, untouched (interrupted before gdb attached)",
+                         steps=["interrupted while connecting"])
+
+
 def run(watch: WatchConfig, cfg: BreakConfig, sink: BreakSink) -> BreakOutcome:
     """Watch, arm at the first matching drop site, report stops; always clean up."""
     if cfg.events_cmd is not None and cfg.gdb is None:
         raise BadInput("--events-cmd needs --gdb ENDPOINT to reach the same kernel")
     if cfg.break_count < 1:
         raise BadInput("--break-count must be at least 1")
-    target = resolve_target(cfg, sink.progress)
-    # Before gdb holds the target: for a lab this asks the running guest its version.
-    ks_path = target.kallsyms
-    lines = drop_lines(cfg, target.vmlinux,
-                       (lambda: Kallsyms.load(ks_path)) if ks_path else None, sink.progress)
-    sink.progress(f"connecting gdb to {target.label or target.endpoint}")
+    lines: DropLines | None = None
     try:
+        target = resolve_target(cfg, sink.progress)
+        # Before gdb holds the target: for a lab this asks the running guest its version.
+        ks_path = target.kallsyms
+        lines = drop_lines(cfg, target.vmlinux,
+                           (lambda: Kallsyms.load(ks_path)) if ks_path else None,
+                           sink.progress)
+        sink.progress(f"connecting gdb to {target.label or target.endpoint}")
         session = open_session(target, timeout=120, progress=sink.progress)
+    except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM (kdbg.lifetime.Terminated)
+        if lines is not None:
+            lines.close()
+        aborted = connect_cleanup(err)
+        sink.cleanup(aborted)
+        return BreakOutcome(0, 0, (), False, aborted, True)
     except BaseException:
         if lines is not None:
             lines.close()
         raise
     if cfg.transport is not None:
         session.set_guard_transport(cfg.transport)
+    follower: ModuleFollower | None = None
     source = _source(cfg, watch, stacks=True)
     drops = hits = 0
     refused: list[Decision] = []
@@ -193,14 +217,18 @@ def run(watch: WatchConfig, cfg: BreakConfig, sink: BreakSink) -> BreakOutcome:
     last_armed: DropEvent | None = None
     report: CleanupReport | None = None
     signals = StopSignals.install()
+    session.gdb.cancel = lambda: bool(signals)  # a slow gdb command gives way to Ctrl-C
     deadline = time.monotonic() + watch.duration if watch.duration else None
     pending: list[Hit] = []
     try:
         session.resume()
+        follower = _follow_modules(target)
         sink.progress("starting the tracer in the target")
         stream = source.start()
         early: list[Item] = []
-        wait_ready(stream, READY_TIMEOUT, on_item=early.append)
+        if not wait_ready(stream, READY_TIMEOUT, on_item=early.append,
+                          stop=lambda: bool(signals)):
+            raise _Stop
         sink.progress(f"tracer attached; waiting for a matching drop "
                       f"(breaks: {cfg.break_count})")
 
@@ -213,6 +241,8 @@ def run(watch: WatchConfig, cfg: BreakConfig, sink: BreakSink) -> BreakOutcome:
                 def show(ev: DropEvent = ev) -> None:
                     sink.drop(lines.annotate(ev) if lines else ev)
 
+                if follower is not None and bp is None and follower.due(session, ev.module):
+                    _report_modules(follower.refresh(session), sink)
                 if bp is None and ev.address not in refused_at:
                     # Arm first: a first source lookup in a new file takes addr2line
                     # 0.1 s; the drop line is still printed before the verdict.
@@ -225,6 +255,7 @@ def run(watch: WatchConfig, cfg: BreakConfig, sink: BreakSink) -> BreakOutcome:
                 for h in list(pending):
                     if h.skb is not None and ev.skb == h.skb.address and ev.stack:
                         h.kernel_stack = tuple(str(f) for f in ev.stack)
+                        h.cause = ev.cause
                         pending.remove(h)
                         sink.hit(h)
             elif item.kind == "record" and item.record is not None:
@@ -237,6 +268,10 @@ def run(watch: WatchConfig, cfg: BreakConfig, sink: BreakSink) -> BreakOutcome:
         for item in early:
             handle(item)
         while not signals:
+            if bp is None:
+                session.gdb.poll(0)  # hear gdb lose the target even with nothing armed
+            if session.lost is not None:
+                raise TargetLost(f"the target is gone: {session.lost}")
             now = time.monotonic()
             for h in [h for h in pending if now >= h.deadline]:
                 pending.remove(h)
@@ -245,6 +280,14 @@ def run(watch: WatchConfig, cfg: BreakConfig, sink: BreakSink) -> BreakOutcome:
                 sink.hit(h)
             if hits >= cfg.break_count and not pending:
                 break
+            if follower is not None and follower.due(session):
+                change = follower.refresh(session)
+                gone = bp is not None and change.covers_gone(bp.address)
+                _report_modules(change, sink, bp if gone else None)
+                refused_at = {a for a in refused_at if not change.covers_gone(a)}
+                if gone and bp is not None:
+                    session.delete(bp)  # its module went: the next drop arms afresh
+                    bp = site = None
             if deadline is not None and now >= deadline:
                 break
             if watch.count is not None and drops >= watch.count and bp is None:
@@ -265,7 +308,11 @@ def run(watch: WatchConfig, cfg: BreakConfig, sink: BreakSink) -> BreakOutcome:
                 if last_armed is not None and last_armed.stack:
                     hit.kernel_stack = tuple(str(f) for f in last_armed.stack)
                     hit.stack_note = "the stack of the drop that armed this breakpoint"
+                    hit.cause = last_armed.cause
                 sink.hit(hit)
+                # gdb's prompt owns the terminal (its Ctrl-C goes to gdb); a signal to
+                # kdbg itself ends the handoff through the clean-up below.
+                signals.restore()
                 report = session.interactive(
                     banner=f"kdbg: stopped at {stop.symbol}+0x{stop.offset:x}; "
                            "'kdbg-done' or 'quit' resumes the target and ends kdbg")
@@ -277,24 +324,59 @@ def run(watch: WatchConfig, cfg: BreakConfig, sink: BreakSink) -> BreakOutcome:
             hit.deadline = time.monotonic() + HIT_STACK_WAIT
             pending.append(hit)
     except _Stop:
-        sink.progress(f"the tracer ended: {source.stream.error_summary()}")
+        if not signals:
+            sink.progress(f"the tracer ended: {source.stream.error_summary()}")
+    except GdbCancelled:
+        pass  # Ctrl-C or SIGTERM: clean up below
     except EventStreamError as err:
         raise KdbgError(str(err)) from err
     finally:
-        signals.restore()
-        for h in pending:  # stopped before the tracer reported the stopped skb
-            h.stack_note = "kdbg ended before the tracer reported this skb"
-            sink.hit(h)
+        # The target first: it is released (and the cleanup record written) before the
+        # tracer is stopped, so Ctrl-C or SIGTERM ends all of it within 2 s.
         try:
-            source.stop()
-        finally:
-            if lines is not None:
-                lines.close()
             if report is None:
                 report = session.close()
             sink.cleanup(report)
+        finally:
+            signals.restore()
+            for h in pending:  # stopped before the tracer reported the stopped skb
+                h.stack_note = "kdbg ended before the tracer reported this skb"
+                sink.hit(h)
+            try:
+                # the hit records are out; the tracer's own summary is not waited for long
+                source.stop(wait=TRACER_STOP_WAIT)
+            finally:
+                if lines is not None:
+                    lines.close()
+                if follower is not None:
+                    follower.close()
     return BreakOutcome(drops, hits, tuple(refused), bp is not None, report,
                         bool(signals))
+
+
+def _follow_modules(target: Target) -> ModuleFollower | None:
+    """For a lab: follow its modules for the whole session (a module loaded after attach
+    gets its own names and gdb its debug file; one unloaded is forgotten)."""
+    if target.lab is None:
+        return None
+    from kdbg.lab import guest
+
+    root = guest.module_debug(target.lab) if target.vmlinux is not None else None
+    return ModuleFollower(target.lab, root, target.modules)
+
+
+def _report_modules(change: ModuleChange, sink: BreakSink,
+                    removed: Breakpoint | None = None) -> None:
+    if not change and removed is None:
+        return
+    record: dict[str, object] = {"type": "modules", "loaded": list(change.added),
+                                 "unloaded": list(change.removed),
+                                 "debug_files": list(change.debug_loaded)}
+    if removed is not None:
+        record["removed_breakpoint"] = {"number": removed.number,
+                                        "address": f"0x{removed.address:x}",
+                                        "label": removed.label}
+    sink.record(record)
 
 
 def _arm(session: Session, cfg: BreakConfig, ev: DropEvent, sink: BreakSink,

@@ -24,6 +24,7 @@ from kdbg.errors import KdbgError
 from kdbg.trace.event import DropEvent
 
 READY = "kdbg: watching"
+STOP_WAIT = 1.0  # s a stopped tracer has to print its summary (Ctrl-C ends kdbg in 2 s)
 
 
 class EventStreamError(KdbgError):
@@ -125,16 +126,16 @@ class CommandSource:
             t.join(timeout=5)
         self.stream.end(status)
 
-    def stop(self) -> None:
+    def stop(self, wait: float = STOP_WAIT) -> None:
         """SIGINT the command's process group (the remote tracer prints its summary),
-        then SIGKILL if it does not go."""
+        then SIGKILL if it does not go within ``wait`` s."""
         proc = self._proc
         if proc is None or proc.poll() is not None:
             return
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGINT)
         try:
-            proc.wait(timeout=15)
+            proc.wait(timeout=wait)
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -171,15 +172,15 @@ class LabSource:
         finally:
             self.stream.end(status)
 
-    def stop(self) -> None:
-        """SIGINT the guest's tracer so it prints its summary; then drop the channel
-        (the lab's agent kills whatever is left)."""
+    def stop(self, wait: float = STOP_WAIT) -> None:
+        """SIGINT the guest's tracer so it prints its summary; after ``wait`` s drop the
+        channel (the lab's agent kills whatever is left)."""
         if self._session is None:
             return
         with contextlib.suppress(KdbgError, OSError):
             self._session.signal(signal.SIGINT)
         if self._thread is not None:
-            self._thread.join(timeout=20)
+            self._thread.join(timeout=wait)
         self._session.close()
 
 
@@ -192,8 +193,10 @@ def watch_argv(options: Iterable[str]) -> list[str]:
 
 
 def wait_ready(stream: EventStream, timeout: float,
-               on_item: Callable[[Item], None] | None = None) -> None:
-    """Block until the remote tracer says it is watching; EventStreamError if it ends.
+               on_item: Callable[[Item], None] | None = None,
+               stop: Callable[[], bool] = lambda: False) -> bool:
+    """Block until the remote tracer says it is watching (True), or until ``stop()``
+    is true (False, within 0.2 s); EventStreamError if the tracer ends first.
 
     stdout and stderr arrive through separate pipes, so records may overtake the
     ready line: every other item is handed to ``on_item`` (stderr text is also kept
@@ -201,12 +204,14 @@ def wait_ready(stream: EventStream, timeout: float,
     """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if stop():
+            return False
         try:
             item = stream.items.get(timeout=0.2)
         except queue.Empty:
             continue
         if item.kind == "ready":
-            return
+            return True
         if item.kind == "end":
             raise EventStreamError(
                 f"the tracer ended before it was ready: {stream.error_summary()}")

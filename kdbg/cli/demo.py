@@ -7,6 +7,7 @@ import sys
 import click
 
 from kdbg import demo as demo_mod
+from kdbg.cli.options import exclude
 from kdbg.report import JsonSink, TextSink
 
 
@@ -34,6 +35,8 @@ def demo(local: bool, interactive: bool, keep: bool, stack: bool, as_json: bool)
     guest, and stops the lab. --local makes 23 drops in namespaces on this
     machine instead. Needs root. Exits 1 if the demo did not see what it made.
     """
+    exclude(click.get_current_context(), {"interactive": ("local",), "keep": ("local",)},
+            why="they are for the lab demo")
     if local:
         sink = JsonSink(sys.stdout, sys.stderr) if as_json else TextSink(sys.stdout, sys.stderr)
         res = demo_mod.run_local(sink, _progress, stack=stack)

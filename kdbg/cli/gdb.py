@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from kdbg.cli.options import exclude, require
 from kdbg.debugger import run, targets
 from kdbg.debugger.model import Breakpoint, DropSite
 from kdbg.errors import BadInput
@@ -16,6 +17,10 @@ def _target(lab: str | None, gdb_ep: str | None, vmlinux: str | None,
             kallsyms: str | None, no_vmlinux: bool) -> targets.Target:
     if lab and gdb_ep:
         raise BadInput("give --lab or --gdb, not both")
+    # a lab gives its own kallsyms; --no-vmlinux is about the lab's own vmlinux
+    ctx = click.get_current_context()
+    require(ctx, {"kallsyms": ("gdb_ep",)})
+    exclude(ctx, {"no_vmlinux": ("gdb_ep", "vmlinux")})
     if gdb_ep:
         return targets.from_endpoint(gdb_ep, kallsyms=kallsyms, vmlinux=vmlinux)
     target = targets.from_lab(
@@ -27,11 +32,15 @@ def _target(lab: str | None, gdb_ep: str | None, vmlinux: str | None,
     return target
 
 
+def _say(msg: str) -> None:
+    click.echo(f"kdbg: {msg}", err=True)
+
+
 _target_options = [
     click.option("--lab", metavar="NAME", help="a running lab (default: 'default')"),
     click.option("--gdb", "gdb_ep", metavar="ENDPOINT",
-                 help="tcp:HOST:PORT (QEMU stub), serial:HOST:PORT or /dev/ttyS* "
-                      "(kgdboc), udp:HOST:PORT (KGDBoE)"),
+                 help="tcp:HOST:PORT or unix:PATH (QEMU stub), serial:HOST:PORT, "
+                      "serial:PATH or /dev/ttyS* (kgdboc), udp:HOST:PORT (KGDBoE)"),
     click.option("--vmlinux", type=click.Path(exists=True, dir_okay=False),
                  help="the target's vmlinux with DWARF (file:line, full backtraces)"),
     click.option("--kallsyms", type=click.Path(exists=True, dir_okay=False),
@@ -74,7 +83,7 @@ def attach_cmd(lab: str | None, gdb_ep: str | None, vmlinux: str | None,
       kdbg gdb attach --gdb tcp:127.0.0.1:1234 --kallsyms guest-kallsyms.txt
       kdbg gdb attach --gdb udp:10.213.0.2:31337 --vmlinux vmlinux-6.1.0-56-amd64
     """
-    report = run.attach(_target(lab, gdb_ep, vmlinux, kallsyms, no_vmlinux))
+    report = run.attach(_target(lab, gdb_ep, vmlinux, kallsyms, no_vmlinux), progress=_say)
     click.echo(f"kdbg: {report.message()}", err=True)
 
 
@@ -129,7 +138,7 @@ def break_cmd(where: str, lab: str | None, gdb_ep: str | None, vmlinux: str | No
         click.echo(f"kdbg: breakpoint {bp.number} armed at {bp.label} (0x{bp.address:x}); "
                    f"waiting up to {timeout:g} s", err=True)
 
-    result = run.break_and_wait(req, on_armed=armed)
+    result = run.break_and_wait(req, on_armed=armed, progress=_say)
     if as_json:
         click.echo(json.dumps(result.stop.to_json()))
     else:

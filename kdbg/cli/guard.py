@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from kdbg.cli.options import exclude, require
 from kdbg.errors import BadInput
 from kdbg.guard import TRANSPORTS, TargetSymbols, check, enforce, render
 
@@ -85,6 +86,9 @@ def check_cmd(where: str, transport: str, lab: str | None, vmlinux: Path | None,
       kdbg guard check do_sys_openat2 --lab default --transport kgdboc
       kdbg guard check tcp_v4_rcv --vmlinux vmlinux-6.1.0-56-amd64
     """
+    ctx = click.get_current_context()
+    require(ctx, {"btf": ("kallsyms",)})
+    exclude(ctx, {"lab": ("kallsyms",)}, why="the symbols come from --kallsyms")
     symbols = GuardTarget(lab, vmlinux, kallsyms, btf).load()
     try:
         decision = check(where, transport=transport, symbols=symbols, stack=_stack(stack),

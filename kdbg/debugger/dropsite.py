@@ -11,7 +11,7 @@ short window that decodes into step with it) up to the return address.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 from kdbg.debugger.errors import NotADropSite
@@ -31,6 +31,30 @@ DROP_FUNCTIONS = (
     "kfree_skb_list",
     "__kfree_skb_reason",
 )
+
+# The function the tracepoint fires in, newest kernels first: a target has one of them out
+# of line (on 6.11+ kfree_skb_reason() is an inline wrapper, so it is not in kallsyms).
+PRIMARY = ("sk_skb_reason_drop", "kfree_skb_reason", "kfree_skb")
+
+
+def _lookup(names: Iterable[str]) -> Collection[str]:
+    return names if isinstance(names, Collection) else set(names)
+
+
+def drop_function(names: Iterable[str]) -> str | None:
+    """The target's out-of-line drop function, from its own symbol names (kallsyms):
+    ``sk_skb_reason_drop`` on 6.11+, ``kfree_skb_reason`` from 5.17, else ``kfree_skb``."""
+    have = _lookup(names)
+    return next((n for n in PRIMARY if n in have), None)
+
+
+def drop_functions(names: Iterable[str]) -> tuple[str, ...]:
+    """The drop functions (:data:`DROP_FUNCTIONS`) the target has, its main one first."""
+    have = _lookup(names)
+    main = drop_function(have)
+    rest = tuple(n for n in DROP_FUNCTIONS if n in have and n != main)
+    return ((main,) if main else ()) + rest
+
 
 _CALL = re.compile(r"^\s*(?:call|callq)\s+(?P<target>\*?\S+)(?:\s+<(?P<sym>[^>+]+)(?:\+\d+)?>)?")
 
@@ -75,18 +99,24 @@ def call_before(insns: list[Instruction], return_address: int) -> Instruction | 
     return None
 
 
-def check_callee(callee: str | None, location: str, ins: Instruction) -> str:
-    """Return ``callee`` when it is a drop function; NotADropSite naming it otherwise."""
+def check_callee(callee: str | None, location: str, ins: Instruction,
+                 target: Iterable[str] | None = None) -> str:
+    """Return ``callee`` when it is a drop function; NotADropSite naming it otherwise.
+
+    With ``target`` (the target's symbol names), only the drop functions it has count.
+    """
+    known = drop_functions(target) if target is not None else DROP_FUNCTIONS
+    known = known or DROP_FUNCTIONS
     if callee is None:
         raise NotADropSite(
             f"{location}: the call before it ({ins.text}) is indirect; "
             "kdbg cannot prove it calls a drop function",
             hint="break at the location itself (kdbg gdb break ADDR)",
         )
-    if callee not in DROP_FUNCTIONS:
+    if callee not in known:
         raise NotADropSite(
             f"{location}: the call before it goes to {callee}, not a drop function "
-            f"({', '.join(DROP_FUNCTIONS[:3])}, ...)",
+            f"({', '.join(known[:3])}{', ...' if len(known) > 3 else ''})",
             hint="a tail call may have hidden the real caller; break at the location itself",
         )
     return callee

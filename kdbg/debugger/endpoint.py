@@ -1,10 +1,12 @@
 """Where gdb reaches the target kernel, and what that transport allows.
 
-``tcp:HOST:PORT``
-    QEMU's gdb stub. Interrupt with Ctrl-C (0x03); breakpoints are kept by QEMU, outside
-    guest memory.
-``serial:HOST:PORT`` or ``/dev/ttyXXX``
-    kgdb over a serial line (kgdboc), here a QEMU serial port exposed on TCP, or a real
+``tcp:HOST:PORT`` or ``unix:PATH``
+    QEMU's gdb stub, on TCP or on a Unix socket (a lab's stub is a socket in its state
+    directory, mode 0700, so only the lab's owner reaches it). Interrupt with Ctrl-C
+    (0x03); breakpoints are kept by QEMU, outside guest memory.
+``serial:HOST:PORT``, ``serial:PATH`` or ``/dev/ttyXXX``
+    kgdb over a serial line (kgdboc): a serial port exposed on TCP, a QEMU serial port on
+    a Unix socket (``serial:/…/kgdboc.sock``; a PATH under ``/dev/`` is a tty), or a real
     tty. kgdb is deaf while the kernel runs: interrupting it takes SysRq-G in the target.
 ``udp:HOST:PORT``
     KGDBoE (or, in tests, a UDP relay to QEMU's stub). 0x03 interrupts.
@@ -17,31 +19,38 @@ from dataclasses import dataclass
 
 from kdbg.errors import BadInput
 
-TRANSPORTS = {"tcp": "gdbstub", "serial": "kgdboc", "udp": "kgdboe"}
+TRANSPORTS = {"tcp": "gdbstub", "unix": "gdbstub", "serial": "kgdboc", "udp": "kgdboe"}
+ENDPOINT_FORMS = ("tcp:HOST:PORT, unix:PATH, serial:HOST:PORT, serial:PATH, udp:HOST:PORT "
+                  "or /dev/ttyS*")
 
 
 @dataclass(frozen=True)
 class Endpoint:
-    """A parsed gdb endpoint. ``kind`` is tcp, serial or udp; ``device`` for a tty path."""
+    """A parsed gdb endpoint. ``kind`` is tcp, unix, serial or udp; ``device`` for a tty
+    path, ``path`` for a Unix socket (``unix``, or ``serial`` on a socket)."""
 
     kind: str
     host: str = ""
     port: int = 0
     device: str | None = None
     baud: int = 115200
+    path: str | None = None
 
     @classmethod
     def parse(cls, text: str) -> Endpoint:
-        """Parse ``tcp:H:P``, ``serial:H:P``, ``udp:H:P`` or a device path like ``/dev/ttyS1``."""
+        """Parse one of the forms in the module docstring."""
         text = text.strip()
         if text.startswith("/"):
             return cls("serial", device=text)
+        for kind in ("unix", "serial"):
+            rest = text.removeprefix(f"{kind}:")
+            if rest != text and rest.startswith("/"):
+                if kind == "serial" and rest.startswith("/dev/"):
+                    return cls("serial", device=rest)
+                return cls(kind, path=rest)
         m = re.fullmatch(r"(tcp|serial|udp):(\[[^\]]+\]|[^:]+):(\d{1,5})", text)
         if m is None:
-            raise BadInput(
-                f"cannot parse gdb endpoint {text!r}",
-                hint="use tcp:HOST:PORT, serial:HOST:PORT, udp:HOST:PORT or /dev/ttyS*",
-            )
+            raise BadInput(f"cannot parse gdb endpoint {text!r}", hint=f"use {ENDPOINT_FORMS}")
         port = int(m[3])
         if not 0 < port < 65536:
             raise BadInput(f"port {port} out of range in {text!r}")
@@ -57,6 +66,8 @@ class Endpoint:
         """The argument of gdb's ``target remote``."""
         if self.device is not None:
             return self.device
+        if self.path is not None:
+            return self.path  # gdb opens a Unix socket given as a plain path
         proto = "udp" if self.kind == "udp" else "tcp"
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{proto}:{host}:{self.port}"
@@ -64,9 +75,12 @@ class Endpoint:
     @property
     def can_break_in(self) -> bool:
         """Whether gdb's Ctrl-C (0x03) stops a running target over this transport."""
-        return self.kind in ("tcp", "udp")
+        return self.kind in ("tcp", "unix", "udp")
 
     def __str__(self) -> str:
         if self.device is not None:
             return self.device
-        return f"{self.kind}:{self.host}:{self.port}"
+        if self.path is not None:
+            return f"{self.kind}:{self.path}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.kind}:{host}:{self.port}"

@@ -13,6 +13,14 @@ class TargetUnreachable(GdbError):
     """gdb could not connect to the endpoint, or the target did not answer."""
 
 
+class GdbCancelled(GdbError):
+    """A gdb command was abandoned because kdbg is stopping (Ctrl-C, SIGTERM)."""
+
+
+class TargetLost(GdbError):
+    """The target went away under an open session (the lab's QEMU died, the link broke)."""
+
+
 class NotADropSite(BadInput):
     """The instruction before a drop location is not a call to a drop function."""
 

@@ -18,6 +18,7 @@ import logging
 import os
 import select
 import shutil
+import signal
 import threading
 import time
 import tty
@@ -26,13 +27,18 @@ from collections.abc import Callable, Sequence
 
 import pexpect
 
-from kdbg.debugger.errors import GdbDied
+from kdbg.debugger.errors import GdbCancelled, GdbDied
 from kdbg.debugger.mi import LineSplitter, Record, Reply, Router, parse_line, quote
 from kdbg.errors import GdbError, GdbTimeout
+from kdbg.lifetime import die_with_parent
 
 log = logging.getLogger("kdbg.debugger")
 
 DEFAULT_GDB = "gdb"
+
+
+def _never() -> bool:
+    return False
 
 
 class GdbProcess:
@@ -56,6 +62,9 @@ class GdbProcess:
         self._token = 0
         self._dead_reason: str | None = None
         self._lock = threading.RLock()
+        # While true, waiting for a reply stops: the command is interrupted in gdb (SIGINT,
+        # gdb's Quit) and GdbCancelled raised, so Ctrl-C is not held up by a slow one.
+        self.cancel: Callable[[], bool] = _never
         master, slave = os.openpty()
         tty.setraw(slave)
         slave_name = os.ttyname(slave)
@@ -72,8 +81,10 @@ class GdbProcess:
             args += ["-ex", cmd]
         try:
             argv = [*prefix, path, *args]
+            # gdb dies with kdbg, even when kdbg is killed with SIGKILL.
             self.child = pexpect.spawn(
-                argv[0], argv[1:], timeout=start_timeout, dimensions=(40, 160)
+                argv[0], argv[1:], timeout=start_timeout, dimensions=(40, 160),
+                preexec_fn=die_with_parent,
             )
         except pexpect.ExceptionPexpect as err:
             os.close(master)
@@ -183,8 +194,9 @@ class GdbProcess:
         token = self.send(command)
         return self.reply(token, command, timeout)
 
-    def reply(self, token: int, command: str, timeout: float) -> Reply:
-        """Wait for the result record of an already sent command (see :meth:`command`)."""
+    def reply(self, token: int, command: str, timeout: float, *, keep: bool = False) -> Reply:
+        """Wait for the result record of an already sent command (see :meth:`command`).
+        With ``keep``, a timeout leaves the command pending, to be waited for again."""
         deadline = time.monotonic() + timeout
         while True:
             reply = self.router.take(token)
@@ -196,11 +208,23 @@ class GdbProcess:
             if self.dead_reason is not None:
                 self.router.forget(token)
                 raise GdbDied(f"{self.dead_reason} while running {command.split()[0]}")
+            if self.cancel():
+                self.router.forget(token)
+                self.quit_command()
+                raise GdbCancelled(f"{command.split()[0]} abandoned: kdbg is stopping")
             left = deadline - time.monotonic()
             if left <= 0:
-                self.router.forget(token)
+                if not keep:
+                    self.router.forget(token)
                 raise GdbTimeout(f"gdb did not answer {command.split()[0]} within {timeout:g} s")
             self._pump(min(left, 0.5))
+
+    def quit_command(self) -> None:
+        """Interrupt the command gdb is running (SIGINT: gdb's Quit). With the target
+        running this also stops it, as Ctrl-C in gdb would."""
+        with contextlib.suppress(OSError):
+            if self.child.isalive():
+                os.kill(self.pid, signal.SIGINT)
 
     def console(self, cli: str, timeout: float = 10.0) -> str:
         """Run a CLI command through MI and return what it printed."""
@@ -275,12 +299,18 @@ class GdbProcess:
 
     # -- ending ---------------------------------------------------------------
 
-    def kill(self) -> None:
-        """Stop gdb (SIGTERM, then SIGKILL) and release its ptys. Idempotent."""
+    def kill(self, grace: float = 0.0) -> None:
+        """Stop gdb and release its ptys: ``grace`` s to exit by itself (after
+        ``-gdb-exit``), then SIGKILL. Idempotent."""
+        deadline = time.monotonic() + grace
         with contextlib.suppress(Exception):
+            while self.child.isalive() and time.monotonic() < deadline:
+                time.sleep(0.01)
             if self.child.isalive():
-                self.child.terminate(force=True)
+                self.child.kill(signal.SIGKILL)
+                self.child.wait()
         with contextlib.suppress(Exception):
+            self.child.ptyproc.delayafterclose = 0  # gdb is reaped already: no 0.1 s nap
             self.child.close(force=True)
         with contextlib.suppress(OSError):
             os.close(self._mi_fd)

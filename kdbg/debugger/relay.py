@@ -1,4 +1,4 @@
-"""A UDP-to-TCP relay (socat), so gdb's ``target remote udp:`` can reach QEMU's TCP stub.
+"""A UDP relay (socat), so gdb's ``target remote udp:`` can reach QEMU's stub (TCP or Unix).
 
 This exercises gdb's UDP transport (the one KGDBoE uses) end to end in the lab. It is
 not KGDBoE. socat runs without ``fork``: with it, every datagram opens a new TCP
@@ -14,7 +14,9 @@ import subprocess
 import time
 from types import TracebackType
 
-from kdbg.errors import GdbError
+from kdbg.debugger.endpoint import Endpoint
+from kdbg.errors import BadInput, GdbError
+from kdbg.lifetime import die_with_parent
 
 
 def _free_udp_port(host: str) -> int:
@@ -23,20 +25,34 @@ def _free_udp_port(host: str) -> int:
         return int(s.getsockname()[1])
 
 
-class UdpRelay:
-    """``socat UDP4-LISTEN:PORT,bind=HOST TCP:TCP_HOST:TCP_PORT``; ``endpoint`` is for gdb."""
+def socat_address(stub: Endpoint) -> str:
+    """socat's address for a stub endpoint (``tcp:`` or ``unix:``)."""
+    if stub.kind == "unix" and stub.path is not None:
+        return f"UNIX-CONNECT:{stub.path}"
+    if stub.kind == "tcp":
+        return f"TCP:{stub.host}:{stub.port}"
+    raise BadInput(f"cannot relay UDP to {stub}: only a tcp: or unix: stub")
 
-    def __init__(self, tcp_host: str, tcp_port: int, *, host: str = "127.0.0.1") -> None:
+
+class UdpRelay:
+    """``socat UDP4-LISTEN:PORT,bind=HOST STUB``; ``endpoint`` is for gdb.
+
+    ``stub`` is QEMU's stub as an endpoint (``tcp:H:P`` or ``unix:PATH``).
+    """
+
+    def __init__(self, stub: Endpoint | str, *, host: str = "127.0.0.1") -> None:
+        target = socat_address(stub if isinstance(stub, Endpoint) else Endpoint.parse(stub))
         socat = shutil.which("socat")
         if socat is None:
             raise GdbError("socat not found", hint="apt-get install socat")
         self.host = host
         self.port = _free_udp_port(host)
         self.proc = subprocess.Popen(
-            [socat, f"UDP4-LISTEN:{self.port},bind={host}", f"TCP:{tcp_host}:{tcp_port}"],
+            [socat, f"UDP4-LISTEN:{self.port},bind={host}", target],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
+            preexec_fn=die_with_parent,  # socat never outlives kdbg
         )
         time.sleep(0.2)
         if self.proc.poll() is not None:

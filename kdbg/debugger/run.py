@@ -6,12 +6,15 @@ returns what happened; the CLI only renders it.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from kdbg.debugger import leftovers
 from kdbg.debugger.model import Breakpoint, CleanupReport, DropSite, Stop
 from kdbg.debugger.session import Session
 from kdbg.debugger.targets import Target
+from kdbg.errors import GdbTimeout, KdbgError
 
 
 @dataclass(frozen=True)
@@ -41,13 +44,14 @@ def break_and_wait(
     req: BreakRequest,
     *,
     on_armed: Callable[[Breakpoint, DropSite | None], None] | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> BreakResult:
     """Connect, set the breakpoint (through the guard), resume, wait for the hit.
 
     Raises GdbTimeout when nothing hits within ``req.timeout``; the session is cleaned
     up either way. With ``interactive`` the user gets gdb's prompt at the hit first.
     """
-    with open_session(req.target, timeout=req.connect_timeout) as s:
+    with open_session(req.target, timeout=req.connect_timeout, progress=progress) as s:
         site = None
         if req.drop_site:
             addr, _ = s.resolve(req.where)
@@ -57,14 +61,42 @@ def break_and_wait(
         s.resume()
         if on_armed is not None:
             on_armed(bp, site)
-        stop = s.wait_stop(req.timeout)
+        stop = _wait_following(s, req.target, req.timeout, progress)
         report = s.interactive(banner=render_stop(stop) + "\n") if req.interactive else s.close()
     return BreakResult(bp, site, stop, report)
 
 
-def attach(target: Target, *, connect_timeout: float = 30.0) -> CleanupReport:
+def _wait_following(s: Session, target: Target, timeout: float,
+                    progress: Callable[[str], None] | None) -> Stop:
+    """:meth:`Session.wait_stop`, following a lab's modules while the target runs, so
+    the stop's frames are named from the module list of that moment."""
+    if target.lab is None:
+        return s.wait_stop(timeout)
+    from kdbg.debugger.livemodules import ModuleFollower
+    from kdbg.lab import guest
+
+    root = guest.module_debug(target.lab) if target.vmlinux is not None else None
+    follower = ModuleFollower(target.lab, root, target.modules)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                return s.wait_stop(max(0.0, min(1.0, deadline - time.monotonic())))
+            except GdbTimeout:
+                if time.monotonic() >= deadline:
+                    raise
+            if follower.due(s):
+                change = follower.refresh(s)
+                if change and progress is not None:
+                    progress(f"the target's modules changed: {change.describe()}")
+    finally:
+        follower.close()
+
+
+def attach(target: Target, *, connect_timeout: float = 30.0,
+           progress: Callable[[str], None] | None = None) -> CleanupReport:
     """Connect and hand the user gdb's prompt on the stopped target; clean up after."""
-    with open_session(target, timeout=connect_timeout) as s:
+    with open_session(target, timeout=connect_timeout, progress=progress) as s:
         return s.interactive(banner=f"kdbg: attached to {target.label or target.endpoint}\n")
 
 
@@ -82,6 +114,13 @@ def open_session(target: Target, *, timeout: float = 30.0,
         timeout=timeout,
         target_symbols=target.guard_symbols(),
     )
+    if session.attach_note and progress is not None:
+        progress(session.attach_note)
+    if target.stopped and progress is not None:
+        progress(f"{target.label or target.endpoint}: the guest was already stopped (halted "
+                 "by a debugger that is gone); kdbg used the facts it kept and resumes the "
+                 "guest when it ends")
+    _clear_leftovers(session, progress)
     if target.modules:
         try:
             loaded = session.load_modules(target.modules)
@@ -93,6 +132,21 @@ def open_session(target: Target, *, timeout: float = 30.0,
             progress(f"gdb has the debug files of {len(loaded)} modules "
                      f"({', '.join(loaded[:4])}{more})")
     return session
+
+
+def _clear_leftovers(session: Session, progress: Callable[[str], None] | None) -> None:
+    """kgdb targets: take out the breakpoints a dead session left (and say which)."""
+    say = progress or (lambda _: None)
+    try:
+        removed, left = leftovers.clear(session)
+    except KdbgError as err:
+        say(f"could not read kgdb's breakpoint table: {err}")
+        return
+    if removed:
+        say(f"removed {len(removed)} breakpoint(s) a dead session left in kgdb: "
+            f"{', '.join(removed)}")
+    if left:
+        say(f"warning: kgdb still holds breakpoints at {', '.join(left)}")
 
 
 def render_stop(stop: Stop) -> str:

@@ -24,7 +24,6 @@ import logging
 import os
 import re
 import signal
-import socket
 import sys
 import tempfile
 import threading
@@ -35,7 +34,7 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
 
-from kdbg.debugger import dropsite
+from kdbg.debugger import breakin, dropsite, reach
 from kdbg.debugger.endpoint import Endpoint
 from kdbg.debugger.errors import GdbDied, NotADropSite, SessionInterrupted, TargetUnreachable
 from kdbg.debugger.gdbproc import DEFAULT_GDB, GdbProcess
@@ -50,13 +49,23 @@ from kdbg.debugger.model import (
     Stop,
 )
 from kdbg.debugger.vmlinux import inspect as inspect_vmlinux
+from kdbg.debugger.watchdog import Watchdog, release
 from kdbg.errors import BadInput, GdbError, GdbTimeout, KdbgError
+from kdbg.guard.decision import Decision
+from kdbg.guard.judge import Guard
 from kdbg.paths import GDB_DIR, run_dir
 from kdbg.symbols.kallsyms import Kallsyms
+from kdbg.symbols.sources import source_roots, tree_relative
+from kdbg.symbols.target import TargetSymbols
 
 log = logging.getLogger("kdbg.debugger")
 
 DONE_MARKER = "@@kdbg-done@@"
+# A refused connect fails at once, an unanswered one within 3 s (gdb's defaults: 15 s
+# of retries).
+FAST_CONNECT = ("set tcp auto-retry off", "set tcp connect-timeout 3")
+CLOSE_BUDGET = 1.5  # s: interrupt, delete, detach through the session's gdb
+RECOVER_BUDGET = 3.0  # s: a fresh gdb's attach and detach, when that failed
 ARG_REGISTERS = ("rdi", "rsi", "rdx", "rcx", "r8", "r9")
 _LIVE: weakref.WeakSet[Session] = weakref.WeakSet()
 _WINDOW = 64  # bytes disassembled before a return address before falling back to the start
@@ -80,7 +89,7 @@ class Session:
         has_dwarf: bool,
         kaslr_offset: int,
         interrupter: Callable[[], None] | None,
-        target_symbols: Any,
+        guard: Guard,
         gdb_path: str,
         gdb_prefix: tuple[str, ...],
         remotetimeout: int,
@@ -95,7 +104,7 @@ class Session:
         self.has_dwarf = has_dwarf
         self.kaslr_offset = kaslr_offset
         self.interrupter = interrupter
-        self.target_symbols = target_symbols
+        self.guard = guard
         self.breakpoints: dict[int, Breakpoint] = {}
         self.running = False
         self.closed = False
@@ -108,6 +117,11 @@ class Session:
         self._sym_cache: dict[int, tuple[str | None, int, str | None]] = {}
         self._old_sigterm: Any = None
         self._tmpfile: Path | None = None
+        self._attached = False
+        self._detaching = False
+        self._watchdog: Watchdog | None = None
+        self.lost: str | None = None  # why the target is gone, once gdb has said so
+        self.attach_note: str | None = None  # what attaching took (a break-in), for the user
         _LIVE.add(self)
 
     # -- connecting -----------------------------------------------------------
@@ -123,11 +137,13 @@ class Session:
         timeout: float = 30.0,
         remotetimeout: int = 10,
         interrupter: Callable[[], None] | None = None,
-        target_symbols: Any = None,
+        target_symbols: TargetSymbols | None = None,
+        guard: Guard | None = None,
         gdb: str = DEFAULT_GDB,
         gdb_prefix: Sequence[str] = (),
         handle_sigterm: bool = True,
         loud: bool = True,
+        watchdog: bool = True,
     ) -> Session:
         """Start gdb (``--nx``, MI3), load symbols and helpers, and attach to ``endpoint``.
 
@@ -135,11 +151,19 @@ class Session:
         of its ``/proc/kallsyms``): it names frames and, with ``vmlinux``, gives the KASLR
         offset (runtime ``_text`` minus the file's) unless ``kaslr_offset`` is given.
         ``interrupter`` stops a running kgdboc target (SysRq-G in the guest); QEMU's stub
-        and KGDBoE are interrupted with Ctrl-C. ``target_symbols`` is passed to the safety
-        guard (:mod:`kdbg.guard`) as is. ``gdb_prefix`` runs gdb under a command
-        (``ip netns exec NS`` for a KGDBoE lab).
+        and KGDBoE are interrupted with Ctrl-C. ``guard`` judges every breakpoint; by
+        default it is built on ``target_symbols`` (what is known about the target), else
+        on ``kallsyms``, and with neither it refuses every breakpoint (it fails closed).
+        ``gdb_prefix`` runs gdb under a command (``ip netns exec NS`` for a KGDBoE lab).
+
+        An endpoint with nothing behind it raises :class:`TargetUnreachable` before gdb
+        starts (:mod:`kdbg.debugger.reach`). gdb dies with kdbg; unless ``watchdog`` is
+        False, a :class:`Watchdog` process releases the target if kdbg is killed before
+        it could close the session.
         """
         ep = endpoint if isinstance(endpoint, Endpoint) else Endpoint.parse(endpoint)
+        if not gdb_prefix:  # under a prefix (another netns) this host's sockets tell nothing
+            reach.check(ep)
         ksyms, ksyms_file, tmpfile = _load_kallsyms(kallsyms)
         vm = Path(vmlinux) if vmlinux is not None else None
         has_dwarf = False
@@ -150,7 +174,7 @@ class Session:
             if kaslr_offset is None and ksyms is not None:
                 with contextlib.suppress(KdbgError):
                     offset = ksyms.symbol("_text").address - info.text
-        setup = [f"set remotetimeout {remotetimeout}"]
+        setup = [f"set remotetimeout {remotetimeout}", *FAST_CONNECT]
         if ep.kind == "serial" and ep.device is not None:
             setup.append(f"set serial baud {ep.baud}")
         proc = GdbProcess(gdb, setup=setup, start_timeout=min(timeout, 30.0), prefix=gdb_prefix)
@@ -163,7 +187,7 @@ class Session:
             has_dwarf=has_dwarf,
             kaslr_offset=offset,
             interrupter=interrupter,
-            target_symbols=target_symbols,
+            guard=guard or _default_guard(target_symbols, ksyms, vm, offset, ep),
             gdb_path=gdb,
             gdb_prefix=tuple(gdb_prefix),
             remotetimeout=remotetimeout,
@@ -172,10 +196,13 @@ class Session:
         session._tmpfile = tmpfile
         proc.router._on_async = session._on_async
         try:
+            if watchdog:
+                session._watchdog = Watchdog(ep, proc.pid, gdb=gdb, prefix=gdb_prefix)
             session._setup(timeout)
             session._attach(timeout)
-        except BaseException:
-            session._abandon()
+        except BaseException as err:
+            # what was done goes with the error (a break-watch reports it as its cleanup)
+            err.kdbg_cleanup = session._abandon()  # type: ignore[attr-defined]
             raise
         if handle_sigterm:
             session._install_sigterm()
@@ -211,8 +238,9 @@ class Session:
                           timeout)
 
     def _attach(self, timeout: float) -> None:
+        self._attached = True  # from here on, a failure must detach (or release)
         try:
-            self.gdb.command(f"-target-select remote {self.endpoint.gdb_target}", timeout)
+            self._target_select(timeout)
         except GdbTimeout as err:
             raise TargetUnreachable(
                 f"no answer from a gdb stub at {self.endpoint} within {timeout:g} s",
@@ -230,10 +258,40 @@ class Session:
         while self.gdb.router.pop_event(_is_stopped) is not None:
             pass
 
+    def _target_select(self, timeout: float) -> None:
+        """``target remote``. kgdb answers only a stopped kernel: when a KGDBoE or kgdboc
+        target stays silent for :data:`breakin.ANSWER_WITHIN` s (it runs, and a debugger
+        may have died), stop it (the break-in byte over UDP; SysRq-G through the
+        session's interrupter for kgdboc) and let the same attach go on; ``attach_note``
+        says so."""
+        command = f"-target-select remote {self.endpoint.gdb_target}"
+        token = self.gdb.send(command)
+        can_wake = self.endpoint.kind == "udp" or (
+            self.endpoint.kind == "serial" and self.interrupter is not None)
+        if can_wake and timeout > breakin.ANSWER_WITHIN:
+            try:
+                self.gdb.reply(token, command, breakin.ANSWER_WITHIN, keep=True)
+                return
+            except GdbTimeout:
+                if self.endpoint.kind == "udp":
+                    breakin.nudge(self.endpoint, self._gdb_prefix)
+                    self.attach_note = breakin.BROKE_IN
+                else:
+                    assert self.interrupter is not None
+                    self.interrupter()
+                    self.attach_note = breakin.SYSRQ_G
+                timeout -= breakin.ANSWER_WITHIN
+        self.gdb.reply(token, command, timeout)
+
     def _on_async(self, rec: Record) -> None:
         if rec.kind == "exec" and rec.klass == "running":
             self.running = True
         elif rec.kind == "exec" and rec.klass == "stopped":
+            self.running = False
+        elif (rec.kind == "notify" and rec.klass == "thread-group-exited"
+              and self._attached and not self._detaching):
+            # gdb lost the remote connection (the lab's QEMU died, the link broke)
+            self.lost = f"gdb lost its connection to {self.endpoint}"
             self.running = False
 
     def set_guard_transport(self, transport: str) -> None:
@@ -329,54 +387,12 @@ class Session:
 
     def check_guard(
         self, addr: int, *, force: bool = False, stack: Sequence[int] = ()
-    ) -> Any:
-        """Ask :mod:`kdbg.guard` about ``addr`` on this transport; enforce its verdict.
-
-        Returns the guard's Decision, or None while the guard module is not available.
-        """
-        try:
-            from kdbg import guard
-        except ImportError:
-            return None
-        check = getattr(guard, "check", None)
-        enforce = getattr(guard, "enforce", None)
-        if check is None or enforce is None:
-            return None
-        symbols = self._guard_symbols()
-        if symbols is None:
-            if force:
-                return None
-            raise BadInput(
-                "the safety guard needs the target's kallsyms to judge a breakpoint",
-                hint="pass the target's kallsyms (--kallsyms FILE), or --force",
-            )
-        decision = check(
-            addr,
-            transport=self.transport,
-            symbols=symbols,
-            stack=stack,
-            force=force,
-        )
-        enforce(decision)
+    ) -> Decision:
+        """Ask the session's :class:`Guard` about ``addr`` on this transport; enforce its
+        verdict (BreakpointRefused). A guard that cannot judge refuses, saying why."""
+        decision = self.guard.judge(addr, transport=self.transport, stack=stack, force=force)
+        self.guard.enforce(decision)
         return decision
-
-    def _guard_symbols(self) -> Any:
-        if self.target_symbols is not None:
-            return self.target_symbols
-        try:
-            from kdbg.symbols.target import TargetSymbols
-        except ImportError:
-            return None
-        if self.kallsyms is None:
-            return None
-        self.target_symbols = TargetSymbols(
-            kallsyms=self.kallsyms,
-            vmlinux=self.vmlinux,
-            kaslr_offset=self.kaslr_offset,
-            name=str(self.endpoint),
-            missing={"btf": "not read by the debugger", "blocklist": "not read by the debugger"},
-        )
-        return self.target_symbols
 
     # -- the drop site --------------------------------------------------------
 
@@ -397,7 +413,8 @@ class Session:
             if target is not None:
                 csym, coff, _ = self.symbolize(target)
                 callee = csym if csym is not None and coff == 0 else callee
-            callee = dropsite.check_callee(callee, label, ins)
+            names = self.kallsyms.names() if self.kallsyms is not None else None
+            callee = dropsite.check_callee(callee, label, ins, names)
             csym, coff, _ = self.symbolize(ins.address)
             return DropSite(
                 location=location,
@@ -486,7 +503,7 @@ class Session:
             thread=p.get("thread-id"),
             backtrace=frames,
             truncated=truncated,
-            file=frame.get("file"),
+            file=tree_relative(frame.get("file"), source_roots(self.vmlinux)),
             line=as_int(frame.get("line")),
         )
 
@@ -543,7 +560,8 @@ class Session:
                     address=addr,
                     symbol=sym,
                     offset=off,
-                    file=f.get("file") if self.has_dwarf else None,
+                    file=tree_relative(f.get("file"), source_roots(self.vmlinux))
+                    if self.has_dwarf else None,
                     line=as_int(f.get("line")) if self.has_dwarf else None,
                     module=mod,
                 )
@@ -656,25 +674,32 @@ class Session:
 
     def detach(self, timeout: float = 10.0) -> None:
         """Detach from a stopped target; the stub resumes it."""
+        self._detaching = True
         self.gdb.command("-target-detach", timeout)
         self.running = True
 
-    def close(self, timeout: float = 15.0) -> CleanupReport:
+    def close(self, timeout: float = CLOSE_BUDGET) -> CleanupReport:
         """Delete our breakpoints, resume the target, detach and stop gdb. Idempotent.
 
-        Never raises for cleanup failures: returns a :class:`CleanupReport` (and writes it
-        to stderr when the session is ``loud`` and something could not be done).
+        Through this session's gdb it takes at most ``timeout`` s; if that fails (gdb died,
+        the target does not answer), a fresh gdb attaches and detaches within
+        :data:`RECOVER_BUDGET` s more, and a target that is gone is said to be gone at
+        once. Ctrl-C and SIGTERM wait until this is done. Never raises for cleanup
+        failures: returns a :class:`CleanupReport` (and writes it to stderr when the
+        session is ``loud`` and something could not be done).
         """
         if self.closed and self.last_report is not None:
             return self.last_report
         self.closed = True
+        self.gdb.cancel = lambda: False  # the clean-up itself is never abandoned
         report = CleanupReport()
-        with _sigint_deferred():
+        with _signals_deferred():
             try:
-                self._cleanup(report, timeout)
+                self._cleanup(report, time.monotonic() + timeout)
             finally:
                 self.gdb.kill()
                 self._restore_sigterm()
+                self._disarm()
                 if self._tmpfile is not None:
                     with contextlib.suppress(OSError):
                         self._tmpfile.unlink()
@@ -684,21 +709,23 @@ class Session:
             sys.stderr.flush()
         return report
 
-    def _cleanup(self, report: CleanupReport, timeout: float) -> None:
+    def _cleanup(self, report: CleanupReport, deadline: float) -> None:
+        def left() -> float:
+            return max(deadline - time.monotonic(), 0.1)
+
         if self.gdb.alive:
             try:
                 if self.running:
-                    self.interrupt(timeout)
+                    self.interrupt(left())
                     report.steps.append("interrupted the target")
                 for num in sorted(self.breakpoints):
-                    self.gdb.command(f"-break-delete {num}", timeout)
+                    self.gdb.command(f"-break-delete {num}", left())
                     report.steps.append(f"deleted breakpoint {num}")
                 self.breakpoints.clear()
-                self.detach(timeout)
+                self.detach(left())
                 report.steps.append("detached (the target resumed)")
-                with contextlib.suppress(GdbError):
-                    self.gdb.send("-gdb-exit")
-                    self.gdb.poll(0.1)
+                # detached: gdb has nothing left to do, and exiting by itself with a big
+                # vmlinux loaded takes longer than being killed
                 return
             except (GdbError, OSError) as err:
                 report.steps.append(f"gdb failed during cleanup: {err}")
@@ -706,53 +733,62 @@ class Session:
         else:
             report.steps.append(f"gdb was gone: {self.gdb.dead_reason}")
         self.gdb.kill()
-        self._recover(report, timeout)
+        self._recover(report, RECOVER_BUDGET)
 
     def _recover(self, report: CleanupReport, timeout: float) -> None:
         """With the session's gdb dead, attach a fresh gdb and detach: the stub then drops
-        every breakpoint and resumes. Reports the target's state when even this fails."""
+        every breakpoint and resumes. Reports the target's state when even this fails,
+        and says so at once when nothing is behind the endpoint any more."""
         bps = ", ".join(f"0x{b.address:x}" for b in self.breakpoints.values())
-        try:
-            if self.endpoint.kind == "udp":
-                _send_break_udp(self.endpoint)  # KGDBoE only stops on 0x03 once gdb is lost
-            elif self.endpoint.kind == "serial" and self.running:
-                if self.interrupter is None:
-                    raise GdbError("kgdboc cannot be interrupted without SysRq-G")
-                self.interrupter()
-            fresh = GdbProcess(
-                self._gdb_path,
-                setup=[f"set remotetimeout {self._remotetimeout}"],
-                prefix=self._gdb_prefix,
-            )
-            try:
-                fresh.console("set architecture i386:x86-64", timeout)
-                fresh.command(f"-target-select remote {self.endpoint.gdb_target}", timeout)
-                fresh.command("-target-detach", timeout)
-            finally:
-                fresh.kill()
+        if self.endpoint.kind == "serial" and self.running and self.interrupter is not None:
+            with contextlib.suppress(KdbgError, OSError):
+                self.interrupter()  # kgdb answers a fresh gdb only once stopped
+        result = release(self.endpoint, gdb=self._gdb_path, prefix=self._gdb_prefix,
+                         timeout=timeout)
+        if result.ok:
             self.breakpoints.clear()
             self.running = True
-            report.steps.append("reattached with a fresh gdb and detached (the target resumed)")
-        except (KdbgError, OSError) as err:
-            report.ok = False
-            report.problems.append(f"gdb is gone and reattaching failed ({err})")
-            state = "running" if self.running else "STOPPED (halted in the debugger)"
-            report.target_state = (
-                f"{state} on {self.endpoint}, with kdbg's breakpoints possibly still set"
-                + (f" at {bps}" if bps else "")
-                + "; attach gdb and detach to release it"
-            )
+            report.steps.append(result.detail)
+            return
+        report.ok = False
+        report.problems.append(result.detail)
+        if result.gone:
+            report.target_state = f"gone ({self.endpoint} has nothing behind it)"
+            return
+        state = "running" if self.running else "STOPPED (halted in the debugger)"
+        report.target_state = (
+            f"{state} on {self.endpoint}, with kdbg's breakpoints possibly still set"
+            + (f" at {bps}" if bps else "")
+            + "; attach gdb and detach to release it"
+        )
 
-    def _abandon(self) -> None:
+    def _abandon(self) -> CleanupReport:
         """A connect that failed half-way: detach if attached, else just stop gdb."""
         self.closed = True
-        with contextlib.suppress(Exception):
-            if self.gdb.alive:
-                self.gdb.command("-target-detach", 5.0)
-        self.gdb.kill()
-        if self._tmpfile is not None:
-            with contextlib.suppress(OSError):
-                self._tmpfile.unlink()
+        report = CleanupReport(target_state="running, untouched (gdb had not attached)")
+        with _signals_deferred():
+            try:
+                if self._attached:
+                    report.target_state = "running, no kdbg breakpoints"
+                    try:
+                        self.detach(0.5)
+                        report.steps.append("detached (the target resumed)")
+                    except (GdbError, OSError):
+                        self.gdb.kill()
+                        self._recover(report, RECOVER_BUDGET)
+            finally:
+                self.gdb.kill()
+                self._disarm()
+                if self._tmpfile is not None:
+                    with contextlib.suppress(OSError):
+                        self._tmpfile.unlink()
+        self.last_report = report
+        return report
+
+    def _disarm(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.disarm()
+            self._watchdog = None
 
     def __enter__(self) -> Session:
         return self
@@ -764,6 +800,24 @@ class Session:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+    # -- the target's symbols, as its modules change --------------------------
+
+    def stopped(self, timeout: float = 10.0) -> contextlib.AbstractContextManager[None]:
+        """A ``with`` block run with the target stopped; resumed after if it was running."""
+        return self._stopped(timeout)
+
+    def use_kallsyms(self, table: Kallsyms, path: Path, timeout: float = 30.0) -> None:
+        """Name addresses from ``table`` (the copy of the target's kallsyms at ``path``)
+        from now on: here, in gdb's frame namer and in the guard."""
+        self.kallsyms = table
+        self.kallsyms_file = path
+        self._sym_cache.clear()
+        self.guard.use_kallsyms(table)
+        if (GDB_DIR / "kdbg_kallsyms.py").exists():
+            self.gdb.console(f"kdbg-kallsyms {path}", timeout)
+        if (GDB_DIR / "kdbg_guard.py").exists():
+            self.gdb.console(f"kdbg-guard kallsyms {path}", timeout)
 
     # -- helpers --------------------------------------------------------------
 
@@ -812,6 +866,34 @@ def _load_kallsyms(
     return Kallsyms.load(path), path, None
 
 
+def _default_guard(
+    target_symbols: TargetSymbols | None,
+    kallsyms: Kallsyms | None,
+    vmlinux: Path | None,
+    kaslr_offset: int,
+    ep: Endpoint,
+) -> Guard:
+    """The session's guard from what connect() was given: the target's symbols, else
+    its kallsyms (with the vmlinux for DWARF); with neither, a guard that refuses."""
+    if target_symbols is not None:
+        return Guard(target_symbols)
+    if kallsyms is None:
+        return Guard(None, missing="the debugger was given no kallsyms of the target")
+    ksyms = kallsyms
+
+    def build() -> TargetSymbols:
+        return TargetSymbols(
+            kallsyms=ksyms,
+            vmlinux=vmlinux,
+            kaslr_offset=kaslr_offset,
+            name=str(ep),
+            missing={"btf": "not read by the debugger",
+                     "blocklist": "not read by the debugger"},
+        )
+
+    return Guard(build)
+
+
 def write_kallsyms_copy(text: str) -> Path:
     """Save kallsyms text where gdb's helper can read it (caller deletes it)."""
     fd, name = tempfile.mkstemp(prefix="kallsyms-", suffix=".txt", dir=run_dir())
@@ -820,31 +902,30 @@ def write_kallsyms_copy(text: str) -> Path:
     return Path(name)
 
 
-def _send_break_udp(ep: Endpoint) -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.sendto(b"\x03", (ep.host, ep.port))
-    time.sleep(0.2)
-
-
 def _connect_hint(ep: Endpoint) -> str:
-    if ep.kind == "tcp":
-        return "is QEMU running with -gdb tcp:HOST:PORT (kdbg lab status)?"
+    if ep.kind in ("tcp", "unix"):
+        return "is QEMU running with its gdb stub on (kdbg lab status)?"
     if ep.kind == "serial":
         return "kgdb answers only once stopped: echo g > /proc/sysrq-trigger in the target"
     return "is kgdboe loaded in the target, and is the UDP port reachable?"
 
 
 @contextlib.contextmanager
-def _sigint_deferred() -> Iterator[None]:
-    """Hold SIGINT off while cleanup runs (a second Ctrl-C must not leave a mess)."""
+def _signals_deferred() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM off while cleanup runs (a second signal must not leave a
+    mess); cleanup is bounded, and the command ends right after it."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    old = signal.signal(signal.SIGINT, lambda s, f: log.warning("cleaning up; please wait"))
+    def note(sig: int, frame: FrameType | None) -> None:
+        log.warning("cleaning up; please wait")
+
+    old = {sig: signal.signal(sig, note) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, old)
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
 def _close_all() -> None:

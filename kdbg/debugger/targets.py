@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kdbg.debugger.endpoint import Endpoint
 from kdbg.debugger.model import ModuleDebug
 from kdbg.errors import BadInput, KdbgError
+
+if TYPE_CHECKING:
+    from kdbg.symbols.target import TargetSymbols
 
 
 @dataclass(frozen=True)
@@ -31,8 +35,9 @@ class Target:
     label: str = ""
     lab: str | None = None  # the lab's name, when the target is one
     modules: tuple[ModuleDebug, ...] = ()  # debug files of loaded modules, for gdb
+    stopped: bool = False  # a lab guest found halted (a debugger died): facts are kept ones
 
-    def guard_symbols(self) -> object | None:
+    def guard_symbols(self) -> TargetSymbols | None:
         """What the guard should know about this target: for a lab, everything the
         guest shows (live kallsyms, BTF, kprobe blocklist, modules.order) and the
         DWARF vmlinux; otherwise None (the session builds it from kallsyms)."""
@@ -40,7 +45,7 @@ class Target:
             return None
         from kdbg.symbols.target import TargetSymbols
 
-        return TargetSymbols.from_lab(self.lab, vmlinux=self.vmlinux)
+        return TargetSymbols.from_lab(self.lab, vmlinux=self.vmlinux, running=not self.stopped)
 
 
 def from_endpoint(
@@ -70,10 +75,10 @@ def from_lab(
     from kdbg.lab import guest, vm
 
     info = vm.require(name)
-    guest.kallsyms(name)  # read once per boot, cached in the lab's state directory
-    cached = sorted(Path(info.state_dir).glob("kallsyms-*.txt"))
-    if not cached:
-        raise KdbgError(f"lab {name!r} has no kallsyms copy in {info.state_dir}")
+    # A guest halted by a debugger that died cannot answer: then the facts kdbg kept
+    # for this boot stand in, and the session resumes the guest when it ends.
+    running = guest.is_running(name)
+    ks_copy, _ = guest.kallsyms_files(name, running=running)  # re-read when modules moved
     vm_path: Path | None = Path(vmlinux) if vmlinux else None
     if vm_path is None and want_vmlinux:
         try:
@@ -85,37 +90,40 @@ def from_lab(
     interrupter = None
     if info.transport == "kgdboc":
         interrupter = _sysrq_g(name)
-    endpoint = info.gdb_endpoint
-    if info.transport == "kgdboc" and endpoint.startswith("tcp:"):
-        # The lab exposes the kgdboc serial port on TCP: gdb's target is tcp:, but the
-        # session (and its guard) must know it is kgdb over a serial line.
-        endpoint = "serial:" + endpoint.removeprefix("tcp:")
+    endpoint = info.gdb_endpoint  # serial:PATH for kgdboc, so the guard judges kgdb
     modules: tuple[ModuleDebug, ...] = ()
     root = guest.module_debug(name) if vm_path is not None else None
     if root is not None:
-        modules = lab_modules(name, root)
+        modules = lab_modules(name, root, running=running)
     return Target(
         Endpoint.parse(endpoint),
-        kallsyms=cached[-1],
+        kallsyms=ks_copy,
         vmlinux=vm_path,
         gdb_prefix=tuple(info.gdb_prefix),
         interrupter=interrupter,
         label=f"lab {name} ({info.transport}, {info.release})",
         lab=name,
         modules=modules,
+        stopped=not running,
     )
 
 
-def lab_modules(name: str, root: Path) -> tuple[ModuleDebug, ...]:
-    """The lab's loaded modules that have a debug file under ``root``, with the section
-    addresses the guest shows in ``/sys/module/*/sections`` (one exec)."""
+def lab_modules(name: str, root: Path, only: Collection[str] | None = None, *,
+                running: bool | None = None) -> tuple[ModuleDebug, ...]:
+    """The lab's loaded modules that have a debug file under ``root`` (of those named in
+    ``only``, if given), with the section addresses the guest shows in
+    ``/sys/module/*/sections`` (one exec)."""
     from kdbg.lab import guest
     from kdbg.symbols.droplines import module_files
 
     files = module_files(root)
-    listing = guest.run(name, ["sh", "-c", "grep -r . /sys/module/*/sections/ 2>/dev/null"])
+    if only is not None:
+        only = set(only) & set(files)
+        if not only:
+            return ()
+    listing = guest.module_sections(name, only, running=running)
     loaded: dict[str, list[tuple[str, int]]] = {}
-    for line in listing.stdout.decode(errors="replace").splitlines():
+    for line in listing.splitlines():
         # /sys/module/nf_tables/sections/.text:0xffffffffc0370000
         path, _, value = line.partition(":")
         parts = path.split("/")

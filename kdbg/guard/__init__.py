@@ -7,8 +7,9 @@ that was not forced. Policy lives in :mod:`kdbg.guard.rules`; see docs/guard.md.
 """
 
 from kdbg.guard.decision import EVIDENCE_KINDS, TRANSPORTS, Decision, Evidence, render
+from kdbg.guard.judge import Guard
 from kdbg.guard.policy import check, enforce, locate
 from kdbg.symbols.target import TargetSymbols
 
-__all__ = ["EVIDENCE_KINDS", "TRANSPORTS", "Decision", "Evidence", "TargetSymbols", "check",
-           "enforce", "locate", "render"]
+__all__ = ["EVIDENCE_KINDS", "TRANSPORTS", "Decision", "Evidence", "Guard", "TargetSymbols",
+           "check", "enforce", "locate", "render"]

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -12,6 +13,7 @@ from typing import Any, BinaryIO
 from kdbg.errors import BadInput, LabError
 from kdbg.lab import channel, command, vm
 from kdbg.lab.channel import ExecSession
+from kdbg.symbols.kallsyms import modules_key
 
 # x86-64's __START_KERNEL_map + CONFIG_PHYSICAL_START (16 MiB), where _text sits without KASLR.
 X86_64_TEXT_DEFAULT = 0xFFFFFFFF81000000
@@ -52,6 +54,7 @@ def exec_(
     env: dict[str, str] | None = None,
     cwd: str = "/",
     timeout: float | None = None,
+    forward_sigint: bool = True,
 ) -> int:
     """Run ``argv`` in lab ``name``, streaming output to the callbacks; returns its status.
 
@@ -70,7 +73,7 @@ def exec_(
         return sink
 
     return channel.run_streaming(
-        info.exec_port,
+        info.exec_access(),
         argv,
         stdout=stdout or write(sys.stdout),
         stderr=stderr or write(sys.stderr),
@@ -78,6 +81,7 @@ def exec_(
         env=env,
         cwd=cwd,
         timeout=timeout,
+        forward_sigint=forward_sigint,
     )
 
 
@@ -86,7 +90,9 @@ def run(name: str, argv: list[str], *, timeout: float | None = 120.0,
     """Run ``argv`` in lab ``name`` and collect its output (for short commands)."""
     out: list[bytes] = []
     err: list[bytes] = []
-    status = exec_(name, argv, stdout=out.append, stderr=err.append, stdin=stdin, timeout=timeout)
+    # kdbg's own short commands: Ctrl-C is the caller's, not the remote command's
+    status = exec_(name, argv, stdout=out.append, stderr=err.append, stdin=stdin,
+                   timeout=timeout, forward_sigint=False)
     return Completed(status, b"".join(out), b"".join(err))
 
 
@@ -98,25 +104,145 @@ def stream(name: str, argv: list[str], *, stdin: bool = False,
     ``session.status`` is the exit status. Closing the session kills the command.
     """
     info = vm.require(name)
-    return ExecSession(info.exec_port, argv, stdin=stdin, env=env)
+    return ExecSession(info.exec_access(), argv, stdin=stdin, env=env)
+
+
+STOPPED_PING = 3.0  # s: a running guest's agent answers a ping well within this
+
+
+def is_running(name: str, timeout: float = STOPPED_PING) -> bool:
+    """Whether lab ``name``'s guest answers now. A guest halted by a debugger (or left
+    halted by one that died) does not: its exec channel pauses until it runs again, so
+    facts must then come from the copies kdbg kept (see :func:`read_fact`)."""
+    info = vm.require(name)
+    try:
+        channel.ping(info.exec_access(), timeout=timeout)
+    except (OSError, LabError):
+        return False
+    return True
+
+
+def _facts_stem(info: vm.LabInfo) -> str:
+    return f"fact-{info.boot_id or 'unknown'}"
+
+
+def read_fact(name: str, path: str, *, running: bool | None = None,
+              variant: str = "") -> bytes | None:
+    """The bytes of ``path`` in lab ``name``'s guest (None if it cannot be read), kept in
+    the lab's state directory for this boot (and ``variant``: give the module list's
+    kallsyms copy for a fact that changes with modules, like the kprobe blocklist). When
+    the guest is stopped the kept copy is returned; with none, LabError."""
+    info = vm.require(name)
+    digest = hashlib.sha256(f"{path}\0{variant}".encode()).hexdigest()[:12]
+    keep = Path(info.state_dir) / f"{_facts_stem(info)}-{digest}"
+    if running is None:
+        running = is_running(name)
+    if not running:
+        if keep.exists():
+            kept = keep.read_bytes()
+            return None if kept == _UNREADABLE else kept
+        raise LabError(f"lab {name!r}'s guest is stopped (halted in a debugger?) and kdbg "
+                       f"kept no copy of its {path}",
+                       hint=f"attach to resume it: kdbg gdb attach --lab {name}, then quit")
+    done = run(name, ["cat", path], timeout=120.0)
+    data = done.stdout if done.status == 0 else None
+    _write_bytes(keep, _UNREADABLE if data is None else data)
+    return data
+
+
+_UNREADABLE = b"\0kdbg: unreadable\0"
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(data)
+    tmp.rename(path)
+
+
+def kallsyms_files(name: str, *, running: bool | None = None) -> tuple[Path, Path]:
+    """Copies of lab ``name``'s ``/proc/kallsyms`` and ``/proc/modules`` as they are now.
+
+    The copies live in the lab's state directory, keyed by boot and by the loaded
+    modules (names and addresses): while no module loads or unloads, a call costs one
+    read of ``/proc/modules``. The core kernel's symbols are read once per boot; after
+    a module change only the modules' symbols are read again (between two reads of
+    the module list, retried until they agree). The modules file sits next to the
+    kallsyms copy, where :meth:`kdbg.symbols.kallsyms.Kallsyms.load` finds it.
+    Needs the guest running (the exec channel): read facts before stopping it.
+    """
+    info = vm.require(name)
+    state = Path(info.state_dir)
+    boot = info.boot_id or "unknown"  # the lab runs with -no-reboot: one boot id
+    if not (is_running(name) if running is None else running):
+        kept = sorted((p for p in state.glob(f"kallsyms-{boot}-*.txt")
+                       if p.with_suffix(".modules").exists()), key=lambda p: p.stat().st_mtime)
+        if not kept:
+            raise LabError(f"lab {name!r}'s guest is stopped (halted in a debugger?) and kdbg "
+                           "kept no copy of its kallsyms",
+                           hint=f"attach to resume it: kdbg gdb attach --lab {name}, then quit")
+        return kept[-1], kept[-1].with_suffix(".modules")
+    now = run(name, ["cat", "/proc/modules"], timeout=120.0).check().stdout.decode()
+    copy = state / f"kallsyms-{boot}-{modules_key(now)}.txt"
+    if copy.exists() and copy.with_suffix(".modules").exists():
+        return copy, copy.with_suffix(".modules")
+    core = state / f"kallsyms-{boot}-core.txt"
+    if not core.exists():
+        text = run(name, ["grep", "-v", r"\]$", "/proc/kallsyms"],
+                   timeout=120.0).check().stdout.decode()
+        if not any(ln.endswith(" T _text") and ln.strip("0")[0] != " "
+                   for ln in text.splitlines()):
+            raise LabError("the guest's /proc/kallsyms hides addresses (kptr_restrict?)")
+        for old in state.glob("kallsyms-*-core.txt"):
+            old.unlink(missing_ok=True)
+        _write(core, text)
+    script = r"cat /proc/modules; echo @@; grep '\]$' /proc/kallsyms; echo @@; cat /proc/modules"
+    for _ in range(5):
+        out = run(name, ["sh", "-c", script], timeout=120.0).check().stdout.decode()
+        before, modsyms, after = out.split("@@\n")
+        if modules_key(before) == modules_key(after):
+            break
+    else:
+        raise LabError(f"lab {name!r}: modules kept loading while kallsyms was read")
+    copy = state / f"kallsyms-{boot}-{modules_key(before)}.txt"
+    for old in [*state.glob("kallsyms-*.modules"), *state.glob("kallsyms-*.txt")]:
+        if old != core:
+            old.unlink(missing_ok=True)
+    _write(copy.with_suffix(".modules"), before)
+    _write(copy, core.read_text() + modsyms)
+    return copy, copy.with_suffix(".modules")
+
+
+def module_sections(name: str, only: Collection[str] | None = None, *,
+                    running: bool | None = None) -> str:
+    """``/sys/module/*/sections`` of lab ``name``'s modules (of those in ``only``), as
+    ``grep -r .`` prints them. The full listing is kept with the kallsyms copy of the
+    same module list, and returned when the guest is stopped."""
+    running = is_running(name) if running is None else running
+    copy, _ = kallsyms_files(name, running=running)
+    keep = copy.with_suffix(".sections")
+    if not running:
+        if keep.exists():
+            return keep.read_text()
+        raise LabError(f"lab {name!r}'s guest is stopped (halted in a debugger?) and kdbg "
+                       "kept no copy of its module sections")
+    dirs = "/sys/module/*/sections/" if only is None else \
+        " ".join(f"/sys/module/{m}/sections/" for m in sorted(only))
+    text = run(name, ["sh", "-c", f"grep -r . {dirs} 2>/dev/null"]).stdout.decode(
+        errors="replace")
+    if only is None:
+        _write(keep, text)
+    return text
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.rename(path)
 
 
 def kallsyms(name: str) -> str:
-    """The guest's ``/proc/kallsyms`` text, read once per boot and cached in the lab's state."""
-    info = vm.require(name)
-    # The boot id recorded at up() is the only one: the lab runs with -no-reboot.
-    cache = Path(info.state_dir) / f"kallsyms-{info.boot_id or 'unknown'}.txt"
-    if cache.exists():
-        return cache.read_text()
-    text = run(name, ["cat", "/proc/kallsyms"], timeout=120.0).check().stdout.decode()
-    if not any(ln.endswith(" T _text") and ln.strip("0")[0] != " " for ln in text.splitlines()):
-        raise LabError("the guest's /proc/kallsyms hides addresses (kptr_restrict?)")
-    for old in Path(info.state_dir).glob("kallsyms-*.txt"):
-        old.unlink(missing_ok=True)
-    tmp = cache.with_suffix(".tmp")
-    tmp.write_text(text)
-    tmp.rename(cache)
-    return text
+    """The guest's ``/proc/kallsyms`` text as it is now (see :func:`kallsyms_files`)."""
+    return kallsyms_files(name)[0].read_text()
 
 
 def symbol_address(name: str, symbol: str) -> int:

@@ -23,6 +23,7 @@ from pathlib import Path
 from kdbg.errors import BadInput, KdbgError
 from kdbg.symbols.dwarf import Dwarf, SourceLine, has_dwarf, read_section
 from kdbg.symbols.kallsyms import Kallsyms
+from kdbg.symbols.sources import source_roots, tree_relative
 from kdbg.trace.event import DropEvent
 
 # Where distributions install the debug vmlinux of a kernel (Debian/Ubuntu -dbg and
@@ -60,12 +61,15 @@ def installed_vmlinux(release: str) -> Path | None:
     return None
 
 
-def source_line(found: SourceLine) -> tuple[str, int | None]:
-    """The innermost frame outside ``include/``, else the function's own frame."""
+def source_line(found: SourceLine, roots: tuple[str, ...] = ()) -> tuple[str, int | None]:
+    """The innermost frame outside ``include/``, else the function's own frame, its file
+    relative to the kernel tree (``roots``: :func:`kdbg.symbols.sources.source_roots`)."""
     for frame in found.frames:
-        if not frame.file.startswith("include/"):
-            return frame.file, frame.line
-    return found.function_frame.file, found.function_frame.line
+        file = tree_relative(frame.file, roots) or frame.file
+        if not file.startswith("include/"):
+            return file, frame.line
+    last = found.function_frame
+    return tree_relative(last.file, roots) or last.file, last.line
 
 
 # objdump -t: "00000000000000d0 g     F .text\t00000000000005d7 nft_do_chain"
@@ -150,6 +154,7 @@ class DropLines:
             what = f"a different build of {ours}" if ours == theirs else ours
             raise BadInput(f"{self.vmlinux} is not the target's kernel: it is {what}, "
                            f"the target runs {theirs}")
+        self.roots = source_roots(self.vmlinux)
         self._kallsyms = functools.cache(kallsyms)  # parsed once, for the offset and warm()
         self._dwarf: Dwarf | None = None
         self.error: str | None = None
@@ -187,7 +192,7 @@ class DropLines:
             return event
         if found is None:
             return event
-        file, line = source_line(found)
+        file, line = source_line(found, self.roots)
         return dataclasses.replace(event, file=file, line=line)
 
     def close(self) -> None:

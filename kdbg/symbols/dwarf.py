@@ -26,6 +26,7 @@ from pathlib import Path
 from types import TracebackType
 
 from kdbg.errors import BadInput, KdbgError, ProbeUnavailable
+from kdbg.lifetime import die_with_parent
 
 # Top-level directories of a kernel source tree, used to cut a build prefix off
 # a path when the source root could not be learned from a known function.
@@ -182,6 +183,7 @@ class Dwarf:
                 [str(self._tool), "-f", "-i", "-a", "-e", str(self.vmlinux),
                  *(["-j", self.section] if self.section else [])],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                preexec_fn=die_with_parent,  # addr2line never outlives kdbg
             )
             self._buf = b""
         return self._proc

@@ -1,15 +1,18 @@
 """Kernel symbols from ``/proc/kallsyms`` (or a copy of it from a lab guest).
 
-Addresses are symbolized as ``symbol+0xoff`` the way the kernel's ``%pS`` does,
-and symbol expressions (``tcp_v4_rcv``, ``nft_do_chain+0x4c``, ``0xffffffff81...``)
-are resolved back to addresses, with the closest names suggested on a miss.
+Addresses are symbolized as ``symbol+0xoff`` the way the kernel's ``%pS`` does, an
+address no known text covers as ``0xADDR [?]``, and symbol expressions (``tcp_v4_rcv``,
+``nft_do_chain+0x4c``, ``0xffffffff81...``) are resolved back to addresses, with the
+closest names suggested on a miss.
 """
 
 from __future__ import annotations
 
 import bisect
 import difflib
+import hashlib
 import re
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +44,7 @@ class Location:
 
     def __str__(self) -> str:
         if self.symbol is None:
-            return f"0x{self.address:x}"
+            return f"0x{self.address:x} [?]"
         text = f"{self.symbol}+0x{self.offset:x}"
         return f"{text} [{self.module}]" if self.module else text
 
@@ -58,10 +61,58 @@ class AddressRange:
         return isinstance(address, int) and self.start <= address < self.end
 
 
-class Kallsyms:
-    """A symbol table for one kernel, as read from its kallsyms text."""
+@dataclass(frozen=True)
+class ModuleSpan:
+    """A loaded module's memory, ``[start, start + size)``, as ``/proc/modules`` shows it.
 
-    def __init__(self, symbols: Iterable[Symbol], *, text_end: int | None = None) -> None:
+    Before Linux 6.4 that is the module's core layout (text, then its data); since the
+    change "module: replace module_layout with module_memory" (in v6.4) it is the text's
+    base and the size of all the module's memory, so it may reach past the text.
+    """
+
+    name: str
+    start: int
+    size: int
+
+    def __contains__(self, address: object) -> bool:
+        return isinstance(address, int) and self.start <= address < self.start + self.size
+
+
+def parse_modules(text: str) -> tuple[ModuleSpan, ...]:
+    """``/proc/modules`` lines (``nf_tables 311296 3 nft_compat, Live 0xffffffffc0370000``)."""
+    spans = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) < 6 or not parts[1].isdigit():
+            continue
+        try:
+            start = int(parts[5], 16)
+        except ValueError:
+            continue
+        if start:
+            spans.append(ModuleSpan(parts[0], start, int(parts[1])))
+    return tuple(spans)
+
+
+def modules_key(text: str) -> str:
+    """What identifies a ``/proc/modules`` list for naming: each module's name and
+    address (refcounts and states change without changing any symbol)."""
+    rows = sorted(f"{p[0]}@{p[5]}" for p in (ln.split() for ln in text.splitlines())
+                  if len(p) >= 6)
+    return hashlib.sha256(" ".join(rows).encode()).hexdigest()[:12]
+
+
+class Kallsyms:
+    """A symbol table for one kernel, as read from its kallsyms text.
+
+    With ``modules`` (the target's ``/proc/modules`` at the same moment), an address
+    past the core kernel's text is named only when it lies inside the span of the
+    module its nearest symbol belongs to; anything else is unknown (``0xADDR [?]``),
+    never the nearest symbol of another module (one loaded since, say).
+    """
+
+    def __init__(self, symbols: Iterable[Symbol], *, text_end: int | None = None,
+                 modules: Iterable[ModuleSpan] | None = None) -> None:
         syms = sorted(
             (s for s in symbols if s.kind in _TEXT_TYPES),
             key=lambda s: (s.address, _rank(s)),
@@ -77,12 +128,15 @@ class Kallsyms:
         for sym in syms:
             self._by_name.setdefault(sym.name, []).append(sym)
         self._text_end = text_end
+        self.modules: dict[str, ModuleSpan] | None = (
+            None if modules is None else {m.name: m for m in modules})
 
     # -- construction -------------------------------------------------------
 
     @classmethod
-    def parse(cls, text: str) -> Kallsyms:
-        """Parse kallsyms text (``ADDR TYPE NAME [MODULE]`` per line)."""
+    def parse(cls, text: str, modules: str | None = None) -> Kallsyms:
+        """Parse kallsyms text (``ADDR TYPE NAME [MODULE]`` per line), and optionally the
+        ``/proc/modules`` text read with it (see the class docstring)."""
         symbols: list[Symbol] = []
         text_end = None
         nonzero = False
@@ -102,15 +156,24 @@ class Kallsyms:
         if symbols and not nonzero:
             raise ProbeUnavailable(
                 "kallsyms shows every address as zero",
-                hint="run as root, or set /proc/sys/kernel/kptr_restrict to 0",
+                hint="run as root or with CAP_SYSLOG, and /proc/sys/kernel/kptr_restrict at 0 or 1",
             )
-        return cls(symbols, text_end=text_end)
+        spans = None if modules is None else parse_modules(modules)
+        return cls(symbols, text_end=text_end, modules=spans)
 
     @classmethod
     def load(cls, path: str | Path = "/proc/kallsyms") -> Kallsyms:
-        """Read a kallsyms file (the running kernel's by default)."""
+        """Read a kallsyms file (the running kernel's by default, with ``/proc/modules``).
+
+        A copy ``NAME.txt`` is read with ``NAME.modules`` when that file exists: a copy
+        of the target's ``/proc/modules`` taken with it (the lab writes both)."""
+        path = Path(path)
+        modules = Path("/proc/modules") if str(path) == "/proc/kallsyms" else \
+            path.with_suffix(".modules")
         try:
-            return cls.parse(Path(path).read_text())
+            text = path.read_text()
+            spans = modules.read_text() if modules.exists() else None
+            return cls.parse(text, spans)
         except OSError as err:
             raise ProbeUnavailable(f"cannot read {path}: {err.strerror}") from err
 
@@ -125,9 +188,14 @@ class Kallsyms:
         if i < 0:
             return Location(address, None, 0)
         sym = self._text[i]
-        if sym.module is None and self._text_end is not None and address >= self._text_end:
+        if self._text_end is not None and address >= self._text_end:
             # Past _etext only module (and BPF/ftrace) text is valid; a core name is a guess.
-            return Location(address, None, 0)
+            if sym.module is None:
+                return Location(address, None, 0)
+            if self.modules is not None:
+                span = self.modules.get(sym.module)
+                if span is None or address not in span:
+                    return Location(address, None, 0)
         return Location(address, sym.name, address - sym.address, sym.module)
 
     def symbol(self, name: str, module: str | None = None) -> Symbol:
@@ -170,6 +238,49 @@ class Kallsyms:
         pool = [n for n in self._by_name if low[:4] in n.lower()] or list(self._by_name)
         close = difflib.get_close_matches(name, pool, n=3, cutoff=0.6)
         return "closest: " + ", ".join(close) if close else None
+
+
+class LiveKallsyms(Kallsyms):
+    """The running kernel's table, kept true as modules load and unload.
+
+    A lookup past the core kernel's text looks at ``/proc/modules`` (at most once per
+    ``every`` seconds); when its module list moved, kallsyms is read again before the
+    address is named. Core addresses never cost a read.
+    """
+
+    def __init__(self, kallsyms: str | Path = "/proc/kallsyms",
+                 modules: str | Path = "/proc/modules", *, every: float = 1.0) -> None:
+        self._paths = (Path(kallsyms), Path(modules))
+        self._every = every
+        self._looked = 0.0
+        self._key = ""
+        self._read()
+
+    def _read(self) -> None:
+        ks, mods = self._paths
+        try:
+            mod_text = mods.read_text() if mods.exists() else None
+            fresh = Kallsyms.parse(ks.read_text(), mod_text)
+        except OSError as err:
+            raise ProbeUnavailable(f"cannot read {ks}: {err.strerror}") from err
+        self._key = modules_key(mod_text or "")
+        self._looked = time.monotonic()
+        self.__dict__.update({k: v for k, v in fresh.__dict__.items()})
+
+    def _moved(self) -> bool:
+        now = time.monotonic()
+        if now - self._looked < self._every:
+            return False
+        self._looked = now
+        try:
+            return modules_key(self._paths[1].read_text()) != self._key
+        except OSError:
+            return False
+
+    def lookup(self, address: int) -> Location:
+        if self._text_end is not None and address >= self._text_end and self._moved():
+            self._read()
+        return super().lookup(address)
 
 
 def _rank(sym: Symbol) -> tuple[int, int, int]:

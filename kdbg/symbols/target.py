@@ -18,7 +18,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kdbg.errors import BadInput, BtfError, KdbgError, ProbeUnavailable, UnknownSymbol
+from kdbg.errors import (
+    BadInput,
+    BtfError,
+    KdbgError,
+    LabError,
+    ProbeUnavailable,
+    UnknownSymbol,
+)
 from kdbg.symbols.btf import Btf
 from kdbg.symbols.dwarf import Dwarf, elf_sections, has_dwarf, nm_text, read_section
 from kdbg.symbols.kallsyms import Kallsyms
@@ -217,53 +224,75 @@ class TargetSymbols:
 
     @classmethod
     def from_lab(cls, name: str = "default", *, vmlinux: str | Path | None = None,
-                 timeout: float = 60.0) -> TargetSymbols:
+                 timeout: float = 60.0, running: bool | None = None) -> TargetSymbols:
         """A running lab guest: its kallsyms, BTF, blocklist and modules.order, read
         through the lab's exec channel, plus the lab's vmlinux with DWARF if it has one.
 
-        kallsyms is read live, not from the lab's per-boot cache, so modules loaded
-        since boot (nf_tables after the first nft rule) are judged as module code.
+        kallsyms is the guest's as it is now (:func:`kdbg.lab.guest.kallsyms_files`:
+        read again whenever modules loaded or unloaded), so modules loaded since boot
+        (nf_tables after the first nft rule) are judged as module code.
         """
         from kdbg.lab import guest, vm  # the lab is optional for the rest of kdbg
 
         info = vm.require(name)
 
-        def read(path: str) -> bytes | None:
-            done = guest.run(name, ["cat", path], timeout=timeout)
-            return done.stdout if done.status == 0 else None
+        running = guest.is_running(name) if running is None else running
 
-        kallsyms_raw = read("/proc/kallsyms")
-        if not kallsyms_raw:
-            raise ProbeUnavailable(f"cannot read /proc/kallsyms in lab {name!r}")
+        copy = guest.kallsyms_files(name, running=running)[0]
+        kallsyms = Kallsyms.load(copy)
+
+        stopped_without: list[str] = []
+
+        def read(path: str) -> bytes | None:  # kept: also there while the guest is halted
+            variant = copy.name if path == str(BLOCKLIST_PATH) else ""  # moves with modules
+            try:
+                return guest.read_fact(name, path, running=running, variant=variant)
+            except LabError:  # halted, and never read before: that evidence is missing
+                stopped_without.append(path)
+                return None
+
+        def absent(path: str, otherwise: str) -> str:
+            if path in stopped_without:
+                return f"lab {name} is halted and kdbg kept no copy of its {path}"
+            return otherwise
+
         missing: dict[str, str] = {}
         btf = None
         btf_raw = read("/sys/kernel/btf/vmlinux")
         if btf_raw:
             btf = Btf(btf_raw, source=f"lab {name}:/sys/kernel/btf/vmlinux")
         else:
-            missing["btf"] = f"lab {name} shows no /sys/kernel/btf/vmlinux"
+            missing["btf"] = absent("/sys/kernel/btf/vmlinux",
+                                    f"lab {name} shows no /sys/kernel/btf/vmlinux")
         blocklist = None
         block_raw = read(str(BLOCKLIST_PATH))
         if block_raw is None:
-            missing["blocklist"] = f"lab {name}: {BLOCKLIST_PATH} unreadable"
+            missing["blocklist"] = absent(str(BLOCKLIST_PATH),
+                                          f"lab {name}: {BLOCKLIST_PATH} unreadable")
         else:
             try:
                 blocklist = Blocklist.parse(block_raw.decode())
             except KdbgError as err:
                 missing["blocklist"] = f"lab {name}: {err}"
-        order = read(f"/lib/modules/{info.release}/modules.order")
+        order_path = f"/lib/modules/{info.release}/modules.order"
+        order = read(order_path)
         modules = module_paths(order.decode()) if order else {}
         if not order:
-            missing["modules"] = f"lab {name}: no modules.order"
+            missing["modules"] = absent(order_path, f"lab {name}: no modules.order")
         if vmlinux is None:
             try:
                 vmlinux = guest.vmlinux(name)
             except KdbgError as err:
                 missing["dwarf"] = str(err)
-        target = cls(Kallsyms.parse(kallsyms_raw.decode()), btf=btf, blocklist=blocklist,
+        target = cls(kallsyms, btf=btf, blocklist=blocklist,
                      modules=modules, name=f"lab {name}", missing=missing)
         target._attach_vmlinux(vmlinux, None)
         return target
+
+    def use_kallsyms(self, kallsyms: Kallsyms) -> None:
+        """Judge from ``kallsyms`` from now on (the target's modules changed)."""
+        self.kallsyms = kallsyms
+        self._sections = None
 
     def _attach_vmlinux(self, vmlinux: str | Path | None, offset: int | None) -> None:
         if vmlinux is None:

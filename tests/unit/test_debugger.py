@@ -62,14 +62,35 @@ def test_check_callee() -> None:
     ("/dev/ttyS1", "serial", "/dev/ttyS1", "kgdboc"),
     ("udp:10.213.0.2:31337", "udp", "udp:10.213.0.2:31337", "kgdboe"),
     ("tcp:[::1]:1234", "tcp", "tcp:[::1]:1234", "gdbstub"),
+    ("unix:/s/labs/a/gdb.sock", "unix", "/s/labs/a/gdb.sock", "gdbstub"),
+    ("serial:/s/labs/a/kgdboc.sock", "serial", "/s/labs/a/kgdboc.sock", "kgdboc"),
+    ("serial:/dev/ttyUSB0", "serial", "/dev/ttyUSB0", "kgdboc"),
 ])
 def test_endpoint(text: str, kind: str, target: str, transport: str) -> None:
     ep = Endpoint.parse(text)
     assert (ep.kind, ep.gdb_target, ep.transport) == (kind, target, transport)
     assert ep.can_break_in == (kind != "serial")
+    assert Endpoint.parse(str(ep)) == ep
 
 
-@pytest.mark.parametrize("bad", ["localhost:1234", "tcp:host", "tcp:h:0", "tcp:h:70000", "x"])
+def test_socket_and_tty_endpoints() -> None:
+    sock = Endpoint.parse("serial:/s/kgdboc.sock")
+    assert (sock.path, sock.device) == ("/s/kgdboc.sock", None)  # no baud for a socket
+    tty = Endpoint.parse("serial:/dev/ttyS1")
+    assert (tty.path, tty.device) == (None, "/dev/ttyS1")
+
+
+def test_relay_reaches_tcp_and_unix_stubs() -> None:
+    from kdbg.debugger.relay import socat_address
+
+    assert socat_address(Endpoint.parse("unix:/s/gdb.sock")) == "UNIX-CONNECT:/s/gdb.sock"
+    assert socat_address(Endpoint.parse("tcp:127.0.0.1:9")) == "TCP:127.0.0.1:9"
+    with pytest.raises(BadInput):
+        socat_address(Endpoint.parse("udp:127.0.0.1:9"))
+
+
+@pytest.mark.parametrize("bad", ["localhost:1234", "tcp:host", "tcp:h:0", "tcp:h:70000", "x",
+                                 "unix:relative.sock", "unix:"])
 def test_bad_endpoint(bad: str) -> None:
     with pytest.raises(BadInput):
         Endpoint.parse(bad)

@@ -195,7 +195,7 @@ def test_udp_transport_through_relay(lab: str, target) -> None:  # type: ignore[
     from kdbg.debugger import Session, UdpRelay
     from kdbg.errors import BreakpointRefused
 
-    with UdpRelay(target.endpoint.host, target.endpoint.port) as relay:
+    with UdpRelay(target.endpoint) as relay:
         with Session.connect(relay.endpoint, kallsyms=target.kallsyms, timeout=60) as s:
             assert s.endpoint.kind == "udp" and s.transport == "kgdboe"
             assert s.registers(["rip"])["rip"] >= 0xFFFFFFFF80000000
@@ -286,3 +286,41 @@ def test_kgdboc_on_kgdb_kernel() -> None:
         assert not th.is_alive() and poked == {"status": 0}, poked
     finally:
         vm.down(name)
+
+
+def test_a_guest_left_stopped_by_a_dead_debugger_is_attached_and_resumed(lab: str,
+                                                                         target) -> None:  # type: ignore[no-untyped-def]
+    """A gdb attaches to the stub (QEMU stops the guest) and is killed: the guest stays
+    halted and its exec channel cannot answer. kdbg attaches anyway, from the facts it
+    kept for this boot (kallsyms, module sections, BTF, blocklist), says so, and the
+    guest runs again when the session ends."""
+    from kdbg.debugger import from_lab
+    from kdbg.debugger.run import open_session
+    from kdbg.lab import guest, vm
+
+    info = vm.require(lab)
+    with open_session(from_lab(lab), timeout=60):  # an earlier session: kdbg keeps facts
+        pass
+    dead = subprocess.Popen(["gdb", "--nx", "-q", "-ex", f"target remote {info.gdb_target}"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while guest.is_running(lab, timeout=1.0):
+            assert time.monotonic() < deadline, "gdb did not stop the guest"
+    finally:
+        dead.kill()  # no detach: the guest stays halted
+        dead.wait(10)
+    assert not guest.is_running(lab)
+    notes: list[str] = []
+    started = time.monotonic()
+    stopped = from_lab(lab)
+    assert stopped.stopped and stopped.kallsyms is not None and stopped.kallsyms.exists()
+    with open_session(stopped, timeout=60, progress=notes.append) as s:
+        assert time.monotonic() - started < 60
+        assert not s.running
+        assert s.symbolize(s.kallsyms.symbol("kfree_skb_reason").address)[0] == \
+            "kfree_skb_reason"  # type: ignore[union-attr]
+    assert any("already stopped" in n for n in notes), notes
+    assert guest.is_running(lab, timeout=10.0)
+    drop(lab)  # and it works as before

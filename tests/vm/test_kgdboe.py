@@ -121,3 +121,85 @@ def test_kgdboe_load_then_gdb_over_udp_breaks_and_detaches(oe_lab: tuple[str, Pa
         assert time.monotonic() - started >= 8
         th.join(60)
         assert not th.is_alive() and poked == {"status": 0}, poked
+
+
+def _load_once(name: str, module: Path) -> None:
+    from kdbg.lab import guest
+
+    if "kgdboe" not in guest.run(name, ["cat", "/proc/modules"]).stdout.decode():
+        loaded = subprocess.run([*KDBG, "lab", "kgdboe-load", name, "--module", str(module)],
+                                capture_output=True, text=True, timeout=300)
+        assert loaded.returncode == 0, loaded.stderr
+
+
+def _break_watch(name: str, symbol: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([*KDBG, "gdb", "break", symbol, "--lab", name, "--wait",
+                             "--timeout", "300", "--json"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+
+
+def _armed(proc: subprocess.Popen[str], seen: list[str], timeout: float = 180) -> float:
+    """Wait for the 'armed' line on stderr (keeping every line in ``seen``); the time it
+    took."""
+    assert proc.stderr is not None
+    start = time.monotonic()
+    for line in proc.stderr:
+        seen.append(line.rstrip())
+        if " armed at " in line:
+            return time.monotonic() - start
+        assert time.monotonic() - start < timeout, "not armed in time"
+    raise AssertionError(f"kdbg ended before arming (exit {proc.wait()}): {seen}")
+
+
+def test_the_next_kdbg_gets_back_a_target_whose_debugger_was_killed(
+        oe_lab: tuple[str, Path]) -> None:
+    """kdbg SIGKILLed while armed on a running KGDBoE target (kgdb keeps its breakpoint
+    and ignores gdb): the next kdbg breaks in with 0x03, says so, removes the dead
+    session's breakpoint, hits its own and detaches; the old one never fires again."""
+    from kdbg.lab import guest
+
+    name, module = oe_lab
+    _load_once(name, module)
+    first = _break_watch(name, "vfs_fsync_range")
+    _armed(first, [])
+    first.kill()  # SIGKILL: no cleanup of kdbg's own; its watchdog may not get there
+    first.wait(30)
+    second = _break_watch(name, "do_sys_openat2")
+    seen: list[str] = []
+    took = _armed(second, seen)
+    note = [line for line in seen if "break-in" in line or "dead session" in line]
+    assert note, seen  # the recovery is reported
+    assert took < 60, seen  # 4 s of silence, the break-in, then the usual attach
+    poke = threading.Thread(target=lambda: guest.run(name, ["sh", "-c", "cat /etc/hostname"],
+                                                     timeout=None), daemon=True)
+    poke.start()
+    out, err = second.communicate(timeout=600)
+    assert second.returncode == 0, err
+    assert "do_sys_openat2" in out, out
+    poke.join(120)
+    # the dead session's vfs_fsync_range breakpoint is gone: sync runs, nothing stops
+    done = guest.run(name, ["sh", "-c", "sync; echo ok"], timeout=60)
+    assert done.stdout == b"ok\n"
+
+
+def test_a_guest_left_halted_by_a_break_in_is_attached_and_resumed(
+        oe_lab: tuple[str, Path]) -> None:
+    """One datagram of 0x03 and no debugger: the guest halts in kgdb and its exec channel
+    is silent. kdbg attaches from the facts it kept, says the guest was stopped, and the
+    guest runs when kdbg ends."""
+    from kdbg.debugger.breakin import nudge
+    from kdbg.debugger.endpoint import Endpoint
+    from kdbg.lab import guest, vm
+
+    name, module = oe_lab
+    _load_once(name, module)
+    info = vm.require(name)
+    nudge(Endpoint.parse(info.gdb_endpoint), info.gdb_prefix)
+    deadline = time.monotonic() + 30
+    while guest.is_running(name, timeout=1.0):
+        assert time.monotonic() < deadline, "the break-in did not stop the guest"
+    attach = subprocess.run([*KDBG, "gdb", "break", "do_sys_openat2", "--lab", name,
+                             "--timeout", "5", "--json"], capture_output=True, text=True,
+                            timeout=300, stdin=subprocess.DEVNULL)
+    assert "already stopped" in attach.stderr, attach.stderr
+    assert guest.is_running(name, timeout=30.0)

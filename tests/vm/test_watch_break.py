@@ -151,3 +151,114 @@ def test_kgdboe_refuses_the_same_drop(lab: str) -> None:
     assert refused[0]["rule"] and refused[0]["evidence"]
     assert of(recs, "armed") == [] and of(recs, "hit") == []
     assert_target_runs_clean(lab)
+
+
+MOD_PORT = PORT + 45  # this test's own traffic: the fixture's flows to PORT
+NFT_UNLOAD = ("iptables -F INPUT 2>/dev/null; nft flush ruleset; "
+              "for i in 1 2 3 4 5 6 7 8 9 10; do "
+              "for m in nft_compat nft_chain_nat nf_tables; do modprobe -r $m 2>/dev/null; done; "
+              "grep -q '^nf_tables ' /proc/modules || exit 0; sleep 1; done; exit 1")
+NFT_RULE = ("nft add table inet kx && nft add chain inet kx c "
+            "'{ type filter hook input priority 0; }' && "
+            f"nft add rule inet kx c udp dport {MOD_PORT} drop")
+
+
+class Lines:
+    """A child's output, line by line, with a wait for a line that matches."""
+
+    def __init__(self, stream: Any) -> None:
+        import threading
+
+        self.lines: list[str] = []
+        self.ended = False
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream: Any) -> None:
+        for line in stream:
+            with self._cond:
+                self.lines.append(line.rstrip("\n"))
+                self._cond.notify_all()
+        with self._cond:
+            self.ended = True
+            self._cond.notify_all()
+
+    def wait(self, pred: Any, timeout: float) -> str:
+        import time
+
+        end = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for line in self.lines:
+                    if pred(line):
+                        return line
+                left = end - time.monotonic()
+                assert left > 0, f"no such line within {timeout} s: {self.lines[-20:]}"
+                assert not self.ended, f"the output ended without it: {self.lines[-20:]}"
+                self._cond.wait(left)
+
+
+def records(lines: Lines, kind: str) -> list[dict[str, Any]]:
+    return [r for r in (json.loads(s) for s in list(lines.lines) if s.startswith("{"))
+            if r["type"] == kind]
+
+
+def test_modules_loaded_and_unloaded_under_a_running_break_watch(lab: str) -> None:
+    """watch --break attached while nf_tables is not loaded: the rule added afterwards
+    loads it, and every name kdbg prints for its addresses (the drops, the armed record,
+    the hit, gdb's backtrace with DWARF lines) is nf_tables'. Then, with the breakpoint
+    still armed, the rule goes and nf_tables is unloaded: kdbg says so, deletes the
+    breakpoint, and a fresh look names nothing at the old address; the rule comes back,
+    nf_tables loads again, and kdbg arms and hits there anew."""
+    from kdbg import lab as labmod
+    from kdbg.debugger.targets import from_lab
+    from kdbg.symbols.kallsyms import Kallsyms
+
+    send = f"while :; do echo x > /dev/udp/127.0.0.1/{MOD_PORT}; sleep 1; done"
+    assert labmod.run(lab, ["sh", "-c", NFT_UNLOAD]).status == 0
+    proc = subprocess.Popen(
+        [*KDBG, "watch", "--json", "--lab", lab, "--reason", "NETFILTER_DROP", "--proto",
+         "udp", "--dport", str(MOD_PORT), "--break", "--break-count", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    assert proc.stdout is not None and proc.stderr is not None
+    out, err = Lines(proc.stdout), Lines(proc.stderr)
+    traffic = None
+    try:
+        err.wait(lambda s: "tracer attached" in s, 900)
+        assert "nf_tables" not in " ".join(err.lines)  # not loaded at attach
+        assert labmod.run(lab, ["sh", "-c", NFT_RULE]).status == 0
+        traffic = labmod.stream(lab, ["bash", "-c", send])
+        out.wait(lambda s: '"type": "hit"' in s or '"type":"hit"' in s, 300)
+        traffic.close()  # no drop now: the breakpoint stays armed, un-hit
+        old = int(records(out, "hit")[0]["address"], 16)
+        assert labmod.run(lab, ["sh", "-c", NFT_UNLOAD]).status == 0
+        out.wait(lambda s: '"unloaded"' in s and "nf_tables" in s, 120)
+        table = Kallsyms.load(from_lab(lab, want_vmlinux=False).kallsyms)  # type: ignore[arg-type]
+        assert table.lookup(old).module != "nf_tables"
+        assert labmod.run(lab, ["sh", "-c", NFT_RULE]).status == 0
+        traffic = labmod.stream(lab, ["bash", "-c", send])
+        assert proc.wait(timeout=600) == 0, "\n".join(err.lines[-20:])
+    finally:
+        if traffic is not None:
+            traffic.close()
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(30)
+        labmod.run(lab, ["sh", "-c", "nft delete table inet kx 2>/dev/null; iptables -A INPUT "
+                                     f"-p udp --dport {PORT} -j DROP"])
+    armed, hits, mods = records(out, "armed"), records(out, "hit"), records(out, "modules")
+    assert len(armed) == 2 and len(hits) == 2, [s[:80] for s in out.lines]
+    assert mods and "nf_tables" in mods[0]["loaded"], mods
+    gone = [m for m in mods if "nf_tables" in m["unloaded"]]
+    assert gone and gone[0]["removed_breakpoint"]["label"].startswith("nft_do_chain"), mods
+    for a, h in zip(armed, hits, strict=True):
+        assert a["caller"].startswith("nft_do_chain+0x"), a
+        assert h["symbol"] == "nft_do_chain", h
+        gdb_frames = [(f["symbol"], f.get("file")) for f in h["backtrace"]]
+        assert ("nf_hook_slow", "net/netfilter/core.c") in gdb_frames, gdb_frames
+    drops = records(out, "drop")
+    assert drops and all(d["symbol"] == "nft_do_chain" and d["module"] == "nf_tables"
+                         for d in drops), [d["location"] for d in drops]
+    assert records(out, "cleanup")[-1]["ok"]
+    assert_target_runs_clean(lab)
