@@ -51,6 +51,7 @@ class Run:
     lost: int | None = None
     counted: int | None = None
     exact: bool | None = None
+    bytes_per_event: float | None = None  # recording file (kdbg --write, perf.data) / drops
 
 
 def nft_count(lab: VethLab) -> int:
@@ -59,6 +60,17 @@ def nft_count(lab: VethLab) -> int:
         if f"dpt:{PORT}" in line:
             return int(line.split()[0])
     raise RuntimeError("DROP rule counter not found")
+
+
+def perf_counts(path: Path) -> tuple[int, int]:
+    """(samples, LOST records) in a perf.data file, from ``perf report --stats``."""
+    out = subprocess.run(["perf", "report", "--stats", "-i", str(path)], capture_output=True,
+                         text=True, timeout=600).stdout
+    found = {}
+    for kind in ("SAMPLE", "LOST"):
+        m = re.search(rf"^\s*{kind} events:\s+(\d+)", out, re.M)
+        found[kind] = int(m.group(1)) if m else 0
+    return found["SAMPLE"], found["LOST"]
 
 
 def proc_usage(pid: int) -> tuple[float, float]:
@@ -130,6 +142,8 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--only", action="append", default=[], metavar="TEXT",
+                    help="run only the tracers whose name contains TEXT (repeatable)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("drop_storm: needs root", file=sys.stderr)
@@ -145,7 +159,8 @@ def main() -> int:
     runs: list[Run] = []
     secs = args.seconds
     try:
-        with VethLab(prefix="kdbgbench", subnet=77) as lab:
+        # Our own namespaces: two runs at once must not delete each other's.
+        with VethLab(prefix=f"kdbgbench{os.getpid()}", subnet=77) as lab:
             lab.drop_udp(PORT)
             flood(lab, flooder, 1)  # warm up
 
@@ -153,11 +168,28 @@ def main() -> int:
                         parse: str | None = None, expect_all: bool = True) -> Run:
                 proc = start_tracer(argv, ready) if argv else None
                 cpu0 = proc_usage(proc.pid)[0] if proc else 0.0
-                drops, elapsed = flood(lab, flooder, secs)
+                try:
+                    drops, elapsed = flood(lab, flooder, secs)
+                except BaseException:
+                    if proc is not None:  # never leave a tracer running
+                        stop_tracer(proc)
+                    raise
                 run = Run(name, drops, elapsed, drops / elapsed)
                 if proc is not None:
                     out, cpu1, run.peak_rss_mb = stop_tracer(proc)
                     run.cpu_s = cpu1 - cpu0  # during the flood only, not the compile
+                    written = tmp / ("drops.kdbg" if parse == "record" else "perf.data")
+                    if argv and str(written) in argv and written.exists():
+                        run.bytes_per_event = written.stat().st_size / max(drops, 1)
+                        if parse == "perf":
+                            run.counted, run.lost = perf_counts(written)
+                        written.unlink()
+                    if parse == "record":
+                        recs = [json.loads(x) for x in out.splitlines() if x.startswith("{")]
+                        summ = [r for r in recs if r["type"] == "summary"]
+                        if summ:
+                            run.lost, run.counted = summ[-1]["lost"], summ[-1]["recorded"]
+                            run.exact = run.counted == drops == summ[-1]["matched"]
                     if parse == "kdbg":
                         recs = [json.loads(x) for x in out.splitlines() if x.startswith("{")]
                         summ = [r for r in recs if r["type"] == "summary"]
@@ -179,16 +211,30 @@ def main() -> int:
                 ("kdbg watch streaming, all match",
                  [*KDBG, "watch", "--json", "--dport", str(PORT)], "kdbg: watching", "kdbg",
                  True),
+                # Causes are on by default; these show what they cost (docs/diagnose.md).
+                ("kdbg watch streaming, all match, --no-causes",
+                 [*KDBG, "watch", "--json", "--no-causes", "--dport", str(PORT)],
+                 "kdbg: watching", "kdbg", True),
+                ("kdbg watch --stats --no-causes",
+                 [*KDBG, "watch", "--json", "--stats", "--no-causes", "--reason",
+                  "NETFILTER_DROP"], "kdbg: watching", "kdbg", True),
                 ("kdbg watch streaming, none match",
                  [*KDBG, "watch", "--json", "--dport", str(PORT + 1)], "kdbg: watching",
                  "kdbg", False),
+                # --netns: other floods on this machine must not count.
+                ("kdbg watch --write (bulk ring to file)",
+                 [*KDBG, "watch", "--json", "--write", str(tmp / "drops.kdbg"), "--dport",
+                  str(PORT), "--netns", lab.b.name], "kdbg: watching", "record", True),
                 ("bpftrace: count by reason",
                  ["bpftrace", "-e", "tracepoint:skb:kfree_skb { @[args->reason] = count(); }"],
                  None, None, True),
                 ("perf record -e skb:kfree_skb",
                  ["perf", "record", "-q", "-e", "skb:kfree_skb", "-a", "-o",
-                  str(tmp / "perf.data")], None, None, True),
+                  str(tmp / "perf.data")], None, "perf", True),
             ]
+            if args.only:
+                configs = [configs[0]] + [c for c in configs[1:]
+                                          if any(o in c[0] for o in args.only)]
             print(f"drop_storm: {args.rounds} rounds of {secs:.0f} s floods into a DROP rule; "
                   "each tracer's flood is paired with a baseline flood just before it",
                   file=sys.stderr)
@@ -227,14 +273,18 @@ def main() -> int:
         print(json.dumps(result, indent=2))
         return 0
     print(f"{'tracer':<42}{'drops/s':>12}{'ratio':>8}{'cpu s':>8}{'rss MB':>8}"
-          f"{'lost':>10}  stats exact")
+          f"{'lost':>10}{'B/event':>9}  stats exact")
     for r in runs:
         cpu = f"{r.cpu_s:.2f}" if r.cpu_s is not None else "-"
         rss = f"{r.peak_rss_mb:.0f}" if r.peak_rss_mb is not None else "-"
         lost = str(r.lost) if r.lost is not None else "-"
         exact = "-" if r.exact is None else (f"yes ({r.counted})" if r.exact
                                              else f"NO ({r.counted} of {r.drops})")
-        print(f"{r.name:<42}{r.rate:>12,.0f}{r.ratio:>8.3f}{cpu:>8}{rss:>8}{lost:>10}  {exact}")
+        if r.exact is None and r.counted is not None:  # perf: every kfree_skb, machine-wide
+            exact = f"({r.counted} samples)"
+        bpe = f"{r.bytes_per_event:.0f}" if r.bytes_per_event is not None else "-"
+        print(f"{r.name:<42}{r.rate:>12,.0f}{r.ratio:>8.3f}{cpu:>8}{rss:>8}{lost:>10}{bpe:>9}"
+              f"  {exact}")
     print(f"time to 'kdbg: watching': median {statistics.median(ready):.2f} s "
           f"(runs: {', '.join(f'{t:.2f}' for t in ready)}); load average "
           f"{os.getloadavg()[0]:.2f}")

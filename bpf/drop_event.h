@@ -37,11 +37,12 @@ struct kdbg_drop_event {
 	char comm[KDBG_COMMLEN];
 };
 
-/* Key of the in-kernel counters behind --stats. */
+/* Key of the in-kernel counters behind --stats (and kdbg exporter). */
 struct kdbg_stats_key {
 	__u64 location;
 	__u32 reason;
-	__u32 pad0;
+	__u32 netns;		/* 0 unless the program counts per device (STATS_BY_DEV) */
+	char ifname[KDBG_IFNAMSIZ];	/* "" unless the program counts per device */
 };
 
 /* Slots of the per-CPU counters array. */

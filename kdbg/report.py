@@ -78,6 +78,8 @@ def drop_line(ev: DropEvent) -> str:
         line += f" icmp type={ev.icmp_type} code={ev.icmp_code} id={ev.sport} seq={ev.dport}"
     if ev.file is not None:  # last, so the columns stay aligned
         line += f"  ({ev.file}:{ev.line})" if ev.line else f"  ({ev.file})"
+    if ev.cause is not None:  # after file:line, so the columns stay aligned
+        line += f"  cause: {ev.cause.get('summary') or ev.cause.get('meaning')}"
     return line
 
 

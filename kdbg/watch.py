@@ -13,11 +13,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
+from kdbg.drops.causes import CauseFinder, with_cause
 from kdbg.errors import BadInput, KdbgError
 from kdbg.report import StatsRow, Summary, stats_rows
 from kdbg.signals import StopSignals
 from kdbg.symbols.droplines import DropLines, installed_module_debug, installed_vmlinux
-from kdbg.symbols.kallsyms import Kallsyms
+from kdbg.symbols.kallsyms import Kallsyms, LiveKallsyms
 from kdbg.symbols.reasons import ReasonTable
 from kdbg.trace import filters as flt
 from kdbg.trace import offsets, tpformat
@@ -52,6 +53,7 @@ class WatchConfig:
     buffer_pages: int = 256
     events: bool = False  # with stats: stream each drop as well
     vmlinux: str | None = None  # DWARF for file:line; None: the distribution's, if installed
+    causes: bool = True  # a cause on each streamed drop (kdbg.drops.causes)
 
 
 class Sink(Protocol):
@@ -133,13 +135,16 @@ class Watch:
         self.reasons = ReasonTable.from_tpformat(self.tp)
         # kallsyms takes a while to parse: do it beside the compile unless filters need it now.
         self._pool = ThreadPoolExecutor(max_workers=1)
-        self._ksyms: Future[Kallsyms] = self._pool.submit(Kallsyms.load)
+        self._ksyms: Future[Kallsyms] = self._pool.submit(LiveKallsyms)  # names follow module loads
         self.spec = filter_spec(cfg, self.reasons, self.kallsyms)
         self.stats_only = cfg.stats and not cfg.events
         self.spec_is_early = flt.c_dev(self.spec) == flt.c_packet(self.spec) == flt.NO_FILTER
+        # Causes are computed per cause key; NETFILTER_DROP's needs the stack (the hook).
+        self.causes = CauseFinder() if cfg.causes and not self.stats_only else None
         self.text = build(
             self.tp, offsets.for_running_kernel(), self.spec,
-            ProgramOptions(stack=cfg.stack, stats_only=self.stats_only,
+            ProgramOptions(stack=cfg.stack or self.causes is not None,
+                           stats_only=self.stats_only,
                            ringbuf_pages=pages),
         )
         self.lines = None if self.stats_only else self._lines(cfg.vmlinux)
@@ -179,6 +184,8 @@ class Watch:
                 decoder = Decoder(self.reasons, self.kallsyms(),
                                   stack_of=probe.stack if cfg.stack else None)
             event = decoder.decode(raw)
+            if self.causes is not None:
+                event = with_cause(self.causes, event, raw.stack_id, probe, decoder)
             sink.drop(self.lines.annotate(event) if self.lines else event)
             delivered += 1
             if cfg.count is not None and delivered >= cfg.count:
@@ -280,4 +287,6 @@ def remote_options(cfg: WatchConfig) -> list[str]:
             out += [flag, value]
     if cfg.stack:
         out.append("--stack")
+    if not cfg.causes:
+        out.append("--no-causes")
     return out

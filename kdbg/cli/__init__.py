@@ -15,6 +15,7 @@ import click
 
 from kdbg import __version__
 from kdbg.errors import KdbgError
+from kdbg.lifetime import Terminated, sigterm_as_interrupt
 
 
 class KdbgGroup(click.Group):
@@ -35,11 +36,19 @@ class KdbgGroup(click.Group):
         return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
+        # SIGTERM ends a command the way Ctrl-C does: through its clean-up.
+        sigterm_as_interrupt()
         try:
             return super().invoke(ctx)
         except KdbgError as err:
             click.echo(f"kdbg: error: {err}", err=True)
             sys.exit(err.exit_code)
+        except Terminated:
+            click.echo("kdbg: terminated", err=True)
+            sys.exit(143)
+        except KeyboardInterrupt:
+            click.echo("kdbg: interrupted", err=True)
+            sys.exit(130)
         except BrokenPipeError:
             sys.stderr.close()
             sys.exit(141)
@@ -64,6 +73,7 @@ def _register() -> None:
     so ``kdbg watch`` starts without importing the debugger or the lab."""
     KdbgGroup.lazy.update({
         "watch": "watch",
+        "diagnose": "diagnose",
         "path": "path",
         "reasons": "reasons",
         "doctor": "doctor",
@@ -71,6 +81,8 @@ def _register() -> None:
         "demo": "demo",
         "gdb": "gdb",
         "lab": "lab",
+        "report": "report",
+        "exporter": "exporter",
     })
 
 

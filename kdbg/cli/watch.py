@@ -7,7 +7,7 @@ import sys
 import click
 
 from kdbg import watch as watch_mod
-from kdbg.cli.options import packet_filters
+from kdbg.cli.options import exclude, packet_filters, require
 from kdbg.report import JsonSink, TextSink
 
 EXAMPLES = """
@@ -20,6 +20,9 @@ Examples:
   kdbg watch --stats --interval 5 --duration 60 counts kept in the kernel
   kdbg watch --count 1 --cmd 'ip netns exec blue ping -c1 10.77.1.2'
   kdbg watch --reason no_socket --print-bpf     show the generated C and exit
+  kdbg watch --hw --json                        hardware drops, from devlink traps
+  kdbg watch --write drops.kdbg --duration 60   keep every drop (kdbg report drops.kdbg)
+  kdbg watch --pcap drops.pcapng --dport 5555   dropped packets for Wireshark
 
 \b
   In the lab (kdbg lab up), stop the kernel at a drop site:
@@ -46,6 +49,9 @@ Examples:
               help="Network namespace: inode, /var/run/netns/X, /proc/PID/ns/net, or a name.")
 @click.option("--ifname", metavar="DEV", help="Interface the skb is on.")
 @click.option("--stack", is_flag=True, help="Add the symbolized kernel stack of each drop.")
+@click.option("--no-causes", "causes", is_flag=True, flag_value=False, default=True,
+              help="Leave out each drop's cause (the rule, the missing socket, the setting; "
+                   "see 'kdbg diagnose').")
 @click.option("--stats", is_flag=True,
               help="Count drops per (reason, location) in the kernel; exact under load.")
 @click.option("--events", is_flag=True, help="With --stats, also show each drop.")
@@ -58,6 +64,14 @@ Examples:
 @click.option("--buffer-pages", type=int, default=256, show_default=True,
               help="Ring buffer size in pages (a power of two).")
 @click.option("--print-bpf", is_flag=True, help="Print the generated BPF C and exit.")
+@click.option("--write", "write", metavar="FILE", type=click.Path(dir_okay=False),
+              help="Record every matching drop, with the packet's first bytes, to FILE "
+                   "(read it with 'kdbg report'; docs/record.md).")
+@click.option("--pcap", metavar="FILE", type=click.Path(dir_okay=False),
+              help="Write the dropped packets as pcapng to FILE, each with a comment "
+                   "naming its drop (recorded losslessly, written at the end).")
+@click.option("--snaplen", type=int, metavar="N",
+              help="With --write/--pcap: bytes of each packet to keep (default 128).")
 @click.option("--break", "do_break", is_flag=True,
               help="Arm a breakpoint at the first matching drop site; report the next hit.")
 @click.option("--lab", metavar="NAME",
@@ -75,13 +89,17 @@ Examples:
               help="Judge breakpoints as for this transport (default: the endpoint's).")
 @click.option("--interactive", is_flag=True, help="At the hit, hand over gdb's prompt.")
 @click.option("--force", is_flag=True, help="Break even where the guard refuses (warned).")
-@click.option("--hw", is_flag=True, help="Use a hardware breakpoint.")
+@click.option("--hw", is_flag=True,
+              help="Hardware drops (devlink traps) instead of skb:kfree_skb.")
+@click.option("--hw-break", is_flag=True, help="With --break: use a hardware breakpoint.")
 @click.option("--break-count", type=int, default=1, show_default=True,
               help="Stops to report before ending.")
-def watch(as_json: bool, print_bpf: bool, do_break: bool, lab: str | None,
+@click.pass_context
+def watch(ctx: click.Context, as_json: bool, print_bpf: bool, do_break: bool, lab: str | None,
           events_cmd: str | None, gdb_endpoint: str | None, vmlinux: str | None,
           kallsyms_path: str | None, transport: str | None, interactive: bool, force: bool,
-          hw: bool, break_count: int, **opts: object) -> None:
+          hw: bool, hw_break: bool, break_count: int, write: str | None, pcap: str | None,
+          snaplen: int | None, **opts: object) -> None:
     """Watch packet drops on skb:kfree_skb and name each one.
 
     Each drop shows its reason (named by the running kernel), where it happened
@@ -89,7 +107,18 @@ def watch(as_json: bool, print_bpf: bool, do_break: bool, lab: str | None,
     namespace and interface. Every filter runs in the kernel. Once attached,
     a line starting 'kdbg: watching' goes to stderr.
     """
+    check_options(ctx)
+    if hw:
+        from kdbg.cli.hwdrops import watch_hw
+
+        watch_hw(ctx, as_json, print_bpf)
+        return
     cfg = watch_mod.WatchConfig(vmlinux=vmlinux, **opts)  # type: ignore[arg-type]
+    if write is not None or pcap is not None:
+        from kdbg.cli.report import record
+
+        record(ctx, cfg, write, pcap, snaplen, as_json, print_bpf, lab)
+        return
     if do_break or lab is not None or events_cmd is not None:
         from kdbg import breakwatch
         from kdbg.breakreport import BreakJsonSink, BreakTextSink
@@ -97,7 +126,7 @@ def watch(as_json: bool, print_bpf: bool, do_break: bool, lab: str | None,
         bcfg = breakwatch.BreakConfig(
             lab=lab, events_cmd=events_cmd, gdb=gdb_endpoint, vmlinux=vmlinux,
             kallsyms=kallsyms_path, transport=transport, interactive=interactive,
-            force=force, hw=hw, break_count=break_count)
+            force=force, hw=hw_break, break_count=break_count)
         bsink = BreakJsonSink(sys.stdout, sys.stderr) if as_json else BreakTextSink(
             sys.stdout, sys.stderr, stacks=cfg.stack)
         if not do_break:
@@ -112,6 +141,25 @@ def watch(as_json: bool, print_bpf: bool, do_break: bool, lab: str | None,
     result = prepared.run(sink)
     if result.cmd_status is not None:
         sys.exit(result.cmd_status)
+
+
+# Options that do nothing without another, or with another: exit 2, never ignored.
+NEEDS = {
+    "interval": ("stats",), "events": ("stats",),
+    "gdb_endpoint": ("do_break",), "transport": ("do_break",),
+    "interactive": ("do_break",), "force": ("do_break",),
+    "break_count": ("do_break",), "kallsyms_path": ("do_break", "events_cmd"),
+    "hw_break": ("do_break",),
+    "snaplen": ("write", "pcap"),
+}
+LOCAL_ONLY = ("stats", "events", "interval", "cmd", "buffer_pages", "print_bpf")
+
+
+def check_options(ctx: click.Context) -> None:
+    """Refuse options that would be silently ignored (one line, exit 2)."""
+    require(ctx, NEEDS)
+    exclude(ctx, {name: ("lab", "do_break", "events_cmd") for name in LOCAL_ONLY},
+            why="the tracer runs in the target with its drop options only")
 
 
 COMMANDS = [watch]

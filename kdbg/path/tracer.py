@@ -15,7 +15,7 @@ from typing import Protocol
 
 from kdbg.errors import BadInput
 from kdbg.signals import StopSignals
-from kdbg.symbols.kallsyms import Kallsyms
+from kdbg.symbols.kallsyms import Kallsyms, LiveKallsyms
 from kdbg.symbols.reasons import ReasonTable
 from kdbg.trace import filters as flt
 from kdbg.trace.probe import check_privileges
@@ -104,7 +104,7 @@ class PathTrace:
         self.formats = program.load_formats()
         self.reasons = ReasonTable.from_tpformat(self.formats.kfree_skb)
         self._pool = ThreadPoolExecutor(max_workers=1)
-        self._ksyms: Future[Kallsyms] = self._pool.submit(Kallsyms.load)
+        self._ksyms: Future[Kallsyms] = self._pool.submit(LiveKallsyms)  # names follow module loads
         self.spec = path_filter_spec(cfg, self.reasons)
         self.text = program.build(
             self.formats, program.kernel_offsets(), self.spec, cfg.icmp_ids,

@@ -66,6 +66,7 @@ class DropEvent:
     stack: tuple[Frame, ...] | None = None
     file: str | None = None
     line: int | None = None
+    cause: dict[str, Any] | None = None  # kdbg.drops.causes: why, where it could be told
 
     @property
     def location(self) -> str:
@@ -106,6 +107,8 @@ class DropEvent:
         if self.file is not None:
             rec["file"] = self.file
             rec["line"] = self.line
+        if self.cause is not None:
+            rec["cause"] = self.cause
         if self.stack is not None:
             rec["stack"] = [
                 {"address": f"0x{f.address:x}", "symbol": f.symbol, "offset": f.offset,
@@ -136,7 +139,7 @@ class DropEvent:
             sport=rec.get("sport"), dport=rec.get("dport"), icmp_type=rec.get("icmp_type"),
             icmp_code=rec.get("icmp_code"), netns=rec.get("netns"), ifname=rec.get("ifname"),
             ifindex=rec.get("ifindex"), len=rec.get("len", 0), stack=stack,
-            file=rec.get("file"), line=rec.get("line"),
+            file=rec.get("file"), line=rec.get("line"), cause=rec.get("cause"),
         )
 
 

@@ -49,5 +49,6 @@ class RawStatsKey(ct.Structure):
     _fields_ = [
         ("location", ct.c_uint64),
         ("reason", ct.c_uint32),
-        ("pad0", ct.c_uint32),
+        ("netns", ct.c_uint32),
+        ("ifname", ct.c_char * IFNAMSIZ),
     ]

@@ -68,7 +68,8 @@ def _summarize(log: str) -> str:
 
 
 def load_bpf(text: str, attachments: list[tuple[str, str]], what: str) -> Any:
-    """Compile ``text`` with bcc and attach each ``(tracepoint, function)``.
+    """Compile ``text`` with bcc and attach each ``(tracepoint, function)``; a tracepoint
+    named ``raw:NAME`` is attached as a raw tracepoint (its arguments, not its record).
 
     Checks privileges and headers first; compiler and verifier output becomes a
     one-line BpfLoadError instead of pages on stderr. Returns the bcc ``BPF``.
@@ -91,7 +92,10 @@ def load_bpf(text: str, attachments: list[tuple[str, str]], what: str) -> Any:
                                ) from err
         for tp, fn in attachments:
             try:
-                bpf.attach_tracepoint(tp=tp, fn_name=fn)
+                if tp.startswith("raw:"):
+                    bpf.attach_raw_tracepoint(tp=tp.removeprefix("raw:"), fn_name=fn)
+                else:
+                    bpf.attach_tracepoint(tp=tp, fn_name=fn)
             except Exception as err:
                 bpf.cleanup()
                 raise BpfLoadError(f"cannot attach to {tp}: {_summarize(log())}") from err
@@ -161,8 +165,16 @@ class DropProbe(RingProbe):
 
     def stats(self) -> dict[tuple[int, int], int]:
         """In-kernel counts of matching drops per (reason code, location address)."""
-        return {(k.reason, k.location): sum(int(c) for c in v)
-                for k, v in self._bpf["stats"].items()}
+        out: dict[tuple[int, int], int] = {}
+        for (reason, location, _netns, _ifname), n in self.stats_by_dev().items():
+            out[reason, location] = out.get((reason, location), 0) + n
+        return out
+
+    def stats_by_dev(self) -> dict[tuple[int, int, int, str], int]:
+        """In-kernel counts per (reason code, location address, netns inode, ifname);
+        netns and ifname are 0 and "" unless the program counts per device."""
+        return {(k.reason, k.location, k.netns, k.ifname.decode(errors="replace")):
+                sum(int(c) for c in v) for k, v in self._bpf["stats"].items()}
 
     def stack(self, stack_id: int) -> list[int]:
         """Return addresses of a captured kernel stack, innermost first."""

@@ -19,9 +19,17 @@ class ProgramOptions:
 
     stack: bool = False
     stats_only: bool = False
+    stats_by_dev: bool = False  # the stats key carries netns and ifname (kdbg exporter)
     ringbuf_pages: int = 256
     stats_entries: int = 16384
     stack_entries: int = 4096
+    # C that hands the filled event ``e`` over; None: one ring-buffer record each.
+    # kdbg.drops.record passes the rendered bpf/drop_record.bpf.c.
+    output: str | None = None
+
+
+# The default hand-over: copy the event into the ring buffer, counting a full ring.
+OUTPUT = "if (events.ringbuf_output(&e, sizeof(e), 0) != 0)\n\t\tcount(KDBG_CTR_LOST);"
 
 
 def build(
@@ -43,11 +51,13 @@ def build(
         "STATS_ONLY": int(opts.stats_only),
         "COUNT_EARLY": int(flt.c_dev(spec) == flt.c_packet(spec) == flt.NO_FILTER),
         "DEV_FILTER": int(flt.c_dev(spec) != flt.NO_FILTER),
+        "STATS_BY_DEV": int(opts.stats_by_dev),
         "RINGBUF_PAGES": pages,
         "STATS_ENTRIES": opts.stats_entries,
         "STACK_ENTRIES": opts.stack_entries,
         "FILTER_EARLY": flt.c_early(spec),
         "FILTER_DEV": flt.c_dev(spec),
         "FILTER_PKT": flt.c_packet(spec),
+        "OUTPUT": OUTPUT if opts.output is None else opts.output,
     }
     return render(TEMPLATE.read_text(), values)

@@ -54,3 +54,48 @@ def test_bad_input_is_one_line_exit_2(args: list[str], needle: str) -> None:
 def test_bad_choice_is_a_usage_error() -> None:
     result = CliRunner().invoke(main, ["watch", "--proto", "gre"])
     assert result.exit_code == 2 and "gre" in result.output
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["watch", "--interval", "5"], "--interval does nothing without --stats"),
+    (["watch", "--events"], "--events does nothing without --stats"),
+    (["watch", "--force"], "--force does nothing without --break"),
+    (["watch", "--interactive"], "--interactive does nothing without --break"),
+    (["watch", "--transport", "kgdboe"], "--transport does nothing without --break"),
+    (["watch", "--break-count", "2"], "--break-count does nothing without --break"),
+    (["watch", "--gdb", "tcp:127.0.0.1:1"], "--gdb does nothing without --break"),
+    (["watch", "--kallsyms", "/dev/null"], "--kallsyms does nothing without --break or "
+                                            "--events-cmd"),
+    (["watch", "--lab", "x", "--stats"], "--stats does nothing with --lab"),
+    (["watch", "--break", "--cmd", "true"], "--cmd does nothing with --break"),
+    (["watch", "--events-cmd", "true", "--buffer-pages", "64"],
+     "--buffer-pages does nothing with --events-cmd"),
+    (["watch", "--lab", "x", "--print-bpf"], "--print-bpf does nothing with --lab"),
+    (["gdb", "attach", "--kallsyms", "/dev/null"], "--kallsyms does nothing without --gdb"),
+    (["gdb", "break", "x", "--gdb", "tcp:127.0.0.1:1", "--no-vmlinux"],
+     "--no-vmlinux does nothing with --gdb"),
+    (["gdb", "attach", "--vmlinux", "/dev/null", "--no-vmlinux"],
+     "--no-vmlinux does nothing with --vmlinux"),
+    (["guard", "check", "tcp_v4_rcv", "--btf", "/dev/null"], "--btf does nothing without "
+                                                              "--kallsyms"),
+    (["guard", "check", "tcp_v4_rcv", "--lab", "x", "--kallsyms", "/dev/null"],
+     "--lab does nothing with --kallsyms"),
+    (["demo", "--local", "--keep"], "--keep does nothing with --local"),
+    (["demo", "--local", "--interactive"], "--interactive does nothing with --local"),
+])
+def test_an_option_that_would_do_nothing_is_exit_2(args: list[str], needle: str) -> None:
+    """Never silently ignored: one line, exit 2, before anything runs."""
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("kdbg: error:") and needle in lines[0]
+
+
+def test_options_that_do_something_pass_the_check() -> None:
+    from kdbg.cli.watch import check_options, watch
+
+    for args in (["--stats", "--interval", "5"], ["--stats", "--events"],
+                 ["--break", "--force", "--break-count", "2"],
+                 ["--events-cmd", "x", "--kallsyms", "/dev/null"], ["--lab", "x"]):
+        with watch.make_context("watch", list(args)) as ctx:
+            check_options(ctx)

@@ -6,6 +6,7 @@
  * running kernel's BTF, never from the headers bcc compiles against.
  */
 #include "drop_event.h"
+#include "drop_record.h"
 
 #define TP_OFF_SKBADDR   8
 #define TP_OFF_LOCATION  16
@@ -31,6 +32,8 @@
 #define COUNT_EARLY      1
 /* 1: a filter on netns or device, so the device is read before the packet. */
 #define DEV_FILTER       0
+/* 1: the stats key carries netns and ifname too (kdbg exporter's labels). */
+#define STATS_BY_DEV     0
 
 BPF_RINGBUF_OUTPUT(events, 256);
 /* Per-CPU counts: no atomic operations and no shared cache lines under a storm. */
@@ -47,10 +50,16 @@ static __always_inline void count(int slot)
 		(*v)++;
 }
 
-static __always_inline void count_match(__u32 reason, __u64 location)
+static __always_inline void count_match(__u32 reason, __u64 location,
+					const struct kdbg_drop_event *e)
 {
 	struct kdbg_stats_key key = {.location = location, .reason = reason};
 	__u64 zero = 0, *n;
+
+#if STATS_BY_DEV
+	key.netns = e->netns;
+	__builtin_memcpy(key.ifname, e->ifname, sizeof(key.ifname));
+#endif
 
 	n = stats.lookup_or_try_init(&key, &zero);
 	if (n)
@@ -110,8 +119,12 @@ int kdbg_on_kfree_skb(void *ctx)
 		/* none */
 	}
 #if STATS_ONLY && COUNT_EARLY
-	/* --stats with no filter past reason and location: one per-CPU map update. */
-	count_match(reason, location);
+	/* --stats with no filter past reason and location: one per-CPU map update
+	 * (after reading the device, when the counts are per device). */
+#if STATS_BY_DEV
+	read_dev(ctx, *(__u64 *)(ctx + TP_OFF_SKBADDR), &e);
+#endif
+	count_match(reason, location, &e);
 	return 0;
 #endif
 	count(KDBG_CTR_SEEN);
@@ -216,7 +229,7 @@ int kdbg_on_kfree_skb(void *ctx)
 #endif
 	bpf_probe_read_kernel(&e.len, sizeof(e.len), (void *)(skb + SKB_LEN));
 
-	count_match(e.reason, e.location);
+	count_match(e.reason, e.location, &e);
 #if STATS_ONLY
 	return 0;
 #endif
@@ -234,6 +247,8 @@ int kdbg_on_kfree_skb(void *ctx)
 #else
 	e.stack_id = -1;
 #endif
+	/* Hand the event over: one record each (kdbg/trace/program.py), or the record
+	 * of bpf/drop_record.bpf.c with the packet's first bytes (kdbg watch --write). */
 	if (events.ringbuf_output(&e, sizeof(e), 0) != 0)
 		count(KDBG_CTR_LOST);
 	return 0;

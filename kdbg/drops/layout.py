@@ -1,0 +1,40 @@
+"""ctypes mirror of ``bpf/drop_record.h``. A unit test keeps the two in step."""
+
+from __future__ import annotations
+
+import ctypes as ct
+
+from kdbg.trace.layout import RawDropEvent
+
+# Link types of the snapshot, as in drop_record.h
+LINK_NONE, LINK_ETHERNET, LINK_RAW = 0, 1, 2
+
+# The ring buffer's own header in front of every record (kernel/bpf/ringbuf.c):
+# u32 len (bit 31: busy, bit 30: discarded), u32 page offset.
+RING_HDR = 8
+RING_BUSY = 1 << 31
+RING_DISCARD = 1 << 30
+
+
+class RawDropRecord(ct.Structure):
+    """``struct kdbg_drop_record``; the snapshot follows it. Only kdbg.drops.offline
+    decodes it."""
+
+    _fields_ = [
+        ("ev", RawDropEvent),
+        ("caplen", ct.c_uint32),
+        ("wirelen", ct.c_uint32),
+        ("linktype", ct.c_uint16),
+        ("devtype", ct.c_uint16),
+        ("pad0", ct.c_uint32),
+    ]
+
+
+def snap_bytes(snaplen: int) -> int:
+    """Bytes the snapshot takes in a record: ``snaplen`` rounded up to 8."""
+    return (snaplen + 7) & ~7
+
+
+def record_size(snaplen: int) -> int:
+    """Bytes one record takes in the ring (and in a recording), its ring header included."""
+    return RING_HDR + ct.sizeof(RawDropRecord) + snap_bytes(snaplen)

@@ -1,0 +1,693 @@
+"""Which nftables rule dropped a packet: the ruleset, read, evaluated against it.
+
+The running kernel cannot say which rule returned NF_DROP without a probe this
+host lacks (no kprobes, no fentry), and changing the ruleset to ask (nftrace,
+counters) is not allowed. So kdbg reads the namespace's ruleset read-only
+(``nft -j list ruleset``, and ``nft -a list ruleset`` for each rule's text) and
+evaluates it against the dropped packet's fields at the hook the drop's kernel
+stack names, base chains in priority order, first verdict wins.
+
+An expression kdbg cannot evaluate from the drop record (ct state, marks, an
+iptables extension, a limit) is not guessed: both outcomes are followed. Knowing
+the packet *was* dropped, a single rule that drops it on every path is named
+("by elimination"); several candidates mean the cause is not established, and
+the report says so and why. Pure functions over the JSON, so the evaluator is
+tested on checked-in ``nft -j`` output.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from kdbg.errors import KdbgError
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+HOOKS = ("prerouting", "input", "forward", "output", "postrouting")
+FAMILIES = {"ipv4": ("ip", "inet"), "ipv6": ("ip6", "inet")}
+MAX_STEPS = 5000
+
+
+class TooComplex(KdbgError):
+    """The ruleset has too many paths to follow for this packet."""
+
+
+# -- the ruleset ---------------------------------------------------------------
+
+@dataclass
+class Rule:
+    family: str
+    table: str
+    chain: str
+    handle: int
+    expr: list[Any]
+    text: str | None = None
+
+    @property
+    def ident(self) -> tuple[str, str, str, int]:
+        return (self.family, self.table, self.chain, self.handle)
+
+    def fingerprint(self) -> str:
+        """The rule without its counters' values: the same rule prints the same."""
+        return json.dumps(_strip_counters(self.expr), sort_keys=True)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"family": self.family, "table": self.table, "chain": self.chain,
+                "handle": self.handle, "text": self.text}
+
+
+@dataclass
+class Chain:
+    family: str
+    table: str
+    name: str
+    handle: int
+    hook: str | None = None
+    prio: int | None = None
+    policy: str | None = None
+    type: str | None = None
+    dev: tuple[str, ...] = ()
+    rules: list[Rule] = field(default_factory=list)
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.family, self.table, self.name)
+
+
+@dataclass
+class Ruleset:
+    chains: dict[tuple[str, str, str], Chain]
+    sets: dict[tuple[str, str, str], list[Any]]
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any], text: str | None = None) -> Ruleset:
+        """Parse ``nft -j list ruleset``; ``text`` (``nft -a list ruleset``) names rules."""
+        texts = rule_texts(text) if text is not None else {}
+        chains: dict[tuple[str, str, str], Chain] = {}
+        sets: dict[tuple[str, str, str], list[Any]] = {}
+        for item in doc.get("nftables", []):
+            if "chain" in item:
+                c = item["chain"]
+                dev = c.get("dev", ())
+                chains[(c["family"], c["table"], c["name"])] = Chain(
+                    c["family"], c["table"], c["name"], c.get("handle", 0), c.get("hook"),
+                    c.get("prio"), c.get("policy"), c.get("type"),
+                    (dev,) if isinstance(dev, str) else tuple(dev))
+            elif "rule" in item:
+                r = item["rule"]
+                key = (r["family"], r["table"], r["chain"])
+                rule = Rule(*key, r.get("handle", 0), r.get("expr", []))
+                rule.text = texts.get(rule.ident)
+                if key in chains:
+                    chains[key].rules.append(rule)
+            elif "set" in item or "map" in item:
+                s = item.get("set") or item.get("map")
+                sets[(s["family"], s["table"], s["name"])] = list(s.get("elem", []))
+        return cls(chains, sets)
+
+    def rule(self, ident: tuple[str, str, str, int]) -> Rule | None:
+        chain = self.chains.get((ident[0], ident[1], ident[2]))
+        if chain is None:
+            return None
+        return next((r for r in chain.rules if r.handle == ident[3]), None)
+
+    def handles(self) -> set[tuple[str, str, str, int]]:
+        return {r.ident for c in self.chains.values() for r in c.rules}
+
+
+def _strip_counters(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: ({} if k == "counter" else _strip_counters(v)) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_strip_counters(v) for v in obj]
+    return obj
+
+
+_TABLE = re.compile(r"^table (\S+) (\S+) \{")
+_CHAIN = re.compile(r"^chain (\S+) \{")
+_BLOCK = re.compile(r"^(set|map|flowtable|counter|quota|ct \S+|limit|synproxy|secmark) \S+ \{")
+_HANDLE = re.compile(r"\s*# handle (\d+)$")
+
+
+def rule_texts(text: str) -> dict[tuple[str, str, str, int], str]:
+    """Each rule's line of ``nft -a list ruleset``, keyed by family, table, chain, handle."""
+    out: dict[tuple[str, str, str, int], str] = {}
+    family = table = chain = None
+    depth = 0
+    pending = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if depth == 0:
+            m = _TABLE.match(line)
+            if m:
+                family, table, depth = m.group(1), m.group(2).strip('"'), 1
+            continue
+        if depth == 1:
+            m = _CHAIN.match(line)
+            if m:
+                chain, depth, pending = m.group(1).strip('"'), 2, ""
+            elif _BLOCK.match(line) and not line.endswith("}"):
+                chain, depth = None, 2
+            elif line.startswith("}"):
+                depth = 0
+            continue
+        if line == "}" and not pending:
+            depth -= 1
+            continue
+        if chain is None:
+            continue
+        pending = f"{pending} {line}".strip() if pending else line
+        m = _HANDLE.search(pending)
+        if m and family and table:
+            out[(family, table, chain, int(m.group(1)))] = pending
+            pending = ""
+        elif pending.startswith(("type ", "policy ", "comment ")) or pending.endswith(";"):
+            pending = ""  # a chain's own attributes
+    return out
+
+
+# -- the packet ----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Packet:
+    """What a drop record tells about the packet; None: not known."""
+
+    family: str  # ipv4 | ipv6
+    l4proto: int | None
+    saddr: IPAddress | None
+    daddr: IPAddress | None
+    sport: int | None = None
+    dport: int | None = None
+    icmp_type: int | None = None
+    icmp_code: int | None = None
+    iifname: str | None = None
+    oifname: str | None = None
+
+
+class _Unknown(Exception):
+    """This expression cannot be evaluated from the drop record."""
+
+
+class _Absent(Exception):
+    """The header this expression reads is not in the packet: it does not match."""
+
+
+PROTO_NUMBERS = {"tcp": 6, "udp": 17, "icmp": 1, "ipv6-icmp": 58, "icmpv6": 58,
+                 "sctp": 132, "udplite": 136, "dccp": 33, "gre": 47, "esp": 50, "ah": 51}
+ICMP_TYPES = {
+    "echo-reply": 0, "destination-unreachable": 3, "source-quench": 4, "redirect": 5,
+    "echo-request": 8, "router-advertisement": 9, "router-solicitation": 10,
+    "time-exceeded": 11, "parameter-problem": 12, "timestamp-request": 13,
+    "timestamp-reply": 14, "info-request": 15, "info-reply": 16,
+    "address-mask-request": 17, "address-mask-reply": 18,
+}
+ICMPV6_TYPES = {
+    "destination-unreachable": 1, "packet-too-big": 2, "time-exceeded": 3,
+    "parameter-problem": 4, "echo-request": 128, "echo-reply": 129,
+    "mld-listener-query": 130, "mld-listener-report": 131, "mld-listener-done": 132,
+    "nd-router-solicit": 133, "nd-router-advert": 134, "nd-neighbor-solicit": 135,
+    "nd-neighbor-advert": 136, "nd-redirect": 137, "mld2-listener-report": 143,
+}
+PORT_PROTOS = {"tcp": 6, "udp": 17, "sctp": 132, "udplite": 136, "dccp": 33}
+
+
+def _proto_number(v: Any) -> int:
+    if isinstance(v, int):
+        return v
+    if v in PROTO_NUMBERS:
+        return PROTO_NUMBERS[v]
+    try:
+        return socket.getprotobyname(str(v))
+    except OSError:
+        raise _Unknown(f"protocol {v!r}") from None
+
+
+def _port(v: Any) -> int:
+    if isinstance(v, int):
+        return v
+    try:
+        return socket.getservbyname(str(v))
+    except OSError:
+        raise _Unknown(f"service {v!r}") from None
+
+
+class _Field:
+    """A value of the packet and how to read the rule's constants for it."""
+
+    def __init__(self, value: Any, conv: Any, wildcard: bool = False) -> None:
+        self.value, self.conv, self.wildcard = value, conv, wildcard
+
+
+def _addr_conv(v: Any) -> Any:
+    return ipaddress.ip_address(v)
+
+
+def _field(left: Any, pkt: Packet) -> _Field:
+    """The packet's value for ``left``: _Unknown, or _Absent when the header is missing."""
+    if not isinstance(left, dict):
+        raise _Unknown("expression")
+    if "payload" in left:
+        p = left["payload"]
+        proto, name = p.get("protocol"), p.get("field")
+        if proto is None:
+            raise _Unknown("raw payload")
+        if proto in ("ip", "ip6"):
+            if pkt.family != ("ipv4" if proto == "ip" else "ipv6"):
+                raise _Absent(proto)
+            if name in ("saddr", "daddr"):
+                addr = pkt.saddr if name == "saddr" else pkt.daddr
+                if addr is None:
+                    raise _Unknown(f"{proto} {name}")
+                return _Field(addr, _addr_conv)
+            if name in ("protocol", "nexthdr"):
+                if pkt.l4proto is None:
+                    raise _Unknown(f"{proto} {name}")
+                return _Field(pkt.l4proto, _proto_number)
+            raise _Unknown(f"{proto} {name}")
+        if proto in PORT_PROTOS or proto == "th":
+            if pkt.l4proto is None:
+                raise _Unknown(f"{proto} {name}")
+            wanted = PORT_PROTOS.values() if proto == "th" else (PORT_PROTOS[proto],)
+            if pkt.l4proto not in wanted:
+                raise _Absent(proto)
+            if name in ("sport", "dport"):
+                val = pkt.sport if name == "sport" else pkt.dport
+                if val is None:
+                    raise _Unknown(f"{proto} {name}")
+                return _Field(val, _port)
+            raise _Unknown(f"{proto} {name}")
+        if proto in ("icmp", "icmpv6"):
+            num = 1 if proto == "icmp" else 58
+            if pkt.l4proto is None:
+                raise _Unknown(f"{proto} {name}")
+            if pkt.l4proto != num:
+                raise _Absent(proto)
+            names = ICMP_TYPES if proto == "icmp" else ICMPV6_TYPES
+            if name == "type" and pkt.icmp_type is not None:
+                return _Field(pkt.icmp_type, lambda v: v if isinstance(v, int) else names[v])
+            if name == "code" and pkt.icmp_code is not None:
+                return _Field(pkt.icmp_code, lambda v: v if isinstance(v, int) else _no(v))
+            raise _Unknown(f"{proto} {name}")
+        raise _Unknown(f"{proto} {name}")
+    if "meta" in left:
+        key = left["meta"].get("key")
+        if key == "l4proto":
+            if pkt.l4proto is None:
+                raise _Unknown("meta l4proto")
+            return _Field(pkt.l4proto, _proto_number)
+        if key == "nfproto":
+            return _Field(pkt.family, str)
+        if key == "protocol":
+            return _Field("ip" if pkt.family == "ipv4" else "ip6", str)
+        if key in ("iifname", "oifname", "iif", "oif"):
+            dev = pkt.iifname if key.startswith("i") else pkt.oifname
+            if dev is None:
+                raise _Unknown(f"meta {key}")
+            return _Field(dev, str, wildcard=key.endswith("name"))
+        raise _Unknown(f"meta {key}")
+    raise _Unknown(describe_left(left))
+
+
+def _no(v: Any) -> Any:
+    raise _Unknown(f"value {v!r}")
+
+
+def _elements(right: Any, sets: dict[tuple[str, str, str], list[Any]],
+              where: tuple[str, str]) -> list[Any]:
+    if isinstance(right, str) and right.startswith("@"):
+        key = (*where, right[1:])
+        if key not in sets:
+            raise _Unknown(f"set {right}")
+        return sets[key]
+    if isinstance(right, dict) and "set" in right:
+        return list(right["set"])
+    if isinstance(right, list):
+        return right
+    return [right]
+
+
+def _element_matches(f: _Field, elem: Any) -> bool:
+    if isinstance(elem, dict) and "elem" in elem:
+        elem = elem["elem"].get("val")
+    if isinstance(elem, dict):
+        if "prefix" in elem:
+            net = ipaddress.ip_network(f"{elem['prefix']['addr']}/{elem['prefix']['len']}",
+                                       strict=False)
+            return isinstance(f.value, ipaddress.IPv4Address | ipaddress.IPv6Address) \
+                and f.value.version == net.version and f.value in net
+        if "range" in elem:
+            lo, hi = (f.conv(v) for v in elem["range"])
+            try:
+                return bool(lo <= f.value <= hi)
+            except TypeError:
+                return False
+        raise _Unknown("element")
+    if f.wildcard and isinstance(elem, str) and elem.endswith("*") and not elem.endswith("\\*"):
+        return str(f.value).startswith(elem[:-1])
+    try:
+        return bool(f.conv(elem) == f.value)
+    except (KeyError, ValueError, TypeError):
+        raise _Unknown(f"value {elem!r}") from None
+
+
+def match(expr: dict[str, Any], pkt: Packet, sets: dict[tuple[str, str, str], list[Any]],
+          where: tuple[str, str]) -> bool | None:
+    """One ``match`` expression against ``pkt``: True, False, or None (cannot tell)."""
+    op = expr.get("op", "==")
+    try:
+        f = _field(expr.get("left"), pkt)
+    except _Absent:
+        return False
+    except _Unknown:
+        return None
+    try:
+        elems = _elements(expr.get("right"), sets, where)
+        if op in ("==", "in", "!="):
+            hit = any(_element_matches(f, e) for e in elems)
+            return (not hit) if op == "!=" else hit
+        if op in ("<", ">", "<=", ">=") and len(elems) == 1:
+            v = f.conv(elems[0])
+            return {"<": f.value < v, ">": f.value > v, "<=": f.value <= v,
+                    ">=": f.value >= v}[op]
+    except (_Unknown, KeyError, ValueError, TypeError):
+        return None
+    return None
+
+
+def describe_left(left: Any) -> str:
+    if isinstance(left, dict):
+        if "payload" in left:
+            p = left["payload"]
+            if "protocol" in p:
+                return f"{p['protocol']} {p.get('field')}"
+            return f"@{p.get('base')},{p.get('offset')},{p.get('len')}"
+        for key in ("meta", "ct", "rt", "socket", "osf", "fib", "exthdr", "tcp option",
+                    "numgen", "jhash", "symhash"):
+            if key in left:
+                inner = left[key]
+                sub = inner.get("key") or inner.get("name") or "" if isinstance(inner, dict) else ""
+                return f"{key} {sub}".strip()
+        if "&" in left or "|" in left:
+            return "a bitwise expression"
+        return next(iter(left), "expression")
+    return json.dumps(left)
+
+
+def describe(expr: dict[str, Any]) -> str:
+    """A short name for an expression kdbg could not evaluate (``ct state``, ``xt match
+    multiport``, ``limit``)."""
+    if "match" in expr:
+        m = expr["match"]
+        right = m.get("right")
+        if isinstance(right, list) and all(isinstance(v, str | int) for v in right):
+            shown = ",".join(str(v) for v in right)
+        elif isinstance(right, str | int):
+            shown = str(right)
+        else:
+            shown = json.dumps(right, separators=(",", ":"))
+        return f"{describe_left(m.get('left'))} {m.get('op', '==')} {shown}"
+    if "xt" in expr:
+        return f"xt {expr['xt'].get('type', '')} {expr['xt'].get('name', '')}".strip()
+    return next(iter(expr), "expression")
+
+
+# -- evaluation ----------------------------------------------------------------
+
+VERDICTS = ("accept", "drop", "reject", "queue", "continue", "return", "jump", "goto")
+# Statements that neither match nor decide (a set update with a stateful statement
+# inside, like 'update @s { ip saddr limit rate 10/second }', is a match: not here).
+NO_EFFECT = ("counter", "log", "mangle", "notrack", "ct helper", "ct timeout", "ct expectation",
+             "map", "dup", "fwd", "tproxy", "synproxy", "flow", "secmark", "last")
+NAT = ("snat", "dnat", "masquerade", "redirect")
+
+
+@dataclass(frozen=True)
+class Assumption:
+    """An expression kdbg could not evaluate, and which way a path took it."""
+
+    rule: tuple[str, str, str, int] | None
+    what: str
+    matched: bool
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """Where one path through the hook ended."""
+
+    verdict: str  # accept | drop | queue | return
+    chain: Chain
+    rule: Rule | None  # None: the chain's policy
+    assumed: tuple[Assumption, ...]
+
+
+@dataclass(frozen=True)
+class _Branch:
+    action: str | None  # None: rule did not match or had no verdict; else a verdict
+    target: str | None
+    rule: Rule
+    assumed: tuple[Assumption, ...]
+
+
+class Evaluator:
+    """Follows one packet through a ruleset's base chains at one hook."""
+
+    def __init__(self, ruleset: Ruleset, pkt: Packet) -> None:
+        self.rs, self.pkt = ruleset, pkt
+        self.steps = 0
+
+    def _tick(self) -> None:
+        self.steps += 1
+        if self.steps > MAX_STEPS:
+            raise TooComplex("too many paths through the ruleset for this packet")
+
+    def _rule(self, rule: Rule, assumed: tuple[Assumption, ...]) -> list[_Branch]:
+        where = (rule.family, rule.table)
+        branches: list[_Branch] = []
+        live = [assumed]
+        for expr in rule.expr:
+            if not isinstance(expr, dict) or not expr:
+                continue
+            key = next(iter(expr))
+            result: bool | None
+            if key == "match":
+                result = match(expr["match"], self.pkt, self.rs.sets, where)
+            elif key == "xt":  # an iptables extension: a target does not match
+                result = True if expr["xt"].get("type") == "target" else None
+            elif key == "set" and isinstance(expr["set"], dict) and "stmt" not in expr["set"]:
+                result = True  # adds to a set; decides nothing
+            elif key not in (*VERDICTS, *NO_EFFECT, *NAT, "vmap"):
+                result = None  # limit, quota, meter, ct count, …: may or may not match
+            else:
+                result = True
+            if key in VERDICTS or key in NAT:
+                verdict = {"reject": "drop"}.get(key, key)
+                if key in NAT:
+                    verdict = "accept"
+                target = expr[key].get("target") if isinstance(expr[key], dict) else None
+                branches += [_Branch(verdict, target, rule, a) for a in live]
+                return branches
+            if key == "vmap":
+                return branches + self._vmap(rule, expr["vmap"], live)
+            if result is False:
+                return branches + [_Branch(None, None, rule, a) for a in live]
+            if result is None:
+                what = describe(expr)
+                branches += [_Branch(None, None, rule, (*a, Assumption(rule.ident, what, False)))
+                             for a in live]
+                live = [(*a, Assumption(rule.ident, what, True)) for a in live]
+        return branches + [_Branch(None, None, rule, a) for a in live]
+
+    def _vmap(self, rule: Rule, vmap: dict[str, Any],
+              live: list[tuple[Assumption, ...]]) -> list[_Branch]:
+        fake = {"left": vmap.get("key"), "right": None, "op": "=="}
+        data = vmap.get("data")
+        pairs = _elements(data, self.rs.sets, (rule.family, rule.table))
+        out: list[_Branch] = []
+        try:
+            f = _field(fake["left"], self.pkt)
+        except _Absent:
+            return [_Branch(None, None, rule, a) for a in live]
+        except _Unknown:
+            f = None
+        for pair in pairs:
+            if isinstance(pair, dict) and "elem" in pair:
+                pair = pair["elem"]
+            if not (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[1], dict)):
+                continue
+            key, verdict = pair
+            vname = next(iter(verdict))
+            target = verdict[vname].get("target") if isinstance(verdict[vname], dict) else None
+            vname = {"reject": "drop"}.get(vname, vname)
+            if f is None:
+                what = f"{describe_left(vmap.get('key'))} vmap {key}"
+                out += [_Branch(vname, target, rule, (*a, Assumption(rule.ident, what, True)))
+                        for a in live]
+                continue
+            try:
+                if _element_matches(f, key):
+                    return out + [_Branch(vname, target, rule, a) for a in live]
+            except _Unknown:
+                what = f"{describe_left(vmap.get('key'))} vmap {key}"
+                out += [_Branch(vname, target, rule, (*a, Assumption(rule.ident, what, True)))
+                        for a in live]
+        what = f"{describe_left(vmap.get('key'))} vmap: no element"
+        tail = (Assumption(rule.ident, what, False),) if out else ()
+        return out + [_Branch(None, None, rule, (*a, *tail)) for a in live]
+
+    def run(self, chain: Chain, start: int, assumed: tuple[Assumption, ...],
+            depth: int = 0) -> Iterator[Outcome]:
+        """Every way ``chain`` can end, from rule ``start``, for this packet."""
+        if depth > 16:
+            raise TooComplex("jumps nest deeper than 16 chains")
+        idx = start
+        while idx < len(chain.rules):
+            self._tick()
+            rule = chain.rules[idx]
+            go_on: tuple[Assumption, ...] | None = None
+            for br in self._rule(rule, assumed):
+                if br.action in (None, "continue"):
+                    if go_on is None:
+                        go_on = br.assumed
+                    else:
+                        yield from self.run(chain, idx + 1, br.assumed, depth)
+                elif br.action in ("jump", "goto"):
+                    target = self.rs.chains.get((chain.family, chain.table, br.target or ""))
+                    if target is None:
+                        continue
+                    for sub in self.run(target, 0, br.assumed, depth + 1):
+                        if sub.verdict == "return" and br.action == "jump":
+                            yield from self.run(chain, idx + 1, sub.assumed, depth)
+                        else:
+                            yield sub
+                elif br.action == "return":
+                    yield Outcome("return", chain, rule, br.assumed)
+                else:
+                    yield Outcome(br.action, chain, rule, br.assumed)
+            if go_on is None:
+                return
+            assumed = go_on
+            idx += 1
+        yield Outcome("return", chain, None, assumed)
+
+
+def base_chains(rs: Ruleset, hook: str, families: tuple[str, ...],
+                ifname: str | None = None) -> list[Chain]:
+    """The base chains the packet passes at ``hook``, in the order the kernel runs them."""
+    out = [c for c in rs.chains.values()
+           if c.hook == hook and c.family in families
+           and (not c.dev or ifname is None or ifname in c.dev)]
+    return sorted(out, key=lambda c: (c.prio if c.prio is not None else 0))
+
+
+def drops_at_hook(rs: Ruleset, pkt: Packet, hook: str, families: tuple[str, ...]
+                  ) -> list[Outcome]:
+    """Every path on which the hook drops ``pkt``."""
+    ev = Evaluator(rs, pkt)
+    paths: list[tuple[Assumption, ...]] = [()]
+    drops: list[Outcome] = []
+    for chain in base_chains(rs, hook, families, pkt.iifname or pkt.oifname):
+        nxt: list[tuple[Assumption, ...]] = []
+        for assumed in paths:
+            if chain.type == "nat":
+                # A nat chain sees only a connection's first packet.
+                nxt.append((*assumed, Assumption(None, f"nat chain {chain.name} not run "
+                                                 "(not a connection's first packet)", True)))
+                assumed = (*assumed, Assumption(None, f"nat chain {chain.name} run", True))
+            for out in ev.run(chain, 0, assumed):
+                if out.verdict == "return":
+                    if chain.policy == "drop":
+                        drops.append(Outcome("drop", chain, None, out.assumed))
+                    else:
+                        nxt.append(out.assumed)
+                elif out.verdict == "accept":
+                    nxt.append(out.assumed)
+                elif out.verdict == "drop":
+                    drops.append(out)
+                # queue: the packet left nftables' hands on that path; not a drop here
+        paths = nxt
+        if len(paths) > MAX_STEPS:
+            raise TooComplex("too many paths through the ruleset for this packet")
+    return drops
+
+
+@dataclass(frozen=True)
+class Finding:
+    """What the ruleset says about one dropped packet."""
+
+    established: bool
+    rule: dict[str, Any] | None  # {"family","table","chain","handle","text"} or policy form
+    text: str  # one line for the report
+    candidates: tuple[dict[str, Any], ...] = ()
+    unknown: tuple[str, ...] = ()  # expressions kdbg could not evaluate
+    fingerprint: str | None = None  # the deciding rule's, to notice later changes
+
+
+def _decider(o: Outcome) -> dict[str, Any]:
+    c = o.chain
+    if o.rule is None:
+        return {"family": c.family, "table": c.table, "chain": c.name, "policy": "drop"}
+    return o.rule.to_json()
+
+
+def _label(d: dict[str, Any]) -> str:
+    where = f"table {d['family']} {d['table']} chain {d['chain']}"
+    if "policy" in d:
+        return f"the policy of {where} (policy drop: no rule accepted the packet)"
+    return f"{where} rule handle {d['handle']}: {d.get('text') or '(text unavailable)'}"
+
+
+def find_rule(rs: Ruleset, pkt: Packet, hooks: tuple[str, ...], families: tuple[str, ...]
+              ) -> Finding:
+    """Name the rule (or chain policy) that dropped ``pkt`` at one of ``hooks``."""
+    try:
+        outcomes = [o for hook in hooks for o in drops_at_hook(rs, pkt, hook, families)]
+    except TooComplex as err:
+        return Finding(False, None, f"cause not established: {err}")
+    deciders: dict[str, tuple[dict[str, Any], Outcome]] = {}
+    for o in outcomes:
+        d = _decider(o)
+        deciders.setdefault(json.dumps(d, sort_keys=True), (d, o))
+    unknown = tuple(sorted({a.what for o in outcomes for a in o.assumed}))
+    where = "/".join(hooks)
+    if not deciders:
+        return Finding(False, None,
+                       f"cause not established: no rule or policy in the current ruleset "
+                       f"drops this packet at the {where} hook (the ruleset may have changed "
+                       "since the drop, or a hook other than nftables dropped it)")
+    if len(deciders) == 1:
+        d, o = next(iter(deciders.values()))
+        text = _label(d)
+        if unknown:
+            text += ("; by elimination: the only rule that can drop this packet, whatever "
+                     f"kdbg could not evaluate ({', '.join(unknown)})")
+        return Finding(True, d, text, unknown=unknown,
+                       fingerprint=o.rule.fingerprint() if o.rule else None)
+    cands = tuple(d for d, _ in deciders.values())
+    return Finding(False, None,
+                   f"cause not established: {len(cands)} rules could have dropped it, "
+                   f"depending on what kdbg cannot evaluate from the drop "
+                   f"({', '.join(unknown) or 'chain order'}): "
+                   + "; ".join(_label(d) for d in cands),
+                   candidates=cands, unknown=unknown)
+
+
+def read(ns: Any, attempts: int = 3) -> Ruleset:
+    """The ruleset of namespace ``ns`` (a :class:`kdbg.drops.netnsref.NetnsRef`), read-only:
+    ``nft -j list ruleset``, and ``nft -a -s list ruleset`` for each rule's text (``-s``
+    leaves out counter values, so a rule reads the same at every drop); read again if
+    the two disagree."""
+    for _ in range(attempts):
+        doc = json.loads(ns.run(["nft", "-j", "list", "ruleset"]) or '{"nftables": []}')
+        text = ns.run(["nft", "-a", "-s", "list", "ruleset"])
+        rs = Ruleset.from_json(doc, text)
+        if rs.handles() == set(rule_texts(text)):
+            return rs
+    raise KdbgError(f"the ruleset of netns {ns.label} kept changing while kdbg read it")

@@ -1,0 +1,460 @@
+"""``kdbg watch --write``: keep every matching drop, with the packet's first bytes.
+
+The drop program (``bpf/kfree_skb.bpf.c``) hands each event over through the
+fragment ``bpf/drop_record.bpf.c``: one fixed-size record written in place in a
+large ring buffer, with no wakeup. Every few milliseconds the recorder copies the
+committed records to the file in one write (:class:`kdbg.drops.ringbuf.BulkRing`),
+and decodes nothing: ``kdbg report`` does that later, anywhere. Before each batch
+it writes the symbols of any location the kernel has newly counted, so a file cut
+short still names everything in it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import mmap
+import os
+import re
+import shutil
+import socket
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kdbg import __version__
+from kdbg.drops import layout
+from kdbg.drops.recfile import END, SYMBOLS, RecordingWriter, io_error
+from kdbg.drops.ringbuf import BulkRing
+from kdbg.errors import BadInput
+from kdbg.paths import BPF_DIR, cache_dir
+from kdbg.signals import StopSignals
+from kdbg.symbols.btf import Btf
+from kdbg.symbols.kallsyms import Kallsyms, Location
+from kdbg.trace import offsets
+from kdbg.trace.event import DropEvent
+from kdbg.trace.probe import TRACEPOINT, DropProbe, load_bpf
+from kdbg.trace.program import ProgramOptions, build
+from kdbg.trace.render import render
+from kdbg.watch import Sink, Watch, WatchConfig
+from kdbg.workload import Workload
+
+FRAGMENT = BPF_DIR / "drop_record.bpf.c"
+SNAPLEN_DEFAULT = 128
+SNAPLEN_MAX = 4096
+RING_PAGES_DEFAULT = 8192  # 32 MiB: over 100 ms of a 200k drops/s storm at 128-byte snaps
+DRAIN_INTERVAL = 0.005
+KALLSYMS_RELOAD = 1.0  # at most once a second, when a module's address is unknown
+NETNS_RESCAN = 1.0  # seconds between looks at /var/run/netns while recording
+
+FIELDS: dict[str, tuple[str, ...]] = {
+    "SKB_MAC_HDR": ("sk_buff.mac_header",),
+    "SKB_DATA": ("sk_buff.data",),
+    "SKB_TAIL": ("sk_buff.tail",),
+    "DEV_TYPE": ("net_device.type",),
+}
+
+
+@dataclass(frozen=True)
+class RecordOptions:
+    """Where and how much to record."""
+
+    write: str | None = None  # the recording; None: a temporary one for ``pcap``
+    pcap: str | None = None  # also write the packets as pcapng here, at the end
+    snaplen: int = SNAPLEN_DEFAULT
+    ring_pages: int = RING_PAGES_DEFAULT
+
+
+@dataclass(frozen=True)
+class RecordResult:
+    path: str | None
+    records: int
+    bytes: int
+    matched: int
+    lost: int
+    seen: int
+    pcap_packets: int | None
+    cmd_status: int | None
+    interrupted: bool
+
+
+def record_offsets(btf_path: str | Path = "/sys/kernel/btf/vmlinux") -> dict[str, int]:
+    """The fragment's struct offsets from the running kernel's BTF, cached by its hash."""
+    blob = Path(btf_path).read_bytes()
+    key = hashlib.sha256(blob + json.dumps(FIELDS, sort_keys=True).encode()).hexdigest()[:24]
+    cached = cache_dir("btf") / f"offsets-record-{key}.json"
+    try:
+        return {k: int(v) for k, v in json.loads(cached.read_text()).items()}
+    except (OSError, ValueError):
+        pass
+    result = offsets.compute(Btf(blob, source=str(btf_path)), FIELDS)
+    tmp = cached.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, sort_keys=True))
+    tmp.replace(cached)
+    return result
+
+
+def output_text(snaplen: int, offs: dict[str, int]) -> str:
+    """``bpf/drop_record.bpf.c`` filled in: the drop program's OUTPUT for a recording."""
+    return render(FRAGMENT.read_text(), {
+        "SNAPLEN": snaplen, "SNAP_BYTES": layout.snap_bytes(snaplen), **offs})
+
+
+class RecordProbe(DropProbe):
+    """The drop program with the recording hand-over: loaded without bcc's ring buffer
+    reader, its ring read in bulk instead."""
+
+    def load(self) -> None:
+        self._bpf = load_bpf(self.text, self.attachments, self.LABEL)
+
+    def ring_fd(self) -> int:
+        return int(self._bpf["events"].map_fd)
+
+    def detach(self) -> None:
+        self._bpf.detach_tracepoint(TRACEPOINT)
+
+    def locations(self) -> set[int]:
+        """Locations the stats table has counted (its keys only: no per-CPU values)."""
+        return {int(k.location) for k in self._bpf["stats"]}
+
+
+def netns_names() -> dict[int, str]:
+    """inode -> name of the namespaces named under /var/run/netns (``ip netns``)."""
+    out: dict[int, str] = {}
+    try:
+        entries = list(os.scandir("/var/run/netns"))
+    except OSError:
+        return out
+    for entry in entries:
+        try:
+            out[os.stat(entry.path).st_ino] = entry.name
+        except OSError:
+            continue
+    return out
+
+
+def _proc(path: str) -> str | None:
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return None
+
+
+class Recorder:
+    """A prepared recording: the watch's filters resolved, the program text built."""
+
+    def __init__(self, cfg: WatchConfig, opts: RecordOptions) -> None:
+        if opts.write is None and opts.pcap is None:
+            raise BadInput("nothing to record to: give --write FILE or --pcap FILE")
+        if not 0 <= opts.snaplen <= SNAPLEN_MAX:
+            raise BadInput(f"--snaplen must be between 0 and {SNAPLEN_MAX}")
+        if cfg.stack:
+            raise BadInput("--stack does not work with --write or --pcap yet",
+                           hint="record without --stack; watch --stack live")
+        pages = opts.ring_pages
+        if pages <= 0 or pages & (pages - 1):
+            raise BadInput("--buffer-pages must be a power of two")
+        # The watch resolves the filters and reads the kernel's facts; it streams nothing
+        # here, so it looks for no causes (they need the live state as each drop happens).
+        self.watch = Watch(dataclasses.replace(cfg, buffer_pages=pages, causes=False))
+        self.cfg, self.opts = cfg, opts
+        self.record_size = layout.record_size(opts.snaplen)
+        self.text = build(
+            self.watch.tp, offsets.for_running_kernel(), self.watch.spec,
+            ProgramOptions(ringbuf_pages=pages,
+                           output=output_text(opts.snaplen, record_offsets())))
+        self.ring_bytes = pages * mmap.PAGESIZE
+        if self.record_size > self.ring_bytes // 4:
+            raise BadInput("--buffer-pages is too small for --snaplen")
+        self._named: dict[int, dict[str, Any]] = {}
+        self._netns: dict[int, str] = {}
+        self._netns_at = 0.0
+        self._ksyms: Kallsyms | None = None
+        self._ksyms_at = 0.0
+
+    # -- what the file needs to be read elsewhere ---------------------------
+
+    def meta(self, wall_offset_ns: int) -> dict[str, Any]:
+        uname = os.uname()
+        return {
+            "format": "kdbg recording", "kdbg_version": __version__,
+            "kernel": {"release": uname.release, "version": _proc("/proc/version"),
+                       "machine": uname.machine, "boot_id": _proc(
+                           "/proc/sys/kernel/random/boot_id")},
+            "hostname": socket.gethostname(),
+            "tracepoint": TRACEPOINT,
+            "started_ns": time.time_ns(),
+            "wall_offset_ns": wall_offset_ns,  # add to the events' CLOCK_MONOTONIC times
+            "filters": self.watch.spec.describe(),
+            "snaplen": self.opts.snaplen,
+            "record_size": self.record_size,
+            "layout": "kdbg_drop_record 1",
+            "reasons": {str(r.code): r.name for r in self.watch.reasons},
+            "reasons_source": self.watch.reasons.source,
+        }
+
+    def _kallsyms(self) -> Kallsyms:
+        return self._ksyms if self._ksyms is not None else self.watch.kallsyms()
+
+    def _locate(self, address: int) -> Location:
+        """Name ``address``; an unknown one may be in a module loaded since kallsyms was
+        read, so read it again (at most once a second)."""
+        loc = self._kallsyms().lookup(address)
+        if loc.symbol is None and time.monotonic() - self._ksyms_at > KALLSYMS_RELOAD:
+            self._ksyms_at = time.monotonic()
+            self._ksyms = Kallsyms.load()
+            loc = self._ksyms.lookup(address)
+        return loc
+
+    def _file_line(self, loc: Location) -> tuple[str | None, int | None]:
+        lines = self.watch.lines
+        if lines is None or loc.symbol is None:
+            return None, None
+        probe = DropEvent(
+            time_ns=0, cpu=0, pid=0, tid=0, comm="", reason="", reason_code=0,
+            address=loc.address, symbol=loc.symbol, offset=loc.offset, module=loc.module,
+            skb=0, proto=None, family=None, saddr=None, daddr=None, sport=None, dport=None,
+            icmp_type=None, icmp_code=None, netns=None, ifname=None, ifindex=None, len=0)
+        found = lines.annotate(probe)
+        return found.file, found.line
+
+    def symbols_update(self, addresses: set[int], *, final: bool = False
+                       ) -> dict[str, Any] | None:
+        """A SYMBOLS document for addresses and namespaces not yet written, or None.
+        Namespace names are looked up with new addresses, once a second, and at the end."""
+        new: dict[str, Any] = {}
+        for address in sorted(addresses - self._named.keys()):
+            loc = self._locate(address)
+            file, line = self._file_line(loc)
+            info = {"symbol": loc.symbol, "offset": loc.offset, "module": loc.module,
+                    "file": file, "line": line}
+            self._named[address] = info
+            new[f"0x{address:x}"] = info
+        netns: dict[str, str] = {}
+        now = time.monotonic()
+        if new or final or now - self._netns_at >= NETNS_RESCAN:
+            self._netns_at = now
+            names = netns_names()
+            netns = {str(k): v for k, v in names.items() if self._netns.get(k) != v}
+            self._netns.update(names)
+        if not new and not netns:
+            return None
+        return {"addresses": new, "netns": netns}
+
+    # -- the run ------------------------------------------------------------
+
+    def run(self, sink: Sink) -> RecordResult:
+        """Attach, move batches to the file until a stop condition, detach, drain,
+        write the END block. Ctrl-C/SIGTERM end it cleanly."""
+        cfg, opts = self.cfg, self.opts
+        path, tmp_dir = _target(opts)
+        probe = RecordProbe(self.text)
+        ring: BulkRing | None = None
+        writer: RecordingWriter | None = None
+        stop = StopSignals.install()
+        workload = Workload(cfg.cmd)
+        interrupted = False
+        limit = cfg.count
+        counters = {"lost": 0, "seen": 0, "stats_full": 0}
+        counts: dict[tuple[int, int], int] = {}
+        status: int | None = None
+        try:
+            wall_offset = time.time_ns() - time.monotonic_ns()
+            writer = RecordingWriter(path, self.meta(wall_offset))
+            w = writer
+
+            def batch(buffer: memoryview, n: int) -> None:
+                if limit is not None and w.records + n > limit:
+                    n = limit - w.records
+                if n <= 0:
+                    return
+                # Every event in the batch was counted before it was written: the keys
+                # read now name all its locations.
+                doc = self.symbols_update(probe.locations())
+                if doc is not None:
+                    w.json_block(SYMBOLS, doc)
+                with buffer[:n * self.record_size] as part:
+                    w.events(part, n)
+
+            probe.load()
+            ring = BulkRing(probe.ring_fd(), self.ring_bytes, self.record_size)
+            target = opts.write if opts.write is not None else f"{opts.pcap} (pcapng)"
+            sink.watching(
+                f"kdbg: watching {TRACEPOINT} on Linux {os.uname().release}, recording to "
+                f"{target} (filters: {self.watch.spec.describe()}; snaplen "
+                f"{opts.snaplen}); Ctrl-C to stop")
+            start = time.monotonic()
+            workload.start()
+            while not stop:
+                ring.drain(batch)
+                if limit is not None and writer.records >= limit:
+                    break
+                now = time.monotonic()
+                if cfg.duration is not None and now - start >= cfg.duration:
+                    break
+                if workload.exited():
+                    time.sleep(0.05)  # drops the workload caused in its last moments
+                    break
+                time.sleep(DRAIN_INTERVAL)
+        except BaseException:
+            if tmp_dir is not None:  # a pcapng-only recording that failed: leave nothing
+                shutil.rmtree(tmp_dir, ignore_errors=True)
+            raise
+        finally:
+            interrupted = bool(stop)
+            stop.restore()
+            status = workload.finish()
+            try:
+                if probe.loaded:
+                    probe.detach()
+                    if ring is not None and not (writer is not None and writer.failed):
+                        _drain_rest(ring, batch if writer is not None else None,
+                                    lambda: limit is not None and writer is not None
+                                    and writer.records >= limit)
+                    counters = probe.counters()
+                    counts = probe.stats()
+                    if writer is not None and not writer.failed:
+                        doc = self.symbols_update({loc for _, loc in counts}, final=True)
+                        if doc is not None:
+                            writer.json_block(SYMBOLS, doc)
+            finally:
+                if ring is not None:
+                    ring.close()
+                probe.close()
+                self.watch._pool.shutdown(wait=False)
+                if self.watch.lines is not None:
+                    self.watch.lines.close()
+        assert writer is not None
+        matched = sum(counts.values()) + counters["stats_full"]
+        writer.json_block(END, {
+            "ended_ns": time.time_ns(), "interrupted": interrupted,
+            "records": writer.records, "matched": matched, "lost": counters["lost"],
+            "seen": counters["seen"], "stats_full": counters["stats_full"],
+            "count_limit": limit,
+            "stats": [{"reason_code": r, "address": f"0x{a:x}", "count": n}
+                      for (r, a), n in sorted(counts.items(), key=lambda kv: -kv[1])],
+        })
+        writer.close()
+        packets = _pcap(path, tmp_dir, opts)
+        return RecordResult(
+            path=opts.write, records=writer.records, bytes=writer.bytes, matched=matched,
+            lost=counters["lost"], seen=counters["seen"], pcap_packets=packets,
+            cmd_status=status, interrupted=interrupted)
+
+
+def _target(opts: RecordOptions) -> tuple[str, str | None]:
+    """The recording's path, and the temporary directory holding it when only a pcapng
+    was asked for. Fails now, not after the recording, if the pcapng cannot be written."""
+    path, tmp_dir = opts.write, None
+    if opts.pcap is not None:
+        try:
+            open(opts.pcap, "wb").close()  # noqa: SIM115
+            if path is None:
+                tmp_dir = tempfile.mkdtemp(prefix="kdbg-rec-", dir=Path(opts.pcap).parent)
+                path = str(Path(tmp_dir) / "drops.kdbg")
+        except OSError as err:
+            raise io_error(opts.pcap, err, "write") from None
+    assert path is not None
+    return path, tmp_dir
+
+
+def _pcap(path: str, tmp_dir: str | None, opts: RecordOptions) -> int | None:
+    """Write the pcapng asked for from the recording at ``path``; remove a temporary one."""
+    try:
+        if opts.pcap is None:
+            return None
+        from kdbg.drops import offline, pcapng
+
+        return pcapng.write_recording(offline.load(path), opts.pcap)
+    finally:
+        if tmp_dir is not None:
+            Path(path).unlink(missing_ok=True)
+            os.rmdir(tmp_dir)
+
+
+def record_lab(cfg: WatchConfig, opts: RecordOptions, lab_name: str,
+               progress: Callable[[str], None], remote_kdbg: str = "kdbg") -> RecordResult:
+    """``kdbg watch --lab NAME --write/--pcap``: the guest's kdbg records to its stdout
+    (``--write -``) and the bytes land in the file here, as they come. Ctrl-C is passed
+    to the guest's recorder, which ends the file with its END block."""
+    from kdbg import lab
+    from kdbg.drops import offline
+    from kdbg.watch import remote_options
+
+    if not 0 <= opts.snaplen <= SNAPLEN_MAX:
+        raise BadInput(f"--snaplen must be between 0 and {SNAPLEN_MAX}")
+    argv = [remote_kdbg, "watch", "--write", "-", "--snaplen", str(opts.snaplen),
+            "--buffer-pages", str(opts.ring_pages), *remote_options(cfg)]
+    if cfg.count is not None:
+        argv += ["--count", str(cfg.count)]
+    if cfg.duration is not None:
+        argv += ["--duration", str(cfg.duration)]
+    path, tmp_dir = _target(opts)
+    pending = b""
+
+    def on_stderr(data: bytes) -> None:
+        nonlocal pending
+        *lines, pending = (pending + data).split(b"\n")
+        for line in lines:
+            text = line.decode(errors="replace")
+            # The guest's own summary names "-"; the one here names the file.
+            if text.strip() and not _GUEST_SUMMARY.match(text):
+                progress(text)
+
+    try:
+        out = open(path, "wb")  # noqa: SIM115
+    except OSError as err:
+        raise io_error(path, err, "create") from None
+    size = 0
+
+    def on_stdout(data: bytes) -> None:
+        nonlocal size
+        try:
+            out.write(data)
+        except OSError as err:
+            raise io_error(path, err, "write") from None
+        size += len(data)
+
+    with out:
+        status = lab.exec_(lab_name, argv, stdout=on_stdout, stderr=on_stderr, timeout=None)
+    if pending.strip():
+        progress(pending.decode(errors="replace"))
+    if size == 0:
+        if tmp_dir is not None:
+            Path(path).unlink(missing_ok=True)
+            os.rmdir(tmp_dir)
+        return RecordResult(path=opts.write, records=0, bytes=0, matched=0, lost=0, seen=0,
+                            pcap_packets=None, cmd_status=status or 1, interrupted=False)
+    rec = offline.load(path).rec
+    end = rec.end or {}
+    records, bytes_ = rec.records, rec.size
+    packets = _pcap(path, tmp_dir, opts)
+    return RecordResult(
+        path=opts.write, records=records, bytes=bytes_, matched=int(end.get("matched", 0)),
+        lost=int(end.get("lost", 0)), seen=int(end.get("seen", 0)), pcap_packets=packets,
+        cmd_status=status or None, interrupted=bool(end.get("interrupted", False)))
+
+
+_GUEST_SUMMARY = re.compile(r"^kdbg: \d+ drops recorded")
+
+
+def _drain_rest(ring: BulkRing, batch: Callable[[memoryview, int], None] | None,
+                full: Callable[[], bool], timeout: float = 1.0) -> None:
+    """After detaching: move what is left, waiting briefly for records still being
+    written by a program that was running as it was detached."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if batch is not None and not full():
+            ring.drain(batch)
+        if ring.pending() == 0 or full() or batch is None or time.monotonic() > deadline:
+            return
+        time.sleep(0.01)
+
+
+def prepare(cfg: WatchConfig, opts: RecordOptions) -> Recorder:
+    """Read the kernel's facts and build the recording program (raises KdbgError)."""
+    return Recorder(cfg, opts)

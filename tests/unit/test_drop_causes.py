@@ -1,0 +1,196 @@
+"""Causes without a kernel: the advice table against the 6.1 and 6.18 reason tables,
+the socket-table parser on a captured /proc/net, and hooks from stacks."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import ipaddress
+import json
+import os
+import string
+
+import pytest
+
+from kdbg.drops import advice, diagnose, sockets
+from kdbg.drops.causes import HOOK_FRAMES, CauseFinder, hook_of
+from kdbg.report import Summary, read_jsonl
+from kdbg.symbols.reasons import ReasonTable
+from kdbg.trace import tpformat
+from kdbg.trace.event import DropEvent
+from tests.conftest import DATA
+
+# The reasons most seen on real systems (the kernel's core list): each must have notes.
+MOST_SEEN = (  # noqa: SIM905
+    "NOT_SPECIFIED NO_SOCKET SOCKET_FILTER SOCKET_RCVBUFF SOCKET_BACKLOG PKT_TOO_SMALL "
+    "TCP_CSUM UDP_CSUM ICMP_CSUM NETFILTER_DROP OTHERHOST IP_CSUM IP_INHDR IP_RPFILTER "
+    "IP_NOPROTO PROTO_MEM TCP_FLAGS TCP_ZEROWINDOW TCP_OLD_DATA TCP_OVERWINDOW TCP_OFOMERGE "
+    "TCP_RESET TCP_INVALID_SYN TCP_CLOSE TCP_OLD_ACK TCP_OFO_DROP IP_OUTNOROUTES "
+    "IP_INNOROUTES NEIGH_FAILED NEIGH_QUEUEFULL QDISC_DROP CPU_BACKLOG XDP TC_INGRESS "
+    "TC_EGRESS UNHANDLED_PROTO DEV_READY NOMEM PKT_TOO_BIG IPV6DISABLED"
+).split()
+
+
+def table(version: str) -> ReasonTable:
+    text = (DATA / f"kfree_skb.format.{version}").read_text()
+    return ReasonTable.from_tpformat(tpformat.parse(text, "skb", "kfree_skb"))
+
+
+@pytest.mark.parametrize("version", ["6.1", "6.18"])
+def test_most_seen_reasons_have_notes_on_both_kernels(version: str) -> None:
+    t = table(version)
+    names = {r.name for r in t}
+    assert len(MOST_SEEN) >= 30
+    for name in MOST_SEEN:
+        assert name in names, (version, name)
+        notes = advice.advice_for(name)
+        assert notes is not advice.GENERIC, name
+        assert notes.meaning and notes.causes and notes.confirm and notes.advice
+
+
+def test_keyed_by_name_resolved_by_the_kernel() -> None:
+    # The same notes, whatever number the kernel gives the reason.
+    old, new = table("6.1"), table("6.18")
+    assert old.code("NO_SOCKET") == 2 and new.code("NO_SOCKET") == 3
+    assert advice.advice_for(old.name(2)) is advice.advice_for(new.name(3))
+    assert advice.advice_for(new.name(3)).meaning.startswith("no socket")
+
+
+def test_every_name_in_the_table_is_a_real_reason() -> None:
+    known = {r.name for r in table("6.1")} | {r.name for r in table("6.18")}
+    assert set(advice.TABLE) - known == set()
+
+
+def test_confirm_templates_fill_from_the_drop_or_show_a_stand_in() -> None:
+    fields = {f for n in advice.TABLE.values() for t in (n.confirm, n.advice)
+              for _, f, _, _ in string.Formatter().parse(t) if f}
+    assert fields <= set(advice.FILLERS)
+    rp = advice.TABLE["IP_RPFILTER"]
+    assert advice.fill(rp.confirm, {"ifname": "veth-b", "saddr": "10.77.9.1"}) == (
+        "sysctl net.ipv4.conf.all.rp_filter net.ipv4.conf.veth-b.rp_filter; "
+        "ip route get 10.77.9.1")
+    assert "DEV" in advice.fill(rp.confirm, {"ifname": None})
+    assert advice.advice_for("SOME_NEW_REASON") is advice.GENERIC
+
+
+def test_proc_net_tables_parse() -> None:
+    socks = sockets.parse_dump((DATA / "nft" / "proc_net.txt").read_text())
+    got = {(s.proto, s.family, str(s.addr), s.port, s.receiving) for s in socks}
+    assert got == {("tcp", "ipv4", "0.0.0.0", 8080, True), ("tcp", "ipv6", "::1", 22, True),
+                   ("udp", "ipv4", "127.0.0.1", 7777, True), ("udp", "ipv6", "::", 5353, True)}
+    udp = next(s for s in socks if s.port == 7777)
+    assert udp.drops == 0 and udp.to_json()["endpoint"] == "udp 127.0.0.1:7777"
+    # Who would take a packet: the exact address, a wildcard, the v6 wildcard for v4.
+    v4 = ipaddress.ip_address("10.77.9.2")
+    assert not udp.accepts("ipv4", v4)
+    assert udp.accepts("ipv4", ipaddress.ip_address("127.0.0.1"))
+    v6any = next(s for s in socks if s.port == 5353)
+    assert v6any.accepts("ipv4", v4) and v6any.accepts("ipv6", ipaddress.ip_address("fd77::2"))
+
+
+def test_hook_from_the_stack() -> None:
+    # Frames as a 6.18 drop's stack names them (innermost first).
+    stack = ["sk_skb_reason_drop", "nft_do_chain", "nft_do_chain_inet", "nf_hook_slow",
+             "ip_local_deliver", "ip_rcv", "__netif_receive_skb_one_core"]
+    assert hook_of(stack) == ("input", ("inet",))
+    assert hook_of(["kfree_skb_reason", "nf_hook_slow", "ip_forward", "ip_rcv"]) == \
+        ("forward", None)
+    assert hook_of(["nf_hook_slow", "__ip6_local_out", "ip6_send_skb"])[0] == "output"
+    assert hook_of(["nf_hook_slow", None, "tcp_v4_rcv"]) == (None, None)
+    assert set(HOOK_FRAMES.values()) == {"prerouting", "input", "forward", "output",
+                                         "postrouting", "ingress", "egress"}
+
+
+def captured() -> list[DropEvent]:
+    recs = read_jsonl((DATA / "jsonl" / "causes.6.18.jsonl").read_text().splitlines())
+    return [DropEvent.from_json(r) for r in recs if r["type"] == "drop"]
+
+
+def test_causes_survive_the_json_round_trip() -> None:
+    for line in (DATA / "jsonl" / "causes.6.18.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        if rec["type"] == "drop":
+            assert rec["cause"]["summary"]
+            assert DropEvent.from_json(rec).to_json() == rec
+
+
+def test_diagnosis_groups_a_captured_run_by_cause() -> None:
+    sink = diagnose.Collector(io.StringIO())
+    for ev in captured():
+        sink.drop(ev)
+    groups = sorted(sink.groups.values(), key=lambda g: (-g.count, g.first_ns))
+    d = diagnose.Diagnosis(groups, Summary(103, 103, 0, 103), 5.0, 0, False)
+    recs = [json.loads(line) for line in diagnose.report_json(d)]
+    got = [(r["reason"], r["example"]["dport"], r["count"]) for r in recs[:-1]]
+    assert got == [("NETFILTER_DROP", 5555, 23), ("SOCKET_RCVBUFF", 8000, 22),
+                   ("NO_SOCKET", 7777, 17), ("NETFILTER_DROP", 6666, 13),
+                   ("NETFILTER_DROP", 7001, 11), ("NETFILTER_DROP", 6001, 7),
+                   ("IP_RPFILTER", 9000, 5), ("UDP_CSUM", 9100, 3), ("PKT_TOO_SMALL", 9200, 2)]
+    assert recs[-1] == {"type": "summary", "matched": 103, "shown": 103, "lost": 0,
+                        "causes": 9, "seconds": 5.0}
+    pol = recs[4]
+    assert pol["rule"] == {"family": "ip", "table": "pol", "chain": "in", "policy": "drop"}
+    assert pol["type"] == "diagnosis" and pol["advice"] and pol["confirm"].startswith(
+        "ip netns exec blue-b nft")
+    text = diagnose.report_text(d).splitlines()
+    assert text[0] == "kdbg: 103 drops, 9 causes, in 5.0 s"
+    assert text[2].startswith("    23 x NETFILTER_DROP  (")
+    assert text[3] == ("    cause:   table ip filter chain INPUT rule handle 2: "
+                       "udp dport 5555 counter drop # handle 2")
+
+
+def test_a_vanished_namespace_is_said_plainly() -> None:
+    ev = captured()[0]  # its namespace was deleted when the capture ended
+    rec = CauseFinder().cause(ev, ["nft_do_chain", "nf_hook_slow", "ip_local_deliver"])
+    assert rec["established"] is False
+    assert rec["summary"] == (f"cause not established: network namespace {ev.netns} no longer "
+                              "exists (no name under /var/run/netns and no process in it)")
+    assert "rule" not in rec
+
+
+def test_nft_missing_is_said_plainly(monkeypatch: pytest.MonkeyPatch) -> None:
+    own = os.stat("/proc/self/ns/net").st_ino
+    ev = dataclasses.replace(captured()[0], netns=own)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    rec = CauseFinder().cause(ev, ["nft_do_chain", "nf_hook_slow", "ip_local_deliver"])
+    assert rec["summary"] == "cause not established: nft is not installed"
+    assert rec["established"] is False
+
+
+def test_one_computation_per_cause_key() -> None:
+    finder = CauseFinder(ttl=60)
+    events = [e for e in captured() if e.reason in ("UDP_CSUM", "PKT_TOO_SMALL")]
+    assert len(events) == 5
+    for ev in events:
+        finder.cause(ev)
+    assert finder.computed == 2  # both keys: (reason, netns, ifname)
+
+
+def test_a_break_hit_names_the_rule() -> None:
+    from kdbg.breakreport import BreakJsonSink, BreakTextSink
+    from kdbg.breakwatch import Hit
+    from kdbg.debugger.model import Stop
+
+    cause = next(e.cause for e in captured() if e.dport == 6666)
+    assert cause is not None
+    stop = Stop("breakpoint-hit", 0xFFFFFFFF81FBD0AA, "nft_do_chain", 0x46A, breakpoint=1)
+    hit = Hit(1, stop, None, kernel_stack=("nft_do_chain+0x46f",), cause=cause)
+    out = io.StringIO()
+    BreakTextSink(out, io.StringIO()).hit(hit)
+    assert ("    cause: table inet kdbgt chain checks rule handle 8: "
+            'iifname "veth*" udp dport 6666 counter drop # handle 8') in out.getvalue()
+    out = io.StringIO()
+    BreakJsonSink(out, io.StringIO()).hit(hit)
+    assert json.loads(out.getvalue())["cause"]["rule"]["handle"] == 8
+
+
+def test_the_event_with_its_cause_is_a_new_equal_event() -> None:
+    from kdbg.drops.causes import _replaced
+
+    ev = dataclasses.replace(captured()[0], cause=None)
+    cause = {"reason": ev.reason, "summary": "x"}
+    new = _replaced(ev, cause)
+    assert new == dataclasses.replace(ev, cause=cause)
+    assert new is not ev and ev.cause is None
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        new.cause = None  # type: ignore[misc]
