@@ -204,18 +204,28 @@ def records(lines: Lines, kind: str) -> list[dict[str, Any]]:
             if r["type"] == kind]
 
 
+def wait_records(lines: Lines, kind: str, n: int, timeout: float,
+                 pred: Any = lambda r: True) -> list[dict[str, Any]]:
+    """Wait until ``n`` records of ``kind`` (matching ``pred``) are out."""
+    lines.wait(lambda _: len([r for r in records(lines, kind) if pred(r)]) >= n, timeout)
+    return [r for r in records(lines, kind) if pred(r)]
+
+
 def test_modules_loaded_and_unloaded_under_a_running_break_watch(lab: str) -> None:
     """watch --break attached while nf_tables is not loaded: the rule added afterwards
     loads it, and every name kdbg prints for its addresses (the drops, the armed record,
     the hit, gdb's backtrace with DWARF lines) is nf_tables'. Then, with the breakpoint
     still armed, the rule goes and nf_tables is unloaded: kdbg says so, deletes the
     breakpoint, and a fresh look names nothing at the old address; the rule comes back,
-    nf_tables loads again, and kdbg arms and hits there anew."""
+    nf_tables loads again, and kdbg arms and hits there anew. One datagram at a time,
+    so each step is known."""
     from kdbg import lab as labmod
     from kdbg.debugger.targets import from_lab
     from kdbg.symbols.kallsyms import Kallsyms
 
-    send = f"while :; do echo x > /dev/udp/127.0.0.1/{MOD_PORT}; sleep 1; done"
+    def one() -> None:
+        labmod.run(lab, ["bash", "-c", f"echo x > /dev/udp/127.0.0.1/{MOD_PORT}"]).check()
+
     assert labmod.run(lab, ["sh", "-c", NFT_UNLOAD]).status == 0
     proc = subprocess.Popen(
         [*KDBG, "watch", "--json", "--lab", lab, "--reason", "NETFILTER_DROP", "--proto",
@@ -223,25 +233,24 @@ def test_modules_loaded_and_unloaded_under_a_running_break_watch(lab: str) -> No
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
     assert proc.stdout is not None and proc.stderr is not None
     out, err = Lines(proc.stdout), Lines(proc.stderr)
-    traffic = None
     try:
         err.wait(lambda s: "tracer attached" in s, 900)
         assert "nf_tables" not in " ".join(err.lines)  # not loaded at attach
         assert labmod.run(lab, ["sh", "-c", NFT_RULE]).status == 0
-        traffic = labmod.stream(lab, ["bash", "-c", send])
-        out.wait(lambda s: '"type": "hit"' in s or '"type":"hit"' in s, 300)
-        traffic.close()  # no drop now: the breakpoint stays armed, un-hit
-        old = int(records(out, "hit")[0]["address"], 16)
+        one()  # the first drop arms
+        wait_records(out, "armed", 1, 300)
+        one()  # the next stops the kernel
+        old = int(wait_records(out, "hit", 1, 300)[0]["address"], 16)
         assert labmod.run(lab, ["sh", "-c", NFT_UNLOAD]).status == 0
-        out.wait(lambda s: '"unloaded"' in s and "nf_tables" in s, 120)
+        wait_records(out, "modules", 1, 120, lambda r: "nf_tables" in r["unloaded"])
         table = Kallsyms.load(from_lab(lab, want_vmlinux=False).kallsyms)  # type: ignore[arg-type]
         assert table.lookup(old).module != "nf_tables"
         assert labmod.run(lab, ["sh", "-c", NFT_RULE]).status == 0
-        traffic = labmod.stream(lab, ["bash", "-c", send])
+        one()
+        wait_records(out, "armed", 2, 300)
+        one()
         assert proc.wait(timeout=600) == 0, "\n".join(err.lines[-20:])
     finally:
-        if traffic is not None:
-            traffic.close()
         if proc.poll() is None:
             proc.terminate()
             proc.wait(30)
