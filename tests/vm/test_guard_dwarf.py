@@ -50,8 +50,9 @@ def debian() -> Iterator[TargetSymbols]:
 @pytest.fixture(scope="module")
 def kgdb() -> Iterator[TargetSymbols]:
     path = _kgdb_vmlinux()
-    need(path is not None and path.exists(), "the kgdb lab kernel: kdbg lab build-kernel")
-    assert path is not None
+    if path is None or not path.exists():
+        # An opt-in, like the kgdboc and KGDBoE tests: CI never starts an 18-minute build.
+        pytest.skip("no kgdb lab kernel: run kdbg lab build-kernel (about 18 min on 2 cores)")
     target = TargetSymbols.from_vmlinux(path)
     yield target
     target.close()
