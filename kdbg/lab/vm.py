@@ -439,6 +439,7 @@ def up(config: LabConfig, progress: Progress = _quiet) -> LabInfo:
     console's tail in the message) when the guest does not come up.
     """
     validate(config)
+    _refuse_running(config.name)  # before any progress line: bad input is one line
     kernel = resolve_kernel(config.kernel, progress)
     check_kernel(config, kernel)
     chosen = choose_accel(config.accel, kernel.image)
@@ -454,11 +455,8 @@ def up(config: LabConfig, progress: Progress = _quiet) -> LabInfo:
     with _labs_lock():
         state = labs_dir() / config.name
         if (state / "lab.json").exists():
-            old = get(config.name)
-            if old.alive:
-                raise BadInput(f"lab {config.name!r} is already running (PID {old.pid})",
-                               hint=f"kdbg lab down {config.name}, or --name OTHER")
-            _cleanup(old)
+            _refuse_running(config.name)
+            _cleanup(get(config.name))
         _private_dir(state)
         ns = None
         tap_fd = None
@@ -546,6 +544,15 @@ def up(config: LabConfig, progress: Progress = _quiet) -> LabInfo:
                     cmdline=facts.get("cmdline"), extra={"guest": facts})
     _write_state(info)
     return info
+
+
+def _refuse_running(name: str) -> None:
+    """BadInput when lab ``name`` is recorded and its QEMU alive."""
+    if (labs_dir() / name / "lab.json").exists():
+        old = get(name)
+        if old.alive:
+            raise BadInput(f"lab {name!r} is already running (PID {old.pid})",
+                           hint=f"kdbg lab down {name}, or --name OTHER")
 
 
 def _wait_pidfile(info: LabInfo, pidfile: Path, proc: subprocess.Popen[bytes],
