@@ -56,7 +56,15 @@ class Lab:
                                              f"--dport {PORT} -j DROP"])
         assert done.status == 0, done.stderr
         self.sender = labmod.stream(name, SENDER, stdin=True)
-        threading.Thread(target=lambda: [None for _ in self.sender], daemon=True).start()
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _drain(self) -> None:
+        """Read the sender's output until it ends (the lab going away ends it too)."""
+        from kdbg.errors import KdbgError
+
+        with contextlib.suppress(KdbgError, OSError):
+            for _ in self.sender:
+                pass
 
     def drop(self) -> None:
         self.sender.send_stdin(b"x\n")
