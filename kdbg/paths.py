@@ -17,11 +17,3 @@ def cache_dir(*parts: str) -> Path:
     path = Path(base, "kdbg", *parts)
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def run_dir(*parts: str) -> Path:
-    """Runtime state (lab pid files, sockets): ``$XDG_RUNTIME_DIR/kdbg`` or the cache."""
-    base = os.environ.get("XDG_RUNTIME_DIR")
-    path = Path(base, "kdbg", *parts) if base else cache_dir("run", *parts)
-    path.mkdir(parents=True, exist_ok=True)
-    return path

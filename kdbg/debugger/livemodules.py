@@ -6,9 +6,8 @@ developer (the first nft rule loads ``nf_tables``), so a table read at attach na
 new module's addresses after another one. :class:`LabModules` keeps the session's
 table, the gdb helpers' copy and gdb's module symbol files in step with the guest:
 
-* :meth:`LabModules.changed` is cheap (one read of ``/proc/modules`` in the guest) and
-  says whether the list moved since the session's table was read;
-* :meth:`LabModules.refresh` reads kallsyms and the module sections again (only when
+* :meth:`LabModules.refresh` costs one read of ``/proc/modules`` in the guest while
+  nothing moved; otherwise it reads kallsyms and the module sections again (only when
   they moved), then, with the target stopped for a moment if it runs, drops gdb's
   symbol files of modules gone and adds those of modules come;
 * :class:`ModuleWatch` polls the guest's module list (one long-running command, no
@@ -72,13 +71,6 @@ class LabModules:
         self.debug_root = debug_root
         self.in_gdb: dict[str, ModuleDebug] = {m.name: m for m in loaded}
 
-    def changed(self, session: Session) -> bool:
-        """Whether the guest's module list differs from the session's table."""
-        from kdbg.lab import guest
-
-        copy, _ = guest.kallsyms_files(self.name)
-        return copy != session.kallsyms_file
-
     def refresh(self, session: Session, timeout: float = 60.0) -> ModuleChange:
         """Bring ``session`` up to date with the guest's modules (guest running)."""
         from kdbg.debugger.targets import lab_modules
@@ -116,7 +108,7 @@ class LabModules:
 
 class ModuleWatch:
     """A command in the guest that prints a line whenever ``/proc/modules`` changes;
-    ``pending`` is set until :meth:`take` is called. Runs in a daemon thread."""
+    :meth:`take` says (once) that it did. Its output is read in a daemon thread."""
 
     SCRIPT = (f"old=; while :; do new=$(cut -d' ' -f1,6 /proc/modules | md5sum); "
               f"[ \"$new\" != \"$old\" ] && echo \"modules $new\"; old=$new; "
@@ -141,10 +133,6 @@ class ModuleWatch:
                             self._first = False  # the list at start: nothing moved yet
                         else:
                             self._event.set()
-
-    @property
-    def pending(self) -> bool:
-        return self._event.is_set()
 
     def take(self) -> bool:
         """True (once) when the module list changed since the last take."""

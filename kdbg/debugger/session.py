@@ -21,11 +21,9 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
-import os
 import re
 import signal
 import sys
-import tempfile
 import threading
 import time
 import weakref
@@ -53,7 +51,7 @@ from kdbg.debugger.watchdog import Watchdog, release
 from kdbg.errors import BadInput, GdbError, GdbTimeout, KdbgError
 from kdbg.guard.decision import Decision
 from kdbg.guard.judge import Guard
-from kdbg.paths import GDB_DIR, run_dir
+from kdbg.paths import GDB_DIR
 from kdbg.symbols.kallsyms import Kallsyms
 from kdbg.symbols.sources import source_roots, tree_relative
 from kdbg.symbols.target import TargetSymbols
@@ -892,14 +890,6 @@ def _default_guard(
         )
 
     return Guard(build)
-
-
-def write_kallsyms_copy(text: str) -> Path:
-    """Save kallsyms text where gdb's helper can read it (caller deletes it)."""
-    fd, name = tempfile.mkstemp(prefix="kallsyms-", suffix=".txt", dir=run_dir())
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    return Path(name)
 
 
 def _connect_hint(ep: Endpoint) -> str:
