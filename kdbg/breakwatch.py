@@ -53,7 +53,6 @@ class BreakConfig:
     force: bool = False
     hw: bool = False
     break_count: int = 1
-    remote_kdbg: str = "kdbg"
 
 
 class BreakSink(Protocol):
@@ -160,7 +159,9 @@ def _source(cfg: BreakConfig, watch: WatchConfig, *, stacks: bool = False
     opts = remote_options(watch)
     if stacks and "--stack" not in opts:
         opts.append("--stack")  # the stopped skb's ORC stack, for the hit report
-    argv = [cfg.remote_kdbg, "watch", "--json", *opts]
+    from kdbg.lab import guest
+
+    argv = [*guest.kdbg_argv(), "watch", "--json", *opts]
     return LabSource(cfg.lab or "default", argv)
 
 

@@ -377,7 +377,7 @@ def _pcap(path: str, tmp_dir: str | None, opts: RecordOptions) -> int | None:
 
 
 def record_lab(cfg: WatchConfig, opts: RecordOptions, lab_name: str,
-               progress: Callable[[str], None], remote_kdbg: str = "kdbg") -> RecordResult:
+               progress: Callable[[str], None]) -> RecordResult:
     """``kdbg watch --lab NAME --write/--pcap``: the guest's kdbg records to its stdout
     (``--write -``) and the bytes land in the file here, as they come. Ctrl-C is passed
     to the guest's recorder, which ends the file with its END block."""
@@ -387,7 +387,9 @@ def record_lab(cfg: WatchConfig, opts: RecordOptions, lab_name: str,
 
     if not 0 <= opts.snaplen <= SNAPLEN_MAX:
         raise BadInput(f"--snaplen must be between 0 and {SNAPLEN_MAX}")
-    argv = [remote_kdbg, "watch", "--write", "-", "--snaplen", str(opts.snaplen),
+    from kdbg.lab.guest import kdbg_argv
+
+    argv = [*kdbg_argv(), "watch", "--write", "-", "--snaplen", str(opts.snaplen),
             "--buffer-pages", str(opts.ring_pages), *remote_options(cfg)]
     if cfg.count is not None:
         argv += ["--count", str(cfg.count)]

@@ -15,6 +15,14 @@ from kdbg.lab import channel, command, vm
 from kdbg.lab.channel import ExecSession
 from kdbg.symbols.kallsyms import modules_key
 
+
+def kdbg_argv() -> list[str]:
+    """How the guest runs this very kdbg: the host's interpreter and package, which the
+    guest sees at the same paths (the host's root is its read-only root). Never a bare
+    ``kdbg`` from the guest's PATH, which may be another checkout's."""
+    return [sys.executable, "-m", "kdbg"]
+
+
 # x86-64's __START_KERNEL_map + CONFIG_PHYSICAL_START (16 MiB), where _text sits without KASLR.
 X86_64_TEXT_DEFAULT = 0xFFFFFFFF81000000
 
