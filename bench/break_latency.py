@@ -35,9 +35,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from kdbg import breakwatch, lab  # noqa: E402
-from kdbg.breakreport import BreakJsonSink  # noqa: E402
+from kdbg.breakwatch.report import BreakJsonSink  # noqa: E402
+from kdbg.drops.watch import WatchConfig  # noqa: E402
 from kdbg.errors import KdbgError  # noqa: E402
-from kdbg.watch import WatchConfig  # noqa: E402
+from kdbg.trace.filters import PacketFilters  # noqa: E402
 
 PORT = 5555
 SENDER = ["bash", "-c", f"while read l; do echo x > /dev/udp/127.0.0.1/{PORT}; done"]
@@ -126,7 +127,8 @@ def main() -> int:
         starter = threading.Thread(target=lambda: _prime(sink), daemon=True)
         starter.start()
         outcome = breakwatch.run(
-            WatchConfig(reasons=("NETFILTER_DROP",), dports=(PORT,), duration=900),
+            WatchConfig(filters=PacketFilters(reasons=("NETFILTER_DROP",), dports=(PORT,)),
+                        duration=900),
             breakwatch.BreakConfig(lab=args.lab, break_count=args.hits),
             _Retrigger(sink),
         )

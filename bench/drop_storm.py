@@ -33,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from kdbg.netns import VethLab  # noqa: E402
+from kdbg.demo.throwaway import VethLab  # noqa: E402
 
 KDBG = [sys.executable, "-m", "kdbg"]
 PORT = 5555

@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from drop_storm import KDBG, PORT, flood, proc_usage, start_tracer  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
-from kdbg.netns import PY, VethLab  # noqa: E402
+from kdbg.demo.throwaway import PY, VethLab  # noqa: E402
 
 # One new network namespace per round, its loopback up, one datagram to a closed port.
 # Each namespace is held open (a freed one's inode number is reused) until stdin closes;

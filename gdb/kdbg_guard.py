@@ -33,7 +33,7 @@ if _ROOT not in sys.path:
 
 from kdbg.errors import KdbgError  # noqa: E402
 from kdbg.guard import TRANSPORTS, check, render  # noqa: E402
-from kdbg.symbols.target import TargetSymbols  # noqa: E402
+from kdbg.symbols.evidence import TargetSymbols  # noqa: E402
 
 
 class _State:

@@ -10,7 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from kdbg.errors import KdbgError
-from kdbg.trace import offsets, tpformat
+from kdbg.symbols import tpformat
+from kdbg.trace import offsets
 from kdbg.trace.probe import check_headers, check_privileges
 
 SETUP = "run scripts/setup.sh (as root)"

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from kdbg.guard.decision import Decision
-
 
 class KdbgError(Exception):
     """Base of every error kdbg means to show a user. ``exit_code`` is the CLI's status."""
@@ -50,17 +45,6 @@ class BpfLoadError(KdbgError):
 
 class BtfError(KdbgError):
     """BTF is missing or does not describe what kdbg needs."""
-
-
-class BreakpointRefused(KdbgError):
-    """The safety guard refused a breakpoint. ``decision`` is the guard's Decision."""
-
-    exit_code = 3
-
-    def __init__(self, message: str, *, hint: str | None = None,
-                 decision: Decision | None = None) -> None:
-        super().__init__(message, hint=hint)
-        self.decision = decision
 
 
 class GdbError(KdbgError):

@@ -6,9 +6,9 @@ import sys
 
 import click
 
-from kdbg import demo as demo_mod
 from kdbg.cli.options import exclude
-from kdbg.report import JsonSink, TextSink
+from kdbg.demo import scenario as demo_mod
+from kdbg.drops.output import JsonSink, TextSink
 
 
 def _progress(message: str) -> None:
@@ -46,7 +46,7 @@ def demo(local: bool, interactive: bool, keep: bool, stack: bool, as_json: bool)
             sys.exit(1)
         _progress(f"ok: {got} of {res.expected} drops seen, named and counted in the kernel")
         return
-    from kdbg.breakreport import BreakJsonSink, BreakTextSink
+    from kdbg.breakwatch.report import BreakJsonSink, BreakTextSink
 
     bsink = BreakJsonSink(sys.stdout, sys.stderr) if as_json else BreakTextSink(
         sys.stdout, sys.stderr, stacks=stack)

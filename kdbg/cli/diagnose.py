@@ -6,9 +6,9 @@ import sys
 
 import click
 
-from kdbg import watch as watch_mod
-from kdbg.cli.options import packet_filters
+from kdbg.cli.options import filters_from, packet_filters, tracer_options
 from kdbg.drops import diagnose as diag
+from kdbg.drops import watch as watch_mod
 
 EXAMPLES = """
 \b
@@ -20,22 +20,9 @@ Examples:
 
 
 @click.command(epilog=EXAMPLES)
-@click.option("--reason", "reasons", multiple=True, metavar="NAME",
-              help="Drop reason (NETFILTER_DROP, netfilter_drop, …). Repeatable.")
-@click.option("--location", "locations", multiple=True, metavar="SYM[+OFF]",
-              help="Dropping function, or exact SYM+0xOFF / 0xADDR. Repeatable.")
-@packet_filters
-@click.option("--netns", metavar="INODE|PATH|NAME",
-              help="Network namespace: inode, /var/run/netns/X, /proc/PID/ns/net, or a name.")
-@click.option("--ifname", metavar="DEV", help="Interface the skb is on.")
-@click.option("--count", type=int, metavar="N", help="Stop after N matching drops.")
-@click.option("--duration", type=float, metavar="S", help="Stop after S seconds.")
-@click.option("--cmd", metavar="CMD",
-              help="Run CMD once attached; stop when it exits and exit with its status.")
-@click.option("--json", "as_json", is_flag=True,
-              help='One {"type": "diagnosis"} JSON line per cause, then a summary.')
-@click.option("--buffer-pages", type=int, default=256, show_default=True,
-              help="Ring buffer size in pages (a power of two).")
+@packet_filters(reason="Drop reason (NETFILTER_DROP, netfilter_drop, …). Repeatable.")
+@tracer_options(count="Stop after N matching drops.", print_bpf=False,
+                json='One {"type": "diagnosis"} JSON line per cause, then a summary.')
 def diagnose(as_json: bool, **opts: object) -> None:
     """Watch packet drops, then say why they happened and what to do.
 
@@ -46,7 +33,7 @@ def diagnose(as_json: bool, **opts: object) -> None:
     decided), the advice and a command to confirm. Nothing on the system is
     changed: rulesets, sockets and sysctls are only read.
     """
-    cfg = watch_mod.WatchConfig(**opts)  # type: ignore[arg-type]
+    cfg = watch_mod.WatchConfig(filters=filters_from(opts), **opts)  # type: ignore[arg-type]
     result = diag.run(cfg, sys.stderr)
     if as_json:
         for line in diag.report_json(result):

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import click
 
-from kdbg.cli.options import packet_filters
+from kdbg.cli.options import filters_from, packet_filters
 from kdbg.drops import exporter as exp
-from kdbg.watch import WatchConfig
 
 EXAMPLES = f"""
 \b
@@ -31,13 +30,10 @@ Labels (--labels): each distinct combination is one time series.
 @click.option("--labels", "labels_text", default=",".join(exp.DEFAULT_LABELS),
               show_default=True, metavar="L1,L2",
               help="Labels of kdbg_drops_total, from " + ",".join(exp.LABELS) + " (or 'none').")
-@click.option("--reason", "reasons", multiple=True, metavar="NAME",
-              help="Count only this drop reason. Repeatable.")
-@click.option("--location", "locations", multiple=True, metavar="SYM[+OFF]",
-              help="Count only drops in this function (or at SYM+0xOFF). Repeatable.")
-@packet_filters
-@click.option("--netns", metavar="INODE|PATH|NAME", help="Count only this network namespace.")
-@click.option("--ifname", metavar="DEV", help="Count only drops on this interface.")
+@packet_filters(reason="Count only this drop reason. Repeatable.",
+                location="Count only drops in this function (or at SYM+0xOFF). Repeatable.",
+                netns="Count only this network namespace.",
+                ifname="Count only drops on this interface.")
 @click.option("--duration", type=float, metavar="S", help="Stop after S seconds.")
 @click.option("--print-bpf", is_flag=True, help="Print the generated BPF C and exit.")
 def exporter(listen: str, labels_text: str, duration: float | None, print_bpf: bool,
@@ -50,7 +46,7 @@ def exporter(listen: str, labels_text: str, duration: float | None, print_bpf: b
     """
     cfg = exp.ExporterConfig(listen=exp.parse_listen(listen),
                              labels=exp.parse_labels(labels_text),
-                             watch=WatchConfig(**filters),  # type: ignore[arg-type]
+                             filters=filters_from(filters),
                              duration=duration)
     prepared = exp.prepare(cfg)
     if print_bpf:

@@ -8,13 +8,13 @@ from typing import Any
 import click
 
 from kdbg.cli.options import exclude, require
-from kdbg.debugger import run, targets
+from kdbg.debugger import attach, run
 from kdbg.debugger.model import Breakpoint, DropSite
 from kdbg.errors import BadInput
 
 
 def _target(lab: str | None, gdb_ep: str | None, vmlinux: str | None,
-            kallsyms: str | None, no_vmlinux: bool) -> targets.Target:
+            kallsyms: str | None, no_vmlinux: bool) -> attach.Target:
     if lab and gdb_ep:
         raise BadInput("give --lab or --gdb, not both")
     # a lab gives its own kallsyms; --no-vmlinux is about the lab's own vmlinux
@@ -22,8 +22,8 @@ def _target(lab: str | None, gdb_ep: str | None, vmlinux: str | None,
     require(ctx, {"kallsyms": ("gdb_ep",)})
     exclude(ctx, {"no_vmlinux": ("gdb_ep", "vmlinux")})
     if gdb_ep:
-        return targets.from_endpoint(gdb_ep, kallsyms=kallsyms, vmlinux=vmlinux)
-    target = targets.from_lab(
+        return attach.from_endpoint(gdb_ep, kallsyms=kallsyms, vmlinux=vmlinux)
+    target = attach.from_lab(
         lab or "default",
         vmlinux=vmlinux,
         want_vmlinux=not no_vmlinux,

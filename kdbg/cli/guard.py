@@ -29,7 +29,9 @@ class GuardTarget:
                                             vmlinux=self.vmlinux, kaslr_offset=None,
                                             name=str(self.kallsyms))
         if self.lab is not None:
-            return TargetSymbols.from_lab(self.lab, vmlinux=self.vmlinux)
+            from kdbg.target import LabFacts
+
+            return LabFacts(self.lab).symbols(vmlinux=self.vmlinux)
         if self.vmlinux is not None:
             return TargetSymbols.from_vmlinux(self.vmlinux)
         return TargetSymbols.local()

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from kdbg.cli.options import packet_filters
+from kdbg.cli.options import filters_from, packet_filters, run_tracer, tracer_options
 from kdbg.path import tracer
 from kdbg.path.report import JsonSink, TextSink
 
@@ -23,20 +23,12 @@ Examples:
 
 
 @click.command(epilog=EXAMPLES)
-@packet_filters
-@click.option("--icmp-id", "icmp_ids", multiple=True, type=int, metavar="ID",
-              help="ICMP/ICMPv6 echo identifier. Repeatable.")
-@click.option("--netns", metavar="INODE|PATH|NAME",
-              help="Start tracking packets seen in this network namespace.")
-@click.option("--ifname", metavar="DEV", help="Start tracking packets seen on this interface.")
-@click.option("--count", type=int, metavar="N", help="Stop after N paths have ended.")
-@click.option("--duration", type=float, metavar="S", help="Stop after S seconds.")
-@click.option("--cmd", metavar="CMD",
-              help="Run CMD once attached; stop when it exits and exit with its status.")
-@click.option("--json", "as_json", is_flag=True, help="JSON lines, each tagged with \"type\".")
-@click.option("--buffer-pages", type=int, default=256, show_default=True,
-              help="Ring buffer size in pages (a power of two).")
-@click.option("--print-bpf", is_flag=True, help="Print the generated BPF C and exit.")
+@packet_filters(
+    reason=None, netns="Start tracking packets seen in this network namespace.",
+    ifname="Start tracking packets seen on this interface.",
+    before_netns=(click.option("--icmp-id", "icmp_ids", multiple=True, type=int, metavar="ID",
+                               help="ICMP/ICMPv6 echo identifier. Repeatable."),))
+@tracer_options(count="Stop after N paths have ended.")
 def path(as_json: bool, print_bpf: bool, **opts: object) -> None:
     """Follow packets hop by hop across interfaces and network namespaces.
 
@@ -47,15 +39,10 @@ def path(as_json: bool, print_bpf: bool, **opts: object) -> None:
     tracepoint, and addresses, ports or ICMP echo id and sequence. Once attached,
     a line starting 'kdbg: watching' goes to stderr.
     """
-    cfg = tracer.PathConfig(**opts)  # type: ignore[arg-type]
+    cfg = tracer.PathConfig(filters=filters_from(opts), **opts)  # type: ignore[arg-type]
     prepared = tracer.prepare(cfg)
-    if print_bpf:
-        click.echo(prepared.text)
-        return
-    sink = JsonSink(sys.stdout, sys.stderr) if as_json else TextSink(sys.stdout, sys.stderr)
-    result = prepared.run(sink)
-    if result.cmd_status is not None:
-        sys.exit(result.cmd_status)
+    run_tracer(prepared, print_bpf, lambda: JsonSink(sys.stdout, sys.stderr) if as_json
+               else TextSink(sys.stdout, sys.stderr))
 
 
 COMMANDS = [path]

@@ -6,8 +6,8 @@ import json
 
 import click
 
+from kdbg.symbols import tpformat
 from kdbg.symbols.reasons import ReasonTable
-from kdbg.trace import tpformat
 
 
 @click.command(epilog="\b\nExamples:\n  kdbg reasons\n  kdbg reasons --json | jq .name")

@@ -8,9 +8,9 @@ import sys
 import click
 from click.core import ParameterSource
 
-from kdbg.cli.options import exclude, packet_filters, require
+from kdbg.cli.options import exclude, filters_from, packet_filters, require
+from kdbg.drops.watch import WatchConfig
 from kdbg.errors import BadInput
-from kdbg.watch import WatchConfig
 
 EXAMPLES = """
 \b
@@ -26,14 +26,9 @@ Examples:
 
 @click.command(epilog=EXAMPLES)
 @click.argument("file")
-@click.option("--reason", "reasons", multiple=True, metavar="NAME",
-              help="Drop reason, as the recording's kernel names it. Repeatable.")
-@click.option("--location", "locations", multiple=True, metavar="SYM[+OFF]",
-              help="Dropping function, or exact SYM+0xOFF / 0xADDR. Repeatable.")
-@packet_filters
-@click.option("--netns", metavar="INODE|NAME",
-              help="Network namespace: inode, or a name the recording knows.")
-@click.option("--ifname", metavar="DEV", help="Interface the skb was on.")
+@packet_filters(reason="Drop reason, as the recording's kernel names it. Repeatable.",
+                netns="Network namespace: inode, or a name the recording knows.",
+                netns_metavar="INODE|NAME", ifname="Interface the skb was on.")
 @click.option("--json", "as_json", is_flag=True, help="JSON lines, each tagged with \"type\".")
 @click.option("--stats", is_flag=True, help="Counts per (reason, location) instead of lines.")
 @click.option("--group-by", type=click.Choice(["reason", "location", "flow", "netns", "ifname"]),
@@ -51,11 +46,11 @@ def report(ctx: click.Context, file: str, as_json: bool, stats: bool, group_by: 
     whole block, and the report says how much was cut.
     """
     from kdbg.drops import offline
-    from kdbg.report import JsonSink, TextSink, stats_json, stats_rows, stats_table
+    from kdbg.drops.output import JsonSink, TextSink, stats_json, stats_rows, stats_table
 
     require(ctx, {"top": ("stats", "group_by")})
     exclude(ctx, {"pcap": ("stats", "group_by", "as_json"), "stats": ("group_by",)})
-    cfg = offline.ReportConfig(path=file, filters=WatchConfig(**filters),  # type: ignore[arg-type]
+    cfg = offline.ReportConfig(path=file, filters=filters_from(filters),
                                stats=stats, group_by=group_by, top=top, pcap=pcap)
     sink = JsonSink(sys.stdout, sys.stderr) if as_json else TextSink(sys.stdout, sys.stderr)
     off, result = offline.report(cfg, sink.drop)
@@ -66,7 +61,7 @@ def report(ctx: click.Context, file: str, as_json: bool, stats: bool, group_by: 
         else:
             click.echo(offline.group_table(result.groups, group_by))
     if stats:
-        from kdbg.report import Summary
+        from kdbg.drops.output import Summary
 
         rows = stats_rows(dict(result.counts), off.reasons.name, off.decoder.kallsyms.lookup)
         end = result.end or {}
@@ -86,7 +81,7 @@ def record(ctx: click.Context, cfg: WatchConfig, write: str | None, pcap: str | 
     import json
 
     from kdbg.drops import record as rec
-    from kdbg.report import JsonSink, TextSink
+    from kdbg.drops.output import JsonSink, TextSink
 
     for name in ("write", "pcap"):
         exclude(ctx, {name: ("stats", "events", "interval", "stack", "do_break",

@@ -6,9 +6,16 @@ import sys
 
 import click
 
-from kdbg import watch as watch_mod
-from kdbg.cli.options import exclude, packet_filters, require
-from kdbg.report import JsonSink, TextSink
+from kdbg.cli.options import (
+    exclude,
+    filters_from,
+    packet_filters,
+    require,
+    run_tracer,
+    tracer_options,
+)
+from kdbg.drops import watch as watch_mod
+from kdbg.drops.output import JsonSink, TextSink
 
 EXAMPLES = """
 \b
@@ -39,15 +46,7 @@ Examples:
 
 
 @click.command(epilog=EXAMPLES)
-@click.option("--reason", "reasons", multiple=True, metavar="NAME",
-              help="Drop reason (NETFILTER_DROP, netfilter_drop or "
-                   "SKB_DROP_REASON_NETFILTER_DROP). Repeatable.")
-@click.option("--location", "locations", multiple=True, metavar="SYM[+OFF]",
-              help="Dropping function, or exact SYM+0xOFF / 0xADDR. Repeatable.")
-@packet_filters
-@click.option("--netns", metavar="INODE|PATH|NAME",
-              help="Network namespace: inode, /var/run/netns/X, /proc/PID/ns/net, or a name.")
-@click.option("--ifname", metavar="DEV", help="Interface the skb is on.")
+@packet_filters()
 @click.option("--stack", is_flag=True, help="Add the symbolized kernel stack of each drop.")
 @click.option("--no-causes", "causes", is_flag=True, flag_value=False, default=True,
               help="Leave out each drop's cause (the rule, the missing socket, the setting; "
@@ -56,14 +55,7 @@ Examples:
               help="Count drops per (reason, location) in the kernel; exact under load.")
 @click.option("--events", is_flag=True, help="With --stats, also show each drop.")
 @click.option("--interval", type=float, metavar="S", help="With --stats, print counts every S.")
-@click.option("--count", type=int, metavar="N", help="Stop after N matching drops.")
-@click.option("--duration", type=float, metavar="S", help="Stop after S seconds.")
-@click.option("--cmd", metavar="CMD",
-              help="Run CMD once attached; stop when it exits and exit with its status.")
-@click.option("--json", "as_json", is_flag=True, help="JSON lines, each tagged with \"type\".")
-@click.option("--buffer-pages", type=int, default=256, show_default=True,
-              help="Ring buffer size in pages (a power of two).")
-@click.option("--print-bpf", is_flag=True, help="Print the generated BPF C and exit.")
+@tracer_options(count="Stop after N matching drops.")
 @click.option("--write", "write", metavar="FILE", type=click.Path(dir_okay=False),
               help="Record every matching drop, with the packet's first bytes, to FILE "
                    "(read it with 'kdbg report'; docs/record.md).")
@@ -113,7 +105,8 @@ def watch(ctx: click.Context, as_json: bool, print_bpf: bool, do_break: bool, la
 
         watch_hw(ctx, as_json, print_bpf)
         return
-    cfg = watch_mod.WatchConfig(vmlinux=vmlinux, **opts)  # type: ignore[arg-type]
+    cfg = watch_mod.WatchConfig(filters=filters_from(opts), vmlinux=vmlinux,
+                                **opts)  # type: ignore[arg-type]
     if write is not None or pcap is not None:
         from kdbg.cli.report import record
 
@@ -121,26 +114,21 @@ def watch(ctx: click.Context, as_json: bool, print_bpf: bool, do_break: bool, la
         return
     if do_break or lab is not None or events_cmd is not None:
         from kdbg import breakwatch
-        from kdbg.breakreport import BreakJsonSink, BreakTextSink
+        from kdbg.breakwatch.report import BreakJsonSink, BreakTextSink
 
         bcfg = breakwatch.BreakConfig(
             lab=lab, events_cmd=events_cmd, gdb=gdb_endpoint, vmlinux=vmlinux,
             kallsyms=kallsyms_path, transport=transport, interactive=interactive,
-            force=force, hw=hw_break, break_count=break_count)
+            force=force, hw_break=hw_break, break_count=break_count)
         bsink = BreakJsonSink(sys.stdout, sys.stderr) if as_json else BreakTextSink(
             sys.stdout, sys.stderr, stacks=cfg.stack)
         if not do_break:
-            sys.exit(breakwatch.relay(cfg, bcfg, bsink))
+            sys.exit(breakwatch.watch_remote(cfg, bcfg, bsink))
         outcome = breakwatch.run(cfg, bcfg, bsink)
         sys.exit(outcome.exit_status)
     prepared = watch_mod.prepare(cfg)
-    if print_bpf:
-        click.echo(prepared.text)
-        return
-    sink = JsonSink(sys.stdout, sys.stderr) if as_json else TextSink(sys.stdout, sys.stderr)
-    result = prepared.run(sink)
-    if result.cmd_status is not None:
-        sys.exit(result.cmd_status)
+    run_tracer(prepared, print_bpf, lambda: JsonSink(sys.stdout, sys.stderr) if as_json
+               else TextSink(sys.stdout, sys.stderr))
 
 
 # Options that do nothing without another, or with another: exit 2, never ignored.

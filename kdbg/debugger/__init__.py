@@ -9,13 +9,13 @@ The public API (see docs/gdb.md)::
         stop = s.wait_stop(timeout=60)
 """
 
+from kdbg.debugger.attach import Target, from_endpoint, from_lab
 from kdbg.debugger.dropsite import DROP_FUNCTIONS
 from kdbg.debugger.endpoint import Endpoint
 from kdbg.debugger.errors import GdbDied, NotADropSite, SessionInterrupted, TargetUnreachable
 from kdbg.debugger.model import Breakpoint, CleanupReport, DropSite, Frame, Stop
 from kdbg.debugger.relay import UdpRelay
 from kdbg.debugger.session import Session
-from kdbg.debugger.targets import Target, from_endpoint, from_lab
 
 __all__ = [
     "DROP_FUNCTIONS",

@@ -6,10 +6,11 @@ developer (the first nft rule loads ``nf_tables``), so a table read at attach na
 new module's addresses after another one. :class:`LabModules` keeps the session's
 table, the gdb helpers' copy and gdb's module symbol files in step with the guest:
 
-* :meth:`LabModules.refresh` costs one read of ``/proc/modules`` in the guest while
-  nothing moved; otherwise it reads kallsyms and the module sections again (only when
-  they moved), then, with the target stopped for a moment if it runs, drops gdb's
-  symbol files of modules gone and adds those of modules come;
+* :meth:`LabModules.refresh` asks the target's :class:`kdbg.target.LabFacts` to look
+  again (one read of ``/proc/modules`` in the guest while nothing moved; otherwise
+  kallsyms and the module sections are read again), then, with the target stopped
+  for a moment if it runs, drops gdb's symbol files of modules gone and adds those of
+  modules come;
 * :class:`ModuleWatch` polls the guest's module list (one long-running command, no
   tracer needed, any transport) and flags a change for the caller to act on while the
   target runs.
@@ -25,10 +26,12 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from kdbg.debugger.attach import lab_modules
 from kdbg.debugger.model import ModuleDebug
 from kdbg.debugger.session import Session
 from kdbg.errors import KdbgError
-from kdbg.symbols.kallsyms import Kallsyms, ModuleSpan
+from kdbg.symbols.kallsyms import ModuleSpan
+from kdbg.target import LabFacts
 
 WATCH_PERIOD = 1.0  # s between two looks at the guest's /proc/modules
 
@@ -63,23 +66,21 @@ class ModuleChange:
 
 
 class LabModules:
-    """The module facts of lab ``name`` as one session knows them."""
+    """The module facts of a lab (its :class:`LabFacts`) as one session knows them."""
 
-    def __init__(self, name: str, debug_root: Path | None,
+    def __init__(self, facts: LabFacts, debug_root: Path | None,
                  loaded: tuple[ModuleDebug, ...] = ()) -> None:
-        self.name = name
+        self.facts = facts
         self.debug_root = debug_root
         self.in_gdb: dict[str, ModuleDebug] = {m.name: m for m in loaded}
 
     def refresh(self, session: Session, timeout: float = 60.0) -> ModuleChange:
         """Bring ``session`` up to date with the guest's modules (guest running)."""
-        from kdbg.debugger.targets import lab_modules
-        from kdbg.lab import guest
-
-        copy, _ = guest.kallsyms_files(self.name)
+        self.facts.refresh()
+        copy = self.facts.kallsyms_file
         if copy == session.kallsyms_file and session.kallsyms is not None:
             return ModuleChange((), ())
-        table = Kallsyms.load(copy)
+        table = self.facts.kallsyms()
         old_spans = (session.kallsyms.modules or {}) if session.kallsyms else {}
         new_spans = table.modules or {}
         before, now = set(old_spans), set(new_spans)
@@ -89,7 +90,7 @@ class LabModules:
         gone = [m for n, m in self.in_gdb.items() if n not in now or n in moved]
         come: list[ModuleDebug] = []
         if self.debug_root is not None and added:
-            come = list(lab_modules(self.name, self.debug_root, only=added))
+            come = list(lab_modules(self.facts, self.debug_root, only=added))
         loaded: list[str] = []
         if gone or come:
             with session.stopped(timeout):
@@ -153,10 +154,10 @@ class ModuleFollower:
     :class:`ModuleWatch`) or when a drop names a module the session does not know;
     :meth:`refresh` then brings the session up to date (guest running)."""
 
-    def __init__(self, name: str, debug_root: Path | None,
+    def __init__(self, facts: LabFacts, debug_root: Path | None,
                  loaded: tuple[ModuleDebug, ...] = ()) -> None:
-        self.modules = LabModules(name, debug_root, loaded)
-        self.watch = ModuleWatch(name)
+        self.modules = LabModules(facts, debug_root, loaded)
+        self.watch = ModuleWatch(facts.name)
 
     def due(self, session: Session, module: str | None = None) -> bool:
         known = (session.kallsyms.modules or {}) if session.kallsyms is not None else {}

@@ -129,9 +129,20 @@ def _reason(err: OSError) -> str:
     return str(err) or type(err).__name__
 
 
+def _by_kind(ep: Endpoint, *, stub: str, serial: str, udp: str) -> str:
+    """The text of the three that fits ``ep``: a stub (tcp, unix), serial, or udp."""
+    return stub if ep.kind in ("tcp", "unix") else serial if ep.kind == "serial" else udp
+
+
 def _hint(ep: Endpoint) -> str:
-    if ep.kind in ("tcp", "unix"):
-        return "is the lab (or QEMU with its gdb stub) running? kdbg lab status"
-    if ep.kind == "serial":
-        return "is QEMU's kgdboc serial port there? kdbg lab status"
-    return "is kgdboe loaded in the target, and the UDP port right?"
+    return _by_kind(ep, stub="is the lab (or QEMU with its gdb stub) running? kdbg lab status",
+                    serial="is QEMU's kgdboc serial port there? kdbg lab status",
+                    udp="is kgdboe loaded in the target, and the UDP port right?")
+
+
+def attach_hint(ep: Endpoint) -> str:
+    """What to check when gdb reached ``ep`` but could not attach."""
+    return _by_kind(ep, stub="is QEMU running with its gdb stub on (kdbg lab status)?",
+                    serial="kgdb answers only once stopped: echo g > /proc/sysrq-trigger "
+                           "in the target",
+                    udp="is kgdboe loaded in the target, and is the UDP port reachable?")

@@ -12,8 +12,8 @@ import shutil
 import socket
 import subprocess
 import time
-from types import TracebackType
 
+from kdbg.debugger.closing import Closing
 from kdbg.debugger.endpoint import Endpoint
 from kdbg.errors import BadInput, GdbError
 from kdbg.lifetime import die_with_parent
@@ -34,7 +34,7 @@ def socat_address(stub: Endpoint) -> str:
     raise BadInput(f"cannot relay UDP to {stub}: only a tcp: or unix: stub")
 
 
-class UdpRelay:
+class UdpRelay(Closing):
     """``socat UDP4-LISTEN:PORT,bind=HOST STUB``; ``endpoint`` is for gdb.
 
     ``stub`` is QEMU's stub as an endpoint (``tcp:H:P`` or ``unix:PATH``).
@@ -75,14 +75,3 @@ class UdpRelay:
         if self.proc.stderr is not None:
             with contextlib.suppress(OSError):
                 self.proc.stderr.close()
-
-    def __enter__(self) -> UdpRelay:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -11,9 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from kdbg.debugger import leftovers
+from kdbg.debugger.attach import Target
 from kdbg.debugger.model import Breakpoint, CleanupReport, DropSite, Stop
 from kdbg.debugger.session import Session
-from kdbg.debugger.targets import Target
 from kdbg.errors import GdbTimeout, KdbgError
 
 
@@ -70,13 +70,11 @@ def _wait_following(s: Session, target: Target, timeout: float,
                     progress: Callable[[str], None] | None) -> Stop:
     """:meth:`Session.wait_stop`, following a lab's modules while the target runs, so
     the stop's frames are named from the module list of that moment."""
-    if target.lab is None:
+    if target.facts is None:
         return s.wait_stop(timeout)
     from kdbg.debugger.livemodules import ModuleFollower
-    from kdbg.lab import guest
 
-    root = guest.module_debug(target.lab) if target.vmlinux is not None else None
-    follower = ModuleFollower(target.lab, root, target.modules)
+    follower = ModuleFollower(target.facts, target.debug_root(), target.modules)
     deadline = time.monotonic() + timeout
     try:
         while True:
@@ -104,16 +102,12 @@ def open_session(target: Target, *, timeout: float = 30.0,
                  progress: Callable[[str], None] | None = None) -> Session:
     """:meth:`Session.connect` with everything ``target`` knows, modules' debug files
     included (loaded while the target is stopped at attach; ``progress`` hears which)."""
-    session = Session.connect(
-        target.endpoint,
-        kallsyms=target.kallsyms,
-        vmlinux=target.vmlinux,
-        kaslr_offset=target.kaslr_offset,
-        gdb_prefix=target.gdb_prefix,
-        interrupter=target.interrupter,
-        timeout=timeout,
-        target_symbols=target.guard_symbols(),
-    )
+    session = Session.connect(  # a lab's kallsyms: the table its facts already hold
+        target.endpoint, kallsyms=target.facts.kallsyms() if target.facts else target.kallsyms,
+        kallsyms_file=target.kallsyms, vmlinux=target.vmlinux,
+        kaslr_offset=target.kaslr_offset, gdb_prefix=target.gdb_prefix,
+        interrupter=target.interrupter, timeout=timeout,
+        target_symbols=target.guard_symbols())
     if session.attach_note and progress is not None:
         progress(session.attach_note)
     if target.stopped and progress is not None:

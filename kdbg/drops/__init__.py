@@ -1,6 +1,5 @@
-"""The drop tracer's features above the shared BPF plumbing (:mod:`kdbg.trace`):
-causes and ``kdbg diagnose``, recording and ``kdbg report``, pcapng, the exporter.
-
-``kdbg watch`` itself (``kdbg/watch.py``, ``kdbg/report.py``) moves here with the
-layout step (see docs/architecture.md once written).
+"""``kdbg watch`` and what grows from it, over the shared BPF plumbing (:mod:`kdbg.trace`):
+``watch`` (the tracer), ``output`` (text lines, JSON lines, stats tables), causes and
+``kdbg diagnose``, recording and ``kdbg report``, pcapng, the exporter, hardware drops.
+See docs/architecture.md.
 """

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kdbg.drops.causes import group_of
+from kdbg.drops.output import StatsRow, Summary, endpoint
+from kdbg.drops.watch import WatchConfig, prepare
 from kdbg.errors import BadInput
-from kdbg.report import StatsRow, Summary, _endpoint
 from kdbg.trace.event import DropEvent
-from kdbg.watch import WatchConfig, prepare
 
 
 @dataclass
@@ -106,8 +106,8 @@ def example_json(ev: DropEvent) -> dict[str, Any]:
 
 def example_text(ev: DropEvent) -> str:
     icmp = ev.icmp_type is not None
-    text = (f"{ev.proto or 'packet'} {_endpoint(ev.saddr, ev.sport, icmp)} -> "
-            f"{_endpoint(ev.daddr, ev.dport, icmp)}")
+    text = (f"{ev.proto or 'packet'} {endpoint(ev.saddr, ev.sport, icmp)} -> "
+            f"{endpoint(ev.daddr, ev.dport, icmp)}")
     if icmp:
         text += f" (type {ev.icmp_type} code {ev.icmp_code})"
     text += f" on {ev.ifname or '-'}, netns {ev.netns or '-'}, at {ev.location}"

@@ -33,12 +33,13 @@ from kdbg import __version__
 from kdbg.drops import hwdrops
 from kdbg.errors import BadInput, KdbgError
 from kdbg.signals import StopSignals
+from kdbg.symbols import tpformat
 from kdbg.symbols.kallsyms import Kallsyms
 from kdbg.symbols.reasons import ReasonTable
-from kdbg.trace import offsets, tpformat
+from kdbg.trace import filters as flt
+from kdbg.trace import offsets
 from kdbg.trace.probe import TRACEPOINT, DropProbe, check_privileges
 from kdbg.trace.program import ProgramOptions, build
-from kdbg.watch import WatchConfig, filter_spec
 
 LABELS = ("reason", "location", "netns", "ifname")
 DEFAULT_LABELS = ("reason", "location")
@@ -105,7 +106,7 @@ class ExporterConfig:
 
     listen: Listen = field(default_factory=lambda: parse_listen(DEFAULT_LISTEN))
     labels: tuple[str, ...] = DEFAULT_LABELS
-    watch: WatchConfig = field(default_factory=WatchConfig)
+    filters: flt.PacketFilters = field(default_factory=flt.PacketFilters)
     duration: float | None = None
 
     @property
@@ -315,7 +316,7 @@ class Exporter:
         self.reasons = ReasonTable.from_tpformat(self.tp)
         self._pool = ThreadPoolExecutor(max_workers=1)
         self._ksyms: Future[Kallsyms] = self._pool.submit(Kallsyms.load)
-        self.spec = filter_spec(cfg.watch, self.reasons, self.kallsyms)
+        self.spec = cfg.filters.resolve(self.reasons, self.kallsyms)
         self.text = build(
             self.tp, offsets.for_running_kernel(), self.spec,
             ProgramOptions(stats_only=True, stats_by_dev=cfg.per_device, ringbuf_pages=1),

@@ -21,14 +21,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from kdbg.dirs import BPF_DIR
 from kdbg.drops import devlink
 from kdbg.errors import BadInput, ProbeUnavailable
-from kdbg.paths import BPF_DIR
 from kdbg.signals import StopSignals
 from kdbg.symbols.btf import Btf
 from kdbg.trace import offsets as trace_offsets
 from kdbg.trace.event import IPAddress, addresses
 from kdbg.trace.filters import PROTO_NAMES
+from kdbg.trace.lines import LineSink
 from kdbg.trace.probe import RingProbe, check_privileges
 from kdbg.trace.render import render
 
@@ -209,13 +210,12 @@ class HwSink(Protocol):
     def summary(self, reports: int, lost: int) -> None: ...
 
 
-class HwTextSink:
-    def __init__(self, out: Any, err: Any) -> None:
-        self.out, self.err = out, err
-        self._header_done = False
+class HwTextSink(LineSink):
+    """Aligned text on ``out``; progress and the summary on ``err``."""
 
-    def watching(self, message: str) -> None:
-        print(message, file=self.err, flush=True)
+    def __init__(self, out: Any, err: Any) -> None:
+        super().__init__(out, err)
+        self._header_done = False
 
     def drop(self, event: HwDropEvent) -> None:
         if not self._header_done:
@@ -228,6 +228,8 @@ class HwTextSink:
 
 
 class HwJsonSink(HwTextSink):
+    """JSON lines on ``out``, each tagged with ``"type"``."""
+
     def drop(self, event: HwDropEvent) -> None:
         print(hw_json(event), file=self.out, flush=True)
 

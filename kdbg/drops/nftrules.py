@@ -246,6 +246,13 @@ class _Field:
         self.value, self.conv, self.wildcard = value, conv, wildcard
 
 
+def _known(value: Any, what: str, conv: Any) -> _Field:
+    """``value`` read through ``conv``; _Unknown (named ``what``) when the record lacks it."""
+    if value is None:
+        raise _Unknown(what)
+    return _Field(value, conv)
+
+
 def _addr_conv(v: Any) -> Any:
     return ipaddress.ip_address(v)
 
@@ -264,13 +271,9 @@ def _field(left: Any, pkt: Packet) -> _Field:
                 raise _Absent(proto)
             if name in ("saddr", "daddr"):
                 addr = pkt.saddr if name == "saddr" else pkt.daddr
-                if addr is None:
-                    raise _Unknown(f"{proto} {name}")
-                return _Field(addr, _addr_conv)
+                return _known(addr, f"{proto} {name}", _addr_conv)
             if name in ("protocol", "nexthdr"):
-                if pkt.l4proto is None:
-                    raise _Unknown(f"{proto} {name}")
-                return _Field(pkt.l4proto, _proto_number)
+                return _known(pkt.l4proto, f"{proto} {name}", _proto_number)
             raise _Unknown(f"{proto} {name}")
         if proto in PORT_PROTOS or proto == "th":
             if pkt.l4proto is None:
@@ -280,9 +283,7 @@ def _field(left: Any, pkt: Packet) -> _Field:
                 raise _Absent(proto)
             if name in ("sport", "dport"):
                 val = pkt.sport if name == "sport" else pkt.dport
-                if val is None:
-                    raise _Unknown(f"{proto} {name}")
-                return _Field(val, _port)
+                return _known(val, f"{proto} {name}", _port)
             raise _Unknown(f"{proto} {name}")
         if proto in ("icmp", "icmpv6"):
             num = 1 if proto == "icmp" else 58
@@ -300,9 +301,7 @@ def _field(left: Any, pkt: Packet) -> _Field:
     if "meta" in left:
         key = left["meta"].get("key")
         if key == "l4proto":
-            if pkt.l4proto is None:
-                raise _Unknown("meta l4proto")
-            return _Field(pkt.l4proto, _proto_number)
+            return _known(pkt.l4proto, "meta l4proto", _proto_number)
         if key == "nfproto":
             return _Field(pkt.family, str)
         if key == "protocol":

@@ -23,7 +23,6 @@ from kdbg.symbols.reasons import ReasonTable
 from kdbg.trace import filters as flt
 from kdbg.trace.event import Decoder, DropEvent
 from kdbg.trace.layout import RawDropEvent
-from kdbg.watch import WatchConfig
 
 GROUPS = ("reason", "location", "flow", "netns", "ifname")
 
@@ -176,7 +175,7 @@ def _at(ev: DropEvent, loc: tuple[str, str | None, int | None]) -> bool:
 _LOC = re.compile(r"^(?P<sym>[A-Za-z_.$][\w.$]*)(?:\+(?P<off>0x[0-9a-fA-F]+|\d+))?$")
 
 
-def offline_filter(cfg: WatchConfig, off: Offline) -> OfflineFilter:
+def offline_filter(cfg: flt.PacketFilters, off: Offline) -> OfflineFilter:
     """Resolve ``cfg``'s filters against the recording's own names (reasons, netns)."""
     reasons = frozenset(off.reasons.name(off.reasons.code(r)) for r in cfg.reasons)
     locs: list[tuple[str, str | None, int | None]] = []
@@ -268,7 +267,7 @@ class ReportConfig:
     """What ``kdbg report`` was asked for."""
 
     path: str
-    filters: WatchConfig = WatchConfig()
+    filters: flt.PacketFilters = flt.PacketFilters()
     stats: bool = False
     group_by: str | None = None
     top: int | None = None

@@ -27,21 +27,19 @@ from pathlib import Path
 from typing import Any
 
 from kdbg import __version__
+from kdbg.dirs import BPF_DIR, cache_dir
 from kdbg.drops import layout
 from kdbg.drops.recfile import END, SYMBOLS, RecordingWriter, io_error
 from kdbg.drops.ringbuf import BulkRing
+from kdbg.drops.watch import Sink, Watch, WatchConfig
 from kdbg.errors import BadInput
-from kdbg.paths import BPF_DIR, cache_dir
-from kdbg.signals import StopSignals
 from kdbg.symbols.btf import Btf
 from kdbg.symbols.kallsyms import Kallsyms, Location
-from kdbg.trace import offsets
+from kdbg.trace import loop, offsets
 from kdbg.trace.event import DropEvent
 from kdbg.trace.probe import TRACEPOINT, DropProbe, load_bpf
 from kdbg.trace.program import ProgramOptions, build
 from kdbg.trace.render import render
-from kdbg.watch import Sink, Watch, WatchConfig
-from kdbg.workload import Workload
 
 FRAGMENT = BPF_DIR / "drop_record.bpf.c"
 SNAPLEN_DEFAULT = 128
@@ -156,8 +154,7 @@ class Recorder:
             raise BadInput("--stack does not work with --write or --pcap yet",
                            hint="record without --stack; watch --stack live")
         pages = opts.ring_pages
-        if pages <= 0 or pages & (pages - 1):
-            raise BadInput("--buffer-pages must be a power of two")
+        loop.check_pages(pages)
         # The watch resolves the filters and reads the kernel's facts; it streams nothing
         # here, so it looks for no causes (they need the live state as each drop happens).
         self.watch = Watch(dataclasses.replace(cfg, buffer_pages=pages, causes=False))
@@ -250,100 +247,106 @@ class Recorder:
     def run(self, sink: Sink) -> RecordResult:
         """Attach, move batches to the file until a stop condition, detach, drain,
         write the END block. Ctrl-C/SIGTERM end it cleanly."""
-        cfg, opts = self.cfg, self.opts
-        path, tmp_dir = _target(opts)
-        probe = RecordProbe(self.text)
-        ring: BulkRing | None = None
-        writer: RecordingWriter | None = None
-        stop = StopSignals.install()
-        workload = Workload(cfg.cmd)
-        interrupted = False
-        limit = cfg.count
-        counters = {"lost": 0, "seen": 0, "stats_full": 0}
-        counts: dict[tuple[int, int], int] = {}
-        status: int | None = None
+        path, tmp_dir = _target(self.opts)
+        turn = _RecordLoop(self, sink, path)
         try:
-            wall_offset = time.time_ns() - time.monotonic_ns()
-            writer = RecordingWriter(path, self.meta(wall_offset))
-            w = writer
-
-            def batch(buffer: memoryview, n: int) -> None:
-                if limit is not None and w.records + n > limit:
-                    n = limit - w.records
-                if n <= 0:
-                    return
-                # Every event in the batch was counted before it was written: the keys
-                # read now name all its locations.
-                doc = self.symbols_update(probe.locations())
-                if doc is not None:
-                    w.json_block(SYMBOLS, doc)
-                with buffer[:n * self.record_size] as part:
-                    w.events(part, n)
-
-            probe.load()
-            ring = BulkRing(probe.ring_fd(), self.ring_bytes, self.record_size)
-            target = opts.write if opts.write is not None else f"{opts.pcap} (pcapng)"
-            sink.watching(
-                f"kdbg: watching {TRACEPOINT} on Linux {os.uname().release}, recording to "
-                f"{target} (filters: {self.watch.spec.describe()}; snaplen "
-                f"{opts.snaplen}); Ctrl-C to stop")
-            start = time.monotonic()
-            workload.start()
-            while not stop:
-                ring.drain(batch)
-                if limit is not None and writer.records >= limit:
-                    break
-                now = time.monotonic()
-                if cfg.duration is not None and now - start >= cfg.duration:
-                    break
-                if workload.exited():
-                    time.sleep(0.05)  # drops the workload caused in its last moments
-                    break
-                time.sleep(DRAIN_INTERVAL)
+            end = loop.run(turn, cmd=self.cfg.cmd, duration=self.cfg.duration)
         except BaseException:
             if tmp_dir is not None:  # a pcapng-only recording that failed: leave nothing
                 shutil.rmtree(tmp_dir, ignore_errors=True)
             raise
-        finally:
-            interrupted = bool(stop)
-            stop.restore()
-            status = workload.finish()
-            try:
-                if probe.loaded:
-                    probe.detach()
-                    if ring is not None and not (writer is not None and writer.failed):
-                        _drain_rest(ring, batch if writer is not None else None,
-                                    lambda: limit is not None and writer is not None
-                                    and writer.records >= limit)
-                    counters = probe.counters()
-                    counts = probe.stats()
-                    if writer is not None and not writer.failed:
-                        doc = self.symbols_update({loc for _, loc in counts}, final=True)
-                        if doc is not None:
-                            writer.json_block(SYMBOLS, doc)
-            finally:
-                if ring is not None:
-                    ring.close()
-                probe.close()
-                self.watch._pool.shutdown(wait=False)
-                if self.watch.lines is not None:
-                    self.watch.lines.close()
+        writer = turn.writer
         assert writer is not None
+        counts, counters = turn.counts, turn.counters
         matched = sum(counts.values()) + counters["stats_full"]
         writer.json_block(END, {
-            "ended_ns": time.time_ns(), "interrupted": interrupted,
+            "ended_ns": time.time_ns(), "interrupted": end.interrupted,
             "records": writer.records, "matched": matched, "lost": counters["lost"],
             "seen": counters["seen"], "stats_full": counters["stats_full"],
-            "count_limit": limit,
+            "count_limit": self.cfg.count,
             "stats": [{"reason_code": r, "address": f"0x{a:x}", "count": n}
                       for (r, a), n in sorted(counts.items(), key=lambda kv: -kv[1])],
         })
         writer.close()
-        packets = _pcap(path, tmp_dir, opts)
+        packets = _pcap(path, tmp_dir, self.opts)
         return RecordResult(
-            path=opts.write, records=writer.records, bytes=writer.bytes, matched=matched,
+            path=self.opts.write, records=writer.records, bytes=writer.bytes, matched=matched,
             lost=counters["lost"], seen=counters["seen"], pcap_packets=packets,
-            cmd_status=status, interrupted=interrupted)
+            cmd_status=end.cmd_status, interrupted=end.interrupted)
+
+
+class _RecordLoop(loop.Loop):
+    """One run of a :class:`Recorder`: batches from the ring buffer to the file."""
+
+    def __init__(self, rec: Recorder, sink: Sink, path: str) -> None:
+        self.rec, self.sink, self.path = rec, sink, path
+        self.limit = rec.cfg.count
+        self.probe = RecordProbe(rec.text)
+        self.ring: BulkRing | None = None
+        self.writer: RecordingWriter | None = None
+        self.counters = {"lost": 0, "seen": 0, "stats_full": 0}
+        self.counts: dict[tuple[int, int], int] = {}
+
+    def batch(self, buffer: memoryview, n: int) -> None:
+        w = self.writer
+        assert w is not None
+        if self.limit is not None and w.records + n > self.limit:
+            n = self.limit - w.records
+        if n <= 0:
+            return
+        # Every event in the batch was counted before it was written: the keys
+        # read now name all its locations.
+        doc = self.rec.symbols_update(self.probe.locations())
+        if doc is not None:
+            w.json_block(SYMBOLS, doc)
+        with buffer[:n * self.rec.record_size] as part:
+            w.events(part, n)
+
+    def attach(self) -> None:
+        rec, opts = self.rec, self.rec.opts
+        wall_offset = time.time_ns() - time.monotonic_ns()
+        self.writer = RecordingWriter(self.path, rec.meta(wall_offset))
+        self.probe.load()
+        self.ring = BulkRing(self.probe.ring_fd(), rec.ring_bytes, rec.record_size)
+        target = opts.write if opts.write is not None else f"{opts.pcap} (pcapng)"
+        self.sink.watching(
+            f"kdbg: watching {TRACEPOINT} on Linux {os.uname().release}, recording to "
+            f"{target} (filters: {rec.watch.spec.describe()}; snaplen "
+            f"{opts.snaplen}); Ctrl-C to stop")
+
+    def step(self) -> None:
+        assert self.ring is not None
+        self.ring.drain(self.batch)
+
+    def done(self) -> bool:
+        return (self.limit is not None and self.writer is not None
+                and self.writer.records >= self.limit)
+
+    def settle(self) -> None:
+        time.sleep(0.05)  # drops the workload caused in its last moments
+
+    def idle(self) -> None:
+        time.sleep(DRAIN_INTERVAL)
+
+    def drain(self) -> None:
+        probe, ring, writer = self.probe, self.ring, self.writer
+        if not probe.loaded:
+            return
+        probe.detach()
+        if ring is not None and not (writer is not None and writer.failed):
+            _drain_rest(ring, self.batch if writer is not None else None, self.done)
+        self.counters = probe.counters()
+        self.counts = probe.stats()
+        if writer is not None and not writer.failed:
+            doc = self.rec.symbols_update({loc for _, loc in self.counts}, final=True)
+            if doc is not None:
+                writer.json_block(SYMBOLS, doc)
+
+    def close(self) -> None:
+        if self.ring is not None:
+            self.ring.close()
+        self.probe.close()
+        self.rec.watch.close()
 
 
 def _target(opts: RecordOptions) -> tuple[str, str | None]:
@@ -383,7 +386,7 @@ def record_lab(cfg: WatchConfig, opts: RecordOptions, lab_name: str,
     to the guest's recorder, which ends the file with its END block."""
     from kdbg import lab
     from kdbg.drops import offline
-    from kdbg.watch import remote_options
+    from kdbg.drops.watch import remote_options
 
     if not 0 <= opts.snaplen <= SNAPLEN_MAX:
         raise BadInput(f"--snaplen must be between 0 and {SNAPLEN_MAX}")

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from kdbg.guard.policy import check
-from kdbg.symbols.target import TargetSymbols
+from kdbg.symbols.evidence import TargetSymbols
 
 _SKIP_PREFIXES = ("__pfx_", "__cfi_", "__SCT__", "__initstub", "__x86_indirect")
 

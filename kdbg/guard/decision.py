@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from kdbg.errors import KdbgError
 from kdbg.symbols.kallsyms import Location
 
 TRANSPORTS = ("gdbstub", "kgdboc", "kgdboe")
-VERDICTS = ("allow", "warn", "refuse")
 
 # Strongest first. "section" (kallsyms section markers such as __noinstr_text_start)
 # sits next to the blocklist: it is the input the kernel builds that blocklist from.
@@ -82,3 +82,15 @@ def render(decision: Decision) -> str:
     if d.forced:
         lines.append("  FORCED:   refused breakpoint set anyway with --force; the session may hang")
     return "\n".join(lines)
+
+
+class BreakpointRefused(KdbgError):
+    """The safety guard refused a breakpoint. ``decision`` is the guard's Decision (raised
+    by the guard, so it lives here: :mod:`kdbg.errors` imports no room)."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, *, hint: str | None = None,
+                 decision: Decision | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.decision = decision

@@ -22,8 +22,8 @@ from kdbg.guard.rules import (
     PATH_RULES,
     SECTION_CATEGORIES,
 )
+from kdbg.symbols.evidence import TargetSymbols
 from kdbg.symbols.kallsyms import Location
-from kdbg.symbols.target import TargetSymbols
 
 _STRUCT = re.compile(r"\b(?:struct|union) (\w+)")
 

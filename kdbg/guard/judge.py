@@ -14,8 +14,8 @@ from collections.abc import Callable, Sequence
 
 from kdbg.guard.decision import Decision, Evidence
 from kdbg.guard.policy import check, enforce
+from kdbg.symbols.evidence import TargetSymbols
 from kdbg.symbols.kallsyms import Kallsyms, Location
-from kdbg.symbols.target import TargetSymbols
 
 log = logging.getLogger("kdbg.guard")
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
-from kdbg.errors import BadInput, BreakpointRefused, UnknownSymbol
-from kdbg.guard.decision import TRANSPORTS, Decision, Evidence
+from kdbg.errors import BadInput, UnknownSymbol
+from kdbg.guard.decision import TRANSPORTS, BreakpointRefused, Decision, Evidence
 from kdbg.guard.facts import Finding, gather
 from kdbg.guard.rules import ALLOW, NOT_TEXT, POLICY, TRANSPORT_HINTS
+from kdbg.symbols.evidence import TargetSymbols
 from kdbg.symbols.kallsyms import Location
-from kdbg.symbols.target import TargetSymbols
 
 
 def locate(where: str | int, symbols: TargetSymbols) -> Location:
@@ -27,8 +27,8 @@ def check(where: str | int, *, transport: str, symbols: TargetSymbols,
         raise BadInput(f"unknown transport {transport!r}", hint="one of " + ", ".join(TRANSPORTS))
     if symbols is None or getattr(symbols, "kallsyms", None) is None:
         raise BadInput("the guard needs the target's kallsyms",
-                       hint="build TargetSymbols with local(), from_lab(), from_vmlinux() "
-                            "or from_parts()")
+                       hint="build TargetSymbols with local(), from_vmlinux(), from_parts() "
+                            "or kdbg.target.LabFacts(name).symbols()")
     loc = locate(where, symbols)
     unavailable = tuple(f"{kind}: {why}" for kind, why in sorted(symbols.missing.items()))
     decision = replace(_decide(loc, transport, symbols), unavailable=unavailable)

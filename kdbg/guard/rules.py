@@ -31,8 +31,6 @@ SRC_KGDBOE = "KGDBoE README: no breakpoints in network code, none in mod_timer()
              "unless single-CPU"
 SRC_KGDBOE_RX = "KGDBoE frees the packets it receives while the kernel is stopped " \
                 "(kfree_skb; out of line as kfree_skb_reason on 6.1, sk_skb_reason_drop from 6.11)"
-SRC_LAB = "seen on the kdbg lab: a breakpoint on __netif_receive_skb_core under KGDBoE " \
-          "never reported its stop"
 SRC_KGDB = "kgdb cannot debug itself: its exception, roundup and gdbstub code run " \
            "while the kernel is stopped"
 SRC_KGDBOC = "kgdboc talks to gdb by polling the UART (console poll hooks) with the kernel stopped"
@@ -164,7 +162,7 @@ BTF_TYPES: dict[str, str] = {
     "kgdb_io": KGDB,
 }
 
-# kallsyms section markers (see kdbg.symbols.target.SECTION_MARKERS) → category.
+# kallsyms section markers (see kdbg.symbols.evidence.SECTION_MARKERS) → category.
 SECTION_CATEGORIES: dict[str, str] = {
     "entry": ENTRY,
     "irqentry": ENTRY,

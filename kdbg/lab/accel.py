@@ -27,8 +27,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from kdbg.dirs import cache_dir
 from kdbg.errors import BadInput, LabError
-from kdbg.paths import cache_dir
 
 ACCELS = ("auto", "kvm", "tcg")
 KVM_DEVICE = Path("/dev/kvm")

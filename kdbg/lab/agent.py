@@ -16,8 +16,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from kdbg.dirs import VM_DIR, cache_dir
 from kdbg.errors import LabError
-from kdbg.paths import VM_DIR, cache_dir
 
 SOURCE = VM_DIR / "kdbg-agent.c"
 CFLAGS = ("-O2", "-Wall", "-Wextra", "-Werror", "-static", "-s")

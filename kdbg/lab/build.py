@@ -19,9 +19,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from kdbg.dirs import VM_DIR, cache_dir
 from kdbg.errors import LabError
-from kdbg.lab.kernel import BZIMAGE, Kernel, Progress, _apt_download, _locked, _quiet, _run
-from kdbg.paths import VM_DIR, cache_dir
+from kdbg.lab.kernel import BZIMAGE, Kernel, Progress, apt_download, locked, quiet, run_tool
 
 FRAGMENT = VM_DIR / "kgdb-lab.config"
 SOURCE_PACKAGE = "linux-source-6.1"
@@ -113,7 +113,7 @@ def _tool(name: str) -> str:
 
 def source_version() -> str:
     """The candidate version of ``linux-source-6.1`` that apt would fetch."""
-    out = _run(
+    out = run_tool(
         ["apt-cache", "show", "--no-all-versions", SOURCE_PACKAGE], what="apt-cache show"
     )
     m = re.search(r"^Version: (\S+)", out, re.M)
@@ -122,7 +122,7 @@ def source_version() -> str:
     return m.group(1)
 
 
-def ensure_build_deps(progress: Progress = _quiet) -> None:
+def ensure_build_deps(progress: Progress = quiet) -> None:
     """apt-get install the packages a kernel build needs, when some are missing."""
     missing = []
     for pkg in BUILD_DEPS:
@@ -146,24 +146,24 @@ def ensure_build_deps(progress: Progress = _quiet) -> None:
         raise LabError(f"apt-get install {' '.join(missing)} failed: {tail}")
 
 
-def kernel_source(progress: Progress = _quiet) -> Path:
+def kernel_source(progress: Progress = quiet) -> Path:
     """Debian's ``linux-source-6.1`` unpacked in the cache (once); returns the tree."""
     version = source_version()
     base = cache_dir("kernel-src", version)
     tree = base / "linux-source-6.1"
-    with _locked(base / ".lock"):
+    with locked(base / ".lock"):
         if (base / ".complete").exists():
             return tree
         started = time.monotonic()
         progress(f"fetching {SOURCE_PACKAGE} {version} (about 140 MB)")
-        deb = _apt_download(SOURCE_PACKAGE, base)
+        deb = apt_download(SOURCE_PACKAGE, base)
         member = "./usr/src/linux-source-6.1.tar.xz"
         progress("unpacking the kernel source (about a minute)")
         shutil.rmtree(tree, ignore_errors=True)
         script = (
             f"dpkg-deb --fsys-tarfile {deb} | tar -xO {member} | tar -xJ -C {base}"
         )
-        _run(["sh", "-ec", script], what="unpacking linux-source")
+        run_tool(["sh", "-ec", script], what="unpacking linux-source")
         deb.unlink()
         if not (tree / "Makefile").exists():
             raise LabError(f"{SOURCE_PACKAGE} did not unpack to {tree}")
@@ -178,12 +178,12 @@ def configure(tree: Path, outdir: Path, fragment: Path = FRAGMENT) -> Path:
     Raises LabError naming every fragment line that did not survive.
     """
     outdir.mkdir(parents=True, exist_ok=True)
-    _run(
+    run_tool(
         [_tool("virtme-configkernel"), "--defconfig", "--custom", str(fragment), f"O={outdir}"],
         cwd=tree,
         what="virtme-configkernel",
     )
-    _run(["make", "-s", "-C", str(tree), f"O={outdir}", "olddefconfig"], what="olddefconfig")
+    run_tool(["make", "-s", "-C", str(tree), f"O={outdir}", "olddefconfig"], what="olddefconfig")
     config = outdir / ".config"
     bad = fragment_mismatches(fragment.read_text(), config.read_text())
     if bad:
@@ -207,7 +207,7 @@ def build_kernel(
     jobs: int | None = None,
     nice: int = 0,
     fragment: Path = FRAGMENT,
-    progress: Progress = _quiet,
+    progress: Progress = quiet,
     force: bool = False,
 ) -> Kernel:
     """Build (or reuse) the kgdb lab kernel; returns it with its bzImage and DWARF vmlinux.
@@ -222,7 +222,7 @@ def build_kernel(
     stamp = outdir / ".complete"
     from kdbg.lab.kernel import kernel_from_path
 
-    with _locked(cache_dir("kernels") / f".kgdb-{key}.lock"):
+    with locked(cache_dir("kernels") / f".kgdb-{key}.lock"):
         if stamp.exists() and not force:
             progress(f"cached kgdb lab kernel {key}: {outdir}")
             return kernel_from_path(outdir)

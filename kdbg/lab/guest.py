@@ -52,18 +52,10 @@ class Kaslr:
     offset: int
 
 
-def exec_(
-    name: str,
-    argv: list[str],
-    *,
-    stdout: Callable[[bytes], None] | None = None,
-    stderr: Callable[[bytes], None] | None = None,
-    stdin: BinaryIO | bytes | None = None,
-    env: dict[str, str] | None = None,
-    cwd: str = "/",
-    timeout: float | None = None,
-    forward_sigint: bool = True,
-) -> int:
+def exec_(name: str, argv: list[str], *, stdout: Callable[[bytes], None] | None = None,
+          stderr: Callable[[bytes], None] | None = None,
+          stdin: BinaryIO | bytes | None = None, env: dict[str, str] | None = None,
+          cwd: str = "/", timeout: float | None = None, forward_sigint: bool = True) -> int:
     """Run ``argv`` in lab ``name``, streaming output to the callbacks; returns its status.
 
     Defaults write to this process's stdout/stderr as chunks arrive. ``timeout`` bounds
@@ -221,12 +213,14 @@ def kallsyms_files(name: str, *, running: bool | None = None) -> tuple[Path, Pat
 
 
 def module_sections(name: str, only: Collection[str] | None = None, *,
-                    running: bool | None = None) -> str:
+                    running: bool | None = None, copy: Path | None = None) -> str:
     """``/sys/module/*/sections`` of lab ``name``'s modules (of those in ``only``), as
     ``grep -r .`` prints them. The full listing is kept with the kallsyms copy of the
-    same module list, and returned when the guest is stopped."""
+    same module list (``copy``, when the caller has it), and returned when the guest is
+    stopped."""
     running = is_running(name) if running is None else running
-    copy, _ = kallsyms_files(name, running=running)
+    if copy is None:
+        copy, _ = kallsyms_files(name, running=running)
     keep = copy.with_suffix(".sections")
     if not running:
         if keep.exists():

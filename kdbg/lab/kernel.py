@@ -31,16 +31,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from kdbg.dirs import cache_dir
 from kdbg.errors import BadInput, LabError
-from kdbg.paths import cache_dir
 
 Progress = Callable[[str], None]
 
 BZIMAGE = Path("arch/x86/boot/bzImage")
 
 
-def _quiet(_: str) -> None:
-    pass
+def quiet(_: str) -> None:
+    """The progress callback that says nothing."""
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,9 @@ class Kernel:
         return None
 
 
-def _run(argv: list[str], *, cwd: Path | None = None, what: str) -> str:
+def run_tool(argv: list[str], *, cwd: Path | None = None, what: str) -> str:
+    """Run a build or fetch tool; its stdout, or LabError naming ``what`` with the
+    last lines of its output."""
     proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-5:])
@@ -84,7 +86,7 @@ def _run(argv: list[str], *, cwd: Path | None = None, what: str) -> str:
 
 
 @contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def locked(path: Path) -> Iterator[None]:
     """Hold an exclusive lock on ``path`` so two kdbg processes never fetch the same thing."""
     with open(path, "a+") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
@@ -232,7 +234,7 @@ def resolve_debian(spec: DebianSpec) -> str:
                    hint="run scripts/setup.sh (it adds bookworm-backports), then apt-get update")
 
 
-def _apt_download(package: str, into: Path) -> Path:
+def apt_download(package: str, into: Path) -> Path:
     """``apt-get download PACKAGE`` into ``into``; returns the .deb path."""
     for old in into.glob(f"{package}_*.deb"):
         old.unlink()
@@ -249,7 +251,7 @@ def _apt_download(package: str, into: Path) -> Path:
     return debs[-1]
 
 
-def debian_kernel(progress: Progress = _quiet, release: str | None = None) -> Kernel:
+def debian_kernel(progress: Progress = quiet, release: str | None = None) -> Kernel:
     """Debian's stock kernel ``release`` (default: the one matching the installed headers),
     fetched into the cache on first use."""
     release = release or debian_release()
@@ -258,7 +260,7 @@ def debian_kernel(progress: Progress = _quiet, release: str | None = None) -> Ke
     image = root / "boot" / f"vmlinuz-{release}"
     moddir = root / "lib" / "modules" / release
     stamp = base / ".complete"
-    with _locked(base / ".lock"):
+    with locked(base / ".lock"):
         if not stamp.exists():
             _fetch_debian_image(release, base, progress)
             stamp.write_text(release + "\n")
@@ -279,18 +281,18 @@ def _fetch_debian_image(release: str, base: Path, progress: Progress) -> None:
     progress(f"fetching {package} with apt-get download (70-110 MB)")
     tmp = base / "download"
     tmp.mkdir(exist_ok=True)
-    deb = _apt_download(package, tmp)
+    deb = apt_download(package, tmp)
     root = base / "root"
     staging = base / "root.new"
     shutil.rmtree(staging, ignore_errors=True)
     progress(f"unpacking {deb.name} (dpkg -x, not installed)")
-    _run(["dpkg-deb", "-x", str(deb), str(staging)], what=f"dpkg -x {deb.name}")
+    run_tool(["dpkg-deb", "-x", str(deb), str(staging)], what=f"dpkg -x {deb.name}")
     deb.unlink()
     moddir = staging / "lib" / "modules" / release
     if not moddir.is_dir():
         raise LabError(f"{package} has no lib/modules/{release}")
     progress("depmod on the unpacked modules")
-    _run(["depmod", "-a", "-b", str(staging), release], what="depmod")
+    run_tool(["depmod", "-a", "-b", str(staging), release], what="depmod")
     headers = Path(f"/usr/src/linux-headers-{release}")
     common = Path(f"/usr/src/linux-headers-{release.removesuffix('-amd64')}-common")
     for link, target in (("build", headers), ("source", common)):
@@ -323,7 +325,7 @@ def debian_module_debug(release: str) -> Path | None:
     return root if (base / MODULES_DONE).exists() and root.is_dir() else None
 
 
-def debian_vmlinux(release: str | None = None, progress: Progress = _quiet) -> Path:
+def debian_vmlinux(release: str | None = None, progress: Progress = quiet) -> Path:
     """The debug vmlinux (DWARF) of Debian's kernel ``release``, fetched on first use.
 
     Downloads ``linux-image-<release>-dbg`` (858 MB, about 11 s here), extracts
@@ -335,7 +337,7 @@ def debian_vmlinux(release: str | None = None, progress: Progress = _quiet) -> P
     release = release or debian_release()
     base = cache_dir("kernels", f"debian-{release}")
     target = base / f"vmlinux-{release}"
-    with _locked(base / ".vmlinux.lock"):
+    with locked(base / ".vmlinux.lock"):
         if target.exists() and (base / MODULES_DONE).exists():
             return target
         package = f"linux-image-{release}-dbg"
@@ -346,7 +348,7 @@ def debian_vmlinux(release: str | None = None, progress: Progress = _quiet) -> P
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         try:
-            deb = _apt_download(package, tmp)
+            deb = apt_download(package, tmp)
             prefix = f"./usr/lib/debug/lib/modules/{release}/kernel"
             vmlinux = f"./usr/lib/debug/boot/vmlinux-{release}"
             members = [] if target.exists() else [vmlinux]

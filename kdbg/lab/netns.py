@@ -1,12 +1,12 @@
 """The KGDBoE lab's own network: a namespace holding a tap that QEMU's e1000 uses.
 
 Under QEMU user networking with ``restrict=on``, KGDBoE's UDP replies never came back
-to the host (see DESIGN.md). So a KGDBoE lab gets a network namespace ``kdbg-<name>``
-with a persistent tap ``kdbgtap0`` at ``10.213.0.1/24``; the guest's e1000 is
-``10.213.0.2/24``. QEMU itself stays in the host's namespace (so its gdb and exec
-ports stay on the host's loopback) and gets the tap as an open file descriptor,
-opened from a thread that entered the namespace. gdb for KGDBoE runs in the namespace:
-``ip netns exec kdbg-<name> gdb ...``.
+to the host (seen on this project's lab, with the real module). So a KGDBoE lab
+gets a network namespace ``kdbg-<name>`` with a persistent tap ``kdbgtap0`` at
+``10.213.0.1/24``; the guest's e1000 is ``10.213.0.2/24``. QEMU itself stays in the
+host's namespace (so its gdb and exec ports stay on the host's loopback) and gets
+the tap as an open file descriptor, opened from a thread that entered the
+namespace. gdb for KGDBoE runs in the namespace: ``ip netns exec kdbg-<name> gdb ...``.
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kdbg.dirs import cache_dir
 from kdbg.errors import BadInput, LabError, LabLost, LabTimeout, NeedsRoot
 from kdbg.lab import agent, channel, netns, protocol
 from kdbg.lab.accel import ACCELS
@@ -37,14 +38,13 @@ from kdbg.lab.command import KGDBOE_UDP_PORT, TRANSPORTS, LaunchPlan, launch_arg
 from kdbg.lab.kernel import (
     Kernel,
     Progress,
-    _quiet,
     debian_kernel,
     debian_vmlinux,
     kernel_from_path,
     parse_debian_spec,
+    quiet,
     resolve_debian,
 )
-from kdbg.paths import cache_dir
 
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,19}")
 MEMORY_RE = re.compile(r"[1-9][0-9]*[MG]")
@@ -305,7 +305,7 @@ def free_port() -> int:
             return port
 
 
-def resolve_kernel(spec: str, progress: Progress = _quiet) -> Kernel:
+def resolve_kernel(spec: str, progress: Progress = quiet) -> Kernel:
     """The kernel for ``--kernel``: "debian[:SERIES|:RELEASE]", "built" or a path.
     Raises BadInput."""
     debian = parse_debian_spec(spec)
@@ -431,7 +431,7 @@ def console_tail(path: Path, lines: int = CONSOLE_TAIL) -> str:
     return "\n".join("    " + ln for ln in tail)
 
 
-def up(config: LabConfig, progress: Progress = _quiet) -> LabInfo:
+def up(config: LabConfig, progress: Progress = quiet) -> LabInfo:
     """Boot a lab detached and wait until its guest agent answers; returns its LabInfo.
 
     Raises BadInput (nothing started) for bad config, a name in use or a kernel that
@@ -458,67 +458,10 @@ def up(config: LabConfig, progress: Progress = _quiet) -> LabInfo:
             _refuse_running(config.name)
             _cleanup(get(config.name))
         _private_dir(state)
-        ns = None
-        tap_fd = None
+        launch = _launch(config, kernel, state, agent_path, chosen.accel, progress)
+        info, proc = launch.info, launch.proc
         try:
-            if config.transport == "kgdboe":
-                ns = netns.create(config.name)
-                tap_fd = netns.open_tap(ns)
-            plan = plan_for(config, kernel, state, tap_fd, agent_path, chosen.accel)
-            argv = launch_argv(plan, kernel)
-            boot_log = state / "console.log"
-            for stale in (boot_log, plan.console_log, plan.console_socket, plan.pidfile,
-                          plan.gdb_socket, plan.kgdboc_socket):
-                if stale is not None:
-                    stale.unlink(missing_ok=True)
-            protocol.write_key_file(plan.exec_key)
-            progress(f"booting lab {config.name!r}: {kernel.release} ({kernel.kind}), "
-                     f"{config.transport}, {config.cpus} CPU, {config.memory}, "
-                     f"{chosen.accel.upper()}")
-            started = time.time()
-            with open(boot_log, "wb") as log:
-                proc = subprocess.Popen(
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                    pass_fds=(tap_fd,) if tap_fd is not None else (),
-                    cwd="/",
-                    env=_launch_env(),
-                )
-        except BaseException:
-            if tap_fd is not None:
-                os.close(tap_fd)
-            if ns:
-                netns.delete(ns)
-            raise
-        if tap_fd is not None:
-            os.close(tap_fd)
-        info = LabInfo(
-            name=config.name,
-            pid=0,
-            transport=config.transport,
-            kernel_kind=kernel.kind,
-            release=kernel.release,
-            image=str(kernel.image),
-            vmlinux=str(kernel.vmlinux) if kernel.vmlinux else None,
-            exec_port=plan.exec_port,
-            gdb_socket=str(plan.gdb_socket) if plan.gdb_socket else None,
-            kgdboc_socket=str(plan.kgdboc_socket) if plan.kgdboc_socket else None,
-            netns=ns,
-            guest_ip=netns.GUEST_IP if ns else None,
-            state_dir=str(state),
-            console_log=str(boot_log),
-            console_socket=str(plan.console_socket),
-            interactive_log=str(plan.console_log),
-            argv=argv,
-            started_at=started,
-            launcher_pid=proc.pid,
-            accel=chosen.accel,
-        )
-        try:
-            info = _replace(info, pid=_wait_pidfile(info, plan.pidfile, proc))
+            info = _replace(info, pid=_wait_pidfile(info, launch.pidfile, proc))
         except BaseException:
             _stop(info, proc)
             _cleanup(info)
@@ -544,6 +487,81 @@ def up(config: LabConfig, progress: Progress = _quiet) -> LabInfo:
                     cmdline=facts.get("cmdline"), extra={"guest": facts})
     _write_state(info)
     return info
+
+
+@dataclass
+class _Launch:
+    """QEMU just started: its launcher process, the pidfile it will write, the state."""
+
+    info: LabInfo
+    proc: subprocess.Popen[bytes]
+    pidfile: Path
+
+
+def _launch(config: LabConfig, kernel: Kernel, state: Path, agent_path: Path, accel: str,
+            progress: Progress) -> _Launch:
+    """Start QEMU for ``config`` (with the KGDBoE lab's netns and tap, if any) under
+    the lab lock; on failure nothing of it is left."""
+    ns = None
+    tap_fd = None
+    try:
+        if config.transport == "kgdboe":
+            ns = netns.create(config.name)
+            tap_fd = netns.open_tap(ns)
+        plan = plan_for(config, kernel, state, tap_fd, agent_path, accel)
+        argv = launch_argv(plan, kernel)
+        boot_log = state / "console.log"
+        for stale in (boot_log, plan.console_log, plan.console_socket, plan.pidfile,
+                      plan.gdb_socket, plan.kgdboc_socket):
+            if stale is not None:
+                stale.unlink(missing_ok=True)
+        protocol.write_key_file(plan.exec_key)
+        progress(f"booting lab {config.name!r}: {kernel.release} ({kernel.kind}), "
+                 f"{config.transport}, {config.cpus} CPU, {config.memory}, "
+                 f"{accel.upper()}")
+        started = time.time()
+        with open(boot_log, "wb") as log:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                pass_fds=(tap_fd,) if tap_fd is not None else (),
+                cwd="/",
+                env=_launch_env(),
+            )
+    except BaseException:
+        if tap_fd is not None:
+            os.close(tap_fd)
+        if ns:
+            netns.delete(ns)
+        raise
+    if tap_fd is not None:
+        os.close(tap_fd)
+    info = LabInfo(
+        name=config.name,
+        pid=0,
+        transport=config.transport,
+        kernel_kind=kernel.kind,
+        release=kernel.release,
+        image=str(kernel.image),
+        vmlinux=str(kernel.vmlinux) if kernel.vmlinux else None,
+        exec_port=plan.exec_port,
+        gdb_socket=str(plan.gdb_socket) if plan.gdb_socket else None,
+        kgdboc_socket=str(plan.kgdboc_socket) if plan.kgdboc_socket else None,
+        netns=ns,
+        guest_ip=netns.GUEST_IP if ns else None,
+        state_dir=str(state),
+        console_log=str(boot_log),
+        console_socket=str(plan.console_socket),
+        interactive_log=str(plan.console_log),
+        argv=argv,
+        started_at=started,
+        launcher_pid=proc.pid,
+        accel=accel,
+    )
+    return _Launch(info, proc, plan.pidfile)
 
 
 def _refuse_running(name: str) -> None:

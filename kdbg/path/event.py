@@ -30,7 +30,6 @@ ICMP_NAMES = {
     (6, 143): "MLDv2 report",
 }
 ETHERTYPES = {0x0806: "arp", 0x8100: "vlan", 0x88CC: "lldp"}
-FATES = ("dropped", "consumed")
 
 
 @dataclass(frozen=True)

@@ -7,14 +7,14 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from kdbg.dirs import BPF_DIR, cache_dir
 from kdbg.errors import BtfError, ProbeUnavailable
-from kdbg.paths import BPF_DIR, cache_dir
+from kdbg.symbols import tpformat
 from kdbg.symbols.btf import Btf
+from kdbg.symbols.tpformat import TpFormat
 from kdbg.trace import filters as flt
 from kdbg.trace import offsets as offs
-from kdbg.trace import tpformat
 from kdbg.trace.render import render
-from kdbg.trace.tpformat import TpFormat
 
 from . import layout
 

@@ -11,6 +11,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from kdbg.trace.lines import LineSink
+
 from .event import End, Hop, PathRecord
 
 
@@ -111,19 +113,12 @@ def summary_json(s: PathSummary) -> str:
                       separators=(",", ":"))
 
 
-class TextSink:
+class TextSink(LineSink):
     """Blocks on ``out`` as paths end; progress and the summary on ``err``."""
 
     def __init__(self, out: Any, err: Any) -> None:
-        self.out, self.err = out, err
+        super().__init__(out, err)
         self.asm = Assembler()
-
-    def _write(self, stream: Any, text: str) -> None:
-        stream.write(text + "\n")
-        stream.flush()
-
-    def watching(self, message: str) -> None:
-        self._write(self.err, message)
 
     def record(self, rec: PathRecord) -> None:
         lines = self.asm.add(rec)
@@ -136,22 +131,13 @@ class TextSink:
         self._write(self.err, summary_line(summary))
 
 
-class JsonSink:
+class JsonSink(LineSink):
     """JSON lines on ``out`` as records arrive, each tagged with ``"type"``."""
 
-    def __init__(self, out: Any, err: Any) -> None:
-        self.out, self.err = out, err
-
-    def watching(self, message: str) -> None:
-        self.err.write(message + "\n")
-        self.err.flush()
-
     def record(self, rec: PathRecord) -> None:
-        self.out.write(record_json(rec) + "\n")
-        self.out.flush()
+        self._write(self.out, record_json(rec))
 
     def summary(self, summary: PathSummary) -> None:
-        self.out.write(summary_json(summary) + "\n")
-        self.out.flush()
+        self._write(self.out, summary_json(summary))
         if summary.lost:
-            self.err.write(summary_line(summary) + "\n")
+            self._write(self.err, summary_line(summary))

@@ -7,20 +7,18 @@ flag (an exception raised in bcc's ctypes callback would be swallowed).
 
 from __future__ import annotations
 
+import dataclasses
 import os
-import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
 from kdbg.errors import BadInput
-from kdbg.signals import StopSignals
 from kdbg.symbols.kallsyms import Kallsyms, LiveKallsyms
 from kdbg.symbols.reasons import ReasonTable
 from kdbg.trace import filters as flt
+from kdbg.trace import loop
 from kdbg.trace.probe import check_privileges
-from kdbg.watch import WatchConfig, filter_spec
-from kdbg.workload import Workload
 
 from . import program
 from .event import End, PathDecoder, PathRecord
@@ -34,16 +32,8 @@ from .report import PathSummary
 class PathConfig:
     """Everything ``kdbg path`` was asked for, before any kernel lookup."""
 
-    proto: str | None = None
-    saddrs: tuple[str, ...] = ()
-    daddrs: tuple[str, ...] = ()
-    addrs: tuple[str, ...] = ()
-    sports: tuple[int, ...] = ()
-    dports: tuple[int, ...] = ()
-    ports: tuple[int, ...] = ()
+    filters: flt.PacketFilters = flt.PacketFilters()  # no reasons or locations: they end paths
     icmp_ids: tuple[int, ...] = ()
-    netns: str | None = None
-    ifname: str | None = None
     count: int | None = None
     duration: float | None = None
     cmd: str | None = None
@@ -66,13 +56,8 @@ class PathResult:
 
 
 def _check(cfg: PathConfig) -> None:
-    if cfg.count is not None and cfg.count <= 0:
-        raise BadInput("--count must be positive")
-    if cfg.duration is not None and cfg.duration <= 0:
-        raise BadInput("--duration must be positive")
-    pages = cfg.buffer_pages
-    if pages <= 0 or pages & (pages - 1):
-        raise BadInput("--buffer-pages must be a power of two")
+    loop.check_limits(cfg.count, cfg.duration)
+    loop.check_pages(cfg.buffer_pages)
     for ident in cfg.icmp_ids:
         if not 0 <= ident <= 65535:
             raise BadInput(f"ICMP identifier out of range: {ident}")
@@ -80,18 +65,9 @@ def _check(cfg: PathConfig) -> None:
 
 def path_filter_spec(cfg: PathConfig, reasons: ReasonTable) -> flt.FilterSpec:
     """The drop tracer's filters (protocol, addresses, ports, netns, ifname) for ``cfg``."""
-    wcfg = WatchConfig(proto=cfg.proto, saddrs=cfg.saddrs, daddrs=cfg.daddrs, addrs=cfg.addrs,
-                       sports=cfg.sports, dports=cfg.dports, ports=cfg.ports,
-                       netns=cfg.netns, ifname=cfg.ifname)
-
-    def no_symbols() -> Kallsyms:  # no --location here, so never called
-        raise AssertionError("path filters need no symbols")
-
-    spec = filter_spec(wcfg, reasons, no_symbols)
-    labels = spec.labels + tuple(f"icmp-id={i}" for i in cfg.icmp_ids)
-    return flt.FilterSpec(proto=spec.proto, saddrs=spec.saddrs, daddrs=spec.daddrs,
-                          addrs=spec.addrs, sports=spec.sports, dports=spec.dports,
-                          ports=spec.ports, netns=spec.netns, ifname=spec.ifname, labels=labels)
+    spec = cfg.filters.resolve(reasons)
+    return dataclasses.replace(spec, reasons=(), locations=(), labels=spec.labels + tuple(
+        f"icmp-id={i}" for i in cfg.icmp_ids))
 
 
 class PathTrace:
@@ -110,64 +86,64 @@ class PathTrace:
             self.formats, program.kernel_offsets(), self.spec, cfg.icmp_ids,
             program.PathOptions(ringbuf_pages=cfg.buffer_pages))
 
+    def kallsyms(self) -> Kallsyms:
+        return self._ksyms.result()
+
+    def close(self) -> None:
+        """Stop the kallsyms reader."""
+        self._pool.shutdown(wait=False)
+
     def run(self, sink: PathSink) -> PathResult:
         """Attach, report until a stop condition, detach."""
-        cfg = self.cfg
-        probe = PathProbe(self.text, self.formats.attachments())
-        decoder: PathDecoder | None = None
-        shown: set[int] = set()
-        ended = 0
-        done = False
-
-        def on_event(raw: RawPathEvent) -> None:
-            nonlocal decoder, ended, done
-            if done:
-                return
-            if decoder is None:
-                decoder = PathDecoder(self.reasons, self._ksyms.result().lookup, NetnsNames())
-            rec = decoder.decode(raw)
-            sink.record(rec)
-            shown.add(rec.packet)
-            if isinstance(rec, End):
-                ended += 1
-                if cfg.count is not None and ended >= cfg.count:
-                    done = True
-
-        stop = StopSignals.install()
-        workload = Workload(cfg.cmd)
-        status: int | None = None
-        try:
-            probe.start(on_event)
-            hooks = ", ".join(tp for tp, _fn in self.formats.attachments())
-            sink.watching(f"kdbg: watching {hooks} on Linux {os.uname().release} "
-                          f"(filters: {self.spec.describe()}); Ctrl-C to stop")
-            start = time.monotonic()
-            workload.start()
-            while not done and not stop:
-                probe.poll(100)
-                if cfg.duration is not None and time.monotonic() - start >= cfg.duration:
-                    break
-                if workload.exited():
-                    # Let the workload's last packets arrive and end.
-                    for _ in range(3):
-                        probe.poll(50)
-                    break
-        finally:
-            stop.restore()
-            status = workload.finish()
-            try:
-                ctr = {"lost": 0, "track_full": 0, "packets": 0}
-                if probe.loaded:
-                    if not done:
-                        probe.consume()
-                    ctr = probe.counters()
-            finally:
-                probe.close()
-                self._pool.shutdown(wait=False)
-        summary = PathSummary(packets=ctr["packets"], ended=ended, shown=len(shown),
+        turn = _PathLoop(self, sink)
+        end = loop.run(turn, cmd=self.cfg.cmd, duration=self.cfg.duration)
+        ctr = turn.counters
+        summary = PathSummary(packets=ctr["packets"], ended=turn.paths_ended, shown=len(turn.shown),
                               lost=ctr["lost"], track_full=ctr["track_full"])
         sink.summary(summary)
-        return PathResult(summary, status, bool(stop))
+        return PathResult(summary, end.cmd_status, end.interrupted)
+
+
+class _PathLoop(loop.RingLoop):
+    """One run of a prepared :class:`PathTrace`: decode and deliver each hop and end."""
+
+    probe: PathProbe
+
+    def __init__(self, trace: PathTrace, sink: PathSink) -> None:
+        super().__init__(PathProbe(trace.text, trace.formats.attachments()))
+        self.trace, self.sink = trace, sink
+        self.decoder: PathDecoder | None = None
+        self.shown: set[int] = set()
+        self.paths_ended = 0
+        self.counters = {"lost": 0, "track_full": 0, "packets": 0}
+
+    def on_event(self, raw: RawPathEvent) -> None:
+        if self.ended:
+            return
+        if self.decoder is None:
+            self.decoder = PathDecoder(self.trace.reasons, self.trace.kallsyms().lookup,
+                                       NetnsNames())
+        rec = self.decoder.decode(raw)
+        self.sink.record(rec)
+        self.shown.add(rec.packet)
+        if isinstance(rec, End):
+            self.paths_ended += 1
+            count = self.trace.cfg.count
+            if count is not None and self.paths_ended >= count:
+                self.ended = True
+
+    def attach(self) -> None:
+        super().attach()
+        hooks = ", ".join(tp for tp, _fn in self.trace.formats.attachments())
+        self.sink.watching(f"kdbg: watching {hooks} on Linux {os.uname().release} "
+                           f"(filters: {self.trace.spec.describe()}); Ctrl-C to stop")
+
+    def final(self) -> None:
+        self.counters = self.probe.counters()
+
+    def close(self) -> None:
+        super().close()
+        self.trace.close()
 
 
 def prepare(cfg: PathConfig) -> PathTrace:

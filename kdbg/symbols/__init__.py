@@ -1,1 +1,3 @@
-"""Kernel facts read from the kernel: kallsyms, BTF, drop-reason names, DWARF lines."""
+"""Facts about a kernel, read from the kernel: kallsyms, BTF, tracepoint formats and
+drop-reason names, DWARF file:line. The lowest room: it imports neither ``lab`` nor
+``trace`` (docs/architecture.md)."""

@@ -19,12 +19,12 @@ import re
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from kdbg.errors import BadInput, KdbgError
 from kdbg.symbols.dwarf import Dwarf, SourceLine, has_dwarf, read_section
 from kdbg.symbols.kallsyms import Kallsyms
 from kdbg.symbols.sources import source_roots, tree_relative
-from kdbg.trace.event import DropEvent
 
 # Where distributions install the debug vmlinux of a kernel (Debian/Ubuntu -dbg and
 # -dbgsym packages, Fedora/RHEL debuginfo).
@@ -129,6 +129,25 @@ class ModuleLines:
             dwarf.close()
 
 
+class Located(Protocol):
+    """A frozen dataclass naming a kernel address (in practice
+    :class:`kdbg.trace.event.DropEvent`, which this room does not import)."""
+
+    __dataclass_fields__: ClassVar[dict[str, Any]]
+
+    @property
+    def address(self) -> int: ...
+    @property
+    def symbol(self) -> str | None: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def module(self) -> str | None: ...
+
+
+E = TypeVar("E", bound=Located)
+
+
 class DropLines:
     """Adds ``file`` and ``line`` to drop events in the kernel's own text.
 
@@ -161,7 +180,7 @@ class DropLines:
 
     def _lookup(self) -> Dwarf:
         if self._dwarf is None:
-            from kdbg.symbols.target import kaslr_offset
+            from kdbg.symbols.evidence import kaslr_offset
 
             offset = kaslr_offset(self._kallsyms(), self.vmlinux)
             self._dwarf = Dwarf(self.vmlinux, kaslr_offset=offset)
@@ -176,7 +195,7 @@ class DropLines:
         except KdbgError as err:
             self.error = str(err)
 
-    def annotate(self, event: DropEvent) -> DropEvent:
+    def annotate(self, event: E) -> E:
         """The event with file:line where DWARF knows it; unchanged otherwise."""
         if self.error is not None or event.symbol is None:
             return event

@@ -137,28 +137,7 @@ class Kallsyms:
     def parse(cls, text: str, modules: str | None = None) -> Kallsyms:
         """Parse kallsyms text (``ADDR TYPE NAME [MODULE]`` per line), and optionally the
         ``/proc/modules`` text read with it (see the class docstring)."""
-        symbols: list[Symbol] = []
-        text_end = None
-        nonzero = False
-        for line in text.splitlines():
-            parts = line.split()
-            if len(parts) < 3:
-                continue
-            try:
-                addr = int(parts[0], 16)
-            except ValueError:
-                continue
-            nonzero = nonzero or addr != 0
-            module = parts[3].strip("[]") if len(parts) > 3 else None
-            if parts[2] == "_etext" and module is None:
-                text_end = addr
-            symbols.append(Symbol(parts[2], addr, parts[1], module))
-        if symbols and not nonzero:
-            raise ProbeUnavailable(
-                "kallsyms shows every address as zero",
-                hint="run as root or with CAP_SYSLOG, and /proc/sys/kernel/kptr_restrict at 0 or 1",
-            )
-        spans = None if modules is None else parse_modules(modules)
+        symbols, text_end, spans = _parse(text, modules)
         return cls(symbols, text_end=text_end, modules=spans)
 
     @classmethod
@@ -260,12 +239,12 @@ class LiveKallsyms(Kallsyms):
         ks, mods = self._paths
         try:
             mod_text = mods.read_text() if mods.exists() else None
-            fresh = Kallsyms.parse(ks.read_text(), mod_text)
+            symbols, text_end, spans = _parse(ks.read_text(), mod_text)
         except OSError as err:
             raise ProbeUnavailable(f"cannot read {ks}: {err.strerror}") from err
         self._key = modules_key(mod_text or "")
         self._looked = time.monotonic()
-        self.__dict__.update({k: v for k, v in fresh.__dict__.items()})
+        super().__init__(symbols, text_end=text_end, modules=spans)  # the table, afresh
 
     def _moved(self) -> bool:
         now = time.monotonic()
@@ -281,6 +260,34 @@ class LiveKallsyms(Kallsyms):
         if self._text_end is not None and address >= self._text_end and self._moved():
             self._read()
         return super().lookup(address)
+
+
+def _parse(text: str, modules: str | None
+           ) -> tuple[list[Symbol], int | None, tuple[ModuleSpan, ...] | None]:
+    """(symbols, the end of core text, module spans) from kallsyms and /proc/modules text."""
+    symbols: list[Symbol] = []
+    text_end = None
+    nonzero = False
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) < 3:
+            continue
+        try:
+            addr = int(parts[0], 16)
+        except ValueError:
+            continue
+        nonzero = nonzero or addr != 0
+        module = parts[3].strip("[]") if len(parts) > 3 else None
+        if parts[2] == "_etext" and module is None:
+            text_end = addr
+        symbols.append(Symbol(parts[2], addr, parts[1], module))
+    if symbols and not nonzero:
+        raise ProbeUnavailable(
+            "kallsyms shows every address as zero",
+            hint="run as root or with CAP_SYSLOG, and /proc/sys/kernel/kptr_restrict at 0 or 1",
+        )
+    spans = None if modules is None else parse_modules(modules)
+    return symbols, text_end, spans
 
 
 def _rank(sym: Symbol) -> tuple[int, int, int]:

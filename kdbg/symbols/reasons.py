@@ -2,9 +2,10 @@
 
 The numbers behind ``enum skb_drop_reason`` change between kernels (NO_SOCKET is
 2 on 6.1 and 3 on 6.18), so names always come from the kernel being traced:
-the ``__print_symbolic`` table of ``skb:kfree_skb``'s format file, or failing
-that, the BTF enum. The short meanings below are kdbg's own documentation for
-the common reasons; they carry no numbers.
+the ``__print_symbolic`` table of ``skb:kfree_skb``'s format file (the tracer
+needs that file anyway, so there is no other source to fall back on). The short
+meanings below are kdbg's own documentation for the common reasons; they carry
+no numbers.
 """
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from kdbg.errors import ProbeUnavailable, UnknownReason
-from kdbg.symbols.btf import Btf
-from kdbg.trace.tpformat import TpFormat
+from kdbg.symbols.tpformat import TpFormat
 
 PREFIX = "SKB_DROP_REASON_"
 
@@ -95,13 +95,6 @@ class ReasonTable:
         if not table:
             raise ProbeUnavailable("skb:kfree_skb's format has no reason names")
         return cls(table, "tracefs skb:kfree_skb format")
-
-    @classmethod
-    def from_btf(cls, btf: Btf) -> ReasonTable:
-        """Names from ``enum skb_drop_reason`` (prefix stripped), for kernels without tracefs."""
-        values = btf.enum("skb_drop_reason")
-        table = {v: n[len(PREFIX):] for n, v in values.items() if n.startswith(PREFIX)}
-        return cls(table, "BTF enum skb_drop_reason")
 
     def __iter__(self) -> Iterator[Reason]:
         return (Reason(c, n) for c, n in self._by_code.items())

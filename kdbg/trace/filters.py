@@ -9,11 +9,13 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from kdbg.errors import BadInput
-from kdbg.symbols.kallsyms import AddressRange
+from kdbg.symbols.kallsyms import AddressRange, Kallsyms
+from kdbg.symbols.reasons import ReasonTable
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -48,6 +50,89 @@ class FilterSpec:
 
     def describe(self) -> str:
         return " ".join(self.labels) if self.labels else "none"
+
+
+@dataclass(frozen=True)
+class PacketFilters:
+    """The packet filters as the user gave them (names, not numbers): one set of fields
+    for ``kdbg watch``, ``path``, ``diagnose``, ``report`` and ``exporter``."""
+
+    reasons: tuple[str, ...] = ()
+    locations: tuple[str, ...] = ()
+    proto: str | None = None
+    saddrs: tuple[str, ...] = ()
+    daddrs: tuple[str, ...] = ()
+    addrs: tuple[str, ...] = ()
+    sports: tuple[int, ...] = ()
+    dports: tuple[int, ...] = ()
+    ports: tuple[int, ...] = ()
+    netns: str | None = None
+    ifname: str | None = None
+
+    def resolve(self, reasons: ReasonTable,
+                ksyms: Callable[[], Kallsyms] | None = None) -> FilterSpec:
+        """Resolve names (reasons, symbols, namespaces) into what the kernel compares;
+        ``ksyms`` is called only when there are locations to resolve."""
+        labels: list[str] = []
+        codes = []
+        for name in self.reasons:
+            codes.append(reasons.code(name))
+            labels.append(f"reason={reasons.name(codes[-1])}")
+        ranges = []
+        if self.locations and ksyms is None:
+            raise BadInput("a location filter needs the kernel's symbols")
+        for loc in self.locations:
+            assert ksyms is not None
+            ranges.append(ksyms().resolve(loc))
+            labels.append(f"location={ranges[-1].label}")
+        if self.proto is not None:
+            if self.proto not in PROTOCOLS:
+                raise BadInput(f"unknown protocol {self.proto!r}",
+                               hint="one of " + ", ".join(PROTOCOLS))
+            labels.append(f"proto={self.proto}")
+
+        def nets(key: str, values: tuple[str, ...]) -> tuple[IPNetwork, ...]:
+            out = tuple(parse_network(v) for v in values)
+            labels.extend(f"{key}={n}" for n in out)
+            return out
+
+        def ports(key: str, values: tuple[int, ...]) -> tuple[int, ...]:
+            out = tuple(parse_port(v) for v in values)
+            labels.extend(f"{key}={p}" for p in out)
+            return out
+
+        netns = parse_netns(self.netns) if self.netns is not None else None
+        if netns is not None:
+            labels.append(f"netns={netns}")
+        ifname = parse_ifname(self.ifname) if self.ifname is not None else None
+        if ifname is not None:
+            labels.append(f"ifname={ifname}")
+        return FilterSpec(
+            reasons=tuple(codes), locations=tuple(ranges), proto=self.proto,
+            saddrs=nets("saddr", self.saddrs), daddrs=nets("daddr", self.daddrs),
+            addrs=nets("addr", self.addrs), sports=ports("sport", self.sports),
+            dports=ports("dport", self.dports), ports=ports("port", self.ports),
+            netns=netns, ifname=ifname, labels=tuple(labels),
+        )
+
+    def argv(self) -> list[str]:
+        """The ``kdbg watch`` options that give these filters to another kdbg, which
+        resolves the names against its own kernel (numbers differ between kernels)."""
+        out: list[str] = []
+        for flag, values in (("--reason", self.reasons), ("--location", self.locations),
+                             ("--saddr", self.saddrs), ("--daddr", self.daddrs),
+                             ("--addr", self.addrs), ("--sport", self.sports),
+                             ("--dport", self.dports), ("--port", self.ports)):
+            for v in values:
+                out += [flag, str(v)]
+        for flag, value in (("--proto", self.proto), ("--netns", self.netns),
+                            ("--ifname", self.ifname)):
+            if value is not None:
+                out += [flag, value]
+        return out
+
+
+FILTER_FIELDS = tuple(PacketFilters.__dataclass_fields__)
 
 
 def parse_network(text: str) -> IPNetwork:

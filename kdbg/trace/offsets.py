@@ -11,8 +11,8 @@ import hashlib
 import json
 from pathlib import Path
 
+from kdbg.dirs import cache_dir
 from kdbg.errors import BtfError
-from kdbg.paths import cache_dir
 from kdbg.symbols.btf import Btf
 
 # placeholder -> BTF field path; None in the result means "absent in this kernel"

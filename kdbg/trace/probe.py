@@ -10,8 +10,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from kdbg.dirs import BPF_DIR
 from kdbg.errors import BpfLoadError, ProbeUnavailable
-from kdbg.paths import BPF_DIR
 from kdbg.trace import layout
 from kdbg.trace.program import FUNC_NAME
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kdbg.paths import BPF_DIR
+from kdbg.dirs import BPF_DIR
+from kdbg.symbols.tpformat import TpFormat
 from kdbg.trace import filters as flt
 from kdbg.trace.render import render
-from kdbg.trace.tpformat import TpFormat
 
 TEMPLATE = BPF_DIR / "kfree_skb.bpf.c"
 FUNC_NAME = "kdbg_on_kfree_skb"

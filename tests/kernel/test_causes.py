@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from kdbg.netns import PY, VethLab
+from kdbg.demo.throwaway import PY, VethLab
 
 KDBG = [sys.executable, "-m", "kdbg"]
 

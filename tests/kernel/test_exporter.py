@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from kdbg.netns import VethLab
+from kdbg.demo.throwaway import VethLab
 from tests.conftest import need
 
 KDBG = [sys.executable, "-m", "kdbg"]

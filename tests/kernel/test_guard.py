@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from kdbg.cli import main
 from kdbg.guard import TRANSPORTS, check
-from kdbg.symbols.target import TargetSymbols
+from kdbg.symbols.evidence import TargetSymbols
 
 DROP_SITES = ["nft_do_chain", "__udp4_lib_rcv", "tcp_v4_rcv"]
 TIMERS = ["mod_timer", "__mod_timer"]

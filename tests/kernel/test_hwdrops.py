@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
+from kdbg.dirs import BPF_DIR
 from kdbg.drops import devlink, hwdrops
-from kdbg.paths import BPF_DIR
 from tests.unit.test_hwdrops import OFFSETS
 
 KDBG = [sys.executable, "-m", "kdbg"]

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from kdbg.netns import BridgeLab, Netns, VethLab, _run, allow_ping, icmp_echo_argv
+from kdbg.demo.throwaway import BridgeLab, Netns, VethLab, allow_ping, icmp_echo_argv, run_checked
 
 KDBG = [sys.executable, "-m", "kdbg"]
 IDENT = 4242
@@ -54,7 +54,7 @@ def veth() -> Iterator[VethLab]:
     with VethLab(prefix="kdbgpath", subnet=41) as lab:
         for ns in (lab.a, lab.b):
             allow_ping(ns)
-        _run(icmp_echo_argv(lab.a, lab.addr_a, lab.addr_b, ident=1, timeout=3), check=False)
+        run_checked(icmp_echo_argv(lab.a, lab.addr_a, lab.addr_b, ident=1, timeout=3), check=False)
         yield lab
 
 
@@ -162,11 +162,11 @@ def routed() -> Iterator[tuple[Netns, Netns, Netns]]:
     a, r, b = Netns("kdbgpathnat-a"), Netns("kdbgpathnat-r"), Netns("kdbgpathnat-b")
     try:
         for ns in (a, r, b):
-            _run(["ip", "netns", "add", ns.name])
+            run_checked(["ip", "netns", "add", ns.name])
             ns.run(["ip", "link", "set", "lo", "up"])
             allow_ping(ns)
         for ns, dev, peer, net in ((a, "veth-a", "r-a", 43), (b, "veth-b", "r-b", 45)):
-            _run(["ip", "link", "add", dev, "netns", ns.name, "type", "veth",
+            run_checked(["ip", "link", "add", dev, "netns", ns.name, "type", "veth",
                   "peer", "name", peer, "netns", r.name])
             ns.run(["ip", "addr", "add", f"10.77.{net}.2/24", "dev", dev])
             ns.run(["ip", "link", "set", dev, "up"])
@@ -176,12 +176,12 @@ def routed() -> Iterator[tuple[Netns, Netns, Netns]]:
         r.run(["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"])
         r.run(["iptables", "-t", "nat", "-A", "PREROUTING", "-d", "10.77.44.9",
                "-j", "DNAT", "--to-destination", "10.77.45.2"])
-        _run(icmp_echo_argv(a, "10.77.43.2", "10.77.44.9", ident=1, timeout=3), check=False)
+        run_checked(icmp_echo_argv(a, "10.77.43.2", "10.77.44.9", ident=1, timeout=3), check=False)
         yield a, r, b
     finally:
         for ns in (a, r, b):
             if ns.path.exists():
-                _run(["ip", "netns", "del", ns.name], check=False)
+                run_checked(["ip", "netns", "del", ns.name], check=False)
 
 
 def test_packet_stays_tracked_through_dnat(routed: tuple[Netns, Netns, Netns]) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from kdbg.netns import PY, VethLab
+from kdbg.demo.throwaway import PY, VethLab
 from tests.conftest import need
 
 KDBG = [sys.executable, "-m", "kdbg"]

@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from kdbg.netns import PY, SYN_CODE, VethLab
-from kdbg.netns import SEND_UDP_CODE as SEND_CODE
+from kdbg.demo.throwaway import PY, SYN_CODE, VethLab
+from kdbg.demo.throwaway import SEND_UDP_CODE as SEND_CODE
+from kdbg.symbols import tpformat
 from kdbg.symbols.reasons import ReasonTable
-from kdbg.trace import tpformat
 
 KDBG = [sys.executable, "-m", "kdbg"]
 N = 23  # a prime number of packets, as bcc's guide asks

@@ -14,9 +14,9 @@ import pytest
 
 from kdbg.drops import advice, diagnose, sockets
 from kdbg.drops.causes import HOOK_FRAMES, CauseFinder, hook_of
-from kdbg.report import Summary, read_jsonl
+from kdbg.drops.output import Summary, read_jsonl
+from kdbg.symbols import tpformat
 from kdbg.symbols.reasons import ReasonTable
-from kdbg.trace import tpformat
 from kdbg.trace.event import DropEvent
 from tests.conftest import DATA
 
@@ -167,8 +167,8 @@ def test_one_computation_per_cause_key() -> None:
 
 
 def test_a_break_hit_names_the_rule() -> None:
-    from kdbg.breakreport import BreakJsonSink, BreakTextSink
     from kdbg.breakwatch import Hit
+    from kdbg.breakwatch.report import BreakJsonSink, BreakTextSink
     from kdbg.debugger.model import Stop
 
     cause = next(e.cause for e in captured() if e.dport == 6666)

@@ -6,7 +6,7 @@ import shlex
 
 import pytest
 
-from kdbg.events import CommandSource, EventStream, EventStreamError, wait_ready
+from kdbg.breakwatch.sources import CommandSource, EventStream, EventStreamError, wait_ready
 from tests.conftest import DATA
 
 JSONL = DATA / "jsonl" / "netfilter_drop.6.18.jsonl"

@@ -12,10 +12,11 @@ import pytest
 from click.testing import CliRunner
 
 from kdbg.cli import main
-from kdbg.errors import BadInput, BreakpointRefused, ProbeUnavailable, UnknownSymbol
+from kdbg.errors import BadInput, ProbeUnavailable, UnknownSymbol
 from kdbg.guard import EVIDENCE_KINDS, TRANSPORTS, Decision, check, enforce, render
+from kdbg.guard.decision import BreakpointRefused
 from kdbg.symbols.dwarf import Dwarf, has_dwarf, relative_source
-from kdbg.symbols.target import Blocklist, TargetSymbols, module_paths
+from kdbg.symbols.evidence import Blocklist, TargetSymbols, module_paths
 from tests.conftest import DATA, need
 
 GUARD = DATA / "guard"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 
-from kdbg.paths import GDB_DIR
+from kdbg.dirs import GDB_DIR
 from tests.conftest import DATA, need
 
 KALLSYMS = DATA / "guard" / "kallsyms.sample"

@@ -7,10 +7,10 @@ import inspect
 
 import pytest
 
-from kdbg.errors import BreakpointRefused
 from kdbg.guard import Guard
+from kdbg.guard.decision import BreakpointRefused
 from kdbg.guard.judge import CANNOT_JUDGE
-from kdbg.symbols.target import TargetSymbols
+from kdbg.symbols.evidence import TargetSymbols
 from tests.conftest import DATA
 
 KALLSYMS = (DATA / "guard" / "kallsyms.sample").read_text()
@@ -94,9 +94,9 @@ def test_the_session_holds_a_typed_guard_not_an_import() -> None:
 
 
 def test_the_sessions_default_guard_fails_closed_without_kallsyms() -> None:
+    from kdbg.debugger.connection import default_guard
     from kdbg.debugger.endpoint import Endpoint
-    from kdbg.debugger.session import _default_guard
 
-    guard = _default_guard(None, None, None, 0, Endpoint.parse("tcp:127.0.0.1:1234"))
+    guard = default_guard(None, None, None, 0, Endpoint.parse("tcp:127.0.0.1:1234"))
     decision = guard.judge(0xFFFFFFFF81000000, transport="gdbstub")
     assert decision.refused and "no kallsyms" in decision.why

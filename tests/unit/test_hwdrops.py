@@ -12,8 +12,8 @@ import pytest
 from click.testing import CliRunner
 
 from kdbg.cli import main
+from kdbg.dirs import BPF_DIR
 from kdbg.drops import devlink, hwdrops
-from kdbg.paths import BPF_DIR
 from tests.conftest import DATA
 
 CTYPES = {"__u8": ct.c_uint8, "__u16": ct.c_uint16, "__u32": ct.c_uint32,

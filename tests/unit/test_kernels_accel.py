@@ -181,7 +181,7 @@ def test_a_call_to_a_function_the_target_lacks_is_no_drop_site() -> None:
 
 def test_the_guard_refuses_either_drop_function_under_kgdboe() -> None:
     from kdbg.guard import check
-    from kdbg.symbols.target import TargetSymbols
+    from kdbg.symbols.evidence import TargetSymbols
 
     for text in (KALLSYMS_6_1, KALLSYMS_6_12):
         main = dropsite.drop_function(Kallsyms.parse(text).names())
@@ -269,7 +269,7 @@ def test_rx_sk_is_read_from_the_record_and_checked_for_null() -> None:
     through bpf_probe_read_kernel after a NULL check."""
     import re
 
-    from kdbg.paths import BPF_DIR
+    from kdbg.dirs import BPF_DIR
 
     text = (BPF_DIR / "kfree_skb.bpf.c").read_text()
     uses = [m.start() for m in re.finditer(r"TP_OFF_RX_SK\)", text)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ctypes as ct
 import re
 
-from kdbg.paths import BPF_DIR
+from kdbg.dirs import BPF_DIR
 from kdbg.trace import layout
 
 CTYPES = {"__u8": ct.c_uint8, "__u16": ct.c_uint16, "__u32": ct.c_uint32,

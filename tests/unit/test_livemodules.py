@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -14,17 +13,9 @@ from kdbg.debugger import livemodules
 from kdbg.debugger.livemodules import LabModules
 from kdbg.debugger.model import ModuleDebug
 from kdbg.symbols.kallsyms import Kallsyms
-
-CORE = "ffffffff81000000 T _text\nffffffff81000000 T _stext\nffffffff81400000 T _etext\n"
-
-
-def copy(tmp: Path, name: str, modules: dict[str, int]) -> Path:
-    """A kallsyms copy and its module list: each module one function at its base."""
-    text = CORE + "".join(f"{base:x} t {mod}_fn\t[{mod}]\n" for mod, base in modules.items())
-    mods = "".join(f"{mod} 65536 0 - Live 0x{base:x}\n" for mod, base in modules.items())
-    (tmp / f"{name}.txt").write_text(text)
-    (tmp / f"{name}.modules").write_text(mods)
-    return tmp / f"{name}.txt"
+from kdbg.target import LabFacts
+from tests.unit.fake_guest import FakeGuest
+from tests.unit.fake_guest import kallsyms_copy as copy
 
 
 class FakeGdb:
@@ -58,32 +49,25 @@ class FakeSession:
 
 
 @pytest.fixture
-def guest(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, Any]:
-    state: dict[str, Any] = {"copy": None, "sections": {}}
-    monkeypatch.setattr("kdbg.lab.guest.kallsyms_files",
-                        lambda name: (state["copy"], state["copy"].with_suffix(".modules")))
-
-    def lab_modules(name: str, root: Path, only: Any = None) -> tuple[ModuleDebug, ...]:
-        return tuple(ModuleDebug(m, root / f"{m}.ko", ((".text", base),))
-                     for m, base in state["sections"].items() if only is None or m in only)
-
-    monkeypatch.setattr("kdbg.debugger.targets.lab_modules", lab_modules)
-    return state
+def guest(tmp_path: Path) -> FakeGuest:
+    for mod in ("nf_tables", "virtio_net"):
+        (tmp_path / f"{mod}.ko").write_bytes(b"")
+    return FakeGuest()
 
 
-def test_load_unload_and_reload_elsewhere(guest: dict[str, Any], tmp_path: Path) -> None:
+def test_load_unload_and_reload_elsewhere(guest: FakeGuest, tmp_path: Path) -> None:
     first = copy(tmp_path, "a", {"virtio_net": 0xFFFFFFFFC0000000})
     session = FakeSession(first)
-    lm = LabModules("lab", tmp_path, (ModuleDebug("virtio_net", tmp_path / "v.ko",
+    guest.copy = first
+    lm = LabModules(LabFacts("lab", guest), tmp_path, (ModuleDebug("virtio_net", tmp_path / "v.ko",
                                                   ((".text", 0xFFFFFFFFC0000000),)),))
-    guest["copy"] = first
     assert not lm.refresh(session)  # type: ignore[arg-type]
     assert session.stops == 0 and session.gdb.commands == []
 
     # nf_tables loads after attach
-    guest["copy"] = copy(tmp_path, "b", {"virtio_net": 0xFFFFFFFFC0000000,
+    guest.copy = copy(tmp_path, "b", {"virtio_net": 0xFFFFFFFFC0000000,
                                          "nf_tables": 0xFFFFFFFFC0100000})
-    guest["sections"] = {"nf_tables": 0xFFFFFFFFC0100000}
+    guest.sections = {"nf_tables": 0xFFFFFFFFC0100000}
     change = lm.refresh(session)  # type: ignore[arg-type]
     assert (change.added, change.removed, change.debug_loaded) == (("nf_tables",), (),
                                                                    ("nf_tables",))
@@ -92,21 +76,21 @@ def test_load_unload_and_reload_elsewhere(guest: dict[str, Any], tmp_path: Path)
     assert str(session.kallsyms.lookup(0xFFFFFFFFC0100010)) == "nf_tables_fn+0x10 [nf_tables]"
 
     # it goes: its debug file leaves gdb, its addresses name nothing
-    guest["copy"] = copy(tmp_path, "c", {"virtio_net": 0xFFFFFFFFC0000000})
-    guest["sections"] = {}
+    guest.copy = copy(tmp_path, "c", {"virtio_net": 0xFFFFFFFFC0000000})
+    guest.sections = {}
     change = lm.refresh(session)  # type: ignore[arg-type]
     assert change.removed == ("nf_tables",) and change.covers_gone(0xFFFFFFFFC0100010)
     assert session.gdb.commands[-1] == "remove-symbol-file -a 0xffffffffc0100000"
     assert str(session.kallsyms.lookup(0xFFFFFFFFC0100010)) == "0xffffffffc0100010 [?]"
 
     # back again, and elsewhere; then reloaded at yet another address in one step
-    guest["copy"] = copy(tmp_path, "d", {"virtio_net": 0xFFFFFFFFC0000000,
+    guest.copy = copy(tmp_path, "d", {"virtio_net": 0xFFFFFFFFC0000000,
                                          "nf_tables": 0xFFFFFFFFC0200000})
-    guest["sections"] = {"nf_tables": 0xFFFFFFFFC0200000}
+    guest.sections = {"nf_tables": 0xFFFFFFFFC0200000}
     assert lm.refresh(session).added == ("nf_tables",)  # type: ignore[arg-type]
-    guest["copy"] = copy(tmp_path, "e", {"virtio_net": 0xFFFFFFFFC0000000,
+    guest.copy = copy(tmp_path, "e", {"virtio_net": 0xFFFFFFFFC0000000,
                                          "nf_tables": 0xFFFFFFFFC0300000})
-    guest["sections"] = {"nf_tables": 0xFFFFFFFFC0300000}
+    guest.sections = {"nf_tables": 0xFFFFFFFFC0300000}
     change = lm.refresh(session)  # type: ignore[arg-type]
     assert (change.added, change.removed) == (("nf_tables",), ("nf_tables",))
     assert change.covers_gone(0xFFFFFFFFC0200010) and not change.covers_gone(0xFFFFFFFFC0300010)
@@ -115,7 +99,7 @@ def test_load_unload_and_reload_elsewhere(guest: dict[str, Any], tmp_path: Path)
         f"add-symbol-file {tmp_path}/nf_tables.ko 0xffffffffc0300000"]
 
 
-def test_follower_is_due_for_an_unknown_module(guest: dict[str, Any], tmp_path: Path,
+def test_follower_is_due_for_an_unknown_module(guest: FakeGuest, tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     class NoWatch:
         def __init__(self, name: str) -> None:
@@ -130,7 +114,8 @@ def test_follower_is_due_for_an_unknown_module(guest: dict[str, Any], tmp_path: 
 
     monkeypatch.setattr(livemodules, "ModuleWatch", NoWatch)
     session = FakeSession(copy(tmp_path, "a", {"virtio_net": 0xFFFFFFFFC0000000}))
-    follower = livemodules.ModuleFollower("lab", None)
+    guest.copy = session.kallsyms_file
+    follower = livemodules.ModuleFollower(LabFacts("lab", guest), None)
     assert not follower.due(session)  # type: ignore[arg-type]
     assert not follower.due(session, "virtio_net")  # type: ignore[arg-type]
     assert follower.due(session, "nf_tables")  # type: ignore[arg-type]

@@ -9,9 +9,9 @@ from pathlib import Path
 from kdbg.path import layout
 from kdbg.path.event import End, Headers, Hop, PathDecoder, from_json
 from kdbg.path.nsnames import NetnsNames
+from kdbg.symbols import tpformat
 from kdbg.symbols.kallsyms import Location
 from kdbg.symbols.reasons import ReasonTable
-from kdbg.trace import tpformat
 from tests.conftest import DATA
 
 REASONS = ReasonTable.from_tpformat(

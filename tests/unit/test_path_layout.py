@@ -5,9 +5,9 @@ from __future__ import annotations
 import ctypes as ct
 import re
 
+from kdbg.dirs import BPF_DIR
 from kdbg.path import layout
 from kdbg.path.program import HOP_TRACEPOINTS
-from kdbg.paths import BPF_DIR
 
 CTYPES = {"__u8": ct.c_uint8, "__u16": ct.c_uint16, "__u32": ct.c_uint32,
           "__s32": ct.c_int32, "__u64": ct.c_uint64, "char": ct.c_char}

@@ -8,8 +8,8 @@ import os
 import pytest
 
 from kdbg.path import program
+from kdbg.symbols import tpformat
 from kdbg.trace import filters as flt
-from kdbg.trace import tpformat
 from tests.conftest import DATA
 
 PATH_DATA = DATA / "path"

@@ -7,9 +7,9 @@ import os
 
 import pytest
 
+from kdbg.symbols import tpformat
 from kdbg.symbols.kallsyms import AddressRange
 from kdbg.trace import filters as flt
-from kdbg.trace import tpformat
 from kdbg.trace.program import ProgramOptions, build
 from kdbg.trace.render import RenderError, render
 from tests.conftest import DATA

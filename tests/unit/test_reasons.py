@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from kdbg.errors import ProbeUnavailable, UnknownReason
+from kdbg.symbols import tpformat
 from kdbg.symbols.reasons import ReasonTable
-from kdbg.trace import tpformat
 from tests.conftest import DATA
 
 

@@ -18,12 +18,12 @@ import pytest
 from click.testing import CliRunner
 
 from kdbg.cli import main
+from kdbg.dirs import BPF_DIR
 from kdbg.drops import layout, offline, recfile
+from kdbg.drops.output import drop_line
 from kdbg.drops.record import output_text
-from kdbg.paths import BPF_DIR
-from kdbg.report import drop_line
+from kdbg.symbols import tpformat
 from kdbg.trace import filters as flt
-from kdbg.trace import tpformat
 from kdbg.trace.layout import RawDropEvent
 from kdbg.trace.program import ProgramOptions, build
 from tests.conftest import DATA, need

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import json
 
-from kdbg import report
+from kdbg.drops import output as report
 from kdbg.trace.event import DropEvent
 from tests.conftest import DATA
 

@@ -1,17 +1,28 @@
 """What every vm test needs, checked once before it runs: root, QEMU, virtme-ng in the
 venv and Debian's kernel headers. Without them a vm test skips with the fix (or, under
-the README's test command, fails), instead of erroring half-way through a boot."""
+the README's test command, fails), instead of erroring half-way through a boot.
+
+``default_lab`` is the one default lab (Debian 6.1, QEMU's gdb stub) the whole session
+shares: booted at its first use, under a name unique to this run, and stopped at the
+end; or, with ``KDBG_TEST_LAB=NAME``, a lab already running, left running. Tests that
+need another kernel or transport (6.12, the kgdb kernel) boot their own.
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
 import sys
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import need
+
+# Unique to this run (lab names: [a-z0-9][a-z0-9-]{0,19}), so two runs never share one.
+RUN_LAB = f"t{os.getpid()}"
 
 
 def lab_needs() -> None:
@@ -28,3 +39,59 @@ def lab_needs() -> None:
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """Before any fixture of a vm test boots a lab."""
     lab_needs()
+
+
+@pytest.fixture(scope="session")
+def default_lab() -> Iterator[str]:
+    """The name of the session's default lab (see the module's docstring)."""
+    lab_needs()
+    from kdbg.lab import vm
+
+    existing = os.environ.get("KDBG_TEST_LAB")
+    if existing:
+        vm.require(existing)
+        yield existing
+        return
+    info = vm.up(vm.LabConfig(name=RUN_LAB), progress=lambda m: print(m, file=sys.stderr))
+    try:
+        yield RUN_LAB
+    finally:
+        vm.down(RUN_LAB)
+        assert not Path(f"/proc/{info.pid}").exists()
+
+
+def wait_until(ok: Callable[[], object], timeout: float, what: str,
+               every: float = 0.1) -> None:
+    """Poll ``ok`` until it is true; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not ok():
+        if time.monotonic() >= deadline:
+            pytest.fail(f"not within {timeout:g} s: {what}", pytrace=False)
+        time.sleep(every)
+
+
+# What the kernel prints (pr_crit, on the console) as SysRq-G hands it to kgdb:
+# "Entering KGDB", or with CONFIG_KGDB_KDB "KGDB or $3#33 for KDB".
+KGDB_ENTERED = ("Entering KGDB", "for KDB")
+
+
+def console_size(lab: str) -> int:
+    """How much of lab ``lab``'s console log there is now (a mark for :func:`wait_console`)."""
+    from kdbg.lab import vm
+
+    return Path(vm.require(lab).console_log).stat().st_size
+
+
+def wait_console(lab: str, since: int, needles: tuple[str, ...], timeout: float = 60) -> None:
+    """Wait until lab ``lab``'s console log, after byte ``since``, shows one of ``needles``."""
+    from kdbg.lab import vm
+
+    path = Path(vm.require(lab).console_log)
+
+    def seen() -> bool:
+        with open(path, "rb") as f:
+            f.seek(since)
+            text = f.read().decode(errors="replace")
+        return any(n in text for n in needles)
+
+    wait_until(seen, timeout, f"{' or '.join(needles)} on the console of lab {lab}")

@@ -1,8 +1,9 @@
 """The debugger against the lab's real QEMU gdb stub (Debian 6.1, TCG).
 
-One lab is booted for the module (or an already running one named in $KDBG_TEST_LAB is
-used). Drops are made in the guest with UDP to a closed port on its loopback, which the
-kernel drops in __udp4_lib_rcv with kfree_skb_reason(skb, SKB_DROP_REASON_NO_SOCKET).
+The session's default lab serves it (tests/vm/conftest.py; or an already running one
+named in $KDBG_TEST_LAB). Drops are made in the guest with UDP to a closed port on its
+loopback, which the kernel drops in __udp4_lib_rcv with
+kfree_skb_reason(skb, SKB_DROP_REASON_NO_SOCKET).
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 
 from tests.conftest import need
+from tests.vm.conftest import KGDB_ENTERED, console_size, wait_console
 
 SEND_UDP = ("import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
             "s.sendto(b'kdbg', ('127.0.0.1', 9))")
@@ -25,26 +26,9 @@ KDBG = [sys.executable, "-m", "kdbg"]
 
 
 @pytest.fixture(scope="session")
-def lab() -> Iterator[str]:
-    need(os.geteuid() == 0, "the lab needs root")
-    try:
-        from kdbg.lab import vm
-    except ImportError as err:  # pragma: no cover
-        need(False, f"kdbg.lab is not usable: {err}")
-        raise
-    existing = os.environ.get("KDBG_TEST_LAB")
-    if existing:
-        vm.require(existing)
-        yield existing
-        return
-    name = "dbgtest"
-    with __import__("contextlib").suppress(Exception):
-        vm.down(name)
-    vm.up(vm.LabConfig(name=name, cpus=1))
-    try:
-        yield name
-    finally:
-        vm.down(name)
+def lab(default_lab: str) -> str:
+    """The session's default lab (tests/vm/conftest.py)."""
+    return default_lab
 
 
 @pytest.fixture(scope="session")
@@ -193,7 +177,7 @@ def test_udp_transport_through_relay(lab: str, target) -> None:  # type: ignore[
     """gdb's udp: transport, end to end, via socat to QEMU's stub. The guard sees KGDBoE,
     so the drop function is refused and a non-networking function is used, as KGDBoE would."""
     from kdbg.debugger import Session, UdpRelay
-    from kdbg.errors import BreakpointRefused
+    from kdbg.guard.decision import BreakpointRefused
 
     with UdpRelay(target.endpoint) as relay:
         with Session.connect(relay.endpoint, kallsyms=target.kallsyms, timeout=60) as s:
@@ -257,8 +241,9 @@ def test_kgdboc_on_kgdb_kernel() -> None:
     try:
         t = from_lab(name)
         assert t.interrupter is not None
+        mark = console_size(name)
         t.interrupter()  # SysRq-G: kgdb takes the kernel and waits for gdb
-        time.sleep(2)
+        wait_console(name, mark, KGDB_ENTERED)
         with Session.connect(t.endpoint, kallsyms=t.kallsyms, vmlinux=t.vmlinux,
                              interrupter=t.interrupter, timeout=120) as s:
             assert s.transport == "kgdboc"

@@ -29,9 +29,6 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import need
-
-NAME = "exittest"
 PORT = 5555
 SENDER = ["bash", "-c", f"while read l; do echo x > /dev/udp/127.0.0.1/{PORT}; done"]
 WATCH = ["watch", "--reason", "NETFILTER_DROP", "--proto", "udp", "--dport", str(PORT),
@@ -74,28 +71,13 @@ class Lab:
 
 
 @pytest.fixture(scope="module")
-def lab() -> Iterator[Lab]:
-    need(os.geteuid() == 0, "the lab needs root (./run test)")
-    from kdbg import lab as labmod
-
-    existing = os.environ.get("KDBG_TEST_LAB")
-    if existing:
-        labmod.require(existing)
-        the_lab = Lab(existing)
-        yield the_lab
-        the_lab.sender.close()
-        return
-    with contextlib.suppress(Exception):
-        labmod.down(NAME)
-    labmod.up(labmod.LabConfig(name=NAME))
-    the_lab = None
+def lab(default_lab: str) -> Iterator[Lab]:
+    """The session's default lab (tests/vm/conftest.py), with this module's sender."""
+    the_lab = Lab(default_lab)
     try:
-        the_lab = Lab(NAME)
         yield the_lab
     finally:
-        if the_lab is not None:
-            the_lab.sender.close()
-        labmod.down(NAME)
+        the_lab.sender.close()
 
 
 # -- processes ----------------------------------------------------------------

@@ -11,7 +11,7 @@ import pytest
 
 from kdbg.guard import check
 from kdbg.guard.agreement import compare, sample_functions
-from kdbg.symbols.target import TargetSymbols
+from kdbg.symbols.evidence import TargetSymbols
 from tests.conftest import need
 
 SAMPLE, SEED = 1000, 11

@@ -7,40 +7,24 @@ One lab is booted for the module, or the running one named in $KDBG_TEST_LAB is 
 
 from __future__ import annotations
 
-import contextlib
-import os
 from collections.abc import Iterator
 
 import pytest
 
 from kdbg.guard import TRANSPORTS, check
-from kdbg.symbols.target import TargetSymbols
-from tests.conftest import need
+from kdbg.symbols.evidence import TargetSymbols
+from kdbg.target import LabFacts
 
 
 @pytest.fixture(scope="module")
-def lab() -> Iterator[str]:
-    need(os.geteuid() == 0, "the lab needs root")
-    from kdbg.lab import vm
-
-    existing = os.environ.get("KDBG_TEST_LAB")
-    if existing:
-        vm.require(existing)
-        yield existing
-        return
-    name = "guardtest"
-    with contextlib.suppress(Exception):
-        vm.down(name)
-    vm.up(vm.LabConfig(name=name, cpus=1))
-    try:
-        yield name
-    finally:
-        vm.down(name)
+def lab(default_lab: str) -> str:
+    """The session's default lab (tests/vm/conftest.py)."""
+    return default_lab
 
 
 @pytest.fixture(scope="module")
 def guest(lab: str) -> Iterator[TargetSymbols]:
-    target = TargetSymbols.from_lab(lab, timeout=120)
+    target = LabFacts(lab).symbols()
     yield target
     target.close()
 
@@ -69,7 +53,7 @@ def test_module_symbol_is_judged_by_its_path(lab: str) -> None:
 
     # nf_tables as a module, as after the first nft/iptables-nft rule; kallsyms is read live.
     lab_guest.run(lab, ["modprobe", "nf_tables"], timeout=60).check()
-    target = TargetSymbols.from_lab(lab, timeout=120)
+    target = LabFacts(lab).symbols()
     try:
         d = check("nft_do_chain", transport="kgdboe", symbols=target)
     finally:

@@ -33,8 +33,17 @@ while url is None:
         sys.exit("exporter ended: " + line)
     if line.startswith("kdbg: exporting"):
         url = next(w for w in line.split() if w.startswith("http://"))
-time.sleep(3)
-print(urllib.request.urlopen(url, timeout=10).read().decode())
+# Scrape until netdevsim's periodic trap has been counted (a minute at most).
+deadline = time.monotonic() + 60
+while True:
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    counted = [ln for ln in text.splitlines()
+               if ln.startswith("kdbg_hw_drops_total") and {trap!r} in ln
+               and float(ln.split()[-1]) > 0]
+    if counted or time.monotonic() > deadline:
+        break
+    time.sleep(0.2)
+print(text)
 p.terminate()
 p.wait(timeout=10)
 """
@@ -81,8 +90,8 @@ def test_netdevsim_trap_reports_in_watch_hw_and_the_exporter() -> None:
             # netdevsim builds each trapped packet as UDP 192.0.2.1 -> 198.51.100.1
             assert (r["saddr"], r["daddr"], r["proto"]) == ("192.0.2.1", "198.51.100.1", "udp")
 
-        done = labmod.run(NAME, [sys.executable, "-c", EXPORTER_SCRAPE.format(kdbg=KDBG)],
-                          timeout=600)
+        scrape = EXPORTER_SCRAPE.format(kdbg=KDBG, trap=f'trap="{TRAP}"')
+        done = labmod.run(NAME, [sys.executable, "-c", scrape], timeout=600)
         assert done.status == 0, done.stderr
         from prometheus_client.parser import text_string_to_metric_families
 

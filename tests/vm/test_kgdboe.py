@@ -62,7 +62,8 @@ def oe_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
 
 def test_kgdboe_load_then_gdb_over_udp_breaks_and_detaches(oe_lab: tuple[str, Path]) -> None:
     from kdbg.debugger import Session, from_lab
-    from kdbg.errors import BreakpointRefused, GdbTimeout
+    from kdbg.errors import GdbTimeout
+    from kdbg.guard.decision import BreakpointRefused
     from kdbg.lab import guest
 
     name, module = oe_lab

@@ -1,10 +1,10 @@
 """The lab for real: boots Debian's 6.1 kernel under TCG and uses it from the host.
 
-One lab ("labtest") serves the module; one more ("labtest2", a KGDBoE-wired lab on
-the same stock kernel) is booted next to it to cover coexistence, the KGDBoE network
-plumbing, a lab whose QEMU died, and ``down``. Every lab and namespace started here is
-stopped here. ``KDBG_TEST_HALT_SECONDS`` sets how long the guest is held stopped by
-gdb under a running stream (default 60).
+The session's default lab (tests/vm/conftest.py) serves the module; one more
+("labtest2", a KGDBoE-wired lab on the same stock kernel) is booted next to it to cover
+coexistence, the KGDBoE network plumbing, a lab whose QEMU died, and ``down``. Every
+lab and namespace started here is stopped here. ``KDBG_TEST_HALT_SECONDS`` sets how
+long the guest is held stopped by gdb under a running stream (default 60).
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,7 +28,6 @@ from tests.conftest import need
 from tests.vm.conftest import lab_needs
 
 KDBG = [sys.executable, "-m", "kdbg"]
-NAME = "labtest"
 HALT = float(os.environ.get("KDBG_TEST_HALT_SECONDS", "60"))
 
 
@@ -39,18 +37,9 @@ def kdbg(*args: str, timeout: float = 300, **kw: object) -> subprocess.Completed
 
 
 @pytest.fixture(scope="session")
-def lab() -> Iterator[str]:
-    lab_needs()
-    from kdbg.lab import vm
-
-    with __import__("contextlib").suppress(Exception):
-        vm.down(NAME)
-    info = vm.up(vm.LabConfig(name=NAME), progress=lambda m: print(m, file=sys.stderr))
-    try:
-        yield NAME
-    finally:
-        vm.down(NAME)
-        assert not Path(f"/proc/{info.pid}").exists()
+def lab(default_lab: str) -> str:
+    """The session's default lab (tests/vm/conftest.py)."""
+    return default_lab
 
 
 def test_exec_runs_in_the_debian_61_guest(lab: str) -> None:
@@ -143,9 +132,10 @@ def test_stream_pauses_while_gdb_holds_the_guest_and_then_goes_on(lab: str) -> N
     info = vm.require(lab)
     arrivals: list[tuple[float, bytes]] = []
     held: dict[str, float] = {}
+    flowing = threading.Event()  # the stream has delivered its first lines
 
     def hold() -> None:
-        time.sleep(4)
+        assert flowing.wait(120), "the stream never started"
         held["start"] = time.monotonic()
         subprocess.run(["gdb", "--nx", "-batch", "-ex", f"target remote {info.gdb_target}",
                         "-ex", f"shell sleep {HALT}", "-ex", "detach"],
@@ -158,6 +148,8 @@ def test_stream_pauses_while_gdb_holds_the_guest_and_then_goes_on(lab: str) -> N
     with guest.stream(lab, ["sh", "-c", script]) as s:
         for chunk in s:
             arrivals.append((time.monotonic(), chunk.data))
+            if len(b"".join(d for _, d in arrivals).split()) >= 4:
+                flowing.set()
     t.join()
     assert s.status == 0
     assert b"".join(d for _, d in arrivals).split() == [str(i).encode() for i in range(1, 31)]

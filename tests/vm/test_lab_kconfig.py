@@ -14,12 +14,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import need
+from tests.vm.conftest import KGDB_ENTERED, console_size, wait_console
 
 
 def build_needs() -> None:
@@ -29,8 +29,8 @@ def build_needs() -> None:
 
 def test_every_fragment_option_survives_olddefconfig() -> None:
     build_needs()
+    from kdbg.dirs import cache_dir
     from kdbg.lab import build
-    from kdbg.paths import cache_dir
 
     build.ensure_build_deps()
     tree = build.kernel_source()
@@ -74,8 +74,9 @@ def test_kgdb_kernel_builds_boots_and_kgdboc_answers_gdb() -> None:
         trigger = __import__("threading").Thread(
             target=lambda: guest.run(name, ["sh", "-c", "echo g > /proc/sysrq-trigger"],
                                      timeout=None), daemon=True)
+        mark = console_size(name)
         trigger.start()
-        time.sleep(3)
+        wait_console(name, mark, KGDB_ENTERED)
         r = subprocess.run(
             ["gdb", "--nx", "-batch", "-ex", "set remotetimeout 30", "-ex",
              f"file {kernel.vmlinux}", "-ex", f"target remote {info.gdb_target}",

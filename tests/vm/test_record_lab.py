@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -17,25 +16,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import need
-
 KDBG = [sys.executable, "-m", "kdbg"]
-NAME = "rxrec"
 PORT = 5555
 N = 23
 
 
 @pytest.fixture(scope="module")
-def lab() -> Iterator[str]:
-    need(os.geteuid() == 0, "the lab needs root (./run test)")
+def lab(default_lab: str) -> Iterator[str]:
+    """The session's default lab (tests/vm/conftest.py), with a DROP rule for UDP to
+    PORT and ten datagrams into it a second while this module runs."""
     from kdbg import lab as labmod
 
-    existing = os.environ.get("KDBG_TEST_LAB")
-    name = existing or NAME
-    if not existing:
-        with contextlib.suppress(Exception):
-            labmod.down(NAME)
-        labmod.up(labmod.LabConfig(name=NAME))
+    name = default_lab
     traffic = None
     try:
         done = labmod.run(name, ["iptables", "-A", "INPUT", "-p", "udp", "--dport", str(PORT),
@@ -50,8 +42,6 @@ def lab() -> Iterator[str]:
         with contextlib.suppress(Exception):
             labmod.run(name, ["iptables", "-D", "INPUT", "-p", "udp", "--dport", str(PORT),
                               "-j", "DROP"])
-        if not existing:
-            labmod.down(NAME)
 
 
 def test_lab_recording_lands_on_the_host(lab: str, tmp_path: Path) -> None:

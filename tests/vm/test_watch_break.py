@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,33 +16,31 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import need
-
 KDBG = [sys.executable, "-m", "kdbg"]
-NAME = "breaktest"
 PORT = 5555
 
 
 @pytest.fixture(scope="module")
-def lab() -> Iterator[str]:
-    need(os.geteuid() == 0, "the lab needs root (./run test)")
+def lab(default_lab: str) -> Iterator[str]:
+    """The session's default lab (tests/vm/conftest.py), with a DROP rule for UDP to
+    PORT and a datagram into it each second while this module runs."""
     from kdbg import lab as labmod
 
-    with contextlib.suppress(Exception):
-        labmod.down(NAME)
-    labmod.up(labmod.LabConfig(name=NAME))
+    name = default_lab
     traffic = None
     try:
-        done = labmod.run(NAME, ["iptables", "-A", "INPUT", "-p", "udp", "--dport", str(PORT),
+        done = labmod.run(name, ["iptables", "-A", "INPUT", "-p", "udp", "--dport", str(PORT),
                                  "-j", "DROP"])
         assert done.status == 0, done.stderr
-        traffic = labmod.stream(NAME, ["bash", "-c", f"while :; do echo x > "
+        traffic = labmod.stream(name, ["bash", "-c", f"while :; do echo x > "
                                        f"/dev/udp/127.0.0.1/{PORT}; sleep 1; done"])
-        yield NAME
+        yield name
     finally:
         if traffic is not None:
             traffic.close()
-        labmod.down(NAME)
+        with contextlib.suppress(Exception):
+            labmod.run(name, ["iptables", "-D", "INPUT", "-p", "udp", "--dport", str(PORT),
+                              "-j", "DROP"])
 
 
 def kdbg_json(*args: str, timeout: float = 900) -> tuple[int, list[dict[str, Any]], str]:
@@ -220,7 +217,7 @@ def test_modules_loaded_and_unloaded_under_a_running_break_watch(lab: str) -> No
     nf_tables loads again, and kdbg arms and hits there anew. One datagram at a time,
     so each step is known."""
     from kdbg import lab as labmod
-    from kdbg.debugger.targets import from_lab
+    from kdbg.debugger.attach import from_lab
     from kdbg.symbols.kallsyms import Kallsyms
 
     def one() -> None:

@@ -1,8 +1,9 @@
-"""Turning ``--lab NAME`` or ``--gdb ENDPOINT`` into what a session needs.
+"""Turning ``--lab NAME`` or ``--gdb ENDPOINT`` into the :class:`Target` a session attaches to.
 
-A lab knows its endpoint, its guest's kallsyms (read once per boot), its debug vmlinux
-(Debian's -dbg one, or the built kernel's), the netns gdb must run in (KGDBoE), and how
-to interrupt kgdboc (SysRq-G through the exec channel).
+A lab knows its endpoint, the netns gdb must run in (KGDBoE) and how to interrupt
+kgdboc (SysRq-G through the exec channel); every fact read from its guest (kallsyms,
+modules and their debug files, the debug vmlinux, the guard's evidence) is owned by
+the target's one :class:`kdbg.target.LabFacts`.
 """
 
 from __future__ import annotations
@@ -12,14 +13,13 @@ import threading
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from kdbg.debugger.endpoint import Endpoint
 from kdbg.debugger.model import ModuleDebug
 from kdbg.errors import BadInput, KdbgError
-
-if TYPE_CHECKING:
-    from kdbg.symbols.target import TargetSymbols
+from kdbg.symbols.droplines import module_files
+from kdbg.symbols.evidence import TargetSymbols
+from kdbg.target import LabFacts
 
 
 @dataclass(frozen=True)
@@ -27,25 +27,30 @@ class Target:
     """Everything :meth:`kdbg.debugger.Session.connect` takes about one target."""
 
     endpoint: Endpoint
+    label: str = ""
+    lab: str | None = None  # the lab's name, when the target is one
     kallsyms: Path | None = None
     vmlinux: Path | None = None
     kaslr_offset: int | None = None
     gdb_prefix: tuple[str, ...] = ()
     interrupter: Callable[[], None] | None = field(default=None, compare=False)
-    label: str = ""
-    lab: str | None = None  # the lab's name, when the target is one
     modules: tuple[ModuleDebug, ...] = ()  # debug files of loaded modules, for gdb
     stopped: bool = False  # a lab guest found halted (a debugger died): facts are kept ones
+    facts: LabFacts | None = field(default=None, compare=False)  # a lab's, read once
 
     def guard_symbols(self) -> TargetSymbols | None:
         """What the guard should know about this target: for a lab, everything the
         guest shows (live kallsyms, BTF, kprobe blocklist, modules.order) and the
         DWARF vmlinux; otherwise None (the session builds it from kallsyms)."""
-        if self.lab is None:
+        if self.facts is None:
             return None
-        from kdbg.symbols.target import TargetSymbols
+        return self.facts.symbols(vmlinux=self.vmlinux)
 
-        return TargetSymbols.from_lab(self.lab, vmlinux=self.vmlinux, running=not self.stopped)
+    def debug_root(self) -> Path | None:
+        """Where a lab's module debug files are (None without a vmlinux, or not a lab)."""
+        if self.facts is None or self.vmlinux is None:
+            return None
+        return self.facts.debug_root()
 
 
 def from_endpoint(
@@ -72,17 +77,14 @@ def from_lab(
 
     The vmlinux is the lab's (or ``vmlinux``); with ``want_vmlinux=False`` none is used.
     """
-    from kdbg.lab import guest, vm
+    from kdbg.lab import vm
 
     info = vm.require(name)
-    # A guest halted by a debugger that died cannot answer: then the facts kdbg kept
-    # for this boot stand in, and the session resumes the guest when it ends.
-    running = guest.is_running(name)
-    ks_copy, _ = guest.kallsyms_files(name, running=running)  # re-read when modules moved
+    facts = LabFacts(name)
     vm_path: Path | None = Path(vmlinux) if vmlinux else None
     if vm_path is None and want_vmlinux:
         try:
-            vm_path = guest.vmlinux(name, progress)
+            vm_path = facts.vmlinux(progress)
         except KdbgError:
             vm_path = None
     if vm_path is not None and not vm_path.exists():
@@ -92,36 +94,34 @@ def from_lab(
         interrupter = _sysrq_g(name)
     endpoint = info.gdb_endpoint  # serial:PATH for kgdboc, so the guard judges kgdb
     modules: tuple[ModuleDebug, ...] = ()
-    root = guest.module_debug(name) if vm_path is not None else None
+    root = facts.debug_root() if vm_path is not None else None
     if root is not None:
-        modules = lab_modules(name, root, running=running)
+        modules = lab_modules(facts, root)
     return Target(
         Endpoint.parse(endpoint),
-        kallsyms=ks_copy,
+        kallsyms=facts.kallsyms_file,
         vmlinux=vm_path,
         gdb_prefix=tuple(info.gdb_prefix),
         interrupter=interrupter,
         label=f"lab {name} ({info.transport}, {info.release})",
         lab=name,
         modules=modules,
-        stopped=not running,
+        stopped=not facts.running,
+        facts=facts,
     )
 
 
-def lab_modules(name: str, root: Path, only: Collection[str] | None = None, *,
-                running: bool | None = None) -> tuple[ModuleDebug, ...]:
+def lab_modules(facts: LabFacts, root: Path,
+                only: Collection[str] | None = None) -> tuple[ModuleDebug, ...]:
     """The lab's loaded modules that have a debug file under ``root`` (of those named in
     ``only``, if given), with the section addresses the guest shows in
-    ``/sys/module/*/sections`` (one exec)."""
-    from kdbg.lab import guest
-    from kdbg.symbols.droplines import module_files
-
+    ``/sys/module/*/sections`` (read through ``facts``)."""
     files = module_files(root)
     if only is not None:
         only = set(only) & set(files)
         if not only:
             return ()
-    listing = guest.module_sections(name, only, running=running)
+    listing = facts.module_sections(only)
     loaded: dict[str, list[tuple[str, int]]] = {}
     for line in listing.splitlines():
         # /sys/module/nf_tables/sections/.text:0xffffffffc0370000

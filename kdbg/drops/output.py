@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kdbg.trace.event import DropEvent
+from kdbg.trace.lines import LineSink
 
 COLUMNS = (
     ("TIME", 15), ("CPU", 3), ("PID", 7), ("COMM", 15), ("REASON", 16),
@@ -48,7 +49,8 @@ def header() -> str:
     return " ".join(f"{name:<{width}}" if width else name for name, width in COLUMNS)
 
 
-def _endpoint(addr: Any, port: int | None, icmp: bool) -> str:
+def endpoint(addr: Any, port: int | None, icmp: bool) -> str:
+    """``addr:port`` (``[v6]:port``), the address alone for ICMP or no port, ``-`` for none."""
     if addr is None:
         return "-"
     text = f"[{addr}]" if addr.version == 6 and port is not None else str(addr)
@@ -67,7 +69,7 @@ def drop_line(ev: DropEvent) -> str:
     cells = [
         _clock(ev.time_ns), str(ev.cpu), str(ev.pid), ev.comm, ev.reason,
         ev.location,
-        proto, _endpoint(ev.saddr, ev.sport, icmp), _endpoint(ev.daddr, ev.dport, icmp),
+        proto, endpoint(ev.saddr, ev.sport, icmp), endpoint(ev.daddr, ev.dport, icmp),
         str(ev.netns) if ev.netns else "-", ev.ifname or "-",
     ]
     parts = []
@@ -152,19 +154,12 @@ def read_jsonl(lines: Iterable[str]) -> list[dict[str, Any]]:
     return [json.loads(line) for line in lines if line.strip()]
 
 
-class TextSink:
+class TextSink(LineSink):
     """Aligned text on ``out``; progress and the summary on ``err``."""
 
     def __init__(self, out: Any, err: Any) -> None:
-        self.out, self.err = out, err
+        super().__init__(out, err)
         self._header_done = False
-
-    def _write(self, stream: Any, text: str) -> None:
-        stream.write(text + "\n")
-        stream.flush()
-
-    def watching(self, message: str) -> None:
-        self._write(self.err, message)
 
     def drop(self, event: DropEvent) -> None:
         if not self._header_done:
@@ -183,27 +178,16 @@ class TextSink:
         self._write(self.err, summary_line(summary))
 
 
-class JsonSink:
+class JsonSink(LineSink):
     """JSON lines on ``out``, every record tagged with ``"type"``."""
 
-    def __init__(self, out: Any, err: Any) -> None:
-        self.out, self.err = out, err
-
-    def _write(self, text: str) -> None:
-        self.out.write(text + "\n")
-        self.out.flush()
-
-    def watching(self, message: str) -> None:
-        self.err.write(message + "\n")
-        self.err.flush()
-
     def drop(self, event: DropEvent) -> None:
-        self._write(drop_json(event))
+        self._write(self.out, drop_json(event))
 
     def stats(self, rows: list[StatsRow], summary: Summary, final: bool) -> None:
-        self._write(stats_json(rows, summary, final))
+        self._write(self.out, stats_json(rows, summary, final))
 
     def summary(self, summary: Summary) -> None:
-        self._write(summary_json(summary))
+        self._write(self.out, summary_json(summary))
         if summary.lost:
-            self.err.write(summary_line(summary) + "\n")
+            self._write(self.err, summary_line(summary))

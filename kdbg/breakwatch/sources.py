@@ -1,4 +1,4 @@
-"""Drop events from somewhere else: ``kdbg watch --json`` running over any pipe.
+"""Where a break-watch's drop events come from: ``kdbg watch --json`` over any pipe.
 
 The tracer runs where the packets are (a lab guest, or a real machine over
 ssh) and prints JSON lines; this side turns them back into
@@ -16,12 +16,16 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kdbg.errors import KdbgError
 from kdbg.trace.event import DropEvent
+
+if TYPE_CHECKING:
+    from kdbg.breakwatch.model import BreakConfig
+    from kdbg.drops.watch import WatchConfig
 
 READY = "kdbg: watching"
 STOP_WAIT = 1.0  # s a stopped tracer has to print its summary (Ctrl-C ends kdbg in 2 s)
@@ -187,9 +191,20 @@ class LabSource:
 Source = CommandSource | LabSource
 
 
-def watch_argv(options: Iterable[str]) -> list[str]:
-    """The remote ``kdbg watch --json`` command line for ``options``."""
-    return ["kdbg", "watch", "--json", *options]
+def source_for(cfg: BreakConfig, watch: WatchConfig, *, stacks: bool = False) -> Source:
+    """The source ``cfg`` names: ``--events-cmd``, else the lab's own tracer run with
+    ``watch``'s filters (and ``--stack`` when ``stacks``: the stopped skb's ORC stack,
+    for the hit report)."""
+    if cfg.events_cmd is not None:
+        return CommandSource(cfg.events_cmd)
+    from kdbg.drops.watch import remote_options
+    from kdbg.lab import guest
+
+    opts = remote_options(watch)
+    if stacks and "--stack" not in opts:
+        opts.append("--stack")
+    argv = [*guest.kdbg_argv(), "watch", "--json", *opts]
+    return LabSource(cfg.lab or "default", argv)
 
 
 def wait_ready(stream: EventStream, timeout: float,

@@ -17,9 +17,10 @@ from dataclasses import dataclass
 
 from kdbg import breakwatch
 from kdbg.breakwatch import BreakConfig, BreakOutcome, BreakSink
+from kdbg.demo.throwaway import PY, SEND_UDP_CODE, VethLab
+from kdbg.drops.watch import Sink, WatchConfig, WatchResult, prepare
 from kdbg.errors import LabError
-from kdbg.netns import PY, SEND_UDP_CODE, VethLab
-from kdbg.watch import Sink, WatchConfig, WatchResult, prepare
+from kdbg.trace.filters import PacketFilters
 
 DEMO_PORT = 5555
 DEMO_COUNT = 23
@@ -46,8 +47,9 @@ def run_local(sink: Sink, progress: Callable[[str], None], *, count: int = DEMO_
                  f"watching with: kdbg watch --reason NETFILTER_DROP --proto udp "
                  f"--dport {DEMO_PORT} --netns {lab.b.name} --stats")
         watch = prepare(WatchConfig(
-            reasons=("NETFILTER_DROP",), proto="udp", dports=(DEMO_PORT,),
-            netns=str(lab.b.path), stats=True, events=True, stack=stack, cmd=send,
+            filters=PacketFilters(reasons=("NETFILTER_DROP",), proto="udp",
+                                  dports=(DEMO_PORT,), netns=str(lab.b.path)),
+            stats=True, events=True, stack=stack, cmd=send,
         ))
         result = watch.run(sink)
         progress("removing the namespaces")
@@ -99,7 +101,8 @@ def run_lab(sink: BreakSink, progress: Callable[[str], None], *, lab_name: str =
         progress(f"kdbg watch --lab {lab_name} --reason NETFILTER_DROP --proto udp "
                  f"--dport {DEMO_PORT} --break")
         outcome = breakwatch.run(
-            WatchConfig(reasons=("NETFILTER_DROP",), proto="udp", dports=(DEMO_PORT,),
+            WatchConfig(filters=PacketFilters(reasons=("NETFILTER_DROP",), proto="udp",
+                                              dports=(DEMO_PORT,)),
                         duration=600),
             BreakConfig(lab=lab_name, interactive=interactive),
             sink,

@@ -17,12 +17,12 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from kdbg.errors import (
     BadInput,
     BtfError,
     KdbgError,
-    LabError,
     ProbeUnavailable,
     UnknownSymbol,
 )
@@ -46,8 +46,7 @@ SECTION_MARKERS: tuple[tuple[str, str, str], ...] = (
 )
 
 
-@dataclass(frozen=True)
-class BlockedRange:
+class BlockedRange(NamedTuple):
     """One line of the kprobe blocklist: ``[start, end)`` and the symbol it covers."""
 
     start: int
@@ -223,69 +222,13 @@ class TargetSymbols:
         return target
 
     @classmethod
-    def from_lab(cls, name: str = "default", *, vmlinux: str | Path | None = None,
-                 timeout: float = 60.0, running: bool | None = None) -> TargetSymbols:
-        """A running lab guest: its kallsyms, BTF, blocklist and modules.order, read
-        through the lab's exec channel, plus the lab's vmlinux with DWARF if it has one.
-
-        kallsyms is the guest's as it is now (:func:`kdbg.lab.guest.kallsyms_files`:
-        read again whenever modules loaded or unloaded), so modules loaded since boot
-        (nf_tables after the first nft rule) are judged as module code.
-        """
-        from kdbg.lab import guest, vm  # the lab is optional for the rest of kdbg
-
-        info = vm.require(name)
-
-        running = guest.is_running(name) if running is None else running
-
-        copy = guest.kallsyms_files(name, running=running)[0]
-        kallsyms = Kallsyms.load(copy)
-
-        stopped_without: list[str] = []
-
-        def read(path: str) -> bytes | None:  # kept: also there while the guest is halted
-            variant = copy.name if path == str(BLOCKLIST_PATH) else ""  # moves with modules
-            try:
-                return guest.read_fact(name, path, running=running, variant=variant)
-            except LabError:  # halted, and never read before: that evidence is missing
-                stopped_without.append(path)
-                return None
-
-        def absent(path: str, otherwise: str) -> str:
-            if path in stopped_without:
-                return f"lab {name} is halted and kdbg kept no copy of its {path}"
-            return otherwise
-
-        missing: dict[str, str] = {}
-        btf = None
-        btf_raw = read("/sys/kernel/btf/vmlinux")
-        if btf_raw:
-            btf = Btf(btf_raw, source=f"lab {name}:/sys/kernel/btf/vmlinux")
-        else:
-            missing["btf"] = absent("/sys/kernel/btf/vmlinux",
-                                    f"lab {name} shows no /sys/kernel/btf/vmlinux")
-        blocklist = None
-        block_raw = read(str(BLOCKLIST_PATH))
-        if block_raw is None:
-            missing["blocklist"] = absent(str(BLOCKLIST_PATH),
-                                          f"lab {name}: {BLOCKLIST_PATH} unreadable")
-        else:
-            try:
-                blocklist = Blocklist.parse(block_raw.decode())
-            except KdbgError as err:
-                missing["blocklist"] = f"lab {name}: {err}"
-        order_path = f"/lib/modules/{info.release}/modules.order"
-        order = read(order_path)
-        modules = module_paths(order.decode()) if order else {}
-        if not order:
-            missing["modules"] = absent(order_path, f"lab {name}: no modules.order")
-        if vmlinux is None:
-            try:
-                vmlinux = guest.vmlinux(name)
-            except KdbgError as err:
-                missing["dwarf"] = str(err)
-        target = cls(kallsyms, btf=btf, blocklist=blocklist,
-                     modules=modules, name=f"lab {name}", missing=missing)
+    def assemble(cls, kallsyms: Kallsyms, *, btf: Btf | None, blocklist: Blocklist | None,
+                 modules: Mapping[str, str], name: str, missing: dict[str, str],
+                 vmlinux: str | Path | None) -> TargetSymbols:
+        """A target from facts read elsewhere (a lab's, by :mod:`kdbg.target.facts`),
+        with the vmlinux's KASLR offset taken from ``kallsyms``."""
+        target = cls(kallsyms, btf=btf, blocklist=blocklist, modules=modules, name=name,
+                     missing=missing)
         target._attach_vmlinux(vmlinux, None)
         return target
 

@@ -11,6 +11,7 @@ import os
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 from kdbg.errors import KdbgError
 
@@ -22,8 +23,9 @@ class NetnsError(KdbgError):
     """A namespace, link or rule could not be set up."""
 
 
-def _run(argv: list[str], *, input_: str | None = None, check: bool = True,
-         timeout: float = 30) -> subprocess.CompletedProcess[str]:
+def run_checked(argv: list[str], *, input_: str | None = None, check: bool = True,
+                timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """Run ``argv``; with ``check``, a failure is a NetnsError carrying its stderr."""
     proc = subprocess.run(argv, capture_output=True, text=True, input=input_, timeout=timeout)
     if check and proc.returncode != 0:
         raise NetnsError(f"{' '.join(argv)}: {proc.stderr.strip() or proc.returncode}")
@@ -45,7 +47,7 @@ class Netns:
         return os.stat(self.path).st_ino
 
     def run(self, argv: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
-        return _run(["ip", "netns", "exec", self.name, *argv], **kw)  # type: ignore[arg-type]
+        return run_checked(["ip", "netns", "exec", self.name, *argv], **kw)  # type: ignore[arg-type]
 
     def popen(self, argv: list[str], **kw: object) -> subprocess.Popen[bytes]:
         return subprocess.Popen(["ip", "netns", "exec", self.name, *argv], **kw)  # type: ignore[call-overload]
@@ -77,10 +79,11 @@ except OSError:
 
 
 @dataclass
-class VethLab:
-    """Namespaces ``<prefix>-a`` and ``<prefix>-b`` joined by ``veth-a``/``veth-b``.
+class PairLab:
+    """Two namespaces, ``<prefix>-a`` and ``<prefix>-b``, deleted by :meth:`down`.
 
-    ``a`` has 10.77.N.1 and fd77:N::1, ``b`` has 10.77.N.2 and fd77:N::2.
+    ``a`` has 10.77.N.1 and fd77:N::1 on ``veth-a``, ``b`` has 10.77.N.2 and
+    fd77:N::2 on ``veth-b``; a subclass's :meth:`build` says what joins them.
     """
 
     prefix: str = field(default_factory=lambda: f"kdbg{os.getpid()}")
@@ -97,38 +100,64 @@ class VethLab:
     addr6_a = property(lambda self: f"fd77:{self.subnet}::1")
     addr6_b = property(lambda self: f"fd77:{self.subnet}::2")
 
-    def up(self) -> VethLab:
+    def namespaces(self) -> tuple[Netns, ...]:
+        return (self.a, self.b)
+
+    def ends(self) -> tuple[tuple[Netns, str, str, str], ...]:
+        """(namespace, device, IPv4, IPv6) of ``a`` and of ``b``."""
+        return ((self.a, "veth-a", self.addr_a, self.addr6_a),
+                (self.b, "veth-b", self.addr_b, self.addr6_b))
+
+    def build(self) -> None:
+        raise NotImplementedError
+
+    def up(self) -> Self:
+        """Build it; on any failure delete what was made, then raise."""
         try:
-            for ns in (self.a, self.b):
-                _run(["ip", "netns", "add", ns.name])
-            _run(["ip", "link", "add", "veth-a", "netns", self.a.name,
-                  "type", "veth", "peer", "name", "veth-b", "netns", self.b.name])
-            for ns, dev, v4, v6 in ((self.a, "veth-a", self.addr_a, self.addr6_a),
-                                    (self.b, "veth-b", self.addr_b, self.addr6_b)):
-                ns.run(["ip", "link", "set", "lo", "up"])
-                ns.run(["ip", "addr", "add", f"{v4}/24", "dev", dev])
-                ns.run(["ip", "addr", "add", f"{v6}/64", "dev", dev, "nodad"])
-                ns.run(["ip", "link", "set", dev, "up"])
-            # Resolve neighbours once so the first datagrams are not held in ARP/NDISC.
-            allow_ping(self.a)
-            for src, dst in ((self.addr_a, self.addr_b), (self.addr6_a, self.addr6_b)):
-                _run(icmp_echo_argv(self.a, src, dst, ident=1, timeout=3), check=False)
+            self.build()
         except BaseException:
             self.down()
             raise
         return self
 
     def down(self) -> None:
-        """Delete both namespaces (the veth pair goes with them)."""
-        for ns in (self.a, self.b):
+        """Delete the namespaces (their links, and a bridge, go with them)."""
+        for ns in self.namespaces():
             if ns.path.exists():
-                _run(["ip", "netns", "del", ns.name], check=False)
+                run_checked(["ip", "netns", "del", ns.name], check=False)
 
-    def __enter__(self) -> VethLab:
+    def __enter__(self) -> Self:
         return self.up()
 
     def __exit__(self, *exc: object) -> None:
         self.down()
+
+
+def _address(ns: Netns, dev: str, v4: str, v6: str) -> None:
+    ns.run(["ip", "addr", "add", f"{v4}/24", "dev", dev])
+    ns.run(["ip", "addr", "add", f"{v6}/64", "dev", dev, "nodad"])
+    ns.run(["ip", "link", "set", dev, "up"])
+
+
+@dataclass
+class VethLab(PairLab):
+    """Namespaces ``<prefix>-a`` and ``<prefix>-b`` joined by ``veth-a``/``veth-b``.
+
+    ``a`` has 10.77.N.1 and fd77:N::1, ``b`` has 10.77.N.2 and fd77:N::2.
+    """
+
+    def build(self) -> None:
+        for ns in (self.a, self.b):
+            run_checked(["ip", "netns", "add", ns.name])
+        run_checked(["ip", "link", "add", "veth-a", "netns", self.a.name,
+                     "type", "veth", "peer", "name", "veth-b", "netns", self.b.name])
+        for ns, dev, v4, v6 in self.ends():
+            ns.run(["ip", "link", "set", "lo", "up"])
+            _address(ns, dev, v4, v6)
+        # Resolve neighbours once so the first datagrams are not held in ARP/NDISC.
+        allow_ping(self.a)
+        for src, dst in ((self.addr_a, self.addr_b), (self.addr6_a, self.addr6_b)):
+            run_checked(icmp_echo_argv(self.a, src, dst, ident=1, timeout=3), check=False)
 
     def drop_udp(self, dport: int, *, v6: bool = False) -> None:
         """An iptables DROP rule in ``b``'s INPUT chain for UDP to ``dport``."""
@@ -139,11 +168,6 @@ class VethLab:
         """``count`` datagrams from ``a`` to ``b``."""
         src, dst = (self.addr6_a, self.addr6_b) if v6 else (self.addr_a, self.addr_b)
         self.a.python(SEND_UDP_CODE.format(src=src, dst=dst, sport=sport, dport=dport, count=count))
-
-    def send_syn(self, dport: int, *, v6: bool = False) -> None:
-        """A TCP connect from ``a`` to ``b``'s ``dport`` (a closed port answers RST)."""
-        dst = self.addr6_b if v6 else self.addr_b
-        self.a.python(SYN_CODE.format(dst=dst, dport=dport))
 
 
 # ICMP echo over a datagram ("ping") socket: the kernel writes the identifier
@@ -183,7 +207,7 @@ def icmp_echo_argv(ns: Netns, src: str, dst: str, *, ident: int, count: int = 1,
 
 
 @dataclass
-class BridgeLab:
+class BridgeLab(PairLab):
     """Namespaces ``a`` and ``b`` joined through a bridge in a third, ``br``.
 
     ``a``'s ``veth-a`` pairs with ``br-a`` and ``b``'s ``veth-b`` with ``br-b``; both
@@ -193,54 +217,30 @@ class BridgeLab:
 
     prefix: str = field(default_factory=lambda: f"kdbgbr{os.getpid()}")
     subnet: int = 2
-    a: Netns = field(init=False)
-    b: Netns = field(init=False)
     br: Netns = field(init=False)
 
     def __post_init__(self) -> None:
-        self.a = Netns(f"{self.prefix}-a")
-        self.b = Netns(f"{self.prefix}-b")
+        super().__post_init__()
         self.br = Netns(f"{self.prefix}-br")
 
-    addr_a = property(lambda self: f"10.77.{self.subnet}.1")
-    addr_b = property(lambda self: f"10.77.{self.subnet}.2")
-    addr6_a = property(lambda self: f"fd77:{self.subnet}::1")
-    addr6_b = property(lambda self: f"fd77:{self.subnet}::2")
+    def namespaces(self) -> tuple[Netns, ...]:
+        return (self.a, self.b, self.br)
 
-    def up(self) -> BridgeLab:
-        try:
-            for ns in (self.a, self.b, self.br):
-                _run(["ip", "netns", "add", ns.name])
-                ns.run(["ip", "link", "set", "lo", "up"])
-                allow_ping(ns)
-            self.br.run(["ip", "link", "add", "br0", "type", "bridge"])
-            for ns, dev, port, v4, v6 in ((self.a, "veth-a", "br-a", self.addr_a, self.addr6_a),
-                                          (self.b, "veth-b", "br-b", self.addr_b, self.addr6_b)):
-                _run(["ip", "link", "add", dev, "netns", ns.name, "type", "veth",
-                      "peer", "name", port, "netns", self.br.name])
-                self.br.run(["ip", "link", "set", port, "master", "br0"])
-                self.br.run(["ip", "link", "set", port, "up"])
-                ns.run(["ip", "addr", "add", f"{v4}/24", "dev", dev])
-                ns.run(["ip", "addr", "add", f"{v6}/64", "dev", dev, "nodad"])
-                ns.run(["ip", "link", "set", dev, "up"])
-            self.br.run(["ip", "link", "set", "br0", "up"])
-            # Resolve neighbours and teach the bridge both MACs, so the packets
-            # traced later are forwarded (not flooded as clones).
-            _run(icmp_echo_argv(self.a, self.addr_a, self.addr_b, ident=1, timeout=3),
-                 check=False)
-        except BaseException:
-            self.down()
-            raise
-        return self
-
-    def down(self) -> None:
-        """Delete the three namespaces (the veth pairs and the bridge go with them)."""
-        for ns in (self.a, self.b, self.br):
-            if ns.path.exists():
-                _run(["ip", "netns", "del", ns.name], check=False)
-
-    def __enter__(self) -> BridgeLab:
-        return self.up()
-
-    def __exit__(self, *exc: object) -> None:
-        self.down()
+    def build(self) -> None:
+        for ns in self.namespaces():
+            run_checked(["ip", "netns", "add", ns.name])
+            ns.run(["ip", "link", "set", "lo", "up"])
+            allow_ping(ns)
+        self.br.run(["ip", "link", "add", "br0", "type", "bridge"])
+        for ns, dev, v4, v6 in self.ends():
+            port = "br-" + dev.removeprefix("veth-")
+            run_checked(["ip", "link", "add", dev, "netns", ns.name, "type", "veth",
+                         "peer", "name", port, "netns", self.br.name])
+            self.br.run(["ip", "link", "set", port, "master", "br0"])
+            self.br.run(["ip", "link", "set", port, "up"])
+            _address(ns, dev, v4, v6)
+        self.br.run(["ip", "link", "set", "br0", "up"])
+        # Resolve neighbours and teach the bridge both MACs, so the packets
+        # traced later are forwarded (not flooded as clones).
+        run_checked(icmp_echo_argv(self.a, self.addr_a, self.addr_b, ident=1, timeout=3),
+                    check=False)

@@ -1,0 +1,89 @@
+"""What ``kdbg watch --break`` is told and what it says: its settings, the sink its
+reports go to, one stop at the drop site, and the outcome."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from kdbg.debugger.model import Breakpoint, CleanupReport, DropSite, Stop
+from kdbg.debugger.skb import SkbInfo
+from kdbg.guard import Decision
+from kdbg.trace.event import DropEvent
+
+HIT_STACK_WAIT = 30.0  # seconds to wait for the stopped skb's drop event after resuming
+
+
+@dataclass(frozen=True)
+class BreakConfig:
+    """Where the tracer and the debugger reach the target, and how to break."""
+
+    lab: str | None = None
+    events_cmd: str | None = None
+    gdb: str | None = None
+    vmlinux: str | None = None
+    kallsyms: str | None = None
+    transport: str | None = None
+    interactive: bool = False
+    force: bool = False
+    hw_break: bool = False
+    break_count: int = 1
+
+
+@dataclass
+class Hit:
+    """One stop at the drop site. ``kernel_stack`` is the stopped skb's stack as the
+    tracer captured it in the kernel (ORC-unwound, so right past module frames where
+    gdb without CFI stops), matched by skb address once the target resumed."""
+
+    number: int
+    stop: Stop
+    skb: SkbInfo | None
+    kernel_stack: tuple[str, ...] | None = None
+    stack_note: str | None = None
+    cause: dict[str, Any] | None = None  # the stopped skb's drop cause, from the tracer
+    deadline: float = 0.0
+    stopped_at: float = 0.0  # time.monotonic() when kdbg saw the stop
+
+
+class BreakSink(Protocol):
+    """Where a break-watch reports to (text or JSON lines)."""
+
+    def progress(self, message: str) -> None: ...
+    def drop(self, event: DropEvent) -> None: ...
+    def armed(self, site: DropSite, bp: Breakpoint, event: DropEvent,
+              seconds: float) -> None: ...
+    def refused(self, decision: Decision, event: DropEvent) -> None: ...
+    def hit(self, hit: Hit) -> None: ...
+    def record(self, record: dict[str, object]) -> None: ...
+    def cleanup(self, report: CleanupReport) -> None: ...
+
+
+@dataclass(frozen=True)
+class BreakOutcome:
+    drops: int
+    hits: int
+    refused: tuple[Decision, ...]
+    armed: bool
+    cleanup: CleanupReport | None
+    interrupted: bool
+
+    @property
+    def exit_status(self) -> int:
+        """0: stopped as asked; 3: the guard refused and nothing stopped; 4: no stop."""
+        if self.hits:
+            return 0
+        if self.refused:
+            return 3
+        return 0 if self.interrupted else 4
+
+
+def connect_cleanup(err: BaseException) -> CleanupReport:
+    """The cleanup record of a break-watch interrupted while connecting: what the
+    session's abandon did (:meth:`Session.connect` hangs it on the exception), or,
+    before gdb started, that the target was never touched."""
+    report = getattr(err, "kdbg_cleanup", None)
+    if isinstance(report, CleanupReport):
+        return report
+    return CleanupReport(target_state="running, untouched (interrupted before gdb attached)",
+                         steps=["interrupted while connecting"])

@@ -1,0 +1,368 @@
+"""``kdbg watch --break``: from a drop to a stopped kernel.
+
+The tracer runs in the target (a lab guest through its exec channel, or a real
+machine through any command printing kdbg's JSON lines). Here, the first drop
+that matches goes to the safety guard; if it agrees, a breakpoint is armed on
+the call to the drop function at that exact site. The next drop there stops
+the kernel: kdbg reports the stop with its backtrace and the skb, then resumes
+(or hands the user gdb's prompt), until ``break_count`` stops are done. The
+target is always left running with none of kdbg's breakpoints in it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import time
+from collections.abc import Callable
+
+from kdbg.breakwatch.model import (
+    HIT_STACK_WAIT,
+    BreakConfig,
+    BreakOutcome,
+    BreakSink,
+    Hit,
+    connect_cleanup,
+)
+from kdbg.breakwatch.remote import drop_lines
+from kdbg.breakwatch.sources import (
+    EventStream,
+    EventStreamError,
+    Item,
+    Source,
+    source_for,
+    wait_ready,
+)
+from kdbg.debugger import NotADropSite, Session
+from kdbg.debugger.attach import Target, from_endpoint, from_lab
+from kdbg.debugger.errors import GdbCancelled, TargetLost
+from kdbg.debugger.livemodules import ModuleChange, ModuleFollower
+from kdbg.debugger.model import Breakpoint, CleanupReport, DropSite, Stop
+from kdbg.debugger.run import open_session
+from kdbg.debugger.skb import read_skb
+from kdbg.drops.watch import WatchConfig
+from kdbg.errors import BadInput, GdbTimeout, KdbgError
+from kdbg.guard import Decision
+from kdbg.guard.decision import BreakpointRefused
+from kdbg.signals import StopSignals
+from kdbg.symbols.droplines import DropLines
+from kdbg.symbols.kallsyms import Kallsyms
+from kdbg.target import LabFacts
+from kdbg.trace.event import DropEvent
+
+TRACER_STOP_WAIT = 0.3  # s for the guest's tracer to end on SIGINT before the channel drops
+READY_TIMEOUT = 300.0  # bcc compiles in ~9 s in a TCG guest; a loaded host is slower
+
+
+class _Stop(Exception):
+    pass
+
+
+class BreakWatch:
+    """One ``watch --break`` over an open session: start the tracer (:meth:`run`), arm
+    at the first matching drop site, report each stop, follow the target's modules,
+    and always clean up (:meth:`finish`): the target released, then the tracer
+    stopped. ``follow`` starts following a lab's modules once the target runs."""
+
+    def __init__(self, watch: WatchConfig, cfg: BreakConfig, sink: BreakSink,
+                 session: Session, source: Source, *, lines: DropLines | None = None,
+                 follow: Callable[[], ModuleFollower | None] = lambda: None) -> None:
+        self.watch, self.cfg, self.sink = watch, cfg, sink
+        self.session, self.source, self.lines = session, source, lines
+        self._follow = follow
+        self.follower: ModuleFollower | None = None
+        self.drops = self.hits = 0
+        self.refused: list[Decision] = []
+        self.refused_at: set[int] = set()
+        self.bp: Breakpoint | None = None
+        self.site: DropSite | None = None
+        self.last_armed: DropEvent | None = None
+        self.report: CleanupReport | None = None
+        self.pending: list[Hit] = []  # stops whose skb the tracer has not reported yet
+        self.signals = StopSignals()
+        self.deadline = time.monotonic() + watch.duration if watch.duration else None
+
+    # -- the loop -------------------------------------------------------------
+
+    def run(self) -> BreakOutcome:
+        """Watch, arm, report stops until done, Ctrl-C or SIGTERM; always clean up."""
+        self.signals = StopSignals.install()
+        self.session.gdb.cancel = lambda: bool(self.signals)  # a slow command gives way
+        try:
+            self._watch()
+        except _Stop:
+            if not self.signals:
+                self.sink.progress(f"the tracer ended: {self.source.stream.error_summary()}")
+        except GdbCancelled:
+            pass  # Ctrl-C or SIGTERM: clean up below
+        except EventStreamError as err:
+            raise KdbgError(str(err)) from err
+        finally:
+            self.finish()
+        return BreakOutcome(self.drops, self.hits, tuple(self.refused), self.bp is not None,
+                            self.report, bool(self.signals))
+
+    def _watch(self) -> None:
+        self.session.resume()
+        self.follower = self._follow()
+        self.sink.progress("starting the tracer in the target")
+        stream = self.source.start()
+        early: list[Item] = []
+        if not wait_ready(stream, READY_TIMEOUT, on_item=early.append,
+                          stop=lambda: bool(self.signals)):
+            raise _Stop
+        self.sink.progress(f"tracer attached; waiting for a matching drop "
+                           f"(breaks: {self.cfg.break_count})")
+        for item in early:
+            self.handle(item)
+        while not self.signals and self._turn(stream):
+            pass
+
+    def _turn(self, stream: EventStream) -> bool:
+        """One turn of the loop: the target's health, module changes, one item from
+        the tracer, one look for a stop. False when the watch is done."""
+        if self.bp is None:
+            self.session.gdb.poll(0)  # hear gdb lose the target even with nothing armed
+        if self.session.lost is not None:
+            raise TargetLost(f"the target is gone: {self.session.lost}")
+        now = time.monotonic()
+        self._expire(now)
+        if self.hits >= self.cfg.break_count and not self.pending:
+            return False
+        if self.follower is not None and self.follower.due(self.session):
+            self._modules_changed(self.follower.refresh(self.session))
+        if self.deadline is not None and now >= self.deadline:
+            return False
+        if self.watch.count is not None and self.drops >= self.watch.count and self.bp is None:
+            return False  # --count: nothing armed after N drops (e.g. every site refused)
+        with contextlib.suppress(queue.Empty):
+            self.handle(stream.items.get(timeout=0.05 if self.bp is not None else 0.2))
+        if self.bp is None or self.hits >= self.cfg.break_count:
+            return True
+        try:
+            stop = self.session.wait_stop(0.05)
+        except GdbTimeout:
+            return True
+        return self._stopped(stop)
+
+    def handle(self, item: Item) -> None:
+        """One item from the tracer: a drop, a record, its stderr, or its end."""
+        if item.kind == "drop" and item.drop is not None:
+            self._drop(item.drop)
+        elif item.kind == "record" and item.record is not None:
+            self.sink.record(item.record)
+        elif item.kind == "stderr" and item.text.strip():
+            self.sink.progress(f"target: {item.text}")
+        elif item.kind == "end":
+            raise _Stop
+
+    # -- drops and arming -----------------------------------------------------
+
+    def _drop(self, ev: DropEvent) -> None:
+        self.drops += 1
+
+        def show() -> None:
+            self.sink.drop(self.lines.annotate(ev) if self.lines else ev)
+
+        if (self.follower is not None and self.bp is None
+                and self.follower.due(self.session, ev.module)):
+            report_modules(self.follower.refresh(self.session), self.sink)
+        if self.bp is None and ev.address not in self.refused_at:
+            # Arm first: a first source lookup in a new file takes addr2line 0.1 s; the
+            # drop line is still printed before the verdict.
+            armed = self.arm(ev, announce=show)
+            if armed is not None:
+                self.site, self.bp = armed
+                self.last_armed = ev
+        else:
+            show()
+        for h in list(self.pending):
+            if h.skb is not None and ev.skb == h.skb.address and ev.stack:
+                h.kernel_stack = tuple(str(f) for f in ev.stack)
+                h.cause = ev.cause
+                self.pending.remove(h)
+                self.sink.hit(h)
+
+    def arm(self, ev: DropEvent, announce: Callable[[], None] = lambda: None
+            ) -> tuple[DropSite, Breakpoint] | None:
+        """Guard, then break on the drop call at ``ev``'s location; None if refused.
+        ``announce`` (the drop's own line) runs before the outcome is reported,
+        whatever it is."""
+        stack = tuple(f.address for f in ev.stack) if ev.stack else ()
+        t0 = time.monotonic()
+        try:
+            site, bp = self.session.break_drop_site(ev.address, hw=self.cfg.hw_break,
+                                                    force=self.cfg.force, stack=stack)
+        except BreakpointRefused as err:
+            announce()
+            self.refused_at.add(ev.address)
+            if err.decision is not None:
+                self.refused.append(err.decision)
+                self.sink.refused(err.decision, ev)
+            return None
+        except NotADropSite as err:
+            announce()
+            self.refused_at.add(ev.address)
+            self.sink.progress(f"not arming at {ev.location}: {err}")
+            return None
+        except BaseException:
+            announce()
+            raise
+        took = time.monotonic() - t0
+        announce()
+        self.sink.armed(site, bp, ev, took)
+        return site, bp
+
+    def _modules_changed(self, change: ModuleChange) -> None:
+        """Say what moved; a breakpoint whose module went is deleted (the next drop
+        arms afresh), and refusals of addresses that went are forgotten."""
+        gone = self.bp is not None and change.covers_gone(self.bp.address)
+        report_modules(change, self.sink, self.bp if gone else None)
+        self.refused_at = {a for a in self.refused_at if not change.covers_gone(a)}
+        if gone and self.bp is not None:
+            self.session.delete(self.bp)
+            self.bp = self.site = None
+
+    # -- stops ----------------------------------------------------------------
+
+    def _stopped(self, stop: Stop) -> bool:
+        """Report a stop (or hand the user gdb's prompt); False when that ends the watch."""
+        self.hits += 1
+        stopped_at = time.monotonic()
+        site = self.site
+        skb = read_skb(self.session, site.callee) if stop.hit and site is not None else None
+        hit = Hit(self.hits, stop, skb, stopped_at=stopped_at)
+        if self.cfg.interactive:
+            self._hand_over(hit)
+            return False
+        if self.hits >= self.cfg.break_count and self.bp is not None:
+            # Our last stop: take the breakpoint out before the target runs again.
+            self.session.delete(self.bp)
+        self.session.resume()
+        hit.deadline = time.monotonic() + HIT_STACK_WAIT
+        self.pending.append(hit)
+        return True
+
+    def _hand_over(self, hit: Hit) -> None:
+        last = self.last_armed
+        if last is not None and last.stack:
+            hit.kernel_stack = tuple(str(f) for f in last.stack)
+            hit.stack_note = "the stack of the drop that armed this breakpoint"
+            hit.cause = last.cause
+        self.sink.hit(hit)
+        # gdb's prompt owns the terminal (its Ctrl-C goes to gdb); a signal to kdbg
+        # itself ends the handoff through the clean-up.
+        self.signals.restore()
+        stop = hit.stop
+        self.report = self.session.interactive(
+            banner=f"kdbg: stopped at {stop.symbol}+0x{stop.offset:x}; "
+                   "'kdbg-done' or 'quit' resumes the target and ends kdbg")
+
+    def _expire(self, now: float) -> None:
+        """Report the stops whose skb the tracer did not report in time."""
+        for h in [h for h in self.pending if now >= h.deadline]:
+            self.pending.remove(h)
+            h.stack_note = (f"the tracer reported no drop of skb 0x{h.skb.address:x} "
+                            f"within {HIT_STACK_WAIT:g} s" if h.skb else "no skb read")
+            self.sink.hit(h)
+
+    def finish(self) -> None:
+        """The target first: it is released (and the cleanup record written) before
+        the tracer is stopped, so Ctrl-C or SIGTERM ends all of it within 2 s."""
+        try:
+            if self.report is None:
+                self.report = self.session.close()
+            self.sink.cleanup(self.report)
+        finally:
+            self.signals.restore()
+            for h in self.pending:  # stopped before the tracer reported the stopped skb
+                h.stack_note = "kdbg ended before the tracer reported this skb"
+                self.sink.hit(h)
+            try:
+                # the hit records are out; the tracer's own summary is not waited for long
+                self.source.stop(wait=TRACER_STOP_WAIT)
+            finally:
+                if self.lines is not None:
+                    self.lines.close()
+                if self.follower is not None:
+                    self.follower.close()
+
+
+def report_modules(change: ModuleChange, sink: BreakSink,
+                   removed: Breakpoint | None = None) -> None:
+    """A ``modules`` record for ``change`` (and a breakpoint that went with it)."""
+    if not change and removed is None:
+        return
+    record: dict[str, object] = {"type": "modules", "loaded": list(change.added),
+                                 "unloaded": list(change.removed),
+                                 "debug_files": list(change.debug_loaded)}
+    if removed is not None:
+        record["removed_breakpoint"] = {"number": removed.number,
+                                        "address": f"0x{removed.address:x}",
+                                        "label": removed.label}
+    sink.record(record)
+
+
+def resolve_target(cfg: BreakConfig, progress: Callable[[str], None]) -> Target:
+    """The gdb side: a lab's target, or an endpoint given by hand."""
+    if cfg.gdb is not None:
+        if cfg.kallsyms is None and cfg.vmlinux is None:
+            raise BadInput("--gdb needs --vmlinux (or --kallsyms) for the target's symbols")
+        return from_endpoint(cfg.gdb, kallsyms=cfg.kallsyms, vmlinux=cfg.vmlinux)
+    return from_lab(cfg.lab or "default", vmlinux=cfg.vmlinux, progress=progress)
+
+
+def _target_lines(cfg: BreakConfig, target: Target,
+                  progress: Callable[[str], None]) -> DropLines | None:
+    """file:line for drops, from what the target's facts already hold (for a lab, the
+    version and module debug files; the tracer's lab when gdb's endpoint is by hand)."""
+    facts = target.facts
+    kallsyms: Callable[[], Kallsyms] | None = facts.kallsyms if facts is not None else None
+    if facts is None and target.kallsyms is not None:
+        ks_path = target.kallsyms
+        kallsyms = lambda: Kallsyms.load(ks_path)  # noqa: E731
+    if facts is None and cfg.events_cmd is None and None not in (kallsyms, target.vmlinux):
+        try:
+            facts = LabFacts(cfg.lab or "default")
+        except KdbgError as err:
+            progress(f"no file:line: {err}")
+            return None
+    return drop_lines(target.vmlinux, kallsyms, facts, progress)
+
+
+def _follower(target: Target) -> ModuleFollower | None:
+    """For a lab: follow its modules for the whole session (a module loaded after attach
+    gets its own names and gdb its debug file; one unloaded is forgotten)."""
+    if target.facts is None:
+        return None
+    return ModuleFollower(target.facts, target.debug_root(), target.modules)
+
+
+def run(watch: WatchConfig, cfg: BreakConfig, sink: BreakSink) -> BreakOutcome:
+    """Watch, arm at the first matching drop site, report stops; always clean up."""
+    if cfg.events_cmd is not None and cfg.gdb is None:
+        raise BadInput("--events-cmd needs --gdb ENDPOINT to reach the same kernel")
+    if cfg.break_count < 1:
+        raise BadInput("--break-count must be at least 1")
+    lines: DropLines | None = None
+    try:
+        target = resolve_target(cfg, sink.progress)
+        # Before gdb holds the target: for a lab this asks the running guest its version.
+        lines = _target_lines(cfg, target, sink.progress)
+        sink.progress(f"connecting gdb to {target.label or target.endpoint}")
+        session = open_session(target, timeout=120, progress=sink.progress)
+    except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM (kdbg.lifetime.Terminated)
+        if lines is not None:
+            lines.close()
+        aborted = connect_cleanup(err)
+        sink.cleanup(aborted)
+        return BreakOutcome(0, 0, (), False, aborted, True)
+    except BaseException:
+        if lines is not None:
+            lines.close()
+        raise
+    if cfg.transport is not None:
+        session.set_guard_transport(cfg.transport)
+    source = source_for(cfg, watch, stacks=True)
+    return BreakWatch(watch, cfg, sink, session, source, lines=lines,
+                      follow=lambda: _follower(target)).run()

@@ -1,0 +1,218 @@
+"""Leaving the target clean: our breakpoints deleted, the target resumed, gdb detached;
+a fresh gdb's attach and detach when the session's gdb died; SIGTERM and a second
+Ctrl-C held off meanwhile."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Iterator
+from types import FrameType
+
+from kdbg.debugger.errors import SessionInterrupted
+from kdbg.debugger.mi import as_int
+from kdbg.debugger.model import Breakpoint, CleanupReport
+from kdbg.debugger.runcontrol import RunControl
+from kdbg.debugger.watchdog import release
+from kdbg.errors import GdbError, KdbgError
+
+log = logging.getLogger("kdbg.debugger")
+
+DONE_MARKER = "@@kdbg-done@@"
+CLOSE_BUDGET = 1.5  # s: interrupt, delete, detach through the session's gdb
+RECOVER_BUDGET = 3.0  # s: a fresh gdb's attach and detach, when that failed
+LIVE: weakref.WeakSet[Cleanup] = weakref.WeakSet()  # open sessions, closed at exit
+
+
+class Cleanup(RunControl):
+    """Ending a session, whatever ended it."""
+
+    def interactive(self, banner: str | None = None) -> CleanupReport:
+        """Give the user gdb's prompt on this target (stopped), then clean up.
+
+        The prompt is the same gdb, so breakpoints, symbols and the kdbg helpers
+        (``kdbg-kallsyms``, ``kdbg-break``...) are there. ``kdbg-done``, ``quit`` or Ctrl-]
+        ends it; then kdbg deletes the breakpoints, resumes the target and detaches.
+        """
+        if self.running:
+            self.interrupt()
+        text = banner or ""
+        text += (
+            f"kdbg: gdb on {self.endpoint} ({self.transport}); the target is stopped.\n"
+            "kdbg: type 'kdbg-done' or 'quit' (or press Ctrl-]) to resume the target and "
+            "return; every breakpoint is deleted then.\n"
+        )
+        why = self.gdb.interact(text, done_marker=DONE_MARKER.encode())
+        log.debug("interactive session ended: %s", why)
+        # The user's own breakpoints are deleted too: they live in this session's gdb.
+        with contextlib.suppress(GdbError):
+            if self.gdb.alive:
+                self._refresh_breakpoints()
+        return self.close()
+
+    def _refresh_breakpoints(self) -> None:
+        reply = self.gdb.command("-break-list", 10.0)
+        table = reply.payload.get("BreakpointTable", {})
+        for item in table.get("body", []):
+            b = item.get("bkpt", item) if isinstance(item, dict) else {}
+            num = as_int(b.get("number"))
+            addr = as_int(b.get("addr")) or 0
+            if num is not None and num not in self.breakpoints:
+                self.breakpoints[num] = Breakpoint(num, addr, "user", "hw" in str(b.get("type")))
+
+    def detach(self, timeout: float = 10.0) -> None:
+        """Detach from a stopped target; the stub resumes it."""
+        self._detaching = True
+        self.gdb.command("-target-detach", timeout)
+        self.running = True
+
+    def close(self, timeout: float = CLOSE_BUDGET) -> CleanupReport:
+        """Delete our breakpoints, resume the target, detach and stop gdb. Idempotent.
+
+        Through this session's gdb it takes at most ``timeout`` s; if that fails (gdb died,
+        the target does not answer), a fresh gdb attaches and detaches within
+        :data:`RECOVER_BUDGET` s more, and a target that is gone is said to be gone at
+        once. Ctrl-C and SIGTERM wait until this is done. Never raises for cleanup
+        failures: returns a :class:`CleanupReport` (and writes it to stderr when the
+        session is ``loud`` and something could not be done).
+        """
+        if self.closed and self.last_report is not None:
+            return self.last_report
+        self.closed = True
+        self.gdb.cancel = lambda: False  # the clean-up itself is never abandoned
+        report = CleanupReport()
+        with signals_deferred():
+            try:
+                self._cleanup(report, time.monotonic() + timeout)
+            finally:
+                self.gdb.kill()
+                self._restore_sigterm()
+                self._disarm()
+                if self._tmpfile is not None:
+                    with contextlib.suppress(OSError):
+                        self._tmpfile.unlink()
+        self.last_report = report
+        if not report.ok and self._loud:
+            sys.stderr.write(f"kdbg: WARNING: {report.message()}\n")
+            sys.stderr.flush()
+        return report
+
+    def _cleanup(self, report: CleanupReport, deadline: float) -> None:
+        def left() -> float:
+            return max(deadline - time.monotonic(), 0.1)
+
+        if self.gdb.alive:
+            try:
+                if self.running:
+                    self.interrupt(left())
+                    report.steps.append("interrupted the target")
+                for num in sorted(self.breakpoints):
+                    self.gdb.command(f"-break-delete {num}", left())
+                    report.steps.append(f"deleted breakpoint {num}")
+                self.breakpoints.clear()
+                self.detach(left())
+                report.steps.append("detached (the target resumed)")
+                # detached: gdb has nothing left to do, and exiting by itself with a big
+                # vmlinux loaded takes longer than being killed
+                return
+            except (GdbError, OSError) as err:
+                report.steps.append(f"gdb failed during cleanup: {err}")
+                log.debug("cleanup through gdb failed: %s", err)
+        else:
+            report.steps.append(f"gdb was gone: {self.gdb.dead_reason}")
+        self.gdb.kill()
+        self._recover(report, RECOVER_BUDGET)
+
+    def _recover(self, report: CleanupReport, timeout: float) -> None:
+        """With the session's gdb dead, attach a fresh gdb and detach: the stub then drops
+        every breakpoint and resumes. Reports the target's state when even this fails,
+        and says so at once when nothing is behind the endpoint any more."""
+        bps = ", ".join(f"0x{b.address:x}" for b in self.breakpoints.values())
+        if self.endpoint.kind == "serial" and self.running and self.interrupter is not None:
+            with contextlib.suppress(KdbgError, OSError):
+                self.interrupter()  # kgdb answers a fresh gdb only once stopped
+        result = release(self.endpoint, gdb=self._gdb_path, prefix=self._gdb_prefix,
+                         timeout=timeout)
+        if result.ok:
+            self.breakpoints.clear()
+            self.running = True
+            report.steps.append(result.detail)
+            return
+        report.ok = False
+        report.problems.append(result.detail)
+        if result.gone:
+            report.target_state = f"gone ({self.endpoint} has nothing behind it)"
+            return
+        state = "running" if self.running else "STOPPED (halted in the debugger)"
+        report.target_state = (
+            f"{state} on {self.endpoint}, with kdbg's breakpoints possibly still set"
+            + (f" at {bps}" if bps else "")
+            + "; attach gdb and detach to release it"
+        )
+
+    def _abandon(self) -> CleanupReport:
+        """A connect that failed half-way: detach if attached, else just stop gdb."""
+        self.closed = True
+        report = CleanupReport(target_state="running, untouched (gdb had not attached)")
+        with signals_deferred():
+            try:
+                if self._attached:
+                    report.target_state = "running, no kdbg breakpoints"
+                    try:
+                        self.detach(0.5)
+                        report.steps.append("detached (the target resumed)")
+                    except (GdbError, OSError):
+                        self.gdb.kill()
+                        self._recover(report, RECOVER_BUDGET)
+            finally:
+                self.gdb.kill()
+                self._disarm()
+                if self._tmpfile is not None:
+                    with contextlib.suppress(OSError):
+                        self._tmpfile.unlink()
+        self.last_report = report
+        return report
+
+    def _disarm(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.disarm()
+            self._watchdog = None
+
+    def _install_sigterm(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+            return
+
+        def on_term(signum: int, frame: FrameType | None) -> None:
+            raise SessionInterrupted("terminated by SIGTERM; cleaning up the debug session")
+
+        self._old_sigterm = signal.signal(signal.SIGTERM, on_term)
+
+    def _restore_sigterm(self) -> None:
+        if self._old_sigterm is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._old_sigterm)
+            self._old_sigterm = None
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM off while cleanup runs (a second signal must not leave a
+    mess); cleanup is bounded, and the command ends right after it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    def note(sig: int, frame: FrameType | None) -> None:
+        log.warning("cleaning up; please wait")
+
+    old = {sig: signal.signal(sig, note) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)

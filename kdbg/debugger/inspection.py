@@ -1,0 +1,174 @@
+"""Reading a stopped target: registers, memory, symbols, instructions, backtraces."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Sequence
+
+from kdbg.debugger import dropsite
+from kdbg.debugger.mi import Record, as_int
+from kdbg.debugger.model import Frame, Instruction, Stop
+from kdbg.debugger.state import SessionState
+from kdbg.errors import BadInput, GdbError
+from kdbg.symbols.sources import source_roots, tree_relative
+
+ARG_REGISTERS = ("rdi", "rsi", "rdx", "rcx", "r8", "r9")
+_WINDOW = 64  # bytes disassembled before a return address before falling back to the start
+
+
+class Inspection(SessionState):
+    """What a session reads from the target while it is stopped."""
+
+    def registers(
+        self, names: Sequence[str] | None = None, timeout: float = 10.0
+    ) -> dict[str, int]:
+        """Register values by name (all general-purpose ones when ``names`` is None)."""
+        if self._regnums is None:
+            reply = self.gdb.command("-data-list-register-names", timeout)
+            self._regnums = {
+                n: i for i, n in enumerate(reply.payload.get("register-names", [])) if n
+            }
+        wanted = list(names) if names is not None else [
+            "rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp",
+            "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rip", "eflags",
+        ]  # fmt: skip
+        unknown = [n for n in wanted if n not in self._regnums]
+        if unknown:
+            raise BadInput(f"unknown register(s): {', '.join(unknown)}")
+        nums = " ".join(str(self._regnums[n]) for n in wanted)
+        reply = self.gdb.command(f"-data-list-register-values x {nums}", timeout)
+        bynum = {as_int(v.get("number")): as_int(v.get("value")) for v in
+                 reply.payload.get("register-values", [])}  # fmt: skip
+        return {n: bynum.get(self._regnums[n]) or 0 for n in wanted}
+
+    def read_args(self, count: int = 6) -> list[int]:
+        """The first ``count`` integer arguments (x86-64 SysV: rdi, rsi, rdx, rcx, r8, r9),
+        valid at a function's entry or at a call instruction (a drop site)."""
+        names = ARG_REGISTERS[: max(0, min(count, len(ARG_REGISTERS)))]
+        regs = self.registers(names)
+        return [regs[n] for n in names]
+
+    def read_memory(self, addr: int, length: int, timeout: float = 10.0) -> bytes:
+        """``length`` bytes of target memory at ``addr``."""
+        reply = self.gdb.command(f"-data-read-memory-bytes 0x{addr:x} {length}", timeout)
+        blocks = reply.payload.get("memory", [])
+        return bytes.fromhex("".join(str(b.get("contents", "")) for b in blocks))
+
+    def symbolize(self, addr: int) -> tuple[str | None, int, str | None]:
+        """(symbol, offset, module) for ``addr`` from kallsyms, else from gdb's symbols."""
+        if self.kallsyms is not None:
+            loc = self.kallsyms.lookup(addr)
+            return loc.symbol, loc.offset, loc.module
+        if addr in self._sym_cache:
+            return self._sym_cache[addr]
+        result: tuple[str | None, int, str | None] = (None, 0, None)
+        if self.vmlinux is not None and self.gdb.alive:
+            with contextlib.suppress(GdbError):
+                text = self.gdb.console(f"info symbol 0x{addr:x}", 10.0)
+                m = re.match(r"(\S+)(?: \+ (\d+))? in section", text)
+                if m:
+                    result = (m[1], int(m[2] or 0), None)
+        self._sym_cache[addr] = result
+        return result
+
+    def call_before(self, ret: int, timeout: float = 10.0) -> Instruction | None:
+        """The call instruction ending at ``ret``, decoded from a known boundary; or None."""
+        sym, off, _ = self.symbolize(ret)
+        start = ret - off if sym is not None else None
+        windows = []
+        if start is None or off > _WINDOW:
+            windows.append(ret - _WINDOW)
+        if start is not None and off <= 0x10000:
+            windows.append(start)
+        for begin in windows:
+            reply = self.gdb.command(
+                f"-data-disassemble -s 0x{begin:x} -e 0x{ret:x} -- 2", timeout
+            )
+            insns = dropsite.instructions(reply.payload.get("asm_insns", []))
+            ins = dropsite.call_before(insns, ret)
+            if ins is not None:
+                return ins
+        return None
+
+    def backtrace(self, limit: int = 32, timeout: float = 20.0) -> tuple[list[Frame], str | None]:
+        """The frames kdbg can vouch for, and why the list ends early (or None).
+
+        With DWARF (a debug vmlinux) gdb's unwinding is trusted while frames stay in
+        kernel text. Without it (ORC kernels have no frame pointers), frame N>0 is kept
+        only if the instruction before its return address is a direct call to the
+        function of frame N-1; the first frame that fails ends the list.
+        """
+        reply = self.gdb.command(
+            f"-stack-list-frames --no-frame-filters 0 {max(limit - 1, 0)}", timeout
+        )
+        raw = reply.payload.get("stack", [])
+        frames: list[Frame] = []
+        for item in raw:
+            f = item.get("frame", item) if isinstance(item, dict) else {}
+            addr = as_int(f.get("addr"))
+            level = as_int(f.get("level"))
+            if addr is None or level is None:
+                break
+            sym, off, mod = self.symbolize(addr)
+            in_text = sym is not None or (f.get("func") not in (None, "??"))
+            if not in_text:
+                return frames, f"frame {level} (0x{addr:x}) is not in kernel text"
+            if self.has_dwarf:
+                if sym is None:
+                    sym, off = str(f.get("func")), 0
+            elif frames:
+                why = self._verify_return(frames[-1], addr, level, timeout)
+                if why is not None:
+                    return frames, why
+            frames.append(
+                Frame(
+                    level=level,
+                    address=addr,
+                    symbol=sym,
+                    offset=off,
+                    file=tree_relative(f.get("file"), source_roots(self.vmlinux))
+                    if self.has_dwarf else None,
+                    line=as_int(f.get("line")) if self.has_dwarf else None,
+                    module=mod,
+                )
+            )
+        if len(raw) >= limit:
+            return frames, f"limited to {limit} frames"
+        return frames, None
+
+    def _verify_return(self, callee: Frame, ret: int, level: int, timeout: float) -> str | None:
+        hint = "no DWARF: load the -dbg vmlinux, or use the tracer's in-kernel stack"
+        ins = self.call_before(ret, timeout)
+        if ins is None:
+            return f"frame {level} (0x{ret:x}) does not follow a call; {hint}"
+        target, _ = dropsite.call_target(ins.text)
+        if target is None or callee.symbol is None:
+            return f"frame {level} (0x{ret:x}) follows an indirect call; {hint}"
+        tsym, toff, _ = self.symbolize(target)
+        if tsym != callee.symbol or toff != 0:
+            return f"frame {level} (0x{ret:x}) calls {tsym}, not {callee.symbol}; {hint}"
+        return None
+
+    def _stop_from(self, rec: Record, *, backtrace: bool, limit: int) -> Stop:
+        p = rec.payload
+        frame = p.get("frame", {}) if isinstance(p.get("frame"), dict) else {}
+        addr = as_int(frame.get("addr")) or self.registers(["rip"])["rip"]
+        sym, off, _ = self.symbolize(addr)
+        frames: tuple[Frame, ...] = ()
+        truncated = None
+        if backtrace:
+            flist, truncated = self.backtrace(limit)
+            frames = tuple(flist)
+        return Stop(
+            reason=str(p.get("reason", "signal-received" if "signal-name" in p else "stopped")),
+            address=addr,
+            symbol=sym,
+            offset=off,
+            breakpoint=as_int(p.get("bkptno")),
+            thread=p.get("thread-id"),
+            backtrace=frames,
+            truncated=truncated,
+            file=tree_relative(frame.get("file"), source_roots(self.vmlinux)),
+            line=as_int(frame.get("line")),
+        )

@@ -1,0 +1,145 @@
+"""The layout's rules, read from the source with ``ast`` (docs/architecture.md).
+
+Every module under kdbg/ belongs to a room: a package (``kdbg/trace/``) or a
+top-level module (``kdbg/errors.py``). A room imports only the rooms its row of
+:data:`ALLOWED` names (type-only imports count too), so the rooms form no cycle;
+and no module imports another module's private name (``_x``).
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+KDBG = Path(__file__).resolve().parents[2] / "kdbg"
+
+# Cross-cutting modules any room may use: the version, typed errors, repository and
+# cache directories, Ctrl-C as a flag, the lifetime of child processes.
+BASE = frozenset({"kdbg", "errors", "dirs", "signals", "lifetime"})
+
+# room -> the rooms it may import (besides itself and BASE). Keep in step with the
+# picture in docs/architecture.md; lowest rooms first.
+ALLOWED: dict[str, frozenset[str]] = {
+    "kdbg": frozenset(),
+    "errors": frozenset(),
+    "dirs": frozenset(),
+    "signals": frozenset(),
+    "lifetime": frozenset(),
+    "symbols": frozenset(),
+    "trace": frozenset({"symbols"}),
+    "lab": frozenset({"symbols"}),
+    "guard": frozenset({"symbols"}),
+    "drops": frozenset({"symbols", "trace", "lab"}),
+    "path": frozenset({"symbols", "trace"}),
+    "target": frozenset({"symbols", "lab"}),
+    "debugger": frozenset({"symbols", "trace", "guard", "target", "lab"}),
+    "breakwatch": frozenset({"symbols", "trace", "guard", "target", "lab", "debugger",
+                             "drops"}),
+    "demo": frozenset({"symbols", "trace", "lab", "drops", "breakwatch"}),
+    "doctor": frozenset({"symbols", "trace", "lab"}),
+    "cli": frozenset({"symbols", "trace", "lab", "guard", "drops", "path", "target",
+                      "debugger", "breakwatch", "demo", "doctor"}),
+    "__main__": frozenset({"cli"}),
+}
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(KDBG.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def room(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "kdbg"
+
+
+def imports(path: Path) -> Iterator[tuple[str, list[str]]]:
+    """(imported module, names taken from it) for every kdbg import in ``path``."""
+    module = module_name(path)
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if target == "kdbg" or target.startswith("kdbg."):
+                yield target, [a.name for a in node.names]
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name == "kdbg" or alias.name.startswith("kdbg."):
+                    yield alias.name, []
+
+
+MODULES = sorted(KDBG.rglob("*.py"))
+
+
+def room_edges() -> dict[tuple[str, str], list[str]]:
+    edges: dict[tuple[str, str], list[str]] = {}
+    for path in MODULES:
+        here = module_name(path)
+        for target, _names in imports(path):
+            if room(here) != room(target):
+                edges.setdefault((room(here), room(target)), []).append(f"{here} -> {target}")
+    return edges
+
+
+def test_every_room_is_in_the_table() -> None:
+    rooms = {room(module_name(p)) for p in MODULES}
+    assert rooms <= ALLOWED.keys(), f"rooms missing from ALLOWED: {rooms - ALLOWED.keys()}"
+
+
+def test_the_table_has_no_cycle() -> None:
+    seen: dict[str, int] = {}  # 1: on the path, 2: done
+
+    def visit(r: str, trail: tuple[str, ...]) -> None:
+        if seen.get(r) == 2:
+            return
+        assert seen.get(r) != 1, f"cycle: {' -> '.join((*trail, r))}"
+        seen[r] = 1
+        for below in ALLOWED[r] | (BASE - {r} if r not in BASE else set()):
+            visit(below, (*trail, r))
+        seen[r] = 2
+
+    for r in ALLOWED:
+        visit(r, ())
+
+
+def test_rooms_import_only_rooms_below() -> None:
+    wrong = [line for (src, dst), lines in room_edges().items()
+             if dst not in ALLOWED[src] and not (dst in BASE and src not in BASE)
+             for line in lines]
+    assert not wrong, "imports against the dependency order:\n" + "\n".join(wrong)
+
+
+def test_no_cycle_between_rooms() -> None:
+    graph: dict[str, set[str]] = {}
+    for src, dst in room_edges():
+        graph.setdefault(src, set()).add(dst)
+    state: dict[str, int] = {}
+
+    def visit(r: str, trail: tuple[str, ...]) -> None:
+        if state.get(r) == 2:
+            return
+        assert state.get(r) != 1, f"import cycle between rooms: {' -> '.join((*trail, r))}"
+        state[r] = 1
+        for nxt in graph.get(r, ()):
+            visit(nxt, (*trail, r))
+        state[r] = 2
+
+    for r in list(graph):
+        visit(r, ())
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(KDBG.parent)))
+def test_no_private_name_imported_across_modules(path: Path) -> None:
+    here = module_name(path)
+    private = [f"{target}.{name}" for target, names in imports(path) for name in names
+               if name.startswith("_") and not name.startswith("__") and target != here]
+    assert not private, f"{here} imports private names: {private}"

@@ -1,0 +1,234 @@
+"""``watch --break``'s loop (:class:`kdbg.breakwatch.BreakWatch`) driven by a fake
+session and a recorded tracer (a JSON-lines file through a real CommandSource)."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+from typing import Any
+
+import pytest
+
+from kdbg.breakwatch import BreakConfig, BreakWatch, Hit
+from kdbg.breakwatch.sources import CommandSource
+from kdbg.debugger.errors import GdbCancelled
+from kdbg.debugger.livemodules import ModuleChange
+from kdbg.debugger.model import Breakpoint, CleanupReport, DropSite, Stop
+from kdbg.drops.watch import WatchConfig
+from kdbg.errors import GdbTimeout
+from kdbg.guard.decision import BreakpointRefused
+from kdbg.guard.judge import Guard
+from kdbg.symbols.kallsyms import ModuleSpan
+from tests.conftest import DATA
+
+JSONL = DATA / "jsonl" / "netfilter_drop.6.18.jsonl"
+SITE = 0xFFFFFFFF81F657B8  # every drop in the file: nft_do_chain+0x3e8
+CALL = SITE - 5
+SKB = 0xFFFF8881D3E4F500
+
+
+def recorded() -> CommandSource:
+    """The tracer as recorded: ready first, then its 23 drops and summary."""
+    return CommandSource(f"echo 'kdbg: watching skb:kfree_skb' >&2; sleep 0.3; "
+                         f"cat {shlex.quote(str(JSONL))}")
+
+
+class FakeGdb:
+    def __init__(self) -> None:
+        self.cancel: Any = None
+
+    def poll(self, timeout: float) -> None:
+        pass
+
+
+class FakeSession:
+    """The Session methods a break-watch uses; ``calls`` records them in order.
+    ``stops`` are handed out by wait_stop once armed; ``on_wait`` runs on each wait."""
+
+    def __init__(self, *, refuse: BreakpointRefused | None = None,
+                 stops: int = 1, on_wait: Any = None) -> None:
+        self.gdb = FakeGdb()
+        self.lost: str | None = None
+        self.vmlinux = None
+        self.kallsyms = None
+        self.calls: list[str] = []
+        self.refuse = refuse
+        self.stops = stops
+        self.on_wait = on_wait
+        self.armed: Breakpoint | None = None
+
+    def resume(self, timeout: float = 10.0) -> None:
+        self.calls.append("resume")
+
+    def break_drop_site(self, location: int, *, hw: bool = False, force: bool = False,
+                        stack: Any = ()) -> tuple[DropSite, Breakpoint]:
+        self.calls.append(f"break_drop_site 0x{location:x} hw={hw}")
+        if self.refuse is not None:
+            raise self.refuse
+        site = DropSite(location=location, call_addr=CALL, call_len=5,
+                        callee="sk_skb_reason_drop", caller="nft_do_chain+0x3e3",
+                        instruction="call sk_skb_reason_drop")
+        self.armed = Breakpoint(1, CALL, "nft_do_chain+0x3e3", hw)
+        return site, self.armed
+
+    def wait_stop(self, timeout: float) -> Stop:
+        if self.on_wait is not None:
+            self.on_wait()
+        if self.armed is None or self.stops == 0:
+            raise GdbTimeout("no stop")
+        self.stops -= 1
+        self.calls.append("stopped")
+        return Stop("breakpoint-hit", CALL, "nft_do_chain", 0x3E3, breakpoint=1)
+
+    def read_args(self, count: int = 6) -> list[int]:
+        return [0xFFFF888100000000, SKB][:count]
+
+    def delete(self, bp: Breakpoint) -> None:
+        self.calls.append(f"delete {bp.number}")
+        self.armed = None
+
+    def close(self) -> CleanupReport:
+        self.calls.append("close")
+        return CleanupReport(steps=["detached (the target resumed)"])
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, Any]] = []
+
+    def kinds(self) -> list[str]:
+        return [k for k, _ in self.events]
+
+    def of(self, kind: str) -> list[Any]:
+        return [v for k, v in self.events if k == kind]
+
+    def progress(self, message: str) -> None:
+        self.events.append(("progress", message))
+
+    def drop(self, event: Any) -> None:
+        self.events.append(("drop", event))
+
+    def armed(self, site: DropSite, bp: Breakpoint, event: Any, seconds: float) -> None:
+        self.events.append(("armed", (site, bp)))
+
+    def refused(self, decision: Any, event: Any) -> None:
+        self.events.append(("refused", decision))
+
+    def hit(self, hit: Hit) -> None:
+        self.events.append(("hit", hit))
+
+    def record(self, record: dict[str, object]) -> None:
+        self.events.append(("record", record))
+
+    def cleanup(self, report: CleanupReport) -> None:
+        self.events.append(("cleanup", report))
+
+
+class FakeFollower:
+    """A module follower whose guest changes once, with ``change``."""
+
+    def __init__(self, change: ModuleChange) -> None:
+        self.change: ModuleChange | None = change
+        self.closed = 0
+
+    def due(self, session: Any, module: str | None = None) -> bool:
+        return self.change is not None and session.armed is not None
+
+    def refresh(self, session: Any) -> ModuleChange:
+        change, self.change = self.change, None
+        assert change is not None
+        return change
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+def watch(session: FakeSession, cfg: BreakConfig | None = None, *,
+          wcfg: WatchConfig | None = None, follower: Any = None) -> tuple[BreakWatch, Sink]:
+    sink = Sink()
+    bw = BreakWatch(wcfg or WatchConfig(duration=20), cfg or BreakConfig(lab="lab"), sink,
+                    session, recorded(), follow=lambda: follower)  # type: ignore[arg-type]
+    return bw, sink
+
+
+def test_a_matching_drop_arms_and_the_hit_is_reported() -> None:
+    session = FakeSession()
+    bw, sink = watch(session, BreakConfig(lab="lab", hw_break=True))
+    outcome = bw.run()
+    assert session.calls[:2] == ["resume", f"break_drop_site 0x{SITE:x} hw=True"]
+    assert session.calls[2:] == ["stopped", "delete 1", "resume", "close"]
+    (site, bp), = sink.of("armed")
+    assert (site.call_addr, bp.number, bp.hw) == (CALL, 1, True)
+    (hit,) = sink.of("hit")
+    assert hit.number == 1 and hit.stop.symbol == "nft_do_chain"
+    assert hit.skb is not None and hit.skb.address == SKB
+    assert hit.kernel_stack is not None and hit.kernel_stack[1] == "nft_do_chain+0x3e8"
+    assert sink.kinds().index("hit") < sink.kinds().index("cleanup")
+    assert len(sink.of("cleanup")) == 1 and sink.of("cleanup")[0].ok
+    assert (outcome.hits, outcome.armed, outcome.interrupted, outcome.exit_status) == (
+        1, True, False, 0)
+
+
+def test_cleanup_runs_once_even_when_the_loop_fails() -> None:
+    def lose() -> None:
+        session.lost = "gdb lost its connection to tcp:127.0.0.1:1"
+
+    session = FakeSession(stops=0, on_wait=lose)
+    bw, sink = watch(session)
+    with pytest.raises(Exception, match="the target is gone"):
+        bw.run()
+    assert session.calls.count("close") == 1 and len(sink.of("cleanup")) == 1
+
+
+def test_a_refused_breakpoint_is_reported_with_its_reason() -> None:
+    guard = Guard(None, missing="the debugger was given no kallsyms of the target")
+    decision = guard.judge(SITE, transport="kgdboe")
+    session = FakeSession(refuse=BreakpointRefused("refused", decision=decision))
+    bw, sink = watch(session, wcfg=WatchConfig(count=23, duration=20))
+    outcome = bw.run()
+    (refused,) = sink.of("refused")  # one verdict per site, not one per drop
+    assert refused.refused and "no kallsyms" in refused.why
+    assert [c for c in session.calls if c.startswith("break")] == [
+        f"break_drop_site 0x{SITE:x} hw=False"]
+    assert len(sink.of("drop")) == 23 and session.calls[-1] == "close"
+    assert (outcome.hits, outcome.armed, outcome.exit_status) == (0, False, 3)
+
+
+def test_module_changes_are_followed_and_a_breakpoint_that_went_is_deleted() -> None:
+    span = ModuleSpan("nf_tables", CALL - 0x100, 0x1000)
+    change = ModuleChange(("xt_foo",), ("nf_tables",), ("xt_foo",), (span,))
+    follower = FakeFollower(change)
+    session = FakeSession(stops=0)
+    bw, sink = watch(session, wcfg=WatchConfig(count=23, duration=20), follower=follower)
+    bw.run()
+    (record,) = [r for r in sink.of("record") if r.get("type") == "modules"]
+    assert record == {"type": "modules", "loaded": ["xt_foo"], "unloaded": ["nf_tables"],
+                      "debug_files": ["xt_foo"],
+                      "removed_breakpoint": {"number": 1, "address": f"0x{CALL:x}",
+                                             "label": "nft_do_chain+0x3e3"}}
+    assert "delete 1" in session.calls
+    assert session.calls.count(f"break_drop_site 0x{SITE:x} hw=False") == 2  # armed afresh
+    assert follower.closed == 1 and session.calls.count("close") == 1
+
+
+def test_ctrl_c_ends_the_watch_cleanly() -> None:
+    session = FakeSession(stops=0, on_wait=lambda: os.kill(os.getpid(), signal.SIGINT))
+    bw, sink = watch(session)
+    outcome = bw.run()
+    assert outcome.interrupted and outcome.exit_status == 0 and outcome.armed
+    assert session.calls[-1] == "close" and session.calls.count("close") == 1
+    assert len(sink.of("cleanup")) == 1
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    assert not [m for m in sink.of("progress") if m.startswith("the tracer ended")]
+
+
+def test_a_cancelled_gdb_command_ends_the_watch_cleanly() -> None:
+    def cancel() -> None:
+        raise GdbCancelled("cancelled")
+
+    session = FakeSession(stops=0, on_wait=cancel)
+    bw, sink = watch(session)
+    outcome = bw.run()
+    assert outcome.armed and outcome.hits == 0
+    assert session.calls.count("close") == 1 and len(sink.of("cleanup")) == 1
