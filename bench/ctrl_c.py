@@ -23,6 +23,7 @@ record. A benchmark prints figures; it is not a timed test.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import queue
@@ -39,6 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from kdbg import lab  # noqa: E402
+from kdbg.errors import LabLost  # noqa: E402
 
 PORT = 5555
 SENDER = ["bash", "-c", f"while read l; do echo x > /dev/udp/127.0.0.1/{PORT}; done"]
@@ -138,7 +140,12 @@ def main() -> int:
                                        f"2>/dev/null || iptables -A INPUT -p udp --dport "
                                        f"{PORT} -j DROP"])
         sender = lab.stream(args.lab, SENDER, stdin=True)
-        threading.Thread(target=lambda: [None for _ in sender], daemon=True).start()
+        def drain() -> None:  # the sender's output; its channel closes at the end
+            with contextlib.suppress(LabLost):
+                for _ in sender:
+                    pass
+
+        threading.Thread(target=drain, daemon=True).start()
 
         def fire() -> None:
             sender.send_stdin(b"x\n")

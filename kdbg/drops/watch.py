@@ -80,13 +80,23 @@ class Watch:
         self.spec_is_early = flt.c_dev(self.spec) == flt.c_packet(self.spec) == flt.NO_FILTER
         # Causes are computed per cause key; NETFILTER_DROP's needs the stack (the hook).
         self.causes = CauseFinder() if cfg.causes and not self.stats_only else None
+        cause_stacks = self._stack_reason() if self.causes is not None else -1
         self.text = build(
             self.tp, offsets.for_running_kernel(), self.spec,
-            ProgramOptions(stack=cfg.stack or self.causes is not None,
+            ProgramOptions(stack=cfg.stack or cause_stacks >= 0,
+                           stack_reason=-1 if cfg.stack else cause_stacks,
                            stats_only=self.stats_only,
                            ringbuf_pages=cfg.buffer_pages),
         )
         self.lines = None if self.stats_only else self._lines(cfg.vmlinux)
+
+    def _stack_reason(self) -> int:
+        """The one reason whose stack the causes read (NETFILTER_DROP's: the hook), or -1
+        when this kernel has no such reason (then the causes need no stack at all)."""
+        try:
+            return self.reasons.code("NETFILTER_DROP")
+        except KdbgError:
+            return -1
 
     def _lines(self, vmlinux: str | None) -> DropLines | None:
         """file:line from ``vmlinux`` (its errors are the user's to see), else from the

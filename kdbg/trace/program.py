@@ -18,6 +18,7 @@ class ProgramOptions:
     """Knobs that change the generated text."""
 
     stack: bool = False
+    stack_reason: int = -1  # with ``stack``: only this reason's stacks; -1: every drop's
     stats_only: bool = False
     stats_by_dev: bool = False  # the stats key carries netns and ifname (kdbg exporter)
     ringbuf_pages: int = 256
@@ -48,6 +49,7 @@ def build(
         "TP_OFF_RX_SK": rx_sk.offset if rx_sk else -1,
         **offsets,
         "WANT_STACK": int(opts.stack),
+        "STACK_REASON": opts.stack_reason,
         "STATS_ONLY": int(opts.stats_only),
         "COUNT_EARLY": int(flt.c_dev(spec) == flt.c_packet(spec) == flt.NO_FILTER),
         "DEV_FILTER": int(flt.c_dev(spec) != flt.NO_FILTER),

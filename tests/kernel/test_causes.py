@@ -387,3 +387,24 @@ def test_stats_program_is_the_same_with_and_without_causes() -> None:
         texts.append(proc.stdout)
     assert texts[0] == texts[1]
     assert "#define WANT_STACK       0" in texts[0]
+
+
+def test_streaming_causes_take_only_netfilter_drop_stacks() -> None:
+    """Only NETFILTER_DROP's cause reads the stack (the hook): the program walks no other
+    drop's stack, unless --stack asks for every one."""
+    from kdbg.symbols.reasons import ReasonTable
+    from kdbg.symbols import tpformat
+
+    code = ReasonTable.from_tpformat(tpformat.load("skb", "kfree_skb")).code("NETFILTER_DROP")
+
+    def program(*extra: str) -> str:
+        proc = subprocess.run([*KDBG, "watch", "--print-bpf", *extra], capture_output=True,
+                              text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    causes = program()
+    assert "#define WANT_STACK       1" in causes
+    assert f"#define STACK_REASON     {code}\n" in causes
+    assert "#define STACK_REASON     -1\n" in program("--stack")
+    assert "#define WANT_STACK       0" in program("--no-causes")

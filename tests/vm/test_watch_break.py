@@ -123,6 +123,10 @@ def test_netfilter_drop_breaks_at_nft_do_chain(lab: str) -> None:
     gdb_frames = [(f["symbol"], f.get("file")) for f in hit["backtrace"]]
     assert ("nft_do_chain", "net/netfilter/nf_tables_core.c") in gdb_frames, gdb_frames
     assert ("nf_hook_slow", "net/netfilter/core.c") in gdb_frames, gdb_frames
+    # the hit names the rule that decided, read in the guest by its own kdbg
+    rule = hit["cause"]["rule"]
+    assert (rule["family"], rule["table"], rule["chain"]) == ("ip", "filter", "INPUT"), rule
+    assert rule["text"] == f"udp dport {PORT} counter drop # handle {rule['handle']}", rule
     assert "gdb has the debug files of" in err and "nf_tables" in err
     drops = of(recs, "drop")
     assert drops and all(d["file"] == "net/netfilter/nf_tables_core.c" for d in drops)
