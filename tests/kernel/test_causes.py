@@ -392,8 +392,8 @@ def test_stats_program_is_the_same_with_and_without_causes() -> None:
 def test_streaming_causes_take_only_netfilter_drop_stacks() -> None:
     """Only NETFILTER_DROP's cause reads the stack (the hook): the program walks no other
     drop's stack, unless --stack asks for every one."""
-    from kdbg.symbols.reasons import ReasonTable
     from kdbg.symbols import tpformat
+    from kdbg.symbols.reasons import ReasonTable
 
     code = ReasonTable.from_tpformat(tpformat.load("skb", "kfree_skb")).code("NETFILTER_DROP")
 
