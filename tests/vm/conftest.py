@@ -70,28 +70,11 @@ def wait_until(ok: Callable[[], object], timeout: float, what: str,
         time.sleep(every)
 
 
-# What the kernel prints (pr_crit, on the console) as SysRq-G hands it to kgdb:
-# "Entering KGDB", or with CONFIG_KGDB_KDB "KGDB or $3#33 for KDB".
-KGDB_ENTERED = ("Entering KGDB", "for KDB")
+def wait_halted(lab: str, timeout: float = 60) -> None:
+    """Wait until lab ``lab``'s guest stops answering its exec channel: kgdb has the
+    kernel (after SysRq-G or a break-in). The console is no sign of it: kgdb's own
+    "Entering KGDB" line reaches the console only once the kernel runs again."""
+    from kdbg.lab import guest
 
-
-def console_size(lab: str) -> int:
-    """How much of lab ``lab``'s console log there is now (a mark for :func:`wait_console`)."""
-    from kdbg.lab import vm
-
-    return Path(vm.require(lab).console_log).stat().st_size
-
-
-def wait_console(lab: str, since: int, needles: tuple[str, ...], timeout: float = 60) -> None:
-    """Wait until lab ``lab``'s console log, after byte ``since``, shows one of ``needles``."""
-    from kdbg.lab import vm
-
-    path = Path(vm.require(lab).console_log)
-
-    def seen() -> bool:
-        with open(path, "rb") as f:
-            f.seek(since)
-            text = f.read().decode(errors="replace")
-        return any(n in text for n in needles)
-
-    wait_until(seen, timeout, f"{' or '.join(needles)} on the console of lab {lab}")
+    wait_until(lambda: not guest.is_running(lab, timeout=1.0), timeout,
+               f"lab {lab}'s guest halted in kgdb")

@@ -66,6 +66,13 @@ class Lab:
     def drop(self) -> None:
         self.sender.send_stdin(b"x\n")
 
+    def close(self) -> None:
+        """End the sender and take the DROP rule out: the lab is shared with other
+        modules, which expect UDP to that port to find no socket, not a rule."""
+        self.sender.close()
+        self.labmod.run(self.name, ["iptables", "-D", "INPUT", "-p", "udp", "--dport",
+                                    str(PORT), "-j", "DROP"])
+
     def answers(self) -> bool:
         return bool(self.labmod.run(self.name, ["true"], timeout=20).status == 0)
 
@@ -77,7 +84,7 @@ def lab(default_lab: str) -> Iterator[Lab]:
     try:
         yield the_lab
     finally:
-        the_lab.sender.close()
+        the_lab.close()
 
 
 # -- processes ----------------------------------------------------------------

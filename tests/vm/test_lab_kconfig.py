@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import need
-from tests.vm.conftest import KGDB_ENTERED, console_size, wait_console
+from tests.vm.conftest import wait_halted
 
 
 def build_needs() -> None:
@@ -74,9 +74,8 @@ def test_kgdb_kernel_builds_boots_and_kgdboc_answers_gdb() -> None:
         trigger = __import__("threading").Thread(
             target=lambda: guest.run(name, ["sh", "-c", "echo g > /proc/sysrq-trigger"],
                                      timeout=None), daemon=True)
-        mark = console_size(name)
         trigger.start()
-        wait_console(name, mark, KGDB_ENTERED)
+        wait_halted(name)
         r = subprocess.run(
             ["gdb", "--nx", "-batch", "-ex", "set remotetimeout 30", "-ex",
              f"file {kernel.vmlinux}", "-ex", f"target remote {info.gdb_target}",
