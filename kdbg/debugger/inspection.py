@@ -111,7 +111,10 @@ class Inspection(SessionState):
             if addr is None or level is None:
                 break
             sym, off, mod = self.symbolize(addr)
-            in_text = sym is not None or (f.get("func") not in (None, "??"))
+            # With the target's kallsyms, text is what it covers (core and module text):
+            # gdb names any address its DWARF has a symbol at, per-CPU data at 0x6 too.
+            in_text = sym is not None or (
+                self.kallsyms is None and f.get("func") not in (None, "??"))
             if not in_text:
                 return frames, f"frame {level} (0x{addr:x}) is not in kernel text"
             if self.has_dwarf:

@@ -119,3 +119,30 @@ def test_vmlinux_inspect(tmp_path) -> None:  # type: ignore[no-untyped-def]
     (tmp_path / "junk").write_bytes(b"not an elf")
     with pytest.raises(BadInput):
         inspect(tmp_path / "junk")
+
+
+def test_backtrace_ends_where_kallsyms_sees_no_text() -> None:
+    """gdb's DWARF names 0x6 fixed_percpu_data (per-CPU data sits at 0): with the
+    target's kallsyms the frame is not in kernel text, and the backtrace ends there."""
+    from types import SimpleNamespace
+
+    from kdbg.debugger.inspection import Inspection
+    from kdbg.debugger.mi import Record
+    from kdbg.symbols.kallsyms import Kallsyms
+
+    ksyms = Kallsyms.parse("ffffffff81000000 T _stext\nffffffff81368c00 T do_sys_openat2\n"
+                           "ffffffff81369150 T __x64_sys_openat\nffffffff82000000 T _etext\n"
+                           "0000000000000000 A fixed_percpu_data\n")
+    stack = [{"frame": {"level": "0", "addr": "0xffffffff81368c00", "func": "do_sys_openat2",
+                        "file": "fs/open.c", "line": "1306"}},
+             {"frame": {"level": "1", "addr": "0xffffffff813691bc", "func": "__x64_sys_openat",
+                        "file": "fs/open.c", "line": "1336"}},
+             {"frame": {"level": "2", "addr": "0x6", "func": "fixed_percpu_data"}}]
+    reply = Record(kind="result", klass="done", payload={"stack": stack}, token=None)
+    insp = object.__new__(Inspection)
+    insp.__dict__.update(gdb=SimpleNamespace(command=lambda *a: reply), kallsyms=ksyms,
+                         has_dwarf=True, vmlinux=None, _sym_cache={})
+    frames, why = insp.backtrace()
+    assert [(f.symbol, f.offset) for f in frames] == [("do_sys_openat2", 0),
+                                                     ("__x64_sys_openat", 0x6c)]
+    assert why == "frame 2 (0x6) is not in kernel text"
