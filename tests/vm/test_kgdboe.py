@@ -95,12 +95,12 @@ def _break_watch(name: str, symbol: str) -> subprocess.Popen[str]:
 
 
 def _armed(proc: subprocess.Popen[str], seen: list[str], timeout: float = 180) -> float:
-    """Wait for the 'armed' line on stderr (keeping every line in ``seen``); the time it
-    took."""
+    """Wait for the 'armed' line on stderr (keeping every line in ``seen``, behind the
+    seconds it came after the start); the time it took."""
     assert proc.stderr is not None
     start = time.monotonic()
     for line in proc.stderr:
-        seen.append(line.rstrip())
+        seen.append(f"[{time.monotonic() - start:5.1f} s] {line.rstrip()}")
         if " armed at " in line:
             return time.monotonic() - start
         assert time.monotonic() - start < timeout, "not armed in time"
