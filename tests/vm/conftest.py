@@ -10,6 +10,7 @@ need another kernel or transport (6.12, the kgdb kernel) boot their own.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -78,3 +79,32 @@ def wait_halted(lab: str, timeout: float = 60) -> None:
 
     wait_until(lambda: not guest.is_running(lab, timeout=1.0), timeout,
                f"lab {lab}'s guest halted in kgdb")
+
+
+def start_time(pid: int) -> str | None:
+    """``pid``'s start time from /proc (None once it is gone or a zombie)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    return None if fields[0] == "Z" else fields[19]
+
+
+def descendants(pid: int) -> dict[int, str]:
+    """Every live descendant of ``pid``, with its start time (to tell a reused PID)."""
+    children: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            with contextlib.suppress(OSError, IndexError):
+                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(d.name))
+    out: dict[int, str] = {}
+    todo = list(children.get(pid, []))
+    while todo:
+        p = todo.pop()
+        start = start_time(p)
+        if start is not None:
+            out[p] = start
+        todo += children.get(p, [])
+    return out

@@ -29,6 +29,8 @@ from typing import Any
 
 import pytest
 
+from tests.vm.conftest import descendants, start_time
+
 PORT = 5555
 SENDER = ["bash", "-c", f"while read l; do echo x > /dev/udp/127.0.0.1/{PORT}; done"]
 WATCH = ["watch", "--reason", "NETFILTER_DROP", "--proto", "udp", "--dport", str(PORT),
@@ -90,39 +92,11 @@ def lab(default_lab: str) -> Iterator[Lab]:
 # -- processes ----------------------------------------------------------------
 
 
-def _start_time(pid: int) -> str | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[1].split()
-    return None if fields[0] == "Z" else fields[19]
-
-
-def descendants(pid: int) -> dict[int, str]:
-    """Every live descendant of ``pid``, with its start time (to tell a reused PID)."""
-    children: dict[int, list[int]] = {}
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            with contextlib.suppress(OSError, IndexError):
-                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                children.setdefault(ppid, []).append(int(d.name))
-    out: dict[int, str] = {}
-    todo = list(children.get(pid, []))
-    while todo:
-        p = todo.pop()
-        start = _start_time(p)
-        if start is not None:
-            out[p] = start
-        todo += children.get(p, [])
-    return out
-
-
 def left_over(procs: dict[int, str], within: float) -> list[str]:
     """Those of ``procs`` still running after ``within`` s, as 'PID cmdline'."""
     deadline = time.monotonic() + within
     while True:
-        alive = [p for p, start in procs.items() if _start_time(p) == start]
+        alive = [p for p, start in procs.items() if start_time(p) == start]
         if not alive or time.monotonic() > deadline:
             break
         time.sleep(0.05)

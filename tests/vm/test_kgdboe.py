@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import need
+from tests.vm.conftest import descendants
 
 KDBG = [sys.executable, "-m", "kdbg"]
 
@@ -107,27 +108,6 @@ def _armed(proc: subprocess.Popen[str], seen: list[str], timeout: float = 180) -
     raise AssertionError(f"kdbg ended before arming (exit {proc.wait()}): {seen}")
 
 
-def _process_tree(pid: int) -> list[int]:
-    """``pid``'s descendants (deepest first), then ``pid``."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    order: list[int] = []
-
-    def walk(p: int) -> None:
-        for c in children.get(p, []):
-            walk(c)
-        order.append(p)
-
-    walk(pid)
-    return order
-
-
 def test_the_next_kdbg_gets_back_a_target_whose_debugger_was_killed(
         oe_lab: tuple[str, Path]) -> None:
     """The debugging side dies at once while armed on a running KGDBoE target, as when
@@ -148,7 +128,7 @@ def test_the_next_kdbg_gets_back_a_target_whose_debugger_was_killed(
     deadline = time.monotonic() + 60
     while not guest.is_running(name):
         assert time.monotonic() < deadline, "the guest did not run on after arming"
-    tree = _process_tree(first.pid)
+    tree = [*descendants(first.pid), first.pid]
     assert len(tree) > 1, tree  # gdb and the watchdog, at least
     for pid in tree:  # the watchdog before kdbg: it must not see kdbg go
         with contextlib.suppress(ProcessLookupError):
