@@ -11,12 +11,15 @@ need another kernel or transport (6.12, the kgdb kernel) boot their own.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -108,3 +111,58 @@ def descendants(pid: int) -> dict[int, str]:
             out[p] = start
         todo += children.get(p, [])
     return out
+
+
+# -- drops in a lab, and kdbg watch against it ----------------------------------
+
+KDBG = [sys.executable, "-m", "kdbg"]
+
+
+@contextlib.contextmanager
+def udp_drops(lab: str, port: int, every: float) -> Iterator[None]:
+    """A DROP rule for UDP to ``port`` in lab ``lab``'s guest, and a datagram into it
+    every ``every`` seconds, for as long as the block runs; both gone after it."""
+    from kdbg import lab as labmod
+
+    rule = ["INPUT", "-p", "udp", "--dport", str(port), "-j", "DROP"]
+    traffic = None
+    try:
+        done = labmod.run(lab, ["iptables", "-A", *rule])
+        assert done.status == 0, done.stderr
+        traffic = labmod.stream(lab, ["bash", "-c", f"while :; do echo x > "
+                                      f"/dev/udp/127.0.0.1/{port}; sleep {every:g}; done"])
+        yield
+    finally:
+        if traffic is not None:
+            traffic.close()
+        with contextlib.suppress(Exception):
+            labmod.run(lab, ["iptables", "-D", *rule])
+
+
+def kdbg_json(*args: str, timeout: float = 900) -> tuple[int, list[dict[str, Any]], str]:
+    """``kdbg watch --json ARGS``: exit status, its JSON records, its stderr."""
+    proc = subprocess.run([*KDBG, "watch", "--json", *args], capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL)
+    recs = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    return proc.returncode, recs, proc.stderr
+
+
+def of(recs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    """The records of type ``kind``."""
+    return [r for r in recs if r["type"] == kind]
+
+
+def gdbs_on(lab: str) -> list[int]:
+    """gdb processes whose command line names the lab's gdb endpoint (there must be none
+    after kdbg ends)."""
+    from kdbg import lab as labmod
+
+    endpoint = labmod.gdb_endpoint(lab).split(":", 1)[1].encode()
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            with contextlib.suppress(OSError):
+                cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ")
+                if b"gdb" in cmd.split(b" ")[0] and endpoint in cmd:
+                    pids.append(int(d.name))
+    return pids

@@ -11,17 +11,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.conftest import need
+from tests.vm.conftest import gdbs_on, kdbg_json, of, udp_drops
 
-KDBG = [sys.executable, "-m", "kdbg"]
 NAME = "k612t"
 PORT = 5555
 
@@ -40,44 +36,11 @@ def lab() -> Iterator[str]:
     with contextlib.suppress(Exception):
         labmod.down(NAME)
     labmod.up(labmod.LabConfig(name=NAME, kernel="debian:6.12"))
-    traffic = None
     try:
-        done = labmod.run(NAME, ["iptables", "-A", "INPUT", "-p", "udp", "--dport", str(PORT),
-                                 "-j", "DROP"])
-        assert done.status == 0, done.stderr
-        traffic = labmod.stream(NAME, ["bash", "-c", f"while :; do echo x > "
-                                       f"/dev/udp/127.0.0.1/{PORT}; sleep 1; done"])
-        yield NAME
+        with udp_drops(NAME, PORT, every=1):
+            yield NAME
     finally:
-        if traffic is not None:
-            traffic.close()
         labmod.down(NAME)
-
-
-def kdbg_json(*args: str, timeout: float = 900) -> tuple[int, list[dict[str, Any]], str]:
-    proc = subprocess.run([*KDBG, "watch", "--json", *args], capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL)
-    recs = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-    return proc.returncode, recs, proc.stderr
-
-
-def of(recs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
-    return [r for r in recs if r["type"] == kind]
-
-
-def gdbs_on(lab: str) -> list[int]:
-    """gdb processes whose command line names the lab's endpoint (there must be none)."""
-    from kdbg import lab as labmod
-
-    endpoint = labmod.get(lab).gdb_endpoint.split(":", 1)[1].encode()
-    pids = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            with contextlib.suppress(OSError):
-                cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ")
-                if b"gdb" in cmd.split(b" ")[0] and endpoint in cmd:
-                    pids.append(int(d.name))
-    return pids
 
 
 def test_612_kernel_with_borrowed_headers(lab: str) -> None:

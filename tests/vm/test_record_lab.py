@@ -6,17 +6,16 @@ A DROP rule for UDP 5555 in the guest (Debian 6.1 under TCG) and datagrams into 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-KDBG = [sys.executable, "-m", "kdbg"]
+from tests.vm.conftest import KDBG, udp_drops
+
 PORT = 5555
 N = 23
 
@@ -25,23 +24,8 @@ N = 23
 def lab(default_lab: str) -> Iterator[str]:
     """The session's default lab (tests/vm/conftest.py), with a DROP rule for UDP to
     PORT and ten datagrams into it a second while this module runs."""
-    from kdbg import lab as labmod
-
-    name = default_lab
-    traffic = None
-    try:
-        done = labmod.run(name, ["iptables", "-A", "INPUT", "-p", "udp", "--dport", str(PORT),
-                                 "-j", "DROP"])
-        assert done.status == 0, done.stderr
-        traffic = labmod.stream(name, ["bash", "-c", f"while :; do echo x > "
-                                       f"/dev/udp/127.0.0.1/{PORT}; sleep 0.1; done"])
-        yield name
-    finally:
-        if traffic is not None:
-            traffic.close()
-        with contextlib.suppress(Exception):
-            labmod.run(name, ["iptables", "-D", "INPUT", "-p", "udp", "--dport", str(PORT),
-                              "-j", "DROP"])
+    with udp_drops(default_lab, PORT, every=0.1):
+        yield default_lab
 
 
 def test_lab_recording_lands_on_the_host(lab: str, tmp_path: Path) -> None:

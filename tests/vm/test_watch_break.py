@@ -6,17 +6,15 @@ tracer runs in the guest, gdb reaches the guest through QEMU's stub.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-KDBG = [sys.executable, "-m", "kdbg"]
+from tests.vm.conftest import KDBG, gdbs_on, kdbg_json, of, udp_drops
+
 PORT = 5555
 
 
@@ -24,49 +22,8 @@ PORT = 5555
 def lab(default_lab: str) -> Iterator[str]:
     """The session's default lab (tests/vm/conftest.py), with a DROP rule for UDP to
     PORT and a datagram into it each second while this module runs."""
-    from kdbg import lab as labmod
-
-    name = default_lab
-    traffic = None
-    try:
-        done = labmod.run(name, ["iptables", "-A", "INPUT", "-p", "udp", "--dport", str(PORT),
-                                 "-j", "DROP"])
-        assert done.status == 0, done.stderr
-        traffic = labmod.stream(name, ["bash", "-c", f"while :; do echo x > "
-                                       f"/dev/udp/127.0.0.1/{PORT}; sleep 1; done"])
-        yield name
-    finally:
-        if traffic is not None:
-            traffic.close()
-        with contextlib.suppress(Exception):
-            labmod.run(name, ["iptables", "-D", "INPUT", "-p", "udp", "--dport", str(PORT),
-                              "-j", "DROP"])
-
-
-def kdbg_json(*args: str, timeout: float = 900) -> tuple[int, list[dict[str, Any]], str]:
-    proc = subprocess.run([*KDBG, "watch", "--json", *args], capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL)
-    recs = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-    return proc.returncode, recs, proc.stderr
-
-
-def of(recs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
-    return [r for r in recs if r["type"] == kind]
-
-
-def our_gdbs(lab: str) -> list[int]:
-    """gdb processes still attached to the lab's endpoint (there must be none)."""
-    from kdbg import lab as labmod
-
-    port = labmod.gdb_endpoint(lab).rsplit(":", 1)[1]
-    pids = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            with contextlib.suppress(OSError):
-                cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ")
-                if b"gdb" in cmd.split(b" ")[0] and port.encode() in cmd:
-                    pids.append(int(d.name))
-    return pids
+    with udp_drops(default_lab, PORT, every=1):
+        yield default_lab
 
 
 def assert_target_runs_clean(lab: str) -> None:
@@ -77,7 +34,7 @@ def assert_target_runs_clean(lab: str) -> None:
     # nf_tables is a module: its line comes from the module's own debug .ko
     assert {(d["file"], type(d["line"])) for d in of(recs, "drop")} == {
         ("net/netfilter/nf_tables_core.c", int)}
-    assert our_gdbs(lab) == []
+    assert gdbs_on(lab) == []
 
 
 def test_relayed_drops_get_file_and_line_from_the_labs_vmlinux(lab: str) -> None:
