@@ -6,7 +6,6 @@ import ctypes as ct
 import ipaddress
 import json
 import os
-import re
 
 import pytest
 from click.testing import CliRunner
@@ -15,9 +14,8 @@ from kdbg.cli import main
 from kdbg.dirs import BPF_DIR
 from kdbg.drops import devlink, hwdrops
 from tests.conftest import DATA
+from tests.unit.cheaders import header_fields, mirror
 
-CTYPES = {"__u8": ct.c_uint8, "__u16": ct.c_uint16, "__u32": ct.c_uint32,
-          "__u64": ct.c_uint64, "char": ct.c_char}
 # As read from Debian 6.1's BTF (devlink) and this project's 6.18 host (sk_buff)
 OFFSETS = {"DEVLINK_DEV": 352, "DEVICE_NAME": 0, "DEVICE_BUS": 96, "BUS_NAME": 0,
            "DEVICE_DRIVER": 104, "DRIVER_NAME": 0, "MD_TRAP_NAME": 0, "MD_GROUP_NAME": 8,
@@ -25,25 +23,9 @@ OFFSETS = {"DEVLINK_DEV": 352, "DEVICE_NAME": 0, "DEVICE_BUS": 96, "BUS_NAME": 0
            "SKB_NETWORK_HDR": 184, "SKB_LEN": 112}
 
 
-def header_struct(name: str) -> list[tuple[str, int]]:
-    text = (BPF_DIR / "hw_event.h").read_text()
-    consts = {k: int(v) for k, v in re.findall(r"#define (KDBG_\w+) (\d+)", text)}
-    body = re.search(rf"struct {name} \{{(.*?)\}};", text, re.S)
-    assert body, name
-    out = []
-    for ctype, fname, dim in re.findall(r"^\s*(\w+) (\w+)(?:\[(\w+)\])?;", body.group(1), re.M):
-        n = (int(dim) if dim.isdigit() else consts[dim]) if dim else 1
-        out.append((fname, ct.sizeof(CTYPES[ctype]) * n))
-    return out
-
-
-def mirror(cls: type[ct.Structure]) -> list[tuple[str, int]]:
-    return [(n, ct.sizeof(t)) for n, t in cls._fields_]  # type: ignore[misc]
-
-
 def test_layout_matches_header() -> None:
-    assert header_struct("kdbg_hw_event") == mirror(hwdrops.RawHwEvent)
-    assert header_struct("kdbg_hw_key") == mirror(hwdrops.RawHwKey)
+    assert header_fields("hw_event.h", "kdbg_hw_event") == mirror(hwdrops.RawHwEvent)
+    assert header_fields("hw_event.h", "kdbg_hw_key") == mirror(hwdrops.RawHwKey)
     assert ct.sizeof(hwdrops.RawHwEvent) == 216
     text = (BPF_DIR / "hw_event.h").read_text()
     assert f"#define KDBG_HW_CTR_LOST {hwdrops.CTR_LOST}" in text

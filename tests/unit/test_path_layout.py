@@ -8,34 +8,18 @@ import re
 from kdbg.dirs import BPF_DIR
 from kdbg.path import layout
 from kdbg.path.program import HOP_TRACEPOINTS
+from tests.unit.cheaders import header_fields, mirror
 
-CTYPES = {"__u8": ct.c_uint8, "__u16": ct.c_uint16, "__u32": ct.c_uint32,
-          "__s32": ct.c_int32, "__u64": ct.c_uint64, "char": ct.c_char}
 HEADER = (BPF_DIR / "path_event.h").read_text()
 
 
-def header_struct(name: str) -> list[tuple[str, int]]:
-    consts = {k: int(v) for k, v in re.findall(r"#define (KDBG_\w+) (\d+)", HEADER)}
-    body = re.search(rf"struct {name} \{{(.*?)\}};", HEADER, re.S)
-    assert body, name
-    out = []
-    for ctype, fname, dim in re.findall(r"^\s*(\w+) (\w+)(?:\[(\w+)\])?;", body.group(1), re.M):
-        n = (int(dim) if dim.isdigit() else consts[dim]) if dim else 1
-        out.append((fname, ct.sizeof(CTYPES[ctype]) * n))
-    return out
-
-
-def mirror(cls: type[ct.Structure]) -> list[tuple[str, int]]:
-    return [(name, ct.sizeof(t)) for name, t in cls._fields_]  # type: ignore[misc]
-
-
 def test_event_matches_header() -> None:
-    assert header_struct("kdbg_path_event") == mirror(layout.RawPathEvent)
+    assert header_fields("path_event.h", "kdbg_path_event") == mirror(layout.RawPathEvent)
     assert ct.sizeof(layout.RawPathEvent) == 112
 
 
 def test_track_value_matches_header() -> None:
-    assert header_struct("kdbg_path_track") == mirror(layout.RawPathTrack)
+    assert header_fields("path_event.h", "kdbg_path_track") == mirror(layout.RawPathTrack)
 
 
 def test_tracepoint_ids_match_header() -> None:

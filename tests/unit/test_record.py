@@ -27,7 +27,7 @@ from kdbg.trace import filters as flt
 from kdbg.trace.layout import RawDropEvent
 from kdbg.trace.program import ProgramOptions, build
 from tests.conftest import DATA, need
-from tests.unit.test_layout import CTYPES
+from tests.unit.cheaders import header_fields, mirror
 from tests.unit.test_program import OFFSETS_6_18
 
 NFT = 0xFFFFFFFF81FBD0AF
@@ -41,14 +41,8 @@ WALL = 1_700_000_000_000_000_000
 
 def test_drop_record_matches_header() -> None:
     text = (BPF_DIR / "drop_record.h").read_text()
-    body = re.search(r"struct kdbg_drop_record \{(.*?)\};", text, re.S)
-    assert body
-    fields: list[tuple[str, Any]] = []
-    for ctype, name in re.findall(r"^\s*((?:struct )?\w+) (\w+);", body.group(1), re.M):
-        fields.append((name, RawDropEvent if ctype == "struct kdbg_drop_event" else CTYPES[ctype]))
-    assert [n for n, _ in fields] == [n for n, _ in layout.RawDropRecord._fields_]
-    for (name, a), (_, b) in zip(fields, layout.RawDropRecord._fields_, strict=True):
-        assert ct.sizeof(a) == ct.sizeof(b), name
+    assert header_fields("drop_record.h", "kdbg_drop_record",
+                         {"struct kdbg_drop_event": RawDropEvent}) == mirror(layout.RawDropRecord)
     assert ct.sizeof(layout.RawDropRecord) % 8 == 0
     links = {k: int(v) for k, v in re.findall(r"#define KDBG_LINK_(\w+) (\d+)", text)}
     assert links == {"NONE": layout.LINK_NONE, "ETHERNET": layout.LINK_ETHERNET,
