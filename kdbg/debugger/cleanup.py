@@ -169,6 +169,8 @@ class Cleanup(RunControl):
                     except (GdbError, OSError):
                         self.gdb.kill()
                         self._recover(report, RECOVER_BUDGET)
+                else:
+                    self._release_probed(report)
             finally:
                 self.gdb.kill()
                 self._disarm()
@@ -177,6 +179,24 @@ class Cleanup(RunControl):
                         self._tmpfile.unlink()
         self.last_report = report
         return report
+
+    def _release_probed(self, report: CleanupReport) -> None:
+        """gdb never attached, but a KGDBoE probe may have stopped the target: a fresh
+        gdb attaches and detaches, and the target runs again."""
+        probe, self._probe = self._probe, None
+        if probe is None:
+            return
+        probe.stop()
+        if not probe.may_have_stopped:
+            return
+        self.gdb.kill()
+        done = release(self.endpoint, gdb=self._gdb_path, prefix=self._gdb_prefix,
+                       timeout=RECOVER_BUDGET + 1.0)
+        report.steps.append(f"the probe had stopped the target: {done.detail}")
+        report.target_state = "running, no breakpoints (stopped by the probe, released)"
+        if not done.ok:
+            report.ok, report.target_state = False, "maybe stopped in kgdb"
+            report.problems.append(done.detail)
 
     def _disarm(self) -> None:
         if self._watchdog is not None:

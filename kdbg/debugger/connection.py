@@ -100,6 +100,8 @@ class Connection(Cleanup):
         try:
             if watchdog:
                 session._watchdog = Watchdog(ep, proc.pid, gdb=gdb, prefix=gdb_prefix)
+            if ep.kind == "udp":
+                session._probe = breakin.Probe(ep, gdb_prefix)
             session._setup(timeout)
             session._attach(timeout)
         except BaseException as err:
@@ -161,14 +163,18 @@ class Connection(Cleanup):
             pass
 
     def _target_select(self, timeout: float) -> None:
-        """``target remote``. kgdb answers only a stopped kernel: when a KGDBoE or kgdboc
-        target stays silent for :data:`breakin.ANSWER_WITHIN` s (it runs, and a debugger
-        may have died), stop it (the break-in byte over UDP; SysRq-G through the
-        session's interrupter for kgdboc) and let the same attach go on; ``attach_note``
-        says so."""
+        """``target remote``. kgdb answers only a stopped kernel. A KGDBoE target has
+        been probed meanwhile (:class:`breakin.Probe`: stopped with the break-in byte
+        if it ran with a dead debugger); a kgdboc target that stays silent for
+        :data:`breakin.ANSWER_WITHIN` s is stopped with SysRq-G through the session's
+        interrupter and the same attach goes on. ``attach_note`` says what was done."""
+        probed = self._probe.result() if self._probe is not None else None
+        if probed == "broke-in":
+            self.attach_note = breakin.BROKE_IN
         command = f"-target-select remote {self.endpoint.gdb_target}"
         token = self.gdb.send(command)
-        can_wake = self.endpoint.kind == "udp" or (
+        # without the probe's word a KGDBoE target gets the byte the way kgdboc gets SysRq-G
+        can_wake = (self.endpoint.kind == "udp" and probed is None) or (
             self.endpoint.kind == "serial" and self.interrupter is not None)
         if can_wake and timeout > breakin.ANSWER_WITHIN:
             try:

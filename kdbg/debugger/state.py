@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from kdbg.debugger.breakin import Probe
 from kdbg.debugger.endpoint import Endpoint
 from kdbg.debugger.gdbproc import GdbProcess
 from kdbg.debugger.mi import Record
@@ -66,6 +67,7 @@ class SessionState:
         self._gdb_path, self._gdb_prefix = gdb_path, gdb_prefix
         self._remotetimeout, self._loud = remotetimeout, loud
         self._watchdog: Watchdog | None = None
+        self._probe: Probe | None = None  # a udp: stub's, run while gdb loads symbols
         self._old_sigterm: Any = None
         self._tmpfile: Path | None = None
         # caches

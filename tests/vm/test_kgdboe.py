@@ -137,10 +137,12 @@ def test_the_next_kdbg_gets_back_a_target_whose_debugger_was_killed(
     second = _break_watch(name, "do_sys_openat2")
     seen: list[str] = []
     took = _armed(second, seen)
-    note = [line for line in seen if "break-in" in line or "dead session" in line]
-    assert note, seen  # the recovery is reported
-    print(f"\nrecovered and armed {took:.1f} s after starting: {seen}")
-    assert took < 60, seen  # 4 s of silence, the break-in, then the usual attach
+    note = [line for line in seen if "break-in" in line]
+    assert note, seen  # the recovery is reported, once attached
+    attached = float(note[0].split("]")[0].strip("[ s"))
+    print(f"\nrecovered {attached:.1f} s and armed {took:.1f} s after starting: {seen}")
+    # gdb loads the DWARF (3.5 s) while the probe waits 2.5 s and breaks in
+    assert attached < 10, seen
     poke = threading.Thread(target=lambda: guest.run(name, ["sh", "-c", "cat /etc/hostname"],
                                                      timeout=None), daemon=True)
     poke.start()
