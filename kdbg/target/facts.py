@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Protocol
 
 from kdbg.errors import KdbgError, LabError
+from kdbg.lab import guest, vm
 from kdbg.symbols.btf import Btf
 from kdbg.symbols.evidence import BLOCKLIST_PATH, Blocklist, TargetSymbols, module_paths
 from kdbg.symbols.kallsyms import Kallsyms
@@ -49,39 +50,25 @@ class GuestFacts:
     name: str
 
     def is_running(self) -> bool:
-        from kdbg.lab import guest
-
         return guest.is_running(self.name)
 
     def release(self) -> str:
-        from kdbg.lab import vm
-
         return vm.require(self.name).release
 
     def kallsyms_files(self, *, running: bool) -> tuple[Path, Path]:
-        from kdbg.lab import guest
-
         return guest.kallsyms_files(self.name, running=running)
 
     def module_sections(self, copy: Path, only: Collection[str] | None, *,
                         running: bool) -> str:
-        from kdbg.lab import guest
-
         return guest.module_sections(self.name, only, running=running, copy=copy)
 
     def read_fact(self, path: str, *, running: bool, variant: str) -> bytes | None:
-        from kdbg.lab import guest
-
         return guest.read_fact(self.name, path, running=running, variant=variant)
 
     def module_debug(self) -> Path | None:
-        from kdbg.lab import guest
-
         return guest.module_debug(self.name)
 
     def vmlinux(self, progress: Callable[[str], None] | None) -> Path:
-        from kdbg.lab import guest
-
         return guest.vmlinux(self.name, progress)
 
 
