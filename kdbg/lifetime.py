@@ -9,10 +9,12 @@ children are started from the main thread or from threads that live as long as k
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
 import threading
+from collections.abc import Iterator
 from types import FrameType
 from typing import Any
 
@@ -54,9 +56,17 @@ def _raise_terminated(signum: int, frame: FrameType | None) -> None:
     raise Terminated("terminated by SIGTERM")
 
 
-def sigterm_as_interrupt() -> None:
-    """From now on SIGTERM raises :class:`Terminated` in the main thread (the CLI
-    installs this once, before a command runs)."""
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _raise_terminated)
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Within: SIGTERM raises :class:`Terminated` in the main thread (the CLI runs each
+    command so); after: the handler that was there before, so a command run in-process
+    (a test's) leaves its caller's signals as they were."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 

@@ -37,7 +37,10 @@ class KdbgGroup(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         # SIGTERM ends a command the way Ctrl-C does: through its clean-up.
-        sigterm_as_interrupt()
+        with sigterm_as_interrupt():
+            return self._invoke(ctx)
+
+    def _invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except KdbgError as err:

@@ -99,3 +99,24 @@ def test_options_that_do_something_pass_the_check() -> None:
                  ["--events-cmd", "x", "--kallsyms", "/dev/null"], ["--lab", "x"]):
         with watch.make_context("watch", list(args)) as ctx:
             check_options(ctx)
+
+
+def test_a_command_run_in_process_gives_back_the_callers_sigterm_handler() -> None:
+    """SIGTERM raises Terminated while a command runs, and the caller's handler is back
+    afterwards (a test process that ran kdbg in-process still stops on SIGTERM)."""
+    import signal
+
+    seen: list[object] = []
+
+    @main.command("sigterm-probe", hidden=True)
+    def probe() -> None:
+        seen.append(signal.getsignal(signal.SIGTERM))
+
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        result = CliRunner().invoke(main, ["sigterm-probe"])
+    finally:
+        main.commands.pop("sigterm-probe", None)
+    assert result.exit_code == 0, result.output
+    assert getattr(seen[0], "__name__", "") == "_raise_terminated"
+    assert signal.getsignal(signal.SIGTERM) is before
