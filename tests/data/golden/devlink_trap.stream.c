@@ -6,6 +6,7 @@
  * running kernel's BTF.
  */
 #include "hw_event.h"
+#include "kdbg_read.h"
 
 #define DEVLINK_DEV      352
 #define DEVICE_NAME      0
@@ -34,14 +35,6 @@ static __always_inline void count(int slot)
 	__u64 *v = counters.lookup(&slot);
 	if (v)
 		(*v)++;
-}
-
-static __always_inline __u64 read_ptr(__u64 base, long off)
-{
-	__u64 v = 0;
-	if (base)
-		bpf_probe_read_kernel(&v, sizeof(v), (void *)(base + off));
-	return v;
 }
 
 static __always_inline void read_str(char *dst, int size, __u64 ptr)

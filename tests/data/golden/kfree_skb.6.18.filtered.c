@@ -7,6 +7,7 @@
  */
 #include "drop_event.h"
 #include "drop_record.h"
+#include "kdbg_read.h"
 
 #define TP_OFF_SKBADDR   8
 #define TP_OFF_LOCATION  16
@@ -69,14 +70,6 @@ static __always_inline void count_match(__u32 reason, __u64 location,
 		(*n)++;
 	else
 		count(KDBG_CTR_STATS_FULL);
-}
-
-static __always_inline __u64 read_ptr(__u64 base, long off)
-{
-	__u64 v = 0;
-	if (base && off >= 0)
-		bpf_probe_read_kernel(&v, sizeof(v), (void *)(base + off));
-	return v;
 }
 
 static __always_inline __u32 netns_of(__u64 net)

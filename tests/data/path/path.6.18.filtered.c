@@ -13,6 +13,7 @@
  * for untracked skbs they cost one hash lookup.
  */
 #include "path_event.h"
+#include "kdbg_read.h"
 
 #define TP_KFREE_SKBADDR   8
 #define TP_KFREE_LOCATION  16
@@ -47,14 +48,6 @@ static __always_inline void count(int slot)
 	__u64 *v = counters.lookup(&slot);
 	if (v)
 		(*v)++;
-}
-
-static __always_inline __u64 read_ptr(__u64 base, long off)
-{
-	__u64 v = 0;
-	if (base && off >= 0)
-		bpf_probe_read_kernel(&v, sizeof(v), (void *)(base + off));
-	return v;
 }
 
 /* Device, namespace, length and the L3/L4 summary of skb into e. On receive
