@@ -1,77 +1,86 @@
-"""A UDP relay (socat), so gdb's ``target remote udp:`` can reach QEMU's stub (TCP or Unix).
+"""A UDP relay to QEMU's stub (TCP or Unix), so gdb's ``target remote udp:`` reaches it.
 
 This exercises gdb's UDP transport (the one KGDBoE uses) end to end in the lab. It is
-not KGDBoE. socat runs without ``fork``: with it, every datagram opens a new TCP
-connection and the session breaks.
+not KGDBoE, but it answers as KGDBoE does: to the sender of the last datagram (kdbg's
+probe asks from a socket of its own before gdb attaches; see
+:mod:`kdbg.debugger.kgdbprobe`). One stream connection to the stub carries every
+datagram, as one gdb connection would.
 """
 
 from __future__ import annotations
 
 import contextlib
-import shutil
+import selectors
 import socket
-import subprocess
-import time
+import threading
 
 from kdbg.debugger.closing import Closing
 from kdbg.debugger.endpoint import Endpoint
 from kdbg.errors import BadInput, GdbError
-from kdbg.lifetime import die_with_parent
 
 
-def _free_udp_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-def socat_address(stub: Endpoint) -> str:
-    """socat's address for a stub endpoint (``tcp:`` or ``unix:``)."""
+def stub_socket(stub: Endpoint) -> socket.socket:
+    """A connected stream socket to ``stub`` (``tcp:`` or ``unix:``)."""
     if stub.kind == "unix" and stub.path is not None:
-        return f"UNIX-CONNECT:{stub.path}"
-    if stub.kind == "tcp":
-        return f"TCP:{stub.host}:{stub.port}"
-    raise BadInput(f"cannot relay UDP to {stub}: only a tcp: or unix: stub")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        where: str | tuple[str, int] = stub.path
+    elif stub.kind == "tcp":
+        sock = socket.socket(socket.AF_INET6 if ":" in stub.host else socket.AF_INET)
+        where = (stub.host, stub.port)
+    else:
+        raise BadInput(f"cannot relay UDP to {stub}: only a tcp: or unix: stub")
+    sock.settimeout(5)
+    try:
+        sock.connect(where)
+    except OSError as err:
+        sock.close()
+        raise GdbError(f"cannot reach the stub at {stub}: {err}") from err
+    sock.settimeout(None)
+    return sock
 
 
 class UdpRelay(Closing):
-    """``socat UDP4-LISTEN:PORT,bind=HOST STUB``; ``endpoint`` is for gdb.
-
-    ``stub`` is QEMU's stub as an endpoint (``tcp:H:P`` or ``unix:PATH``).
-    """
+    """Datagrams to ``endpoint`` (``udp:HOST:PORT``, a free port) go to ``stub``; the
+    stub's bytes go back to the last datagram's sender. A thread of kdbg's own does it,
+    until :meth:`close` (or the stub closing its end)."""
 
     def __init__(self, stub: Endpoint | str, *, host: str = "127.0.0.1") -> None:
-        target = socat_address(stub if isinstance(stub, Endpoint) else Endpoint.parse(stub))
-        socat = shutil.which("socat")
-        if socat is None:
-            raise GdbError("socat not found", hint="apt-get install socat")
-        self.host = host
-        self.port = _free_udp_port(host)
-        self.proc = subprocess.Popen(
-            [socat, f"UDP4-LISTEN:{self.port},bind={host}", target],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            preexec_fn=die_with_parent,  # socat never outlives kdbg
-        )
-        time.sleep(0.2)
-        if self.proc.poll() is not None:
-            err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
-            raise GdbError(f"socat exited at once: {err.strip()}")
+        self._stream = stub_socket(stub if isinstance(stub, Endpoint) else Endpoint.parse(stub))
+        self._udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._udp.bind((host, 0))
+        self.host, self.port = host, int(self._udp.getsockname()[1])
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._pump, name="kdbg-udp-relay", daemon=True)
+        self._thread.start()
 
     @property
     def endpoint(self) -> str:
         return f"udp:{self.host}:{self.port}"
 
+    def _pump(self) -> None:
+        peer = None
+        with selectors.DefaultSelector() as sel:
+            sel.register(self._udp, selectors.EVENT_READ)
+            sel.register(self._stream, selectors.EVENT_READ)
+            while not self._stop.is_set():
+                for key, _ in sel.select(0.2):
+                    try:
+                        if key.fileobj is self._udp:
+                            data, peer = self._udp.recvfrom(65536)
+                            self._stream.sendall(data)
+                            continue
+                        data = self._stream.recv(65536)
+                        if not data:
+                            return  # the stub went away: gdb then times out
+                        if peer is not None:
+                            self._udp.sendto(data, peer)
+                    except OSError:
+                        return
+
     def close(self) -> None:
-        """Stop socat (our own PID only)."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        if self.proc.stderr is not None:
+        """Stop the relay's thread and close both sockets."""
+        self._stop.set()
+        self._thread.join(5)
+        for sock in (self._udp, self._stream):
             with contextlib.suppress(OSError):
-                self.proc.stderr.close()
+                sock.close()

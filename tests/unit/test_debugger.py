@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from kdbg.debugger import dropsite
@@ -80,13 +82,54 @@ def test_socket_and_tty_endpoints() -> None:
     assert (tty.path, tty.device) == (None, "/dev/ttyS1")
 
 
-def test_relay_reaches_tcp_and_unix_stubs() -> None:
-    from kdbg.debugger.relay import socat_address
+@pytest.mark.parametrize("kind", ["tcp", "unix"])
+def test_the_relay_answers_the_last_sender_as_kgdboe_does(kind: str, tmp_path: Path) -> None:
+    """Datagrams from two sockets reach one stream connection to the stub; the stub's
+    bytes go back to whichever sent last (kdbg's probe first, then gdb)."""
+    import socket
+    import threading
 
-    assert socat_address(Endpoint.parse("unix:/s/gdb.sock")) == "UNIX-CONNECT:/s/gdb.sock"
-    assert socat_address(Endpoint.parse("tcp:127.0.0.1:9")) == "TCP:127.0.0.1:9"
+    from kdbg.debugger.relay import UdpRelay
+
+    if kind == "tcp":
+        server = socket.create_server(("127.0.0.1", 0))
+        stub = f"tcp:127.0.0.1:{server.getsockname()[1]}"
+    else:
+        server = socket.socket(socket.AF_UNIX)
+        server.bind(str(tmp_path / "gdb.sock"))
+        server.listen()
+        stub = f"unix:{tmp_path / 'gdb.sock'}"
+    accepted: list[socket.socket] = []
+
+    def echo_upper() -> None:
+        conn, _ = server.accept()
+        accepted.append(conn)
+        while data := conn.recv(100):
+            conn.sendall(data.upper())
+
+    threading.Thread(target=echo_upper, daemon=True).start()
+    first, second = (socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2))
+    try:
+        with UdpRelay(stub) as relay:
+            host, port = relay.endpoint.split(":")[1:]
+            for sock, word in ((first, b"probe"), (second, b"gdb"), (second, b"again")):
+                sock.settimeout(5)
+                sock.sendto(word, (host, int(port)))
+                assert sock.recv(100) == word.upper()
+        assert len(accepted) == 1  # one stream connection for both senders
+    finally:
+        for sock in (first, second, server, *accepted):
+            sock.close()
+
+
+def test_the_relay_reaches_only_stream_stubs() -> None:
+    from kdbg.debugger.relay import UdpRelay
+    from kdbg.errors import GdbError
+
     with pytest.raises(BadInput):
-        socat_address(Endpoint.parse("udp:127.0.0.1:9"))
+        UdpRelay("udp:127.0.0.1:9")
+    with pytest.raises(GdbError, match="cannot reach the stub"):
+        UdpRelay("tcp:127.0.0.1:1")
 
 
 @pytest.mark.parametrize("bad", ["localhost:1234", "tcp:host", "tcp:h:0", "tcp:h:70000", "x",

@@ -62,7 +62,7 @@ def test_gdb_dies_with_a_sigkilled_kdbg() -> None:
 
 
 def test_die_with_parent_also_for_plain_children() -> None:
-    """addr2line and socat get the same preexec_fn; shown with sleep(1)."""
+    """addr2line and the lab's socat get the same preexec_fn; shown with sleep(1)."""
     code = ("import subprocess, sys; from kdbg.lifetime import die_with_parent; "
             "p = subprocess.Popen(['sleep', '60'], preexec_fn=die_with_parent); "
             "print(p.pid, flush=True); import time; time.sleep(60)")

@@ -152,6 +152,25 @@ def of(recs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [r for r in recs if r["type"] == kind]
 
 
+def netfilter_break(recs: list[dict[str, Any]], callee: str, port: int,
+                    err: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The one ``armed`` and the one ``hit`` record of ``watch --reason NETFILTER_DROP
+    --break``, checked: armed (allowed) at nft_do_chain's call to ``callee`` (the
+    kernel's drop function), and the hit at that call with the skb going to ``port``."""
+    armed = of(recs, "armed")
+    assert len(armed) == 1, err
+    assert armed[0]["caller"].startswith("nft_do_chain+0x")
+    assert armed[0]["callee"] == callee
+    assert armed[0]["guard"]["verdict"] == "allow"
+    hits = of(recs, "hit")
+    assert len(hits) == 1, err
+    hit = hits[0]
+    assert hit["symbol"] == "nft_do_chain" and int(hit["address"], 16) == int(
+        armed[0]["call_addr"], 16)
+    assert hit["skb"]["dport"] == port and hit["skb"]["daddr"] == "127.0.0.1"
+    return armed[0], hit
+
+
 def gdbs_on(lab: str) -> list[int]:
     """gdb processes whose command line names the lab's gdb endpoint (there must be none
     after kdbg ends)."""

@@ -174,7 +174,7 @@ def test_gdb_killed_gives_clean_error_and_running_target(lab: str, target) -> No
 
 
 def test_udp_transport_through_relay(lab: str, target) -> None:  # type: ignore[no-untyped-def]
-    """gdb's udp: transport, end to end, via socat to QEMU's stub. The guard sees KGDBoE,
+    """gdb's udp: transport, end to end, via a relay to QEMU's stub. The guard sees KGDBoE,
     so the drop function is refused and a non-networking function is used, as KGDBoE would."""
     from kdbg.debugger import Session, UdpRelay
     from kdbg.guard.decision import BreakpointRefused

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.vm.conftest import KDBG, gdbs_on, kdbg_json, of, udp_drops
+from tests.vm.conftest import KDBG, gdbs_on, kdbg_json, netfilter_break, of, udp_drops
 
 PORT = 5555
 
@@ -62,17 +62,7 @@ def test_netfilter_drop_breaks_at_nft_do_chain(lab: str) -> None:
     rc, recs, err = kdbg_json("--lab", lab, "--reason", "NETFILTER_DROP", "--proto", "udp",
                               "--dport", str(PORT), "--break")
     assert rc == 0, err
-    armed = of(recs, "armed")
-    assert len(armed) == 1
-    assert armed[0]["caller"].startswith("nft_do_chain+0x")
-    assert armed[0]["callee"] == "kfree_skb_reason"  # the 6.1 drop function
-    assert armed[0]["guard"]["verdict"] == "allow"
-    hits = of(recs, "hit")
-    assert len(hits) == 1
-    hit = hits[0]
-    assert hit["symbol"] == "nft_do_chain" and int(hit["address"], 16) == int(
-        armed[0]["call_addr"], 16)
-    assert hit["skb"]["dport"] == PORT and hit["skb"]["daddr"] == "127.0.0.1"
+    _, hit = netfilter_break(recs, "kfree_skb_reason", PORT, err)  # the 6.1 function
     frames = [f.split("+")[0] for f in hit["kernel_stack"]]
     assert "nf_hook_slow" in frames and "nft_do_chain" in frames
     # gdb has nf_tables' debug file: its own backtrace unwinds through the module, with
