@@ -69,15 +69,15 @@ class Probe:
         except subprocess.TimeoutExpired:
             self.stop()
             return None
-        word = out.split()[0] if out.split() else ""
-        self.outcome = word if word in kgdbprobe.RESULTS else None
+        words = out.split()
+        self.outcome = words[0] if words and words[0] in kgdbprobe.RESULTS else None
         return self.outcome
 
     def stop(self) -> None:
         """Stop the probe (by its PID) if it still runs."""
         if self.proc.poll() is None:
             self.proc.kill()
-        self.proc.communicate()
+            self.proc.communicate()
 
     @property
     def may_have_stopped(self) -> bool:

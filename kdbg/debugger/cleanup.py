@@ -161,6 +161,7 @@ class Cleanup(RunControl):
         report = CleanupReport(target_state="running, untouched (gdb had not attached)")
         with signals_deferred():
             try:
+                probe_stopped = self._stop_probe()
                 if self._attached:
                     report.target_state = "running, no kdbg breakpoints"
                     try:
@@ -169,8 +170,10 @@ class Cleanup(RunControl):
                     except (GdbError, OSError):
                         self.gdb.kill()
                         self._recover(report, RECOVER_BUDGET)
-                else:
-                    self._release_probed(report)
+                elif probe_stopped:  # gdb never attached, but the kernel may be in kgdb
+                    report.target_state = "running, no kdbg breakpoints"
+                    report.steps.append("KGDBoE's probe may have stopped the target")
+                    self._recover(report, RECOVER_BUDGET)
             finally:
                 self.gdb.kill()
                 self._disarm()
@@ -180,23 +183,13 @@ class Cleanup(RunControl):
         self.last_report = report
         return report
 
-    def _release_probed(self, report: CleanupReport) -> None:
-        """gdb never attached, but a KGDBoE probe may have stopped the target: a fresh
-        gdb attaches and detaches, and the target runs again."""
+    def _stop_probe(self) -> bool:
+        """Stop KGDBoE's probe if it still runs; whether it may have stopped the target."""
         probe, self._probe = self._probe, None
         if probe is None:
-            return
+            return False
         probe.stop()
-        if not probe.may_have_stopped:
-            return
-        self.gdb.kill()
-        done = release(self.endpoint, gdb=self._gdb_path, prefix=self._gdb_prefix,
-                       timeout=RECOVER_BUDGET + 1.0)
-        report.steps.append(f"the probe had stopped the target: {done.detail}")
-        report.target_state = "running, no breakpoints (stopped by the probe, released)"
-        if not done.ok:
-            report.ok, report.target_state = False, "maybe stopped in kgdb"
-            report.problems.append(done.detail)
+        return probe.may_have_stopped
 
     def _disarm(self) -> None:
         if self._watchdog is not None:
