@@ -15,7 +15,7 @@ from kdbg.errors import KdbgError
 from kdbg.signals import StopSignals
 from kdbg.symbols.droplines import DropLines
 from kdbg.symbols.kallsyms import Kallsyms
-from kdbg.target import LabFacts
+from kdbg.targetfacts import LabFacts
 
 
 def drop_lines(vmlinux: str | Path | None, kallsyms: Callable[[], Kallsyms] | None,

@@ -47,7 +47,7 @@ from kdbg.guard.decision import BreakpointRefused
 from kdbg.signals import StopSignals
 from kdbg.symbols.droplines import DropLines
 from kdbg.symbols.kallsyms import Kallsyms
-from kdbg.target import LabFacts
+from kdbg.targetfacts import LabFacts
 from kdbg.trace.event import DropEvent
 
 TRACER_STOP_WAIT = 0.3  # s for the guest's tracer to end on SIGINT before the channel drops

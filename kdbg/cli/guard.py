@@ -29,7 +29,7 @@ class GuardTarget:
                                             vmlinux=self.vmlinux, kaslr_offset=None,
                                             name=str(self.kallsyms))
         if self.lab is not None:
-            from kdbg.target import LabFacts
+            from kdbg.targetfacts import LabFacts
 
             return LabFacts(self.lab).symbols(vmlinux=self.vmlinux)
         if self.vmlinux is not None:

@@ -3,7 +3,7 @@
 A lab knows its endpoint, the netns gdb must run in (KGDBoE) and how to interrupt
 kgdboc (SysRq-G through the exec channel); every fact read from its guest (kallsyms,
 modules and their debug files, the debug vmlinux, the guard's evidence) is owned by
-the target's one :class:`kdbg.target.LabFacts`.
+the target's one :class:`kdbg.targetfacts.LabFacts`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from kdbg.debugger.model import ModuleDebug
 from kdbg.errors import BadInput, KdbgError
 from kdbg.symbols.droplines import module_files
 from kdbg.symbols.evidence import TargetSymbols
-from kdbg.target import LabFacts
+from kdbg.targetfacts import LabFacts
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ developer (the first nft rule loads ``nf_tables``), so a table read at attach na
 new module's addresses after another one. :class:`LabModules` keeps the session's
 table, the gdb helpers' copy and gdb's module symbol files in step with the guest:
 
-* :meth:`LabModules.refresh` asks the target's :class:`kdbg.target.LabFacts` to look
+* :meth:`LabModules.refresh` asks the target's :class:`kdbg.targetfacts.LabFacts` to look
   again (one read of ``/proc/modules`` in the guest while nothing moved; otherwise
   kallsyms and the module sections are read again), then, with the target stopped
   for a moment if it runs, drops gdb's symbol files of modules gone and adds those of
@@ -31,7 +31,7 @@ from kdbg.debugger.model import ModuleDebug
 from kdbg.debugger.session import Session
 from kdbg.errors import KdbgError
 from kdbg.symbols.kallsyms import ModuleSpan
-from kdbg.target import LabFacts
+from kdbg.targetfacts import LabFacts
 
 WATCH_PERIOD = 1.0  # s between two looks at the guest's /proc/modules
 

@@ -28,7 +28,7 @@ def check(where: str | int, *, transport: str, symbols: TargetSymbols,
     if symbols is None or getattr(symbols, "kallsyms", None) is None:
         raise BadInput("the guard needs the target's kallsyms",
                        hint="build TargetSymbols with local(), from_vmlinux(), from_parts() "
-                            "or kdbg.target.LabFacts(name).symbols()")
+                            "or kdbg.targetfacts.LabFacts(name).symbols()")
     loc = locate(where, symbols)
     unavailable = tuple(f"{kind}: {why}" for kind, why in sorted(symbols.missing.items()))
     decision = replace(_decide(loc, transport, symbols), unavailable=unavailable)

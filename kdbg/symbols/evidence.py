@@ -225,7 +225,7 @@ class TargetSymbols:
     def assemble(cls, kallsyms: Kallsyms, *, btf: Btf | None, blocklist: Blocklist | None,
                  modules: Mapping[str, str], name: str, missing: dict[str, str],
                  vmlinux: str | Path | None) -> TargetSymbols:
-        """A target from facts read elsewhere (a lab's, by :mod:`kdbg.target.facts`),
+        """A target from facts read elsewhere (a lab's, by :mod:`kdbg.targetfacts.facts`),
         with the vmlinux's KASLR offset taken from ``kallsyms``."""
         target = cls(kallsyms, btf=btf, blocklist=blocklist, modules=modules, name=name,
                      missing=missing)

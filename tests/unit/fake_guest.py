@@ -1,4 +1,4 @@
-"""A lab guest's facts without a lab: a :class:`kdbg.target.FactSource` that serves
+"""A lab guest's facts without a lab: a :class:`kdbg.targetfacts.FactSource` that serves
 copies a test writes, and counts every read (one read per fact per attach)."""
 
 from __future__ import annotations

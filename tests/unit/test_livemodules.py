@@ -13,7 +13,7 @@ from kdbg.debugger import livemodules
 from kdbg.debugger.livemodules import LabModules
 from kdbg.debugger.model import ModuleDebug
 from kdbg.symbols.kallsyms import Kallsyms
-from kdbg.target import LabFacts
+from kdbg.targetfacts import LabFacts
 from tests.unit.fake_guest import FakeGuest
 from tests.unit.fake_guest import kallsyms_copy as copy
 

@@ -11,7 +11,7 @@ import pytest
 from kdbg.debugger import attach
 from kdbg.debugger.livemodules import LabModules
 from kdbg.symbols.evidence import BLOCKLIST_PATH
-from kdbg.target import LabFacts
+from kdbg.targetfacts import LabFacts
 from tests.unit.fake_guest import FakeGuest, kallsyms_copy
 
 ORDER = "/lib/modules/6.1.0-test-amd64/modules.order"

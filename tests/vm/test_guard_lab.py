@@ -13,7 +13,7 @@ import pytest
 
 from kdbg.guard import TRANSPORTS, check
 from kdbg.symbols.evidence import TargetSymbols
-from kdbg.target import LabFacts
+from kdbg.targetfacts import LabFacts
 
 
 @pytest.fixture(scope="module")
