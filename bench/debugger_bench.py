@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/debugger_bench.py [--lab NAME] [--runs N] [--vmlinux]
 
-Needs a running lab (kdbg.lab.vm.up). The "event" is the drop location as the tracer
+Needs a running lab (kdbg.lab.up). The "event" is the drop location as the tracer
 reports it; "armed" is when break_drop_site() returns (target interrupted, call found
 by disassembly, guard consulted, breakpoint inserted, target resumed). Target: < 1 s.
 """

@@ -30,11 +30,12 @@ BEFORE = "39fc93f"  # the last revision whose labs had open TCP endpoints and no
 
 ROUND = r"""
 import json, statistics, sys, time
-from kdbg.lab import guest, vm
+from kdbg import lab
+from kdbg.lab import guest
 name, execs = sys.argv[1], int(sys.argv[2])
-cfg = vm.LabConfig(name=name, fetch_vmlinux=False)
+cfg = lab.LabConfig(name=name, fetch_vmlinux=False)
 started = time.monotonic()
-vm.up(cfg)
+lab.up(cfg)
 boot = time.monotonic() - started
 try:
     guest.run(name, ["true"]).check()  # warm: the first exec loads `true` over 9p
@@ -44,7 +45,7 @@ try:
         guest.run(name, ["true"]).check()
         rtts.append(time.monotonic() - t)
 finally:
-    vm.down(name)
+    lab.down(name)
 print(json.dumps({"boot_s": boot, "exec_rtt_s": statistics.median(rtts)}))
 """
 

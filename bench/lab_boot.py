@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from kdbg.lab import vm  # noqa: E402
+from kdbg import lab  # noqa: E402
 
 
 def bare_vng(image: Path, cpus: int, memory: str) -> float:
@@ -50,12 +50,12 @@ def bare_vng(image: Path, cpus: int, memory: str) -> float:
 
 
 def kdbg_up(cpus: int, memory: str, kernel: str = "debian", name: str = "bench") -> float:
-    cfg = vm.LabConfig(name=name, kernel=kernel, cpus=cpus, memory=memory,
-                       fetch_vmlinux=False, accel="tcg")
+    cfg = lab.LabConfig(name=name, kernel=kernel, cpus=cpus, memory=memory,
+                        fetch_vmlinux=False, accel="tcg")
     started = time.monotonic()
-    vm.up(cfg)
+    lab.up(cfg)
     took = time.monotonic() - started
-    vm.down(name)
+    lab.down(name)
     return took
 
 
@@ -68,7 +68,7 @@ def main() -> int:
                     help="as for kdbg lab up --kernel, like debian:6.12")
     ap.add_argument("--name", default="bench", help="the lab's name")
     args = ap.parse_args()
-    kernel = vm.resolve_kernel(args.kernel, progress=lambda m: print(m, file=sys.stderr))
+    kernel = lab.resolve_kernel(args.kernel, progress=lambda m: print(m, file=sys.stderr))
     bare: list[float] = []
     ours: list[float] = []
     loads: list[float] = []

@@ -43,10 +43,10 @@ def _lines(cfg: BreakConfig, progress: Callable[[str], None]) -> DropLines | Non
         ks = cfg.kallsyms
         return drop_lines(cfg.vmlinux, (lambda: Kallsyms.load(ks)) if ks else None, None,
                           progress)
-    from kdbg.lab import vm
+    from kdbg.lab import registry
 
     name = cfg.lab or "default"
-    vmlinux = cfg.vmlinux or vm.require(name).vmlinux
+    vmlinux = cfg.vmlinux or registry.require(name).vmlinux
     if vmlinux is None:
         return None
     try:

@@ -77,9 +77,9 @@ def from_lab(
 
     The vmlinux is the lab's (or ``vmlinux``); with ``want_vmlinux=False`` none is used.
     """
-    from kdbg.lab import vm
+    from kdbg.lab import registry
 
-    info = vm.require(name)
+    info = registry.require(name)
     facts = LabFacts(name)
     vm_path: Path | None = Path(vmlinux) if vmlinux else None
     if vm_path is None and want_vmlinux:

@@ -25,6 +25,11 @@ when its QEMU is gone)::
     lab.console("default")               # pexpect child on the serial root shell
     lab.down("default")                  # QEMU stopped (its PID only), state removed
     lab.build_kernel(progress=print)     # the kgdb lab kernel (cached by config hash)
+    lab.resolve_kernel("debian:6.12")    # Kernel (fetched into the cache for Debian's)
+
+Where it lives: the labs kdbg knows, and their records, in ``registry``; booting and
+stopping in ``lifecycle`` (the command line in ``command``); kernels in ``kernel`` and
+``build``; a running guest in ``guest`` (over ``channel``).
 
 The exec stream has no timers: a guest halted by a debugger pauses it, and it goes on
 when the guest resumes. Leaving a stream (or Ctrl-C twice) kills the remote command.
@@ -48,17 +53,8 @@ from kdbg.lab.guest import (
     vmlinux,
 )
 from kdbg.lab.kernel import Kernel
-from kdbg.lab.vm import (
-    LabConfig,
-    LabInfo,
-    down,
-    dry_run,
-    get,
-    require,
-    require_root,
-    status,
-    up,
-)
+from kdbg.lab.lifecycle import down, dry_run, resolve_kernel, up
+from kdbg.lab.registry import LabConfig, LabInfo, get, require, require_root, status
 
 
 def gdb_endpoint(name: str = "default") -> str:
@@ -86,6 +82,7 @@ __all__ = [
     "kgdboe_load",
     "require",
     "require_root",
+    "resolve_kernel",
     "run",
     "status",
     "stream",

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from kdbg.errors import BadInput, LabError
-from kdbg.lab import channel, command, vm
+from kdbg.lab import channel, command, registry
 from kdbg.lab.channel import ExecSession
 from kdbg.symbols.kallsyms import modules_key
 
@@ -61,7 +61,7 @@ def exec_(name: str, argv: list[str], *, stdout: Callable[[bytes], None] | None 
     Defaults write to this process's stdout/stderr as chunks arrive. ``timeout`` bounds
     each wait for output (None: wait forever, as a debugger may hold the guest stopped).
     """
-    info = vm.require(name)
+    info = registry.require(name)
     if not argv:
         raise BadInput("no command given")
 
@@ -103,7 +103,7 @@ def stream(name: str, argv: list[str], *, stdin: bool = False,
     ``for chunk in session: ...`` yields :class:`kdbg.lab.channel.Chunk`; afterwards
     ``session.status`` is the exit status. Closing the session kills the command.
     """
-    info = vm.require(name)
+    info = registry.require(name)
     return ExecSession(info.exec_access(), argv, stdin=stdin, env=env)
 
 
@@ -114,7 +114,7 @@ def is_running(name: str, timeout: float = STOPPED_PING) -> bool:
     """Whether lab ``name``'s guest answers now. A guest halted by a debugger (or left
     halted by one that died) does not: its exec channel pauses until it runs again, so
     facts must then come from the copies kdbg kept (see :func:`read_fact`)."""
-    info = vm.require(name)
+    info = registry.require(name)
     try:
         channel.ping(info.exec_access(), timeout=timeout)
     except (OSError, LabError):
@@ -122,7 +122,7 @@ def is_running(name: str, timeout: float = STOPPED_PING) -> bool:
     return True
 
 
-def _facts_stem(info: vm.LabInfo) -> str:
+def _facts_stem(info: registry.LabInfo) -> str:
     return f"fact-{info.boot_id or 'unknown'}"
 
 
@@ -132,7 +132,7 @@ def read_fact(name: str, path: str, *, running: bool | None = None,
     the lab's state directory for this boot (and ``variant``: give the module list's
     kallsyms copy for a fact that changes with modules, like the kprobe blocklist). When
     the guest is stopped the kept copy is returned; with none, LabError."""
-    info = vm.require(name)
+    info = registry.require(name)
     digest = hashlib.sha256(f"{path}\0{variant}".encode()).hexdigest()[:12]
     keep = Path(info.state_dir) / f"{_facts_stem(info)}-{digest}"
     if running is None:
@@ -170,7 +170,7 @@ def kallsyms_files(name: str, *, running: bool | None = None) -> tuple[Path, Pat
     kallsyms copy, where :meth:`kdbg.symbols.kallsyms.Kallsyms.load` finds it.
     Needs the guest running (the exec channel): read facts before stopping it.
     """
-    info = vm.require(name)
+    info = registry.require(name)
     state = Path(info.state_dir)
     boot = info.boot_id or "unknown"  # the lab runs with -no-reboot: one boot id
     if not (is_running(name) if running is None else running):
@@ -258,14 +258,14 @@ def symbol_address(name: str, symbol: str) -> int:
 
 def kaslr(name: str) -> Kaslr:
     """Whether the guest kernel is randomised, and by how much (from ``_text``)."""
-    info = vm.require(name)
+    info = registry.require(name)
     text = symbol_address(name, "_text")
     return Kaslr(enabled=not info.nokaslr, text=text, offset=text - X86_64_TEXT_DEFAULT)
 
 
 def vmlinux(name: str, progress: Callable[[str], None] | None = None) -> Path:
     """The DWARF vmlinux matching lab ``name``'s kernel (fetched for Debian kernels)."""
-    info = vm.get(name)
+    info = registry.get(name)
     if info.vmlinux:
         return Path(info.vmlinux)
     if info.kernel_kind == "debian":
@@ -278,7 +278,7 @@ def vmlinux(name: str, progress: Callable[[str], None] | None = None) -> Path:
 def module_debug(name: str) -> Path | None:
     """Where debug ``.ko`` files of lab ``name``'s modules are, if anywhere: the ones
     fetched with Debian's vmlinux, or the build tree of a built kernel."""
-    info = vm.get(name)
+    info = registry.get(name)
     if info.kernel_kind == "debian":
         from kdbg.lab.kernel import debian_module_debug
 
@@ -295,7 +295,7 @@ def console(name: str) -> Any:
     """
     import pexpect
 
-    info = vm.require(name)
+    info = registry.require(name)
     socat = shutil.which("socat")
     if not socat:
         raise LabError("socat not found", hint="apt-get install socat")
@@ -310,7 +310,7 @@ def kgdboe_load(name: str, module: Path, udp_port: int = command.KGDBOE_UDP_PORT
     ``kallsyms_lookup_name_address`` comes from the guest's kallsyms, ``device_name``
     is the e1000 that sits on the lab's namespace tap. kdbg never builds KGDBoE.
     """
-    info = vm.require(name)
+    info = registry.require(name)
     if info.transport != "kgdboe":
         raise BadInput(f"lab {name!r} uses {info.transport}, not kgdboe",
                        hint=f"kdbg lab up --name {name} --transport kgdboe --kernel built")

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Protocol
 
 from kdbg.errors import KdbgError, LabError
-from kdbg.lab import guest, vm
+from kdbg.lab import guest, registry
 from kdbg.symbols.btf import Btf
 from kdbg.symbols.evidence import BLOCKLIST_PATH, Blocklist, TargetSymbols, module_paths
 from kdbg.symbols.kallsyms import Kallsyms
@@ -53,7 +53,7 @@ class GuestFacts:
         return guest.is_running(self.name)
 
     def release(self) -> str:
-        return vm.require(self.name).release
+        return registry.require(self.name).release
 
     def kallsyms_files(self, *, running: bool) -> tuple[Path, Path]:
         return guest.kallsyms_files(self.name, running=running)

@@ -17,7 +17,7 @@ from kdbg.debugger import dropsite
 from kdbg.debugger.errors import NotADropSite
 from kdbg.debugger.model import Instruction
 from kdbg.errors import BadInput, LabError
-from kdbg.lab import accel, kernel, vm
+from kdbg.lab import accel, kernel, lifecycle, registry
 from kdbg.lab.command import launch_argv
 from kdbg.lab.kernel import DebianSpec, Kernel, in_series, parse_debian_spec
 from kdbg.symbols.kallsyms import Kallsyms
@@ -222,7 +222,7 @@ def test_accel_tcg_asks_nothing_and_unknown_is_bad_input() -> None:
     with pytest.raises(BadInput, match="unknown accelerator 'hvf'"):
         accel.choose("hvf")
     with pytest.raises(BadInput, match="unknown accelerator"):
-        vm.validate(vm.LabConfig(accel="xen"))
+        lifecycle.validate(registry.LabConfig(accel="xen"))
 
 
 def _qemu() -> None:
@@ -253,8 +253,8 @@ def test_kvm_probe_answers_within_seconds_and_is_cached(
 
 def test_launch_line_follows_the_accelerator(tmp_path: Path) -> None:
     image = Kernel("debian", "6.12.95+deb12-amd64", tmp_path / "vmlinuz-6.12.95+deb12-amd64")
-    config = vm.LabConfig(name="k612u", kernel="debian:6.12")
-    tcg = vm.plan_for(config, image, tmp_path, agent_path=Path("/bin/true"))
+    config = registry.LabConfig(name="k612u", kernel="debian:6.12")
+    tcg = lifecycle.plan_for(config, image, tmp_path, agent_path=Path("/bin/true"))
     assert "--disable-kvm" in launch_argv(tcg, image)
     kvm = dataclasses.replace(tcg, accel="kvm")
     assert "--disable-kvm" not in launch_argv(kvm, image)

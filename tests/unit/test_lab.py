@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from kdbg.errors import BadInput, LabError, LabLost
-from kdbg.lab import agent, build, command, kernel, protocol, vm
+from kdbg.lab import agent, build, command, kernel, lifecycle, protocol, registry
 from kdbg.lab.channel import ExecAccess, ExecSession, run_streaming
 from kdbg.lab.command import LaunchPlan, launch_argv
 from kdbg.lab.kernel import Kernel
@@ -132,7 +132,7 @@ def test_built_kernel_uses_kdir() -> None:
 )
 def test_bad_config_is_bad_input(change: dict[str, object]) -> None:
     with pytest.raises(BadInput):
-        vm.validate(vm.LabConfig(**change))  # type: ignore[arg-type]
+        lifecycle.validate(registry.LabConfig(**change))  # type: ignore[arg-type]
 
 
 def test_kgdb_transports_refuse_a_kernel_without_kgdb(tmp_path: Path) -> None:
@@ -140,11 +140,11 @@ def test_kgdb_transports_refuse_a_kernel_without_kgdb(tmp_path: Path) -> None:
     cfg.write_text("# CONFIG_KGDB is not set\nCONFIG_BPF=y\n")
     k = Kernel("image", "6.1", tmp_path / "bzImage", config=cfg)
     with pytest.raises(BadInput, match="no CONFIG_KGDB"):
-        vm.check_kernel(vm.LabConfig(transport="kgdboc"), k)
-    vm.check_kernel(vm.LabConfig(transport="gdbstub"), k)
-    vm.check_kernel(vm.LabConfig(transport="kgdboe", require_kgdb=False), k)
+        lifecycle.check_kernel(registry.LabConfig(transport="kgdboc"), k)
+    lifecycle.check_kernel(registry.LabConfig(transport="gdbstub"), k)
+    lifecycle.check_kernel(registry.LabConfig(transport="kgdboe", require_kgdb=False), k)
     cfg.write_text("CONFIG_KGDB=y\n")
-    vm.check_kernel(vm.LabConfig(transport="kgdboc"), k)
+    lifecycle.check_kernel(registry.LabConfig(transport="kgdboc"), k)
 
 
 # --- kernels -----------------------------------------------------------------------------
@@ -220,7 +220,7 @@ def test_config_hash_is_stable_and_covers_every_input() -> None:
 # --- lab records -------------------------------------------------------------------------
 
 
-def info(**kw: object) -> vm.LabInfo:
+def info(**kw: object) -> registry.LabInfo:
     base: dict[str, object] = dict(
         name="t1", pid=os.getpid(), transport="gdbstub", kernel_kind="debian",
         release="6.1.0-56-amd64", image="/x", vmlinux=None, exec_port=1,
@@ -230,14 +230,14 @@ def info(**kw: object) -> vm.LabInfo:
         cmdline="console=ttyS0 nokaslr",
     )
     base.update(kw)
-    return vm.LabInfo(**base)  # type: ignore[arg-type]
+    return registry.LabInfo(**base)  # type: ignore[arg-type]
 
 
 def test_labinfo_endpoints_and_json() -> None:
     i = info()
     assert i.gdb_endpoint == "unix:/s/gdb.sock" and i.gdb_target == "/s/gdb.sock"
     assert i.gdb_prefix == [] and i.nokaslr
-    assert vm.LabInfo.from_json(json.loads(json.dumps(i.to_json()))) == i
+    assert registry.LabInfo.from_json(json.loads(json.dumps(i.to_json()))) == i
     oe = info(transport="kgdboe", netns="kdbg-t1", guest_ip="10.213.0.2", gdb_socket=None)
     assert oe.gdb_endpoint == oe.gdb_target == "udp:10.213.0.2:31337"
     assert oe.gdb_prefix == ["ip", "netns", "exec", "kdbg-t1"]
@@ -247,9 +247,9 @@ def test_labinfo_endpoints_and_json() -> None:
 
 
 def test_only_a_qemu_of_that_lab_counts_as_alive() -> None:
-    assert not vm.pid_is_lab(os.getpid(), "t1")  # pytest is not a QEMU
-    assert not vm.pid_is_lab(0, "t1")
-    assert not vm.pid_is_lab(2**22 + 1, "t1")
+    assert not registry.pid_is_lab(os.getpid(), "t1")  # pytest is not a QEMU
+    assert not registry.pid_is_lab(0, "t1")
+    assert not registry.pid_is_lab(2**22 + 1, "t1")
 
 
 @pytest.fixture
@@ -265,14 +265,14 @@ def test_a_lab_whose_qemu_is_gone_is_dead_and_down_cleans_it(rundir: Path) -> No
                console_log=str(state / "console.log"))
     (state / "lab.json").write_text(json.dumps(rec.to_json()))
     (state / "console.log").write_text("boot\n[ 3.1] Kernel panic - not syncing\n")
-    (got,) = vm.status()
+    (got,) = registry.status()
     assert got.name == "t1" and not got.alive
     with pytest.raises(LabLost, match="dead"):
-        vm.require("t1")
-    vm.down("t1")
+        registry.require("t1")
+    lifecycle.down("t1")
     assert not state.exists()
     with pytest.raises(BadInput, match="no lab named"):
-        vm.get("t1")
+        registry.get("t1")
 
 
 # --- exec protocol, against the real agent binary on loopback ---------------------------------
@@ -493,24 +493,24 @@ def test_key_file_is_private_random_and_never_printed(rundir: Path) -> None:
     protocol.write_key_file(a)  # a new boot gets a new key
     assert protocol.read_key_file(a) != ka
     rec = info(state_dir=str(rundir.parent))
-    (rundir.parent / vm.EXEC_KEY).write_bytes(ka)
+    (rundir.parent / registry.EXEC_KEY).write_bytes(ka)
     access = rec.exec_access()
     assert access.key == ka and ka.decode() not in repr(access)
     assert ka.decode() not in json.dumps(rec.to_json())
 
 
 def test_lab_state_is_private(rundir: Path) -> None:
-    assert vm.labs_dir() == rundir
+    assert registry.labs_dir() == rundir
     assert rundir.stat().st_mode & 0o777 == 0o700
     rundir.chmod(0o755)
-    vm.labs_dir()
+    registry.labs_dir()
     assert rundir.stat().st_mode & 0o777 == 0o700
 
 
 def test_dry_run_shows_the_key_file_not_a_key(rundir: Path) -> None:
     if not list(Path("/usr/src").glob("linux-headers-*-amd64")):
         pytest.skip("no Debian kernel headers (scripts/setup.sh installs them)")
-    line = vm.dry_run(vm.LabConfig(name="dry"))
+    line = lifecycle.dry_run(registry.LabConfig(name="dry"))
     argv = shlex.split(line)
     script = shlex.split(opt_after(argv, "--script-sh")[0].partition(" & exec ")[2])
     assert script[script.index("--key-file") + 1] == str(rundir / "dry" / "exec.key")

@@ -47,7 +47,7 @@ def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeGuest:
         state_dir = str(tmp_path)
         boot_id = "b00t"
 
-    monkeypatch.setattr(guest.vm, "require", lambda name: Info())
+    monkeypatch.setattr(guest.registry, "require", lambda name: Info())
     monkeypatch.setattr(guest, "run", g.run)
     monkeypatch.setattr(guest, "is_running", lambda name, timeout=0: g.running)
     return g

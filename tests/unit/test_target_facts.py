@@ -37,7 +37,7 @@ def test_one_read_per_fact_per_attach(guest: FakeGuest, monkeypatch: pytest.Monk
     read of each fact."""
     info = SimpleNamespace(transport="gdbstub", gdb_endpoint="tcp:127.0.0.1:1234",
                            gdb_prefix=[], release="6.1.0-test-amd64")
-    monkeypatch.setattr("kdbg.lab.vm.require", lambda name: info)
+    monkeypatch.setattr("kdbg.lab.registry.require", lambda name: info)
     monkeypatch.setattr(attach, "LabFacts", lambda name: LabFacts(name, guest))
     target = attach.from_lab("lab", want_vmlinux=False)  # no DWARF file in a unit test
     facts = target.facts

@@ -49,18 +49,18 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 def default_lab() -> Iterator[str]:
     """The name of the session's default lab (see the module's docstring)."""
     lab_needs()
-    from kdbg.lab import vm
+    from kdbg import lab as labmod
 
     existing = os.environ.get("KDBG_TEST_LAB")
     if existing:
-        vm.require(existing)
+        labmod.require(existing)
         yield existing
         return
-    info = vm.up(vm.LabConfig(name=RUN_LAB), progress=lambda m: print(m, file=sys.stderr))
+    info = labmod.up(labmod.LabConfig(name=RUN_LAB), progress=lambda m: print(m, file=sys.stderr))
     try:
         yield RUN_LAB
     finally:
-        vm.down(RUN_LAB)
+        labmod.down(RUN_LAB)
         assert not Path(f"/proc/{info.pid}").exists()
 
 

@@ -227,7 +227,8 @@ def test_interactive_handoff(lab: str, target) -> None:  # type: ignore[no-untyp
 
 @pytest.mark.slow
 def test_kgdboc_on_kgdb_kernel() -> None:
-    from kdbg.lab import build, guest, vm
+    from kdbg import lab as labmod
+    from kdbg.lab import build, guest
 
     need(os.geteuid() == 0, "the lab needs root")
     if build.cached_build() is None:
@@ -237,7 +238,7 @@ def test_kgdboc_on_kgdb_kernel() -> None:
     from kdbg.debugger import Session, from_lab
 
     name = "dbgkgdb"
-    vm.up(vm.LabConfig(name=name, kernel="built", transport="kgdboc", cpus=1))
+    labmod.up(labmod.LabConfig(name=name, kernel="built", transport="kgdboc", cpus=1))
     try:
         t = from_lab(name)
         assert t.interrupter is not None
@@ -271,7 +272,7 @@ def test_kgdboc_on_kgdb_kernel() -> None:
         th.join(120)  # the resumed guest finishes the connect; the thread never outlives the lab
         assert not th.is_alive() and poked == {"status": 0}, poked
     finally:
-        vm.down(name)
+        labmod.down(name)
 
 
 def test_a_guest_left_stopped_by_a_dead_debugger_is_attached_and_resumed(lab: str,
@@ -280,11 +281,12 @@ def test_a_guest_left_stopped_by_a_dead_debugger_is_attached_and_resumed(lab: st
     halted and its exec channel cannot answer. kdbg attaches anyway, from the facts it
     kept for this boot (kallsyms, module sections, BTF, blocklist), says so, and the
     guest runs again when the session ends."""
+    from kdbg import lab as labmod
     from kdbg.debugger import from_lab
     from kdbg.debugger.run import open_session
-    from kdbg.lab import guest, vm
+    from kdbg.lab import guest
 
-    info = vm.require(lab)
+    info = labmod.require(lab)
     with open_session(from_lab(lab), timeout=60):  # an earlier session: kdbg keeps facts
         pass
     dead = subprocess.Popen(["gdb", "--nx", "-q", "-ex", f"target remote {info.gdb_target}"],

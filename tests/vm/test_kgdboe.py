@@ -38,7 +38,8 @@ def kgdboe_source() -> Path | None:
 
 @pytest.fixture(scope="module")
 def oe_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    from kdbg.lab import build, vm
+    from kdbg import lab as labmod
+    from kdbg.lab import build
 
     need(os.geteuid() == 0, "the lab needs root")
     kernel = build.cached_build()
@@ -56,11 +57,11 @@ def oe_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
     assert made.returncode == 0, made.stderr[-2000:]
     module = work / "kgdboe.ko"
     name = "kgdboetest"
-    vm.up(vm.LabConfig(name=name, kernel="built", transport="kgdboe", cpus=1))
+    labmod.up(labmod.LabConfig(name=name, kernel="built", transport="kgdboe", cpus=1))
     try:
         yield name, module
     finally:
-        vm.down(name)
+        labmod.down(name)
         assert not Path(f"/run/netns/kdbg-{name}").exists()
 
 
@@ -160,13 +161,14 @@ def test_a_guest_left_halted_by_a_break_in_is_attached_and_resumed(
     """One datagram of 0x03 and no debugger: the guest halts in kgdb and its exec channel
     is silent. kdbg attaches from the facts it kept, says the guest was stopped, and the
     guest runs when kdbg ends."""
+    from kdbg import lab as labmod
     from kdbg.debugger.breakin import nudge
     from kdbg.debugger.endpoint import Endpoint
-    from kdbg.lab import guest, vm
+    from kdbg.lab import guest
 
     name, module = oe_lab
     _load_once(name, module)
-    info = vm.require(name)
+    info = labmod.require(name)
     nudge(Endpoint.parse(info.gdb_endpoint), info.gdb_prefix)
     deadline = time.monotonic() + 30
     while guest.is_running(name, timeout=1.0):

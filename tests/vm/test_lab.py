@@ -99,9 +99,10 @@ def test_path_tracer_in_the_61_guest_follows_packets_to_their_drop(lab: str) -> 
 
 
 def test_gdb_reads_registers_from_the_stub_and_the_guest_runs_on(lab: str) -> None:
-    from kdbg.lab import guest, vm
+    from kdbg import lab as labmod
+    from kdbg.lab import guest
 
-    info = vm.require(lab)
+    info = labmod.require(lab)
     assert info.gdb_endpoint == f"unix:{info.state_dir}/gdb.sock"
     up1 = float(guest.run(lab, ["cat", "/proc/uptime"]).check().stdout.split()[0])
     r = subprocess.run(["gdb", "--nx", "-batch", "-ex", f"target remote {info.gdb_target}",
@@ -127,9 +128,10 @@ def test_kallsyms_and_kaslr_reach_the_host(lab: str) -> None:
 
 
 def test_stream_pauses_while_gdb_holds_the_guest_and_then_goes_on(lab: str) -> None:
-    from kdbg.lab import guest, vm
+    from kdbg import lab as labmod
+    from kdbg.lab import guest
 
-    info = vm.require(lab)
+    info = labmod.require(lab)
     arrivals: list[tuple[float, bytes]] = []
     held: dict[str, float] = {}
     flowing = threading.Event()  # the stream has delivered its first lines
@@ -194,18 +196,19 @@ def test_second_lab_kgdboe_plumbing_dead_detection_and_down(lab: str) -> None:
     """A second lab next to the first: its e1000 answers UDP from the lab's own netns
     (the path KGDBoE needs; without a kgdboe.ko this is as far as it can be tested),
     then its QEMU is killed: status says dead, exec fails cleanly, down cleans up."""
+    from kdbg import lab as labmod
     from kdbg.errors import LabLost
-    from kdbg.lab import guest, netns, vm
+    from kdbg.lab import guest, netns
 
     name = "labtest2"
     with __import__("contextlib").suppress(Exception):
-        vm.down(name)
-    cfg = vm.LabConfig(name=name, transport="kgdboe", require_kgdb=False, cpus=1, memory="768M")
-    info = vm.up(cfg, progress=lambda m: print(m, file=sys.stderr))
+        labmod.down(name)
+    cfg = labmod.LabConfig(name=name, transport="kgdboe", require_kgdb=False, cpus=1, memory="768M")
+    info = labmod.up(cfg, progress=lambda m: print(m, file=sys.stderr))
     try:
         assert info.netns == "kdbg-labtest2" and netns.exists(info.netns)
         assert info.gdb_endpoint == "udp:10.213.0.2:31337"
-        assert vm.require(lab).alive  # the first lab is untouched
+        assert labmod.require(lab).alive  # the first lab is untouched
         echo = ("import socket\ns=socket.socket(2,2)\ns.bind(('10.213.0.2',31337))\n"
                 "print('bound',flush=True)\nd,a=s.recvfrom(100)\ns.sendto(d[::-1],a)\n")
         with guest.stream(name, ["python3", "-c", echo]) as server:
@@ -221,19 +224,19 @@ def test_second_lab_kgdboe_plumbing_dead_detection_and_down(lab: str) -> None:
 
         os.kill(info.pid, signal.SIGKILL)  # the QEMU this test started
         deadline = time.monotonic() + 30
-        while vm.get(name).alive and time.monotonic() < deadline:
+        while labmod.get(name).alive and time.monotonic() < deadline:
             time.sleep(0.1)
         r = kdbg("lab", "status", name)
         assert "DEAD" in r.stdout
         with pytest.raises(LabLost):
             guest.run(name, ["true"])
     finally:
-        vm.down(name)
+        labmod.down(name)
     for pid in (info.pid, info.launcher_pid):
         assert pid and not Path(f"/proc/{pid}").exists()
     assert not netns.exists("kdbg-labtest2")
     assert not Path(info.state_dir).exists()
-    assert vm.require(lab).alive
+    assert labmod.require(lab).alive
 
 
 def test_a_boot_that_times_out_says_why_and_leaves_nothing() -> None:
@@ -322,9 +325,10 @@ def test_no_other_user_reaches_the_labs_exec_stub_or_console(lab: str) -> None:
     """uid 65534 against a running gdbstub lab: the exec channel closes on every frame it
     can send (no key, a replayed run frame, a wrong or short key), and the stub, the
     console and the lab's files are out of reach; root's use is unchanged."""
-    from kdbg.lab import guest, vm
+    from kdbg import lab as labmod
+    from kdbg.lab import guest
 
-    info = vm.require(lab)
+    info = labmod.require(lab)
     state = Path(info.state_dir)
     assert state.stat().st_mode & 0o777 == 0o700 and state.parent.stat().st_mode & 0o777 == 0o700
     assert (state / "exec.key").stat().st_mode & 0o777 == 0o600
@@ -353,14 +357,15 @@ def test_no_other_user_reaches_a_kgdboc_labs_serial_line(lab: str) -> None:
     """The kgdboc serial port is a Unix socket in the same private directory: uid 65534
     cannot connect; root can. (The stock kernel has no kgdb, so only the line itself is
     exercised here; tests/vm/test_lab_kconfig.py debugs over it on the kgdb kernel.)"""
-    from kdbg.lab import guest, vm
+    from kdbg import lab as labmod
+    from kdbg.lab import guest
 
     name = "labsec"
     with __import__("contextlib").suppress(Exception):
-        vm.down(name)
-    cfg = vm.LabConfig(name=name, transport="kgdboc", require_kgdb=False, cpus=1,
+        labmod.down(name)
+    cfg = labmod.LabConfig(name=name, transport="kgdboc", require_kgdb=False, cpus=1,
                        memory="768M", fetch_vmlinux=False)
-    info = vm.up(cfg, progress=lambda m: print(m, file=sys.stderr))
+    info = labmod.up(cfg, progress=lambda m: print(m, file=sys.stderr))
     try:
         assert info.gdb_endpoint == f"serial:{info.state_dir}/kgdboc.sock"
         marker = f"/tmp/kdbg-intruder-{os.getpid()}"
@@ -372,5 +377,5 @@ def test_no_other_user_reaches_a_kgdboc_labs_serial_line(lab: str) -> None:
         with socket.socket(socket.AF_UNIX) as s:  # root reaches the serial line
             s.connect(info.gdb_target)
     finally:
-        vm.down(name)
+        labmod.down(name)
     assert not Path(info.state_dir).exists()

@@ -50,7 +50,8 @@ def test_kgdb_kernel_builds_boots_and_kgdboc_answers_gdb() -> None:
     and let plain gdb read registers over the serial port; detach; the guest runs on."""
     build_needs()
     need(shutil.which("qemu-system-x86_64") is not None, "qemu-system-x86_64 missing")
-    from kdbg.lab import build, guest, vm
+    from kdbg import lab as labmod
+    from kdbg.lab import build, guest
 
     if build.cached_build() is None and os.environ.get("KDBG_BUILD_KERNEL") != "1":
         # Not a missing need but an opt-in: CI runs this only once the kernel is cached.
@@ -62,8 +63,8 @@ def test_kgdb_kernel_builds_boots_and_kgdboc_answers_gdb() -> None:
     assert ".debug_info" in elf.stdout and ".BTF" in elf.stdout
     name = "labkgdb"
     with __import__("contextlib").suppress(Exception):
-        vm.down(name)
-    info = vm.up(vm.LabConfig(name=name, kernel="built", transport="kgdboc", cpus=1),
+        labmod.down(name)
+    info = labmod.up(labmod.LabConfig(name=name, kernel="built", transport="kgdboc", cpus=1),
                  progress=lambda m: print(m, file=sys.stderr))
     try:
         assert "kgdboc=ttyS1,115200" in (info.cmdline or "")
@@ -87,4 +88,4 @@ def test_kgdb_kernel_builds_boots_and_kgdboc_answers_gdb() -> None:
         trigger.join(timeout=120)
         assert guest.run(name, ["true"]).status == 0
     finally:
-        vm.down(name)
+        labmod.down(name)

@@ -1,40 +1,33 @@
-"""Lab lifecycle: boot detached, wait until the guest agent answers, record, find, stop.
+"""A lab's life: check what ``kdbg lab up`` asks for, plan and start QEMU (through
+virtme-run, detached), wait until the guest agent answers, and stop it again.
 
-Each lab has a state directory ``LABS/NAME`` holding ``lab.json`` (its
-:class:`LabInfo`), the exec key (``exec.key``, mode 0600), QEMU's gdb stub and kgdboc
-sockets, the boot console log, the interactive console's socket and log, and a
-per-boot kallsyms cache. ``LABS`` and every state directory are mode 0700, so no other
-local user reaches a socket or reads a log or the key; labs are root's (see
-docs/lab.md, "Who can reach a lab"). A lab is *alive* while the PID recorded there is a
-QEMU whose command line names ``kdbg-NAME``; anything else is reported dead, and only
-that PID (never a process found by name) is ever signalled.
+What is recorded of a lab, and where, is :mod:`kdbg.lab.registry`'s; its command line
+is :mod:`kdbg.lab.command`'s. Only
+a lab's recorded PIDs, checked with :func:`~kdbg.lab.registry.pid_is_lab`, are ever
+signalled.
 """
 
 from __future__ import annotations
 
-import fcntl
-import json
 import os
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
-from dataclasses import asdict, dataclass, field
+from contextlib import suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from kdbg.dirs import cache_dir
-from kdbg.errors import BadInput, LabError, LabLost, LabTimeout, NeedsRoot
+from kdbg.errors import BadInput, LabError, LabTimeout
 from kdbg.lab import agent, channel, netns, protocol
 from kdbg.lab.accel import ACCELS
 from kdbg.lab.accel import choose as choose_accel
-from kdbg.lab.command import KGDBOE_UDP_PORT, TRANSPORTS, LaunchPlan, launch_argv
+from kdbg.lab.command import TRANSPORTS, LaunchPlan, launch_argv
 from kdbg.lab.kernel import (
     Kernel,
     Progress,
@@ -45,264 +38,26 @@ from kdbg.lab.kernel import (
     quiet,
     resolve_debian,
 )
+from kdbg.lab.registry import (
+    EXEC_KEY,
+    LabConfig,
+    LabInfo,
+    free_port,
+    get,
+    labs_dir,
+    labs_lock,
+    pid_is_lab,
+    private_dir,
+    validate_name,
+    write_state,
+)
 
-NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,19}")
 MEMORY_RE = re.compile(r"[1-9][0-9]*[MG]")
 CONSOLE_TAIL = 25
 SUN_PATH_MAX = 107  # sockaddr_un.sun_path holds 108 bytes with the NUL
 
 
-@dataclass(frozen=True)
-class LabConfig:
-    """What ``kdbg lab up`` asks for.
-
-    ``kernel`` is ``"debian"`` (the default stock kernel; ``"debian:6.12"`` Debian's
-    newest 6.12, see :func:`kdbg.lab.kernel.parse_debian_spec`), ``"built"`` (the cached
-    kgdb lab kernel from ``kdbg lab build-kernel``) or a path to a kernel build
-    directory or bzImage. ``require_kgdb=False`` lets kgdboc/kgdboe labs boot a kernel
-    without CONFIG_KGDB (only useful to test their plumbing).
-    """
-
-    name: str = "default"
-    kernel: str = "debian"
-    transport: str = "gdbstub"
-    memory: str = "1G"
-    cpus: int = 2
-    boot_timeout: float = 300.0
-    fetch_vmlinux: bool = True
-    require_kgdb: bool = True
-    append: tuple[str, ...] = ()
-    accel: str = "auto"  # "auto", "kvm" or "tcg": see kdbg.lab.accel
-
-
-@dataclass(frozen=True)
-class LabInfo:
-    """A lab as recorded at boot, plus whether its QEMU is alive now.
-
-    ``gdb_endpoint`` is kdbg's endpoint (:mod:`kdbg.debugger.endpoint`):
-    ``unix:STATE/gdb.sock`` (QEMU's stub), ``serial:STATE/kgdboc.sock`` (kgdboc) or
-    ``udp:IP:PORT`` (KGDBoE; gdb must run in ``netns``, see ``gdb_prefix``);
-    ``gdb_target`` is what gdb's ``target remote`` takes.
-    ``vmlinux`` is the kernel's ELF with DWARF when known (Debian's from the -dbg
-    package, fetched at ``up``; see :func:`vmlinux`).
-    """
-
-    name: str
-    pid: int  # QEMU's
-    transport: str
-    kernel_kind: str
-    release: str
-    image: str
-    vmlinux: str | None
-    exec_port: int
-    gdb_socket: str | None
-    kgdboc_socket: str | None
-    netns: str | None
-    guest_ip: str | None
-    state_dir: str
-    console_log: str
-    console_socket: str
-    interactive_log: str
-    argv: list[str]
-    started_at: float
-    launcher_pid: int | None = None  # virtme-run, QEMU's parent
-    ready_at: float | None = None
-    boot_id: str | None = None
-    cmdline: str | None = None
-    alive: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
-    accel: str = "tcg"  # what QEMU runs under: "kvm" or "tcg"
-
-    @property
-    def gdb_endpoint(self) -> str:
-        if self.transport == "gdbstub":
-            return f"unix:{self.gdb_socket}"
-        if self.transport == "kgdboc":
-            return f"serial:{self.kgdboc_socket}"
-        return f"udp:{self.guest_ip}:{KGDBOE_UDP_PORT}"
-
-    @property
-    def gdb_target(self) -> str:
-        """The argument of gdb's ``target remote`` (a socket's path, or ``udp:IP:PORT``)."""
-        if self.transport == "gdbstub":
-            return str(self.gdb_socket)
-        if self.transport == "kgdboc":
-            return str(self.kgdboc_socket)
-        return self.gdb_endpoint
-
-    @property
-    def exec_key_file(self) -> Path:
-        return Path(self.state_dir) / EXEC_KEY
-
-    def exec_access(self) -> channel.ExecAccess:
-        """The exec channel's port and key. Raises LabError when the key is unreadable
-        (a lab booted by an older kdbg has none)."""
-        try:
-            key = protocol.read_key_file(self.exec_key_file)
-        except (OSError, ValueError) as err:
-            raise LabError(f"lab {self.name!r} has no usable exec key ({err})",
-                           hint=f"kdbg lab down {self.name}; kdbg lab up --name {self.name}"
-                           ) from err
-        return channel.ExecAccess(self.exec_port, key)
-
-    @property
-    def gdb_prefix(self) -> list[str]:
-        """Command prefix gdb needs to reach the endpoint (the lab's netns for KGDBoE)."""
-        return ["ip", "netns", "exec", self.netns] if self.netns else []
-
-    @property
-    def nokaslr(self) -> bool:
-        return "nokaslr" in (self.cmdline or "").split()
-
-    @property
-    def boot_seconds(self) -> float | None:
-        return None if self.ready_at is None else self.ready_at - self.started_at
-
-    def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["gdb_endpoint"] = self.gdb_endpoint
-        d["gdb_target"] = self.gdb_target
-        d["nokaslr"] = self.nokaslr
-        return d
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> LabInfo:
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in known})
-
-
-# --- state ---------------------------------------------------------------------------------
-
-
-EXEC_KEY = "exec.key"
-
-
-def require_root() -> None:
-    """Labs are root's: raise NeedsRoot for anyone else, before any state is touched."""
-    if os.geteuid() != 0:
-        raise NeedsRoot(
-            "kdbg lab needs root: a lab is root's VM (QEMU, a network namespace, the host's "
-            "whole file system mounted in the guest); run it as root, e.g. sudo kdbg lab ..."
-        )
-
-
-def _private_dir(path: Path) -> Path:
-    """``path``, created if needed and set to mode 0700 (owner only)."""
-    path.mkdir(parents=True, exist_ok=True)
-    if path.stat().st_mode & 0o777 != 0o700:
-        path.chmod(0o700)
-    return path
-
-
-def labs_dir() -> Path:
-    """Where labs keep their state: under the cache (the guest reads its exec key from
-    there over 9p; a ``/run`` directory is not what the guest sees), mode 0700."""
-    require_root()
-    return _private_dir(cache_dir("run", "labs"))
-
-
-def _state_file(name: str) -> Path:
-    return labs_dir() / name / "lab.json"
-
-
-@contextmanager
-def _labs_lock() -> Iterator[None]:
-    with open(labs_dir() / ".lock", "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _write_state(info: LabInfo) -> None:
-    path = _state_file(info.name)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(info.to_json(), indent=2) + "\n")
-    tmp.rename(path)
-
-
-def pid_is_lab(pid: int, name: str, program: bytes = b"qemu-system") -> bool:
-    """True when ``pid`` is a live QEMU (or ``program``) started for lab ``name``.
-
-    This guards against PID reuse: kdbg signals a recorded PID only when this holds.
-    """
-    if pid <= 0:
-        return False
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    if stat.rsplit(")", 1)[1].split()[0] == "Z":
-        return False
-    args = raw.split(b"\0")
-    return any(program in a for a in args[:2]) and f"kdbg-{name}".encode() in args
-
-
-def validate_name(name: str) -> str:
-    if not NAME_RE.fullmatch(name):
-        raise BadInput(f"bad lab name {name!r}: use 1-20 of a-z, 0-9 and '-'")
-    return name
-
-
-def get(name: str = "default") -> LabInfo:
-    """The recorded lab ``name`` with ``alive`` set from its QEMU. Raises BadInput if none."""
-    validate_name(name)
-    path = _state_file(name)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise BadInput(f"no lab named {name!r}", hint="kdbg lab up --name " + name) from None
-    info = LabInfo.from_json(data)
-    alive = pid_is_lab(info.pid, name)
-    return info if alive == info.alive else _replace(info, alive=alive)
-
-
-def require(name: str = "default") -> LabInfo:
-    """Like :func:`get`, but raises LabLost when the lab's QEMU is gone."""
-    info = get(name)
-    if not info.alive:
-        raise LabLost(f"lab {name!r} is dead (its QEMU, PID {info.pid}, is gone)",
-                      hint=f"see {info.console_log}; kdbg lab down {name}")
-    return info
-
-
-def status() -> list[LabInfo]:
-    """Every recorded lab, alive or dead, by name."""
-    out = []
-    for path in sorted(labs_dir().glob("*/lab.json")):
-        try:
-            out.append(get(path.parent.name))
-        except (BadInput, ValueError, json.JSONDecodeError):
-            continue
-    return out
-
-
-def _replace(info: LabInfo, **changes: Any) -> LabInfo:
-    d = asdict(info)
-    d.update(changes)
-    return LabInfo(**d)
-
-
 # --- boot ----------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now, not recorded by another lab."""
-    taken = set()
-    for path in labs_dir().glob("*/lab.json"):
-        try:
-            d = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        taken.add(d.get("exec_port"))
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port not in taken:
-            return port
 
 
 def resolve_kernel(spec: str, progress: Progress = quiet) -> Kernel:
@@ -452,21 +207,21 @@ def up(config: LabConfig, progress: Progress = quiet) -> LabInfo:
             target=_fetch_vmlinux, args=(kernel.release, progress, vmlinux_box), daemon=True
         )
 
-    with _labs_lock():
+    with labs_lock():
         state = labs_dir() / config.name
         if (state / "lab.json").exists():
             _refuse_running(config.name)
             _cleanup(get(config.name))
-        _private_dir(state)
+        private_dir(state)
         launch = _launch(config, kernel, state, agent_path, chosen.accel, progress)
         info, proc = launch.info, launch.proc
         try:
-            info = _replace(info, pid=_wait_pidfile(info, launch.pidfile, proc))
+            info = info.replace(pid=_wait_pidfile(info, launch.pidfile, proc))
         except BaseException:
             _stop(info, proc)
             _cleanup(info)
             raise
-        _write_state(info)
+        write_state(info)
 
     if fetcher is not None:
         fetcher.start()
@@ -480,12 +235,12 @@ def up(config: LabConfig, progress: Progress = quiet) -> LabInfo:
         fetcher.join()
         got = vmlinux_box.get("path")
         if isinstance(got, Path):
-            info = _replace(info, vmlinux=str(got))
+            info = info.replace(vmlinux=str(got))
         else:
             progress(f"warning: no debug vmlinux: {vmlinux_box.get('error')}")
-    info = _replace(info, ready_at=time.time(), boot_id=facts.get("boot_id"),
-                    cmdline=facts.get("cmdline"), extra={"guest": facts})
-    _write_state(info)
+    info = info.replace(ready_at=time.time(), boot_id=facts.get("boot_id"),
+                        cmdline=facts.get("cmdline"), extra={"guest": facts})
+    write_state(info)
     return info
 
 
@@ -723,8 +478,8 @@ def _cleanup(info: LabInfo) -> None:
 
 def down(name: str = "default") -> LabInfo:
     """Stop lab ``name`` and remove its state and namespace. Raises BadInput if unknown."""
-    with _labs_lock():
+    with labs_lock():
         info = get(name)
         _stop(info)
         _cleanup(info)
-    return _replace(info, alive=False)
+    return info.replace(alive=False)
