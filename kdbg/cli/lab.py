@@ -13,7 +13,6 @@ import click
 from kdbg import lab as labapi
 from kdbg.lab.accel import ACCELS
 from kdbg.lab.command import TRANSPORTS
-from kdbg.lab.kernel import known_kernels
 
 
 def _name_option(f: Any) -> Any:
@@ -96,9 +95,7 @@ def lab(ctx: click.Context) -> None:
 @lab.command("up")
 @click.option("--name", default="default", show_default=True, help="Lab name (a-z, 0-9, -).")
 @click.option("--kernel", "kernel", default="debian", show_default=True,
-              help="'debian' (stock 6.1 kernel), 'debian:SERIES' (Debian's newest, like "
-                   "debian:6.12), 'built' (kdbg lab build-kernel's) or a PATH to a kernel "
-                   "build directory or bzImage. See kdbg lab kernels.")
+              help=f"{labapi.kernel_help()} See kdbg lab kernels.")
 @click.option("--transport", type=click.Choice(TRANSPORTS), default="gdbstub",
               show_default=True, help="How gdb reaches the kernel.")
 @click.option("--memory", default="1G", show_default=True, help="Guest memory, like 1G or 768M.")
@@ -160,7 +157,7 @@ def kernels_cmd(as_json: bool) -> None:
       kdbg lab kernels
       kdbg lab up --name k612 --kernel debian:6.12
     """
-    choices = known_kernels()
+    choices = labapi.known_kernels()
     if as_json:
         for c in choices:
             click.echo(json.dumps(c.to_json()))
@@ -168,8 +165,7 @@ def kernels_cmd(as_json: bool) -> None:
     width = max(len(c.spec) for c in choices)
     click.echo(f"{'KERNEL':<{width}}  {'RELEASE':<22}  {'IMAGE':<9}  {'VMLINUX':<9}  ABOUT")
     for c in choices:
-        click.echo(f"{c.spec:<{width}}  {c.release or '-':<22}  "
-                   f"{'cached' if c.cached else ('build' if c.spec == 'built' else 'fetch'):<9}  "
+        click.echo(f"{c.spec:<{width}}  {c.release or '-':<22}  {c.image:<9}  "
                    f"{'cached' if c.vmlinux else '-':<9}  {c.about}")
 
 

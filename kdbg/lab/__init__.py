@@ -25,11 +25,14 @@ when its QEMU is gone)::
     lab.console("default")               # pexpect child on the serial root shell
     lab.down("default")                  # QEMU stopped (its PID only), state removed
     lab.build_kernel(progress=print)     # the kgdb lab kernel (cached by config hash)
-    lab.resolve_kernel("debian:6.12")    # Kernel (fetched into the cache for Debian's)
+    lab.known_kernels()                  # [KernelChoice]: what --kernel can boot, what is cached
+    lab.resolve_kernel("debian:6.12")    # Kernel (fetched into the cache if its kind fetches)
 
 Where it lives: the labs kdbg knows, and their records, in ``registry``; booting and
-stopping in ``lifecycle`` (the command line in ``command``); kernels in ``kernel`` and
-``build``; a running guest in ``guest`` (over ``channel``).
+stopping in ``lifecycle`` (the command line in ``command``); the kinds of kernel that
+``--kernel`` names in ``kinds`` (Debian's in ``debian``, the kgdb lab kernel in
+``build``, the ``Kernel`` record and a user's tree in ``kernel``); a running guest in
+``guest`` (over ``channel``).
 
 The exec stream has no timers: a guest halted by a debugger pauses it, and it goes on
 when the guest resumes. Leaving a stream (or Ctrl-C twice) kills the remote command.
@@ -52,8 +55,9 @@ from kdbg.lab.guest import (
     symbol_address,
     vmlinux,
 )
-from kdbg.lab.kernel import Kernel
-from kdbg.lab.lifecycle import down, dry_run, resolve_kernel, up
+from kdbg.lab.kernel import Kernel, KernelChoice
+from kdbg.lab.kinds import kernel_help, known_kernels, resolve_kernel
+from kdbg.lab.lifecycle import down, dry_run, up
 from kdbg.lab.registry import LabConfig, LabInfo, get, require, require_root, status
 
 
@@ -68,6 +72,7 @@ __all__ = [
     "ExecSession",
     "Kaslr",
     "Kernel",
+    "KernelChoice",
     "LabConfig",
     "LabInfo",
     "build_kernel",
@@ -79,7 +84,9 @@ __all__ = [
     "get",
     "kallsyms",
     "kaslr",
+    "kernel_help",
     "kgdboe_load",
+    "known_kernels",
     "require",
     "require_root",
     "resolve_kernel",

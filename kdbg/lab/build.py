@@ -17,11 +17,21 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 from kdbg.dirs import VM_DIR, cache_dir
 from kdbg.errors import LabError
-from kdbg.lab.kernel import BZIMAGE, Kernel, Progress, apt_download, locked, quiet, run_tool
+from kdbg.lab.debian import apt_download
+from kdbg.lab.kernel import (
+    BZIMAGE,
+    Kernel,
+    Progress,
+    kernel_from_path,
+    locked,
+    quiet,
+    run_tool,
+)
 
 FRAGMENT = VM_DIR / "kgdb-lab.config"
 SOURCE_PACKAGE = "linux-source-6.1"
@@ -93,9 +103,7 @@ def config_hash(fragment: str, source_version: str, virtme_version: str) -> str:
 
 def _virtme_version() -> str:
     try:
-        from importlib.metadata import version
-
-        return version("virtme-ng")
+        return metadata.version("virtme-ng")
     except Exception:  # noqa: BLE001 - any failure means "unknown"
         return "unknown"
 
@@ -197,8 +205,6 @@ def cached_build(fragment: Path = FRAGMENT) -> Kernel | None:
     outdir = cache_dir("kernels") / f"kgdb-{key}"
     if not (outdir / ".complete").exists():
         return None
-    from kdbg.lab.kernel import kernel_from_path
-
     return kernel_from_path(outdir)
 
 
@@ -220,8 +226,6 @@ def build_kernel(
     key = config_hash(fragment.read_text(), source_version(), _virtme_version())
     outdir = cache_dir("kernels") / f"kgdb-{key}"
     stamp = outdir / ".complete"
-    from kdbg.lab.kernel import kernel_from_path
-
     with locked(cache_dir("kernels") / f".kgdb-{key}.lock"):
         if stamp.exists() and not force:
             progress(f"cached kgdb lab kernel {key}: {outdir}")

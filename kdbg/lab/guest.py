@@ -10,9 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import pexpect
+
 from kdbg.errors import BadInput, LabError
-from kdbg.lab import channel, command, registry
+from kdbg.lab import channel, command, kinds, registry
 from kdbg.lab.channel import ExecSession
+from kdbg.lab.kernel import quiet
 from kdbg.symbols.kallsyms import modules_key
 
 
@@ -264,28 +267,24 @@ def kaslr(name: str) -> Kaslr:
 
 
 def vmlinux(name: str, progress: Callable[[str], None] | None = None) -> Path:
-    """The DWARF vmlinux matching lab ``name``'s kernel (fetched for Debian kernels)."""
+    """The DWARF vmlinux matching lab ``name``'s kernel: the one its record names, else
+    its kind's (fetched for Debian kernels)."""
     info = registry.get(name)
     if info.vmlinux:
         return Path(info.vmlinux)
-    if info.kernel_kind == "debian":
-        from kdbg.lab.kernel import debian_vmlinux
-
-        return debian_vmlinux(info.release, progress or (lambda _: None))
+    kind = kinds.kind_of_lab(info.kernel_kind)
+    found = kind.debug_vmlinux(info.release, progress or quiet) if kind else None
+    if found is not None:
+        return found
     raise LabError(f"no vmlinux with debug info known for lab {name!r} ({info.image})")
 
 
 def module_debug(name: str) -> Path | None:
     """Where debug ``.ko`` files of lab ``name``'s modules are, if anywhere: the ones
-    fetched with Debian's vmlinux, or the build tree of a built kernel."""
+    fetched with Debian's vmlinux, or the build tree of a built kernel (as its kind says)."""
     info = registry.get(name)
-    if info.kernel_kind == "debian":
-        from kdbg.lab.kernel import debian_module_debug
-
-        return debian_module_debug(info.release)
-    if info.kernel_kind == "build" and info.vmlinux:
-        return Path(info.vmlinux).parent
-    return None
+    kind = kinds.kind_of_lab(info.kernel_kind)
+    return kind.module_debug(info.release, info.vmlinux) if kind else None
 
 
 def console(name: str) -> Any:
@@ -293,8 +292,6 @@ def console(name: str) -> Any:
 
     Call ``.interact()`` to hand it to a user (Ctrl-] leaves), or ``.sendline``/``.expect``.
     """
-    import pexpect
-
     info = registry.require(name)
     socat = shutil.which("socat")
     if not socat:

@@ -1,8 +1,8 @@
 """A lab's life: check what ``kdbg lab up`` asks for, plan and start QEMU (through
 virtme-run, detached), wait until the guest agent answers, and stop it again.
 
-What is recorded of a lab, and where, is :mod:`kdbg.lab.registry`'s; its command line
-is :mod:`kdbg.lab.command`'s. Only
+What is recorded of a lab, and where, is :mod:`kdbg.lab.registry`'s; which kernel it
+boots is :mod:`kdbg.lab.kinds`'s; its command line is :mod:`kdbg.lab.command`'s. Only
 a lab's recorded PIDs, checked with :func:`~kdbg.lab.registry.pid_is_lab`, are ever
 signalled.
 """
@@ -22,22 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kdbg.dirs import cache_dir
 from kdbg.errors import BadInput, LabError, LabTimeout
-from kdbg.lab import agent, channel, netns, protocol
+from kdbg.lab import agent, channel, kinds, netns, protocol
 from kdbg.lab.accel import ACCELS
 from kdbg.lab.accel import choose as choose_accel
 from kdbg.lab.command import TRANSPORTS, LaunchPlan, launch_argv
-from kdbg.lab.kernel import (
-    Kernel,
-    Progress,
-    debian_kernel,
-    debian_vmlinux,
-    kernel_from_path,
-    parse_debian_spec,
-    quiet,
-    resolve_debian,
-)
+from kdbg.lab.kernel import Kernel, Progress, quiet
 from kdbg.lab.registry import (
     EXEC_KEY,
     LabConfig,
@@ -58,22 +48,6 @@ SUN_PATH_MAX = 107  # sockaddr_un.sun_path holds 108 bytes with the NUL
 
 
 # --- boot ----------------------------------------------------------------------------------
-
-
-def resolve_kernel(spec: str, progress: Progress = quiet) -> Kernel:
-    """The kernel for ``--kernel``: "debian[:SERIES|:RELEASE]", "built" or a path.
-    Raises BadInput."""
-    debian = parse_debian_spec(spec)
-    if debian is not None:
-        return debian_kernel(progress, resolve_debian(debian))
-    if spec == "built":
-        from kdbg.lab.build import cached_build
-
-        kernel = cached_build()
-        if kernel is None:
-            raise BadInput("no kgdb lab kernel built yet", hint="kdbg lab build-kernel")
-        return kernel
-    return kernel_from_path(Path(spec))
 
 
 def _tool(name: str) -> str:
@@ -155,16 +129,11 @@ def plan_for(
 def dry_run(config: LabConfig) -> str:
     """The command ``up(config)`` would run, as one shell line; starts and fetches nothing.
 
-    For the Debian kernel the path is the cache's even when not fetched yet.
+    The kernel is as its kind plans it: a Debian kernel's path is the cache's even when
+    not fetched yet.
     """
     validate(config)
-    debian = parse_debian_spec(config.kernel)
-    if debian is not None:
-        release = resolve_debian(debian)
-        base = cache_dir("kernels", f"debian-{release}")
-        kernel = Kernel("debian", release, base / "root" / "boot" / f"vmlinuz-{release}")
-    else:
-        kernel = resolve_kernel(config.kernel)
+    kernel = kinds.kind_for(config.kernel).planned(config.kernel)
     check_kernel(config, kernel)
     state = labs_dir() / config.name
     chosen = choose_accel(config.accel, kernel.image if kernel.image.exists() else None)
@@ -195,16 +164,18 @@ def up(config: LabConfig, progress: Progress = quiet) -> LabInfo:
     """
     validate(config)
     _refuse_running(config.name)  # before any progress line: bad input is one line
-    kernel = resolve_kernel(config.kernel, progress)
+    kind = kinds.kind_for(config.kernel)
+    kernel = kind.resolve(config.kernel, progress)
     check_kernel(config, kernel)
     chosen = choose_accel(config.accel, kernel.image)
     progress(chosen.why)
     agent_path = agent.ensure_built()
     vmlinux_box: dict[str, Path | BaseException] = {}
     fetcher = None
-    if kernel.kind == "debian" and kernel.vmlinux is None and config.fetch_vmlinux:
+    if kind.fetches_vmlinux and kernel.vmlinux is None and config.fetch_vmlinux:
         fetcher = threading.Thread(
-            target=_fetch_vmlinux, args=(kernel.release, progress, vmlinux_box), daemon=True
+            target=_fetch_vmlinux, args=(kind, kernel.release, progress, vmlinux_box),
+            daemon=True,
         )
 
     with labs_lock():
@@ -345,9 +316,12 @@ def _wait_pidfile(info: LabInfo, pidfile: Path, proc: subprocess.Popen[bytes],
     raise LabTimeout(f"lab {info.name!r}: QEMU did not start within {timeout:.0f}s")
 
 
-def _fetch_vmlinux(release: str, progress: Progress, box: dict[str, Path | BaseException]) -> None:
+def _fetch_vmlinux(kind: kinds.KernelKind, release: str, progress: Progress,
+                   box: dict[str, Path | BaseException]) -> None:
     try:
-        box["path"] = debian_vmlinux(release, progress)
+        found = kind.debug_vmlinux(release, progress)
+        if found is not None:
+            box["path"] = found
     except Exception as err:  # noqa: BLE001 - reported as a warning by up()
         box["error"] = err
 

@@ -37,11 +37,11 @@ EXEC_KEY = "exec.key"
 class LabConfig:
     """What ``kdbg lab up`` asks for.
 
-    ``kernel`` is ``"debian"`` (the default stock kernel; ``"debian:6.12"`` Debian's
-    newest 6.12, see :func:`kdbg.lab.kernel.parse_debian_spec`), ``"built"`` (the cached
-    kgdb lab kernel from ``kdbg lab build-kernel``) or a path to a kernel build
-    directory or bzImage. ``require_kgdb=False`` lets kgdboc/kgdboe labs boot a kernel
-    without CONFIG_KGDB (only useful to test their plumbing).
+    ``kernel`` is a ``--kernel`` spec: one of the forms of :data:`kdbg.lab.kinds.KINDS`
+    (``"debian"``, the default stock kernel; ``"debian:6.12"``; ``"built"``, the cached
+    kgdb lab kernel; or a path to a kernel build directory or bzImage).
+    ``require_kgdb=False`` lets kgdboc/kgdboe labs boot a kernel without CONFIG_KGDB
+    (only useful to test their plumbing).
     """
 
     name: str = "default"

@@ -17,9 +17,10 @@ from kdbg.debugger import dropsite
 from kdbg.debugger.errors import NotADropSite
 from kdbg.debugger.model import Instruction
 from kdbg.errors import BadInput, LabError
-from kdbg.lab import accel, kernel, lifecycle, registry
+from kdbg.lab import accel, debian, lifecycle, registry
 from kdbg.lab.command import launch_argv
-from kdbg.lab.kernel import DebianSpec, Kernel, in_series, parse_debian_spec
+from kdbg.lab.debian import DebianSpec, in_series, parse_debian_spec
+from kdbg.lab.kernel import Kernel
 from kdbg.symbols.kallsyms import Kallsyms
 from tests.conftest import need
 
@@ -80,47 +81,47 @@ def test_newest_of_a_series_follows_debians_meta_package(monkeypatch: pytest.Mon
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     lists = tmp_path / "lists"
     lists.mkdir()
-    monkeypatch.setattr(kernel, "APT_LISTS", lists)
+    monkeypatch.setattr(debian, "APT_LISTS", lists)
     asked: list[list[str]] = []
 
     def apt(argv: list[str]) -> str:
         asked.append(argv)
         return APT_SHOW_META if argv[0] == "show" else ""
 
-    monkeypatch.setattr(kernel, "_apt", apt)
-    assert kernel._apt_newest("6.12") == "6.12.95+deb12-amd64"
+    monkeypatch.setattr(debian, "_apt", apt)
+    assert debian._apt_newest("6.12") == "6.12.95+deb12-amd64"
     # Remembered until apt's lists change.
-    assert kernel._apt_newest("6.12") == "6.12.95+deb12-amd64" and len(asked) == 1
+    assert debian._apt_newest("6.12") == "6.12.95+deb12-amd64" and len(asked) == 1
     os.utime(lists, ns=(1, 1))  # apt-get update
-    assert kernel._apt_newest("6.12") == "6.12.95+deb12-amd64" and len(asked) == 2
+    assert debian._apt_newest("6.12") == "6.12.95+deb12-amd64" and len(asked) == 2
 
 
 def test_newest_of_a_series_without_meta_package_needs_a_dbg(
         monkeypatch: pytest.MonkeyPatch) -> None:
     # Versions compare as numbers (43 > 9) and only a release with its -dbg counts.
-    monkeypatch.setattr(kernel, "_apt", lambda argv: APT_PKGNAMES if argv[0] == "pkgnames" else "")
-    assert kernel._apt_newest_now("6.12") == "6.12.43+deb12-amd64"
-    assert kernel._apt_newest_now("6.13") is None
+    monkeypatch.setattr(debian, "_apt", lambda argv: APT_PKGNAMES if argv[0] == "pkgnames" else "")
+    assert debian._apt_newest_now("6.12") == "6.12.43+deb12-amd64"
+    assert debian._apt_newest_now("6.13") is None
 
 
 def test_series_with_nothing_known_is_bad_input(monkeypatch: pytest.MonkeyPatch,
                                                 tmp_path: Path) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    monkeypatch.setattr(kernel, "APT_LISTS", tmp_path / "no-lists")
-    monkeypatch.setattr(kernel, "_apt", lambda argv: "")
-    monkeypatch.setattr(kernel, "debian_release", lambda: "6.1.0-57-amd64")
-    assert kernel.resolve_debian(DebianSpec()) == "6.1.0-57-amd64"
-    assert kernel.resolve_debian(DebianSpec(series="6.1")) == "6.1.0-57-amd64"
+    monkeypatch.setattr(debian, "APT_LISTS", tmp_path / "no-lists")
+    monkeypatch.setattr(debian, "_apt", lambda argv: "")
+    monkeypatch.setattr(debian, "debian_release", lambda: "6.1.0-57-amd64")
+    assert debian.resolve_debian(DebianSpec()) == "6.1.0-57-amd64"
+    assert debian.resolve_debian(DebianSpec(series="6.1")) == "6.1.0-57-amd64"
     with pytest.raises(BadInput, match="apt knows no Debian 6.12 kernel"):
-        kernel.resolve_debian(DebianSpec(series="6.12"))
+        debian.resolve_debian(DebianSpec(series="6.12"))
     with pytest.raises(BadInput, match="apt knows no linux-image-6.12.1"):
-        kernel.resolve_debian(DebianSpec(release="6.12.1+deb12-amd64"))
+        debian.resolve_debian(DebianSpec(release="6.12.1+deb12-amd64"))
     # Offline, a cached kernel of the series still resolves.
     done = tmp_path / "kdbg" / "kernels" / "debian-6.12.43+deb12-amd64"
     done.mkdir(parents=True)
     (done / ".complete").write_text("6.12.43+deb12-amd64\n")
-    assert kernel.resolve_debian(DebianSpec(series="6.12")) == "6.12.43+deb12-amd64"
-    assert kernel.cached_releases() == ["6.12.43+deb12-amd64"]
+    assert debian.resolve_debian(DebianSpec(series="6.12")) == "6.12.43+deb12-amd64"
+    assert debian.cached_releases() == ["6.12.43+deb12-amd64"]
 
 
 def test_lab_up_rejects_a_bad_kernel_spec_in_one_line() -> None:

@@ -22,7 +22,7 @@ NAMED = ["nft_do_chain", "__udp4_lib_rcv", "tcp_v4_rcv", "kfree_skb_reason", "co
 
 def _debian_vmlinux() -> Path | None:
     try:
-        from kdbg.lab.kernel import debian_vmlinux
+        from kdbg.lab.debian import debian_vmlinux
     except ImportError:
         return None
     return debian_vmlinux()

@@ -27,7 +27,7 @@ def lab() -> Iterator[str]:
     need(os.geteuid() == 0, "the lab needs root (./run test)")
     from kdbg import lab as labmod
     from kdbg.errors import BadInput
-    from kdbg.lab.kernel import DebianSpec, resolve_debian
+    from kdbg.lab.debian import DebianSpec, resolve_debian
 
     try:
         resolve_debian(DebianSpec(series="6.12"))
@@ -48,7 +48,7 @@ def test_612_kernel_with_borrowed_headers(lab: str) -> None:
     for bcc (there are none for 6.12); the drop function is sk_skb_reason_drop."""
     from kdbg import lab as labmod
     from kdbg.debugger.dropsite import drop_function
-    from kdbg.lab.kernel import in_series
+    from kdbg.lab.debian import in_series
     from kdbg.symbols.kallsyms import Kallsyms
 
     release = labmod.get(lab).release
