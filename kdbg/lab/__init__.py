@@ -27,6 +27,7 @@ when its QEMU is gone)::
     lab.build_kernel(progress=print)     # the kgdb lab kernel (cached by config hash)
     lab.known_kernels()                  # [KernelChoice]: what --kernel can boot, what is cached
     lab.resolve_kernel("debian:6.12")    # Kernel (fetched into the cache if its kind fetches)
+    lab.kernel_help()                    # --kernel's help text, made from the table of kinds
 
 Where it lives: the labs kdbg knows, and their records, in ``registry``; booting and
 stopping in ``lifecycle`` (the command line in ``command``); the kinds of kernel that

@@ -147,6 +147,7 @@ def dry_run(config: LabConfig) -> str:
 
 
 def console_tail(path: Path, lines: int = CONSOLE_TAIL) -> str:
+    """The console log's last ``lines`` lines, indented, for a message about a boot."""
     try:
         text = path.read_text(errors="replace")
     except OSError:
