@@ -107,7 +107,8 @@ def test_the_relay_answers_the_last_sender_as_kgdboe_does(kind: str, tmp_path: P
         while data := conn.recv(100):
             conn.sendall(data.upper())
 
-    threading.Thread(target=echo_upper, daemon=True).start()
+    echo = threading.Thread(target=echo_upper, daemon=True)
+    echo.start()
     first, second = (socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2))
     try:
         with UdpRelay(stub) as relay:
@@ -116,6 +117,9 @@ def test_the_relay_answers_the_last_sender_as_kgdboe_does(kind: str, tmp_path: P
                 sock.settimeout(5)
                 sock.sendto(word, (host, int(port)))
                 assert sock.recv(100) == word.upper()
+        # the relay closed its end: the stub reads the end of its stream and returns
+        echo.join(5)
+        assert not echo.is_alive()
         assert len(accepted) == 1  # one stream connection for both senders
     finally:
         for sock in (first, second, server, *accepted):
