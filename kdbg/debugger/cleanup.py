@@ -20,6 +20,7 @@ from kdbg.debugger.model import Breakpoint, CleanupReport
 from kdbg.debugger.runcontrol import RunControl
 from kdbg.debugger.watchdog import release
 from kdbg.errors import GdbError, KdbgError
+from kdbg.transports import Recovery
 
 log = logging.getLogger("kdbg.debugger")
 
@@ -133,7 +134,8 @@ class Cleanup(RunControl):
         every breakpoint and resumes. Reports the target's state when even this fails,
         and says so at once when nothing is behind the endpoint any more."""
         bps = ", ".join(f"0x{b.address:x}" for b in self.breakpoints.values())
-        if self.endpoint.kind == "serial" and self.running and self.interrupter is not None:
+        if (self.endpoint.transport.recovery is Recovery.SYSRQ_G and self.running
+                and self.interrupter is not None):
             with contextlib.suppress(KdbgError, OSError):
                 self.interrupter()  # kgdb answers a fresh gdb only once stopped
         result = release(self.endpoint, gdb=self._gdb_path, prefix=self._gdb_prefix,

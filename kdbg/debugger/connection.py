@@ -22,6 +22,7 @@ from kdbg.errors import GdbError, GdbTimeout, KdbgError
 from kdbg.guard.judge import Guard
 from kdbg.symbols.evidence import TargetSymbols
 from kdbg.symbols.kallsyms import Kallsyms
+from kdbg.transports import Wake
 
 # A refused connect fails at once, an unanswered one within 3 s (gdb's defaults: 15 s
 # of retries).
@@ -76,7 +77,7 @@ class Connection(Cleanup):
         vm = Path(vmlinux) if vmlinux is not None else None
         has_dwarf, offset = vmlinux_facts(vm, ksyms, kaslr_offset)
         setup = [f"set remotetimeout {remotetimeout}", *FAST_CONNECT]
-        if ep.kind == "serial" and ep.device is not None:
+        if ep.transport.baud and ep.device is not None:
             setup.append(f"set serial baud {ep.baud}")
         proc = GdbProcess(gdb, setup=setup, start_timeout=min(timeout, 30.0), prefix=gdb_prefix)
         session = cls(
@@ -100,7 +101,7 @@ class Connection(Cleanup):
         try:
             if watchdog:
                 session._watchdog = Watchdog(ep, proc.pid, gdb=gdb, prefix=gdb_prefix)
-            if ep.kind == "udp":
+            if ep.transport.wake is Wake.PROBE:
                 session._probe = breakin.Probe(ep, gdb_prefix)
             session._setup(timeout)
             session._attach(timeout)
@@ -148,14 +149,13 @@ class Connection(Cleanup):
         except GdbTimeout as err:
             raise TargetUnreachable(
                 f"no answer from a gdb stub at {self.endpoint} within {timeout:g} s",
-                hint=reach.attach_hint(self.endpoint),
+                hint=self.endpoint.transport.attach_hint,
             ) from err
         except GdbDied:
             raise
         except GdbError as err:
-            raise TargetUnreachable(
-                f"cannot attach to {self.endpoint}: {err}", hint=reach.attach_hint(self.endpoint)
-            ) from err
+            raise TargetUnreachable(f"cannot attach to {self.endpoint}: {err}",
+                                    hint=self.endpoint.transport.attach_hint) from err
         self.running = False
         # The attach stop is reported as *stopped; drop it so wait_stop sees only new stops.
         self.gdb.poll(0.05)
@@ -174,14 +174,15 @@ class Connection(Cleanup):
         command = f"-target-select remote {self.endpoint.gdb_target}"
         token = self.gdb.send(command)
         # without the probe's word a KGDBoE target gets the byte the way kgdboc gets SysRq-G
-        can_wake = (self.endpoint.kind == "udp" and probed is None) or (
-            self.endpoint.kind == "serial" and self.interrupter is not None)
+        wake = self.endpoint.transport.wake
+        can_wake = (wake is Wake.PROBE and probed is None) or (
+            wake is Wake.SYSRQ_G and self.interrupter is not None)
         if can_wake and timeout > breakin.ANSWER_WITHIN:
             try:
                 self.gdb.reply(token, command, breakin.ANSWER_WITHIN, keep=True)
                 return
             except GdbTimeout:
-                if self.endpoint.kind == "udp":
+                if wake is Wake.PROBE:
                     breakin.nudge(self.endpoint, self._gdb_prefix)
                     self.attach_note = breakin.BROKE_IN
                 else:

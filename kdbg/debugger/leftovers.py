@@ -18,8 +18,7 @@ from dataclasses import dataclass
 from kdbg.debugger.mi import as_int
 from kdbg.debugger.session import Session
 from kdbg.errors import KdbgError
-
-KGDB_TRANSPORTS = ("kgdboc", "kgdboe")
+from kdbg.transports import by_name
 
 
 @dataclass(frozen=True)
@@ -81,7 +80,7 @@ def remove(session: Session, addresses: Iterable[int], timeout: float = 10.0) ->
 def clear(session: Session, timeout: float = 10.0) -> tuple[list[str], list[str]]:
     """On a kgdb target with DWARF, right after attach: remove the breakpoints a dead
     session left. Returns (removed, still there), each named ``symbol+0xoff``."""
-    if session.transport not in KGDB_TRANSPORTS or not session.has_dwarf:
+    if not by_name(session.transport).kgdb or not session.has_dwarf:
         return [], []
     table = kgdb_table(session, timeout)
     before = kgdb_breakpoints(session, table, timeout)

@@ -41,7 +41,8 @@ class RunControl(Inspection):
             self.interrupter()
         else:
             raise GdbError(
-                f"cannot interrupt a running kgdboc target on {self.endpoint}",
+                f"cannot interrupt a running {self.endpoint.transport} target on "
+                f"{self.endpoint}",
                 hint="kgdb needs SysRq-G in the target (echo g > /proc/sysrq-trigger)",
             )
         rec = self.gdb.wait_event(is_stopped, timeout)
@@ -120,7 +121,7 @@ class RunControl(Inspection):
         then judges breakpoints as if the session ran over that transport (to rehearse
         a KGDBoE session on a lab's QEMU stub, say).
         """
-        return self.guard_transport or self.endpoint.transport
+        return self.guard_transport or self.endpoint.transport.name
 
     def check_guard(
         self, addr: int, *, force: bool = False, stack: Sequence[int] = ()

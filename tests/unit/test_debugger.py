@@ -70,7 +70,7 @@ def test_check_callee() -> None:
 ])
 def test_endpoint(text: str, kind: str, target: str, transport: str) -> None:
     ep = Endpoint.parse(text)
-    assert (ep.kind, ep.gdb_target, ep.transport) == (kind, target, transport)
+    assert (ep.kind, ep.gdb_target, ep.transport.name) == (kind, target, transport)
     assert ep.can_break_in == (kind != "serial")
     assert Endpoint.parse(str(ep)) == ep
 
