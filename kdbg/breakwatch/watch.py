@@ -87,7 +87,7 @@ class BreakWatch:
     def run(self) -> BreakOutcome:
         """Watch, arm, report stops until done, Ctrl-C or SIGTERM; always clean up."""
         self.signals = StopSignals.install()
-        self.session.gdb.cancel = lambda: bool(self.signals)  # a slow command gives way
+        self.session.give_way(lambda: bool(self.signals))  # a slow command gives way
         try:
             self._watch()
         except _Stop:
@@ -103,7 +103,7 @@ class BreakWatch:
                             self.report, bool(self.signals))
 
     def _watch(self) -> None:
-        self.session.resume()
+        self.session.run.resume()
         self.follower = self._follow()
         self.sink.progress("starting the tracer in the target")
         stream = self.source.start()
@@ -122,9 +122,9 @@ class BreakWatch:
         """One turn of the loop: the target's health, module changes, one item from
         the tracer, one look for a stop. False when the watch is done."""
         if self.bp is None:
-            self.session.gdb.poll(0)  # hear gdb lose the target even with nothing armed
-        if self.session.lost is not None:
-            raise TargetLost(f"the target is gone: {self.session.lost}")
+            self.session.listen(0)  # hear gdb lose the target even with nothing armed
+        if self.session.state.lost is not None:
+            raise TargetLost(f"the target is gone: {self.session.state.lost}")
         now = time.monotonic()
         self._expire(now)
         if self.hits >= self.cfg.break_count and not self.pending:
@@ -140,7 +140,7 @@ class BreakWatch:
         if self.bp is None or self.hits >= self.cfg.break_count:
             return True
         try:
-            stop = self.session.wait_stop(0.05)
+            stop = self.session.run.wait_stop(0.05)
         except GdbTimeout:
             return True
         return self._stopped(stop)
@@ -191,8 +191,8 @@ class BreakWatch:
         stack = tuple(f.address for f in ev.stack) if ev.stack else ()
         t0 = time.monotonic()
         try:
-            site, bp = self.session.break_drop_site(ev.address, hw=self.cfg.hw_break,
-                                                    force=self.cfg.force, stack=stack)
+            site, bp = self.session.run.break_drop_site(ev.address, hw=self.cfg.hw_break,
+                                                        force=self.cfg.force, stack=stack)
         except BreakpointRefused as err:
             announce()
             self.refused_at.add(ev.address)
@@ -220,7 +220,7 @@ class BreakWatch:
         report_modules(change, self.sink, self.bp if gone else None)
         self.refused_at = {a for a in self.refused_at if not change.covers_gone(a)}
         if gone and self.bp is not None:
-            self.session.delete(self.bp)
+            self.session.run.delete(self.bp)
             self.bp = self.site = None
 
     # -- stops ----------------------------------------------------------------
@@ -230,15 +230,16 @@ class BreakWatch:
         self.hits += 1
         stopped_at = time.monotonic()
         site = self.site
-        skb = read_skb(self.session, site.callee) if stop.hit and site is not None else None
+        skb = (read_skb(self.session.inspect, site.callee) if stop.hit and site is not None
+               else None)
         hit = Hit(self.hits, stop, skb, stopped_at=stopped_at)
         if self.cfg.interactive:
             self._hand_over(hit)
             return False
         if self.hits >= self.cfg.break_count and self.bp is not None:
             # Our last stop: take the breakpoint out before the target runs again.
-            self.session.delete(self.bp)
-        self.session.resume()
+            self.session.run.delete(self.bp)
+        self.session.run.resume()
         hit.deadline = time.monotonic() + HIT_STACK_WAIT
         self.pending.append(hit)
         return True
@@ -362,7 +363,7 @@ def run(watch: WatchConfig, cfg: BreakConfig, sink: BreakSink) -> BreakOutcome:
             lines.close()
         raise
     if cfg.transport is not None:
-        session.set_guard_transport(cfg.transport)
+        session.run.set_guard_transport(cfg.transport)
     source = source_for(cfg, watch, stacks=True)
     return BreakWatch(watch, cfg, sink, session, source, lines=lines,
                       follow=lambda: _follower(target)).run()

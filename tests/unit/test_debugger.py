@@ -175,6 +175,7 @@ def test_backtrace_ends_where_kallsyms_sees_no_text() -> None:
 
     from kdbg.debugger.inspection import Inspection
     from kdbg.debugger.mi import Record
+    from kdbg.debugger.state import SessionState
     from kdbg.symbols.kallsyms import Kallsyms
 
     ksyms = Kallsyms.parse("ffffffff81000000 T _stext\nffffffff81368c00 T do_sys_openat2\n"
@@ -186,9 +187,8 @@ def test_backtrace_ends_where_kallsyms_sees_no_text() -> None:
                         "file": "fs/open.c", "line": "1336"}},
              {"frame": {"level": "2", "addr": "0x6", "func": "fixed_percpu_data"}}]
     reply = Record(kind="result", klass="done", payload={"stack": stack}, token=None)
-    insp = object.__new__(Inspection)
-    insp.__dict__.update(gdb=SimpleNamespace(command=lambda *a: reply), kallsyms=ksyms,
-                         has_dwarf=True, vmlinux=None, _sym_cache={})
+    state = SessionState(Endpoint.parse("tcp:127.0.0.1:1234"), kallsyms=ksyms, has_dwarf=True)
+    insp = Inspection(SimpleNamespace(command=lambda *a: reply), state)  # type: ignore[arg-type]
     frames, why = insp.backtrace()
     assert [(f.symbol, f.offset) for f in frames] == [("do_sys_openat2", 0),
                                                      ("__x64_sys_openat", 0x6c)]

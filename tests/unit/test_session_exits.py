@@ -31,9 +31,9 @@ CHILD = f"""
 import sys, time
 from kdbg.debugger.session import Session
 s = Session.connect(sys.argv[1], timeout=30, watchdog=sys.argv[2] == "1")
-s.break_at(0x{RESET_VECTOR:x}, force=True)  # no kallsyms: the guard cannot judge; forced
-s.resume()
-s.wait_stop(10)                     # the reset vector runs at once: stopped there
+s.run.break_at(0x{RESET_VECTOR:x}, force=True)  # no kallsyms: the guard cannot judge; forced
+s.run.resume()
+s.run.wait_stop(10)                 # the reset vector runs at once: stopped there
 print(s.gdb.pid, flush=True)
 time.sleep(60)
 """
@@ -128,13 +128,13 @@ def test_qemu_dying_under_a_session_is_said_fast(qemu: Qemu) -> None:
     from kdbg.debugger.session import Session
 
     with Session.connect(f"unix:{qemu.gdb_sock}", timeout=30, loud=False) as s:
-        s.resume()
+        s.run.resume()
         time.sleep(0.3)
         qemu.stop()
         deadline = time.monotonic() + 2
-        while s.lost is None and time.monotonic() < deadline:
-            s.gdb.poll(0.1)
-        assert s.lost is not None and "lost its connection" in s.lost
+        while s.state.lost is None and time.monotonic() < deadline:
+            s.listen(0.1)
+        assert s.state.lost is not None and "lost its connection" in s.state.lost
         t0 = time.monotonic()
         report = s.close()
         assert time.monotonic() - t0 < 2.0
