@@ -6,11 +6,12 @@ from __future__ import annotations
 import os
 import shlex
 import signal
+import time
 from typing import Any
 
 import pytest
 
-from kdbg.breakwatch import BreakConfig, BreakWatch, Hit
+from kdbg.breakwatch import BreakConfig, BreakWatch, Hit, watch_remote
 from kdbg.breakwatch.sources import CommandSource
 from kdbg.debugger.errors import GdbCancelled
 from kdbg.debugger.livemodules import ModuleChange
@@ -252,3 +253,30 @@ def test_a_cancelled_gdb_command_ends_the_watch_cleanly() -> None:
     outcome = bw.run()
     assert outcome.armed and outcome.hits == 0
     assert session.calls.count("close") == 1 and len(sink.of("cleanup")) == 1
+
+
+def remote(watch_cfg: WatchConfig, command: str) -> tuple[int, Sink]:
+    """``kdbg watch --events-cmd COMMAND`` without --break, into a recording sink."""
+    sink = Sink()
+    status = watch_remote(watch_cfg, BreakConfig(events_cmd=command), sink)  # type: ignore[arg-type]
+    return status, sink
+
+
+def test_watch_remote_shows_every_drop_and_returns_the_tracers_status() -> None:
+    status, sink = remote(WatchConfig(duration=20), (
+        f"echo 'kdbg: watching skb:kfree_skb' >&2; cat {shlex.quote(str(JSONL))}; "
+        "echo 'kdbg: 23 drops' >&2; exit 3"))
+    assert status == 3
+    assert len(sink.of("drop")) == 23 and sink.of("drop")[0].symbol == "nft_do_chain"
+    assert [r["type"] for r in sink.of("record")] == ["summary"]
+    assert sorted(sink.of("progress")) == ["23 drops", "watching skb:kfree_skb"]
+
+
+def test_watch_remote_stops_at_the_count_and_at_the_deadline() -> None:
+    started = time.monotonic()
+    status, sink = remote(WatchConfig(count=5, duration=20),
+                          f"cat {shlex.quote(str(JSONL))}; sleep 30")
+    assert status == 0 and len(sink.of("drop")) == 5
+    status, sink = remote(WatchConfig(duration=1), "echo 'kdbg: watching' >&2; sleep 30")
+    assert status == 0 and sink.of("drop") == [] and sink.of("progress") == ["watching"]
+    assert time.monotonic() - started < 10  # the tracer was stopped, not waited for
