@@ -27,7 +27,6 @@ itself dies, ``close`` starts a fresh gdb, reconnects and detaches, which makes 
 from __future__ import annotations
 
 import atexit
-import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Self
@@ -56,7 +55,9 @@ from kdbg.symbols.kallsyms import Kallsyms
 
 __all__ = ["Session", "default_guard"]
 
-LIVE: weakref.WeakSet[Session] = weakref.WeakSet()  # open sessions, closed at exit
+# Open sessions, closed at exit: held here until closed, so a session nobody holds any
+# more is closed too (its gdb's callbacks no longer hold it, as the chain's did).
+LIVE: set[Session] = set()
 
 
 class Session(Closing):
@@ -138,6 +139,7 @@ class Session(Closing):
             # what was done goes with the error (a break-watch reports it as its cleanup)
             err.kdbg_cleanup = session.cleanup.abandon(  # type: ignore[attr-defined]
                 connection.stop_probe)
+            LIVE.discard(session)
             raise
         if handle_sigterm:
             session.cleanup.install_sigterm()
@@ -146,12 +148,16 @@ class Session(Closing):
     def close(self, timeout: float = CLOSE_BUDGET) -> CleanupReport:
         """Delete our breakpoints, resume the target, detach and stop gdb. Idempotent;
         never raises for a clean-up failure (see :meth:`Cleanup.close`)."""
-        return self.cleanup.close(timeout)
+        report = self.cleanup.close(timeout)
+        LIVE.discard(self)
+        return report
 
     def interactive(self, banner: str | None = None) -> CleanupReport:
         """Give the user gdb's prompt on the stopped target, then clean up (see
         :meth:`Cleanup.interactive`)."""
-        return self.cleanup.interactive(banner)
+        report = self.cleanup.interactive(banner)
+        LIVE.discard(self)
+        return report
 
     def listen(self, timeout: float = 0.0) -> None:
         """Hear what gdb has to say for up to ``timeout`` s without waiting for anything

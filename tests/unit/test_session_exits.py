@@ -4,7 +4,8 @@
 - kdbg SIGKILLed while the guest is stopped at its breakpoint: gdb dies with it, the
   watchdog reattaches and detaches, and the guest runs with no breakpoint left (a
   reset passes the old breakpoint's address without stopping);
-- QEMU dying under a session: the session says the target is gone, and closes fast.
+- QEMU dying under a session: the session says the target is gone, and closes fast;
+- a session nobody holds any more, never closed: closed when kdbg exits.
 """
 
 from __future__ import annotations
@@ -36,6 +37,21 @@ s.run.resume()
 s.run.wait_stop(10)                 # the reset vector runs at once: stopped there
 print(s.gdb.pid, flush=True)
 time.sleep(60)
+"""
+
+DROPPED = f"""
+import gc, sys
+from kdbg.debugger.session import LIVE, Session
+
+def stop_at_the_reset_vector() -> None:
+    s = Session.connect(sys.argv[1], timeout=30, watchdog=False)  # only the exit releases
+    s.run.break_at(0x{RESET_VECTOR:x}, force=True)
+    s.run.resume()
+    s.run.wait_stop(10)
+
+stop_at_the_reset_vector()  # the session is dropped, never closed
+gc.collect()
+print(len(LIVE), "open at exit", flush=True)  # the exit closes it
 """
 
 
@@ -140,3 +156,14 @@ def test_qemu_dying_under_a_session_is_said_fast(qemu: Qemu) -> None:
         assert time.monotonic() - t0 < 2.0
     assert not report.ok and report.target_state.startswith("gone")
     assert "the target is gone" in report.message()
+
+
+def test_a_session_nobody_holds_is_closed_at_exit(qemu: Qemu) -> None:
+    child = subprocess.run([sys.executable, "-c", DROPPED, f"unix:{qemu.gdb_sock}"],
+                           capture_output=True, text=True, timeout=60,
+                           cwd=Path(__file__).resolve().parents[2])
+    assert child.returncode == 0 and child.stdout == "1 open at exit\n", child.stderr
+    assert qemu.status() == "running"
+    qemu.qmp("system_reset")  # through the reset vector again: no breakpoint there now
+    time.sleep(1.0)
+    assert qemu.status() == "running"
