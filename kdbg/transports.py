@@ -63,9 +63,9 @@ class Reach(Enum):
 @dataclass(frozen=True)
 class Transport:
     """One way gdb reaches a target kernel. ``name`` is the guard's (and the lab's, and
-    the CLI's ``--transport``) name for it. What is not given is as for QEMU's stub,
-    which stops the guest from outside: no kgdb in the target, 0x03 interrupts, nothing
-    to wake or recover, a listening socket behind the endpoint."""
+    the CLI's ``--transport``) name for it. Unless given: no kgdb in the target, 0x03
+    interrupts, nothing to wake or recover, a listening socket behind the endpoint (as
+    for QEMU's stub, which stops the guest from outside), no serial baud, no relay."""
 
     name: str
     title: str
