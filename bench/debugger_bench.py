@@ -45,9 +45,9 @@ def main() -> None:
         with Session.connect(target.endpoint, kallsyms=target.kallsyms, vmlinux=target.vmlinux,
                              timeout=180) as s:
             connect.append(time.monotonic() - t0)
-            s.resume()
+            s.run.resume()
             t1 = time.monotonic()
-            s.break_drop_site(loc)
+            s.run.break_drop_site(loc)
             armed.append(time.monotonic() - t1)
             sent: list[float] = []
 
@@ -57,10 +57,10 @@ def main() -> None:
 
             th = threading.Thread(target=fire, daemon=True)
             th.start()
-            stop = s.wait_stop(120)
+            stop = s.run.wait_stop(120)
             hit.append(time.monotonic() - sent[0])
             assert stop.hit
-            s.resume()
+            s.run.resume()
         th.join(60)
 
     def fmt(xs: list[float]) -> str:

@@ -2,6 +2,9 @@
 
 * :mod:`~kdbg.breakwatch.sources`: where the drop events come from (the tracer in a
   lab guest, or any command printing kdbg's JSON lines);
+* :mod:`~kdbg.breakwatch.remoteloop`: :class:`~kdbg.breakwatch.remoteloop.RemoteLoop`,
+  the one loop over the remote tracer's items (deadline, count, Ctrl-C) that the two
+  below extend;
 * :mod:`~kdbg.breakwatch.watch`: :class:`BreakWatch`, the arm/hit loop over a debug
   session;
 * :mod:`~kdbg.breakwatch.remote`: the target's drops shown here, without breaking;

@@ -3,19 +3,21 @@ or ``--events-cmd`` without ``--break`` (the tracer runs in the target)."""
 
 from __future__ import annotations
 
-import queue
-import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from kdbg.breakwatch.model import BreakConfig, BreakSink
-from kdbg.breakwatch.sources import source_for
+from kdbg.breakwatch.remoteloop import RemoteLoop
+from kdbg.breakwatch.sources import Item, source_for
 from kdbg.drops.watch import WatchConfig
 from kdbg.errors import KdbgError
+from kdbg.lab import registry
 from kdbg.signals import StopSignals
 from kdbg.symbols.droplines import DropLines
 from kdbg.symbols.kallsyms import Kallsyms
 from kdbg.targetfacts import LabFacts
+from kdbg.trace.event import DropEvent
 
 
 def drop_lines(vmlinux: str | Path | None, kallsyms: Callable[[], Kallsyms] | None,
@@ -43,8 +45,6 @@ def _lines(cfg: BreakConfig, progress: Callable[[str], None]) -> DropLines | Non
         ks = cfg.kallsyms
         return drop_lines(cfg.vmlinux, (lambda: Kallsyms.load(ks)) if ks else None, None,
                           progress)
-    from kdbg.lab import registry
-
     name = cfg.lab or "default"
     vmlinux = cfg.vmlinux or registry.require(name).vmlinux
     if vmlinux is None:
@@ -57,6 +57,29 @@ def _lines(cfg: BreakConfig, progress: Callable[[str], None]) -> DropLines | Non
     return drop_lines(vmlinux, facts.kallsyms, facts, progress)
 
 
+class _ShowLoop(RemoteLoop):
+    """Without --break: each drop shown here (with file:line when ``lines``), the other
+    records passed on, the tracer's words as progress, its exit status kept."""
+
+    def __init__(self, watch: WatchConfig, sink: BreakSink, lines: DropLines | None) -> None:
+        super().__init__(watch)
+        self.sink, self.lines = sink, lines
+        self.status: int | None = None
+
+    def on_drop(self, event: DropEvent) -> None:
+        self.sink.drop(self.lines.annotate(event) if self.lines else event)
+
+    def on_record(self, record: dict[str, Any]) -> None:
+        self.sink.record(record)
+
+    def on_text(self, item: Item) -> None:
+        self.sink.progress(item.text.removeprefix("kdbg: "))
+
+    def on_end(self, status: int | None) -> bool:
+        self.status = status
+        return False
+
+
 def watch_remote(watch: WatchConfig, cfg: BreakConfig, sink: BreakSink) -> int:
     """Without ``--break``: show the target's drops here (lab or ``--events-cmd``).
 
@@ -65,35 +88,14 @@ def watch_remote(watch: WatchConfig, cfg: BreakConfig, sink: BreakSink) -> int:
     source = source_for(cfg, watch)
     lines = _lines(cfg, sink.progress)
     signals = StopSignals.install()
-    status: int | None = None
-    drops = 0
-    deadline = time.monotonic() + watch.duration if watch.duration else None
+    loop = _ShowLoop(watch, sink, lines)
     try:
-        stream = source.start()
-        while not signals:
-            if deadline is not None and time.monotonic() >= deadline:
-                break
-            if watch.count is not None and drops >= watch.count:
-                break
-            try:
-                item = stream.items.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            if item.kind == "drop" and item.drop is not None:
-                drops += 1
-                sink.drop(lines.annotate(item.drop) if lines else item.drop)
-            elif item.kind == "record" and item.record is not None:
-                sink.record(item.record)
-            elif item.kind in ("ready", "stderr") and item.text.strip():
-                sink.progress(item.text.removeprefix("kdbg: "))
-            elif item.kind == "end":
-                status = item.status
-                break
+        loop.read(source.start(), signals)
     finally:
         signals.restore()
         source.stop()
         if lines is not None:
             lines.close()
-    if status is None:
+    if loop.status is None:
         return 0
-    return status
+    return loop.status

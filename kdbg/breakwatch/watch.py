@@ -11,10 +11,9 @@ target is always left running with none of kdbg's breakpoints in it.
 
 from __future__ import annotations
 
-import contextlib
-import queue
 import time
 from collections.abc import Callable
+from typing import Any
 
 from kdbg.breakwatch.model import (
     HIT_STACK_WAIT,
@@ -25,8 +24,8 @@ from kdbg.breakwatch.model import (
     connect_cleanup,
 )
 from kdbg.breakwatch.remote import drop_lines
+from kdbg.breakwatch.remoteloop import WAIT, RemoteLoop
 from kdbg.breakwatch.sources import (
-    EventStream,
     EventStreamError,
     Item,
     Source,
@@ -58,20 +57,22 @@ class _Stop(Exception):
     pass
 
 
-class BreakWatch:
+class BreakWatch(RemoteLoop):
     """One ``watch --break`` over an open session: start the tracer (:meth:`run`), arm
     at the first matching drop site, report each stop, follow the target's modules,
     and always clean up (:meth:`finish`): the target released, then the tracer
-    stopped. ``follow`` starts following a lab's modules once the target runs."""
+    stopped. ``follow`` starts following a lab's modules once the target runs. The
+    tracer's items are read by the :class:`RemoteLoop` this one's hooks extend."""
 
     def __init__(self, watch: WatchConfig, cfg: BreakConfig, sink: BreakSink,
                  session: Session, source: Source, *, lines: DropLines | None = None,
                  follow: Callable[[], ModuleFollower | None] = lambda: None) -> None:
+        super().__init__(watch)
         self.watch, self.cfg, self.sink = watch, cfg, sink
         self.session, self.source, self.lines = session, source, lines
         self._follow = follow
         self.follower: ModuleFollower | None = None
-        self.drops = self.hits = 0
+        self.hits = 0
         self.refused: list[Decision] = []
         self.refused_at: set[int] = set()
         self.bp: Breakpoint | None = None
@@ -80,14 +81,13 @@ class BreakWatch:
         self.report: CleanupReport | None = None
         self.pending: list[Hit] = []  # stops whose skb the tracer has not reported yet
         self.signals = StopSignals()
-        self.deadline = time.monotonic() + watch.duration if watch.duration else None
 
     # -- the loop -------------------------------------------------------------
 
     def run(self) -> BreakOutcome:
         """Watch, arm, report stops until done, Ctrl-C or SIGTERM; always clean up."""
         self.signals = StopSignals.install()
-        self.session.gdb.cancel = lambda: bool(self.signals)  # a slow command gives way
+        self.session.give_way(lambda: bool(self.signals))  # a slow command gives way
         try:
             self._watch()
         except _Stop:
@@ -103,7 +103,7 @@ class BreakWatch:
                             self.report, bool(self.signals))
 
     def _watch(self) -> None:
-        self.session.resume()
+        self.session.run.resume()
         self.follower = self._follow()
         self.sink.progress("starting the tracer in the target")
         stream = self.source.start()
@@ -115,52 +115,51 @@ class BreakWatch:
                            f"(breaks: {self.cfg.break_count})")
         for item in early:
             self.handle(item)
-        while not self.signals and self._turn(stream):
-            pass
+        self.read(stream, self.signals)
 
-    def _turn(self, stream: EventStream) -> bool:
-        """One turn of the loop: the target's health, module changes, one item from
-        the tracer, one look for a stop. False when the watch is done."""
+    # -- a turn: the target's health, module changes, one item, a look for a stop --
+
+    def before(self) -> bool:
         if self.bp is None:
-            self.session.gdb.poll(0)  # hear gdb lose the target even with nothing armed
-        if self.session.lost is not None:
-            raise TargetLost(f"the target is gone: {self.session.lost}")
-        now = time.monotonic()
-        self._expire(now)
+            self.session.listen(0)  # hear gdb lose the target even with nothing armed
+        if self.session.state.lost is not None:
+            raise TargetLost(f"the target is gone: {self.session.state.lost}")
+        self._expire(time.monotonic())
         if self.hits >= self.cfg.break_count and not self.pending:
             return False
         if self.follower is not None and self.follower.due(self.session):
             self._modules_changed(self.follower.refresh(self.session))
-        if self.deadline is not None and now >= self.deadline:
-            return False
-        if self.watch.count is not None and self.drops >= self.watch.count and self.bp is None:
-            return False  # --count: nothing armed after N drops (e.g. every site refused)
-        with contextlib.suppress(queue.Empty):
-            self.handle(stream.items.get(timeout=0.05 if self.bp is not None else 0.2))
+        return True
+
+    def counted(self) -> bool:
+        # --count: nothing armed after N drops (e.g. every site refused)
+        return super().counted() and self.bp is None
+
+    def wait(self) -> float:
+        return 0.05 if self.bp is not None else WAIT
+
+    def on_record(self, record: dict[str, Any]) -> None:
+        self.sink.record(record)
+
+    def on_text(self, item: Item) -> None:
+        if item.kind == "stderr":  # the ready line was the tracer attaching (run)
+            self.sink.progress(f"target: {item.text}")
+
+    def on_end(self, status: int | None) -> bool:
+        raise _Stop
+
+    def after(self) -> bool:
         if self.bp is None or self.hits >= self.cfg.break_count:
             return True
         try:
-            stop = self.session.wait_stop(0.05)
+            stop = self.session.run.wait_stop(0.05)
         except GdbTimeout:
             return True
         return self._stopped(stop)
 
-    def handle(self, item: Item) -> None:
-        """One item from the tracer: a drop, a record, its stderr, or its end."""
-        if item.kind == "drop" and item.drop is not None:
-            self._drop(item.drop)
-        elif item.kind == "record" and item.record is not None:
-            self.sink.record(item.record)
-        elif item.kind == "stderr" and item.text.strip():
-            self.sink.progress(f"target: {item.text}")
-        elif item.kind == "end":
-            raise _Stop
-
     # -- drops and arming -----------------------------------------------------
 
-    def _drop(self, ev: DropEvent) -> None:
-        self.drops += 1
-
+    def on_drop(self, ev: DropEvent) -> None:
         def show() -> None:
             self.sink.drop(self.lines.annotate(ev) if self.lines else ev)
 
@@ -191,8 +190,8 @@ class BreakWatch:
         stack = tuple(f.address for f in ev.stack) if ev.stack else ()
         t0 = time.monotonic()
         try:
-            site, bp = self.session.break_drop_site(ev.address, hw=self.cfg.hw_break,
-                                                    force=self.cfg.force, stack=stack)
+            site, bp = self.session.run.break_drop_site(ev.address, hw=self.cfg.hw_break,
+                                                        force=self.cfg.force, stack=stack)
         except BreakpointRefused as err:
             announce()
             self.refused_at.add(ev.address)
@@ -220,7 +219,7 @@ class BreakWatch:
         report_modules(change, self.sink, self.bp if gone else None)
         self.refused_at = {a for a in self.refused_at if not change.covers_gone(a)}
         if gone and self.bp is not None:
-            self.session.delete(self.bp)
+            self.session.run.delete(self.bp)
             self.bp = self.site = None
 
     # -- stops ----------------------------------------------------------------
@@ -230,15 +229,16 @@ class BreakWatch:
         self.hits += 1
         stopped_at = time.monotonic()
         site = self.site
-        skb = read_skb(self.session, site.callee) if stop.hit and site is not None else None
+        skb = (read_skb(self.session.inspect, site.callee) if stop.hit and site is not None
+               else None)
         hit = Hit(self.hits, stop, skb, stopped_at=stopped_at)
         if self.cfg.interactive:
             self._hand_over(hit)
             return False
         if self.hits >= self.cfg.break_count and self.bp is not None:
             # Our last stop: take the breakpoint out before the target runs again.
-            self.session.delete(self.bp)
-        self.session.resume()
+            self.session.run.delete(self.bp)
+        self.session.run.resume()
         hit.deadline = time.monotonic() + HIT_STACK_WAIT
         self.pending.append(hit)
         return True
@@ -362,7 +362,7 @@ def run(watch: WatchConfig, cfg: BreakConfig, sink: BreakSink) -> BreakOutcome:
             lines.close()
         raise
     if cfg.transport is not None:
-        session.set_guard_transport(cfg.transport)
+        session.run.set_guard_transport(cfg.transport)
     source = source_for(cfg, watch, stacks=True)
     return BreakWatch(watch, cfg, sink, session, source, lines=lines,
                       follow=lambda: _follower(target)).run()

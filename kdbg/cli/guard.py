@@ -10,7 +10,8 @@ import click
 
 from kdbg.cli.options import exclude, require
 from kdbg.errors import BadInput
-from kdbg.guard import TRANSPORTS, TargetSymbols, check, enforce, render
+from kdbg.guard import TargetSymbols, check, enforce, render
+from kdbg.transports import NAMES as TRANSPORTS
 
 
 @dataclass(frozen=True)

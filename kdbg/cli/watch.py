@@ -16,6 +16,7 @@ from kdbg.cli.options import (
 )
 from kdbg.drops import watch as watch_mod
 from kdbg.drops.output import JsonSink, TextSink
+from kdbg.transports import NAMES as TRANSPORTS
 
 EXAMPLES = """
 \b
@@ -77,7 +78,7 @@ Examples:
                    "a stop (default: the distribution's debug vmlinux, or the lab's).")
 @click.option("--kallsyms", "kallsyms_path", type=click.Path(exists=True, dir_okay=False),
               help="A copy of the target's /proc/kallsyms (with --gdb).")
-@click.option("--transport", type=click.Choice(["gdbstub", "kgdboc", "kgdboe"]),
+@click.option("--transport", type=click.Choice(TRANSPORTS),
               help="Judge breakpoints as for this transport (default: the endpoint's).")
 @click.option("--interactive", is_flag=True, help="At the hit, hand over gdb's prompt.")
 @click.option("--force", is_flag=True, help="Break even where the guard refuses (warned).")

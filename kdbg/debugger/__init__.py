@@ -4,9 +4,10 @@ The public API (see docs/gdb.md)::
 
     from kdbg.debugger import Session
     with Session.connect("tcp:127.0.0.1:1234", kallsyms="kallsyms.txt") as s:
-        s.resume()
-        site, bp = s.break_drop_site(location)
-        stop = s.wait_stop(timeout=60)
+        s.run.resume()
+        site, bp = s.run.break_drop_site(location)
+        stop = s.run.wait_stop(timeout=60)
+        skb, reason = s.inspect.read_args(2)
 """
 
 from kdbg.debugger.attach import Target, from_endpoint, from_lab

@@ -17,9 +17,11 @@ from pathlib import Path
 from kdbg.debugger.endpoint import Endpoint
 from kdbg.debugger.model import ModuleDebug
 from kdbg.errors import BadInput, KdbgError
+from kdbg.lab import guest, vm
 from kdbg.symbols.droplines import module_files
 from kdbg.symbols.evidence import TargetSymbols
 from kdbg.targetfacts import LabFacts
+from kdbg.transports import Interrupt, by_name
 
 
 @dataclass(frozen=True)
@@ -77,8 +79,6 @@ def from_lab(
 
     The vmlinux is the lab's (or ``vmlinux``); with ``want_vmlinux=False`` none is used.
     """
-    from kdbg.lab import registry
-
     info = registry.require(name)
     facts = LabFacts(name)
     vm_path: Path | None = Path(vmlinux) if vmlinux else None
@@ -90,7 +90,7 @@ def from_lab(
     if vm_path is not None and not vm_path.exists():
         raise BadInput(f"vmlinux {vm_path} does not exist")
     interrupter = None
-    if info.transport == "kgdboc":
+    if by_name(info.transport).interrupt is Interrupt.SYSRQ_G:
         interrupter = _sysrq_g(name)
     endpoint = info.gdb_endpoint  # serial:PATH for kgdboc, so the guard judges kgdb
     modules: tuple[ModuleDebug, ...] = ()
@@ -139,8 +139,6 @@ def _sysrq_g(name: str) -> Callable[[], None]:
     a daemon thread and is never waited for."""
 
     def interrupt() -> None:
-        from kdbg.lab import guest
-
         def fire() -> None:
             with contextlib.suppress(KdbgError):
                 guest.run(name, ["sh", "-c", "echo g > /proc/sysrq-trigger"], timeout=None)

@@ -10,27 +10,41 @@ import signal
 import sys
 import threading
 import time
-import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import FrameType
+from typing import Any
 
 from kdbg.debugger.errors import SessionInterrupted
+from kdbg.debugger.gdbproc import GdbProcess
 from kdbg.debugger.mi import as_int
 from kdbg.debugger.model import Breakpoint, CleanupReport
 from kdbg.debugger.runcontrol import RunControl
-from kdbg.debugger.watchdog import release
+from kdbg.debugger.state import SessionState
+from kdbg.debugger.watchdog import Watchdog, release
 from kdbg.errors import GdbError, KdbgError
+from kdbg.transports import Recovery
 
 log = logging.getLogger("kdbg.debugger")
 
 DONE_MARKER = "@@kdbg-done@@"
 CLOSE_BUDGET = 1.5  # s: interrupt, delete, detach through the session's gdb
 RECOVER_BUDGET = 3.0  # s: a fresh gdb's attach and detach, when that failed
-LIVE: weakref.WeakSet[Cleanup] = weakref.WeakSet()  # open sessions, closed at exit
 
 
-class Cleanup(RunControl):
-    """Ending a session, whatever ended it."""
+def _never() -> bool:
+    return False
+
+
+class Cleanup:
+    """Ending a session, whatever ended it: through the session's gdb (``run`` stops a
+    running target first), else with a fresh gdb; the session's :class:`Watchdog` is
+    disarmed and its SIGTERM handler put back."""
+
+    def __init__(self, gdb: GdbProcess, state: SessionState, run: RunControl, *,
+                 loud: bool = True) -> None:
+        self.gdb, self.state, self.run, self.loud = gdb, state, run, loud
+        self.watchdog: Watchdog | None = None
+        self._old_sigterm: Any = None
 
     def interactive(self, banner: str | None = None) -> CleanupReport:
         """Give the user gdb's prompt on this target (stopped), then clean up.
@@ -39,11 +53,12 @@ class Cleanup(RunControl):
         (``kdbg-kallsyms``, ``kdbg-break``...) are there. ``kdbg-done``, ``quit`` or Ctrl-]
         ends it; then kdbg deletes the breakpoints, resumes the target and detaches.
         """
-        if self.running:
-            self.interrupt()
+        state = self.state
+        if state.running:
+            self.run.interrupt()
         text = banner or ""
         text += (
-            f"kdbg: gdb on {self.endpoint} ({self.transport}); the target is stopped.\n"
+            f"kdbg: gdb on {state.endpoint} ({state.transport}); the target is stopped.\n"
             "kdbg: type 'kdbg-done' or 'quit' (or press Ctrl-]) to resume the target and "
             "return; every breakpoint is deleted then.\n"
         )
@@ -62,14 +77,15 @@ class Cleanup(RunControl):
             b = item.get("bkpt", item) if isinstance(item, dict) else {}
             num = as_int(b.get("number"))
             addr = as_int(b.get("addr")) or 0
-            if num is not None and num not in self.breakpoints:
-                self.breakpoints[num] = Breakpoint(num, addr, "user", "hw" in str(b.get("type")))
+            if num is not None and num not in self.state.breakpoints:
+                self.state.breakpoints[num] = Breakpoint(num, addr, "user",
+                                                         "hw" in str(b.get("type")))
 
     def detach(self, timeout: float = 10.0) -> None:
         """Detach from a stopped target; the stub resumes it."""
-        self._detaching = True
+        self.state.detaching = True
         self.gdb.command("-target-detach", timeout)
-        self.running = True
+        self.state.running = True
 
     def close(self, timeout: float = CLOSE_BUDGET) -> CleanupReport:
         """Delete our breakpoints, resume the target, detach and stop gdb. Idempotent.
@@ -81,23 +97,21 @@ class Cleanup(RunControl):
         failures: returns a :class:`CleanupReport` (and writes it to stderr when the
         session is ``loud`` and something could not be done).
         """
-        if self.closed and self.last_report is not None:
-            return self.last_report
-        self.closed = True
-        self.gdb.cancel = lambda: False  # the clean-up itself is never abandoned
+        state = self.state
+        if state.closed and state.last_report is not None:
+            return state.last_report
+        state.closed = True
+        self.gdb.cancel = _never  # the clean-up itself is never abandoned
         report = CleanupReport()
         with signals_deferred():
             try:
                 self._cleanup(report, time.monotonic() + timeout)
             finally:
                 self.gdb.kill()
-                self._restore_sigterm()
+                self.restore_sigterm()
                 self._disarm()
-                if self._tmpfile is not None:
-                    with contextlib.suppress(OSError):
-                        self._tmpfile.unlink()
-        self.last_report = report
-        if not report.ok and self._loud:
+        state.last_report = report
+        if not report.ok and self.loud:
             sys.stderr.write(f"kdbg: WARNING: {report.message()}\n")
             sys.stderr.flush()
         return report
@@ -108,13 +122,13 @@ class Cleanup(RunControl):
 
         if self.gdb.alive:
             try:
-                if self.running:
-                    self.interrupt(left())
+                if self.state.running:
+                    self.run.interrupt(left())
                     report.steps.append("interrupted the target")
-                for num in sorted(self.breakpoints):
+                for num in sorted(self.state.breakpoints):
                     self.gdb.command(f"-break-delete {num}", left())
                     report.steps.append(f"deleted breakpoint {num}")
-                self.breakpoints.clear()
+                self.state.breakpoints.clear()
                 self.detach(left())
                 report.steps.append("detached (the target resumed)")
                 # detached: gdb has nothing left to do, and exiting by itself with a big
@@ -132,37 +146,40 @@ class Cleanup(RunControl):
         """With the session's gdb dead, attach a fresh gdb and detach: the stub then drops
         every breakpoint and resumes. Reports the target's state when even this fails,
         and says so at once when nothing is behind the endpoint any more."""
-        bps = ", ".join(f"0x{b.address:x}" for b in self.breakpoints.values())
-        if self.endpoint.kind == "serial" and self.running and self.interrupter is not None:
+        state, ep = self.state, self.state.endpoint
+        bps = ", ".join(f"0x{b.address:x}" for b in state.breakpoints.values())
+        if (ep.transport.recovery is Recovery.SYSRQ_G and state.running
+                and state.interrupter is not None):
             with contextlib.suppress(KdbgError, OSError):
-                self.interrupter()  # kgdb answers a fresh gdb only once stopped
-        result = release(self.endpoint, gdb=self._gdb_path, prefix=self._gdb_prefix,
-                         timeout=timeout)
+                state.interrupter()  # kgdb answers a fresh gdb only once stopped
+        result = release(ep, gdb=state.gdb_path, prefix=state.gdb_prefix, timeout=timeout)
         if result.ok:
-            self.breakpoints.clear()
-            self.running = True
+            state.breakpoints.clear()
+            state.running = True
             report.steps.append(result.detail)
             return
         report.ok = False
         report.problems.append(result.detail)
         if result.gone:
-            report.target_state = f"gone ({self.endpoint} has nothing behind it)"
+            report.target_state = f"gone ({ep} has nothing behind it)"
             return
-        state = "running" if self.running else "STOPPED (halted in the debugger)"
+        how = "running" if state.running else "STOPPED (halted in the debugger)"
         report.target_state = (
-            f"{state} on {self.endpoint}, with kdbg's breakpoints possibly still set"
+            f"{how} on {ep}, with kdbg's breakpoints possibly still set"
             + (f" at {bps}" if bps else "")
             + "; attach gdb and detach to release it"
         )
 
-    def _abandon(self) -> CleanupReport:
-        """A connect that failed half-way: detach if attached, else just stop gdb."""
-        self.closed = True
+    def abandon(self, stop_probe: Callable[[], bool]) -> CleanupReport:
+        """A connect that failed half-way: detach if attached, else just stop gdb; a
+        target KGDBoE's probe may have stopped (``stop_probe`` stops the probe and says
+        so) is released by a fresh gdb."""
+        self.state.closed = True
         report = CleanupReport(target_state="running, untouched (gdb had not attached)")
         with signals_deferred():
             try:
-                probe_stopped = self._stop_probe()
-                if self._attached:
+                probe_stopped = stop_probe()
+                if self.state.attached:
                     report.target_state = "running, no kdbg breakpoints"
                     try:
                         self.detach(0.5)
@@ -177,26 +194,17 @@ class Cleanup(RunControl):
             finally:
                 self.gdb.kill()
                 self._disarm()
-                if self._tmpfile is not None:
-                    with contextlib.suppress(OSError):
-                        self._tmpfile.unlink()
-        self.last_report = report
+        self.state.last_report = report
         return report
 
-    def _stop_probe(self) -> bool:
-        """Stop KGDBoE's probe if it still runs; whether it may have stopped the target."""
-        probe, self._probe = self._probe, None
-        if probe is None:
-            return False
-        probe.stop()
-        return probe.may_have_stopped
-
     def _disarm(self) -> None:
-        if self._watchdog is not None:
-            self._watchdog.disarm()
-            self._watchdog = None
+        if self.watchdog is not None:
+            self.watchdog.disarm()
+            self.watchdog = None
 
-    def _install_sigterm(self) -> None:
+    def install_sigterm(self) -> None:
+        """Turn SIGTERM into :class:`SessionInterrupted` while the session is open (in the
+        main thread, unless a handler of someone else's is set)."""
         if threading.current_thread() is not threading.main_thread():
             return
         if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
@@ -207,7 +215,8 @@ class Cleanup(RunControl):
 
         self._old_sigterm = signal.signal(signal.SIGTERM, on_term)
 
-    def _restore_sigterm(self) -> None:
+    def restore_sigterm(self) -> None:
+        """Put back SIGTERM's handler from before :meth:`install_sigterm`."""
         if self._old_sigterm is not None and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self._old_sigterm)
             self._old_sigterm = None

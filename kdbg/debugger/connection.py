@@ -1,127 +1,72 @@
-"""Starting gdb and attaching it to the target: symbols and helpers loaded, the stub
-reached (a KGDBoE or kgdboc target that runs with no debugger is broken into)."""
+"""Attaching the session's gdb to the target: symbols and helpers loaded, the stub
+reached (a KGDBoE or kgdboc target that runs with no debugger is broken into); and
+what :meth:`kdbg.debugger.Session.connect` needs before gdb starts (its set-up
+commands, the kallsyms table, the vmlinux's facts, the default guard)."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Self
 
-from kdbg.debugger import breakin, reach
-from kdbg.debugger.cleanup import LIVE, Cleanup
+from kdbg.debugger import breakin
 from kdbg.debugger.endpoint import Endpoint
 from kdbg.debugger.errors import GdbDied, TargetUnreachable
-from kdbg.debugger.gdbproc import DEFAULT_GDB, GdbProcess
-from kdbg.debugger.mi import Record
-from kdbg.debugger.state import is_stopped
+from kdbg.debugger.gdbproc import GdbProcess
+from kdbg.debugger.state import SessionState, is_stopped
 from kdbg.debugger.vmlinux import inspect as inspect_vmlinux
-from kdbg.debugger.watchdog import Watchdog
 from kdbg.dirs import GDB_DIR
 from kdbg.errors import GdbError, GdbTimeout, KdbgError
 from kdbg.guard.judge import Guard
 from kdbg.symbols.evidence import TargetSymbols
 from kdbg.symbols.kallsyms import Kallsyms
+from kdbg.transports import Wake
 
 # A refused connect fails at once, an unanswered one within 3 s (gdb's defaults: 15 s
 # of retries).
 FAST_CONNECT = ("set tcp auto-retry off", "set tcp connect-timeout 3")
 
 
-class Connection(Cleanup):
-    """A session's start: gdb up, symbols and helpers loaded, attached."""
+def gdb_setup(ep: Endpoint, remotetimeout: int) -> list[str]:
+    """The commands gdb runs as it starts, for a target at ``ep``."""
+    setup = [f"set remotetimeout {remotetimeout}", *FAST_CONNECT]
+    if ep.transport.baud and ep.device is not None:
+        setup.append(f"set serial baud {ep.baud}")
+    return setup
 
-    @classmethod
-    def connect(
-        cls,
-        endpoint: str | Endpoint,
-        *,
-        vmlinux: str | Path | None = None,
-        kallsyms: Kallsyms | str | Path | None = None,
-        kallsyms_file: Path | None = None,
-        kaslr_offset: int | None = None,
-        timeout: float = 30.0,
-        remotetimeout: int = 10,
-        interrupter: Callable[[], None] | None = None,
-        target_symbols: TargetSymbols | None = None,
-        guard: Guard | None = None,
-        gdb: str = DEFAULT_GDB,
-        gdb_prefix: Sequence[str] = (),
-        handle_sigterm: bool = True,
-        loud: bool = True,
-        watchdog: bool = True,
-    ) -> Self:
-        """Start gdb (``--nx``, MI3), load symbols and helpers, and attach to ``endpoint``.
 
-        ``kallsyms`` is the *target's* kallsyms (a :class:`Kallsyms`, or a path to a copy
-        of its ``/proc/kallsyms``): it names frames and, with ``vmlinux``, gives the KASLR
-        offset (runtime ``_text`` minus the file's) unless ``kaslr_offset`` is given; a
-        table comes with ``kallsyms_file``, the copy it was read from, for gdb's helpers.
-        ``interrupter`` stops a running kgdboc target (SysRq-G in the guest); QEMU's stub
-        and KGDBoE are interrupted with Ctrl-C. ``guard`` judges every breakpoint; by
-        default it is built on ``target_symbols`` (what is known about the target), else
-        on ``kallsyms``, and with neither it refuses every breakpoint (it fails closed).
-        ``gdb_prefix`` runs gdb under a command (``ip netns exec NS`` for a KGDBoE lab).
+class Connection:
+    """A session's start, once gdb runs: symbols and helpers loaded, KGDBoE's probe
+    run meanwhile, attached. ``attach_note`` in the state says what attaching took."""
 
-        An endpoint with nothing behind it raises :class:`TargetUnreachable` before gdb
-        starts (:mod:`kdbg.debugger.reach`). gdb dies with kdbg; unless ``watchdog`` is
-        False, a :class:`Watchdog` process releases the target if kdbg is killed before
-        it could close the session.
-        """
-        ep = endpoint if isinstance(endpoint, Endpoint) else Endpoint.parse(endpoint)
-        if not gdb_prefix:  # under a prefix (another netns) this host's sockets tell nothing
-            reach.check(ep)
-        ksyms, ksyms_file, tmpfile = load_kallsyms(kallsyms)
-        ksyms_file = ksyms_file or kallsyms_file
-        vm = Path(vmlinux) if vmlinux is not None else None
-        has_dwarf, offset = vmlinux_facts(vm, ksyms, kaslr_offset)
-        setup = [f"set remotetimeout {remotetimeout}", *FAST_CONNECT]
-        if ep.kind == "serial" and ep.device is not None:
-            setup.append(f"set serial baud {ep.baud}")
-        proc = GdbProcess(gdb, setup=setup, start_timeout=min(timeout, 30.0), prefix=gdb_prefix)
-        session = cls(
-            proc,
-            ep,
-            kallsyms=ksyms,
-            kallsyms_file=ksyms_file,
-            vmlinux=vm,
-            has_dwarf=has_dwarf,
-            kaslr_offset=offset,
-            interrupter=interrupter,
-            guard=guard or default_guard(target_symbols, ksyms, vm, offset, ep),
-            gdb_path=gdb,
-            gdb_prefix=tuple(gdb_prefix),
-            remotetimeout=remotetimeout,
-            loud=loud,
-        )
-        LIVE.add(session)
-        session._tmpfile = tmpfile
-        proc.router._on_async = session._on_async
-        try:
-            if watchdog:
-                session._watchdog = Watchdog(ep, proc.pid, gdb=gdb, prefix=gdb_prefix)
-            if ep.kind == "udp":
-                session._probe = breakin.Probe(ep, gdb_prefix)
-            session._setup(timeout)
-            session._attach(timeout)
-        except BaseException as err:
-            # what was done goes with the error (a break-watch reports it as its cleanup)
-            err.kdbg_cleanup = session._abandon()  # type: ignore[attr-defined]
-            raise
-        if handle_sigterm:
-            session._install_sigterm()
-        return session
+    def __init__(self, gdb: GdbProcess, state: SessionState) -> None:
+        self.gdb, self.state = gdb, state
+        self.probe: breakin.Probe | None = None  # a udp: stub's, run while gdb loads symbols
 
-    def _setup(self, timeout: float) -> None:
-        g = self.gdb
+    def start_probe(self) -> None:
+        """Start KGDBoE's probe (:class:`breakin.Probe`) when the transport wakes that way."""
+        ep = self.state.endpoint
+        if ep.transport.wake is Wake.PROBE:
+            self.probe = breakin.Probe(ep, self.state.gdb_prefix)
+
+    def stop_probe(self) -> bool:
+        """Stop KGDBoE's probe if it still runs; whether it may have stopped the target."""
+        probe, self.probe = self.probe, None
+        if probe is None:
+            return False
+        probe.stop()
+        return probe.may_have_stopped
+
+    def setup(self, timeout: float) -> None:
+        """Load the vmlinux and kdbg's gdb helpers, and tell them about the target."""
+        g, state = self.gdb, self.state
         # symbol-file does not set gdb's architecture (only an exec file does), and
         # kgdb, unlike QEMU's stub, sends no target description: without this, gdb
         # talks to a kgdboc/KGDBoE target as i386 and has no rip.
         g.console("set architecture i386:x86-64", timeout)
-        if self.vmlinux is not None:
-            cmd = f"symbol-file -o 0x{self.kaslr_offset:x} {self.vmlinux}"
-            if self.kaslr_offset == 0:
-                cmd = f"symbol-file {self.vmlinux}"
+        if state.vmlinux is not None:
+            cmd = f"symbol-file -o 0x{state.kaslr_offset:x} {state.vmlinux}"
+            if state.kaslr_offset == 0:
+                cmd = f"symbol-file {state.vmlinux}"
             g.console(cmd, timeout=max(timeout, 120.0))
         for helper in ("kdbg_kallsyms.py", "kdbg_session.py", "kdbg_guard.py"):
             path = GDB_DIR / helper
@@ -130,33 +75,34 @@ class Connection(Cleanup):
         session_script = GDB_DIR / "kdbg_session.gdb"
         if session_script.exists():
             g.console(f"source {session_script}", timeout)
-        if self.kallsyms_file is not None and (GDB_DIR / "kdbg_kallsyms.py").exists():
-            g.console(f"kdbg-kallsyms {self.kallsyms_file}", timeout)
+        if state.kallsyms_file is not None and (GDB_DIR / "kdbg_kallsyms.py").exists():
+            g.console(f"kdbg-kallsyms {state.kallsyms_file}", timeout)
         if (GDB_DIR / "kdbg_guard.py").exists():
             # gdb's own kdbg-break asks the same guard, about the same target.
-            g.console(f"kdbg-guard transport {self.transport}", timeout)
-            if self.kallsyms_file is not None:
-                g.console(f"kdbg-guard kallsyms {self.kallsyms_file}", timeout)
-            if self.vmlinux is not None:
-                g.console(f"kdbg-guard vmlinux {self.vmlinux} 0x{self.kaslr_offset or 0:x}",
+            g.console(f"kdbg-guard transport {state.transport}", timeout)
+            if state.kallsyms_file is not None:
+                g.console(f"kdbg-guard kallsyms {state.kallsyms_file}", timeout)
+            if state.vmlinux is not None:
+                g.console(f"kdbg-guard vmlinux {state.vmlinux} 0x{state.kaslr_offset or 0:x}",
                           timeout)
 
-    def _attach(self, timeout: float) -> None:
-        self._attached = True  # from here on, a failure must detach (or release)
+    def attach(self, timeout: float) -> None:
+        """``target remote`` the endpoint; the target is stopped after it."""
+        self.state.attached = True  # from here on, a failure must detach (or release)
+        ep = self.state.endpoint
         try:
             self._target_select(timeout)
         except GdbTimeout as err:
             raise TargetUnreachable(
-                f"no answer from a gdb stub at {self.endpoint} within {timeout:g} s",
-                hint=reach.attach_hint(self.endpoint),
+                f"no answer from a gdb stub at {ep} within {timeout:g} s",
+                hint=ep.transport.attach_hint,
             ) from err
         except GdbDied:
             raise
         except GdbError as err:
-            raise TargetUnreachable(
-                f"cannot attach to {self.endpoint}: {err}", hint=reach.attach_hint(self.endpoint)
-            ) from err
-        self.running = False
+            raise TargetUnreachable(f"cannot attach to {ep}: {err}",
+                                    hint=ep.transport.attach_hint) from err
+        self.state.running = False
         # The attach stop is reported as *stopped; drop it so wait_stop sees only new stops.
         self.gdb.poll(0.05)
         while self.gdb.router.pop_event(is_stopped) is not None:
@@ -168,39 +114,30 @@ class Connection(Cleanup):
         if it ran with a dead debugger); a kgdboc target that stays silent for
         :data:`breakin.ANSWER_WITHIN` s is stopped with SysRq-G through the session's
         interrupter and the same attach goes on. ``attach_note`` says what was done."""
-        probed = self._probe.result() if self._probe is not None else None
+        state, ep = self.state, self.state.endpoint
+        probed = self.probe.result() if self.probe is not None else None
         if probed == "broke-in":
-            self.attach_note = breakin.BROKE_IN
-        command = f"-target-select remote {self.endpoint.gdb_target}"
+            state.attach_note = breakin.BROKE_IN
+        command = f"-target-select remote {ep.gdb_target}"
         token = self.gdb.send(command)
         # without the probe's word a KGDBoE target gets the byte the way kgdboc gets SysRq-G
-        can_wake = (self.endpoint.kind == "udp" and probed is None) or (
-            self.endpoint.kind == "serial" and self.interrupter is not None)
+        wake = ep.transport.wake
+        can_wake = (wake is Wake.PROBE and probed is None) or (
+            wake is Wake.SYSRQ_G and state.interrupter is not None)
         if can_wake and timeout > breakin.ANSWER_WITHIN:
             try:
                 self.gdb.reply(token, command, breakin.ANSWER_WITHIN, keep=True)
                 return
             except GdbTimeout:
-                if self.endpoint.kind == "udp":
-                    breakin.nudge(self.endpoint, self._gdb_prefix)
-                    self.attach_note = breakin.BROKE_IN
+                if wake is Wake.PROBE:
+                    breakin.nudge(ep, state.gdb_prefix)
+                    state.attach_note = breakin.BROKE_IN
                 else:
-                    assert self.interrupter is not None
-                    self.interrupter()
-                    self.attach_note = breakin.SYSRQ_G
+                    assert state.interrupter is not None
+                    state.interrupter()
+                    state.attach_note = breakin.SYSRQ_G
                 timeout -= breakin.ANSWER_WITHIN
         self.gdb.reply(token, command, timeout)
-
-    def _on_async(self, rec: Record) -> None:
-        if rec.kind == "exec" and rec.klass == "running":
-            self.running = True
-        elif rec.kind == "exec" and rec.klass == "stopped":
-            self.running = False
-        elif (rec.kind == "notify" and rec.klass == "thread-group-exited"
-              and self._attached and not self._detaching):
-            # gdb lost the remote connection (the lab's QEMU died, the link broke)
-            self.lost = f"gdb lost its connection to {self.endpoint}"
-            self.running = False
 
 
 def vmlinux_facts(vmlinux: Path | None, kallsyms: Kallsyms | None,
@@ -217,16 +154,14 @@ def vmlinux_facts(vmlinux: Path | None, kallsyms: Kallsyms | None,
     return info.has_dwarf, offset
 
 
-def load_kallsyms(
-    kallsyms: Kallsyms | str | Path | None,
-) -> tuple[Kallsyms | None, Path | None, Path | None]:
-    """(table, a file gdb's helper can read, a temp file to delete) for ``kallsyms``."""
+def load_kallsyms(kallsyms: Kallsyms | str | Path | None) -> tuple[Kallsyms | None, Path | None]:
+    """(table, a file gdb's helper can read) for ``kallsyms``."""
     if kallsyms is None:
-        return None, None, None
+        return None, None
     if isinstance(kallsyms, Kallsyms):
-        return kallsyms, None, None
+        return kallsyms, None
     path = Path(kallsyms)
-    return Kallsyms.load(path), path, None
+    return Kallsyms.load(path), path
 
 
 def default_guard(

@@ -10,6 +10,9 @@
     tty. kgdb is deaf while the kernel runs: interrupting it takes SysRq-G in the target.
 ``udp:HOST:PORT``
     KGDBoE (or, in tests, a UDP relay to QEMU's stub). 0x03 interrupts.
+
+What each transport allows is in :mod:`kdbg.transports`; ``Endpoint.transport`` finds an
+endpoint's there by its kind.
 """
 
 from __future__ import annotations
@@ -18,8 +21,8 @@ import re
 from dataclasses import dataclass
 
 from kdbg.errors import BadInput
+from kdbg.transports import KINDS, Interrupt, Transport
 
-TRANSPORTS = {"tcp": "gdbstub", "unix": "gdbstub", "serial": "kgdboc", "udp": "kgdboe"}
 ENDPOINT_FORMS = ("tcp:HOST:PORT, unix:PATH, serial:HOST:PORT, serial:PATH, udp:HOST:PORT "
                   "or /dev/ttyS*")
 
@@ -57,9 +60,10 @@ class Endpoint:
         return cls(m[1], m[2].strip("[]"), port)
 
     @property
-    def transport(self) -> str:
-        """The safety guard's name for this transport: gdbstub, kgdboc or kgdboe."""
-        return TRANSPORTS[self.kind]
+    def transport(self) -> Transport:
+        """The transport this endpoint reaches (its ``name`` is the safety guard's:
+        gdbstub, kgdboc or kgdboe)."""
+        return KINDS[self.kind]
 
     @property
     def gdb_target(self) -> str:
@@ -75,7 +79,7 @@ class Endpoint:
     @property
     def can_break_in(self) -> bool:
         """Whether gdb's Ctrl-C (0x03) stops a running target over this transport."""
-        return self.kind in ("tcp", "unix", "udp")
+        return self.transport.interrupt is Interrupt.BREAK_IN
 
     def __str__(self) -> str:
         if self.device is not None:

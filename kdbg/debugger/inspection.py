@@ -1,4 +1,5 @@
-"""Reading a stopped target: registers, memory, symbols, instructions, backtraces."""
+"""Reading a stopped target: registers, memory, expressions, symbols, instructions,
+backtraces; and the debug files of modules, for gdb to name and unwind with."""
 
 from __future__ import annotations
 
@@ -7,18 +8,25 @@ import re
 from collections.abc import Sequence
 
 from kdbg.debugger import dropsite
+from kdbg.debugger.gdbproc import GdbProcess
 from kdbg.debugger.mi import Record, as_int
-from kdbg.debugger.model import Frame, Instruction, Stop
+from kdbg.debugger.model import Frame, Instruction, ModuleDebug, Stop
 from kdbg.debugger.state import SessionState
-from kdbg.errors import BadInput, GdbError
+from kdbg.errors import BadInput, GdbError, KdbgError
 from kdbg.symbols.sources import source_roots, tree_relative
 
 ARG_REGISTERS = ("rdi", "rsi", "rdx", "rcx", "r8", "r9")
 _WINDOW = 64  # bytes disassembled before a return address before falling back to the start
 
 
-class Inspection(SessionState):
-    """What a session reads from the target while it is stopped."""
+class Inspection:
+    """What a session reads from the target while it is stopped, through the session's
+    gdb, naming addresses from what its state knows (kallsyms, the vmlinux)."""
+
+    def __init__(self, gdb: GdbProcess, state: SessionState) -> None:
+        self.gdb, self.state = gdb, state
+        self._regnums: dict[str, int] | None = None
+        self._sym_cache: dict[int, tuple[str | None, int, str | None]] = {}
 
     def registers(
         self, names: Sequence[str] | None = None, timeout: float = 10.0
@@ -55,15 +63,20 @@ class Inspection(SessionState):
         blocks = reply.payload.get("memory", [])
         return bytes.fromhex("".join(str(b.get("contents", "")) for b in blocks))
 
+    def evaluate(self, expr: str, timeout: float = 10.0) -> str:
+        """gdb's value of the C expression ``expr`` (with the vmlinux's DWARF types), as text."""
+        reply = self.gdb.command(f'-data-evaluate-expression "{expr}"', timeout)
+        return str(reply.payload.get("value", ""))
+
     def symbolize(self, addr: int) -> tuple[str | None, int, str | None]:
         """(symbol, offset, module) for ``addr`` from kallsyms, else from gdb's symbols."""
-        if self.kallsyms is not None:
-            loc = self.kallsyms.lookup(addr)
+        if self.state.kallsyms is not None:
+            loc = self.state.kallsyms.lookup(addr)
             return loc.symbol, loc.offset, loc.module
         if addr in self._sym_cache:
             return self._sym_cache[addr]
         result: tuple[str | None, int, str | None] = (None, 0, None)
-        if self.vmlinux is not None and self.gdb.alive:
+        if self.state.vmlinux is not None and self.gdb.alive:
             with contextlib.suppress(GdbError):
                 text = self.gdb.console(f"info symbol 0x{addr:x}", 10.0)
                 m = re.match(r"(\S+)(?: \+ (\d+))? in section", text)
@@ -71,6 +84,25 @@ class Inspection(SessionState):
                     result = (m[1], int(m[2] or 0), None)
         self._sym_cache[addr] = result
         return result
+
+    def forget_symbols(self) -> None:
+        """Forget the names gdb gave (the target's kallsyms changed)."""
+        self._sym_cache.clear()
+
+    def load_modules(self, modules: Sequence[ModuleDebug], timeout: float = 120.0
+                     ) -> list[str]:
+        """Give gdb the debug files of loaded modules (``add-symbol-file`` at their
+        section addresses), so stops and backtraces in modules get DWARF lines and
+        unwind through them. Returns the names loaded; a file gdb cannot read is
+        skipped."""
+        loaded = []
+        for module in modules:
+            try:
+                self.gdb.console(module.gdb_command(), timeout)
+            except KdbgError:
+                continue
+            loaded.append(module.name)
+        return loaded
 
     def call_before(self, ret: int, timeout: float = 10.0) -> Instruction | None:
         """The call instruction ending at ``ret``, decoded from a known boundary; or None."""
@@ -103,6 +135,8 @@ class Inspection(SessionState):
             f"-stack-list-frames --no-frame-filters 0 {max(limit - 1, 0)}", timeout
         )
         raw = reply.payload.get("stack", [])
+        dwarf = self.state.has_dwarf
+        roots = source_roots(self.state.vmlinux) if dwarf else ()
         frames: list[Frame] = []
         for item in raw:
             f = item.get("frame", item) if isinstance(item, dict) else {}
@@ -114,10 +148,10 @@ class Inspection(SessionState):
             # With the target's kallsyms, text is what it covers (core and module text):
             # gdb names any address its DWARF has a symbol at, per-CPU data at 0x6 too.
             in_text = sym is not None or (
-                self.kallsyms is None and f.get("func") not in (None, "??"))
+                self.state.kallsyms is None and f.get("func") not in (None, "??"))
             if not in_text:
                 return frames, f"frame {level} (0x{addr:x}) is not in kernel text"
-            if self.has_dwarf:
+            if dwarf:
                 if sym is None:
                     sym, off = str(f.get("func")), 0
             elif frames:
@@ -130,9 +164,8 @@ class Inspection(SessionState):
                     address=addr,
                     symbol=sym,
                     offset=off,
-                    file=tree_relative(f.get("file"), source_roots(self.vmlinux))
-                    if self.has_dwarf else None,
-                    line=as_int(f.get("line")) if self.has_dwarf else None,
+                    file=tree_relative(f.get("file"), roots) if dwarf else None,
+                    line=as_int(f.get("line")) if dwarf else None,
                     module=mod,
                 )
             )
@@ -153,7 +186,9 @@ class Inspection(SessionState):
             return f"frame {level} (0x{ret:x}) calls {tsym}, not {callee.symbol}; {hint}"
         return None
 
-    def _stop_from(self, rec: Record, *, backtrace: bool, limit: int) -> Stop:
+    def stop_from(self, rec: Record, *, backtrace: bool, limit: int) -> Stop:
+        """The :class:`Stop` gdb's ``*stopped`` record ``rec`` reports (with the
+        backtrace kdbg can vouch for, up to ``limit`` frames, when ``backtrace``)."""
         p = rec.payload
         frame = p.get("frame", {}) if isinstance(p.get("frame"), dict) else {}
         addr = as_int(frame.get("addr")) or self.registers(["rip"])["rip"]
@@ -172,6 +207,6 @@ class Inspection(SessionState):
             thread=p.get("thread-id"),
             backtrace=frames,
             truncated=truncated,
-            file=tree_relative(frame.get("file"), source_roots(self.vmlinux)),
+            file=tree_relative(frame.get("file"), source_roots(self.state.vmlinux)),
             line=as_int(frame.get("line")),
         )

@@ -19,8 +19,6 @@ from kdbg.debugger.mi import as_int
 from kdbg.debugger.session import Session
 from kdbg.errors import KdbgError
 
-KGDB_TRANSPORTS = ("kgdboc", "kgdboe")
-
 
 @dataclass(frozen=True)
 class KgdbTable:
@@ -46,8 +44,7 @@ class KgdbTable:
 
 
 def _value(session: Session, expr: str, timeout: float) -> int:
-    reply = session.gdb.command(f'-data-evaluate-expression "{expr}"', timeout)
-    value = as_int(str(reply.payload.get("value", "")).split()[0])
+    value = as_int(session.inspect.evaluate(expr, timeout).split()[0])
     if value is None:
         raise KdbgError(f"gdb could not evaluate {expr}")
     return value
@@ -69,7 +66,8 @@ def kgdb_table(session: Session, timeout: float = 10.0) -> KgdbTable:
 
 def kgdb_breakpoints(session: Session, table: KgdbTable, timeout: float = 10.0) -> list[int]:
     """Addresses of the breakpoints kgdb holds now."""
-    return table.parse(session.read_memory(table.base, table.count * table.size, timeout))
+    return table.parse(session.inspect.read_memory(table.base, table.count * table.size,
+                                                   timeout))
 
 
 def remove(session: Session, addresses: Iterable[int], timeout: float = 10.0) -> None:
@@ -81,7 +79,7 @@ def remove(session: Session, addresses: Iterable[int], timeout: float = 10.0) ->
 def clear(session: Session, timeout: float = 10.0) -> tuple[list[str], list[str]]:
     """On a kgdb target with DWARF, right after attach: remove the breakpoints a dead
     session left. Returns (removed, still there), each named ``symbol+0xoff``."""
-    if session.transport not in KGDB_TRANSPORTS or not session.has_dwarf:
+    if not session.state.endpoint.transport.kgdb or not session.state.has_dwarf:
         return [], []
     table = kgdb_table(session, timeout)
     before = kgdb_breakpoints(session, table, timeout)
@@ -91,7 +89,7 @@ def clear(session: Session, timeout: float = 10.0) -> tuple[list[str], list[str]
     after = set(kgdb_breakpoints(session, table, timeout))
 
     def name(addr: int) -> str:
-        sym, off, mod = session.symbolize(addr)
+        sym, off, mod = session.inspect.symbolize(addr)
         text = f"{sym}+0x{off:x}" if sym else f"0x{addr:x} [?]"
         return f"{text} [{mod}]" if sym and mod else text
 

@@ -30,6 +30,7 @@ from kdbg.debugger.attach import lab_modules
 from kdbg.debugger.model import ModuleDebug
 from kdbg.debugger.session import Session
 from kdbg.errors import KdbgError
+from kdbg.lab import guest
 from kdbg.symbols.kallsyms import ModuleSpan
 from kdbg.targetfacts import LabFacts
 
@@ -78,10 +79,11 @@ class LabModules:
         """Bring ``session`` up to date with the guest's modules (guest running)."""
         self.facts.refresh()
         copy = self.facts.kallsyms_file
-        if copy == session.kallsyms_file and session.kallsyms is not None:
+        known = session.state.kallsyms
+        if copy == session.state.kallsyms_file and known is not None:
             return ModuleChange((), ())
         table = self.facts.kallsyms()
-        old_spans = (session.kallsyms.modules or {}) if session.kallsyms else {}
+        old_spans = (known.modules or {}) if known else {}
         new_spans = table.modules or {}
         before, now = set(old_spans), set(new_spans)
         # reloaded elsewhere since: gone, and come again
@@ -93,13 +95,13 @@ class LabModules:
             come = list(lab_modules(self.facts, self.debug_root, only=added))
         loaded: list[str] = []
         if gone or come:
-            with session.stopped(timeout):
+            with session.run.stopped(timeout):
                 for mod in gone:
                     text = dict(mod.sections)[".text"]
                     with contextlib.suppress(KdbgError):
                         session.gdb.console(f"remove-symbol-file -a 0x{text:x}", timeout)
                     self.in_gdb.pop(mod.name, None)
-                loaded = session.load_modules(come, timeout)
+                loaded = session.inspect.load_modules(come, timeout)
                 self.in_gdb.update({m.name: m for m in come if m.name in loaded})
         session.use_kallsyms(table, copy, timeout)
         went = sorted((before - now) | moved)
@@ -116,8 +118,6 @@ class ModuleWatch:
               f"sleep {WATCH_PERIOD:g}; done")
 
     def __init__(self, name: str) -> None:
-        from kdbg.lab import guest
-
         self._event = threading.Event()
         self._first = True
         self._session = guest.stream(name, ["sh", "-c", self.SCRIPT])
@@ -160,7 +160,8 @@ class ModuleFollower:
         self.watch = ModuleWatch(facts.name)
 
     def due(self, session: Session, module: str | None = None) -> bool:
-        known = (session.kallsyms.modules or {}) if session.kallsyms is not None else {}
+        kallsyms = session.state.kallsyms
+        known = (kallsyms.modules or {}) if kallsyms is not None else {}
         return self.watch.take() or (module is not None and module not in known)
 
     def refresh(self, session: Session) -> ModuleChange:

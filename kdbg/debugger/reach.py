@@ -11,7 +11,9 @@ probe that connected would be a debugger session of its own. Instead the host's
 listening sockets are read from ``/proc/net``: a TCP or UDP port bound on this host (in
 this network namespace) or a listening Unix socket. A serial endpoint on another host
 is probed with a plain connect (a QEMU serial port has no such side effect); other
-remote endpoints are left to gdb's own short timeout.
+remote endpoints are left to gdb's own short timeout. Which check fits an endpoint is
+its transport's ``reach`` (:mod:`kdbg.transports`), the hints its ``reach_hint`` and
+``attach_hint``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pathlib import Path
 
 from kdbg.debugger.endpoint import Endpoint
 from kdbg.debugger.errors import TargetUnreachable
+from kdbg.transports import Reach
 
 PROC_NET = Path("/proc/net")
 PROBE_TIMEOUT = 2.0  # seconds for a remote serial connect
@@ -45,37 +48,38 @@ def check(ep: Endpoint, *, proc_net: Path = PROC_NET, timeout: float = PROBE_TIM
     if ep.path is not None:
         return _check_unix(ep, proc_net)
     addrs = _addresses(ep)
+    udp = ep.transport.reach is Reach.BOUND_UDP
     if any(_is_local(a) for a in addrs):
-        ports = _bound_ports(proc_net, "udp" if ep.kind == "udp" else "tcp")
+        ports = _bound_ports(proc_net, "udp" if udp else "tcp")
         if ep.port not in ports:
-            what = "no UDP socket is bound to" if ep.kind == "udp" else "nothing listens on"
+            what = "no UDP socket is bound to" if udp else "nothing listens on"
             raise TargetUnreachable(f"{what} port {ep.port} of {ep.host} (gdb endpoint {ep})",
-                                    hint=_hint(ep))
+                                    hint=ep.transport.reach_hint)
         return "listening"
-    if ep.kind == "serial":
+    if ep.transport.reach is Reach.SERIAL:
         try:
             with socket.create_connection((ep.host, ep.port), timeout=timeout):
                 return "connected"
         except OSError as err:
             raise TargetUnreachable(f"cannot connect to {ep}: {_reason(err)}",
-                                    hint=_hint(ep)) from None
+                                    hint=ep.transport.reach_hint) from None
     return "not checked (remote)"
 
 
 def _check_unix(ep: Endpoint, proc_net: Path) -> str:
-    path = ep.path or ""
+    path, hint = ep.path or "", ep.transport.reach_hint
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
         raise TargetUnreachable(f"no socket at {path} (gdb endpoint {ep})",
-                                hint=_hint(ep)) from None
+                                hint=hint) from None
     except OSError as err:
-        raise TargetUnreachable(f"cannot reach {path}: {_reason(err)}", hint=_hint(ep)) from None
+        raise TargetUnreachable(f"cannot reach {path}: {_reason(err)}", hint=hint) from None
     if not stat.S_ISSOCK(mode):
         raise TargetUnreachable(f"{path} is not a socket (gdb endpoint {ep})")
     if path not in _unix_listeners(proc_net):
         raise TargetUnreachable(f"nothing listens on {path} (gdb endpoint {ep})",
-                                hint=_hint(ep))
+                                hint=hint)
     return "listening"
 
 
@@ -127,22 +131,3 @@ def _reason(err: OSError) -> str:
     if err.errno is not None and err.errno in errno.errorcode:
         return os.strerror(err.errno)
     return str(err) or type(err).__name__
-
-
-def _by_kind(ep: Endpoint, *, stub: str, serial: str, udp: str) -> str:
-    """The text of the three that fits ``ep``: a stub (tcp, unix), serial, or udp."""
-    return stub if ep.kind in ("tcp", "unix") else serial if ep.kind == "serial" else udp
-
-
-def _hint(ep: Endpoint) -> str:
-    return _by_kind(ep, stub="is the lab (or QEMU with its gdb stub) running? kdbg lab status",
-                    serial="is QEMU's kgdboc serial port there? kdbg lab status",
-                    udp="is kgdboe loaded in the target, and the UDP port right?")
-
-
-def attach_hint(ep: Endpoint) -> str:
-    """What to check when gdb reached ``ep`` but could not attach."""
-    return _by_kind(ep, stub="is QEMU running with its gdb stub on (kdbg lab status)?",
-                    serial="kgdb answers only once stopped: echo g > /proc/sysrq-trigger "
-                           "in the target",
-                    udp="is kgdboe loaded in the target, and is the UDP port reachable?")

@@ -21,14 +21,14 @@ from kdbg.errors import BadInput, GdbError
 
 def stub_socket(stub: Endpoint) -> socket.socket:
     """A connected stream socket to ``stub`` (``tcp:`` or ``unix:``)."""
-    if stub.kind == "unix" and stub.path is not None:
+    if not stub.transport.relayed:
+        raise BadInput(f"cannot relay UDP to {stub}: only a tcp: or unix: stub")
+    if stub.path is not None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         where: str | tuple[str, int] = stub.path
-    elif stub.kind == "tcp":
+    else:
         sock = socket.socket(socket.AF_INET6 if ":" in stub.host else socket.AF_INET)
         where = (stub.host, stub.port)
-    else:
-        raise BadInput(f"cannot relay UDP to {stub}: only a tcp: or unix: stub")
     sock.settimeout(5)
     try:
         sock.connect(where)

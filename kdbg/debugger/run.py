@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from kdbg.debugger import leftovers
 from kdbg.debugger.attach import Target
+from kdbg.debugger.livemodules import ModuleFollower
 from kdbg.debugger.model import Breakpoint, CleanupReport, DropSite, Stop
 from kdbg.debugger.session import Session
 from kdbg.errors import GdbTimeout, KdbgError
@@ -54,11 +55,11 @@ def break_and_wait(
     with open_session(req.target, timeout=req.connect_timeout, progress=progress) as s:
         site = None
         if req.drop_site:
-            addr, _ = s.resolve(req.where)
-            site, bp = s.break_drop_site(addr, hw=req.hw, force=req.force)
+            addr, _ = s.run.resolve(req.where)
+            site, bp = s.run.break_drop_site(addr, hw=req.hw, force=req.force)
         else:
-            bp = s.break_at(req.where, hw=req.hw, force=req.force)
-        s.resume()
+            bp = s.run.break_at(req.where, hw=req.hw, force=req.force)
+        s.run.resume()
         if on_armed is not None:
             on_armed(bp, site)
         stop = _wait_following(s, req.target, req.timeout, progress)
@@ -68,18 +69,16 @@ def break_and_wait(
 
 def _wait_following(s: Session, target: Target, timeout: float,
                     progress: Callable[[str], None] | None) -> Stop:
-    """:meth:`Session.wait_stop`, following a lab's modules while the target runs, so
+    """:meth:`RunControl.wait_stop`, following a lab's modules while the target runs, so
     the stop's frames are named from the module list of that moment."""
     if target.facts is None:
-        return s.wait_stop(timeout)
-    from kdbg.debugger.livemodules import ModuleFollower
-
+        return s.run.wait_stop(timeout)
     follower = ModuleFollower(target.facts, target.debug_root(), target.modules)
     deadline = time.monotonic() + timeout
     try:
         while True:
             try:
-                return s.wait_stop(max(0.0, min(1.0, deadline - time.monotonic())))
+                return s.run.wait_stop(max(0.0, min(1.0, deadline - time.monotonic())))
             except GdbTimeout:
                 if time.monotonic() >= deadline:
                     raise
@@ -108,8 +107,8 @@ def open_session(target: Target, *, timeout: float = 30.0,
         kaslr_offset=target.kaslr_offset, gdb_prefix=target.gdb_prefix,
         interrupter=target.interrupter, timeout=timeout,
         target_symbols=target.guard_symbols())
-    if session.attach_note and progress is not None:
-        progress(session.attach_note)
+    if session.state.attach_note and progress is not None:
+        progress(session.state.attach_note)
     if target.stopped and progress is not None:
         progress(f"{target.label or target.endpoint}: the guest was already stopped (halted "
                  "by a debugger that is gone); kdbg used the facts it kept and resumes the "
@@ -117,7 +116,7 @@ def open_session(target: Target, *, timeout: float = 30.0,
     _clear_leftovers(session, progress)
     if target.modules:
         try:
-            loaded = session.load_modules(target.modules)
+            loaded = session.inspect.load_modules(target.modules)
         except BaseException:
             session.close()
             raise

@@ -5,129 +5,94 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 
 from kdbg.debugger import dropsite
 from kdbg.debugger.errors import NotADropSite
+from kdbg.debugger.gdbproc import GdbProcess
 from kdbg.debugger.inspection import Inspection
 from kdbg.debugger.mi import as_int
-from kdbg.debugger.model import Breakpoint, DropSite, ModuleDebug, Stop
-from kdbg.debugger.state import is_stopped
+from kdbg.debugger.model import Breakpoint, DropSite, Stop
+from kdbg.debugger.state import SessionState, is_stopped
 from kdbg.dirs import GDB_DIR
-from kdbg.errors import BadInput, GdbError, GdbTimeout, KdbgError
+from kdbg.errors import BadInput, GdbError, GdbTimeout
 from kdbg.guard.decision import Decision
-from kdbg.symbols.kallsyms import Kallsyms
+from kdbg.guard.judge import Guard
 
 
-class RunControl(Inspection):
+class RunControl:
     """Resume, interrupt and wait for the target; set and delete breakpoints, each
-    judged first by the session's guard."""
+    judged first by the session's guard. Stops are read through ``inspect``."""
+
+    def __init__(self, gdb: GdbProcess, state: SessionState, guard: Guard,
+                 inspect: Inspection) -> None:
+        self.gdb, self.state, self.guard, self.inspect = gdb, state, guard, inspect
 
     def resume(self, timeout: float = 10.0) -> None:
         """Continue the target (no-op if it runs). Breakpoints are armed when this returns."""
-        if self.running:
+        if self.state.running:
             return
         self.gdb.command("-exec-continue", timeout)
-        self.running = True
+        self.state.running = True
 
     def interrupt(self, timeout: float = 10.0) -> Stop:
         """Stop a running target the way its transport allows, and report where it is."""
         self.gdb.poll(0)
-        if not self.running:
+        if not self.state.running:
             raise GdbError("the target is not running")
-        if self.endpoint.can_break_in:
+        ep = self.state.endpoint
+        if ep.can_break_in:
             self.gdb.command("-exec-interrupt", timeout)
-        elif self.interrupter is not None:
-            self.interrupter()
+        elif self.state.interrupter is not None:
+            self.state.interrupter()
         else:
             raise GdbError(
-                f"cannot interrupt a running kgdboc target on {self.endpoint}",
+                f"cannot interrupt a running {ep.transport} target on {ep}",
                 hint="kgdb needs SysRq-G in the target (echo g > /proc/sysrq-trigger)",
             )
         rec = self.gdb.wait_event(is_stopped, timeout)
         if rec is None:
             raise GdbTimeout(f"the target did not stop within {timeout:g} s of an interrupt")
-        self.running = False
+        self.state.running = False
         if rec.klass == "stopped" and rec.payload.get("reason") == "breakpoint-hit":
             # A hit raced with our interrupt: leave it for wait_stop.
             self.gdb.router.events.appendleft(rec)
-        return self._stop_from(rec, backtrace=False, limit=0)
+        return self.inspect.stop_from(rec, backtrace=False, limit=0)
 
     def wait_stop(self, timeout: float, *, backtrace: bool = True, limit: int = 32) -> Stop:
         """Wait up to ``timeout`` s for the target to stop; GdbTimeout if it does not."""
         rec = self.gdb.wait_event(is_stopped, timeout)
         if rec is None:
             raise GdbTimeout(f"the target did not stop within {timeout:g} s")
-        self.running = False
-        return self._stop_from(rec, backtrace=backtrace, limit=limit)
-
-    def stopped(self, timeout: float = 10.0) -> contextlib.AbstractContextManager[None]:
-        """A ``with`` block run with the target stopped; resumed after if it was running."""
-        return self._stopped(timeout)
+        self.state.running = False
+        return self.inspect.stop_from(rec, backtrace=backtrace, limit=limit)
 
     @contextlib.contextmanager
-    def _stopped(self, timeout: float) -> Iterator[None]:
-        """Run the block with the target stopped; resume afterwards if it was running."""
-        was_running = self.running
+    def stopped(self, timeout: float = 10.0) -> Iterator[None]:
+        """A ``with`` block run with the target stopped; resumed after if it was running."""
+        was_running = self.state.running
         if was_running:
             self.interrupt(timeout)
         try:
             yield
         finally:
-            if was_running and self.gdb.alive and not self.closed:
+            if was_running and self.gdb.alive and not self.state.closed:
                 self.resume(timeout)
-
-    def load_modules(self, modules: Sequence[ModuleDebug], timeout: float = 120.0
-                     ) -> list[str]:
-        """Give gdb the debug files of loaded modules (``add-symbol-file`` at their
-        section addresses), so stops and backtraces in modules get DWARF lines and
-        unwind through them. Returns the names loaded; a file gdb cannot read is
-        skipped."""
-        loaded = []
-        for module in modules:
-            try:
-                self.gdb.console(module.gdb_command(), timeout)
-            except KdbgError:
-                continue
-            loaded.append(module.name)
-        return loaded
-
-    def use_kallsyms(self, table: Kallsyms, path: Path, timeout: float = 30.0) -> None:
-        """Name addresses from ``table`` (the copy of the target's kallsyms at ``path``)
-        from now on: here, in gdb's frame namer and in the guard."""
-        self.kallsyms = table
-        self.kallsyms_file = path
-        self._sym_cache.clear()
-        self.guard.use_kallsyms(table)
-        if (GDB_DIR / "kdbg_kallsyms.py").exists():
-            self.gdb.console(f"kdbg-kallsyms {path}", timeout)
-        if (GDB_DIR / "kdbg_guard.py").exists():
-            self.gdb.console(f"kdbg-guard kallsyms {path}", timeout)
 
     # -- the guard ------------------------------------------------------------
 
     def set_guard_transport(self, transport: str) -> None:
         """Judge breakpoints as for ``transport`` (here and in gdb's ``kdbg-break``)."""
-        self.guard_transport = transport
+        self.state.guard_transport = transport
         if (GDB_DIR / "kdbg_guard.py").exists():
             self.gdb.console(f"kdbg-guard transport {transport}", 10.0)
-
-    @property
-    def transport(self) -> str:
-        """The guard's name for this session's transport: gdbstub, kgdboc or kgdboe.
-
-        ``guard_transport``, when set, overrides what the endpoint implies: the guard
-        then judges breakpoints as if the session ran over that transport (to rehearse
-        a KGDBoE session on a lab's QEMU stub, say).
-        """
-        return self.guard_transport or self.endpoint.transport
 
     def check_guard(
         self, addr: int, *, force: bool = False, stack: Sequence[int] = ()
     ) -> Decision:
         """Ask the session's :class:`Guard` about ``addr`` on this transport; enforce its
         verdict (BreakpointRefused). A guard that cannot judge refuses, saying why."""
-        decision = self.guard.judge(addr, transport=self.transport, stack=stack, force=force)
+        decision = self.guard.judge(addr, transport=self.state.transport, stack=stack,
+                                    force=force)
         self.guard.enforce(decision)
         return decision
 
@@ -136,16 +101,17 @@ class RunControl(Inspection):
     def resolve(self, where: int | str) -> tuple[int, str]:
         """An address and a label for ``where``: an int, ``0xADDR``, ``SYM`` or ``SYM+0xOFF``."""
         if isinstance(where, int):
-            sym, off, _ = self.symbolize(where)
+            sym, off, _ = self.inspect.symbolize(where)
             return where, f"{sym}+0x{off:x}" if sym else f"0x{where:x}"
         text = where.strip()
-        if self.kallsyms is not None:
-            rng = self.kallsyms.resolve(text)
+        kallsyms, vmlinux = self.state.kallsyms, self.state.vmlinux
+        if kallsyms is not None:
+            rng = kallsyms.resolve(text)
             return rng.start, rng.label
         if re.fullmatch(r"0x[0-9a-fA-F]+", text):
             return int(text, 16), text
         m = re.fullmatch(r"([A-Za-z_.$][\w.$]*)(?:\+(0x[0-9a-fA-F]+|\d+))?", text)
-        if m is None or self.vmlinux is None:
+        if m is None or vmlinux is None:
             raise BadInput(
                 f"cannot resolve {text!r} without the target's kallsyms or a vmlinux",
                 hint="pass kallsyms=... or vmlinux=..., or give 0xADDR",
@@ -153,7 +119,7 @@ class RunControl(Inspection):
         value = self.gdb.command(f"-data-evaluate-expression &{m[1]}").payload.get("value", "")
         addr = as_int(re.sub(r"^\(.*?\)\s*", "", str(value)))
         if addr is None:
-            raise BadInput(f"gdb cannot find {m[1]} in {self.vmlinux}")
+            raise BadInput(f"gdb cannot find {m[1]} in {vmlinux}")
         return addr + (int(m[2], 0) if m[2] else 0), text
 
     def break_at(
@@ -173,7 +139,7 @@ class RunControl(Inspection):
         """
         addr, label = self.resolve(where)
         decision = self.check_guard(addr, force=force, stack=stack)
-        with self._stopped(timeout):
+        with self.stopped(timeout):
             flags = "-h " if hw else ""
             reply = self.gdb.command(f"-break-insert {flags}*0x{addr:x}", timeout)
             bkpt = reply.payload.get("bkpt", {})
@@ -181,7 +147,7 @@ class RunControl(Inspection):
             if number is None:
                 raise GdbError(f"gdb set no breakpoint at 0x{addr:x}: {reply.record.raw}")
             bp = Breakpoint(number, addr, label, hw, decision)
-            self.breakpoints[number] = bp
+            self.state.breakpoints[number] = bp
         return bp
 
     def break_drop_site(
@@ -194,7 +160,7 @@ class RunControl(Inspection):
         timeout: float = 10.0,
     ) -> tuple[DropSite, Breakpoint]:
         """Find the drop call before ``location`` (:meth:`drop_site`) and break on it."""
-        with self._stopped(timeout):
+        with self.stopped(timeout):
             site = self.drop_site(location, timeout=timeout)
             bp = self.break_at(site.call_addr, hw=hw, force=force, stack=stack, timeout=timeout)
         return site, bp
@@ -202,17 +168,18 @@ class RunControl(Inspection):
     def delete(self, bp: Breakpoint | int, timeout: float = 10.0) -> None:
         """Delete one of our breakpoints (interrupting a running target to do so)."""
         number = bp.number if isinstance(bp, Breakpoint) else bp
-        with self._stopped(timeout):
+        with self.stopped(timeout):
             self.gdb.command(f"-break-delete {number}", timeout)
-        self.breakpoints.pop(number, None)
+        self.state.breakpoints.pop(number, None)
 
     def drop_site(self, location: int, timeout: float = 10.0) -> DropSite:
         """The call instruction just before return address ``location``, checked to call a
         drop function (:data:`dropsite.DROP_FUNCTIONS`); NotADropSite otherwise."""
-        with self._stopped(timeout):
-            sym, off, _ = self.symbolize(location)
+        inspect = self.inspect
+        with self.stopped(timeout):
+            sym, off, _ = inspect.symbolize(location)
             label = f"{sym}+0x{off:x}" if sym else f"0x{location:x}"
-            ins = self.call_before(location, timeout=timeout)
+            ins = inspect.call_before(location, timeout=timeout)
             if ins is None:
                 raise NotADropSite(
                     f"{label}: the instruction before it is not a call",
@@ -221,11 +188,12 @@ class RunControl(Inspection):
             target, gdb_sym = dropsite.call_target(ins.text)
             callee: str | None = gdb_sym
             if target is not None:
-                csym, coff, _ = self.symbolize(target)
+                csym, coff, _ = inspect.symbolize(target)
                 callee = csym if csym is not None and coff == 0 else callee
-            names = self.kallsyms.names() if self.kallsyms is not None else None
+            kallsyms = self.state.kallsyms
+            names = kallsyms.names() if kallsyms is not None else None
             callee = dropsite.check_callee(callee, label, ins, names)
-            csym, coff, _ = self.symbolize(ins.address)
+            csym, coff, _ = inspect.symbolize(ins.address)
             return DropSite(
                 location=location,
                 call_addr=ins.address,

@@ -12,8 +12,9 @@ import ipaddress
 import re
 import struct
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
+from kdbg.debugger.inspection import Inspection
 from kdbg.errors import GdbError
 from kdbg.trace.filters import PROTO_NAMES
 
@@ -26,15 +27,6 @@ SKB_ARG = {
 }
 
 _HEX = re.compile(r"0x[0-9a-fA-F]+")
-
-
-class _Session(Protocol):
-    vmlinux: Any
-
-    def read_args(self, count: int = 6) -> list[int]: ...
-    def read_memory(self, addr: int, length: int, timeout: float = 10.0) -> bytes: ...
-    @property
-    def gdb(self) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -95,10 +87,9 @@ def parse_headers(data: bytes, ethertype: int) -> dict[str, Any]:
     return out
 
 
-def _value(session: _Session, expr: str) -> str:
+def _value(inspect: Inspection, expr: str) -> str:
     # The first use of struct sk_buff makes gdb expand its DWARF: slow on a big vmlinux.
-    reply = session.gdb.command(f'-data-evaluate-expression "{expr}"', timeout=120)
-    return str(reply.payload.get("value", ""))
+    return inspect.evaluate(expr, timeout=120)
 
 
 def _int(text: str) -> int:
@@ -106,30 +97,31 @@ def _int(text: str) -> int:
     return int(m.group(0), 16) if m else int(text.split()[0])
 
 
-def read_skb(session: _Session, callee: str) -> SkbInfo | None:
-    """The skb passed to ``callee`` at a stop on the call to it; None if not a drop call."""
+def read_skb(inspect: Inspection, callee: str) -> SkbInfo | None:
+    """The skb passed to ``callee`` at a stop on the call to it (read through the
+    session's ``inspect``); None if not a drop call."""
     index = SKB_ARG.get(callee)
     if index is None:
         return None
-    addr = session.read_args(index + 1)[index]
-    if session.vmlinux is None:
+    addr = inspect.read_args(index + 1)[index]
+    if inspect.state.vmlinux is None:
         return SkbInfo(addr, note="no DWARF vmlinux: fields not read")
     skb = f"((struct sk_buff *)0x{addr:x})"
     try:
-        length = _int(_value(session, f"{skb}->len"))
-        head = _int(_value(session, f"(unsigned long){skb}->head"))
-        nh = _int(_value(session, f"{skb}->network_header"))
-        proto = _int(_value(session, f"{skb}->protocol"))
-        dev = _int(_value(session, f"(unsigned long){skb}->dev"))
+        length = _int(_value(inspect, f"{skb}->len"))
+        head = _int(_value(inspect, f"(unsigned long){skb}->head"))
+        nh = _int(_value(inspect, f"{skb}->network_header"))
+        proto = _int(_value(inspect, f"{skb}->protocol"))
+        dev = _int(_value(inspect, f"(unsigned long){skb}->dev"))
         ifname = None
         if dev:
-            raw = _value(session, f"((struct net_device *)0x{dev:x})->name")
+            raw = _value(inspect, f"((struct net_device *)0x{dev:x})->name")
             m = re.match(r'"([^"]*)"', raw)
             ifname = m.group(1) if m else None
         ethertype = ((proto & 0xFF) << 8) | (proto >> 8)  # __be16 as read on x86
         fields: dict[str, Any] = {}
         if head and nh != 0xFFFF:
-            fields = parse_headers(session.read_memory(head + nh, 64), ethertype)
+            fields = parse_headers(inspect.read_memory(head + nh, 64), ethertype)
         return SkbInfo(addr, len=length, ifname=ifname, **fields)
     except (GdbError, ValueError) as err:
         return SkbInfo(addr, note=f"could not read the skb: {err}")

@@ -24,9 +24,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from kdbg.debugger import reach
+from kdbg.debugger.breakin import nudge
 from kdbg.debugger.endpoint import Endpoint
 from kdbg.errors import KdbgError
 from kdbg.lifetime import die_with_parent
+from kdbg.transports import Recovery
 
 RELEASE_TIMEOUT = 4.0
 OK = b"ok"
@@ -46,16 +49,12 @@ def release(ep: Endpoint, *, gdb: str = "gdb", prefix: Sequence[str] = (),
             timeout: float = RELEASE_TIMEOUT) -> Released:
     """Attach a fresh gdb to ``ep`` and detach at once: the stub drops every breakpoint
     and resumes. Within ``timeout`` s; says "gone" at once when nothing is behind ``ep``."""
-    from kdbg.debugger import reach
-
     if not prefix:
         try:
             reach.check(ep)
         except KdbgError as err:
             return Released(False, f"the target is gone: {err}", gone=True)
-    if ep.kind == "udp":
-        from kdbg.debugger.breakin import nudge
-
+    if ep.transport.recovery is Recovery.NUDGE:
         nudge(ep, prefix)  # KGDBoE stops on 0x03 once its gdb is lost (from gdb's netns)
         time.sleep(0.2)
     secs = max(1, int(timeout))

@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from kdbg import transports
 from kdbg.errors import KdbgError
 from kdbg.symbols.kallsyms import Location
 
-TRANSPORTS = ("gdbstub", "kgdboc", "kgdboe")
+TRANSPORTS = transports.NAMES  # gdbstub, kgdboc, kgdboe: kdbg.transports is the one list
 
 # Strongest first. "section" (kallsyms section markers such as __noinstr_text_start)
 # sits next to the blocklist: it is the input the kernel builds that blocklist from.

@@ -11,6 +11,7 @@ from kdbg.guard.facts import Finding, gather
 from kdbg.guard.rules import ALLOW, NOT_TEXT, POLICY, TRANSPORT_HINTS
 from kdbg.symbols.evidence import TargetSymbols
 from kdbg.symbols.kallsyms import Location
+from kdbg.transports import by_name
 
 
 def locate(where: str | int, symbols: TargetSymbols) -> Location:
@@ -23,8 +24,7 @@ def locate(where: str | int, symbols: TargetSymbols) -> Location:
 def check(where: str | int, *, transport: str, symbols: TargetSymbols,
           stack: Sequence[int] = (), force: bool = False) -> Decision:
     """The guard's decision for a breakpoint at ``where`` on ``transport``."""
-    if transport not in TRANSPORTS:
-        raise BadInput(f"unknown transport {transport!r}", hint="one of " + ", ".join(TRANSPORTS))
+    by_name(transport)  # BadInput for a transport kdbg does not know
     if symbols is None or getattr(symbols, "kallsyms", None) is None:
         raise BadInput("the guard needs the target's kallsyms",
                        hint="build TargetSymbols with local(), from_vmlinux(), from_parts() "

@@ -4,7 +4,9 @@ Nothing here is copied from a kernel. Each rule is kdbg's policy, written down
 with its source: what KGDBoE and kgdb document, what was seen on the lab, and
 what the kernel's own kprobe blocklist covers. Code is put into *categories*
 from evidence (source path, module path, kallsyms section, BTF parameter type,
-name); each transport then says what it does with each category.
+name); each transport then says what it does with each category. The transports are
+:mod:`kdbg.transports`' (the ones with kgdb in the target share kgdb's own rules), and
+what the guard assumes of each is its ``guard_hint`` there.
 
 Extend by adding a rule to one of the tables below and a line to docs/guard.md.
 """
@@ -13,6 +15,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+
+from kdbg import transports
 
 Verdict = str  # "allow" | "warn" | "refuse"
 
@@ -190,6 +194,7 @@ class Action:
     why: str
 
 
+# what every transport with kgdb in the target refuses: kgdb's own code and blocklist
 _KGDB_COMMON: dict[str, Action] = {
     KGDB: Action("refuse", "kgdb-core",
                  "kgdb's own code runs while the kernel is stopped; a breakpoint there re-enters "
@@ -205,9 +210,9 @@ _KGDB_COMMON: dict[str, Action] = {
                 "this function runs constantly; the breakpoint will fire on unrelated work"),
 }
 
-POLICY: dict[str, dict[str, Action]] = {
-    "kgdboe": {
-        **_KGDB_COMMON,
+# each transport's own rules, besides kgdb's
+_OWN: dict[str, dict[str, Action]] = {
+    transports.KGDBOE.name: {
         NETWORKING: Action("refuse", "kgdboe-networking",
                            "KGDBoE talks to gdb through the network stack; stopping inside it "
                            "deadlocks the session"),
@@ -220,13 +225,12 @@ POLICY: dict[str, dict[str, Action]] = {
         KGDBOE: Action("refuse", "kgdboe-self",
                        "this is KGDBoE's own code, which runs while the kernel is stopped"),
     },
-    "kgdboc": {
-        **_KGDB_COMMON,
+    transports.KGDBOC.name: {
         UART_POLL: Action("refuse", "kgdboc-uart-poll",
                           "kgdboc talks to gdb by polling this UART code while the kernel is "
                           "stopped"),
     },
-    "gdbstub": {
+    transports.GDBSTUB.name: {
         HOT: _KGDB_COMMON[HOT],
         ENTRY: Action("warn", "hot-path",
                       "entry code runs on every syscall and interrupt; the breakpoint will fire "
@@ -234,22 +238,23 @@ POLICY: dict[str, dict[str, Action]] = {
     },
 }
 
+POLICY: dict[str, dict[str, Action]] = {
+    t.name: {**(_KGDB_COMMON if t.kgdb else {}), **_OWN[t.name]} for t in transports.ALL
+}
+
 ALLOW: dict[str, Action] = {
-    "kgdboe": Action("allow", "kgdboe-safe",
-                     "no KGDBoE rule matches: not networking, timer, kgdb, blocklisted or entry "
-                     "code"),
-    "kgdboc": Action("allow", "kgdboc-safe",
-                     "no kgdboc rule matches: not kgdb, UART polling, blocklisted or entry code"),
-    "gdbstub": Action("allow", "gdbstub-external",
-                      "QEMU's gdb stub stops the whole VM from outside; nothing in the guest "
-                      "takes part"),
+    transports.KGDBOE.name: Action(
+        "allow", "kgdboe-safe",
+        "no KGDBoE rule matches: not networking, timer, kgdb, blocklisted or entry code"),
+    transports.KGDBOC.name: Action(
+        "allow", "kgdboc-safe",
+        "no kgdboc rule matches: not kgdb, UART polling, blocklisted or entry code"),
+    transports.GDBSTUB.name: Action(
+        "allow", "gdbstub-external",
+        "QEMU's gdb stub stops the whole VM from outside; nothing in the guest takes part"),
 }
 
 NOT_TEXT = Action("refuse", "not-kernel-text",
                   "the address is not in kernel or module text, so no breakpoint belongs there")
 
-TRANSPORT_HINTS: dict[str, str] = {
-    "gdbstub": "QEMU's gdb stub in the lab (kdbg lab up), which stops the VM from outside",
-    "kgdboc": "kgdb over a serial line (kdbg lab up --kernel BUILT --transport kgdboc)",
-    "kgdboe": "KGDBoE over UDP",
-}
+TRANSPORT_HINTS: dict[str, str] = {t.name: t.guard_hint for t in transports.ALL}

@@ -17,8 +17,8 @@ import pytest
 KDBG = Path(__file__).resolve().parents[2] / "kdbg"
 
 # Cross-cutting modules any room may use: the version, typed errors, repository and
-# cache directories, Ctrl-C as a flag, the lifetime of child processes.
-BASE = frozenset({"kdbg", "errors", "dirs", "signals", "lifetime"})
+# cache directories, Ctrl-C as a flag, the lifetime of child processes, the transports.
+BASE = frozenset({"kdbg", "errors", "dirs", "signals", "lifetime", "transports"})
 
 # room -> the rooms it may import (besides itself and BASE). Keep in step with the
 # picture in docs/architecture.md; lowest rooms first.
@@ -28,6 +28,7 @@ ALLOWED: dict[str, frozenset[str]] = {
     "dirs": frozenset(),
     "signals": frozenset(),
     "lifetime": frozenset(),
+    "transports": frozenset({"errors"}),  # BadInput for an unknown name
     "symbols": frozenset(),
     "trace": frozenset({"symbols"}),
     "lab": frozenset({"symbols"}),

@@ -208,9 +208,9 @@ def test_a_deaf_kgdboe_gets_a_break_in_and_gdb_attaches_at_once(stub: FakeKgdboe
     s = connect(stub.port)
     try:
         took = time.monotonic() - started
-        assert s.attach_note == breakin.BROKE_IN
+        assert s.state.attach_note == breakin.BROKE_IN
         assert kgdbprobe.ANSWER_WITHIN <= took < kgdbprobe.ANSWER_WITHIN + 4, took
-        assert not s.running
+        assert not s.state.running
     finally:
         report = s.close()
     assert any(d.startswith(b"$D") for d in stub.got), stub.got  # detached at the end
@@ -223,7 +223,7 @@ def test_a_live_kgdboe_is_not_interrupted(stub: FakeKgdboe) -> None:
     started = time.monotonic()
     s = connect(stub.port)
     try:
-        assert s.attach_note is None
+        assert s.state.attach_note is None
         assert time.monotonic() - started < kgdbprobe.ANSWER_WITHIN
         assert not any(b"\x03" in d for d in stub.got)
     finally:
@@ -240,11 +240,11 @@ def test_a_connect_that_fails_after_the_probe_releases_the_target(
     from kdbg.errors import KdbgError
 
     def failing_setup(self: Connection, timeout: float) -> None:
-        assert self._probe is not None
-        self._probe.result()
+        assert self.probe is not None
+        self.probe.result()
         raise KdbgError("set-up failed")
 
-    monkeypatch.setattr(Connection, "_setup", failing_setup)
+    monkeypatch.setattr(Connection, "setup", failing_setup)
     with pytest.raises(KdbgError, match="set-up failed") as caught:
         connect(stub.port)
     report = caught.value.kdbg_cleanup  # type: ignore[attr-defined]

@@ -6,11 +6,12 @@ from __future__ import annotations
 import os
 import shlex
 import signal
+import time
 from typing import Any
 
 import pytest
 
-from kdbg.breakwatch import BreakConfig, BreakWatch, Hit
+from kdbg.breakwatch import BreakConfig, BreakWatch, Hit, watch_remote
 from kdbg.breakwatch.sources import CommandSource
 from kdbg.debugger.errors import GdbCancelled
 from kdbg.debugger.livemodules import ModuleChange
@@ -34,25 +35,28 @@ def recorded() -> CommandSource:
                          f"cat {shlex.quote(str(JSONL))}")
 
 
-class FakeGdb:
+class FakeState:
     def __init__(self) -> None:
-        self.cancel: Any = None
-
-    def poll(self, timeout: float) -> None:
-        pass
-
-
-class FakeSession:
-    """The Session methods a break-watch uses; ``calls`` records them in order.
-    ``stops`` are handed out by wait_stop once armed; ``on_wait`` runs on each wait."""
-
-    def __init__(self, *, refuse: BreakpointRefused | None = None,
-                 stops: int = 1, on_wait: Any = None) -> None:
-        self.gdb = FakeGdb()
         self.lost: str | None = None
         self.vmlinux = None
         self.kallsyms = None
-        self.calls: list[str] = []
+
+
+class FakeInspection:
+    def __init__(self) -> None:
+        self.state = FakeState()
+
+    def read_args(self, count: int = 6) -> list[int]:
+        return [0xFFFF888100000000, SKB][:count]
+
+
+class FakeRunControl:
+    """What a break-watch asks of ``session.run``; ``calls`` records it in order.
+    ``stops`` are handed out by wait_stop once armed; ``on_wait`` runs on each wait."""
+
+    def __init__(self, calls: list[str], refuse: BreakpointRefused | None, stops: int,
+                 on_wait: Any) -> None:
+        self.calls = calls
         self.refuse = refuse
         self.stops = stops
         self.on_wait = on_wait
@@ -81,12 +85,28 @@ class FakeSession:
         self.calls.append("stopped")
         return Stop("breakpoint-hit", CALL, "nft_do_chain", 0x3E3, breakpoint=1)
 
-    def read_args(self, count: int = 6) -> list[int]:
-        return [0xFFFF888100000000, SKB][:count]
-
     def delete(self, bp: Breakpoint) -> None:
         self.calls.append(f"delete {bp.number}")
         self.armed = None
+
+
+class FakeSession:
+    """The Session a break-watch uses: ``run``, ``inspect`` and ``state``, its own
+    ``listen``, ``give_way`` and ``close``; ``calls`` records what it was asked."""
+
+    def __init__(self, *, refuse: BreakpointRefused | None = None,
+                 stops: int = 1, on_wait: Any = None) -> None:
+        self.calls: list[str] = []
+        self.inspect = FakeInspection()
+        self.state = self.inspect.state
+        self.run = FakeRunControl(self.calls, refuse, stops, on_wait)
+        self.cancel: Any = None
+
+    def listen(self, timeout: float = 0.0) -> None:
+        pass
+
+    def give_way(self, cancel: Any) -> None:
+        self.cancel = cancel
 
     def close(self) -> CleanupReport:
         self.calls.append("close")
@@ -133,7 +153,7 @@ class FakeFollower:
         self.closed = 0
 
     def due(self, session: Any, module: str | None = None) -> bool:
-        return self.change is not None and session.armed is not None
+        return self.change is not None and session.run.armed is not None
 
     def refresh(self, session: Any) -> ModuleChange:
         change, self.change = self.change, None
@@ -172,7 +192,7 @@ def test_a_matching_drop_arms_and_the_hit_is_reported() -> None:
 
 def test_cleanup_runs_once_even_when_the_loop_fails() -> None:
     def lose() -> None:
-        session.lost = "gdb lost its connection to tcp:127.0.0.1:1"
+        session.state.lost = "gdb lost its connection to tcp:127.0.0.1:1"
 
     session = FakeSession(stops=0, on_wait=lose)
     bw, sink = watch(session)
@@ -219,6 +239,7 @@ def test_ctrl_c_ends_the_watch_cleanly() -> None:
     assert outcome.interrupted and outcome.exit_status == 0 and outcome.armed
     assert session.calls[-1] == "close" and session.calls.count("close") == 1
     assert len(sink.of("cleanup")) == 1
+    assert session.cancel is not None and session.cancel()  # slow gdb commands gave way
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
     assert not [m for m in sink.of("progress") if m.startswith("the tracer ended")]
 
@@ -232,3 +253,30 @@ def test_a_cancelled_gdb_command_ends_the_watch_cleanly() -> None:
     outcome = bw.run()
     assert outcome.armed and outcome.hits == 0
     assert session.calls.count("close") == 1 and len(sink.of("cleanup")) == 1
+
+
+def remote(watch_cfg: WatchConfig, command: str) -> tuple[int, Sink]:
+    """``kdbg watch --events-cmd COMMAND`` without --break, into a recording sink."""
+    sink = Sink()
+    status = watch_remote(watch_cfg, BreakConfig(events_cmd=command), sink)  # type: ignore[arg-type]
+    return status, sink
+
+
+def test_watch_remote_shows_every_drop_and_returns_the_tracers_status() -> None:
+    status, sink = remote(WatchConfig(duration=20), (
+        f"echo 'kdbg: watching skb:kfree_skb' >&2; cat {shlex.quote(str(JSONL))}; "
+        "echo 'kdbg: 23 drops' >&2; exit 3"))
+    assert status == 3
+    assert len(sink.of("drop")) == 23 and sink.of("drop")[0].symbol == "nft_do_chain"
+    assert [r["type"] for r in sink.of("record")] == ["summary"]
+    assert sorted(sink.of("progress")) == ["23 drops", "watching skb:kfree_skb"]
+
+
+def test_watch_remote_stops_at_the_count_and_at_the_deadline() -> None:
+    started = time.monotonic()
+    status, sink = remote(WatchConfig(count=5, duration=20),
+                          f"cat {shlex.quote(str(JSONL))}; sleep 30")
+    assert status == 0 and len(sink.of("drop")) == 5
+    status, sink = remote(WatchConfig(duration=1), "echo 'kdbg: watching' >&2; sleep 30")
+    assert status == 0 and sink.of("drop") == [] and sink.of("progress") == ["watching"]
+    assert time.monotonic() - started < 10  # the tracer was stopped, not waited for

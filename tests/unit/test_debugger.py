@@ -70,7 +70,7 @@ def test_check_callee() -> None:
 ])
 def test_endpoint(text: str, kind: str, target: str, transport: str) -> None:
     ep = Endpoint.parse(text)
-    assert (ep.kind, ep.gdb_target, ep.transport) == (kind, target, transport)
+    assert (ep.kind, ep.gdb_target, ep.transport.name) == (kind, target, transport)
     assert ep.can_break_in == (kind != "serial")
     assert Endpoint.parse(str(ep)) == ep
 
@@ -107,7 +107,8 @@ def test_the_relay_answers_the_last_sender_as_kgdboe_does(kind: str, tmp_path: P
         while data := conn.recv(100):
             conn.sendall(data.upper())
 
-    threading.Thread(target=echo_upper, daemon=True).start()
+    echo = threading.Thread(target=echo_upper, daemon=True)
+    echo.start()
     first, second = (socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2))
     try:
         with UdpRelay(stub) as relay:
@@ -116,6 +117,9 @@ def test_the_relay_answers_the_last_sender_as_kgdboe_does(kind: str, tmp_path: P
                 sock.settimeout(5)
                 sock.sendto(word, (host, int(port)))
                 assert sock.recv(100) == word.upper()
+        # the relay closed its end: the stub reads the end of its stream and returns
+        echo.join(5)
+        assert not echo.is_alive()
         assert len(accepted) == 1  # one stream connection for both senders
     finally:
         for sock in (first, second, server, *accepted):
@@ -171,6 +175,7 @@ def test_backtrace_ends_where_kallsyms_sees_no_text() -> None:
 
     from kdbg.debugger.inspection import Inspection
     from kdbg.debugger.mi import Record
+    from kdbg.debugger.state import SessionState
     from kdbg.symbols.kallsyms import Kallsyms
 
     ksyms = Kallsyms.parse("ffffffff81000000 T _stext\nffffffff81368c00 T do_sys_openat2\n"
@@ -182,9 +187,8 @@ def test_backtrace_ends_where_kallsyms_sees_no_text() -> None:
                         "file": "fs/open.c", "line": "1336"}},
              {"frame": {"level": "2", "addr": "0x6", "func": "fixed_percpu_data"}}]
     reply = Record(kind="result", klass="done", payload={"stack": stack}, token=None)
-    insp = object.__new__(Inspection)
-    insp.__dict__.update(gdb=SimpleNamespace(command=lambda *a: reply), kallsyms=ksyms,
-                         has_dwarf=True, vmlinux=None, _sym_cache={})
+    state = SessionState(Endpoint.parse("tcp:127.0.0.1:1234"), kallsyms=ksyms, has_dwarf=True)
+    insp = Inspection(SimpleNamespace(command=lambda *a: reply), state)  # type: ignore[arg-type]
     frames, why = insp.backtrace()
     assert [(f.symbol, f.offset) for f in frames] == [("do_sys_openat2", 0),
                                                      ("__x64_sys_openat", 0x6c)]

@@ -84,13 +84,16 @@ def test_symbols_are_built_once_on_first_use() -> None:
 
 
 def test_the_session_holds_a_typed_guard_not_an_import() -> None:
-    """Session takes its guard as a required argument; check_guard has no import."""
-    from kdbg.debugger import session
+    """Session and its run control take the guard as a required argument; check_guard
+    has no import."""
+    from kdbg.debugger.runcontrol import RunControl
+    from kdbg.debugger.session import Session
 
-    params = inspect.signature(session.Session.__init__).parameters
-    assert params["guard"].annotation == "Guard"
-    assert params["guard"].default is inspect.Parameter.empty
-    assert "import" not in inspect.getsource(session.Session.check_guard)
+    for cls in (Session, RunControl):
+        params = inspect.signature(cls.__init__).parameters
+        assert params["guard"].annotation == "Guard"
+        assert params["guard"].default is inspect.Parameter.empty
+    assert "import" not in inspect.getsource(RunControl.check_guard)
 
 
 def test_the_sessions_default_guard_fails_closed_without_kallsyms() -> None:

@@ -27,11 +27,14 @@ class FakeGdb:
         return ""
 
 
-class FakeSession:
+class FakeState:
     def __init__(self, path: Path) -> None:
         self.kallsyms: Kallsyms | None = Kallsyms.load(path)
         self.kallsyms_file: Path | None = path
-        self.gdb = FakeGdb()
+
+
+class FakeRunControl:
+    def __init__(self) -> None:
         self.stops = 0
 
     @contextlib.contextmanager
@@ -39,13 +42,29 @@ class FakeSession:
         self.stops += 1
         yield
 
+
+class FakeInspection:
+    def __init__(self, gdb: FakeGdb) -> None:
+        self.gdb = gdb
+
     def load_modules(self, mods: list[ModuleDebug], timeout: float = 0) -> list[str]:
         for m in mods:
             self.gdb.console(m.gdb_command())
         return [m.name for m in mods]
 
+
+class FakeSession:
+    """What the module follower uses of a Session: its state, gdb, run control (to stop
+    the target), inspection (to load modules) and use_kallsyms."""
+
+    def __init__(self, path: Path) -> None:
+        self.state = FakeState(path)
+        self.gdb = FakeGdb()
+        self.run = FakeRunControl()
+        self.inspect = FakeInspection(self.gdb)
+
     def use_kallsyms(self, table: Kallsyms, path: Path, timeout: float = 0) -> None:
-        self.kallsyms, self.kallsyms_file = table, path
+        self.state.kallsyms, self.state.kallsyms_file = table, path
 
 
 @pytest.fixture
@@ -62,7 +81,7 @@ def test_load_unload_and_reload_elsewhere(guest: FakeGuest, tmp_path: Path) -> N
     lm = LabModules(LabFacts("lab", guest), tmp_path, (ModuleDebug("virtio_net", tmp_path / "v.ko",
                                                   ((".text", 0xFFFFFFFFC0000000),)),))
     assert not lm.refresh(session)  # type: ignore[arg-type]
-    assert session.stops == 0 and session.gdb.commands == []
+    assert session.run.stops == 0 and session.gdb.commands == []
 
     # nf_tables loads after attach
     guest.copy = copy(tmp_path, "b", {"virtio_net": 0xFFFFFFFFC0000000,
@@ -72,8 +91,9 @@ def test_load_unload_and_reload_elsewhere(guest: FakeGuest, tmp_path: Path) -> N
     assert (change.added, change.removed, change.debug_loaded) == (("nf_tables",), (),
                                                                    ("nf_tables",))
     assert session.gdb.commands[-1].startswith(f"add-symbol-file {tmp_path}/nf_tables.ko")
-    assert session.kallsyms is not None
-    assert str(session.kallsyms.lookup(0xFFFFFFFFC0100010)) == "nf_tables_fn+0x10 [nf_tables]"
+    assert session.state.kallsyms is not None
+    assert str(session.state.kallsyms.lookup(0xFFFFFFFFC0100010)) == \
+        "nf_tables_fn+0x10 [nf_tables]"
 
     # it goes: its debug file leaves gdb, its addresses name nothing
     guest.copy = copy(tmp_path, "c", {"virtio_net": 0xFFFFFFFFC0000000})
@@ -81,7 +101,7 @@ def test_load_unload_and_reload_elsewhere(guest: FakeGuest, tmp_path: Path) -> N
     change = lm.refresh(session)  # type: ignore[arg-type]
     assert change.removed == ("nf_tables",) and change.covers_gone(0xFFFFFFFFC0100010)
     assert session.gdb.commands[-1] == "remove-symbol-file -a 0xffffffffc0100000"
-    assert str(session.kallsyms.lookup(0xFFFFFFFFC0100010)) == "0xffffffffc0100010 [?]"
+    assert str(session.state.kallsyms.lookup(0xFFFFFFFFC0100010)) == "0xffffffffc0100010 [?]"
 
     # back again, and elsewhere; then reloaded at yet another address in one step
     guest.copy = copy(tmp_path, "d", {"virtio_net": 0xFFFFFFFFC0000000,
@@ -114,7 +134,7 @@ def test_follower_is_due_for_an_unknown_module(guest: FakeGuest, tmp_path: Path,
 
     monkeypatch.setattr(livemodules, "ModuleWatch", NoWatch)
     session = FakeSession(copy(tmp_path, "a", {"virtio_net": 0xFFFFFFFFC0000000}))
-    guest.copy = session.kallsyms_file
+    guest.copy = session.state.kallsyms_file
     follower = livemodules.ModuleFollower(LabFacts("lab", guest), None)
     assert not follower.due(session)  # type: ignore[arg-type]
     assert not follower.due(session, "virtio_net")  # type: ignore[arg-type]

@@ -4,7 +4,8 @@
 - kdbg SIGKILLed while the guest is stopped at its breakpoint: gdb dies with it, the
   watchdog reattaches and detaches, and the guest runs with no breakpoint left (a
   reset passes the old breakpoint's address without stopping);
-- QEMU dying under a session: the session says the target is gone, and closes fast.
+- QEMU dying under a session: the session says the target is gone, and closes fast;
+- a session nobody holds any more, never closed: closed when kdbg exits.
 """
 
 from __future__ import annotations
@@ -31,11 +32,26 @@ CHILD = f"""
 import sys, time
 from kdbg.debugger.session import Session
 s = Session.connect(sys.argv[1], timeout=30, watchdog=sys.argv[2] == "1")
-s.break_at(0x{RESET_VECTOR:x}, force=True)  # no kallsyms: the guard cannot judge; forced
-s.resume()
-s.wait_stop(10)                     # the reset vector runs at once: stopped there
+s.run.break_at(0x{RESET_VECTOR:x}, force=True)  # no kallsyms: the guard cannot judge; forced
+s.run.resume()
+s.run.wait_stop(10)                 # the reset vector runs at once: stopped there
 print(s.gdb.pid, flush=True)
 time.sleep(60)
+"""
+
+DROPPED = f"""
+import gc, sys
+from kdbg.debugger.session import LIVE, Session
+
+def stop_at_the_reset_vector() -> None:
+    s = Session.connect(sys.argv[1], timeout=30, watchdog=False)  # only the exit releases
+    s.run.break_at(0x{RESET_VECTOR:x}, force=True)
+    s.run.resume()
+    s.run.wait_stop(10)
+
+stop_at_the_reset_vector()  # the session is dropped, never closed
+gc.collect()
+print(len(LIVE), "open at exit", flush=True)  # the exit closes it
 """
 
 
@@ -128,15 +144,26 @@ def test_qemu_dying_under_a_session_is_said_fast(qemu: Qemu) -> None:
     from kdbg.debugger.session import Session
 
     with Session.connect(f"unix:{qemu.gdb_sock}", timeout=30, loud=False) as s:
-        s.resume()
+        s.run.resume()
         time.sleep(0.3)
         qemu.stop()
         deadline = time.monotonic() + 2
-        while s.lost is None and time.monotonic() < deadline:
-            s.gdb.poll(0.1)
-        assert s.lost is not None and "lost its connection" in s.lost
+        while s.state.lost is None and time.monotonic() < deadline:
+            s.listen(0.1)
+        assert s.state.lost is not None and "lost its connection" in s.state.lost
         t0 = time.monotonic()
         report = s.close()
         assert time.monotonic() - t0 < 2.0
     assert not report.ok and report.target_state.startswith("gone")
     assert "the target is gone" in report.message()
+
+
+def test_a_session_nobody_holds_is_closed_at_exit(qemu: Qemu) -> None:
+    child = subprocess.run([sys.executable, "-c", DROPPED, f"unix:{qemu.gdb_sock}"],
+                           capture_output=True, text=True, timeout=60,
+                           cwd=Path(__file__).resolve().parents[2])
+    assert child.returncode == 0 and child.stdout == "1 open at exit\n", child.stderr
+    assert qemu.status() == "running"
+    qemu.qmp("system_reset")  # through the reset vector again: no breakpoint there now
+    time.sleep(1.0)
+    assert qemu.status() == "running"

@@ -90,10 +90,10 @@ def assert_clean(target, lab: str) -> None:  # type: ignore[no-untyped-def]
     from kdbg.errors import GdbTimeout
 
     with Session.connect(target.endpoint, kallsyms=target.kallsyms, timeout=60) as s:
-        s.resume()
+        s.run.resume()
         th = drop_later(lab, 0.2)
         with pytest.raises(GdbTimeout):
-            s.wait_stop(6)
+            s.run.wait_stop(6)
         th.join(30)
         assert not th.is_alive(), "the guest did not run the drop: is it stopped?"
 
@@ -104,24 +104,24 @@ def test_break_at_drop_site_backtrace_and_continue(lab: str, target) -> None:  #
     location = drop_location(lab)
     with Session.connect(target.endpoint, kallsyms=target.kallsyms, vmlinux=target.vmlinux,
                          timeout=180) as s:
-        assert s.has_dwarf
-        s.resume()
-        site, bp = s.break_drop_site(location)
+        assert s.state.has_dwarf
+        s.run.resume()
+        site, bp = s.run.break_drop_site(location)
         assert site.callee == "kfree_skb_reason"
         assert site.call_addr + site.call_len == location
         assert site.caller.startswith("__udp4_lib_rcv+")
         th = drop_later(lab)
-        stop = s.wait_stop(120)
+        stop = s.run.wait_stop(120)
         assert stop.hit and stop.breakpoint == bp.number
         assert stop.address == site.call_addr and stop.symbol == "__udp4_lib_rcv"
         names = [f.symbol for f in stop.backtrace]
         assert names[:2] == ["__udp4_lib_rcv", "udp_rcv"], names
         assert "ip_local_deliver_finish" in names
         assert stop.backtrace[0].file and stop.backtrace[0].file.endswith("udp.c")
-        skb, reason = s.read_args(2)
+        skb, reason = s.inspect.read_args(2)
         assert skb >= 0xFF00000000000000  # a kernel pointer: the skb, still alive
         assert reason > 0
-        s.resume()  # continue: the guest finishes the send
+        s.run.resume()  # continue: the guest finishes the send
         th.join(60)
         assert not th.is_alive()
         report = s.close()
@@ -160,11 +160,11 @@ def test_gdb_killed_gives_clean_error_and_running_target(lab: str, target) -> No
 
     s = Session.connect(target.endpoint, kallsyms=target.kallsyms, timeout=60)
     try:
-        s.break_at("kfree_skb_reason")
-        s.resume()
+        s.run.break_at("kfree_skb_reason")
+        s.run.resume()
         os.kill(s.gdb.pid, signal.SIGKILL)
         with pytest.raises(GdbDied) as info:
-            s.wait_stop(20)
+            s.run.wait_stop(20)
         assert isinstance(info.value, KdbgError)
     finally:
         report = s.close()
@@ -181,22 +181,22 @@ def test_udp_transport_through_relay(lab: str, target) -> None:  # type: ignore[
 
     with UdpRelay(target.endpoint) as relay:
         with Session.connect(relay.endpoint, kallsyms=target.kallsyms, timeout=60) as s:
-            assert s.endpoint.kind == "udp" and s.transport == "kgdboe"
-            assert s.registers(["rip"])["rip"] >= 0xFFFFFFFF80000000
+            assert s.state.endpoint.kind == "udp" and s.state.transport == "kgdboe"
+            assert s.inspect.registers(["rip"])["rip"] >= 0xFFFFFFFF80000000
             with pytest.raises(BreakpointRefused):
-                s.break_at("kfree_skb_reason")
-            assert not s.breakpoints
-            bp = s.break_at("do_sys_openat2")
-            s.resume()
+                s.run.break_at("kfree_skb_reason")
+            assert not s.state.breakpoints
+            bp = s.run.break_at("do_sys_openat2")
+            s.run.resume()
             th = drop_later(lab)  # the guest's python3 opens files
-            stop = s.wait_stop(120)
+            stop = s.run.wait_stop(120)
             assert stop.hit and stop.breakpoint == bp.number
             assert stop.symbol == "do_sys_openat2" and stop.offset == 0
             # no DWARF here: frame 1 is kept only if it follows a call to do_sys_openat2
             assert stop.backtrace[0].symbol == "do_sys_openat2"
             assert all(f.symbol for f in stop.backtrace)
-            s.delete(bp)
-            s.resume()
+            s.run.delete(bp)
+            s.run.resume()
             report = s.close()
         th.join(60)
     assert report.ok, report
@@ -246,11 +246,11 @@ def test_kgdboc_on_kgdb_kernel() -> None:
         wait_halted(name)
         with Session.connect(t.endpoint, kallsyms=t.kallsyms, vmlinux=t.vmlinux,
                              interrupter=t.interrupter, timeout=120) as s:
-            assert s.transport == "kgdboc"
-            where = s.registers(["rip"])["rip"]
-            assert s.symbolize(where)[0] == "kgdb_breakpoint"
-            s.break_at("tcp_v4_rcv")
-            s.resume()
+            assert s.state.transport == "kgdboc"
+            where = s.inspect.registers(["rip"])["rip"]
+            assert s.inspect.symbolize(where)[0] == "kgdb_breakpoint"
+            s.run.break_at("tcp_v4_rcv")
+            s.run.resume()
             poked: dict[str, object] = {}
 
             def poke() -> None:  # a TCP connect in the guest: runs into tcp_v4_rcv
@@ -263,7 +263,7 @@ def test_kgdboc_on_kgdb_kernel() -> None:
 
             th = threading.Thread(target=poke, daemon=True)
             th.start()
-            stop = s.wait_stop(120)
+            stop = s.run.wait_stop(120)
             assert stop.symbol == "tcp_v4_rcv", stop
             # a built kernel's files read relative to its tree, as Debian's do
             assert stop.backtrace[0].file == "net/ipv4/tcp_ipv4.c", stop.backtrace[0]
@@ -306,8 +306,8 @@ def test_a_guest_left_stopped_by_a_dead_debugger_is_attached_and_resumed(lab: st
     assert stopped.stopped and stopped.kallsyms is not None and stopped.kallsyms.exists()
     with open_session(stopped, timeout=60, progress=notes.append) as s:
         assert time.monotonic() - started < 60
-        assert not s.running
-        assert s.symbolize(s.kallsyms.symbol("kfree_skb_reason").address)[0] == \
+        assert not s.state.running
+        assert s.inspect.symbolize(s.state.kallsyms.symbol("kfree_skb_reason").address)[0] == \
             "kfree_skb_reason"  # type: ignore[union-attr]
     assert any("already stopped" in n for n in notes), notes
     assert guest.is_running(lab, timeout=10.0)

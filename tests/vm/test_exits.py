@@ -204,11 +204,11 @@ def assert_guest_runs_clean(lab: Lab) -> None:
     assert lab.answers(), "the guest does not answer: is it stopped?"
     target = from_lab(lab.name, want_vmlinux=False)
     with Session.connect(target.endpoint, kallsyms=target.kallsyms, timeout=60) as s:
-        s.resume()
+        s.run.resume()
         lab.drop()
         lab.drop()
         with pytest.raises(GdbTimeout):
-            s.wait_stop(4)
+            s.run.wait_stop(4)
     assert lab.answers()
 
 

@@ -202,20 +202,20 @@ def test_gdb_over_udp_breaks_and_detaches(oe_lab: tuple[str, Path]) -> None:
 
     with Session.connect(t.endpoint, kallsyms=t.kallsyms, vmlinux=t.vmlinux,
                          gdb_prefix=t.gdb_prefix, timeout=120) as s:
-        assert s.transport == "kgdboe" and s.has_dwarf
+        assert s.state.transport == "kgdboe" and s.state.has_dwarf
         # KGDBoE stops the kernel in kgdb_breakpoint when gdb connects
-        assert s.symbolize(s.registers(["rip"])["rip"])[0] == "kgdb_breakpoint"
+        assert s.inspect.symbolize(s.inspect.registers(["rip"])["rip"])[0] == "kgdb_breakpoint"
         # the guard knows the transport: the drop path and the timer core are refused
         for symbol, rule in (("tcp_v4_rcv", "kgdboe-networking"),
                              ("kfree_skb_reason", "kgdboe-skb"), ("mod_timer", "kgdboe-timer")):
             with pytest.raises(BreakpointRefused, match=rule):
-                s.break_at(symbol)
-        assert not s.breakpoints
-        bp = s.break_at("do_sys_openat2")
-        s.resume()
+                s.run.break_at(symbol)
+        assert not s.state.breakpoints
+        bp = s.run.break_at("do_sys_openat2")
+        s.run.resume()
         th = threading.Thread(target=poke, daemon=True)
         th.start()
-        stop = s.wait_stop(120)
+        stop = s.run.wait_stop(120)
         assert stop.hit and stop.breakpoint == bp.number
         assert (stop.symbol, stop.offset) == ("do_sys_openat2", 0)
         # relative to the kernel tree, as for Debian's kernels, not the build cache's path
@@ -230,12 +230,12 @@ def test_gdb_over_udp_breaks_and_detaches(oe_lab: tuple[str, Path]) -> None:
     poked.clear()
     with Session.connect(t.endpoint, kallsyms=t.kallsyms, gdb_prefix=t.gdb_prefix,
                          timeout=120) as s:
-        s.resume()
+        s.run.resume()
         th = threading.Thread(target=poke, daemon=True)
         th.start()
         started = time.monotonic()
         with pytest.raises(GdbTimeout):
-            s.wait_stop(8)
+            s.run.wait_stop(8)
         assert time.monotonic() - started >= 8
         th.join(60)
         assert not th.is_alive() and poked == {"status": 0}, poked
