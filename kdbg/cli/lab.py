@@ -12,7 +12,8 @@ import click
 
 from kdbg import lab as labapi
 from kdbg.lab.accel import ACCELS
-from kdbg.lab.command import TRANSPORTS
+from kdbg.lab.wiring import wiring
+from kdbg.transports import NAMES
 
 
 def _name_option(f: Any) -> Any:
@@ -53,7 +54,7 @@ def _describe(info: labapi.LabInfo) -> list[str]:
         f"  console:       kdbg lab console{name_opt}   (Ctrl-] leaves)",
         f"  stop:          kdbg lab down{name_opt}",
     ]
-    if info.transport == "kgdboe":
+    if wiring(info.transport).own_netns:
         lines.insert(3, f"  KGDBoE module: kdbg lab kgdboe-load{name_opt} --module PATH/kgdboe.ko")
     if info.boot_seconds is not None:
         lines.insert(1, f"  ready after:   {info.boot_seconds:.1f}s")
@@ -96,7 +97,7 @@ def lab(ctx: click.Context) -> None:
 @click.option("--name", default="default", show_default=True, help="Lab name (a-z, 0-9, -).")
 @click.option("--kernel", "kernel", default="debian", show_default=True,
               help=f"{labapi.kernel_help()} See kdbg lab kernels.")
-@click.option("--transport", type=click.Choice(TRANSPORTS), default="gdbstub",
+@click.option("--transport", type=click.Choice(NAMES), default="gdbstub",
               show_default=True, help="How gdb reaches the kernel.")
 @click.option("--memory", default="1G", show_default=True, help="Guest memory, like 1G or 768M.")
 @click.option("--cpus", type=int, default=2, show_default=True, help="Guest CPUs.")

@@ -17,7 +17,7 @@ from pathlib import Path
 from kdbg.debugger.endpoint import Endpoint
 from kdbg.debugger.model import ModuleDebug
 from kdbg.errors import BadInput, KdbgError
-from kdbg.lab import guest, vm
+from kdbg.lab import guest, registry
 from kdbg.symbols.droplines import module_files
 from kdbg.symbols.evidence import TargetSymbols
 from kdbg.targetfacts import LabFacts

@@ -29,20 +29,19 @@ from pathlib import Path
 
 from kdbg.lab import protocol
 from kdbg.lab.kernel import Kernel
+from kdbg.lab.wiring import wiring
 
-TRANSPORTS = ("gdbstub", "kgdboc", "kgdboe")
 EXEC_MAC = "52:54:00:6b:64:01"
 OE_MAC = "52:54:00:6b:64:02"
-KGDBOC_TTY = "ttyS1"
 SHELL_TTY = "/dev/ttyS2"
-KGDBOE_UDP_PORT = 31337
 # virtme-ng's own overlays (what `vng` asks for): writable in the guest, untouched on the host.
 OVERLAYS = ("/etc", "/lib", "/home", "/opt", "/srv", "/usr", "/var", "/tmp", "/root")
 
 
 @dataclass(frozen=True)
 class LaunchPlan:
-    """Everything the launch command depends on besides the kernel."""
+    """Everything the launch command depends on besides the kernel. ``socket`` is the
+    transport's Unix socket (:mod:`kdbg.lab.wiring`), when QEMU serves it on one."""
 
     name: str
     transport: str
@@ -55,8 +54,7 @@ class LaunchPlan:
     pidfile: Path
     agent: str
     virtme_run: str
-    gdb_socket: Path | None = None
-    kgdboc_socket: Path | None = None
+    socket: Path | None = None
     tap_fd: int | None = None
     oe_cidr: str | None = None
     append: tuple[str, ...] = field(default_factory=tuple)
@@ -64,12 +62,9 @@ class LaunchPlan:
 
 
 def kernel_options(plan: LaunchPlan) -> list[str]:
-    """Boot options kdbg adds: ``nokaslr`` whenever a gdb transport is on, and kgdboc."""
-    opts = ["nokaslr"]
-    if plan.transport == "kgdboc":
-        opts.append(f"kgdboc={KGDBOC_TTY},115200")
-    opts.extend(plan.append)
-    return opts
+    """Boot options kdbg adds: ``nokaslr`` whenever a gdb transport is on, and what the
+    transport needs (kgdboc's serial port)."""
+    return ["nokaslr", *wiring(plan.transport).kernel_options, *plan.append]
 
 
 def agent_command(plan: LaunchPlan) -> str:
@@ -88,10 +83,11 @@ def agent_command(plan: LaunchPlan) -> str:
 
 def qemu_options(plan: LaunchPlan) -> list[str]:
     """QEMU arguments kdbg adds after virtme-ng's own."""
+    wired = wiring(plan.transport)
     opts: list[str] = ["-pidfile", str(plan.pidfile)]
-    if plan.transport == "kgdboc":
-        assert plan.kgdboc_socket is not None
-        opts += ["-serial", f"unix:{plan.kgdboc_socket},server=on,wait=off"]
+    if wired.on_serial:
+        assert plan.socket is not None
+        opts += ["-serial", f"unix:{plan.socket},server=on,wait=off"]
     else:
         opts += ["-serial", "null"]
     opts += [
@@ -106,10 +102,10 @@ def qemu_options(plan: LaunchPlan) -> list[str]:
         "-device",
         f"virtio-net-pci,netdev=kdbgexec,mac={EXEC_MAC}",
     ]
-    if plan.transport == "gdbstub":
-        assert plan.gdb_socket is not None
-        opts += ["-gdb", f"unix:{plan.gdb_socket},server=on,wait=off"]
-    if plan.transport == "kgdboe":
+    if wired.qemu_gdb:
+        assert plan.socket is not None
+        opts += ["-gdb", f"unix:{plan.socket},server=on,wait=off"]
+    if wired.own_netns:
         assert plan.tap_fd is not None
         opts += [
             "-netdev",
@@ -122,8 +118,6 @@ def qemu_options(plan: LaunchPlan) -> list[str]:
 
 def launch_argv(plan: LaunchPlan, kernel: Kernel) -> list[str]:
     """The full ``virtme-run`` command line that boots the lab."""
-    if plan.transport not in TRANSPORTS:
-        raise ValueError(plan.transport)
     argv = [plan.virtme_run]
     if kernel.kdir is not None:
         argv += ["--kdir", str(kernel.kdir)]

@@ -16,6 +16,7 @@ from kdbg.errors import BadInput, LabError
 from kdbg.lab import channel, command, kinds, registry
 from kdbg.lab.channel import ExecSession
 from kdbg.lab.kernel import quiet
+from kdbg.lab.wiring import KGDBOE_UDP_PORT, wiring
 from kdbg.symbols.kallsyms import modules_key
 
 
@@ -301,14 +302,14 @@ def console(name: str) -> Any:
     )
 
 
-def kgdboe_load(name: str, module: Path, udp_port: int = command.KGDBOE_UDP_PORT) -> Completed:
+def kgdboe_load(name: str, module: Path, udp_port: int = KGDBOE_UDP_PORT) -> Completed:
     """insmod a KGDBoE module the user built, with the parameters this lab needs.
 
     ``kallsyms_lookup_name_address`` comes from the guest's kallsyms, ``device_name``
     is the e1000 that sits on the lab's namespace tap. kdbg never builds KGDBoE.
     """
     info = registry.require(name)
-    if info.transport != "kgdboe":
+    if not wiring(info.transport).own_netns:
         raise BadInput(f"lab {name!r} uses {info.transport}, not kgdboe",
                        hint=f"kdbg lab up --name {name} --transport kgdboe --kernel built")
     module = module.expanduser().resolve()

@@ -26,7 +26,7 @@ from kdbg.errors import BadInput, LabError, LabTimeout
 from kdbg.lab import agent, channel, kinds, netns, protocol
 from kdbg.lab.accel import ACCELS
 from kdbg.lab.accel import choose as choose_accel
-from kdbg.lab.command import TRANSPORTS, LaunchPlan, launch_argv
+from kdbg.lab.command import LaunchPlan, launch_argv
 from kdbg.lab.kernel import Kernel, Progress, quiet
 from kdbg.lab.registry import (
     EXEC_KEY,
@@ -41,6 +41,8 @@ from kdbg.lab.registry import (
     validate_name,
     write_state,
 )
+from kdbg.lab.wiring import sockets_recorded, wiring
+from kdbg.transports import NAMES, needs_kgdb
 
 MEMORY_RE = re.compile(r"[1-9][0-9]*[MG]")
 CONSOLE_TAIL = 25
@@ -67,8 +69,8 @@ def _launch_env() -> dict[str, str]:
 def validate(config: LabConfig) -> None:
     """Reject bad input before anything is started or written."""
     validate_name(config.name)
-    if config.transport not in TRANSPORTS:
-        raise BadInput(f"unknown transport {config.transport!r}: one of {', '.join(TRANSPORTS)}")
+    if config.transport not in NAMES:
+        raise BadInput(f"unknown transport {config.transport!r}: one of {', '.join(NAMES)}")
     if not MEMORY_RE.fullmatch(config.memory):
         raise BadInput(f"bad memory size {config.memory!r}: like 1G or 768M")
     if not 1 <= config.cpus <= 16:
@@ -81,7 +83,7 @@ def validate(config: LabConfig) -> None:
 
 def check_kernel(config: LabConfig, kernel: Kernel) -> None:
     """Refuse a kgdb transport on a kernel whose config says it has no kgdb."""
-    if config.transport == "gdbstub" or not config.require_kgdb:
+    if not needs_kgdb(config.transport) or not config.require_kgdb:
         return
     try:
         kgdb = kernel.option("KGDB")
@@ -99,9 +101,10 @@ def plan_for(
     agent_path: Path | None = None, accel: str = "tcg",
 ) -> LaunchPlan:
     """The launch plan for ``config``: picks the exec port, names the lab's files."""
-    sockets = {"console": state / "console.sock", "gdb": state / "gdb.sock",
-               "kgdboc": state / "kgdboc.sock"}
-    for path in sockets.values():
+    wired = wiring(config.transport)
+    sockets = {"console": state / "console.sock",
+               "transport": state / wired.socket if wired.socket else None}
+    for path in filter(None, sockets.values()):
         if len(os.fsencode(path)) > SUN_PATH_MAX:
             raise BadInput(f"the lab's socket path {path} is too long for a Unix socket",
                            hint="set a shorter XDG_CACHE_HOME")
@@ -112,15 +115,14 @@ def plan_for(
         cpus=config.cpus,
         exec_port=free_port(),
         exec_key=state / EXEC_KEY,
-        console_socket=sockets["console"],
+        console_socket=state / "console.sock",
         console_log=state / "interactive.log",
         pidfile=state / "qemu.pid",
         agent=str(agent_path or agent.binary_path()),
         virtme_run=_tool("virtme-run"),
-        gdb_socket=sockets["gdb"] if config.transport == "gdbstub" else None,
-        kgdboc_socket=sockets["kgdboc"] if config.transport == "kgdboc" else None,
+        socket=sockets["transport"],
         tap_fd=tap_fd,
-        oe_cidr=netns.GUEST_CIDR if config.transport == "kgdboe" else None,
+        oe_cidr=netns.GUEST_CIDR if wired.own_netns else None,
         append=config.append,
         accel=accel,
     )
@@ -137,10 +139,10 @@ def dry_run(config: LabConfig) -> str:
     check_kernel(config, kernel)
     state = labs_dir() / config.name
     chosen = choose_accel(config.accel, kernel.image if kernel.image.exists() else None)
-    plan = plan_for(config, kernel, state, tap_fd=3 if config.transport == "kgdboe" else None,
-                    accel=chosen.accel)
+    own_netns = wiring(config.transport).own_netns
+    plan = plan_for(config, kernel, state, tap_fd=3 if own_netns else None, accel=chosen.accel)
     argv = launch_argv(plan, kernel)
-    if config.transport == "kgdboe":
+    if own_netns:
         ns = netns.netns_name(config.name)
         return f"# fd 3: tap {netns.TAP} in netns {ns}\n{shlex.join(argv)} 3<>/dev/net/tun"
     return shlex.join(argv)
@@ -232,14 +234,14 @@ def _launch(config: LabConfig, kernel: Kernel, state: Path, agent_path: Path, ac
     ns = None
     tap_fd = None
     try:
-        if config.transport == "kgdboe":
+        if wiring(config.transport).own_netns:
             ns = netns.create(config.name)
             tap_fd = netns.open_tap(ns)
         plan = plan_for(config, kernel, state, tap_fd, agent_path, accel)
         argv = launch_argv(plan, kernel)
         boot_log = state / "console.log"
         for stale in (boot_log, plan.console_log, plan.console_socket, plan.pidfile,
-                      plan.gdb_socket, plan.kgdboc_socket):
+                      plan.socket):
             if stale is not None:
                 stale.unlink(missing_ok=True)
         protocol.write_key_file(plan.exec_key)
@@ -275,8 +277,7 @@ def _launch(config: LabConfig, kernel: Kernel, state: Path, agent_path: Path, ac
         image=str(kernel.image),
         vmlinux=str(kernel.vmlinux) if kernel.vmlinux else None,
         exec_port=plan.exec_port,
-        gdb_socket=str(plan.gdb_socket) if plan.gdb_socket else None,
-        kgdboc_socket=str(plan.kgdboc_socket) if plan.kgdboc_socket else None,
+        **sockets_recorded(config.transport, plan.socket),
         netns=ns,
         guest_ip=netns.GUEST_IP if ns else None,
         state_dir=str(state),

@@ -26,8 +26,8 @@ from typing import Any
 from kdbg.dirs import cache_dir
 from kdbg.errors import BadInput, LabError, LabLost, NeedsRoot
 from kdbg.lab import channel, protocol
-from kdbg.lab.command import KGDBOE_UDP_PORT
 from kdbg.lab.kernel import locked
+from kdbg.lab.wiring import wiring
 
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,19}")
 EXEC_KEY = "exec.key"
@@ -95,21 +95,19 @@ class LabInfo:
     accel: str = "tcg"  # what QEMU runs under: "kvm" or "tcg"
 
     @property
+    def socket(self) -> str | None:
+        """The Unix socket QEMU serves the lab's transport on, if it does."""
+        record = wiring(self.transport).record
+        return getattr(self, record) if record else None
+
+    @property
     def gdb_endpoint(self) -> str:
-        if self.transport == "gdbstub":
-            return f"unix:{self.gdb_socket}"
-        if self.transport == "kgdboc":
-            return f"serial:{self.kgdboc_socket}"
-        return f"udp:{self.guest_ip}:{KGDBOE_UDP_PORT}"
+        return wiring(self.transport).endpoint(self.socket, self.guest_ip)
 
     @property
     def gdb_target(self) -> str:
         """The argument of gdb's ``target remote`` (a socket's path, or ``udp:IP:PORT``)."""
-        if self.transport == "gdbstub":
-            return str(self.gdb_socket)
-        if self.transport == "kgdboc":
-            return str(self.kgdboc_socket)
-        return self.gdb_endpoint
+        return self.socket or self.gdb_endpoint
 
     @property
     def exec_key_file(self) -> Path:

@@ -126,10 +126,12 @@ class FakeKgdboe:
         while True:
             body = self.get_packet()
             if body[:1] in ("c", "s", "D"):
-                if body == "D":
-                    self.put_packet("OK")
-                    self.connected = False
+                # kgdb's state changes before its reply goes out: a test that reads it
+                # once gdb heard the reply sees the kernel running
                 self.stopped = False
+                if body == "D":
+                    self.connected = False
+                    self.put_packet("OK")
                 return
             self.put_packet(self.answer(body))
 

@@ -20,6 +20,7 @@ from kdbg.lab import agent, build, command, kernel, lifecycle, protocol, registr
 from kdbg.lab.channel import ExecAccess, ExecSession, run_streaming
 from kdbg.lab.command import LaunchPlan, launch_argv
 from kdbg.lab.kernel import Kernel
+from kdbg.transports import NAMES
 
 DEBIAN = Kernel("debian", "6.1.0-56-amd64", Path("/cache/root/boot/vmlinuz-6.1.0-56-amd64"))
 
@@ -37,8 +38,8 @@ def plan(transport: str = "gdbstub", **kw: object) -> LaunchPlan:
         pidfile=Path("/run/l/qemu.pid"),
         agent="/cache/kdbg/agent/kdbg-agent-0123456789ab",
         virtme_run="/venv/bin/virtme-run",
-        gdb_socket=Path("/run/l/gdb.sock") if transport == "gdbstub" else None,
-        kgdboc_socket=Path("/run/l/kgdboc.sock") if transport == "kgdboc" else None,
+        socket={"gdbstub": Path("/run/l/gdb.sock"),
+                "kgdboc": Path("/run/l/kgdboc.sock")}.get(transport),
         tap_fd=7 if transport == "kgdboe" else None,
         oe_cidr="10.213.0.2/24" if transport == "kgdboe" else None,
     )
@@ -77,7 +78,7 @@ def test_gdbstub_command_line() -> None:
 
 
 def test_no_command_line_ever_lifts_the_network_restriction() -> None:
-    for transport in command.TRANSPORTS:
+    for transport in NAMES:
         joined = " ".join(launch_argv(plan(transport), DEBIAN))
         assert "restrict=off" not in joined and "restrict=no" not in joined
         assert "restrict=on" in joined

@@ -1,6 +1,6 @@
 """One description per transport (kdbg/transports.py): every other list of transports
-in kdbg is derived from it, and no module outside the lab tests a transport's name or
-an endpoint's kind as a string."""
+in kdbg is derived from it, and no module but the endpoint parser tests a transport's
+name or an endpoint's kind as a string."""
 
 from __future__ import annotations
 
@@ -16,14 +16,14 @@ from kdbg.debugger.endpoint import Endpoint
 from kdbg.errors import BadInput
 from kdbg.guard import TRANSPORTS as GUARD_TRANSPORTS
 from kdbg.guard.rules import ALLOW, POLICY, TRANSPORT_HINTS
+from kdbg.lab.wiring import WIRINGS
 from kdbg.transports import ALL, KINDS, NAMES, Interrupt, Reach, Recovery, Wake
 
 KDBG = Path(__file__).resolve().parents[2] / "kdbg"
 
-# Where a transport's name or an endpoint's kind may still be compared as a string: the
-# endpoint parser (the kinds are its syntax), and lab/ with its command (converted to
-# the table once lab/vm.py is split).
-STRING_TESTS_ALLOWED = ("debugger/endpoint.py", "lab/", "cli/lab.py")
+# Where an endpoint's kind may still be compared as a string: the endpoint parser (the
+# kinds are its syntax).
+STRING_TESTS_ALLOWED = ("debugger/endpoint.py",)
 
 
 def test_names_are_unique_and_in_the_guards_order() -> None:
@@ -36,6 +36,16 @@ def test_the_guards_lists_are_the_tables() -> None:
     for table in (POLICY, ALLOW, TRANSPORT_HINTS):
         assert set(table) == set(NAMES)
     assert {t.name: t.guard_hint for t in ALL} == TRANSPORT_HINTS
+
+
+def test_the_lab_wires_each_transport_once() -> None:
+    assert tuple(WIRINGS) == ALL
+    for transport, wired in WIRINGS.items():
+        assert wired.transport is transport
+        # QEMU serves it on a Unix socket the lab records, or on the lab's own netns
+        assert (wired.socket is not None) == (wired.record is not None) != wired.own_netns
+        assert (wired.endpoint_kind in transport.kinds) or wired.own_netns
+        assert not (wired.qemu_gdb and wired.on_serial)
 
 
 def test_kgdb_transports_share_kgdbs_rules() -> None:
@@ -121,7 +131,7 @@ def _string_tests(path: Path) -> list[str]:
 
 
 def test_no_module_tests_transport_strings() -> None:
-    """Outside the endpoint parser (and the lab, for now), behaviour per transport comes
+    """Outside the endpoint parser, behaviour per transport comes
     from the table, not from ``== "udp"`` or ``in ("kgdboc", "kgdboe")``."""
     found = [hit for path in sorted(KDBG.rglob("*.py"))
              if not str(path.relative_to(KDBG)).startswith(STRING_TESTS_ALLOWED)
