@@ -12,7 +12,7 @@ from typing import Any
 from kdbg.breakwatch.model import Hit
 from kdbg.debugger.model import Breakpoint, CleanupReport, DropSite
 from kdbg.debugger.run import render_stop
-from kdbg.drops.output import drop_json, drop_line, header, stack_lines
+from kdbg.drops import drop_json, drop_line, header, stack_lines
 from kdbg.guard import Decision
 from kdbg.guard import render as render_decision
 from kdbg.trace.event import DropEvent

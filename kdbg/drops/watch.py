@@ -11,7 +11,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
-from kdbg.drops.causes import CauseFinder, with_cause
+from kdbg.causes import CauseFinder, with_cause
 from kdbg.drops.output import StatsRow, Summary, stats_rows
 from kdbg.errors import BadInput, KdbgError
 from kdbg.symbols import tpformat
@@ -40,7 +40,7 @@ class WatchConfig:
     buffer_pages: int = 256
     events: bool = False  # with stats: stream each drop as well
     vmlinux: str | None = None  # DWARF for file:line; None: the distribution's, if installed
-    causes: bool = True  # a cause on each streamed drop (kdbg.drops.causes)
+    causes: bool = True  # a cause on each streamed drop (kdbg.causes)
 
 
 class Sink(Protocol):
@@ -210,18 +210,3 @@ def prepare(cfg: WatchConfig) -> Watch:
     """Read the kernel's facts and build the program for ``cfg`` (no privileges needed
     beyond reading tracefs, BTF and kallsyms)."""
     return Watch(cfg)
-
-
-
-def remote_options(cfg: WatchConfig) -> list[str]:
-    """``kdbg watch`` options that make a remote tracer apply ``cfg``'s filters.
-
-    Names (reasons, symbols, namespaces) are resolved by the remote kdbg against
-    its own kernel, which is the point: numbers differ between kernels.
-    """
-    out = cfg.filters.argv()
-    if cfg.stack:
-        out.append("--stack")
-    if not cfg.causes:
-        out.append("--no-causes")
-    return out

@@ -25,7 +25,7 @@ class ProgramOptions:
     stats_entries: int = 16384
     stack_entries: int = 4096
     # C that hands the filled event ``e`` over; None: one ring-buffer record each.
-    # kdbg.drops.record passes the rendered bpf/drop_record.bpf.c.
+    # kdbg.record.recorder passes the rendered bpf/drop_record.bpf.c.
     output: str | None = None
 
 

@@ -11,15 +11,17 @@ from typing import Any
 import pytest
 
 from kdbg.breakwatch import BreakConfig, BreakWatch, Hit
-from kdbg.breakwatch.sources import CommandSource
+from kdbg.breakwatch.sources import CommandSource, LabSource, source_for
 from kdbg.debugger.errors import GdbCancelled
 from kdbg.debugger.livemodules import ModuleChange
 from kdbg.debugger.model import Breakpoint, CleanupReport, DropSite, Stop
-from kdbg.drops.watch import WatchConfig
+from kdbg.drops import WatchConfig, guest_watch_argv
 from kdbg.errors import GdbTimeout
 from kdbg.guard.decision import BreakpointRefused
 from kdbg.guard.judge import Guard
+from kdbg.lab.guest import kdbg_argv
 from kdbg.symbols.kallsyms import ModuleSpan
+from kdbg.trace.filters import PacketFilters
 from tests.conftest import DATA
 
 JSONL = DATA / "jsonl" / "netfilter_drop.6.18.jsonl"
@@ -232,3 +234,20 @@ def test_a_cancelled_gdb_command_ends_the_watch_cleanly() -> None:
     outcome = bw.run()
     assert outcome.armed and outcome.hits == 0
     assert session.calls.count("close") == 1 and len(sink.of("cleanup")) == 1
+
+
+def test_the_guests_kdbg_watch_is_one_command_line() -> None:
+    """The break-watch's lab source and the lab recorder run the same kdbg in the guest,
+    with the same filters; only the output and the limits differ."""
+    cfg = WatchConfig(filters=PacketFilters(reasons=("NETFILTER_DROP",), dports=(5555,)),
+                      count=5, duration=2.0)
+    kdbg, filters = kdbg_argv(), ["--reason", "NETFILTER_DROP", "--dport", "5555"]
+    source = source_for(BreakConfig(lab="lab1"), cfg, stacks=True)
+    assert isinstance(source, LabSource) and source.lab_name == "lab1"
+    assert source.argv == [*kdbg, "watch", "--json", *filters, "--stack"]
+    stacked = WatchConfig(filters=cfg.filters, stack=True, causes=False)
+    assert guest_watch_argv(stacked, "--json", stack=True) == [
+        *kdbg, "watch", "--json", *filters, "--stack", "--no-causes"]
+    assert guest_watch_argv(cfg, "--write", "-", "--snaplen", "128", limits=True) == [
+        *kdbg, "watch", "--write", "-", "--snaplen", "128", *filters, "--count", "5",
+        "--duration", "2.0"]

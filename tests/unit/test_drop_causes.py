@@ -12,9 +12,11 @@ import string
 
 import pytest
 
-from kdbg.drops import advice, diagnose, sockets
-from kdbg.drops.causes import HOOK_FRAMES, CauseFinder, hook_of
-from kdbg.drops.output import Summary, read_jsonl
+from kdbg import diagnose
+from kdbg.causes import notes as advice
+from kdbg.causes import sockets
+from kdbg.causes.finder import HOOK_FRAMES, CauseFinder, hook_of
+from kdbg.drops import Summary, read_jsonl
 from kdbg.symbols import tpformat
 from kdbg.symbols.reasons import ReasonTable
 from kdbg.trace.event import DropEvent
@@ -185,7 +187,7 @@ def test_a_break_hit_names_the_rule() -> None:
 
 
 def test_the_event_with_its_cause_is_a_new_equal_event() -> None:
-    from kdbg.drops.causes import _replaced
+    from kdbg.causes.finder import _replaced
 
     ev = dataclasses.replace(captured()[0], cause=None)
     cause = {"reason": ev.reason, "summary": "x"}

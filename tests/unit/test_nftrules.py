@@ -9,8 +9,8 @@ import json
 
 import pytest
 
-from kdbg.drops import nftrules
-from kdbg.drops.nftrules import Packet, Ruleset, find_rule, rule_texts
+from kdbg.causes import nftrules
+from kdbg.causes.nftrules import Packet, Ruleset, find_rule, rule_texts
 from tests.conftest import DATA
 
 NFT = DATA / "nft"

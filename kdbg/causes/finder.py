@@ -9,7 +9,7 @@ are shared between keys of the same namespace for as long.
 
 Only NETFILTER_DROP needs the drop's kernel stack: its frames name the hook
 (``ip_local_deliver`` is INPUT, ``ip_forward`` FORWARD, …), and the ruleset is
-evaluated there (:mod:`kdbg.drops.nftrules`).
+evaluated there (:mod:`kdbg.causes.nftrules`).
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from kdbg.drops import nftrules, sockets
-from kdbg.drops.advice import advice_for, fill
-from kdbg.drops.netnsref import NetnsCache, NetnsRef
+from kdbg.causes import nftrules, sockets
+from kdbg.causes.netnsref import NetnsCache, NetnsRef
+from kdbg.causes.notes import advice_for, fill
 from kdbg.errors import KdbgError
 from kdbg.trace.event import DropEvent
 

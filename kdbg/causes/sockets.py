@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from kdbg.drops.netnsref import NetnsRef
+from kdbg.causes.netnsref import NetnsRef
 
 TABLES = ("tcp", "tcp6", "udp", "udp6")
 TCP_LISTEN = 0x0A

@@ -679,7 +679,7 @@ def find_rule(rs: Ruleset, pkt: Packet, hooks: tuple[str, ...], families: tuple[
 
 
 def read(ns: Any, attempts: int = 3) -> Ruleset:
-    """The ruleset of namespace ``ns`` (a :class:`kdbg.drops.netnsref.NetnsRef`), read-only:
+    """The ruleset of namespace ``ns`` (a :class:`kdbg.causes.netnsref.NetnsRef`), read-only:
     ``nft -j list ruleset``, and ``nft -a -s list ruleset`` for each rule's text (``-s``
     leaves out counter values, so a rule reads the same at every drop); read again if
     the two disagree."""
