@@ -21,7 +21,7 @@ from typing import Any
 
 from kdbg.causes import nftrules, sockets
 from kdbg.causes.netnsref import NetnsCache, NetnsRef
-from kdbg.causes.notes import advice_for, fill
+from kdbg.causes.notes import fill, notes_for
 from kdbg.errors import KdbgError
 from kdbg.trace.event import DropEvent
 
@@ -160,7 +160,7 @@ class CauseFinder:
 
     def _compute(self, ev: DropEvent, have_stack: bool, hook: str | None,
                  families: tuple[str, ...] | None) -> dict[str, Any]:
-        adv = advice_for(ev.reason)
+        adv = notes_for(ev.reason)
         ns: NetnsRef | None = None
         rec: dict[str, Any] = {"reason": ev.reason, "established": None,
                                "meaning": adv.meaning, "usual_causes": list(adv.causes)}

@@ -1,4 +1,4 @@
-"""Causes without a kernel: the advice table against the 6.1 and 6.18 reason tables,
+"""Causes without a kernel: the notes table against the 6.1 and 6.18 reason tables,
 the socket-table parser on a captured /proc/net, and hooks from stacks."""
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ import string
 import pytest
 
 from kdbg import diagnose
-from kdbg.causes import notes as advice
-from kdbg.causes import sockets
+from kdbg.causes import meaning, notes, sockets
 from kdbg.causes.finder import HOOK_FRAMES, CauseFinder, hook_of
 from kdbg.drops import Summary, read_jsonl
 from kdbg.symbols import tpformat
@@ -45,34 +44,34 @@ def test_most_seen_reasons_have_notes_on_both_kernels(version: str) -> None:
     assert len(MOST_SEEN) >= 30
     for name in MOST_SEEN:
         assert name in names, (version, name)
-        notes = advice.advice_for(name)
-        assert notes is not advice.GENERIC, name
-        assert notes.meaning and notes.causes and notes.confirm and notes.advice
+        got = notes.notes_for(name)
+        assert got is not notes.GENERIC, name
+        assert got.meaning and got.causes and got.confirm and got.advice
 
 
 def test_keyed_by_name_resolved_by_the_kernel() -> None:
     # The same notes, whatever number the kernel gives the reason.
     old, new = table("6.1"), table("6.18")
     assert old.code("NO_SOCKET") == 2 and new.code("NO_SOCKET") == 3
-    assert advice.advice_for(old.name(2)) is advice.advice_for(new.name(3))
-    assert advice.advice_for(new.name(3)).meaning.startswith("no socket")
+    assert notes.notes_for(old.name(2)) is notes.notes_for(new.name(3))
+    assert notes.notes_for(new.name(3)).meaning.startswith("no socket")
 
 
 def test_every_name_in_the_table_is_a_real_reason() -> None:
     known = {r.name for r in table("6.1")} | {r.name for r in table("6.18")}
-    assert set(advice.TABLE) - known == set()
+    assert set(notes.TABLE) - known == set()
 
 
 def test_confirm_templates_fill_from_the_drop_or_show_a_stand_in() -> None:
-    fields = {f for n in advice.TABLE.values() for t in (n.confirm, n.advice)
+    fields = {f for n in notes.TABLE.values() for t in (n.confirm, n.advice)
               for _, f, _, _ in string.Formatter().parse(t) if f}
-    assert fields <= set(advice.FILLERS)
-    rp = advice.TABLE["IP_RPFILTER"]
-    assert advice.fill(rp.confirm, {"ifname": "veth-b", "saddr": "10.77.9.1"}) == (
+    assert fields <= set(notes.FILLERS)
+    rp = notes.TABLE["IP_RPFILTER"]
+    assert notes.fill(rp.confirm, {"ifname": "veth-b", "saddr": "10.77.9.1"}) == (
         "sysctl net.ipv4.conf.all.rp_filter net.ipv4.conf.veth-b.rp_filter; "
         "ip route get 10.77.9.1")
-    assert "DEV" in advice.fill(rp.confirm, {"ifname": None})
-    assert advice.advice_for("SOME_NEW_REASON") is advice.GENERIC
+    assert "DEV" in notes.fill(rp.confirm, {"ifname": None})
+    assert notes.notes_for("SOME_NEW_REASON") is notes.GENERIC
 
 
 def test_proc_net_tables_parse() -> None:
@@ -196,3 +195,10 @@ def test_the_event_with_its_cause_is_a_new_equal_event() -> None:
     assert new is not ev and ev.cause is None
     with pytest.raises(dataclasses.FrozenInstanceError):
         new.cause = None  # type: ignore[misc]
+
+
+def test_kdbg_reasons_and_the_causes_read_one_table() -> None:
+    assert meaning("NO_SOCKET") == notes.notes_for("NO_SOCKET").meaning
+    assert meaning("SOME_NEW_REASON") == ""
+    cause = next(e.cause for e in captured() if e.reason == "UDP_CSUM")
+    assert cause is not None and cause["meaning"] == meaning("UDP_CSUM")
