@@ -15,9 +15,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from kdbg.causes import group_of
 from kdbg.drops import StatsRow, Summary, WatchConfig, prepare
 from kdbg.errors import BadInput
+from kdbg.trace.cause import Cause
 from kdbg.trace.event import DropEvent
 
 
@@ -26,7 +26,7 @@ class Group:
     """Drops that share one cause."""
 
     key: str
-    cause: dict[str, Any]
+    cause: Cause
     example: DropEvent
     count: int = 0
     first_ns: int = 0
@@ -55,8 +55,8 @@ class Collector:
         self.err.flush()
 
     def drop(self, event: DropEvent) -> None:
-        cause = event.cause or {"reason": event.reason, "summary": "no cause computed"}
-        key = group_of(cause)
+        cause = event.cause or Cause(event.reason, summary="no cause computed")
+        key = cause.group
         g = self.groups.get(key)
         if g is None:
             g = self.groups[key] = Group(key, cause, dataclasses.replace(event, cause=None),

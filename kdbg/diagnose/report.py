@@ -39,19 +39,20 @@ def diagnosis_json(g: Group) -> dict[str, Any]:
     c = g.cause
     rec: dict[str, Any] = {
         "type": "diagnosis",
-        "reason": c.get("reason", g.example.reason),
+        "reason": c.reason,
         "count": g.count,
         "first_seen_ns": g.first_ns,
         "last_seen_ns": g.last_ns,
-        "established": c.get("established"),
-        "cause": c.get("summary"),
-        "meaning": c.get("meaning"),
-        "usual_causes": c.get("usual_causes", []),
-        "advice": c.get("advice"),
-        "confirm": c.get("confirm"),
+        "established": c.established,
+        "cause": c.summary,
+        "meaning": c.meaning,
+        "usual_causes": list(c.usual_causes),
+        "advice": c.advice,
+        "confirm": c.confirm,
         "example": example_json(g.example),
     }
-    rec.update({k: c[k] for k in DETAILS if k in c})
+    details = c.to_json()
+    rec.update({k: details[k] for k in DETAILS if k in details})
     if g.note:
         rec["ruleset_changed"] = g.note
     return rec
@@ -67,18 +68,18 @@ def report_text(d: Diagnosis) -> str:
         c = g.cause
         span = wall_clock(g.first_ns) + (f" .. {wall_clock(g.last_ns)}" if g.count > 1 else "")
         out.append("")
-        out.append(f"{g.count:>6} x {c.get('reason', g.example.reason)}  ({span})")
-        label = "cause" if c.get("established") is not False else "cause?"
-        out.append(f"    {label + ':':<9}{c.get('summary')}")
-        if c.get("hook"):
-            out.append(f"    {'hook:':<9}{c['hook']}")
-        for s in c.get("listeners", ()) if c.get("reason") == "NO_SOCKET" else ():
-            out.append(f"    {'socket:':<9}{s['endpoint']} listens in the same netns")
+        out.append(f"{g.count:>6} x {c.reason}  ({span})")
+        label = "cause" if c.established is not False else "cause?"
+        out.append(f"    {label + ':':<9}{c.summary}")
+        if c.hook:
+            out.append(f"    {'hook:':<9}{c.hook}")
+        for s in c.listeners or () if c.reason == "NO_SOCKET" else ():
+            out.append(f"    {'socket:':<9}{s.endpoint} listens in the same netns")
         out.append(f"    {'example:':<9}{example_text(g.example)}")
-        if c.get("summary") != c.get("meaning"):
-            out.append(f"    {'meaning:':<9}{c.get('meaning')}")
-        out.append(f"    {'advice:':<9}{c.get('advice')}")
-        out.append(f"    {'confirm:':<9}{c.get('confirm')}")
+        if c.summary != c.meaning:
+            out.append(f"    {'meaning:':<9}{c.meaning}")
+        out.append(f"    {'advice:':<9}{c.advice}")
+        out.append(f"    {'confirm:':<9}{c.confirm}")
         if g.note:
             out.append(f"    {'warning:':<9}{g.note}; the text shown is the rule that "
                        "decided at the drop")

@@ -82,7 +82,7 @@ def drop_line(ev: DropEvent) -> str:
     if ev.file is not None:  # last, so the columns stay aligned
         line += f"  ({ev.file}:{ev.line})" if ev.line else f"  ({ev.file})"
     if ev.cause is not None:  # after file:line, so the columns stay aligned
-        line += f"  cause: {ev.cause.get('summary') or ev.cause.get('meaning')}"
+        line += f"  cause: {ev.cause.text}"
     return line
 
 

@@ -13,11 +13,12 @@ import string
 import pytest
 
 from kdbg import diagnose
-from kdbg.causes import meaning, notes, sockets
-from kdbg.causes.finder import HOOK_FRAMES, CauseFinder, hook_of
+from kdbg.causes import CauseFinder, meaning, notes, registry, sockets
+from kdbg.causes.netfilter import HOOK_FRAMES, hook_of
 from kdbg.drops import Summary, read_jsonl
 from kdbg.symbols import tpformat
 from kdbg.symbols.reasons import ReasonTable
+from kdbg.trace.cause import Cause
 from kdbg.trace.event import DropEvent
 from tests.conftest import DATA
 
@@ -80,7 +81,7 @@ def test_proc_net_tables_parse() -> None:
     assert got == {("tcp", "ipv4", "0.0.0.0", 8080, True), ("tcp", "ipv6", "::1", 22, True),
                    ("udp", "ipv4", "127.0.0.1", 7777, True), ("udp", "ipv6", "::", 5353, True)}
     udp = next(s for s in socks if s.port == 7777)
-    assert udp.drops == 0 and udp.to_json()["endpoint"] == "udp 127.0.0.1:7777"
+    assert udp.drops == 0 and udp.listener().to_json()["endpoint"] == "udp 127.0.0.1:7777"
     # Who would take a packet: the exact address, a wildcard, the v6 wildcard for v4.
     v4 = ipaddress.ip_address("10.77.9.2")
     assert not udp.accepts("ipv4", v4)
@@ -143,10 +144,10 @@ def test_diagnosis_groups_a_captured_run_by_cause() -> None:
 def test_a_vanished_namespace_is_said_plainly() -> None:
     ev = captured()[0]  # its namespace was deleted when the capture ended
     rec = CauseFinder().cause(ev, ["nft_do_chain", "nf_hook_slow", "ip_local_deliver"])
-    assert rec["established"] is False
-    assert rec["summary"] == (f"cause not established: network namespace {ev.netns} no longer "
-                              "exists (no name under /var/run/netns and no process in it)")
-    assert "rule" not in rec
+    assert rec.established is False
+    assert rec.summary == (f"cause not established: network namespace {ev.netns} no longer "
+                           "exists (no name under /var/run/netns and no process in it)")
+    assert rec.rule is None and "rule" not in rec.to_json()
 
 
 def test_nft_missing_is_said_plainly(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -154,8 +155,9 @@ def test_nft_missing_is_said_plainly(monkeypatch: pytest.MonkeyPatch) -> None:
     ev = dataclasses.replace(captured()[0], netns=own)
     monkeypatch.setenv("PATH", "/nonexistent")
     rec = CauseFinder().cause(ev, ["nft_do_chain", "nf_hook_slow", "ip_local_deliver"])
-    assert rec["summary"] == "cause not established: nft is not installed"
-    assert rec["established"] is False
+    assert rec.summary == "cause not established: nft is not installed"
+    assert rec.established is False
+    assert rec.hook == "input"  # what was known before the read failed stays
 
 
 def test_one_computation_per_cause_key() -> None:
@@ -189,7 +191,7 @@ def test_the_event_with_its_cause_is_a_new_equal_event() -> None:
     from kdbg.causes.finder import _replaced
 
     ev = dataclasses.replace(captured()[0], cause=None)
-    cause = {"reason": ev.reason, "summary": "x"}
+    cause = Cause(ev.reason, summary="x")
     new = _replaced(ev, cause)
     assert new == dataclasses.replace(ev, cause=cause)
     assert new is not ev and ev.cause is None
@@ -197,8 +199,35 @@ def test_the_event_with_its_cause_is_a_new_equal_event() -> None:
         new.cause = None  # type: ignore[misc]
 
 
+def test_one_entry_per_cause_and_the_stack_switch_follows_the_registry() -> None:
+    reasons = [r for f in registry.REGISTRY for r in f.reasons]
+    assert len(reasons) == len(set(reasons))  # one entry per reason
+    known = {r.name for r in table("6.1")} | {r.name for r in table("6.18")}
+    assert set(reasons) <= known
+    assert all(notes.notes_for(r) is not notes.GENERIC for r in reasons)
+    fields = {f.name for f in dataclasses.fields(DropEvent)}
+    assert all(set(f.key) <= fields for f in registry.REGISTRY)
+    assert set(registry.OTHER_KEY) <= fields
+    assert registry.stack_reasons() == {"NETFILTER_DROP"}
+    assert CauseFinder.needs_stack("NETFILTER_DROP") and not CauseFinder.needs_stack("NO_SOCKET")
+
+
+def test_the_cache_key_is_the_reason_netns_stack_and_the_entrys_fields() -> None:
+    ev = captured()[0]
+    stack = ["nft_do_chain", "nf_hook_slow", "ip_local_deliver"]
+    assert registry.cache_key(ev, stack) == (
+        "NETFILTER_DROP", ev.netns, "input", ev.symbol, ev.family, ev.proto, ev.saddr,
+        ev.daddr, ev.sport, ev.dport, ev.icmp_type, ev.icmp_code, ev.ifname)
+    assert registry.cache_key(ev, None)[2] is None
+    no_socket = dataclasses.replace(ev, reason="NO_SOCKET")
+    assert registry.cache_key(no_socket, stack) == (
+        "NO_SOCKET", ev.netns, ev.family, ev.proto, ev.daddr, ev.dport)
+    assert registry.cache_key(dataclasses.replace(ev, reason="UDP_CSUM"), None) == (
+        "UDP_CSUM", ev.netns, ev.ifname)
+
+
 def test_kdbg_reasons_and_the_causes_read_one_table() -> None:
     assert meaning("NO_SOCKET") == notes.notes_for("NO_SOCKET").meaning
     assert meaning("SOME_NEW_REASON") == ""
     cause = next(e.cause for e in captured() if e.reason == "UDP_CSUM")
-    assert cause is not None and cause["meaning"] == meaning("UDP_CSUM")
+    assert cause is not None and cause.meaning == meaning("UDP_CSUM")
