@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from kdbg import breakwatch, lab  # noqa: E402
 from kdbg.breakwatch.report import BreakJsonSink  # noqa: E402
-from kdbg.drops.watch import WatchConfig  # noqa: E402
+from kdbg.drops import WatchConfig  # noqa: E402
 from kdbg.errors import KdbgError  # noqa: E402
 from kdbg.trace.filters import PacketFilters  # noqa: E402
 

@@ -1,6 +1,6 @@
 /* kdbg hardware drops: runs on the devlink_trap_report raw tracepoint.
  *
- * A template: kdbg/drops/hwdrops.py fills every double-braced name. The raw
+ * A template: kdbg/hwdrops/probe.py fills every double-braced name. The raw
  * tracepoint hands over (devlink, skb, metadata) rather than the formatted
  * record, so the packet itself can be read; every struct offset comes from the
  * running kernel's BTF.

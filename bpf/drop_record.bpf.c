@@ -1,6 +1,6 @@
 /* kdbg watch --write: the hand-over of kfree_skb.bpf.c for a recording.
  *
- * A template fragment (kdbg/drops/record.py fills it and passes it to the drop
+ * A template fragment (kdbg/record/recorder.py fills it and passes it to the drop
  * program as its OUTPUT): the event and the packet's first bytes are written in
  * place in the ring buffer as one struct kdbg_drop_record (bpf/drop_record.h)
  * followed by the snapshot. No wakeup: the reader drains the ring in bulk on its

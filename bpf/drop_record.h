@@ -1,7 +1,7 @@
 /* The record kdbg watch --write keeps for each matching drop: the drop event and
  * the packet's first bytes.
  *
- * Declared here once; kdbg/drops/layout.py mirrors it with ctypes and a unit test
+ * Declared here once; kdbg/record/layout.py mirrors it with ctypes and a unit test
  * fails when the two drift apart. In the ring buffer (and in a recording, see
  * docs/record.md) each record is this header followed by the snapshot: snaplen
  * bytes rounded up to 8, of which caplen are the packet's.

@@ -1,6 +1,6 @@
 /* What the hardware-drop program (devlink_trap.bpf.c) hands to user space.
  *
- * Declared here once; kdbg/drops/hwdrops.py mirrors it with ctypes and a unit
+ * Declared here once; kdbg/hwdrops/event.py mirrors it with ctypes and a unit
  * test fails when the two drift apart. Only __u8/__u16/__u32/__u64/char fields,
  * naturally aligned.
  */

@@ -4,11 +4,12 @@ reports go to, one stop at the drop site, and the outcome."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from kdbg.debugger.model import Breakpoint, CleanupReport, DropSite, Stop
 from kdbg.debugger.skb import SkbInfo
 from kdbg.guard import Decision
+from kdbg.trace.cause import Cause
 from kdbg.trace.event import DropEvent
 
 HIT_STACK_WAIT = 30.0  # seconds to wait for the stopped skb's drop event after resuming
@@ -41,7 +42,7 @@ class Hit:
     skb: SkbInfo | None
     kernel_stack: tuple[str, ...] | None = None
     stack_note: str | None = None
-    cause: dict[str, Any] | None = None  # the stopped skb's drop cause, from the tracer
+    cause: Cause | None = None  # the stopped skb's drop cause, from the tracer
     deadline: float = 0.0
     stopped_at: float = 0.0  # time.monotonic() when kdbg saw the stop
 

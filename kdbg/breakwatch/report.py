@@ -12,7 +12,7 @@ from typing import Any
 from kdbg.breakwatch.model import Hit
 from kdbg.debugger.model import Breakpoint, CleanupReport, DropSite
 from kdbg.debugger.run import render_stop
-from kdbg.drops.output import drop_json, drop_line, header, stack_lines
+from kdbg.drops import drop_json, drop_line, header, stack_lines
 from kdbg.guard import Decision
 from kdbg.guard import render as render_decision
 from kdbg.trace.event import DropEvent
@@ -61,7 +61,7 @@ class BreakTextSink:
         if hit.skb is not None:
             _emit(self.out, f"    {hit.skb.summary()}")
         if hit.cause is not None:
-            _emit(self.out, f"    cause: {hit.cause.get('summary') or hit.cause.get('meaning')}")
+            _emit(self.out, f"    cause: {hit.cause.text}")
         _emit(self.out, "    backtrace (gdb, trusted frames only):")
         for line in lines[1:]:
             _emit(self.out, f"      {line}")
@@ -128,7 +128,7 @@ class BreakJsonSink:
         if hit.stack_note is not None:
             rec["kernel_stack_note"] = hit.stack_note
         if hit.cause is not None:
-            rec["cause"] = hit.cause
+            rec["cause"] = hit.cause.to_json()
         self._json(rec)
 
     def record(self, record: dict[str, object]) -> None:

@@ -18,14 +18,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from kdbg import lab
+from kdbg.breakwatch.model import BreakConfig
+from kdbg.drops import WatchConfig, guest_watch_argv
 from kdbg.errors import KdbgError
 from kdbg.trace.event import DropEvent
-
-if TYPE_CHECKING:
-    from kdbg.breakwatch.model import BreakConfig
-    from kdbg.drops.watch import WatchConfig
 
 READY = "kdbg: watching"
 STOP_WAIT = 1.0  # s a stopped tracer has to print its summary (Ctrl-C ends kdbg in 2 s)
@@ -157,8 +156,6 @@ class LabSource:
         self._thread: threading.Thread | None = None
 
     def start(self) -> EventStream:
-        from kdbg import lab
-
         self._session = lab.stream(self.lab_name, self.argv)
         self._thread = threading.Thread(target=self._pump, daemon=True)
         self._thread.start()
@@ -197,14 +194,7 @@ def source_for(cfg: BreakConfig, watch: WatchConfig, *, stacks: bool = False) ->
     for the hit report)."""
     if cfg.events_cmd is not None:
         return CommandSource(cfg.events_cmd)
-    from kdbg.drops.watch import remote_options
-    from kdbg.lab import guest
-
-    opts = remote_options(watch)
-    if stacks and "--stack" not in opts:
-        opts.append("--stack")
-    argv = [*guest.kdbg_argv(), "watch", "--json", *opts]
-    return LabSource(cfg.lab or "default", argv)
+    return LabSource(cfg.lab or "default", guest_watch_argv(watch, "--json", stack=stacks))
 
 
 def wait_ready(stream: EventStream, timeout: float,

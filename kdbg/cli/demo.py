@@ -6,9 +6,10 @@ import sys
 
 import click
 
+from kdbg.breakwatch.report import BreakJsonSink, BreakTextSink
 from kdbg.cli.options import exclude
 from kdbg.demo import scenario as demo_mod
-from kdbg.drops.output import JsonSink, TextSink
+from kdbg.drops import JsonSink, TextSink
 
 
 def _progress(message: str) -> None:
@@ -46,8 +47,6 @@ def demo(local: bool, interactive: bool, keep: bool, stack: bool, as_json: bool)
             sys.exit(1)
         _progress(f"ok: {got} of {res.expected} drops seen, named and counted in the kernel")
         return
-    from kdbg.breakwatch.report import BreakJsonSink, BreakTextSink
-
     bsink = BreakJsonSink(sys.stdout, sys.stderr) if as_json else BreakTextSink(
         sys.stdout, sys.stderr, stacks=stack)
     result = demo_mod.run_lab(bsink, _progress, keep=keep, interactive=interactive)

@@ -6,9 +6,9 @@ import sys
 
 import click
 
+from kdbg import diagnose as diag
 from kdbg.cli.options import filters_from, packet_filters, tracer_options
-from kdbg.drops import diagnose as diag
-from kdbg.drops import watch as watch_mod
+from kdbg.drops import WatchConfig
 
 EXAMPLES = """
 \b
@@ -33,7 +33,7 @@ def diagnose(as_json: bool, **opts: object) -> None:
     decided), the advice and a command to confirm. Nothing on the system is
     changed: rulesets, sockets and sysctls are only read.
     """
-    cfg = watch_mod.WatchConfig(filters=filters_from(opts), **opts)  # type: ignore[arg-type]
+    cfg = WatchConfig(filters=filters_from(opts), **opts)  # type: ignore[arg-type]
     result = diag.run(cfg, sys.stderr)
     if as_json:
         for line in diag.report_json(result):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
+from kdbg import exporter as exp
 from kdbg.cli.options import filters_from, packet_filters
-from kdbg.drops import exporter as exp
 
 EXAMPLES = f"""
 \b

@@ -11,6 +11,7 @@ import click
 from kdbg.cli.options import exclude, require
 from kdbg.errors import BadInput
 from kdbg.guard import TargetSymbols, check, enforce, render
+from kdbg.targetfacts import LabFacts
 from kdbg.transports import NAMES as TRANSPORTS
 
 
@@ -30,8 +31,6 @@ class GuardTarget:
                                             vmlinux=self.vmlinux, kaslr_offset=None,
                                             name=str(self.kallsyms))
         if self.lab is not None:
-            from kdbg.targetfacts import LabFacts
-
             return LabFacts(self.lab).symbols(vmlinux=self.vmlinux)
         if self.vmlinux is not None:
             return TargetSymbols.from_vmlinux(self.vmlinux)

@@ -6,8 +6,8 @@ import sys
 
 import click
 
+from kdbg import hwdrops
 from kdbg.cli.options import exclude
-from kdbg.drops import hwdrops
 
 # With --hw only these options of kdbg watch mean anything.
 HW_OPTIONS = frozenset({"hw", "as_json", "print_bpf", "count", "duration"})

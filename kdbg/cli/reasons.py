@@ -6,6 +6,7 @@ import json
 
 import click
 
+from kdbg.causes import meaning
 from kdbg.symbols import tpformat
 from kdbg.symbols.reasons import ReasonTable
 
@@ -21,9 +22,9 @@ def reasons(as_json: bool) -> None:
     table = ReasonTable.from_tpformat(tpformat.load("skb", "kfree_skb"))
     for r in table:
         if as_json:
-            click.echo(json.dumps({"code": r.code, "name": r.name, "meaning": r.meaning}))
+            click.echo(json.dumps({"code": r.code, "name": r.name, "meaning": meaning(r.name)}))
         else:
-            click.echo(f"{r.code:>5}  {r.name:<28} {r.meaning}".rstrip())
+            click.echo(f"{r.code:>5}  {r.name:<28} {meaning(r.name)}".rstrip())
 
 
 COMMANDS = [reasons]

@@ -3,13 +3,23 @@ of ``kdbg watch`` (--write, --pcap)."""
 
 from __future__ import annotations
 
+import json
 import sys
 
 import click
 from click.core import ParameterSource
 
+from kdbg import record as rec
 from kdbg.cli.options import exclude, filters_from, packet_filters, require
-from kdbg.drops.watch import WatchConfig
+from kdbg.drops import (
+    JsonSink,
+    Summary,
+    TextSink,
+    WatchConfig,
+    stats_json,
+    stats_rows,
+    stats_table,
+)
 from kdbg.errors import BadInput
 
 EXAMPLES = """
@@ -45,32 +55,27 @@ def report(ctx: click.Context, file: str, as_json: bool, stats: bool, group_by: 
     report is the same on any machine. A file cut short is read up to its last
     whole block, and the report says how much was cut.
     """
-    from kdbg.drops import offline
-    from kdbg.drops.output import JsonSink, TextSink, stats_json, stats_rows, stats_table
-
     require(ctx, {"top": ("stats", "group_by")})
     exclude(ctx, {"pcap": ("stats", "group_by", "as_json"), "stats": ("group_by",)})
-    cfg = offline.ReportConfig(path=file, filters=filters_from(filters),
+    cfg = rec.ReportConfig(path=file, filters=filters_from(filters),
                                stats=stats, group_by=group_by, top=top, pcap=pcap)
     sink = JsonSink(sys.stdout, sys.stderr) if as_json else TextSink(sys.stdout, sys.stderr)
-    off, result = offline.report(cfg, sink.drop)
+    off, result = rec.report(cfg, sink.drop)
     if group_by is not None:
         if as_json:
             for key, n in result.groups:
-                click.echo(offline.group_json(key, n, group_by))
+                click.echo(rec.group_json(key, n, group_by))
         else:
-            click.echo(offline.group_table(result.groups, group_by))
+            click.echo(rec.group_table(result.groups, group_by))
     if stats:
-        from kdbg.drops.output import Summary
-
         rows = stats_rows(dict(result.counts), off.reasons.name, off.decoder.kallsyms.lookup)
         end = result.end or {}
         summary = Summary(matched=result.shown, delivered=result.shown,
                           lost=int(end.get("lost", 0)), seen=end.get("seen"))
         click.echo(stats_json(rows, summary, True) if as_json else stats_table(rows, summary))
     if as_json:
-        click.echo(offline.summary_json(result))
-    for line in offline.summary_lines(result):
+        click.echo(rec.summary_json(result))
+    for line in rec.summary_lines(result):
         click.echo(line, err=True)
 
 
@@ -78,11 +83,6 @@ def record(ctx: click.Context, cfg: WatchConfig, write: str | None, pcap: str | 
            snaplen: int | None, as_json: bool, print_bpf: bool, lab: str | None) -> None:
     """``kdbg watch --write/--pcap`` (here, or with ``--lab`` in a lab guest): record,
     then say what was kept."""
-    import json
-
-    from kdbg.drops import record as rec
-    from kdbg.drops.output import JsonSink, TextSink
-
     for name in ("write", "pcap"):
         exclude(ctx, {name: ("stats", "events", "interval", "stack", "do_break",
                              "events_cmd")})

@@ -6,6 +6,9 @@ import sys
 
 import click
 
+from kdbg import breakwatch
+from kdbg.breakwatch.report import BreakJsonSink, BreakTextSink
+from kdbg.cli.hwdrops import watch_hw
 from kdbg.cli.options import (
     exclude,
     filters_from,
@@ -14,8 +17,8 @@ from kdbg.cli.options import (
     run_tracer,
     tracer_options,
 )
-from kdbg.drops import watch as watch_mod
-from kdbg.drops.output import JsonSink, TextSink
+from kdbg.cli.report import record
+from kdbg.drops import JsonSink, TextSink, WatchConfig, prepare
 from kdbg.transports import NAMES as TRANSPORTS
 
 EXAMPLES = """
@@ -102,21 +105,14 @@ def watch(ctx: click.Context, as_json: bool, print_bpf: bool, do_break: bool, la
     """
     check_options(ctx)
     if hw:
-        from kdbg.cli.hwdrops import watch_hw
-
         watch_hw(ctx, as_json, print_bpf)
         return
-    cfg = watch_mod.WatchConfig(filters=filters_from(opts), vmlinux=vmlinux,
+    cfg = WatchConfig(filters=filters_from(opts), vmlinux=vmlinux,
                                 **opts)  # type: ignore[arg-type]
     if write is not None or pcap is not None:
-        from kdbg.cli.report import record
-
         record(ctx, cfg, write, pcap, snaplen, as_json, print_bpf, lab)
         return
     if do_break or lab is not None or events_cmd is not None:
-        from kdbg import breakwatch
-        from kdbg.breakwatch.report import BreakJsonSink, BreakTextSink
-
         bcfg = breakwatch.BreakConfig(
             lab=lab, events_cmd=events_cmd, gdb=gdb_endpoint, vmlinux=vmlinux,
             kallsyms=kallsyms_path, transport=transport, interactive=interactive,
@@ -127,7 +123,7 @@ def watch(ctx: click.Context, as_json: bool, print_bpf: bool, do_break: bool, la
             sys.exit(breakwatch.watch_remote(cfg, bcfg, bsink))
         outcome = breakwatch.run(cfg, bcfg, bsink)
         sys.exit(outcome.exit_status)
-    prepared = watch_mod.prepare(cfg)
+    prepared = prepare(cfg)
     run_tracer(prepared, print_bpf, lambda: JsonSink(sys.stdout, sys.stderr) if as_json
                else TextSink(sys.stdout, sys.stderr))
 

@@ -15,10 +15,10 @@ import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from kdbg import breakwatch
+from kdbg import breakwatch, lab
 from kdbg.breakwatch import BreakConfig, BreakOutcome, BreakSink
 from kdbg.demo.throwaway import PY, SEND_UDP_CODE, VethLab
-from kdbg.drops.watch import Sink, WatchConfig, WatchResult, prepare
+from kdbg.drops import Sink, WatchConfig, WatchResult, prepare
 from kdbg.errors import LabError
 from kdbg.trace.filters import PacketFilters
 
@@ -35,20 +35,20 @@ class DemoResult:
 def run_local(sink: Sink, progress: Callable[[str], None], *, count: int = DEMO_COUNT,
               stack: bool = False) -> DemoResult:
     """Drops on the running kernel inside throw-away namespaces."""
-    with VethLab(prefix="kdbgdemo", subnet=23) as lab:
-        progress(f"namespaces {lab.a.name} ({lab.addr_a}) and {lab.b.name} ({lab.addr_b}) "
+    with VethLab(prefix="kdbgdemo", subnet=23) as veth:
+        progress(f"namespaces {veth.a.name} ({veth.addr_a}) and {veth.b.name} ({veth.addr_b}) "
                  f"joined by veth-a/veth-b")
-        lab.drop_udp(DEMO_PORT)
-        progress(f"in {lab.b.name}: iptables -A INPUT -p udp --dport {DEMO_PORT} -j DROP")
-        code = SEND_UDP_CODE.format(src=lab.addr_a, dst=lab.addr_b, sport=40000,
+        veth.drop_udp(DEMO_PORT)
+        progress(f"in {veth.b.name}: iptables -A INPUT -p udp --dport {DEMO_PORT} -j DROP")
+        code = SEND_UDP_CODE.format(src=veth.addr_a, dst=veth.addr_b, sport=40000,
                                     dport=DEMO_PORT, count=count)
-        send = shlex.join(["ip", "netns", "exec", lab.a.name, PY, "-c", code])
-        progress(f"sending {count} UDP datagrams {lab.addr_a} -> {lab.addr_b}:{DEMO_PORT}, "
+        send = shlex.join(["ip", "netns", "exec", veth.a.name, PY, "-c", code])
+        progress(f"sending {count} UDP datagrams {veth.addr_a} -> {veth.addr_b}:{DEMO_PORT}, "
                  f"watching with: kdbg watch --reason NETFILTER_DROP --proto udp "
-                 f"--dport {DEMO_PORT} --netns {lab.b.name} --stats")
+                 f"--dport {DEMO_PORT} --netns {veth.b.name} --stats")
         watch = prepare(WatchConfig(
             filters=PacketFilters(reasons=("NETFILTER_DROP",), proto="udp",
-                                  dports=(DEMO_PORT,), netns=str(lab.b.path)),
+                                  dports=(DEMO_PORT,), netns=str(veth.b.path)),
             stats=True, events=True, stack=stack, cmd=send,
         ))
         result = watch.run(sink)
@@ -74,8 +74,6 @@ def run_lab(sink: BreakSink, progress: Callable[[str], None], *, lab_name: str =
             keep: bool = False, interactive: bool = False) -> LabDemoResult:
     """Boot the default lab, make NETFILTER_DROPs in it, break at the drop site, report
     the hit with its backtrace, resume, and tear everything down."""
-    from kdbg import lab
-
     booted = False
     existing = lab.get(lab_name) if lab_name in {i.name for i in lab.status()} else None
     if existing is not None and existing.alive:

@@ -1,5 +1,32 @@
-"""``kdbg watch`` and what grows from it, over the shared BPF plumbing (:mod:`kdbg.trace`):
-``watch`` (the tracer), ``output`` (text lines, JSON lines, stats tables), causes and
-``kdbg diagnose``, recording and ``kdbg report``, pcapng, the exporter, hardware drops.
-See docs/architecture.md.
+"""``kdbg watch``: the drop tracer over the shared BPF plumbing (:mod:`kdbg.trace`), and
+its output. See docs/architecture.md.
+
+* :mod:`~kdbg.drops.watch`: the tracer, its config and the sink it reports to;
+* :mod:`~kdbg.drops.output`: text lines, JSON lines, stats tables;
+* :mod:`~kdbg.drops.remote`: ``kdbg watch`` run elsewhere (options, the lab guest's
+  command line).
 """
+
+from kdbg.drops.output import (
+    JsonSink,
+    StatsRow,
+    Summary,
+    TextSink,
+    drop_json,
+    drop_line,
+    endpoint,
+    header,
+    read_jsonl,
+    stack_lines,
+    stats_json,
+    stats_rows,
+    stats_table,
+    wall_clock,
+)
+from kdbg.drops.remote import guest_watch_argv
+from kdbg.drops.watch import Sink, Watch, WatchConfig, WatchResult, prepare
+
+__all__ = ["JsonSink", "Sink", "StatsRow", "Summary", "TextSink", "Watch", "WatchConfig",
+           "WatchResult", "drop_json", "drop_line", "endpoint", "guest_watch_argv", "header",
+           "prepare", "read_jsonl", "stack_lines", "stats_json", "stats_rows", "stats_table",
+           "wall_clock"]

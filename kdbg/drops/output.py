@@ -57,7 +57,8 @@ def endpoint(addr: Any, port: int | None, icmp: bool) -> str:
     return f"{text}:{port}" if port is not None and not icmp else text
 
 
-def _clock(time_ns: int) -> str:
+def wall_clock(time_ns: int) -> str:
+    """``HH:MM:SS.micro`` in local time: a drop's time as the text lines show it."""
     secs, ns = divmod(time_ns, 1_000_000_000)
     return time.strftime("%H:%M:%S", time.localtime(secs)) + f".{ns // 1000:06d}"
 
@@ -67,7 +68,7 @@ def drop_line(ev: DropEvent) -> str:
     icmp = ev.icmp_type is not None
     proto = ev.proto or "-"
     cells = [
-        _clock(ev.time_ns), str(ev.cpu), str(ev.pid), ev.comm, ev.reason,
+        wall_clock(ev.time_ns), str(ev.cpu), str(ev.pid), ev.comm, ev.reason,
         ev.location,
         proto, endpoint(ev.saddr, ev.sport, icmp), endpoint(ev.daddr, ev.dport, icmp),
         str(ev.netns) if ev.netns else "-", ev.ifname or "-",
@@ -81,7 +82,7 @@ def drop_line(ev: DropEvent) -> str:
     if ev.file is not None:  # last, so the columns stay aligned
         line += f"  ({ev.file}:{ev.line})" if ev.line else f"  ({ev.file})"
     if ev.cause is not None:  # after file:line, so the columns stay aligned
-        line += f"  cause: {ev.cause.get('summary') or ev.cause.get('meaning')}"
+        line += f"  cause: {ev.cause.text}"
     return line
 
 

@@ -11,7 +11,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
-from kdbg.drops.causes import CauseFinder, with_cause
+from kdbg.causes import CauseFinder, stack_reasons, with_cause
 from kdbg.drops.output import StatsRow, Summary, stats_rows
 from kdbg.errors import BadInput, KdbgError
 from kdbg.symbols import tpformat
@@ -40,7 +40,7 @@ class WatchConfig:
     buffer_pages: int = 256
     events: bool = False  # with stats: stream each drop as well
     vmlinux: str | None = None  # DWARF for file:line; None: the distribution's, if installed
-    causes: bool = True  # a cause on each streamed drop (kdbg.drops.causes)
+    causes: bool = True  # a cause on each streamed drop (kdbg.causes)
 
 
 class Sink(Protocol):
@@ -78,25 +78,24 @@ class Watch:
         self.spec = cfg.filters.resolve(self.reasons, self.kallsyms)
         self.stats_only = cfg.stats and not cfg.events
         self.spec_is_early = flt.c_dev(self.spec) == flt.c_packet(self.spec) == flt.NO_FILTER
-        # Causes are computed per cause key; NETFILTER_DROP's needs the stack (the hook).
+        # Causes are computed per cause key; some read the drop's stack (NETFILTER_DROP's:
+        # the hook), so the program takes the stacks of those reasons only.
         self.causes = CauseFinder() if cfg.causes and not self.stats_only else None
-        cause_stacks = self._stack_reason() if self.causes is not None else -1
+        cause_stacks = self._stack_reasons() if self.causes is not None else ()
         self.text = build(
             self.tp, offsets.for_running_kernel(), self.spec,
-            ProgramOptions(stack=cfg.stack or cause_stacks >= 0,
-                           stack_reason=-1 if cfg.stack else cause_stacks,
+            ProgramOptions(stack=cfg.stack or bool(cause_stacks),
+                           stack_reasons=() if cfg.stack else cause_stacks,
                            stats_only=self.stats_only,
                            ringbuf_pages=cfg.buffer_pages),
         )
         self.lines = None if self.stats_only else self._lines(cfg.vmlinux)
 
-    def _stack_reason(self) -> int:
-        """The one reason whose stack the causes read (NETFILTER_DROP's: the hook), or -1
-        when this kernel has no such reason (then the causes need no stack at all)."""
-        try:
-            return self.reasons.code("NETFILTER_DROP")
-        except KdbgError:
-            return -1
+    def _stack_reasons(self) -> tuple[int, ...]:
+        """The codes of the reasons whose causes read the stack, as this kernel numbers
+        them; none when it has none of them (then the causes need no stack at all)."""
+        wanted = stack_reasons()
+        return tuple(r.code for r in self.reasons if r.name in wanted)
 
     def _lines(self, vmlinux: str | None) -> DropLines | None:
         """file:line from ``vmlinux`` (its errors are the user's to see), else from the
@@ -210,18 +209,3 @@ def prepare(cfg: WatchConfig) -> Watch:
     """Read the kernel's facts and build the program for ``cfg`` (no privileges needed
     beyond reading tracefs, BTF and kallsyms)."""
     return Watch(cfg)
-
-
-
-def remote_options(cfg: WatchConfig) -> list[str]:
-    """``kdbg watch`` options that make a remote tracer apply ``cfg``'s filters.
-
-    Names (reasons, symbols, namespaces) are resolved by the remote kdbg against
-    its own kernel, which is the point: numbers differ between kernels.
-    """
-    out = cfg.filters.argv()
-    if cfg.stack:
-        out.append("--stack")
-    if not cfg.causes:
-        out.append("--no-causes")
-    return out

@@ -15,6 +15,7 @@ from typing import Any
 
 from kdbg.symbols.kallsyms import Kallsyms, Location
 from kdbg.symbols.reasons import ReasonTable
+from kdbg.trace.cause import Cause
 from kdbg.trace.filters import PROTO_NAMES
 from kdbg.trace.layout import RawDropEvent
 
@@ -66,7 +67,7 @@ class DropEvent:
     stack: tuple[Frame, ...] | None = None
     file: str | None = None
     line: int | None = None
-    cause: dict[str, Any] | None = None  # kdbg.drops.causes: why, where it could be told
+    cause: Cause | None = None  # why, where kdbg.causes could tell
 
     @property
     def location(self) -> str:
@@ -108,7 +109,7 @@ class DropEvent:
             rec["file"] = self.file
             rec["line"] = self.line
         if self.cause is not None:
-            rec["cause"] = self.cause
+            rec["cause"] = self.cause.to_json()
         if self.stack is not None:
             rec["stack"] = [
                 {"address": f"0x{f.address:x}", "symbol": f.symbol, "offset": f.offset,
@@ -139,7 +140,8 @@ class DropEvent:
             sport=rec.get("sport"), dport=rec.get("dport"), icmp_type=rec.get("icmp_type"),
             icmp_code=rec.get("icmp_code"), netns=rec.get("netns"), ifname=rec.get("ifname"),
             ifindex=rec.get("ifindex"), len=rec.get("len", 0), stack=stack,
-            file=rec.get("file"), line=rec.get("line"), cause=rec.get("cause"),
+            file=rec.get("file"), line=rec.get("line"),
+            cause=Cause.from_json(rec["cause"]) if rec.get("cause") is not None else None,
         )
 
 

@@ -18,19 +18,27 @@ class ProgramOptions:
     """Knobs that change the generated text."""
 
     stack: bool = False
-    stack_reason: int = -1  # with ``stack``: only this reason's stacks; -1: every drop's
+    stack_reasons: tuple[int, ...] = ()  # with ``stack``: only these reasons' stacks; (): all
     stats_only: bool = False
     stats_by_dev: bool = False  # the stats key carries netns and ifname (kdbg exporter)
     ringbuf_pages: int = 256
     stats_entries: int = 16384
     stack_entries: int = 4096
     # C that hands the filled event ``e`` over; None: one ring-buffer record each.
-    # kdbg.drops.record passes the rendered bpf/drop_record.bpf.c.
+    # kdbg.record.recorder passes the rendered bpf/drop_record.bpf.c.
     output: str | None = None
 
 
 # The default hand-over: copy the event into the ring buffer, counting a full ring.
 OUTPUT = "if (events.ringbuf_output(&e, sizeof(e), 0) != 0)\n\t\tcount(KDBG_CTR_LOST);"
+
+
+def stack_wanted(reasons: tuple[int, ...]) -> str:
+    """The C test of a drop's reason code whose stack the program takes: ``1`` for every
+    drop, else one comparison per code in ``reasons``."""
+    if not reasons:
+        return "1"
+    return " || ".join(f"(reason) == {code}" for code in sorted(set(reasons)))
 
 
 def build(
@@ -49,7 +57,7 @@ def build(
         "TP_OFF_RX_SK": rx_sk.offset if rx_sk else -1,
         **offsets,
         "WANT_STACK": int(opts.stack),
-        "STACK_REASON": opts.stack_reason,
+        "STACK_WANTED": stack_wanted(opts.stack_reasons),
         "STATS_ONLY": int(opts.stats_only),
         "COUNT_EARLY": int(flt.c_dev(spec) == flt.c_packet(spec) == flt.NO_FILTER),
         "DEV_FILTER": int(flt.c_dev(spec) != flt.NO_FILTER),

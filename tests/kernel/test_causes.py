@@ -405,6 +405,6 @@ def test_streaming_causes_take_only_netfilter_drop_stacks() -> None:
 
     causes = program()
     assert "#define WANT_STACK       1" in causes
-    assert f"#define STACK_REASON     {code}\n" in causes
-    assert "#define STACK_REASON     -1\n" in program("--stack")
+    assert f"#define STACK_WANTED(reason) ((reason) == {code})\n" in causes
+    assert "#define STACK_WANTED(reason) (1)\n" in program("--stack")
     assert "#define WANT_STACK       0" in program("--no-causes")

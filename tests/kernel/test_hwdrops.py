@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from kdbg.dirs import BPF_DIR
-from kdbg.drops import devlink, hwdrops
+from kdbg.hwdrops import devlink, probe
 from tests.unit.test_hwdrops import OFFSETS
 
 KDBG = [sys.executable, "-m", "kdbg"]
@@ -24,10 +24,10 @@ KDBG = [sys.executable, "-m", "kdbg"]
 def test_program_passes_the_verifier(stream: bool) -> None:
     from bcc import BPF
 
-    bpf: Any = BPF(text=hwdrops.build(OFFSETS, stream=stream).encode(),
+    bpf: Any = BPF(text=probe.build(OFFSETS, stream=stream).encode(),
                    cflags=[f"-I{BPF_DIR}", "-Wno-unused-variable"])
     try:
-        fn = bpf.load_func(hwdrops.FUNC_NAME.encode(), BPF.RAW_TRACEPOINT)
+        fn = bpf.load_func(probe.FUNC_NAME.encode(), BPF.RAW_TRACEPOINT)
         assert fn.fd >= 0
     finally:
         bpf.cleanup()

@@ -12,15 +12,17 @@ from typing import Any
 import pytest
 
 from kdbg.breakwatch import BreakConfig, BreakWatch, Hit, watch_remote
-from kdbg.breakwatch.sources import CommandSource
+from kdbg.breakwatch.sources import CommandSource, LabSource, source_for
 from kdbg.debugger.errors import GdbCancelled
 from kdbg.debugger.livemodules import ModuleChange
 from kdbg.debugger.model import Breakpoint, CleanupReport, DropSite, Stop
-from kdbg.drops.watch import WatchConfig
+from kdbg.drops import WatchConfig, guest_watch_argv
 from kdbg.errors import GdbTimeout
 from kdbg.guard.decision import BreakpointRefused
 from kdbg.guard.judge import Guard
+from kdbg.lab.guest import kdbg_argv
 from kdbg.symbols.kallsyms import ModuleSpan
+from kdbg.trace.filters import PacketFilters
 from tests.conftest import DATA
 
 JSONL = DATA / "jsonl" / "netfilter_drop.6.18.jsonl"
@@ -280,3 +282,20 @@ def test_watch_remote_stops_at_the_count_and_at_the_deadline() -> None:
     status, sink = remote(WatchConfig(duration=1), "echo 'kdbg: watching' >&2; sleep 30")
     assert status == 0 and sink.of("drop") == [] and sink.of("progress") == ["watching"]
     assert time.monotonic() - started < 10  # the tracer was stopped, not waited for
+
+
+def test_the_guests_kdbg_watch_is_one_command_line() -> None:
+    """The break-watch's lab source and the lab recorder run the same kdbg in the guest,
+    with the same filters; only the output and the limits differ."""
+    cfg = WatchConfig(filters=PacketFilters(reasons=("NETFILTER_DROP",), dports=(5555,)),
+                      count=5, duration=2.0)
+    kdbg, filters = kdbg_argv(), ["--reason", "NETFILTER_DROP", "--dport", "5555"]
+    source = source_for(BreakConfig(lab="lab1"), cfg, stacks=True)
+    assert isinstance(source, LabSource) and source.lab_name == "lab1"
+    assert source.argv == [*kdbg, "watch", "--json", *filters, "--stack"]
+    stacked = WatchConfig(filters=cfg.filters, stack=True, causes=False)
+    assert guest_watch_argv(stacked, "--json", stack=True) == [
+        *kdbg, "watch", "--json", *filters, "--stack", "--no-causes"]
+    assert guest_watch_argv(cfg, "--write", "-", "--snaplen", "128", limits=True) == [
+        *kdbg, "watch", "--write", "-", "--snaplen", "128", *filters, "--count", "5",
+        "--duration", "2.0"]

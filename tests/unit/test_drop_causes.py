@@ -1,4 +1,4 @@
-"""Causes without a kernel: the advice table against the 6.1 and 6.18 reason tables,
+"""Causes without a kernel: the notes table against the 6.1 and 6.18 reason tables,
 the socket-table parser on a captured /proc/net, and hooks from stacks."""
 
 from __future__ import annotations
@@ -12,11 +12,13 @@ import string
 
 import pytest
 
-from kdbg.drops import advice, diagnose, sockets
-from kdbg.drops.causes import HOOK_FRAMES, CauseFinder, hook_of
-from kdbg.drops.output import Summary, read_jsonl
+from kdbg import diagnose
+from kdbg.causes import CauseFinder, meaning, notes, registry, sockets
+from kdbg.causes.netfilter import HOOK_FRAMES, hook_of
+from kdbg.drops import Summary, read_jsonl
 from kdbg.symbols import tpformat
 from kdbg.symbols.reasons import ReasonTable
+from kdbg.trace.cause import Cause
 from kdbg.trace.event import DropEvent
 from tests.conftest import DATA
 
@@ -43,34 +45,34 @@ def test_most_seen_reasons_have_notes_on_both_kernels(version: str) -> None:
     assert len(MOST_SEEN) >= 30
     for name in MOST_SEEN:
         assert name in names, (version, name)
-        notes = advice.advice_for(name)
-        assert notes is not advice.GENERIC, name
-        assert notes.meaning and notes.causes and notes.confirm and notes.advice
+        got = notes.notes_for(name)
+        assert got is not notes.GENERIC, name
+        assert got.meaning and got.causes and got.confirm and got.advice
 
 
 def test_keyed_by_name_resolved_by_the_kernel() -> None:
     # The same notes, whatever number the kernel gives the reason.
     old, new = table("6.1"), table("6.18")
     assert old.code("NO_SOCKET") == 2 and new.code("NO_SOCKET") == 3
-    assert advice.advice_for(old.name(2)) is advice.advice_for(new.name(3))
-    assert advice.advice_for(new.name(3)).meaning.startswith("no socket")
+    assert notes.notes_for(old.name(2)) is notes.notes_for(new.name(3))
+    assert notes.notes_for(new.name(3)).meaning.startswith("no socket")
 
 
 def test_every_name_in_the_table_is_a_real_reason() -> None:
     known = {r.name for r in table("6.1")} | {r.name for r in table("6.18")}
-    assert set(advice.TABLE) - known == set()
+    assert set(notes.TABLE) - known == set()
 
 
 def test_confirm_templates_fill_from_the_drop_or_show_a_stand_in() -> None:
-    fields = {f for n in advice.TABLE.values() for t in (n.confirm, n.advice)
+    fields = {f for n in notes.TABLE.values() for t in (n.confirm, n.advice)
               for _, f, _, _ in string.Formatter().parse(t) if f}
-    assert fields <= set(advice.FILLERS)
-    rp = advice.TABLE["IP_RPFILTER"]
-    assert advice.fill(rp.confirm, {"ifname": "veth-b", "saddr": "10.77.9.1"}) == (
+    assert fields <= set(notes.FILLERS)
+    rp = notes.TABLE["IP_RPFILTER"]
+    assert notes.fill(rp.confirm, {"ifname": "veth-b", "saddr": "10.77.9.1"}) == (
         "sysctl net.ipv4.conf.all.rp_filter net.ipv4.conf.veth-b.rp_filter; "
         "ip route get 10.77.9.1")
-    assert "DEV" in advice.fill(rp.confirm, {"ifname": None})
-    assert advice.advice_for("SOME_NEW_REASON") is advice.GENERIC
+    assert "DEV" in notes.fill(rp.confirm, {"ifname": None})
+    assert notes.notes_for("SOME_NEW_REASON") is notes.GENERIC
 
 
 def test_proc_net_tables_parse() -> None:
@@ -79,7 +81,7 @@ def test_proc_net_tables_parse() -> None:
     assert got == {("tcp", "ipv4", "0.0.0.0", 8080, True), ("tcp", "ipv6", "::1", 22, True),
                    ("udp", "ipv4", "127.0.0.1", 7777, True), ("udp", "ipv6", "::", 5353, True)}
     udp = next(s for s in socks if s.port == 7777)
-    assert udp.drops == 0 and udp.to_json()["endpoint"] == "udp 127.0.0.1:7777"
+    assert udp.drops == 0 and udp.listener().to_json()["endpoint"] == "udp 127.0.0.1:7777"
     # Who would take a packet: the exact address, a wildcard, the v6 wildcard for v4.
     v4 = ipaddress.ip_address("10.77.9.2")
     assert not udp.accepts("ipv4", v4)
@@ -142,10 +144,10 @@ def test_diagnosis_groups_a_captured_run_by_cause() -> None:
 def test_a_vanished_namespace_is_said_plainly() -> None:
     ev = captured()[0]  # its namespace was deleted when the capture ended
     rec = CauseFinder().cause(ev, ["nft_do_chain", "nf_hook_slow", "ip_local_deliver"])
-    assert rec["established"] is False
-    assert rec["summary"] == (f"cause not established: network namespace {ev.netns} no longer "
-                              "exists (no name under /var/run/netns and no process in it)")
-    assert "rule" not in rec
+    assert rec.established is False
+    assert rec.summary == (f"cause not established: network namespace {ev.netns} no longer "
+                           "exists (no name under /var/run/netns and no process in it)")
+    assert rec.rule is None and "rule" not in rec.to_json()
 
 
 def test_nft_missing_is_said_plainly(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -153,8 +155,9 @@ def test_nft_missing_is_said_plainly(monkeypatch: pytest.MonkeyPatch) -> None:
     ev = dataclasses.replace(captured()[0], netns=own)
     monkeypatch.setenv("PATH", "/nonexistent")
     rec = CauseFinder().cause(ev, ["nft_do_chain", "nf_hook_slow", "ip_local_deliver"])
-    assert rec["summary"] == "cause not established: nft is not installed"
-    assert rec["established"] is False
+    assert rec.summary == "cause not established: nft is not installed"
+    assert rec.established is False
+    assert rec.hook == "input"  # what was known before the read failed stays
 
 
 def test_one_computation_per_cause_key() -> None:
@@ -185,12 +188,46 @@ def test_a_break_hit_names_the_rule() -> None:
 
 
 def test_the_event_with_its_cause_is_a_new_equal_event() -> None:
-    from kdbg.drops.causes import _replaced
+    from kdbg.causes.finder import _replaced
 
     ev = dataclasses.replace(captured()[0], cause=None)
-    cause = {"reason": ev.reason, "summary": "x"}
+    cause = Cause(ev.reason, summary="x")
     new = _replaced(ev, cause)
     assert new == dataclasses.replace(ev, cause=cause)
     assert new is not ev and ev.cause is None
     with pytest.raises(dataclasses.FrozenInstanceError):
         new.cause = None  # type: ignore[misc]
+
+
+def test_one_entry_per_cause_and_the_stack_switch_follows_the_registry() -> None:
+    reasons = [r for f in registry.REGISTRY for r in f.reasons]
+    assert len(reasons) == len(set(reasons))  # one entry per reason
+    known = {r.name for r in table("6.1")} | {r.name for r in table("6.18")}
+    assert set(reasons) <= known
+    assert all(notes.notes_for(r) is not notes.GENERIC for r in reasons)
+    fields = {f.name for f in dataclasses.fields(DropEvent)}
+    assert all(set(f.key) <= fields for f in registry.REGISTRY)
+    assert set(registry.OTHER_KEY) <= fields
+    assert registry.stack_reasons() == {"NETFILTER_DROP"}
+    assert CauseFinder.needs_stack("NETFILTER_DROP") and not CauseFinder.needs_stack("NO_SOCKET")
+
+
+def test_the_cache_key_is_the_reason_netns_stack_and_the_entrys_fields() -> None:
+    ev = captured()[0]
+    stack = ["nft_do_chain", "nf_hook_slow", "ip_local_deliver"]
+    assert registry.cache_key(ev, stack) == (
+        "NETFILTER_DROP", ev.netns, "input", ev.symbol, ev.family, ev.proto, ev.saddr,
+        ev.daddr, ev.sport, ev.dport, ev.icmp_type, ev.icmp_code, ev.ifname)
+    assert registry.cache_key(ev, None)[2] is None
+    no_socket = dataclasses.replace(ev, reason="NO_SOCKET")
+    assert registry.cache_key(no_socket, stack) == (
+        "NO_SOCKET", ev.netns, ev.family, ev.proto, ev.daddr, ev.dport)
+    assert registry.cache_key(dataclasses.replace(ev, reason="UDP_CSUM"), None) == (
+        "UDP_CSUM", ev.netns, ev.ifname)
+
+
+def test_kdbg_reasons_and_the_causes_read_one_table() -> None:
+    assert meaning("NO_SOCKET") == notes.notes_for("NO_SOCKET").meaning
+    assert meaning("SOME_NEW_REASON") == ""
+    cause = next(e.cause for e in captured() if e.reason == "UDP_CSUM")
+    assert cause is not None and cause.meaning == meaning("UDP_CSUM")

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from kdbg import exporter as exp
 from kdbg.cli import main
-from kdbg.drops import exporter as exp
 from kdbg.errors import BadInput
+from kdbg.exporter import collector
 from kdbg.symbols.kallsyms import Kallsyms
 from tests.conftest import need
 
@@ -64,7 +65,8 @@ def test_per_device_only_for_netns_or_ifname() -> None:
 def test_aggregate_sums_keys_and_holds_back_unnamed_ones() -> None:
     counts = {(3, 0x10, 0, ""): 5, (3, 0x20, 0, ""): 7, (12, 0x30, 0, ""): 2}
     names = {0x10: "a", 0x20: "a", 0x30: None}
-    got = exp.aggregate(counts, lambda k: None if names[k[1]] is None else (str(k[0]), names[k[1]]))
+    got = collector.aggregate(counts, lambda k: None if names[k[1]] is None
+                              else (str(k[0]), names[k[1]]))
     assert got == {("3", "a"): 12}
 
 
@@ -86,24 +88,24 @@ def test_function_names_reread_kallsyms_for_a_new_module_then_stay_fixed() -> No
         return tables[len(reads) - 1]
 
     clock = Clock()
-    names = exp.FunctionNames(load, clock)
+    names = collector.FunctionNames(load, clock)
     assert names.name(0xFFFFFFFF81001010) == "tcp_v4_rcv"
     # nf_tables loaded after the first read: no name yet, and no re-read every scrape
     assert names.name(NFT) is None
     assert names.name(NFT) is None and len(reads) == 1
-    clock.now += exp.KALLSYMS_REFRESH_S
+    clock.now += collector.KALLSYMS_REFRESH_S
     assert names.name(NFT) == "nft_do_chain" and len(reads) == 2
     # Once named, a name never changes (the series it counts into never goes down).
-    clock.now += exp.KALLSYMS_REFRESH_S
+    clock.now += collector.KALLSYMS_REFRESH_S
     assert names.name(NFT) == "nft_do_chain" and len(reads) == 2
 
 
 def test_function_names_unknown_for_good_after_a_fresh_read() -> None:
     clock = Clock()
-    names = exp.FunctionNames(lambda: Kallsyms.parse(CORE, ""), clock)
+    names = collector.FunctionNames(lambda: Kallsyms.parse(CORE, ""), clock)
     assert names.name(NFT) is None
-    clock.now += exp.KALLSYMS_REFRESH_S
-    assert names.name(NFT) == exp.UNKNOWN
+    clock.now += collector.KALLSYMS_REFRESH_S
+    assert names.name(NFT) == collector.UNKNOWN
 
 
 @pytest.mark.parametrize("args, needle", [

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from kdbg.cli import main
 from kdbg.dirs import BPF_DIR
-from kdbg.drops import devlink, hwdrops
+from kdbg.hwdrops import devlink, event, output, probe
 from tests.conftest import DATA
 from tests.unit.cheaders import header_fields, mirror
 
@@ -24,27 +24,27 @@ OFFSETS = {"DEVLINK_DEV": 352, "DEVICE_NAME": 0, "DEVICE_BUS": 96, "BUS_NAME": 0
 
 
 def test_layout_matches_header() -> None:
-    assert header_fields("hw_event.h", "kdbg_hw_event") == mirror(hwdrops.RawHwEvent)
-    assert header_fields("hw_event.h", "kdbg_hw_key") == mirror(hwdrops.RawHwKey)
-    assert ct.sizeof(hwdrops.RawHwEvent) == 216
+    assert header_fields("hw_event.h", "kdbg_hw_event") == mirror(event.RawHwEvent)
+    assert header_fields("hw_event.h", "kdbg_hw_key") == mirror(event.RawHwKey)
+    assert ct.sizeof(event.RawHwEvent) == 216
     text = (BPF_DIR / "hw_event.h").read_text()
-    assert f"#define KDBG_HW_CTR_LOST {hwdrops.CTR_LOST}" in text
-    assert f"#define KDBG_HW_CTR_STATS_FULL {hwdrops.CTR_STATS_FULL}" in text
-    assert f"#define KDBG_HW_NR_CTRS {hwdrops.NR_CTRS}" in text
+    assert f"#define KDBG_HW_CTR_LOST {event.CTR_LOST}" in text
+    assert f"#define KDBG_HW_CTR_STATS_FULL {event.CTR_STATS_FULL}" in text
+    assert f"#define KDBG_HW_NR_CTRS {event.NR_CTRS}" in text
 
 
 def test_program_golden_and_count_only_variant() -> None:
-    text = hwdrops.build(OFFSETS, stream=True)
+    text = probe.build(OFFSETS, stream=True)
     path = DATA / "golden" / "devlink_trap.stream.c"
     if os.environ.get("KDBG_UPDATE_GOLDEN") == "1":
         path.write_text(text)
     assert text == path.read_text(), "golden changed; KDBG_UPDATE_GOLDEN=1 to accept"
     assert "{{" not in text and "#define DEVLINK_DEV      352" in text
-    assert "#define STREAM           0" in hwdrops.build(OFFSETS, stream=False)
+    assert "#define STREAM           0" in probe.build(OFFSETS, stream=False)
 
 
-def raw_event() -> hwdrops.RawHwEvent:
-    raw = hwdrops.RawHwEvent()
+def raw_event() -> event.RawHwEvent:
+    raw = event.RawHwEvent()
     raw.time_ns, raw.cpu, raw.len, raw.trap_type = 5_000_000_000, 1, 42, 0
     raw.family, raw.l4proto, raw.l4_valid, raw.sport, raw.dport = 4, 17, 1, 1234, 53
     raw.saddr[:4] = list(ipaddress.IPv4Address("192.0.2.1").packed)
@@ -57,26 +57,26 @@ def raw_event() -> hwdrops.RawHwEvent:
 def test_decode_names_device_trap_action_and_addresses() -> None:
     trap = devlink.Trap("netdevsim/netdevsim10", "source_mac_is_multicast", "l2_drops",
                         "trap", "drop")
-    ev = hwdrops.HwDecoder(lambda: {(trap.device, trap.name): trap}).decode(raw_event())
+    ev = event.HwDecoder(lambda: {(trap.device, trap.name): trap}).decode(raw_event())
     assert (ev.device, ev.driver, ev.trap, ev.group) == (
         "netdevsim/netdevsim10", "netdevsim", "source_mac_is_multicast", "l2_drops")
     assert (ev.action, ev.trap_type, ev.input_port, ev.len) == ("trap", "drop", "eni10np1", 42)
     assert (str(ev.saddr), str(ev.daddr), ev.sport, ev.dport, ev.proto) == (
         "192.0.2.1", "198.51.100.1", 1234, 53, "udp")
-    rec = json.loads(hwdrops.hw_json(ev))
+    rec = json.loads(output.hw_json(ev))
     assert rec["type"] == "hw_drop" and rec["saddr"] == "192.0.2.1" and rec["action"] == "trap"
-    line = hwdrops.hw_line(ev)
+    line = output.hw_line(ev)
     assert "netdevsim/netdevsim10" in line and line.endswith("198.51.100.1:53")
-    assert line.index("source_mac_is_multicast") == hwdrops.header().index("TRAP")
+    assert line.index("source_mac_is_multicast") == output.header().index("TRAP")
 
 
 def test_decode_without_packet_or_known_trap() -> None:
     raw = raw_event()
     raw.family, raw.l4_valid, raw.input_port = 0, 0, b""
-    ev = hwdrops.HwDecoder(dict).decode(raw)
+    ev = event.HwDecoder(dict).decode(raw)
     assert ev.action is None and ev.saddr is None and ev.sport is None
     assert ev.input_port is None and ev.proto is None
-    assert hwdrops.hw_line(ev).split()[5:8] == ["?", "drop", "-"]
+    assert output.hw_line(ev).split()[5:8] == ["?", "drop", "-"]
 
 
 def test_genetlink_dump_parses_real_families() -> None:

@@ -9,8 +9,8 @@ import json
 
 import pytest
 
-from kdbg.drops import nftrules
-from kdbg.drops.nftrules import Packet, Ruleset, find_rule, rule_texts
+from kdbg.causes import nftrules
+from kdbg.causes.nftrules import Packet, Ruleset, find_rule, rule_texts
 from tests.conftest import DATA
 
 NFT = DATA / "nft"
@@ -38,12 +38,12 @@ def test_rule_texts_are_nfts_lines_by_handle(rs: Ruleset) -> None:
 
 def test_two_flows_two_rules_each_named_by_handle_and_text(rs: Ruleset) -> None:
     a = find_rule(rs, udp4(5555), ("input",), ("ip", "inet"))
-    assert a.established
-    assert a.rule == {"family": "ip", "table": "filter", "chain": "INPUT", "handle": 2,
-                      "text": "udp dport 5555 counter drop # handle 2"}
+    assert a.established and a.rule is not None
+    assert a.rule.to_json() == {"family": "ip", "table": "filter", "chain": "INPUT",
+                                "handle": 2, "text": "udp dport 5555 counter drop # handle 2"}
     b = find_rule(rs, udp4(6666), ("input",), ("ip", "inet"))
     assert b.established and b.rule is not None
-    assert (b.rule["table"], b.rule["chain"], b.rule["handle"]) == ("web", "checks", 13)
+    assert (b.rule.table, b.rule.chain, b.rule.handle) == ("web", "checks", 13)
     # ip filter (priority 0) decides 5555 before inet web (10) is reached; 6666 passes
     # the ct state rule, which kdbg cannot evaluate: followed both ways, the drop decides.
     assert a.unknown == ()
@@ -52,12 +52,12 @@ def test_two_flows_two_rules_each_named_by_handle_and_text(rs: Ruleset) -> None:
 
 def test_named_set_of_prefixes(rs: Ruleset) -> None:
     f = find_rule(rs, udp4(1234, saddr="192.0.2.99"), ("input",), ("ip", "inet"))
-    assert f.established and f.rule is not None and f.rule["handle"] == 5
+    assert f.established and f.rule is not None and f.rule.handle == 5
 
 
 def test_reject_is_a_drop_and_return_skips_the_rest_of_the_chain(rs: Ruleset) -> None:
     f = find_rule(rs, udp4(7000), ("input",), ("ip", "inet"))
-    assert f.rule is not None and f.rule["handle"] == 10
+    assert f.rule is not None and f.rule.handle == 10
     # From port 53, 'checks' returns before the 6666 rule: nothing drops it.
     g = find_rule(rs, udp4(6666, sport=53), ("input",), ("ip", "inet"))
     assert not g.established and g.rule is None
@@ -74,16 +74,17 @@ def test_ipv6_rule_in_inet_table(rs: Ruleset) -> None:
                  40000, 6005, iifname="veth-b")
     f = find_rule(rs, pkt, ("input",), ("ip6", "inet"))
     assert f.established and f.rule is not None
-    assert (f.rule["family"], f.rule["table"], f.rule["handle"]) == ("inet", "web", 8)
-    assert f.rule["text"] == "ip6 daddr fd77:9::2 udp dport 6000-6010 counter drop # handle 8"
+    assert (f.rule.family, f.rule.table, f.rule.handle) == ("inet", "web", 8)
+    assert f.rule.text == "ip6 daddr fd77:9::2 udp dport 6000-6010 counter drop # handle 8"
     # The same port over IPv4 is not matched by 'ip6 daddr'.
     assert not find_rule(rs, udp4(6005), ("input",), ("ip", "inet")).established
 
 
 def test_chain_policy_drop(rs: Ruleset) -> None:
     f = find_rule(rs, udp4(80, daddr="192.168.1.1"), ("forward",), ("ip", "inet"))
-    assert f.established
-    assert f.rule == {"family": "ip", "table": "strict", "chain": "forwarding", "policy": "drop"}
+    assert f.established and f.rule is not None
+    assert f.rule.to_json() == {"family": "ip", "table": "strict", "chain": "forwarding",
+                                "policy": "drop"}
     # An accepted destination is not dropped there.
     assert not find_rule(rs, udp4(80, daddr="10.1.1.1"), ("forward",), ("ip",)).established
 
@@ -92,12 +93,12 @@ def test_two_candidates_behind_an_unknown_expression_are_not_guessed(rs: Ruleset
     # 'meta mark 0x2a drop' then 'udp dport 9999 drop': the mark is not in the drop record.
     f = find_rule(rs, udp4(9999, iif=None), ("output",), ("ip", "inet"))
     assert not f.established and f.rule is None
-    assert {c["handle"] for c in f.candidates} == {4, 5}
+    assert {c.handle for c in f.candidates} == {4, 5}
     assert f.text.startswith("cause not established: 2 rules could have dropped it")
     assert "meta mark" in f.text
     # Any other port can only be the mark rule: by elimination.
     g = find_rule(rs, udp4(1, iif=None), ("output",), ("ip", "inet"))
-    assert g.established and g.rule is not None and g.rule["handle"] == 4
+    assert g.established and g.rule is not None and g.rule.handle == 4
     assert "by elimination" in g.text
 
 
@@ -106,7 +107,7 @@ def test_iptables_extension_is_not_evaluated(rs: Ruleset) -> None:
                  40000, 1, iifname="veth-b")
     f = find_rule(rs, pkt, ("input",), ("ip6", "inet"))
     # ip6 filter INPUT handle 2 uses xt multiport: the only drop candidate for TCP here.
-    assert f.established and f.rule is not None and f.rule["handle"] == 2
+    assert f.established and f.rule is not None and f.rule.handle == 2
     assert "xt match multiport" in f.unknown
 
 
@@ -125,25 +126,25 @@ def maps() -> Ruleset:
 
 def test_verdict_maps_anonymous_and_named(maps: Ruleset) -> None:
     f = find_rule(maps, udp4(9, saddr="10.0.0.1"), ("input",), ("ip", "inet"))
-    assert f.established and f.rule is not None and f.rule["handle"] == 6
-    assert f.rule["text"] == "ip saddr vmap { 10.0.0.1 : drop, 10.0.0.2 : accept } # handle 6"
+    assert f.established and f.rule is not None and f.rule.handle == 6
+    assert f.rule.text == "ip saddr vmap { 10.0.0.1 : drop, 10.0.0.2 : accept } # handle 6"
     g = find_rule(maps, udp4(4001), ("input",), ("ip", "inet"))
-    assert g.rule is not None and g.rule["handle"] == 7
+    assert g.rule is not None and g.rule.handle == 7
     # 4002 is accepted by the map: nothing after it drops it.
     assert not find_rule(maps, udp4(4002), ("input",), ("ip", "inet")).established
 
 
 def test_a_limit_is_followed_both_ways_and_goto_returns_to_the_policy(maps: Ruleset) -> None:
     f = find_rule(maps, udp4(4003), ("input",), ("ip", "inet"))
-    assert f.established and f.rule is not None and f.rule["handle"] == 8
+    assert f.established and f.rule is not None and f.rule.handle == 8
     assert f.unknown == ("limit",)
     g = find_rule(maps, udp4(4004), ("input",), ("ip", "inet"))
-    assert g.rule is not None and (g.rule["chain"], g.rule["handle"]) == ("sub", 12)
+    assert g.rule is not None and (g.rule.chain, g.rule.handle) == ("sub", 12)
     # From sport 1, sub returns; after a goto that ends the base chain: policy accept.
     assert not find_rule(maps, udp4(4004, sport=1), ("input",), ("ip", "inet")).established
 
 
 def test_a_nat_chain_runs_only_for_a_connections_first_packet(maps: Ruleset) -> None:
     f = find_rule(maps, udp4(4006, iif=None), ("output",), ("ip", "inet"))
-    assert f.established and f.rule is not None and f.rule["handle"] == 13
+    assert f.established and f.rule is not None and f.rule.handle == 13
     assert "nat chain nat_out run" in f.text

@@ -63,6 +63,20 @@ def test_golden_plain_program_6_1() -> None:
     golden("kfree_skb.6.1.plain.c", text)
 
 
+def test_stacks_only_for_the_reasons_the_causes_read() -> None:
+    tp = tpformat.parse((DATA / "kfree_skb.format.6.18").read_text())
+
+    def wanted(opts: ProgramOptions) -> str:
+        text = build(tp, OFFSETS_6_18, flt.FilterSpec(), opts)
+        return next(ln for ln in text.splitlines() if ln.startswith("#define STACK_WANTED"))
+
+    assert wanted(ProgramOptions(stack=True)) == "#define STACK_WANTED(reason) (1)"
+    assert wanted(ProgramOptions(stack=True, stack_reasons=(12,))) == (
+        "#define STACK_WANTED(reason) ((reason) == 12)")
+    assert wanted(ProgramOptions(stack=True, stack_reasons=(12, 3, 12))) == (
+        "#define STACK_WANTED(reason) ((reason) == 3 || (reason) == 12)")
+
+
 def test_ringbuf_pages_must_be_power_of_two() -> None:
     tp = tpformat.parse((DATA / "kfree_skb.format.6.18").read_text())
     with pytest.raises(ValueError):

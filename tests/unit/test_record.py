@@ -19,9 +19,9 @@ from click.testing import CliRunner
 
 from kdbg.cli import main
 from kdbg.dirs import BPF_DIR
-from kdbg.drops import layout, offline, recfile
-from kdbg.drops.output import drop_line
-from kdbg.drops.record import output_text
+from kdbg.drops import drop_line
+from kdbg.record import layout, offline, recfile
+from kdbg.record.recorder import output_text
 from kdbg.symbols import tpformat
 from kdbg.trace import filters as flt
 from kdbg.trace.layout import RawDropEvent
@@ -345,8 +345,8 @@ class FakeRing:
 
 
 def test_bulk_ring_hands_over_committed_records_and_stops_at_a_busy_one() -> None:
-    from kdbg.drops.layout import RING_BUSY, RING_DISCARD
-    from kdbg.drops.ringbuf import BulkRing, RingError
+    from kdbg.record.layout import RING_BUSY, RING_DISCARD
+    from kdbg.record.ringbuf import BulkRing, RingError
 
     size, record = 4096, 72  # 72 does not divide 4096: records cross the end
     fake = FakeRing(size, record)

@@ -28,9 +28,10 @@
 #define NET_INUM         176
 
 #define WANT_STACK       1
-/* With WANT_STACK: -1 takes every drop's stack, else only this reason's (the causes
- * need NETFILTER_DROP's, for the hook; a stack walk costs every other drop for nothing). */
-#define STACK_REASON     -1
+/* With WANT_STACK: whether a drop of this reason has its stack taken: every drop (1),
+ * or only the reasons whose causes read it (kdbg/causes/registry.py: NETFILTER_DROP's,
+ * for the hook; a stack walk costs every other drop for nothing). */
+#define STACK_WANTED(reason) (1)
 #define STATS_ONLY       0
 /* 1: no filter looks past reason and location, so --stats reads nothing more. */
 #define COUNT_EARLY      0
@@ -244,7 +245,7 @@ int kdbg_on_kfree_skb(void *ctx)
 	}
 	bpf_get_current_comm(&e.comm, sizeof(e.comm));
 #if WANT_STACK
-	if (STACK_REASON < 0 || e.reason == STACK_REASON)
+	if (STACK_WANTED(e.reason))
 		e.stack_id = stacks.get_stackid(ctx, BPF_F_REUSE_STACKID);
 	else
 		e.stack_id = -1;

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kdbg.errors import KdbgError
+from kdbg.trace.cause import RuleRef
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -57,9 +58,9 @@ class Rule:
         """The rule without its counters' values: the same rule prints the same."""
         return json.dumps(_strip_counters(self.expr), sort_keys=True)
 
-    def to_json(self) -> dict[str, Any]:
-        return {"family": self.family, "table": self.table, "chain": self.chain,
-                "handle": self.handle, "text": self.text}
+    def ref(self) -> RuleRef:
+        """This rule, as a cause names it."""
+        return RuleRef(self.family, self.table, self.chain, self.handle, self.text)
 
 
 @dataclass
@@ -622,25 +623,25 @@ class Finding:
     """What the ruleset says about one dropped packet."""
 
     established: bool
-    rule: dict[str, Any] | None  # {"family","table","chain","handle","text"} or policy form
+    rule: RuleRef | None  # the rule, or the chain whose policy dropped it
     text: str  # one line for the report
-    candidates: tuple[dict[str, Any], ...] = ()
+    candidates: tuple[RuleRef, ...] = ()
     unknown: tuple[str, ...] = ()  # expressions kdbg could not evaluate
     fingerprint: str | None = None  # the deciding rule's, to notice later changes
 
 
-def _decider(o: Outcome) -> dict[str, Any]:
+def _decider(o: Outcome) -> RuleRef:
     c = o.chain
     if o.rule is None:
-        return {"family": c.family, "table": c.table, "chain": c.name, "policy": "drop"}
-    return o.rule.to_json()
+        return RuleRef(c.family, c.table, c.name, policy="drop")
+    return o.rule.ref()
 
 
-def _label(d: dict[str, Any]) -> str:
-    where = f"table {d['family']} {d['table']} chain {d['chain']}"
-    if "policy" in d:
+def _label(d: RuleRef) -> str:
+    where = f"table {d.family} {d.table} chain {d.chain}"
+    if d.policy is not None:
         return f"the policy of {where} (policy drop: no rule accepted the packet)"
-    return f"{where} rule handle {d['handle']}: {d.get('text') or '(text unavailable)'}"
+    return f"{where} rule handle {d.handle}: {d.text or '(text unavailable)'}"
 
 
 def find_rule(rs: Ruleset, pkt: Packet, hooks: tuple[str, ...], families: tuple[str, ...]
@@ -650,10 +651,9 @@ def find_rule(rs: Ruleset, pkt: Packet, hooks: tuple[str, ...], families: tuple[
         outcomes = [o for hook in hooks for o in drops_at_hook(rs, pkt, hook, families)]
     except TooComplex as err:
         return Finding(False, None, f"cause not established: {err}")
-    deciders: dict[str, tuple[dict[str, Any], Outcome]] = {}
+    deciders: dict[RuleRef, Outcome] = {}
     for o in outcomes:
-        d = _decider(o)
-        deciders.setdefault(json.dumps(d, sort_keys=True), (d, o))
+        deciders.setdefault(_decider(o), o)
     unknown = tuple(sorted({a.what for o in outcomes for a in o.assumed}))
     where = "/".join(hooks)
     if not deciders:
@@ -662,14 +662,14 @@ def find_rule(rs: Ruleset, pkt: Packet, hooks: tuple[str, ...], families: tuple[
                        f"drops this packet at the {where} hook (the ruleset may have changed "
                        "since the drop, or a hook other than nftables dropped it)")
     if len(deciders) == 1:
-        d, o = next(iter(deciders.values()))
+        d, o = next(iter(deciders.items()))
         text = _label(d)
         if unknown:
             text += ("; by elimination: the only rule that can drop this packet, whatever "
                      f"kdbg could not evaluate ({', '.join(unknown)})")
         return Finding(True, d, text, unknown=unknown,
                        fingerprint=o.rule.fingerprint() if o.rule else None)
-    cands = tuple(d for d, _ in deciders.values())
+    cands = tuple(deciders)
     return Finding(False, None,
                    f"cause not established: {len(cands)} rules could have dropped it, "
                    f"depending on what kdbg cannot evaluate from the drop "
@@ -679,7 +679,7 @@ def find_rule(rs: Ruleset, pkt: Packet, hooks: tuple[str, ...], families: tuple[
 
 
 def read(ns: Any, attempts: int = 3) -> Ruleset:
-    """The ruleset of namespace ``ns`` (a :class:`kdbg.drops.netnsref.NetnsRef`), read-only:
+    """The ruleset of namespace ``ns`` (a :class:`kdbg.causes.netnsref.NetnsRef`), read-only:
     ``nft -j list ruleset``, and ``nft -a -s list ruleset`` for each rule's text (``-s``
     leaves out counter values, so a rule reads the same at every drop); read again if
     the two disagree."""

@@ -3,7 +3,7 @@
 The drop program (``bpf/kfree_skb.bpf.c``) hands each event over through the
 fragment ``bpf/drop_record.bpf.c``: one fixed-size record written in place in a
 large ring buffer, with no wakeup. Every few milliseconds the recorder copies the
-committed records to the file in one write (:class:`kdbg.drops.ringbuf.BulkRing`),
+committed records to the file in one write (:class:`kdbg.record.ringbuf.BulkRing`),
 and decodes nothing: ``kdbg report`` does that later, anywhere. Before each batch
 it writes the symbols of any location the kernel has newly counted, so a file cut
 short still names everything in it.
@@ -26,13 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kdbg import __version__
+from kdbg import __version__, lab
 from kdbg.dirs import BPF_DIR, cache_dir
-from kdbg.drops import layout
-from kdbg.drops.recfile import END, SYMBOLS, RecordingWriter, io_error
-from kdbg.drops.ringbuf import BulkRing
-from kdbg.drops.watch import Sink, Watch, WatchConfig
+from kdbg.drops import Sink, Watch, WatchConfig, guest_watch_argv
 from kdbg.errors import BadInput
+from kdbg.record import layout, offline, pcapng
+from kdbg.record.recfile import END, SYMBOLS, RecordingWriter, io_error
+from kdbg.record.ringbuf import BulkRing
 from kdbg.symbols.btf import Btf
 from kdbg.symbols.kallsyms import Kallsyms, Location
 from kdbg.trace import loop, offsets
@@ -370,8 +370,6 @@ def _pcap(path: str, tmp_dir: str | None, opts: RecordOptions) -> int | None:
     try:
         if opts.pcap is None:
             return None
-        from kdbg.drops import offline, pcapng
-
         return pcapng.write_recording(offline.load(path), opts.pcap)
     finally:
         if tmp_dir is not None:
@@ -384,20 +382,10 @@ def record_lab(cfg: WatchConfig, opts: RecordOptions, lab_name: str,
     """``kdbg watch --lab NAME --write/--pcap``: the guest's kdbg records to its stdout
     (``--write -``) and the bytes land in the file here, as they come. Ctrl-C is passed
     to the guest's recorder, which ends the file with its END block."""
-    from kdbg import lab
-    from kdbg.drops import offline
-    from kdbg.drops.watch import remote_options
-
     if not 0 <= opts.snaplen <= SNAPLEN_MAX:
         raise BadInput(f"--snaplen must be between 0 and {SNAPLEN_MAX}")
-    from kdbg.lab.guest import kdbg_argv
-
-    argv = [*kdbg_argv(), "watch", "--write", "-", "--snaplen", str(opts.snaplen),
-            "--buffer-pages", str(opts.ring_pages), *remote_options(cfg)]
-    if cfg.count is not None:
-        argv += ["--count", str(cfg.count)]
-    if cfg.duration is not None:
-        argv += ["--duration", str(cfg.duration)]
+    argv = guest_watch_argv(cfg, "--write", "-", "--snaplen", str(opts.snaplen),
+                            "--buffer-pages", str(opts.ring_pages), limits=True)
     path, tmp_dir = _target(opts)
     pending = b""
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from kdbg.drops.netnsref import NetnsRef
+from kdbg.causes.netnsref import NetnsRef
+from kdbg.trace.cause import Listener
 
 TABLES = ("tcp", "tcp6", "udp", "udp6")
 TCP_LISTEN = 0x0A
@@ -43,17 +44,12 @@ class Sock:
     def endpoint(self) -> str:
         return f"[{self.addr}]:{self.port}" if self.family == "ipv6" else f"{self.addr}:{self.port}"
 
-    def to_json(self) -> dict[str, object]:
-        rec: dict[str, object] = {"proto": self.proto, "family": self.family,
-                                  "addr": str(self.addr), "port": self.port,
-                                  "endpoint": f"{self.proto} {self.endpoint}"}
-        if self.proto == "tcp" and self.state == TCP_LISTEN:
-            rec["accept_queue"] = self.rx_queue  # /proc shows no listen() backlog
-        else:
-            rec["rx_queue"] = self.rx_queue
-        if self.drops is not None:
-            rec["drops"] = self.drops
-        return rec
+    def listener(self) -> Listener:
+        """This socket as a cause lists it (a TCP listener's ``rx_queue`` is its accept
+        queue; /proc shows no listen() backlog)."""
+        return Listener(self.proto, self.family, str(self.addr), self.port,
+                        f"{self.proto} {self.endpoint}", self.rx_queue,
+                        self.proto == "tcp" and self.state == TCP_LISTEN, self.drops)
 
     def accepts(self, family: str, addr: IPAddress | None) -> bool:
         """Would this socket take a packet for ``addr`` of ``family``? (wildcards,

@@ -20,8 +20,8 @@ import mmap
 import struct
 from collections.abc import Callable
 
-from kdbg.drops.layout import RING_BUSY, RING_DISCARD, RING_HDR
 from kdbg.errors import KdbgError
+from kdbg.record.layout import RING_BUSY, RING_DISCARD, RING_HDR
 
 _U64 = struct.Struct("<Q")
 

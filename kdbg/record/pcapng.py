@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 from kdbg import __version__
-from kdbg.drops import layout
-from kdbg.drops.offline import Offline, RecordedDrop
-from kdbg.drops.recfile import io_error
+from kdbg.record import layout
+from kdbg.record.offline import Offline, RecordedDrop
+from kdbg.record.recfile import io_error
 from kdbg.trace.event import DropEvent
 
 SHB, IDB, EPB = 0x0A0D0D0A, 0x00000001, 0x00000006

@@ -1,4 +1,6 @@
-"""What each drop reason means, what usually causes it, and one command to confirm.
+"""kdbg's notes on every drop reason, in one table: what it means, what usually causes
+it, one command to confirm, and advice. ``kdbg reasons`` prints the meanings; every
+cause carries the notes of its reason (docs/diagnose.md has the table).
 
 Keyed by reason *name* only: the numbers come from the running kernel
 (:class:`kdbg.symbols.reasons.ReasonTable`), which numbers them differently on
@@ -16,18 +18,20 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
-class Advice:
+class Notes:
+    """kdbg's notes on one drop reason."""
+
     meaning: str
     causes: tuple[str, ...]
     confirm: str
     advice: str
 
 
-def _a(meaning: str, causes: str, confirm: str, advice: str) -> Advice:
-    return Advice(meaning, tuple(c.strip() for c in causes.split(";")), confirm, advice)
+def _a(meaning: str, causes: str, confirm: str, advice: str) -> Notes:
+    return Notes(meaning, tuple(c.strip() for c in causes.split(";")), confirm, advice)
 
 
-TABLE: dict[str, Advice] = {
+TABLE: dict[str, Notes] = {
     "NOT_SPECIFIED": _a(
         "freed with kfree_skb() and no reason given",
         "a code path not yet annotated with a drop reason; often normal frees of "
@@ -389,7 +393,7 @@ TABLE: dict[str, Advice] = {
         "usually harmless"),
 }
 
-GENERIC = Advice(
+GENERIC = Notes(
     "a drop reason kdbg has no notes on",
     ("see the kernel's include/net/dropreason-core.h for this reason",),
     "kdbg watch --reason {reason} --stack --count 5",
@@ -397,9 +401,15 @@ GENERIC = Advice(
 )
 
 
-def advice_for(name: str) -> Advice:
+def notes_for(name: str) -> Notes:
     """The notes for reason ``name`` (the running kernel's name), or a generic entry."""
     return TABLE.get(name, GENERIC)
+
+
+def meaning(name: str) -> str:
+    """What reason ``name`` means, in one line; empty when kdbg has no notes on it."""
+    notes = TABLE.get(name)
+    return notes.meaning if notes is not None else ""
 
 
 FILLERS = {"ifname": "DEV", "saddr": "SRC", "daddr": "DST", "sport": "PORT", "dport": "PORT",

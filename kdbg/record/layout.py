@@ -17,7 +17,7 @@ RING_DISCARD = 1 << 30
 
 
 class RawDropRecord(ct.Structure):
-    """``struct kdbg_drop_record``; the snapshot follows it. Only kdbg.drops.offline
+    """``struct kdbg_drop_record``; the snapshot follows it. Only kdbg.record.offline
     decodes it."""
 
     _fields_ = [

@@ -1,0 +1,19 @@
+"""Why a drop happened: the rule, the missing socket, the setting that decided, and
+kdbg's notes on every reason. See docs/architecture.md and docs/diagnose.md.
+
+* :mod:`~kdbg.causes.registry`: the causes kdbg finds, one entry per cause, keyed by
+  reason (what decides it, whether it reads the stack, its finder);
+* :mod:`~kdbg.causes.finder`: :class:`CauseFinder`, a drop's cause once per cause key;
+* :mod:`~kdbg.causes.notes`: the one table of reason meanings, usual causes, confirm
+  commands and advice (``kdbg reasons`` prints its meanings);
+* :mod:`~kdbg.causes.netfilter`, :mod:`~kdbg.causes.nftrules`: the nftables rule that
+  dropped a packet;
+* :mod:`~kdbg.causes.sockets`, :mod:`~kdbg.causes.netnsref`, :mod:`~kdbg.causes.reads`:
+  a namespace's socket tables, the namespace by inode, the reads finders share.
+"""
+
+from kdbg.causes.finder import CauseFinder, with_cause
+from kdbg.causes.notes import Notes, meaning, notes_for
+from kdbg.causes.registry import stack_reasons
+
+__all__ = ["CauseFinder", "Notes", "meaning", "notes_for", "stack_reasons", "with_cause"]

@@ -1,0 +1,88 @@
+"""``kdbg diagnose``: watch drops for a while, then report them grouped by cause.
+
+The watch is ``kdbg watch``'s (same filters, same ``kdbg: watching`` line); each
+drop gets its cause from :class:`kdbg.causes.CauseFinder`, and drops with the
+same cause (the same rule, the same missing socket, the same setting) are counted
+together: count, first and last seen, one example packet, the cause and the advice,
+most frequent first. Before the report, every named rule is read again: a rule
+changed or deleted since the drop is said so, with the text that decided.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from kdbg.drops import StatsRow, Summary, WatchConfig, prepare
+from kdbg.errors import BadInput
+from kdbg.trace.cause import Cause
+from kdbg.trace.event import DropEvent
+
+
+@dataclass
+class Group:
+    """Drops that share one cause."""
+
+    key: str
+    cause: Cause
+    example: DropEvent
+    count: int = 0
+    first_ns: int = 0
+    last_ns: int = 0
+    note: str | None = None  # the ruleset changed since the drop, …
+
+
+@dataclass
+class Diagnosis:
+    groups: list[Group]
+    summary: Summary
+    seconds: float
+    cmd_status: int | None
+    interrupted: bool
+
+
+@dataclass
+class Collector:
+    """A watch sink that counts drops per cause; the ``watching`` line goes on ``err``."""
+
+    err: Any
+    groups: dict[str, Group] = field(default_factory=dict)
+
+    def watching(self, message: str) -> None:
+        self.err.write(message + "\n")
+        self.err.flush()
+
+    def drop(self, event: DropEvent) -> None:
+        cause = event.cause or Cause(event.reason, summary="no cause computed")
+        key = cause.group
+        g = self.groups.get(key)
+        if g is None:
+            g = self.groups[key] = Group(key, cause, dataclasses.replace(event, cause=None),
+                                         first_ns=event.time_ns)
+        g.count += 1
+        g.last_ns = event.time_ns
+
+    def stats(self, rows: list[StatsRow], summary: Summary, final: bool) -> None:
+        pass
+
+    def summary(self, summary: Summary) -> None:
+        pass
+
+
+def run(cfg: WatchConfig, err: Any) -> Diagnosis:
+    """Watch with ``cfg`` (causes on, events streamed) until it ends, then group."""
+    if cfg.stats:
+        raise BadInput("kdbg diagnose counts per cause itself: --stats does not apply")
+    cfg = dataclasses.replace(cfg, causes=True, events=False)
+    watch = prepare(cfg)
+    sink = Collector(err)
+    start = time.monotonic()
+    result = watch.run(sink)
+    seconds = time.monotonic() - start
+    groups = sorted(sink.groups.values(), key=lambda g: (-g.count, g.first_ns))
+    if watch.causes is not None:
+        for g in groups:
+            g.note = watch.causes.recheck(g.cause)
+    return Diagnosis(groups, result.summary, seconds, result.cmd_status, result.interrupted)
