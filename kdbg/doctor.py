@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from kdbg.errors import KdbgError
+from kdbg.lab import accel, agent
 from kdbg.symbols import tpformat
 from kdbg.trace import offsets
 from kdbg.trace.probe import check_headers, check_privileges
@@ -87,14 +88,10 @@ def _tool(cmd: list[str]) -> Callable[[], str]:
 
 
 def _lab_agent() -> str:
-    from kdbg.lab import agent
-
     return f"built: {agent.ensure_built()}"
 
 
 def _kvm() -> str:
-    from kdbg.lab import accel
-
     seen = "present" if os.access("/dev/kvm", os.R_OK | os.W_OK) else "absent"
     probe = accel.kvm_probe()
     use = "the lab uses KVM" if probe.works else "the lab uses TCG"

@@ -23,6 +23,7 @@ from typing import Any, ClassVar, Protocol, TypeVar
 
 from kdbg.errors import BadInput, KdbgError
 from kdbg.symbols.dwarf import Dwarf, SourceLine, has_dwarf, read_section
+from kdbg.symbols.evidence import kaslr_offset
 from kdbg.symbols.kallsyms import Kallsyms
 from kdbg.symbols.sources import source_roots, tree_relative
 
@@ -180,8 +181,6 @@ class DropLines:
 
     def _lookup(self) -> Dwarf:
         if self._dwarf is None:
-            from kdbg.symbols.evidence import kaslr_offset
-
             offset = kaslr_offset(self._kallsyms(), self.vmlinux)
             self._dwarf = Dwarf(self.vmlinux, kaslr_offset=offset)
         return self._dwarf

@@ -4,7 +4,9 @@ Every module under kdbg/ belongs to a room: a package (``kdbg/trace/``) or a
 top-level module (``kdbg/errors.py``). A room imports only the rooms its row of
 :data:`ALLOWED` names (type-only imports count too), so the rooms form no cycle; a
 room with a face (:data:`FACED`) is imported through it; and no module imports
-another module's private name (``_x``).
+another module's private name (``_x``). Between modules there is no import cycle either,
+counting imports inside functions, and each import inside a function is listed in the
+docs with its reason.
 """
 
 from __future__ import annotations
@@ -169,3 +171,78 @@ def test_faced_rooms_are_imported_through_their_face() -> None:
             if there in faced and there != room(here) and target != f"kdbg.{there}":
                 wrong.append(f"{here} -> {target}")
     assert not wrong, "imports past a room's face:\n" + "\n".join(wrong)
+
+
+# -- modules --------------------------------------------------------------------------
+
+
+def module_edges() -> dict[str, set[str]]:
+    """module -> the kdbg modules it imports, at its top or inside a function (``from
+    PKG import NAME`` counts as importing ``PKG.NAME`` when that is a module)."""
+    known = {module_name(p) for p in MODULES}
+    edges: dict[str, set[str]] = {}
+    for path in MODULES:
+        here = module_name(path)
+        for target, names in imports(path):
+            subs = {f"{target}.{n}" for n in names if f"{target}.{n}" in known}
+            for dst in subs or ({target} if target in known else set()):
+                if dst != here:
+                    edges.setdefault(here, set()).add(dst)
+            if subs and len(subs) < len(names) and target in known and target != here:
+                edges.setdefault(here, set()).add(target)  # names from the package too
+    return edges
+
+
+def test_no_cycle_between_modules() -> None:
+    """Not even one hidden by an import inside a function (Python would run it, but the
+    two modules could no longer be read, tested or moved one at a time)."""
+    edges = module_edges()
+    state: dict[str, int] = {}
+
+    def visit(m: str, trail: tuple[str, ...]) -> None:
+        if state.get(m) == 2:
+            return
+        assert state.get(m) != 1, f"import cycle between modules: {' -> '.join((*trail, m))}"
+        state[m] = 1
+        for nxt in sorted(edges.get(m, ())):
+            visit(nxt, (*trail, m))
+        state[m] = 2
+
+    for m in sorted(edges):
+        visit(m, ())
+
+
+def imports_inside_functions() -> set[tuple[str, str]]:
+    """(module, what it imports) for every import statement inside a function."""
+    found = set()
+    for path in MODULES:
+        tree = ast.parse(path.read_text(), str(path))
+        for fn in ast.walk(tree):
+            if not isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            for node in ast.walk(fn):
+                if isinstance(node, ast.ImportFrom):
+                    found.add((module_name(path), node.module or ""))
+                elif isinstance(node, ast.Import):
+                    found |= {(module_name(path), a.name) for a in node.names}
+    return found
+
+
+def documented_imports_inside_functions() -> set[tuple[str, str]]:
+    """The rows of docs/architecture.md's table of imports inside functions, each with
+    its reason."""
+    text = (KDBG.parent / "docs" / "architecture.md").read_text()
+    section = text.split("| why inside a function |", 1)[1].split("\n## ", 1)[0]
+    rows = set()
+    for line in section.splitlines():
+        cells = [c.strip().strip("`") for c in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[0].startswith("kdbg"):
+            assert cells[2], f"no reason given for {cells[0]} importing {cells[1]}"
+            rows.add((cells[0], cells[1]))
+    return rows
+
+
+def test_every_import_inside_a_function_is_listed_with_its_reason() -> None:
+    found, listed = imports_inside_functions(), documented_imports_inside_functions()
+    assert found == listed, (f"not in docs/architecture.md: {sorted(found - listed)}; "
+                             f"listed but gone: {sorted(listed - found)}")
