@@ -11,6 +11,10 @@ Commands:
                                                computed from kallsyms _stext)
   kdbg-guard show                              the guard's settings
   kdbg-guard check LOCATION                    print the decision, set nothing
+  kdbg-guard step-check COMMAND                before a step, next, finish or until on a
+                                               transport whose steps the guard judges
+                                               (kdbg_steps.gdb): refuse it when it would
+                                               trap or break where the guard refuses
   kdbg-break [--force] [--hw] LOCATION         check, then ``break *ADDR``; refused
                                                breakpoints are not set unless --force
 
@@ -90,6 +94,22 @@ def _decide(location: str, force: bool) -> Any:
         raise gdb.GdbError(f"kdbg-guard: {err}") from err
 
 
+def _step_check(command: str) -> None:
+    """Refuse ``command`` when the pc it traps at, or the return address where a next,
+    finish or until breaks, is an address the guard refuses on this transport."""
+    stack = _stack()
+    if not stack:
+        return  # not stopped: gdb says so itself
+    places = {"finish": stack[1:2]}.get(command, stack[:2])
+    for addr in places:
+        decision = _decide(f"0x{addr:x}", False)
+        if decision.refused:
+            raise gdb.GdbError(
+                f"kdbg: {command} refused on {decision.transport}: it would stop the kernel "
+                f"at {decision.target} ({decision.rule}: {decision.why}); 'kdbg-done' "
+                "resumes the target")
+
+
 class _Guard(gdb.Command):  # type: ignore[misc]
     """Configure kdbg's breakpoint guard: kdbg-guard transport|kallsyms|vmlinux|show|check."""
 
@@ -115,6 +135,8 @@ class _Guard(gdb.Command):  # type: ignore[misc]
                       f"vmlinux={STATE.vmlinux} kaslr_offset={STATE.offset}\n")
         elif what == "check" and len(rest) == 1:
             gdb.write(render(_decide(rest[0], False)) + "\n")
+        elif what == "step-check" and len(rest) == 1:
+            _step_check(rest[0])
         else:
             raise gdb.GdbError(f"kdbg-guard: cannot parse {arg!r}")
 

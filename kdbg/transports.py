@@ -80,6 +80,10 @@ class Transport:
     reach: Reach = Reach.LISTENING
     baud: bool = False  # gdb needs ``set serial baud`` on a tty
     relayed: bool = False  # the UDP relay (kdbg.debugger.relay) can front it
+    # gdb commands that keep stepping (next, step, finish, until) in the stopped
+    # context: run once attached, each allowed to fail (a stub may not take it)
+    step_setup: tuple[str, ...] = ()
+    guard_steps: bool = False  # the guard judges every step, next, finish and until
 
     def __str__(self) -> str:
         return self.name
@@ -88,6 +92,11 @@ class Transport:
 GDBSTUB = Transport(
     name="gdbstub", title="QEMU's gdb stub", kinds=("tcp", "unix"),
     relayed=True,
+    # QEMU single-steps with interrupts and timers held (its sstep flags ENABLE, NOIRQ,
+    # NOTIMER: TCG's default, set again for KVM), and gdb resumes only the stopped vCPU
+    # while stepping (the stub takes vCont per thread): a next over a call does not
+    # stop in another CPU's work
+    step_setup=("maint packet Qqemu.sstep=0x7", "set scheduler-locking step"),
     reach_hint="is the lab (or QEMU with its gdb stub) running? kdbg lab status",
     attach_hint="is QEMU running with its gdb stub on (kdbg lab status)?",
     guard_hint="QEMU's gdb stub in the lab (kdbg lab up), which stops the VM from outside",
@@ -106,6 +115,9 @@ KGDBOE = Transport(
     name="kgdboe", title="KGDBoE (kgdb over UDP)", kinds=("udp",),
     kgdb=True,
     wake=Wake.PROBE, recovery=Recovery.NUDGE, reach=Reach.BOUND_UDP,
+    # a step traps into kgdb, which then runs KGDBoE's network path on that CPU; a next
+    # or finish breaks at an address no one judged: the guard judges them all
+    guard_steps=True,
     reach_hint="is kgdboe loaded in the target, and the UDP port right?",
     attach_hint="is kgdboe loaded in the target, and is the UDP port reachable?",
     guard_hint="KGDBoE over UDP",

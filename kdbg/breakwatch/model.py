@@ -24,6 +24,8 @@ class BreakConfig:
     gdb: str | None = None
     vmlinux: str | None = None
     kallsyms: str | None = None
+    source: str | None = None  # the kernel's tree, for a target given with --gdb
+    want_source: bool = True  # a lab kernel's own source and gdb scripts at the stop
     transport: str | None = None
     interactive: bool = False
     force: bool = False

@@ -256,7 +256,21 @@ class BreakWatch(RemoteLoop):
         stop = hit.stop
         self.report = self.session.interactive(
             banner=f"kdbg: stopped at {stop.symbol}+0x{stop.offset:x}; "
-                   "'kdbg-done' or 'quit' resumes the target and ends kdbg")
+                   "'kdbg-done' or 'quit' resumes the target and ends kdbg\n",
+            stop=self._prompt_facts(hit))
+
+    def _prompt_facts(self, hit: Hit) -> dict[str, object]:
+        """What the prompt's kdbg-skb, kdbg-rule and kdbg-where are told of this stop:
+        where it is, the drop call and its skb, and the drop that armed it."""
+        stop, site, last = hit.stop, self.site, self.last_armed
+        facts: dict[str, object] = {"stop": {
+            "address": f"0x{stop.address:x}", "label": f"{stop.symbol}+0x{stop.offset:x}",
+            "callee": site.callee if site else None,
+            "skb": f"0x{hit.skb.address:x}" if hit.skb else None,
+            "reason": last.reason if last else None}}
+        if last is not None:
+            facts["armed_by"] = last.to_json()
+        return facts
 
     def _expire(self, now: float) -> None:
         """Report the stops whose skb the tracer did not report in time."""
@@ -308,8 +322,10 @@ def resolve_target(cfg: BreakConfig, progress: Callable[[str], None]) -> Target:
     if cfg.gdb is not None:
         if cfg.kallsyms is None and cfg.vmlinux is None:
             raise BadInput("--gdb needs --vmlinux (or --kallsyms) for the target's symbols")
-        return from_endpoint(cfg.gdb, kallsyms=cfg.kallsyms, vmlinux=cfg.vmlinux)
-    return from_lab(cfg.lab or "default", vmlinux=cfg.vmlinux, progress=progress)
+        return from_endpoint(cfg.gdb, kallsyms=cfg.kallsyms, vmlinux=cfg.vmlinux,
+                             source=cfg.source)
+    return from_lab(cfg.lab or "default", vmlinux=cfg.vmlinux, want_source=cfg.want_source,
+                    progress=progress)
 
 
 def _target_lines(cfg: BreakConfig, target: Target,

@@ -14,19 +14,21 @@ from kdbg.errors import BadInput
 
 
 def _target(lab: str | None, gdb_ep: str | None, vmlinux: str | None,
-            kallsyms: str | None, no_vmlinux: bool) -> attach.Target:
+            kallsyms: str | None, no_vmlinux: bool, source: str | None = None,
+            no_source: bool = False) -> attach.Target:
     if lab and gdb_ep:
         raise BadInput("give --lab or --gdb, not both")
-    # a lab gives its own kallsyms; --no-vmlinux is about the lab's own vmlinux
+    # a lab gives its own kallsyms and source; --no-vmlinux is about the lab's own vmlinux
     ctx = click.get_current_context()
-    require(ctx, {"kallsyms": ("gdb_ep",)})
-    exclude(ctx, {"no_vmlinux": ("gdb_ep", "vmlinux")})
+    require(ctx, {"kallsyms": ("gdb_ep",), "source": ("gdb_ep",)})
+    exclude(ctx, {"no_vmlinux": ("gdb_ep", "vmlinux"), "no_source": ("gdb_ep",)})
     if gdb_ep:
-        return attach.from_endpoint(gdb_ep, kallsyms=kallsyms, vmlinux=vmlinux)
+        return attach.from_endpoint(gdb_ep, kallsyms=kallsyms, vmlinux=vmlinux, source=source)
     target = attach.from_lab(
         lab or "default",
         vmlinux=vmlinux,
         want_vmlinux=not no_vmlinux,
+        want_source=not no_source,
         progress=lambda msg: click.echo(f"kdbg: {msg}", err=True),
     )
     return target
@@ -46,6 +48,12 @@ _target_options = [
     click.option("--kallsyms", type=click.Path(exists=True, dir_okay=False),
                  help="a copy of the target's /proc/kallsyms (names, and the guard)"),
     click.option("--no-vmlinux", is_flag=True, help="do not load the lab's debug vmlinux"),
+    click.option("--source", type=click.Path(exists=True, file_okay=False),
+                 help="with --gdb: the kernel's source tree (source lines; Linux's gdb "
+                      "helpers from its vmlinux-gdb.py)"),
+    click.option("--no-source", is_flag=True,
+                 help="no kernel source or Linux gdb helpers (a lab's kernel source is "
+                      "fetched once into the cache)"),
 ]
 
 
@@ -71,7 +79,8 @@ def gdb_group() -> None:
 @gdb_group.command("attach")
 @target_options
 def attach_cmd(lab: str | None, gdb_ep: str | None, vmlinux: str | None,
-               kallsyms: str | None, no_vmlinux: bool) -> None:
+               kallsyms: str | None, no_vmlinux: bool, source: str | None,
+               no_source: bool) -> None:
     """Open gdb's prompt on the target, stopped, with kdbg's helpers loaded.
 
     'kdbg-done', 'quit' or Ctrl-] returns; kdbg then deletes every breakpoint, resumes
@@ -83,7 +92,8 @@ def attach_cmd(lab: str | None, gdb_ep: str | None, vmlinux: str | None,
       kdbg gdb attach --gdb tcp:127.0.0.1:1234 --kallsyms guest-kallsyms.txt
       kdbg gdb attach --gdb udp:10.213.0.2:31337 --vmlinux vmlinux-6.1.0-56-amd64
     """
-    report = run.attach(_target(lab, gdb_ep, vmlinux, kallsyms, no_vmlinux), progress=_say)
+    report = run.attach(_target(lab, gdb_ep, vmlinux, kallsyms, no_vmlinux, source, no_source),
+                        progress=_say)
     click.echo(f"kdbg: {report.message()}", err=True)
 
 
@@ -101,7 +111,8 @@ def attach_cmd(lab: str | None, gdb_ep: str | None, vmlinux: str | None,
 @click.option("--json", "as_json", is_flag=True, help="print the hit as one JSON line")
 @click.option("--interactive", is_flag=True, help="at the hit, hand over gdb's prompt")
 def break_cmd(where: str, lab: str | None, gdb_ep: str | None, vmlinux: str | None,
-              kallsyms: str | None, no_vmlinux: bool, drop_site: bool, hw: bool,
+              kallsyms: str | None, no_vmlinux: bool, source: str | None, no_source: bool,
+              drop_site: bool, hw: bool,
               force: bool, wait: bool, timeout: float, as_json: bool,
               interactive: bool) -> None:
     """Break at SYMBOL, SYM+0xOFF or 0xADDR, wait for the hit and print its backtrace.
@@ -120,7 +131,7 @@ def break_cmd(where: str, lab: str | None, gdb_ep: str | None, vmlinux: str | No
         raise BadInput("kdbg gdb break needs --wait: kdbg deletes its breakpoints on exit")
     req = run.BreakRequest(
         where=where,
-        target=_target(lab, gdb_ep, vmlinux, kallsyms, no_vmlinux),
+        target=_target(lab, gdb_ep, vmlinux, kallsyms, no_vmlinux, source, no_source),
         hw=hw,
         force=force,
         drop_site=drop_site,

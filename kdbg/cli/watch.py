@@ -81,6 +81,12 @@ Examples:
                    "a stop (default: the distribution's debug vmlinux, or the lab's).")
 @click.option("--kallsyms", "kallsyms_path", type=click.Path(exists=True, dir_okay=False),
               help="A copy of the target's /proc/kallsyms (with --gdb).")
+@click.option("--source", "source_tree", type=click.Path(exists=True, file_okay=False),
+              help="With --gdb: the kernel's source tree, for source lines at the stop "
+                   "(and Linux's gdb helpers, from its vmlinux-gdb.py).")
+@click.option("--no-source", is_flag=True,
+              help="With --break: no kernel source or Linux gdb helpers at the stop "
+                   "(a lab fetches its kernel's exact source once, into the cache).")
 @click.option("--transport", type=click.Choice(TRANSPORTS),
               help="Judge breakpoints as for this transport (default: the endpoint's).")
 @click.option("--interactive", is_flag=True, help="At the hit, hand over gdb's prompt.")
@@ -93,7 +99,8 @@ Examples:
 @click.pass_context
 def watch(ctx: click.Context, as_json: bool, print_bpf: bool, do_break: bool, lab: str | None,
           events_cmd: str | None, gdb_endpoint: str | None, vmlinux: str | None,
-          kallsyms_path: str | None, transport: str | None, interactive: bool, force: bool,
+          kallsyms_path: str | None, source_tree: str | None, no_source: bool,
+          transport: str | None, interactive: bool, force: bool,
           hw: bool, hw_break: bool, break_count: int, write: str | None, pcap: str | None,
           snaplen: int | None, **opts: object) -> None:
     """Watch packet drops on skb:kfree_skb and name each one.
@@ -115,7 +122,8 @@ def watch(ctx: click.Context, as_json: bool, print_bpf: bool, do_break: bool, la
     if do_break or lab is not None or events_cmd is not None:
         bcfg = breakwatch.BreakConfig(
             lab=lab, events_cmd=events_cmd, gdb=gdb_endpoint, vmlinux=vmlinux,
-            kallsyms=kallsyms_path, transport=transport, interactive=interactive,
+            kallsyms=kallsyms_path, source=source_tree, want_source=not no_source,
+            transport=transport, interactive=interactive,
             force=force, hw_break=hw_break, break_count=break_count)
         bsink = BreakJsonSink(sys.stdout, sys.stderr) if as_json else BreakTextSink(
             sys.stdout, sys.stderr, stacks=cfg.stack)
@@ -134,7 +142,7 @@ NEEDS = {
     "gdb_endpoint": ("do_break",), "transport": ("do_break",),
     "interactive": ("do_break",), "force": ("do_break",),
     "break_count": ("do_break",), "kallsyms_path": ("do_break", "events_cmd"),
-    "hw_break": ("do_break",),
+    "hw_break": ("do_break",), "source_tree": ("gdb_endpoint",), "no_source": ("do_break",),
     "snaplen": ("write", "pcap"),
 }
 LOCAL_ONLY = ("stats", "events", "interval", "cmd", "buffer_pages", "print_bpf")

@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kdbg.debugger.endpoint import Endpoint
-from kdbg.debugger.model import ModuleDebug
+from kdbg.debugger.model import KernelTree, ModuleDebug
 from kdbg.errors import BadInput, KdbgError
-from kdbg.lab import guest, registry
+from kdbg.lab import guest, kernel_source, registry
+from kdbg.lab.kernel import quiet
 from kdbg.symbols.droplines import module_files
 from kdbg.symbols.evidence import TargetSymbols
 from kdbg.targetfacts import LabFacts
@@ -39,6 +40,7 @@ class Target:
     modules: tuple[ModuleDebug, ...] = ()  # debug files of loaded modules, for gdb
     stopped: bool = False  # a lab guest found halted (a debugger died): facts are kept ones
     facts: LabFacts | None = field(default=None, compare=False)  # a lab's, read once
+    tree: KernelTree = KernelTree()  # the kernel's own source and gdb scripts
 
     def guard_symbols(self) -> TargetSymbols | None:
         """What the guard should know about this target: for a lab, everything the
@@ -56,15 +58,24 @@ class Target:
 
 
 def from_endpoint(
-    endpoint: str, *, kallsyms: str | Path | None = None, vmlinux: str | Path | None = None
+    endpoint: str, *, kallsyms: str | Path | None = None, vmlinux: str | Path | None = None,
+    source: str | Path | None = None,
 ) -> Target:
-    """A target given by hand: an endpoint, and the target's kallsyms and/or vmlinux."""
+    """A target given by hand: an endpoint, and the target's kallsyms and/or vmlinux, and
+    the tree its kernel was built from (``source``: gdb shows its lines, and its
+    vmlinux-gdb.py gives Linux's gdb helpers)."""
     ep = Endpoint.parse(endpoint)
+    tree = KernelTree()
+    if source is not None:
+        if not Path(source).is_dir():
+            raise BadInput(f"kernel source {source} is not a directory")
+        tree = KernelTree.of(Path(source).resolve())
     return Target(
         ep,
         kallsyms=Path(kallsyms) if kallsyms else None,
         vmlinux=Path(vmlinux) if vmlinux else None,
         label=str(ep),
+        tree=tree,
     )
 
 
@@ -73,11 +84,15 @@ def from_lab(
     *,
     vmlinux: str | Path | None = None,
     want_vmlinux: bool = True,
+    want_source: bool = True,
     progress: Callable[[str], None] | None = None,
 ) -> Target:
-    """The target of a running lab: endpoint, guest kallsyms, vmlinux, netns, interrupter.
+    """The target of a running lab: endpoint, guest kallsyms, vmlinux, netns, interrupter,
+    and its kernel's own source and gdb scripts (fetched once; see
+    :func:`kdbg.lab.kernel_source`).
 
-    The vmlinux is the lab's (or ``vmlinux``); with ``want_vmlinux=False`` none is used.
+    The vmlinux is the lab's (or ``vmlinux``); with ``want_vmlinux=False`` none is used,
+    with ``want_source=False`` no source (and no Linux gdb helpers).
     """
     info = registry.require(name)
     facts = LabFacts(name)
@@ -97,6 +112,7 @@ def from_lab(
     root = facts.debug_root() if vm_path is not None else None
     if root is not None:
         modules = lab_modules(facts, root)
+    tree = lab_tree(name, progress) if want_source and vm_path is not None else KernelTree()
     return Target(
         Endpoint.parse(endpoint),
         kallsyms=facts.kallsyms_file,
@@ -108,7 +124,19 @@ def from_lab(
         modules=modules,
         stopped=not facts.running,
         facts=facts,
+        tree=tree,
     )
+
+
+def lab_tree(name: str, progress: Callable[[str], None] | None) -> KernelTree:
+    """Lab ``name``'s kernel source and gdb scripts, fetched into the cache the first
+    time (``kdbg lab up`` prepares them while the lab boots); what cannot be had is
+    said in the tree's ``note``, and the session goes on without it."""
+    try:
+        src = kernel_source(name, progress=progress or quiet)
+    except KdbgError as err:
+        return KernelTree(note=f"no kernel source: {err}")
+    return KernelTree(tuple(src.dirs), src.gdb_scripts, src.note)
 
 
 def lab_modules(facts: LabFacts, root: Path,

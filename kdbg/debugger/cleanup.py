@@ -5,12 +5,16 @@ Ctrl-C held off meanwhile."""
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -46,17 +50,23 @@ class Cleanup:
         self.watchdog: Watchdog | None = None
         self._old_sigterm: Any = None
 
-    def interactive(self, banner: str | None = None) -> CleanupReport:
+    def interactive(self, banner: str | None = None,
+                    stop: dict[str, Any] | None = None) -> CleanupReport:
         """Give the user gdb's prompt on this target (stopped), then clean up.
 
         The prompt is the same gdb, so breakpoints, symbols and the kdbg helpers
-        (``kdbg-kallsyms``, ``kdbg-break``...) are there. ``kdbg-done``, ``quit`` or Ctrl-]
+        (``kdbg-kallsyms``, ``kdbg-break``, ``kdbg-skb``...) are there; what kdbg knows
+        of the stop (``stop``: the stop, the drop that armed it) and of its breakpoints
+        is given to them first (:meth:`tell_prompt`). ``kdbg-done``, ``quit`` or Ctrl-]
         ends it; then kdbg deletes the breakpoints, resumes the target and detaches.
         """
         state = self.state
         if state.running:
             self.run.interrupt()
+        self.tell_prompt(stop or {})
         text = banner or ""
+        if text and not text.endswith("\n"):
+            text += "\n"  # every kdbg message at the prompt on its own line
         text += (
             f"kdbg: gdb on {state.endpoint} ({state.transport}); the target is stopped.\n"
             "kdbg: type 'kdbg-done' or 'quit' (or press Ctrl-]) to resume the target and "
@@ -69,6 +79,24 @@ class Cleanup:
             if self.gdb.alive:
                 self._refresh_breakpoints()
         return self.close()
+
+    def tell_prompt(self, stop: dict[str, Any]) -> None:
+        """Write what kdbg knows for the prompt's commands (``kdbg-state FILE``, see
+        gdb/kdbg_prompt.py): the transport, kdbg's breakpoints with the guard's decision
+        for each, where the modules' debug files are, and ``stop``'s facts. Skipped
+        when the helpers did not load."""
+        facts = {"transport": self.state.transport, "endpoint": str(self.state.endpoint),
+                 "breakpoints": [bp.to_json() for bp in self.state.breakpoints.values()],
+                 "module_roots": [str(r) for r in self.state.module_roots], **stop}
+        folder = Path(tempfile.mkdtemp(prefix="kdbg-prompt-"))  # mode 0700
+        path = folder / "state.json"
+        path.write_text(json.dumps(facts))
+        try:
+            self.gdb.console(f"kdbg-state {path}", 10.0)
+        except GdbError as err:
+            log.debug("kdbg-state: %s", err)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
 
     def _refresh_breakpoints(self) -> None:
         reply = self.gdb.command("-break-list", 10.0)

@@ -68,6 +68,8 @@ class Connection:
             if state.kaslr_offset == 0:
                 cmd = f"symbol-file {state.vmlinux}"
             g.console(cmd, timeout=max(timeout, 120.0))
+        if state.tree.dirs:  # the kernel's own source, where its DWARF file names resolve
+            g.console("directory " + " ".join(str(d) for d in state.tree.dirs), timeout)
         for helper in ("kdbg_kallsyms.py", "kdbg_session.py", "kdbg_guard.py"):
             path = GDB_DIR / helper
             if path.exists():
@@ -85,6 +87,31 @@ class Connection:
             if state.vmlinux is not None:
                 g.console(f"kdbg-guard vmlinux {state.vmlinux} 0x{state.kaslr_offset or 0:x}",
                           timeout)
+
+    def load_helpers(self, timeout: float) -> None:
+        """Once attached: Linux's own gdb scripts (lx-dmesg, lx-ps, $lx_current(), ...)
+        when the kernel's tree has them, then kdbg's commands at the prompt (kdbg-skb,
+        kdbg-rule, kdbg-where and kdbg's lx-symbols, which replaces Linux's), and the
+        transport's stepping set-up. What cannot load is one line in ``state.notes``."""
+        g, state = self.gdb, self.state
+        scripts = state.tree.gdb_scripts
+        if scripts is not None:
+            try:
+                g.console(f"source {scripts}", max(timeout, 60.0))
+            except GdbError as err:
+                state.notes.append(f"Linux's gdb helpers did not load from {scripts}: "
+                                   f"{first_line(str(err))}")
+        elif state.tree.note:
+            state.notes.append(state.tree.note)
+        prompt = GDB_DIR / "kdbg_prompt.py"
+        if prompt.exists():
+            g.console(f"source {prompt}", timeout)
+        transport = state.endpoint.transport
+        for command in transport.step_setup:
+            with contextlib.suppress(GdbError):
+                g.console(command, timeout)
+        if transport.guard_steps and (GDB_DIR / "kdbg_steps.gdb").exists():
+            g.console(f"source {GDB_DIR / 'kdbg_steps.gdb'}", timeout)
 
     def attach(self, timeout: float) -> None:
         """``target remote`` the endpoint; the target is stopped after it."""
@@ -138,6 +165,11 @@ class Connection:
                     state.attach_note = breakin.SYSRQ_G
                 timeout -= breakin.ANSWER_WITHIN
         self.gdb.reply(token, command, timeout)
+
+
+def first_line(text: str) -> str:
+    """The first non-empty line of ``text`` (gdb's errors can run to a traceback)."""
+    return next((ln.strip() for ln in text.splitlines() if ln.strip()), text)
 
 
 def vmlinux_facts(vmlinux: Path | None, kallsyms: Kallsyms | None,

@@ -13,7 +13,7 @@ from kdbg.debugger.mi import Record, as_int
 from kdbg.debugger.model import Frame, Instruction, ModuleDebug, Stop
 from kdbg.debugger.state import SessionState
 from kdbg.errors import BadInput, GdbError, KdbgError
-from kdbg.symbols.sources import source_roots, tree_relative
+from kdbg.symbols.sources import line_text, source_roots, tree_relative
 
 ARG_REGISTERS = ("rdi", "rsi", "rdx", "rcx", "r8", "r9")
 _WINDOW = 64  # bytes disassembled before a return address before falling back to the start
@@ -167,6 +167,7 @@ class Inspection:
                     file=tree_relative(f.get("file"), roots) if dwarf else None,
                     line=as_int(f.get("line")) if dwarf else None,
                     module=mod,
+                    text=line_text(f.get("fullname"), as_int(f.get("line"))) if dwarf else None,
                 )
             )
         if len(raw) >= limit:

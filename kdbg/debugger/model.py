@@ -19,6 +19,7 @@ class Frame:
     file: str | None = None
     line: int | None = None
     module: str | None = None
+    text: str | None = None  # the source line's text, when gdb found the file
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -32,6 +33,8 @@ class Frame:
             out["file"] = self.file
         if self.line is not None:
             out["line"] = self.line
+        if self.text is not None:
+            out["text"] = self.text
         return out
 
     def __str__(self) -> str:
@@ -45,6 +48,28 @@ class Frame:
 
 
 @dataclass(frozen=True)
+class KernelTree:
+    """What gdb is given of the target kernel's own source: the directories its DWARF
+    file names resolve in (``directory``), Linux's gdb scripts (the tree's
+    ``vmlinux-gdb.py``: lx-dmesg, lx-ps, $lx_current(), ...), and, in one line, what is
+    missing and why."""
+
+    dirs: tuple[Path, ...] = ()
+    gdb_scripts: Path | None = None
+    note: str | None = None
+
+    @classmethod
+    def of(cls, tree: Path) -> KernelTree:
+        """A kernel tree given by hand (``--source DIR``): its own ``vmlinux-gdb.py``
+        when it was built with the gdb scripts."""
+        scripts = tree / "vmlinux-gdb.py"
+        if scripts.exists():
+            return cls((tree,), scripts)
+        return cls((tree,), None, f"no vmlinux-gdb.py in {tree}: Linux's gdb helpers need "
+                                  "CONFIG_GDB_SCRIPTS=y or make scripts_gdb there")
+
+
+@dataclass(frozen=True)
 class Breakpoint:
     """A breakpoint kdbg set: gdb's number, the address, hardware or not, what it is for."""
 
@@ -53,6 +78,13 @@ class Breakpoint:
     label: str
     hw: bool = False
     decision: Any = field(default=None, compare=False, repr=False)  # the guard's, if any
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"number": self.number, "address": f"0x{self.address:x}",
+                               "label": self.label, "hw": self.hw}
+        if self.decision is not None:
+            out["decision"] = self.decision.to_json()
+        return out
 
 
 @dataclass(frozen=True)

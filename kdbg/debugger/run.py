@@ -63,8 +63,16 @@ def break_and_wait(
         if on_armed is not None:
             on_armed(bp, site)
         stop = _wait_following(s, req.target, req.timeout, progress)
-        report = s.interactive(banner=render_stop(stop) + "\n") if req.interactive else s.close()
+        report = (s.interactive(banner=render_stop(stop) + "\n", stop=_prompt_facts(stop, site))
+                  if req.interactive else s.close())
     return BreakResult(bp, site, stop, report)
+
+
+def _prompt_facts(stop: Stop, site: DropSite | None) -> dict[str, object]:
+    """What the prompt's commands are told of a ``kdbg gdb break`` stop."""
+    return {"stop": {"address": f"0x{stop.address:x}",
+                     "label": f"{stop.symbol}+0x{stop.offset:x}" if stop.symbol else None,
+                     "callee": site.callee if site else None}}
 
 
 def _wait_following(s: Session, target: Target, timeout: float,
@@ -106,9 +114,13 @@ def open_session(target: Target, *, timeout: float = 30.0,
         kallsyms_file=target.kallsyms, vmlinux=target.vmlinux,
         kaslr_offset=target.kaslr_offset, gdb_prefix=target.gdb_prefix,
         interrupter=target.interrupter, timeout=timeout,
-        target_symbols=target.guard_symbols())
+        target_symbols=target.guard_symbols(), tree=target.tree,
+        module_roots=(root,) if (root := target.debug_root()) is not None else ())
     if session.state.attach_note and progress is not None:
         progress(session.state.attach_note)
+    if progress is not None:
+        for note in session.state.notes:
+            progress(note)
     if target.stopped and progress is not None:
         progress(f"{target.label or target.endpoint}: the guest was already stopped (halted "
                  "by a debugger that is gone); kdbg used the facts it kept and resumes the "
@@ -150,7 +162,11 @@ def render_stop(stop: Stop) -> str:
         if stop.hit
         else f"stopped ({stop.reason}) at {where} (0x{stop.address:x})"
     )
-    lines = [head, *(str(f) for f in stop.backtrace)]
+    lines = [head]
+    for frame in stop.backtrace:
+        lines.append(str(frame))
+        if frame.text:
+            lines.append(f"    {frame.text}")
     if stop.truncated:
         lines.append(f"(backtrace ends: {stop.truncated})")
     return "\n".join(lines)

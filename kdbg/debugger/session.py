@@ -29,7 +29,7 @@ from __future__ import annotations
 import atexit
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 from kdbg.debugger import reach
 from kdbg.debugger.cleanup import CLOSE_BUDGET, Cleanup
@@ -44,7 +44,7 @@ from kdbg.debugger.connection import (
 from kdbg.debugger.endpoint import Endpoint
 from kdbg.debugger.gdbproc import DEFAULT_GDB, GdbProcess
 from kdbg.debugger.inspection import Inspection
-from kdbg.debugger.model import CleanupReport
+from kdbg.debugger.model import CleanupReport, KernelTree
 from kdbg.debugger.runcontrol import RunControl
 from kdbg.debugger.state import SessionState
 from kdbg.debugger.watchdog import Watchdog
@@ -94,6 +94,8 @@ class Session(Closing):
         handle_sigterm: bool = True,
         loud: bool = True,
         watchdog: bool = True,
+        tree: KernelTree | None = None,
+        module_roots: Sequence[Path] = (),
     ) -> Self:
         """Start gdb (``--nx``, MI3), load symbols and helpers, and attach to ``endpoint``.
 
@@ -106,6 +108,9 @@ class Session(Closing):
         default it is built on ``target_symbols`` (what is known about the target), else
         on ``kallsyms``, and with neither it refuses every breakpoint (it fails closed).
         ``gdb_prefix`` runs gdb under a command (``ip netns exec NS`` for a KGDBoE lab).
+        ``tree`` is the kernel's own source and gdb scripts (see
+        :meth:`Connection.load_helpers`); ``module_roots`` where its modules' debug files
+        are, for kdbg's ``lx-symbols`` at the prompt.
 
         An endpoint with nothing behind it raises :class:`TargetUnreachable` before gdb
         starts (:mod:`kdbg.debugger.reach`). gdb dies with kdbg; unless ``watchdog`` is
@@ -121,7 +126,8 @@ class Session(Closing):
         state = SessionState(ep, kallsyms=ksyms, kallsyms_file=ksyms_file or kallsyms_file,
                              vmlinux=vm, has_dwarf=has_dwarf, kaslr_offset=offset,
                              interrupter=interrupter, gdb_path=gdb,
-                             gdb_prefix=tuple(gdb_prefix))
+                             gdb_prefix=tuple(gdb_prefix), tree=tree or KernelTree(),
+                             module_roots=tuple(module_roots))
         proc = GdbProcess(gdb, setup=gdb_setup(ep, remotetimeout),
                           start_timeout=min(timeout, 30.0), on_async=state.hear,
                           prefix=gdb_prefix)
@@ -135,6 +141,7 @@ class Session(Closing):
             connection.start_probe()
             connection.setup(timeout)
             connection.attach(timeout)
+            connection.load_helpers(timeout)
         except BaseException as err:
             # what was done goes with the error (a break-watch reports it as its cleanup)
             err.kdbg_cleanup = session.cleanup.abandon(  # type: ignore[attr-defined]
@@ -152,10 +159,11 @@ class Session(Closing):
         LIVE.discard(self)
         return report
 
-    def interactive(self, banner: str | None = None) -> CleanupReport:
+    def interactive(self, banner: str | None = None,
+                    stop: dict[str, Any] | None = None) -> CleanupReport:
         """Give the user gdb's prompt on the stopped target, then clean up (see
         :meth:`Cleanup.interactive`)."""
-        report = self.cleanup.interactive(banner)
+        report = self.cleanup.interactive(banner, stop)
         LIVE.discard(self)
         return report
 

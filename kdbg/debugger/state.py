@@ -19,7 +19,7 @@ from pathlib import Path
 from kdbg.debugger.endpoint import Endpoint
 from kdbg.debugger.gdbproc import DEFAULT_GDB
 from kdbg.debugger.mi import Record
-from kdbg.debugger.model import Breakpoint, CleanupReport
+from kdbg.debugger.model import Breakpoint, CleanupReport, KernelTree
 from kdbg.symbols.kallsyms import Kallsyms
 
 
@@ -41,6 +41,8 @@ class SessionState:
     kaslr_offset: int = 0
     interrupter: Callable[[], None] | None = None  # stops a running target (SysRq-G)
     guard_transport: str | None = None  # judge breakpoints as for this transport instead
+    tree: KernelTree = field(default_factory=KernelTree)  # the kernel's source, its gdb scripts
+    module_roots: tuple[Path, ...] = ()  # where its modules' debug files are
     # how a fresh gdb reaches the target when the session's died
     gdb_path: str = DEFAULT_GDB
     gdb_prefix: tuple[str, ...] = ()
@@ -53,6 +55,7 @@ class SessionState:
     last_report: CleanupReport | None = None
     lost: str | None = None  # why the target is gone, once gdb has said so
     attach_note: str | None = None  # what attaching took (a break-in), for the user
+    notes: list[str] = field(default_factory=list)  # what could not be loaded, a line each
 
     @property
     def transport(self) -> str:

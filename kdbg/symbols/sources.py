@@ -44,3 +44,22 @@ def tree_relative(name: str | None, roots: tuple[str, ...]) -> str | None:
         if name.startswith(root):
             return name[len(root):]
     return name.removeprefix("./")
+
+
+@functools.lru_cache(maxsize=64)
+def _lines(path: str) -> tuple[str, ...]:
+    try:
+        with open(path, errors="replace") as f:
+            return tuple(f.read().splitlines())
+    except OSError:
+        return ()
+
+
+def line_text(path: str | None, line: int | None) -> str | None:
+    """The text of ``line`` (1-based) of the source file at ``path`` (what gdb calls a
+    frame's ``fullname``, found through its source directories), stripped; None when
+    the file or the line is not there."""
+    if not path or not line or line < 1:
+        return None
+    lines = _lines(path)
+    return lines[line - 1].strip() if line <= len(lines) else None

@@ -10,9 +10,10 @@ from kdbg.debugger import dropsite
 from kdbg.debugger.endpoint import Endpoint
 from kdbg.debugger.errors import NotADropSite
 from kdbg.debugger.mi import parse_line
-from kdbg.debugger.model import Frame, Instruction, Stop
+from kdbg.debugger.model import Frame, Instruction, KernelTree, Stop
 from kdbg.debugger.run import render_stop
 from kdbg.errors import BadInput
+from kdbg.symbols.sources import line_text
 from tests.conftest import DATA
 
 
@@ -156,6 +157,35 @@ def test_render_and_json() -> None:
     js = stop.to_json()
     assert js["type"] == "hit" and js["backtrace"][0]["line"] == 2034
     assert "file" not in js["backtrace"][1]
+
+
+def test_a_frame_shows_its_source_lines_text(tmp_path: Path) -> None:
+    """gdb gives each frame the file it found (``fullname``) through the kernel tree's
+    directory; the report prints the line's text under the frame."""
+    src = tmp_path / "net" / "netfilter" / "core.c"
+    src.parent.mkdir(parents=True)
+    src.write_text("int a;\n\n\tverdict = nf_hook_entry_hookfn(&e->hooks[s], skb, state);\n")
+    assert line_text(str(src), 3) == "verdict = nf_hook_entry_hookfn(&e->hooks[s], skb, state);"
+    assert line_text(str(src), 9) is None and line_text(None, 3) is None
+    assert line_text(str(tmp_path / "gone.c"), 1) is None
+    stop = Stop(reason="breakpoint-hit", address=0x10, symbol="nf_hook_slow", offset=0x41,
+                breakpoint=1, backtrace=(Frame(0, 0x10, "nf_hook_slow", 0x41,
+                                               "net/netfilter/core.c", 3,
+                                               text=line_text(str(src), 3)),))
+    lines = render_stop(stop).splitlines()
+    assert lines[1].endswith("at net/netfilter/core.c:3")
+    assert lines[2] == "    verdict = nf_hook_entry_hookfn(&e->hooks[s], skb, state);"
+    assert stop.to_json()["backtrace"][0]["text"].startswith("verdict = ")
+
+
+def test_a_tree_given_by_hand(tmp_path: Path) -> None:
+    """--source DIR: gdb's source directory, and its vmlinux-gdb.py when it has one;
+    without one, a line that says how to get Linux's gdb helpers."""
+    bare = KernelTree.of(tmp_path)
+    assert bare.dirs == (tmp_path,) and bare.gdb_scripts is None
+    assert bare.note is not None and "CONFIG_GDB_SCRIPTS=y" in bare.note
+    (tmp_path / "vmlinux-gdb.py").write_text("")
+    assert KernelTree.of(tmp_path) == KernelTree((tmp_path,), tmp_path / "vmlinux-gdb.py")
 
 
 def test_vmlinux_inspect(tmp_path) -> None:  # type: ignore[no-untyped-def]

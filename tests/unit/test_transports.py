@@ -106,6 +106,11 @@ def test_what_each_transport_does() -> None:
     assert (stub.relayed, oc.relayed, oe.relayed) == (True, False, False)
     assert (stub.baud, oc.baud, oe.baud) == (False, True, False)
     assert str(oe) == "kgdboe" and f"{stub}" == "gdbstub"
+    # stepping: QEMU's single-step flags and only the stopped vCPU run; KGDBoE's steps
+    # are judged by the guard (each traps into kgdb, which runs KGDBoE's network path)
+    assert "maint packet Qqemu.sstep=0x7" in stub.step_setup
+    assert "set scheduler-locking step" in stub.step_setup
+    assert [t.guard_steps for t in ALL] == [False, False, True]
 
 
 def test_an_unknown_name_is_bad_input() -> None:

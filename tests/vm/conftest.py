@@ -13,7 +13,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -118,10 +120,14 @@ def descendants(pid: int) -> dict[int, str]:
 KDBG = [sys.executable, "-m", "kdbg"]
 
 
+SENDER = "kdbgsend"  # the sender's command name in the guest, for lx-ps to find
+
+
 @contextlib.contextmanager
 def udp_drops(lab: str, port: int, every: float) -> Iterator[None]:
     """A DROP rule for UDP to ``port`` in lab ``lab``'s guest, and a datagram into it
-    every ``every`` seconds, for as long as the block runs; both gone after it."""
+    every ``every`` seconds, for as long as the block runs; both gone after it. The
+    sender is bash under the name :data:`SENDER` (a copy in the guest's own /tmp)."""
     from kdbg import lab as labmod
 
     rule = ["INPUT", "-p", "udp", "--dport", str(port), "-j", "DROP"]
@@ -129,7 +135,8 @@ def udp_drops(lab: str, port: int, every: float) -> Iterator[None]:
     try:
         done = labmod.run(lab, ["iptables", "-A", *rule])
         assert done.status == 0, done.stderr
-        traffic = labmod.stream(lab, ["bash", "-c", f"while :; do echo x > "
+        labmod.run(lab, ["cp", "/bin/bash", f"/tmp/{SENDER}"]).check()
+        traffic = labmod.stream(lab, [f"/tmp/{SENDER}", "-c", f"while :; do echo x > "
                                       f"/dev/udp/127.0.0.1/{port}; sleep {every:g}; done"])
         yield
     finally:
@@ -185,3 +192,115 @@ def gdbs_on(lab: str) -> list[int]:
                 if b"gdb" in cmd.split(b" ")[0] and endpoint in cmd:
                     pids.append(int(d.name))
     return pids
+
+
+# -- gdb's prompt at a stop, as a person uses it ------------------------------------
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+PROMPT = r"\(gdb\) "
+
+
+def _default_sigint() -> None:
+    """Before exec: SIGINT at its default (a non-interactive shell's background job
+    starts with it ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+class Prompt:
+    """``kdbg watch --break --interactive`` at a NETFILTER_DROP in lab ``lab`` (UDP to
+    ``port``, whose DROP rule and traffic the caller runs), driven through a
+    pseudo-terminal as a person would: :meth:`run` types a command at gdb's prompt and
+    returns what it printed (colours stripped); :meth:`done` types kdbg-done and
+    returns kdbg's exit status. ``transcript`` is everything seen."""
+
+    def __init__(self, lab: str, port: int, *extra: str, timeout: float = 900) -> None:
+        import pexpect
+
+        self.child = pexpect.spawn(
+            sys.executable, ["-m", "kdbg", "watch", "--lab", lab, "--reason", "NETFILTER_DROP",
+                             "--proto", "udp", "--dport", str(port), "--break",
+                             "--interactive", *extra],
+            encoding="utf-8", codec_errors="replace", timeout=timeout,
+            dimensions=(60, 250), preexec_fn=_default_sigint)
+        self.transcript = ""
+        self._expect(PROMPT, timeout)
+        self.banner = self._seen()
+
+    def _expect(self, pattern: Any, timeout: float) -> None:
+        try:
+            self.child.expect(pattern, timeout=timeout)
+        finally:
+            self.transcript += ANSI.sub("", (self.child.before or "") + str(
+                self.child.after if isinstance(self.child.after, str) else ""))
+
+    def _seen(self) -> str:
+        return ANSI.sub("", self.child.before or "").replace("\r", "")
+
+    def run(self, command: str, timeout: float = 180) -> str:
+        """Type ``command`` at gdb's prompt; what it printed until the next prompt."""
+        self.child.sendline(command)
+        self._expect(PROMPT, timeout)
+        out = self._seen()
+        return out.split("\n", 1)[1] if "\n" in out else ""  # the echoed command line off
+
+    def done(self, timeout: float = 60) -> int:
+        """kdbg-done: kdbg resumes the target and ends; its exit status."""
+        import pexpect
+
+        self.child.sendline("kdbg-done")
+        self._expect(pexpect.EOF, timeout)
+        self.tail = self._seen()
+        self.child.close()
+        return int(self.child.exitstatus if self.child.exitstatus is not None else -1)
+
+    def close(self) -> None:
+        self.child.close(force=True)
+
+
+def rule_handle(lab: str, port: int) -> int:
+    """The handle ``nft -a`` gives the rule that drops UDP to ``port`` in the guest."""
+    from kdbg import lab as labmod
+
+    out = labmod.run(lab, ["nft", "-a", "list", "chain", "ip", "filter", "INPUT"]).check()
+    m = re.search(rf"dport {port} .*drop # handle (\d+)", out.stdout.decode())
+    assert m, out.stdout
+    return int(m[1])
+
+
+def check_the_stop(lab: str, port: int, source_file: str = "net/netfilter/core.c") -> str:
+    """At a NETFILTER_DROP stop in ``lab`` (its DROP rule on ``port`` and udp_drops'
+    traffic running), what a kernel developer does at gdb's prompt works: kdbg-skb names
+    the packet, kdbg-rule the rule nft -a names, no NULL is a per-CPU symbol, next shows
+    the source line's text, list shows ``source_file``, Linux's lx-dmesg, lx-ps and
+    $lx_current() work, and kdbg-done resumes the target and ends kdbg with 0. Returns
+    the session's transcript."""
+    handle = rule_handle(lab, port)
+    p = Prompt(lab, port)
+    try:
+        assert "kdbgkdbg" not in p.banner, p.banner  # every kdbg message on its own line
+        skb = p.run("kdbg-skb")
+        assert f":{port}" in skb and "udp" in skb and "127.0.0.1" in skb, skb
+        rule = p.run("kdbg-rule")
+        assert f"handle {handle}" in rule and "filter" in rule and "INPUT" in rule, rule
+        assert "differ" not in rule, rule
+        looks = {look: p.run(look) for look in ("bt", "frame 1", "info locals", "p *$kdbg_skb")}
+        for look, out in looks.items():
+            assert "fixed_percpu_data" not in out, (look, out)
+        assert "= 0x0" in looks["p *$kdbg_skb"], looks  # NULL members, printed plainly
+        stepped = p.run("next")
+        assert re.search(r"^\d+\t.*\S", stepped, re.M), stepped  # the line and its text
+        assert "No such file" not in stepped, stepped
+        listed = p.run(f"list {source_file}:1,12")
+        assert "SPDX-License-Identifier" in listed or "Copyright" in listed, listed
+        assert "nf_hook_slow(struct sk_buff" in p.run("list nf_hook_slow")
+        assert "Linux version" in p.run("lx-dmesg", timeout=300)
+        assert SENDER in p.run("lx-ps", timeout=300)
+        assert SENDER in p.run("p $lx_current().comm")
+        assert "kdbg-skb" in p.run("help kdbg")
+        status = p.done()
+    finally:
+        p.close()
+    assert status == 0, p.transcript[-3000:]
+    assert "fixed_percpu_data" not in p.transcript
+    assert "target running, no kdbg breakpoints" in p.tail, p.tail
+    return p.transcript

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.conftest import need
-from tests.vm.conftest import gdbs_on, kdbg_json, netfilter_break, of, udp_drops
+from tests.vm.conftest import check_the_stop, gdbs_on, kdbg_json, netfilter_break, of, udp_drops
 
 NAME = "k612t"
 PORT = 5555
@@ -105,3 +105,8 @@ def test_netfilter_drop_breaks_at_the_call_to_sk_skb_reason_drop(lab: str) -> No
     assert rc == 0, err
     assert len(of(recs, "drop")) == 2, err
     assert gdbs_on(lab) == []
+
+
+def test_the_stop_on_612_is_a_kernel_developers_debugger(lab: str) -> None:
+    """The same prompt on 6.12: its own linux-source-6.12, its own gdb scripts."""
+    check_the_stop(lab, PORT)
