@@ -91,11 +91,15 @@ def apt_versions(show: str, madison: str) -> tuple[int | None, list[str]]:
     return (int(size.group(1)) if size else None), versions
 
 
-def gone_note(package: SourcePackage, versions: list[str]) -> str:
-    """The one line for a kernel whose source version apt does not have."""
+def gone_note(package: SourcePackage, versions: list[str], listed: bool = False) -> str:
+    """The one line for a kernel whose source version apt does not have (``listed``:
+    apt's lists name it, but the download found it gone)."""
     if not versions:
         return (f"apt knows no {package.name} (apt-get update?): no source is shown for "
                 "this kernel")
+    if listed:
+        return (f"Debian has no {package} any more (apt-get download: 404 Not Found; "
+                "apt-get update?): no source is shown for this kernel")
     shown = ", ".join(versions[:3]) + (", …" if len(versions) > 3 else "")
     return (f"Debian has no {package} any more (it has {shown}): no source is shown for "
             "this kernel")
@@ -124,7 +128,14 @@ def debian_source(release: str, version_text: str | None, config: Path, *,
                 if size is None:
                     return KernelSource(version=package.version,
                                         note=gone_note(package, versions))
-                _fetch_tree(package, size, tree, progress)
+                try:
+                    _fetch_tree(package, size, tree, progress)
+                except LabError as err:
+                    if " 404 " not in str(err):
+                        raise
+                    # apt's lists still name it, Debian's mirror no longer has it.
+                    return KernelSource(version=package.version,
+                                        note=gone_note(package, versions, listed=True))
             if _scripts_ready(tree, config) is None and config.is_file():
                 _make_scripts(tree, config, progress)
     return _cached(package, tree, config)

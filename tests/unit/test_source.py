@@ -300,16 +300,33 @@ def test_a_make_that_fails_names_its_log_and_keeps_the_tree(cache: Path, tmp_pat
     assert apt_here == ["linux-source-6.1=6.1.192-3"]
 
 
+# What apt-get download says when the mirror cannot be reached, and when its lists name
+# a version the mirror no longer has.
+UNREACHABLE = ("E: Failed to fetch http://deb.debian.org/debian-security/pool/updates/main/l/"
+               "linux/linux-source-6.1_6.1.192-3_all.deb  Temporary failure resolving "
+               "'deb.debian.org'")
+GONE = ("E: Failed to fetch http://deb.debian.org/debian-security/pool/updates/main/l/linux/"
+        "linux-source-6.1_6.1.192-3_all.deb  404  Not Found [IP: 151.101.2.132 80]")
+
+
 def test_a_failed_download_leaves_nothing(cache: Path, tmp_path: Path,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    said: list[str] = []
+
     def download(package: str, into: Path, version: str | None = None) -> Path:
         (into / "partial").write_text("x")
-        raise LabError(f"apt-get download {package}={version} failed: E: Connection failed")
+        raise LabError(f"apt-get download {package}={version} failed: {said[-1]}")
 
     monkeypatch.setattr(debsource, "apt_cache", apt_reply)
     monkeypatch.setattr(debsource, "apt_download", download)
-    with pytest.raises(LabError, match="Connection failed"):
+    said.append(UNREACHABLE)
+    with pytest.raises(LabError, match="Temporary failure resolving"):
         debian_source("6.1.0-57-amd64", PROC_61, kernel_config(tmp_path))
+    assert [p.name for p in (cache / "source").iterdir()] == [".linux-source-6.1_6.1.192-3.lock"]
+    said.append(GONE)
+    assert debian_source("6.1.0-57-amd64", PROC_61, kernel_config(tmp_path)) == KernelSource(
+        version="6.1.192-3", note="Debian has no linux-source-6.1 6.1.192-3 any more (apt-get "
+        "download: 404 Not Found; apt-get update?): no source is shown for this kernel")
     assert [p.name for p in (cache / "source").iterdir()] == [".linux-source-6.1_6.1.192-3.lock"]
 
 
