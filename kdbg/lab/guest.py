@@ -299,9 +299,9 @@ def kernel_source(name: str = "default", *, progress: Progress = quiet, fetch: b
     answers and the note says what a fetch would do).
 
     ``running`` is the guest's ``/proc/version`` when the caller has read it (the
-    debugger's facts); else kdbg reads it from a running guest (or the copy kept for
-    this boot), and from the lab's bzImage when the guest cannot say. Raises BadInput
-    for an unknown lab, LabError when a fetch or make fails.
+    debugger's facts); else the copy kdbg kept of it for this boot, else the lab's
+    bzImage's header, which holds the same string (no round trip to a guest that may be
+    halted). Raises BadInput for an unknown lab, LabError when a fetch or make fails.
     """
     info = registry.get(name)
     kind = kinds.kind_of_lab(info.kernel_kind)
@@ -316,11 +316,11 @@ def kernel_source(name: str = "default", *, progress: Progress = quiet, fetch: b
 
 
 def _running_version(info: registry.LabInfo) -> str | None:
-    """The guest's /proc/version (or the copy kept for this boot), None if it cannot say."""
-    if not info.alive or not info.ready_at:
+    """The copy of the guest's /proc/version kept for this boot, if kdbg read it."""
+    if not info.alive:
         return None
     try:
-        data = read_fact(info.name, VERSION_PATH)
+        data = read_fact(info.name, VERSION_PATH, running=False)
     except LabError:
         return None
     return data.decode(errors="replace") if data else None
