@@ -109,12 +109,15 @@ def lab(ctx: click.Context) -> None:
                    "(a few seconds, cached per boot).")
 @click.option("--no-vmlinux", is_flag=True,
               help="Do not fetch the Debian kernel's debug vmlinux (858 MB .deb, once).")
+@click.option("--no-source", is_flag=True,
+              help="Do not fetch the Debian kernel's source and prepare Linux's gdb scripts "
+                   "(139 MB .deb, 1.4 GB tree, once; see kdbg lab source).")
 @click.option("--dry-run", is_flag=True,
               help="Print the command that boots the lab; start nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the lab's record as JSON.")
 def up_cmd(name: str, kernel: str, transport: str, memory: str, cpus: int, timeout: float,
-           append: tuple[str, ...], accel: str, no_vmlinux: bool, dry_run: bool,
-           as_json: bool) -> None:
+           append: tuple[str, ...], accel: str, no_vmlinux: bool, no_source: bool,
+           dry_run: bool, as_json: bool) -> None:
     """Boot a lab VM detached, wait until it is ready, print its endpoints.
 
     The guest runs the host's userspace (read-only, with throw-away overlays), so
@@ -129,10 +132,11 @@ def up_cmd(name: str, kernel: str, transport: str, memory: str, cpus: int, timeo
       kdbg lab up --name k612 --kernel debian:6.12
       kdbg lab up --name kg --kernel built --transport kgdboc
       kdbg lab up --name oe --kernel ~/linux/build --transport kgdboe
+      kdbg lab up --name quick --no-vmlinux --no-source
     """
     config = labapi.LabConfig(name=name, kernel=kernel, transport=transport, memory=memory,
                               cpus=cpus, boot_timeout=timeout, fetch_vmlinux=not no_vmlinux,
-                              append=append, accel=accel)
+                              fetch_source=not no_source, append=append, accel=accel)
     if dry_run:
         click.echo(labapi.dry_run(config))
         return
@@ -310,6 +314,38 @@ def vmlinux_cmd(name: str | None, name_opt: str | None) -> None:
       gdb "$(kdbg lab vmlinux)" -ex "target remote $(kdbg lab status --json | jq -r .gdb_target)"
     """
     click.echo(labapi.vmlinux(_pick(name, name_opt), progress=_progress))
+
+
+@lab.command("source")
+@_name_option
+@click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
+def source_cmd(name: str | None, name_opt: str | None, as_json: bool) -> None:
+    """Print where the lab kernel's source and Linux's gdb scripts are (fetched once).
+
+    Debian's kernels: the linux-source package of exactly the running kernel's
+    version, unpacked in the cache, with scripts/gdb generated from the kernel's own
+    config (make scripts_gdb). A built kernel or --kernel TREE: the tree itself.
+    kdbg lab up prepares them while the lab boots (--no-source skips that).
+
+    \b
+    Examples:
+      kdbg lab source
+      kdbg lab source k612 --json
+      gdb "$(kdbg lab vmlinux)" -ex "directory $(kdbg lab source --json | jq -r '.dirs[0]')"
+    """
+    src = labapi.kernel_source(_pick(name, name_opt), progress=_progress)
+    if as_json:
+        click.echo(json.dumps(src.to_json()))
+        return
+    click.echo(f"source:       {' '.join(map(str, src.dirs)) or '(none)'}")
+    click.echo(f"gdb scripts:  {src.gdb_scripts or '(none)'}")
+    click.echo(f"version:      {src.version or '(unknown)'}")
+    if src.dirs:
+        steps = [f"directory {' '.join(map(str, src.dirs))}"]
+        steps += [f"source {src.gdb_scripts}"] if src.gdb_scripts else []
+        click.echo(f"in gdb:       {'; '.join(steps)}")
+    if src.note:
+        click.echo(f"note:         {src.note}")
 
 
 @lab.command("build-kernel")

@@ -14,6 +14,9 @@ when its QEMU is gone)::
     info.gdb_prefix                      # [] or ["ip", "netns", "exec", "kdbg-NAME"] (KGDBoE)
     lab.gdb_endpoint("default")          # the same, by name
     lab.vmlinux("default")               # Path of the DWARF vmlinux (Debian -dbg, cached)
+    src = lab.kernel_source("default")   # KernelSource: .dirs for gdb's directory,
+                                         # .gdb_scripts (vmlinux-gdb.py), .version, .note
+    src.line_text("net/netfilter/core.c", 615)   # a DWARF file's line, or None
     lab.kallsyms("default")              # guest /proc/kallsyms text, cached per boot
     lab.kaslr("default")                 # Kaslr(enabled, text, offset)
     lab.symbol_address("default", "kfree_skb_reason")
@@ -32,8 +35,9 @@ when its QEMU is gone)::
 Where it lives: the labs kdbg knows, and their records, in ``registry``; booting and
 stopping in ``lifecycle`` (the command line in ``command``); the kinds of kernel that
 ``--kernel`` names in ``kinds`` (Debian's in ``debian``, the kgdb lab kernel in
-``build``, the ``Kernel`` record and a user's tree in ``kernel``); a running guest in
-``guest`` (over ``channel``).
+``build``, the ``Kernel`` record and a user's tree in ``kernel``); a kernel's source
+and Linux's gdb scripts in ``source`` (Debian's ``linux-source`` in ``debsource``); a
+running guest in ``guest`` (over ``channel``).
 
 The exec stream has no timers: a guest halted by a debugger pauses it, and it goes on
 when the guest resumes. Leaving a stream (or Ctrl-C twice) kills the remote command.
@@ -50,6 +54,7 @@ from kdbg.lab.guest import (
     exec_,
     kallsyms,
     kaslr,
+    kernel_source,
     kgdboe_load,
     run,
     stream,
@@ -60,6 +65,7 @@ from kdbg.lab.kernel import Kernel, KernelChoice
 from kdbg.lab.kinds import kernel_help, known_kernels, resolve_kernel
 from kdbg.lab.lifecycle import down, dry_run, up
 from kdbg.lab.registry import LabConfig, LabInfo, get, require, require_root, status
+from kdbg.lab.source import KernelSource
 
 
 def gdb_endpoint(name: str = "default") -> str:
@@ -74,6 +80,7 @@ __all__ = [
     "Kaslr",
     "Kernel",
     "KernelChoice",
+    "KernelSource",
     "LabConfig",
     "LabInfo",
     "build_kernel",
@@ -86,6 +93,7 @@ __all__ = [
     "kallsyms",
     "kaslr",
     "kernel_help",
+    "kernel_source",
     "kgdboe_load",
     "known_kernels",
     "require",

@@ -23,10 +23,12 @@ from pathlib import Path
 from kdbg.dirs import VM_DIR, cache_dir
 from kdbg.errors import LabError
 from kdbg.lab.debian import apt_download
+from kdbg.lab.debsource import unpack_linux_source
 from kdbg.lab.kernel import (
     BZIMAGE,
     Kernel,
     Progress,
+    ensure_build_deps,
     kernel_from_path,
     locked,
     quiet,
@@ -35,7 +37,6 @@ from kdbg.lab.kernel import (
 
 FRAGMENT = VM_DIR / "kgdb-lab.config"
 SOURCE_PACKAGE = "linux-source-6.1"
-BUILD_DEPS = ("build-essential", "bc", "flex", "bison", "libelf-dev", "libssl-dev", "dwarves")
 
 
 @dataclass(frozen=True)
@@ -130,51 +131,20 @@ def source_version() -> str:
     return m.group(1)
 
 
-def ensure_build_deps(progress: Progress = quiet) -> None:
-    """apt-get install the packages a kernel build needs, when some are missing."""
-    missing = []
-    for pkg in BUILD_DEPS:
-        proc = subprocess.run(
-            ["dpkg-query", "-W", "-f", "${Status}", pkg], capture_output=True, text=True
-        )
-        if "install ok installed" not in proc.stdout:
-            missing.append(pkg)
-    if not missing:
-        return
-    progress(f"installing kernel build dependencies: {' '.join(missing)}")
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    proc = subprocess.run(
-        ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing],
-        capture_output=True,
-        text=True,
-        env=env,
-    )
-    if proc.returncode != 0:
-        tail = "\n".join(proc.stderr.strip().splitlines()[-3:])
-        raise LabError(f"apt-get install {' '.join(missing)} failed: {tail}")
-
-
-def kernel_source(progress: Progress = quiet) -> Path:
-    """Debian's ``linux-source-6.1`` unpacked in the cache (once); returns the tree."""
+def source_tree(progress: Progress = quiet) -> Path:
+    """Debian's ``linux-source-6.1`` unpacked in the cache (once), kept clean for builds
+    out of tree (its ``make`` runs with ``O=``); returns the tree."""
     version = source_version()
     base = cache_dir("kernel-src", version)
-    tree = base / "linux-source-6.1"
+    tree = base / SOURCE_PACKAGE
     with locked(base / ".lock"):
         if (base / ".complete").exists():
             return tree
         started = time.monotonic()
         progress(f"fetching {SOURCE_PACKAGE} {version} (about 140 MB)")
-        deb = apt_download(SOURCE_PACKAGE, base)
-        member = "./usr/src/linux-source-6.1.tar.xz"
-        progress("unpacking the kernel source (about a minute)")
         shutil.rmtree(tree, ignore_errors=True)
-        script = (
-            f"dpkg-deb --fsys-tarfile {deb} | tar -xO {member} | tar -xJ -C {base}"
-        )
-        run_tool(["sh", "-ec", script], what="unpacking linux-source")
-        deb.unlink()
-        if not (tree / "Makefile").exists():
-            raise LabError(f"{SOURCE_PACKAGE} did not unpack to {tree}")
+        deb = apt_download(SOURCE_PACKAGE, base, version)
+        unpack_linux_source(deb, SOURCE_PACKAGE, base, progress)
         (base / ".complete").write_text(version + "\n")
         progress(f"kernel source ready in {time.monotonic() - started:.0f}s: {tree}")
         return tree
@@ -222,7 +192,7 @@ def build_kernel(
     ``<outdir>/build.log``. ``nice`` lowers the build's CPU priority.
     """
     ensure_build_deps(progress)
-    tree = kernel_source(progress)
+    tree = source_tree(progress)
     key = config_hash(fragment.read_text(), source_version(), _virtme_version())
     outdir = cache_dir("kernels") / f"kgdb-{key}"
     stamp = outdir / ".complete"

@@ -96,11 +96,19 @@ def in_series(release: str, series: str) -> bool:
     return re.match(re.escape(series) + r"[.+-]", release) is not None
 
 
+def series_of(release: str) -> str | None:
+    """The series of a release: ``6.1`` for ``6.1.0-57-amd64``, ``6.12`` for
+    ``6.12.118+deb12-amd64``; None for what is no release."""
+    m = re.match(r"(\d+\.\d+)[.+-]", release)
+    return m.group(1) if m else None
+
+
 def _version_key(release: str) -> tuple[int, ...]:
     return tuple(int(n) for n in re.findall(r"\d+", release))
 
 
-def _apt(argv: list[str]) -> str:
+def apt_cache(argv: list[str]) -> str:
+    """``apt-cache ARGV``'s output, or "" when it fails (apt knows no such package)."""
     proc = subprocess.run(["apt-cache", *argv], capture_output=True, text=True, check=False)
     return proc.stdout if proc.returncode == 0 else ""
 
@@ -131,13 +139,13 @@ def _apt_newest(series: str) -> str | None:
 
 
 def _apt_newest_now(series: str) -> str | None:
-    shown = _apt(["show", "--no-all-versions", f"linux-image-{series}-amd64"])
+    shown = apt_cache(["show", "--no-all-versions", f"linux-image-{series}-amd64"])
     for line in shown.splitlines():
         if line.startswith("Depends:"):
             m = _IMAGE_PACKAGE.search(line)
             if m and in_series(m.group(1), series):
                 return m.group(1)
-    names = set(_apt(["pkgnames", f"linux-image-{series}."]).split())
+    names = set(apt_cache(["pkgnames", f"linux-image-{series}."]).split())
     found = [m.group(1) for n in names if (m := _IMAGE_PACKAGE.fullmatch(n))]
     found = [r for r in found if in_series(r, series) and f"linux-image-{r}-dbg" in names]
     return max(found, key=_version_key) if found else None
@@ -154,7 +162,7 @@ def resolve_debian(spec: DebianSpec) -> str:
     """The Debian release ``spec`` names, from the installed headers or apt's lists;
     a cached kernel of the series when apt knows none. Raises BadInput."""
     if spec.release:
-        if spec.release in cached_releases() or _apt(["show", f"linux-image-{spec.release}"]):
+        if spec.release in cached_releases() or apt_cache(["show", f"linux-image-{spec.release}"]):
             return spec.release
         raise BadInput(f"apt knows no linux-image-{spec.release}",
                        hint="kdbg lab kernels; run scripts/setup.sh (adds bookworm-backports)")
@@ -171,18 +179,20 @@ def resolve_debian(spec: DebianSpec) -> str:
                    hint="run scripts/setup.sh (it adds bookworm-backports), then apt-get update")
 
 
-def apt_download(package: str, into: Path) -> Path:
-    """``apt-get download PACKAGE`` into ``into``; returns the .deb path."""
+def apt_download(package: str, into: Path, version: str | None = None) -> Path:
+    """``apt-get download PACKAGE`` (``=VERSION`` when given) into ``into``; returns the
+    .deb path."""
     for old in into.glob(f"{package}_*.deb"):
         old.unlink()
+    wanted = f"{package}={version}" if version else package
     proc = subprocess.run(
-        ["apt-get", "download", "-q", package], cwd=into, capture_output=True, text=True
+        ["apt-get", "download", "-q", wanted], cwd=into, capture_output=True, text=True
     )
     debs = sorted(into.glob(f"{package}_*.deb"))
     if proc.returncode != 0 or not debs:
         tail = "\n".join(proc.stderr.strip().splitlines()[-3:])
         raise LabError(
-            f"apt-get download {package} failed: {tail}",
+            f"apt-get download {wanted} failed: {tail}",
             hint="check apt sources and run apt-get update",
         )
     return debs[-1]
@@ -207,9 +217,14 @@ def debian_kernel(progress: Progress = quiet, release: str | None = None) -> Ker
         release=release,
         image=image,
         moddir=moddir,
-        config=root / "boot" / f"config-{release}",
+        config=debian_config(release),
         vmlinux=vmlinux if vmlinux.exists() else None,
     )
+
+
+def debian_config(release: str) -> Path:
+    """Where the cached image package keeps Debian's kernel ``release``'s config."""
+    return cache_dir("kernels", f"debian-{release}") / "root" / "boot" / f"config-{release}"
 
 
 def planned_kernel(release: str) -> Kernel:
@@ -356,7 +371,7 @@ def listing() -> Listing:
                                           "Debian's, matching the installed headers"))
         seen.add(headers)
     metas = re.findall(r"^linux-image-(\d+\.\d+)-amd64$",
-                       _apt(["pkgnames", "linux-image-"]), re.MULTILINE)
+                       apt_cache(["pkgnames", "linux-image-"]), re.MULTILINE)
     for series in sorted(set(metas), key=_version_key):
         if headers is not None and in_series(headers, series):
             continue

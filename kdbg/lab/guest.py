@@ -15,7 +15,8 @@ import pexpect
 from kdbg.errors import BadInput, LabError
 from kdbg.lab import channel, command, kinds, registry
 from kdbg.lab.channel import ExecSession
-from kdbg.lab.kernel import quiet
+from kdbg.lab.kernel import Kernel, Progress, image_version_string, quiet
+from kdbg.lab.source import KernelSource
 from kdbg.lab.wiring import KGDBOE_UDP_PORT, wiring
 from kdbg.symbols.kallsyms import modules_key
 
@@ -286,6 +287,43 @@ def module_debug(name: str) -> Path | None:
     info = registry.get(name)
     kind = kinds.kind_of_lab(info.kernel_kind)
     return kind.module_debug(info.release, info.vmlinux) if kind else None
+
+
+VERSION_PATH = "/proc/version"
+
+
+def kernel_source(name: str = "default", *, progress: Progress = quiet, fetch: bool = True,
+                  running: str | None = None) -> KernelSource:
+    """Where lab ``name``'s kernel source and Linux's gdb scripts are, as its kind says
+    (fetched and prepared once into the cache with ``fetch``; without, the cache alone
+    answers and the note says what a fetch would do).
+
+    ``running`` is the guest's ``/proc/version`` when the caller has read it (the
+    debugger's facts); else the copy kdbg kept of it for this boot, else the lab's
+    bzImage's header, which holds the same string (no round trip to a guest that may be
+    halted). Raises BadInput for an unknown lab, LabError when a fetch or make fails.
+    """
+    info = registry.get(name)
+    kind = kinds.kind_of_lab(info.kernel_kind)
+    if kind is None:
+        return KernelSource(note=f"lab {name!r} records a kernel kind kdbg does not know "
+                                 f"({info.kernel_kind}): no source is known")
+    image = Path(info.image)
+    kernel = Kernel(info.kernel_kind, info.release, image,
+                    vmlinux=Path(info.vmlinux) if info.vmlinux else None)
+    return kind.source(kernel, running or _running_version(info) or image_version_string(image),
+                       progress=progress, fetch=fetch)
+
+
+def _running_version(info: registry.LabInfo) -> str | None:
+    """The copy of the guest's /proc/version kept for this boot, if kdbg read it."""
+    if not info.alive:
+        return None
+    try:
+        data = read_fact(info.name, VERSION_PATH, running=False)
+    except LabError:
+        return None
+    return data.decode(errors="replace") if data else None
 
 
 def console(name: str) -> Any:

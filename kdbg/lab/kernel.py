@@ -11,6 +11,7 @@ kinds that ``--kernel`` names.
 from __future__ import annotations
 
 import fcntl
+import os
 import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kdbg.errors import BadInput, LabError
+from kdbg.lifetime import die_with_parent
 
 Progress = Callable[[str], None]
 
@@ -96,13 +98,42 @@ class Listing:
 
 
 def run_tool(argv: list[str], *, cwd: Path | None = None, what: str) -> str:
-    """Run a build or fetch tool; its stdout, or LabError naming ``what`` with the
-    last lines of its output."""
-    proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, check=False)
+    """Run a build or fetch tool (it dies with kdbg, also from a thread fetching while a
+    lab boots); its stdout, or LabError naming ``what`` with the last lines of its output."""
+    proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, check=False,
+                          preexec_fn=die_with_parent)
     if proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-5:])
         raise LabError(f"{what} failed (exit {proc.returncode}): {tail}")
     return proc.stdout
+
+
+BUILD_DEPS = ("build-essential", "bc", "flex", "bison", "libelf-dev", "libssl-dev", "dwarves")
+
+
+def ensure_build_deps(progress: Progress = quiet) -> None:
+    """apt-get install the packages a kernel build (or ``make scripts_gdb``) needs, when
+    some are missing."""
+    missing = []
+    for pkg in BUILD_DEPS:
+        proc = subprocess.run(
+            ["dpkg-query", "-W", "-f", "${Status}", pkg], capture_output=True, text=True
+        )
+        if "install ok installed" not in proc.stdout:
+            missing.append(pkg)
+    if not missing:
+        return
+    progress(f"installing kernel build dependencies: {' '.join(missing)}")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    proc = subprocess.run(
+        ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stderr.strip().splitlines()[-3:])
+        raise LabError(f"apt-get install {' '.join(missing)} failed: {tail}")
 
 
 @contextmanager
@@ -140,9 +171,9 @@ def kernel_from_path(path: Path) -> Kernel:
         if _image_version(path) is None:
             raise BadInput(f"{path} is not a bootable x86 kernel image")
         # A bzImage inside a build tree: use the tree, so modules and vmlinux come along.
-        for parent in path.parents:
-            if (parent / ".config").exists() and (parent / BZIMAGE).resolve() == path:
-                return kernel_from_path(parent)
+        tree = build_tree_of(path)
+        if tree is not None:
+            return kernel_from_path(tree)
         release = _image_version(path) or "unknown"
         config = path.with_name(path.name.replace("vmlinuz", "config"))
         return Kernel(
@@ -154,6 +185,16 @@ def kernel_from_path(path: Path) -> Kernel:
     raise BadInput(f"kernel {path} does not exist")
 
 
+def build_tree_of(image: Path) -> Path | None:
+    """The build tree whose ``arch/x86/boot/bzImage`` ``image`` is, or None for a
+    bzImage alone."""
+    image = image.resolve()
+    for parent in image.parents:
+        if (parent / ".config").exists() and (parent / BZIMAGE).resolve() == image:
+            return parent
+    return None
+
+
 def _kernelrelease(kdir: Path) -> str:
     rel = kdir / "include" / "config" / "kernel.release"
     if rel.exists():
@@ -161,8 +202,11 @@ def _kernelrelease(kdir: Path) -> str:
     return _image_version(kdir / BZIMAGE) or "unknown"
 
 
-def _image_version(image: Path) -> str | None:
-    """The release string in an x86 bzImage's header (``kernel_version`` field)."""
+def image_version_string(image: Path) -> str | None:
+    """The version string in an x86 bzImage's header (its ``kernel_version`` field, at
+    0x200 past the offset at 0x20E): the kernel's ``/proc/version`` less ``Linux version``
+    and the compiler, like ``6.1.0-57-amd64 (debian-kernel@lists.debian.org) #1 SMP
+    PREEMPT_DYNAMIC Debian 6.1.192-3 (2026-11-26)``; None for no bzImage."""
     try:
         with open(image, "rb") as fh:
             head = fh.read(0x400)
@@ -173,4 +217,10 @@ def _image_version(image: Path) -> str | None:
             text = fh.read(256).split(b"\0", 1)[0].decode(errors="replace")
     except OSError:
         return None
-    return text.split(" ", 1)[0] or None
+    return text or None
+
+
+def _image_version(image: Path) -> str | None:
+    """The release in an x86 bzImage's header (the version string's first word)."""
+    text = image_version_string(image)
+    return text.split(" ", 1)[0] if text else None

@@ -5,8 +5,9 @@ tree or bzImage (``PATH``).
 A row knows how ``--kernel`` writes its kind (and the help text for it), how to
 resolve a spec to a :class:`~kdbg.lab.kernel.Kernel` (fetching it into the cache if
 the kind fetches), what a dry run shows (the kernel's path, nothing fetched), what
-``kdbg lab kernels`` lists, and where a lab of the kind finds its debug vmlinux and
-its modules' debug files. ``kdbg lab up``, its dry run, the guest lookups and the
+``kdbg lab kernels`` lists, where a lab of the kind finds its debug vmlinux and its
+modules' debug files, and where its kernel's source and Linux's gdb scripts are
+(:class:`~kdbg.lab.source.KernelSource`). ``kdbg lab up``, its dry run, the guest lookups and the
 listing all go through this table; nothing else tells the kinds apart.
 """
 
@@ -18,7 +19,17 @@ from pathlib import Path
 from kdbg.errors import BadInput
 from kdbg.lab import debian
 from kdbg.lab.build import cached_build
-from kdbg.lab.kernel import Kernel, KernelChoice, Listing, Progress, kernel_from_path, quiet
+from kdbg.lab.debsource import debian_source
+from kdbg.lab.kernel import (
+    Kernel,
+    KernelChoice,
+    Listing,
+    Progress,
+    build_tree_of,
+    kernel_from_path,
+    quiet,
+)
+from kdbg.lab.source import KernelSource, tree_source
 
 
 @dataclass(frozen=True)
@@ -65,6 +76,15 @@ class KernelKind:
         its record names), or None."""
         return None
 
+    def source(self, kernel: Kernel, running: str | None, *, progress: Progress = quiet,
+               fetch: bool = True) -> KernelSource:
+        """Where ``kernel``'s source and Linux's gdb scripts are; ``running`` is its
+        version string (the guest's ``/proc/version``, or the bzImage's before boot).
+        ``fetch``: get them into the cache first if this kind fetches them (without, the
+        note says what a fetch would do). The default is a build tree's own (the tree
+        the image was built in), or a note for a bzImage alone."""
+        return tree_source(kernel.kdir or build_tree_of(kernel.image), kernel.image, running)
+
 
 class DebianKind(KernelKind):
     """Debian's kernels: apt-get download into the cache, the -dbg package for DWARF."""
@@ -86,6 +106,12 @@ class DebianKind(KernelKind):
 
     def module_debug(self, release: str, vmlinux: str | None) -> Path | None:
         return debian.debian_module_debug(release)
+
+    def source(self, kernel: Kernel, running: str | None, *, progress: Progress = quiet,
+               fetch: bool = True) -> KernelSource:
+        # The linux-source package of exactly the running kernel's package version.
+        return debian_source(kernel.release, running, debian.debian_config(kernel.release),
+                             progress=progress, fetch=fetch)
 
     @staticmethod
     def _release(spec: str) -> str:

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ from kdbg.lab import agent, channel, kinds, netns, protocol
 from kdbg.lab.accel import ACCELS
 from kdbg.lab.accel import choose as choose_accel
 from kdbg.lab.command import LaunchPlan, launch_argv
-from kdbg.lab.kernel import Kernel, Progress, quiet
+from kdbg.lab.kernel import Kernel, Progress, image_version_string, quiet
 from kdbg.lab.registry import (
     EXEC_KEY,
     LabConfig,
@@ -41,6 +42,7 @@ from kdbg.lab.registry import (
     validate_name,
     write_state,
 )
+from kdbg.lab.source import KernelSource
 from kdbg.lab.wiring import sockets_recorded, wiring
 from kdbg.transports import NAMES, needs_kgdb
 
@@ -173,14 +175,7 @@ def up(config: LabConfig, progress: Progress = quiet) -> LabInfo:
     chosen = choose_accel(config.accel, kernel.image)
     progress(chosen.why)
     agent_path = agent.ensure_built()
-    vmlinux_box: dict[str, Path | BaseException] = {}
-    fetcher = None
-    if kind.fetches_vmlinux and kernel.vmlinux is None and config.fetch_vmlinux:
-        fetcher = threading.Thread(
-            target=_fetch_vmlinux, args=(kind, kernel.release, progress, vmlinux_box),
-            daemon=True,
-        )
-
+    background = _background_work(config, kind, kernel, progress)
     with labs_lock():
         state = labs_dir() / config.name
         if (state / "lab.json").exists():
@@ -197,21 +192,22 @@ def up(config: LabConfig, progress: Progress = quiet) -> LabInfo:
             raise
         write_state(info)
 
-    if fetcher is not None:
-        fetcher.start()
+    for work in background:
+        work.thread.start()
     try:
         facts = _wait_ready(info, proc, config.boot_timeout, progress)
     except BaseException:
         _stop(info, proc)
         _cleanup(info)
         raise
-    if fetcher is not None:
-        fetcher.join()
-        got = vmlinux_box.get("path")
-        if isinstance(got, Path):
-            info = info.replace(vmlinux=str(got))
-        else:
-            progress(f"warning: no debug vmlinux: {vmlinux_box.get('error')}")
+    for work in background:
+        work.thread.join()
+        if isinstance(work.result, Path):
+            info = info.replace(vmlinux=str(work.result))
+        elif isinstance(work.result, KernelSource) and work.result.note:
+            progress(f"source: {work.result.note}")
+        elif work.error is not None:
+            progress(f"warning: {work.what}: {work.error}")
     info = info.replace(ready_at=time.time(), boot_id=facts.get("boot_id"),
                         cmdline=facts.get("cmdline"), extra={"guest": facts})
     write_state(info)
@@ -318,14 +314,37 @@ def _wait_pidfile(info: LabInfo, pidfile: Path, proc: subprocess.Popen[bytes],
     raise LabTimeout(f"lab {info.name!r}: QEMU did not start within {timeout:.0f}s")
 
 
-def _fetch_vmlinux(kind: kinds.KernelKind, release: str, progress: Progress,
-                   box: dict[str, Path | BaseException]) -> None:
-    try:
-        found = kind.debug_vmlinux(release, progress)
-        if found is not None:
-            box["path"] = found
-    except Exception as err:  # noqa: BLE001 - reported as a warning by up()
-        box["error"] = err
+class _Background:
+    """Work done while the lab boots (fetching the debug vmlinux, the kernel's source):
+    its result, or the error a warning line shows when the lab is up."""
+
+    def __init__(self, what: str, work: Callable[[], object]) -> None:
+        self.what = what
+        self.result: object = None
+        self.error: Exception | None = None
+        self.thread = threading.Thread(target=self._run, args=(work,), daemon=True)
+
+    def _run(self, work: Callable[[], object]) -> None:
+        try:
+            self.result = work()
+        except Exception as err:  # noqa: BLE001 - reported as a warning by up()
+            self.error = err
+
+
+def _background_work(config: LabConfig, kind: kinds.KernelKind, kernel: Kernel,
+                     progress: Progress) -> list[_Background]:
+    """What ``up`` fetches while the lab boots: the debug vmlinux (kinds that fetch it,
+    unless ``--no-vmlinux``) and the kernel's source with Linux's gdb scripts (unless
+    ``--no-source``; from the bzImage's version string, as the guest is not up yet)."""
+    work = []
+    if kind.fetches_vmlinux and kernel.vmlinux is None and config.fetch_vmlinux:
+        work.append(_Background("no debug vmlinux",
+                                lambda: kind.debug_vmlinux(kernel.release, progress)))
+    if config.fetch_source:
+        running = image_version_string(kernel.image)
+        work.append(_Background("no kernel source",
+                                lambda: kind.source(kernel, running, progress=progress)))
+    return work
 
 
 def _wait_ready(info: LabInfo, proc: subprocess.Popen[bytes], timeout: float,

@@ -41,7 +41,9 @@ class LabConfig:
     (``"debian"``, the default stock kernel; ``"debian:6.12"``; ``"built"``, the cached
     kgdb lab kernel; or a path to a kernel build directory or bzImage).
     ``require_kgdb=False`` lets kgdboc/kgdboe labs boot a kernel without CONFIG_KGDB
-    (only useful to test their plumbing).
+    (only useful to test their plumbing). ``fetch_vmlinux`` and ``fetch_source``: get the
+    kernel's debug vmlinux, and its source with Linux's gdb scripts, into the cache while
+    the lab boots (``--no-vmlinux``, ``--no-source`` skip them).
     """
 
     name: str = "default"
@@ -51,6 +53,7 @@ class LabConfig:
     cpus: int = 2
     boot_timeout: float = 300.0
     fetch_vmlinux: bool = True
+    fetch_source: bool = True
     require_kgdb: bool = True
     append: tuple[str, ...] = ()
     accel: str = "auto"  # "auto", "kvm" or "tcg": see kdbg.lab.accel

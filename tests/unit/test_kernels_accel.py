@@ -88,7 +88,7 @@ def test_newest_of_a_series_follows_debians_meta_package(monkeypatch: pytest.Mon
         asked.append(argv)
         return APT_SHOW_META if argv[0] == "show" else ""
 
-    monkeypatch.setattr(debian, "_apt", apt)
+    monkeypatch.setattr(debian, "apt_cache", apt)
     assert debian._apt_newest("6.12") == "6.12.95+deb12-amd64"
     # Remembered until apt's lists change.
     assert debian._apt_newest("6.12") == "6.12.95+deb12-amd64" and len(asked) == 1
@@ -99,7 +99,8 @@ def test_newest_of_a_series_follows_debians_meta_package(monkeypatch: pytest.Mon
 def test_newest_of_a_series_without_meta_package_needs_a_dbg(
         monkeypatch: pytest.MonkeyPatch) -> None:
     # Versions compare as numbers (43 > 9) and only a release with its -dbg counts.
-    monkeypatch.setattr(debian, "_apt", lambda argv: APT_PKGNAMES if argv[0] == "pkgnames" else "")
+    monkeypatch.setattr(debian, "apt_cache",
+                        lambda argv: APT_PKGNAMES if argv[0] == "pkgnames" else "")
     assert debian._apt_newest_now("6.12") == "6.12.43+deb12-amd64"
     assert debian._apt_newest_now("6.13") is None
 
@@ -108,7 +109,7 @@ def test_series_with_nothing_known_is_bad_input(monkeypatch: pytest.MonkeyPatch,
                                                 tmp_path: Path) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.setattr(debian, "APT_LISTS", tmp_path / "no-lists")
-    monkeypatch.setattr(debian, "_apt", lambda argv: "")
+    monkeypatch.setattr(debian, "apt_cache", lambda argv: "")
     monkeypatch.setattr(debian, "debian_release", lambda: "6.1.0-57-amd64")
     assert debian.resolve_debian(DebianSpec()) == "6.1.0-57-amd64"
     assert debian.resolve_debian(DebianSpec(series="6.1")) == "6.1.0-57-amd64"

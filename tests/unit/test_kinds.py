@@ -133,7 +133,7 @@ def test_the_listing_offers_each_kind_then_what_is_cached(monkeypatch: pytest.Mo
                                                          tmp_path: Path) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.setattr(debian, "debian_release", lambda: "6.1.0-57-amd64")
-    monkeypatch.setattr(debian, "_apt", lambda argv: "linux-image-6.1-amd64\n"
+    monkeypatch.setattr(debian, "apt_cache", lambda argv: "linux-image-6.1-amd64\n"
                         "linux-image-6.12-amd64\nlinux-image-6.12.43+deb12-amd64\n")
     monkeypatch.setattr(debian, "_apt_newest", lambda series: "6.12.95+deb12-amd64")
     for release in ("6.1.0-57-amd64", "6.12.9+deb12-amd64"):

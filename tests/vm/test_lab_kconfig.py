@@ -33,7 +33,7 @@ def test_every_fragment_option_survives_olddefconfig() -> None:
     from kdbg.lab import build
 
     build.ensure_build_deps()
-    tree = build.kernel_source()
+    tree = build.source_tree()
     out = Path(tempfile.mkdtemp(prefix="kconfig-", dir=cache_dir("tmp")))
     try:
         config = build.configure(tree, out)  # raises, naming each line that was lost
