@@ -112,7 +112,8 @@ def from_lab(
     root = facts.debug_root() if vm_path is not None else None
     if root is not None:
         modules = lab_modules(facts, root)
-    tree = lab_tree(name, progress) if want_source and vm_path is not None else KernelTree()
+    tree = (lab_tree(name, facts, progress) if want_source and vm_path is not None
+            else KernelTree())
     return Target(
         Endpoint.parse(endpoint),
         kallsyms=facts.kallsyms_file,
@@ -128,12 +129,14 @@ def from_lab(
     )
 
 
-def lab_tree(name: str, progress: Callable[[str], None] | None) -> KernelTree:
-    """Lab ``name``'s kernel source and gdb scripts, fetched into the cache the first
-    time (``kdbg lab up`` prepares them while the lab boots); what cannot be had is
-    said in the tree's ``note``, and the session goes on without it."""
+def lab_tree(name: str, facts: LabFacts, progress: Callable[[str], None] | None
+             ) -> KernelTree:
+    """Lab ``name``'s kernel source and gdb scripts, for the kernel the guest runs (its
+    /proc/version, from ``facts``), fetched into the cache the first time (``kdbg lab
+    up`` prepares them while the lab boots); what cannot be had is said in the tree's
+    ``note``, and the session goes on without it."""
     try:
-        src = kernel_source(name, progress=progress or quiet)
+        src = kernel_source(name, progress=progress or quiet, running=facts.version())
     except KdbgError as err:
         return KernelTree(note=f"no kernel source: {err}")
     return KernelTree(tuple(src.dirs), src.gdb_scripts, src.note)

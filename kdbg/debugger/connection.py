@@ -28,7 +28,10 @@ FAST_CONNECT = ("set tcp auto-retry off", "set tcp connect-timeout 3")
 
 def gdb_setup(ep: Endpoint, remotetimeout: int) -> list[str]:
     """The commands gdb runs as it starts, for a target at ``ep``."""
-    setup = [f"set remotetimeout {remotetimeout}", *FAST_CONNECT]
+    # kdbg loads the kernel's gdb scripts itself, once attached (a built kernel's
+    # vmlinux-gdb.py beside its vmlinux would otherwise be offered, and refused)
+    setup = [f"set remotetimeout {remotetimeout}", *FAST_CONNECT,
+             "set auto-load python-scripts off"]
     if ep.transport.baud and ep.device is not None:
         setup.append(f"set serial baud {ep.baud}")
     return setup
