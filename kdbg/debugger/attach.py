@@ -15,10 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kdbg.debugger.endpoint import Endpoint
-from kdbg.debugger.model import ModuleDebug
 from kdbg.errors import BadInput, KdbgError
 from kdbg.lab import guest, registry
-from kdbg.symbols.droplines import module_files
+from kdbg.symbols.droplines import ModuleDebug, module_files
 from kdbg.symbols.evidence import TargetSymbols
 from kdbg.targetfacts import LabFacts
 from kdbg.transports import Interrupt, by_name
