@@ -9,6 +9,7 @@ from kdbg's state (:mod:`kdbg.prompt.where`).
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import kdbg_state  # type: ignore[import-not-found]
@@ -58,33 +59,64 @@ def _holds(chain: Any, rule: int) -> bool:
         blob = chain[gen]
         if int(blob):
             start = int(blob["data"].address)
-            if start <= rule < start + int(blob["size"]):
+            # the blob's size leaves out its trailer, the is_last rule after the last one
+            if start <= rule <= start + int(blob["size"]):
                 return True
     return False
 
 
-def _chain(frame: Any, rule: int) -> tuple[Any, str]:
-    """nft_do_chain's chain: its local ``chain``; where that is optimized out (6.12),
-    the chain among those the frame still holds (``basechain``, the ``priv`` argument,
-    the last jump's ``regs.verdict.chain``) whose rule blob holds ``rule``."""
-    chain = frame.read_var("chain")
-    if not chain.is_optimized_out:
-        return chain, "its locals rule and chain"
-    chain_t = gdb.lookup_type("struct nft_chain").pointer()
-    for name in ("basechain", "priv", "regs.verdict.chain"):
-        try:
-            value = frame.read_var(name) if "." not in name else \
-                frame.read_var("regs")["verdict"]["chain"]
-            if value.is_optimized_out or not int(value):
-                continue
-            value = value.cast(chain_t)
-            if _holds(value, rule):
-                return value, f"its local rule; chain optimized out, {name}'s rule blob holds rule"
-        except (ValueError, gdb.error, gdb.MemoryError):
-            continue
-    raise gdb.GdbError(f"kdbg-rule: nft_do_chain's local chain is optimized out at this pc "
-                       f"(frame #{frame.level()}) and no chain the frame holds has rule "
-                       f"0x{rule:x} in its rule blob")
+def _frame_chain(frame: Any, name: str) -> Any:
+    """A ``struct nft_chain *`` the frame holds (a local, an argument, the last jump's
+    target), or None when it is optimized out or NULL."""
+    value = frame.read_var("regs")["verdict"]["chain"] if name == "regs.verdict.chain" \
+        else frame.read_var(name)
+    if value.is_optimized_out or not int(value):
+        return None
+    return value.cast(gdb.lookup_type("struct nft_chain").pointer())
+
+
+def _chain(frame: Any, rule: int, policy: bool) -> tuple[Any, str]:
+    """The chain ``rule`` is in, and how it was found: nft_do_chain's local ``chain``;
+    where that is optimized out (6.12), the chain among those the frame still holds
+    (``basechain``, the ``priv`` argument, the last jump's ``regs.verdict.chain``) whose
+    rule blob holds ``rule``. Past a chain's last rule (``policy``) it is the base chain,
+    whose policy applies."""
+    if policy:
+        for name in ("basechain", "priv"):
+            with contextlib.suppress(ValueError, gdb.error):
+                chain = _frame_chain(frame, name)
+                if chain is not None:
+                    return chain, (f"rule is past its chain's last rule: the policy of the "
+                                   f"base chain ({name}) decided")
+    else:
+        chain = frame.read_var("chain")
+        if not chain.is_optimized_out:
+            return chain, "its locals rule and chain"
+        for name in ("basechain", "priv", "regs.verdict.chain"):
+            with contextlib.suppress(ValueError, gdb.error, gdb.MemoryError):
+                chain = _frame_chain(frame, name)
+                if chain is not None and _holds(chain, rule):
+                    return chain, (f"its local rule; chain optimized out, {name}'s rule blob "
+                                   "holds rule")
+    raise gdb.GdbError(f"kdbg-rule: nft_do_chain's chain is optimized out at this pc (frame "
+                       f"#{frame.level()}) and no chain the frame holds has rule 0x{rule:x} "
+                       "in its rule blob")
+
+
+def _dropping_hook(frames: list[Any], names: list[str]) -> str | None:
+    """At a drop in nf_hook_slow: the hook function that returned NF_DROP to it (its
+    ``e->hooks[s].hook``), by name; else None."""
+    if "nf_hook_slow" not in names:
+        return None
+    frame = frames[names.index("nf_hook_slow")]
+    try:
+        entry = frame.read_var("e")["hooks"][int(frame.read_var("s"))]
+        block = gdb.current_progspace().block_for_pc(int(entry["hook"]))
+        while block is not None and block.function is None:
+            block = block.superblock
+        return block.function.name if block is not None else None
+    except (ValueError, RuntimeError, gdb.error, gdb.MemoryError):
+        return None
 
 
 def frame_rule() -> nftframe.FrameRule:
@@ -98,7 +130,7 @@ def frame_rule() -> nftframe.FrameRule:
         unnamed = names.count("")
         hint = (f" ({unnamed} frame(s) gdb cannot name: a module without its debug file? "
                 "lx-symbols loads them)") if unnamed else ""
-        raise gdb.GdbError(nftframe.not_in_nft(names) + hint)
+        raise gdb.GdbError(nftframe.not_in_nft(names, _dropping_hook(frames, names)) + hint)
     frame = frames[names.index(nftframe.NFT_FRAME)]
     level = frame.level()
     try:
@@ -106,11 +138,12 @@ def frame_rule() -> nftframe.FrameRule:
         if rule.is_optimized_out:
             raise gdb.GdbError(f"kdbg-rule: nft_do_chain's local rule is optimized out at "
                                f"this pc (frame #{level})")
-        chain, source = _chain(frame, int(rule))
+        policy = bool(int(rule["is_last"]))
+        chain, source = _chain(frame, int(rule), policy)
         table = chain["table"]
         return nftframe.FrameRule(int(table["family"]), table["name"].string(),
-                                  chain["name"].string(), int(rule["handle"]), level,
-                                  source, _exprs(rule))
+                                  chain["name"].string(), None if policy else int(rule["handle"]),
+                                  level, source, () if policy else _exprs(rule))
     except (ValueError, gdb.error, gdb.MemoryError) as err:
         raise gdb.GdbError(f"kdbg-rule: cannot read the rule from nft_do_chain (frame "
                            f"#{level}): {err}") from err

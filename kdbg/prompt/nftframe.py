@@ -29,7 +29,7 @@ class FrameRule:
     family: int
     table: str
     chain: str
-    handle: int
+    handle: int | None  # None: past the chain's last rule, the base chain's policy decided
     level: int  # gdb's frame number
     source: str = "its locals rule and chain"  # what of the frame gave rule and chain
     exprs: tuple[str, ...] = ()  # the rule's expressions' type names, if read
@@ -38,7 +38,7 @@ class FrameRule:
     def ref(self) -> RuleRef:
         """The rule as kdbg's causes name rules."""
         return RuleRef(NFT_FAMILIES.get(self.family, f"family{self.family}"), self.table,
-                       self.chain, self.handle)
+                       self.chain, self.handle, policy="drop" if self.handle is None else None)
 
 
 def describe(rule: FrameRule, cause: Cause | None) -> list[str]:
@@ -70,14 +70,28 @@ def describe(rule: FrameRule, cause: Cause | None) -> list[str]:
     return lines
 
 
-def not_in_nft(frames: list[str]) -> str:
-    """Why ``kdbg-rule`` has no rule, for a stack of function names (innermost first)."""
+def not_in_nft(frames: list[str], hook: str | None = None) -> str:
+    """Why ``kdbg-rule`` has no rule, for a stack of function names (innermost first) and,
+    at a drop in nf_hook_slow, the hook function that returned NF_DROP to it."""
     for level, name in enumerate(frames):
         if name in LEGACY_FRAMES:
             return (f"kdbg-rule: the stop is in {name} (frame #{level}: iptables-legacy, not "
                     f"nftables); its rule is that frame's local e (struct "
                     f"{LEGACY_FRAMES[name]} *)")
-    if "nf_hook_slow" in frames:
+    if "nf_hook_slow" not in frames:
+        return ("kdbg-rule: no nft_do_chain frame in the stack: this stop is not in an "
+                "nftables rule")
+    if hook is None:
         return ("kdbg-rule: no nft_do_chain frame in the stack: nf_hook_slow dropped the "
-                "packet after a hook returned (a chain's policy decides there)")
-    return "kdbg-rule: no nft_do_chain frame in the stack: this stop is not in an nftables rule"
+                "packet after a hook function returned NF_DROP")
+    legacy = LEGACY_FRAMES.get(hook)
+    if legacy is not None:
+        return (f"kdbg-rule: iptables-legacy: {hook} returned NF_DROP to nf_hook_slow and its "
+                f"rule went with its frame; break in {hook} to read it (its local e, struct "
+                f"{legacy} *)")
+    if hook.startswith(NFT_FRAME):
+        return (f"kdbg-rule: no rule decided: {hook} returned NF_DROP to nf_hook_slow, which "
+                "is an nftables base chain's policy (a rule's drop frees the packet inside "
+                "nft_do_chain)")
+    return (f"kdbg-rule: no nft_do_chain frame in the stack: nf_hook_slow dropped the packet "
+            f"after the hook function {hook} returned NF_DROP")

@@ -180,6 +180,20 @@ def test_rule_settles_kdbg_candidates() -> None:
         "they differ: the kernel's rule is none of kdbg's candidates")
 
 
+def test_policy_settles_kdbg_candidates() -> None:
+    # 6.1, UDP to 5557: 'table ip pol' has policy drop and accepts all but that port. At the
+    # stop nft_do_chain's rule had is_last set (past the chain's last rule): the policy.
+    cause = _drop(PROMPT / "drop.6.1.policy.jsonl").cause
+    assert cause is not None and len(cause.candidates) == 2
+    policy = nftframe.FrameRule(2, "pol", "in", None, 1, "rule is past its chain's last rule: "
+                                "the policy of the base chain (priv) decided")
+    lines = nftframe.describe(policy, cause)
+    assert lines[0].startswith("kernel: table ip pol chain in policy   (nft_do_chain, frame #1")
+    assert "          the policy of table ip pol chain in (policy drop: no rule accepted the " \
+           "packet)" in lines
+    assert lines[-1] == "the kernel's frame settles it: table ip pol chain in policy"
+
+
 def test_rule_names_families_as_nft_does() -> None:
     assert [nftframe.FrameRule(f, "t", "c", 1, 0).ref.family for f in (1, 2, 3, 5, 7, 10)] == [
         "inet", "ip", "arp", "netdev", "bridge", "ip6"]
@@ -189,8 +203,16 @@ def test_no_nft_frame_is_one_line() -> None:
     legacy = nftframe.not_in_nft(["kfree_skb_reason", "ipt_do_table", "iptable_filter_hook"])
     assert legacy.startswith("kdbg-rule: the stop is in ipt_do_table (frame #1: iptables-legacy")
     assert "local e (struct ipt_entry *)" in legacy
-    assert "policy" in nftframe.not_in_nft(["kfree_skb_reason", "nf_hook_slow"])
     assert "\n" not in legacy
+    at_hook = ["kfree_skb_reason", "nf_hook_slow", "ip_local_deliver"]
+    assert nftframe.not_in_nft(at_hook).endswith("after a hook function returned NF_DROP")
+    assert nftframe.not_in_nft(at_hook, "ipt_do_table") == (
+        "kdbg-rule: iptables-legacy: ipt_do_table returned NF_DROP to nf_hook_slow and its "
+        "rule went with its frame; break in ipt_do_table to read it (its local e, struct "
+        "ipt_entry *)")
+    assert "an nftables base chain's policy" in nftframe.not_in_nft(at_hook,
+                                                                      "nft_do_chain_ipv4")
+    assert nftframe.not_in_nft(["tcp_v4_rcv"]).endswith("this stop is not in an nftables rule")
 
 
 def _target() -> list[modsyms.TargetModule]:
