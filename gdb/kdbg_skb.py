@@ -205,6 +205,10 @@ the target is stopped at). --record FILE also writes what was read, as JSON.
         moved = _moved_on(address)
         if moved:
             gdb.write(f"kdbg-skb: {moved}\n")
+        try:
+            int(skb.dereference()["len"])
+        except (gdb.error, gdb.MemoryError) as err:
+            raise gdb.GdbError(f"kdbg-skb: cannot read the skb at 0x{address:x}: {err}") from err
         mem = read_skb(skb)
         reason, bits = _reason(address), status_bits()
         lines = describe(mem, reason=reason, status_bits=bits)
