@@ -637,13 +637,6 @@ def _decider(o: Outcome) -> RuleRef:
     return o.rule.ref()
 
 
-def _label(d: RuleRef) -> str:
-    where = f"table {d.family} {d.table} chain {d.chain}"
-    if d.policy is not None:
-        return f"the policy of {where} (policy drop: no rule accepted the packet)"
-    return f"{where} rule handle {d.handle}: {d.text or '(text unavailable)'}"
-
-
 def find_rule(rs: Ruleset, pkt: Packet, hooks: tuple[str, ...], families: tuple[str, ...]
               ) -> Finding:
     """Name the rule (or chain policy) that dropped ``pkt`` at one of ``hooks``."""
@@ -663,7 +656,7 @@ def find_rule(rs: Ruleset, pkt: Packet, hooks: tuple[str, ...], families: tuple[
                        "since the drop, or a hook other than nftables dropped it)")
     if len(deciders) == 1:
         d, o = next(iter(deciders.items()))
-        text = _label(d)
+        text = d.label
         if unknown:
             text += ("; by elimination: the only rule that can drop this packet, whatever "
                      f"kdbg could not evaluate ({', '.join(unknown)})")
@@ -674,7 +667,7 @@ def find_rule(rs: Ruleset, pkt: Packet, hooks: tuple[str, ...], families: tuple[
                    f"cause not established: {len(cands)} rules could have dropped it, "
                    f"depending on what kdbg cannot evaluate from the drop "
                    f"({', '.join(unknown) or 'chain order'}): "
-                   + "; ".join(_label(d) for d in cands),
+                   + "; ".join(d.label for d in cands),
                    candidates=cands, unknown=unknown)
 
 

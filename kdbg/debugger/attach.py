@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kdbg.debugger.endpoint import Endpoint
-from kdbg.debugger.model import KernelTree, ModuleDebug
+from kdbg.debugger.model import KernelTree
 from kdbg.errors import BadInput, KdbgError
 from kdbg.lab import guest, kernel_source, registry
 from kdbg.lab.kernel import quiet
-from kdbg.symbols.droplines import module_files
+from kdbg.symbols.droplines import ModuleDebug, module_files
 from kdbg.symbols.evidence import TargetSymbols
 from kdbg.targetfacts import LabFacts
 from kdbg.transports import Interrupt, by_name

@@ -10,12 +10,13 @@ from collections.abc import Sequence
 from kdbg.debugger import dropsite
 from kdbg.debugger.gdbproc import GdbProcess
 from kdbg.debugger.mi import Record, as_int
-from kdbg.debugger.model import Frame, Instruction, ModuleDebug, Stop
+from kdbg.debugger.model import Frame, Instruction, Stop
 from kdbg.debugger.state import SessionState
 from kdbg.errors import BadInput, GdbError, KdbgError
+from kdbg.symbols.dropargs import ARG_REGISTERS
+from kdbg.symbols.droplines import ModuleDebug
 from kdbg.symbols.sources import line_text, source_roots, tree_relative
 
-ARG_REGISTERS = ("rdi", "rsi", "rdx", "rcx", "r8", "r9")
 _WINDOW = 64  # bytes disassembled before a return address before falling back to the start
 
 

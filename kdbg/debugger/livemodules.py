@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kdbg.debugger.attach import lab_modules
-from kdbg.debugger.model import ModuleDebug
 from kdbg.debugger.session import Session
 from kdbg.errors import KdbgError
 from kdbg.lab import guest
+from kdbg.symbols.droplines import ModuleDebug
 from kdbg.symbols.kallsyms import ModuleSpan
 from kdbg.targetfacts import LabFacts
 

@@ -185,18 +185,3 @@ class CleanupReport:
             + f". The target is {self.target_state}."
         )
 
-
-@dataclass(frozen=True)
-class ModuleDebug:
-    """A loaded module's debug file and where the target put its sections."""
-
-    name: str
-    path: Path
-    sections: tuple[tuple[str, int], ...]  # (".text", 0xffffffffc0370000), ...
-
-    def gdb_command(self) -> str:
-        """``add-symbol-file`` with every section at its load address."""
-        text = dict(self.sections)[".text"]  # lab_modules keeps only modules with one
-        others = " ".join(f"-s {name} 0x{addr:x}" for name, addr in self.sections
-                          if name != ".text")
-        return f"add-symbol-file {self.path} 0x{text:x} {others}".rstrip()

@@ -2,29 +2,20 @@
 
 At the call to the drop function the skb is still alive. With the target's
 DWARF vmlinux loaded, gdb knows ``struct sk_buff``; kdbg reads the few fields
-it needs with expressions, then the L3/L4 headers as raw bytes, and decodes
-those here.
+it needs with expressions, then the L3/L4 headers as raw bytes, which
+:func:`kdbg.trace.headers.parse_headers` decodes.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import re
-import struct
 from dataclasses import dataclass
 from typing import Any
 
 from kdbg.debugger.inspection import Inspection
 from kdbg.errors import GdbError
-from kdbg.trace.filters import PROTO_NAMES
-
-# Which argument carries the skb, per drop function.
-SKB_ARG = {
-    "kfree_skb_reason": 0,   # (skb, reason)
-    "kfree_skb": 0,          # (skb)
-    "kfree_skb_list_reason": 0,
-    "sk_skb_reason_drop": 1,  # (sk, skb, reason), from 6.11
-}
+from kdbg.symbols.dropargs import DROP_ARGS
+from kdbg.trace.headers import parse_headers
 
 _HEX = re.compile(r"0x[0-9a-fA-F]+")
 
@@ -63,30 +54,6 @@ class SkbInfo:
         return ", ".join(parts)
 
 
-def parse_headers(data: bytes, ethertype: int) -> dict[str, Any]:
-    """Addresses, protocol and ports from the bytes at the network header."""
-    out: dict[str, Any] = {}
-    if len(data) >= 20 and (ethertype == 0x0800 or (ethertype == 0 and data[0] >> 4 == 4)):
-        ihl = (data[0] & 0x0F) * 4
-        proto = data[9]
-        out.update(family="ipv4", proto=PROTO_NAMES.get(proto, str(proto)),
-                   saddr=str(ipaddress.IPv4Address(data[12:16])),
-                   daddr=str(ipaddress.IPv4Address(data[16:20])))
-        frag = struct.unpack(">H", data[6:8])[0] & 0x1FFF
-        l4 = data[ihl:] if frag == 0 else b""
-    elif len(data) >= 40 and (ethertype == 0x86DD or (ethertype == 0 and data[0] >> 4 == 6)):
-        proto = data[6]
-        out.update(family="ipv6", proto=PROTO_NAMES.get(proto, str(proto)),
-                   saddr=str(ipaddress.IPv6Address(data[8:24])),
-                   daddr=str(ipaddress.IPv6Address(data[24:40])))
-        l4 = data[40:]
-    else:
-        return out
-    if proto in (6, 17, 132) and len(l4) >= 4:
-        out["sport"], out["dport"] = struct.unpack(">HH", l4[:4])
-    return out
-
-
 def _value(inspect: Inspection, expr: str) -> str:
     # The first use of struct sk_buff makes gdb expand its DWARF: slow on a big vmlinux.
     return inspect.evaluate(expr, timeout=120)
@@ -100,9 +67,10 @@ def _int(text: str) -> int:
 def read_skb(inspect: Inspection, callee: str) -> SkbInfo | None:
     """The skb passed to ``callee`` at a stop on the call to it (read through the
     session's ``inspect``); None if not a drop call."""
-    index = SKB_ARG.get(callee)
-    if index is None:
+    args = DROP_ARGS.get(callee)
+    if args is None:
         return None
+    index = args[0]
     addr = inspect.read_args(index + 1)[index]
     if inspect.state.vmlinux is None:
         return SkbInfo(addr, note="no DWARF vmlinux: fields not read")

@@ -86,6 +86,25 @@ def module_files(root: Path) -> dict[str, Path]:
     return {p.name.removesuffix(".ko").replace("-", "_"): p for p in root.rglob("*.ko")}
 
 
+@dataclasses.dataclass(frozen=True)
+class ModuleDebug:
+    """A loaded module's debug file and where the target put its sections."""
+
+    name: str
+    path: Path
+    sections: tuple[tuple[str, int], ...]  # (".text", 0xffffffffc0370000), ...
+
+    def gdb_command(self) -> str:
+        """``add-symbol-file`` with every section at its load address, but the ``.init*``
+        ones: the kernel frees them once the module's init has run and puts later
+        modules there (on 6.1, nf_tables' ``.init.text`` is where nft_compat's ``.text``
+        is now), so gdb would name those modules' code after this one's init."""
+        text = dict(self.sections)[".text"]  # lab_modules keeps only modules with one
+        others = " ".join(f"-s {name} 0x{addr:x}" for name, addr in self.sections
+                          if name != ".text" and not name.startswith(".init"))
+        return f"add-symbol-file {self.path} 0x{text:x} {others}".rstrip()
+
+
 class ModuleLines:
     """file:line in modules, from a tree of their debug ``.ko`` files (Debian's -dbg
     package has them under ``/usr/lib/debug/lib/modules/<release>/kernel``).

@@ -33,6 +33,25 @@ class RuleRef:
         """The rule's place in the ruleset, whatever its text."""
         return (self.family, self.table, self.chain, self.handle)
 
+    @property
+    def place(self) -> str:
+        """``table ip filter chain INPUT rule handle 2`` (``... policy`` for a policy)."""
+        return self.chain_place + (" policy" if self.policy is not None
+                                   else f" rule handle {self.handle}")
+
+    @property
+    def chain_place(self) -> str:
+        """``table ip filter chain INPUT``."""
+        return f"table {self.family} {self.table} chain {self.chain}"
+
+    @property
+    def label(self) -> str:
+        """The rule as a drop's cause names it: its place and its text."""
+        if self.policy is not None:
+            return (f"the policy of {self.chain_place} (policy drop: no rule accepted the "
+                    "packet)")
+        return f"{self.place}: {self.text or '(text unavailable)'}"
+
     def to_json(self) -> dict[str, Any]:
         """``{"family", "table", "chain", "handle", "text"}``, or ``"policy"`` in place of
         the last two."""

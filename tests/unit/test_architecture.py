@@ -45,13 +45,15 @@ ALLOWED: dict[str, frozenset[str]] = {
     "path": frozenset({"symbols", "trace"}),
     "targetfacts": frozenset({"symbols", "lab"}),
     "debugger": frozenset({"symbols", "trace", "guard", "targetfacts", "lab"}),
+    # imported by gdb's own Python too (gdb/kdbg_prompt.py): the standard library and these
+    "prompt": frozenset({"symbols", "trace"}),
     "breakwatch": frozenset({"symbols", "trace", "guard", "targetfacts", "lab", "debugger",
-                             "drops"}),
+                             "drops", "prompt"}),
     "demo": frozenset({"symbols", "trace", "lab", "drops", "breakwatch"}),
     "doctor": frozenset({"symbols", "trace", "lab"}),
     "cli": frozenset({"symbols", "trace", "lab", "guard", "causes", "hwdrops", "drops",
                       "diagnose", "record", "exporter", "path", "targetfacts", "debugger",
-                      "breakwatch", "demo", "doctor"}),
+                      "prompt", "breakwatch", "demo", "doctor"}),
     "__main__": frozenset({"cli"}),
 }
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from kdbg.errors import BadInput
-from kdbg.symbols.droplines import DropLines, linux_banners, source_line
+from kdbg.symbols.droplines import DropLines, ModuleDebug, linux_banners, source_line
 from kdbg.symbols.dwarf import SourceFrame, SourceLine, elf_sections
 from kdbg.symbols.kallsyms import Kallsyms
 from kdbg.trace.event import DropEvent
@@ -178,9 +178,8 @@ def test_frame_choice() -> None:
 
 
 def test_module_debug_gdb_command() -> None:
-    from kdbg.debugger.model import ModuleDebug
-
     m = ModuleDebug("nf_tables", Path("/d/nf_tables.ko"),
-                    ((".bss", 0xFFFFFFFFC03A0000), (".text", 0xFFFFFFFFC0370000)))
+                    ((".bss", 0xFFFFFFFFC03A0000), (".init.text", 0xFFFFFFFFC03D2000),
+                     (".text", 0xFFFFFFFFC0370000)))
     assert m.gdb_command() == ("add-symbol-file /d/nf_tables.ko 0xffffffffc0370000 "
                                "-s .bss 0xffffffffc03a0000")

@@ -11,7 +11,7 @@ import pytest
 
 from kdbg.debugger import livemodules
 from kdbg.debugger.livemodules import LabModules
-from kdbg.debugger.model import ModuleDebug
+from kdbg.symbols.droplines import ModuleDebug
 from kdbg.symbols.kallsyms import Kallsyms
 from kdbg.targetfacts import LabFacts
 from tests.unit.fake_guest import FakeGuest
