@@ -17,6 +17,8 @@ Commands:
                                                trap or break where the guard refuses
   kdbg-break [--force] [--hw] LOCATION         check, then ``break *ADDR``; refused
                                                breakpoints are not set unless --force
+  kdbg-refuse TEXT                             fail with TEXT (kdbg's hooks refuse a
+                                               command with it: kdbg_kgdb.gdb)
 
 LOCATION is ``SYM``, ``SYM+0xOFF`` or ``0xADDR``. While the target is stopped, the
 frames of the current backtrace are given to the guard as the captured stack, so a
@@ -165,5 +167,16 @@ class _Break(gdb.Command):  # type: ignore[misc]
         gdb.execute(f"{cmd} *0x{decision.target.address:x}", from_tty)
 
 
+class _Refuse(gdb.Command):  # type: ignore[misc]
+    """kdbg-refuse TEXT: fail with TEXT (a hook that refuses the command it hooks)."""
+
+    def __init__(self) -> None:
+        super().__init__("kdbg-refuse", gdb.COMMAND_SUPPORT)
+
+    def invoke(self, arg: str, from_tty: bool) -> None:
+        raise gdb.GdbError(arg.strip() or "kdbg: refused")
+
+
 _Guard()
 _Break()
+_Refuse()

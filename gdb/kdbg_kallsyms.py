@@ -8,7 +8,8 @@ names, and ``0xADDR [?]`` where no known text covers an address.
 
 Commands:
   kdbg-kallsyms FILE   read a copy of the target's /proc/kallsyms; from then on ``bt``
-                       shows ``function+0xoff [module]`` instead of ``??`` (run it
+                       shows ``function+0xoff [module]`` instead of ``??``, and ends
+                       at the first frame no kernel text covers (run it
                        again with a newer copy when the target's modules change)
   kdbg-sym ADDR        print ADDR as ``symbol+0xoff``
 """
@@ -37,6 +38,11 @@ def name(addr: int) -> str | None:
     return None if TABLE is None else str(TABLE.lookup(addr))
 
 
+def in_text(addr: int) -> bool:
+    """Whether kernel or module text covers ``addr`` (True without a table)."""
+    return TABLE is None or TABLE.lookup(addr).symbol is not None
+
+
 class _Named(FrameDecorator):  # type: ignore[misc]
     def function(self):  # type: ignore[no-untyped-def]
         frame = self.inferior_frame()
@@ -45,8 +51,19 @@ class _Named(FrameDecorator):  # type: ignore[misc]
         return super().function()
 
 
+def _trusted(frames):  # type: ignore[no-untyped-def]
+    """The frames up to the first whose pc no kernel text covers: past it, gdb unwinds
+    through whatever the stack held (user space, 0x2 named after the per-CPU symbol
+    fixed_percpu_data), which no one should read as a frame."""
+    for i, frame in enumerate(frames):
+        if i > 0 and not in_text(int(frame.inferior_frame().pc()) & 0xFFFFFFFFFFFFFFFF):
+            return
+        yield frame
+
+
 class _Filter:
-    """Frame filter that decorates every frame with its kallsyms name."""
+    """Frame filter that decorates every frame with its kallsyms name, and ends the
+    backtrace where kernel text ends."""
 
     def __init__(self) -> None:
         self.name = "kdbg-kallsyms"
@@ -55,7 +72,7 @@ class _Filter:
         gdb.frame_filters[self.name] = self
 
     def filter(self, frames):  # type: ignore[no-untyped-def]
-        return map(_Named, frames)
+        return map(_Named, _trusted(frames))
 
 
 class _Load(gdb.Command):  # type: ignore[misc]

@@ -26,6 +26,7 @@ from kdbg.debugger.runcontrol import RunControl
 from kdbg.debugger.state import SessionState
 from kdbg.debugger.watchdog import Watchdog, release
 from kdbg.errors import GdbError, KdbgError
+from kdbg.prompt.state import VERSION as STATE_VERSION
 from kdbg.transports import Recovery
 
 log = logging.getLogger("kdbg.debugger")
@@ -81,11 +82,12 @@ class Cleanup:
         return self.close()
 
     def tell_prompt(self, stop: dict[str, Any]) -> None:
-        """Write what kdbg knows for the prompt's commands (``kdbg-state FILE``, see
-        gdb/kdbg_prompt.py): the transport, kdbg's breakpoints with the guard's decision
+        """Write what kdbg knows for the prompt's commands (``kdbg-state FILE``; the
+        schema is :mod:`kdbg.prompt.state`'s): the transport, kdbg's breakpoints with the guard's decision
         for each, where the modules' debug files are, and ``stop``'s facts. Skipped
         when the helpers did not load."""
-        facts = {"transport": self.state.transport, "endpoint": str(self.state.endpoint),
+        facts = {"version": STATE_VERSION, "transport": self.state.transport,
+                 "endpoint": str(self.state.endpoint),
                  "breakpoints": [bp.to_json() for bp in self.state.breakpoints.values()],
                  "module_roots": [str(r) for r in self.state.module_roots], **stop}
         folder = Path(tempfile.mkdtemp(prefix="kdbg-prompt-"))  # mode 0700

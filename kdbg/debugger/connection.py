@@ -101,6 +101,11 @@ class Connection:
         if scripts is not None:
             try:
                 g.console(f"source {scripts}", max(timeout, 60.0))
+                # Linux's helpers guess their stub, and miss kgdb on some kernels:
+                # kdbg tells them (gdb/kdbg_linux.py)
+                g.console(f"source {GDB_DIR / 'kdbg_linux.py'}", timeout)
+                server = "kgdb" if state.endpoint.transport.kgdb else "qemu"
+                g.console(f"kdbg-linux {server}", timeout)
             except GdbError as err:
                 state.notes.append(f"Linux's gdb helpers did not load from {scripts}: "
                                    f"{first_line(str(err))}")
@@ -113,8 +118,10 @@ class Connection:
         for command in transport.step_setup:
             with contextlib.suppress(GdbError):
                 g.console(command, timeout)
-        if transport.guard_steps and (GDB_DIR / "kdbg_steps.gdb").exists():
+        if transport.guard_steps:
             g.console(f"source {GDB_DIR / 'kdbg_steps.gdb'}", timeout)
+        if transport.kgdb:  # commands that make kgdb read a dead task's stack
+            g.console(f"source {GDB_DIR / 'kdbg_kgdb.gdb'}", timeout)
 
     def attach(self, timeout: float) -> None:
         """``target remote`` the endpoint; the target is stopped after it."""

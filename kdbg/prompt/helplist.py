@@ -15,6 +15,8 @@ _FUNCTION = re.compile(r"^function (?P<name>\w+) -- (?P<doc>.*)$")
 KDBG_ORDER = ("kdbg-skb", "kdbg-rule", "kdbg-where", "kdbg-state", "kdbg-done", "kdbg-break",
               "kdbg-guard", "kdbg-sym", "kdbg-kallsyms", "lx-symbols")
 KDBG_MARK = "kdbg's "  # a doc that starts so is kdbg's command (its lx-symbols)
+# kdbg's own plumbing, run by kdbg and its hooks, not by hand
+KDBG_INTERNAL = frozenset({"kdbg-refuse", "kdbg-linux"})
 
 
 def commands(help_all: str) -> dict[str, str]:
@@ -42,7 +44,8 @@ def listing(cmds: dict[str, str], funcs: dict[str, str]) -> str:
     """The text of ``help kdbg``."""
     ours = [n for n in KDBG_ORDER if n in cmds and (n.startswith("kdbg")
                                                     or cmds[n].startswith(KDBG_MARK))]
-    ours += sorted(n for n in cmds if n.startswith("kdbg-") and n not in ours)
+    ours += sorted(n for n in cmds if n.startswith("kdbg-") and n not in ours
+                   and n not in KDBG_INTERNAL)
     lines = ["kdbg's commands at this prompt:"]
     lines += [_line(n, cmds[n]) for n in ours]
     linux = sorted(n for n in cmds if n.startswith("lx-") and n not in ours)

@@ -44,9 +44,9 @@ ALLOWED: dict[str, frozenset[str]] = {
     "exporter": frozenset({"symbols", "trace", "hwdrops"}),
     "path": frozenset({"symbols", "trace"}),
     "targetfacts": frozenset({"symbols", "lab"}),
-    "debugger": frozenset({"symbols", "trace", "guard", "targetfacts", "lab"}),
-    # imported by gdb's own Python too (gdb/kdbg_prompt.py): the standard library and these
     "prompt": frozenset({"symbols", "trace"}),
+    "debugger": frozenset({"symbols", "trace", "guard", "targetfacts", "lab", "prompt"}),
+    # imported by gdb's own Python too (gdb/kdbg_prompt.py): the standard library and these
     "breakwatch": frozenset({"symbols", "trace", "guard", "targetfacts", "lab", "debugger",
                              "drops", "prompt"}),
     "demo": frozenset({"symbols", "trace", "lab", "drops", "breakwatch"}),

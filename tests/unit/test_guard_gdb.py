@@ -48,3 +48,26 @@ def test_transport_matters_and_must_be_set() -> None:
 def test_unknown_symbol_is_a_gdb_error() -> None:
     r = _gdb("kdbg-guard transport gdbstub", "kdbg-break tcp_v4_rcx")
     assert "unknown kernel symbol 'tcp_v4_rcx'" in r.stderr and "closest: tcp_v4_rcv" in r.stderr
+
+
+def test_kgdb_refuses_what_reads_a_dead_tasks_stack() -> None:
+    """On kgdb, ``info threads`` and ``thread apply`` make kgdb read every task's saved
+    frame, and a task that exited but is not reaped has none: kdbg's hooks refuse them
+    in one line, before gdb sends anything."""
+    r = _gdb(f"source {GDB_DIR / 'kdbg_kgdb.gdb'}", "info threads")
+    assert "kdbg: 'info threads' is refused on kgdb" in r.stderr and "use lx-ps" in r.stderr
+    assert "No threads." not in r.stdout + r.stderr  # the command itself never ran
+    assert "Traceback" not in r.stderr
+    r = _gdb(f"source {GDB_DIR / 'kdbg_kgdb.gdb'}", "thread apply all bt")
+    assert "kdbg: 'thread apply all' is refused on kgdb" in r.stderr
+    r = _gdb(f"source {GDB_DIR / 'kdbg_kgdb.gdb'}", "thread apply 1-3 bt")
+    assert "kdbg: 'thread apply' is refused on kgdb" in r.stderr
+
+
+def test_the_step_hooks_ask_the_guard() -> None:
+    """KGDBoE's step hooks run the guard's step check first; without a stopped target it
+    has nothing to judge and gdb says so itself."""
+    r = _gdb("kdbg-guard transport kgdboe", f"source {GDB_DIR / 'kdbg_steps.gdb'}", "next")
+    assert "The program is not being run." in r.stderr, r.stderr
+    r = _gdb("kdbg-guard transport kgdboe", "kdbg-guard step-check next")
+    assert r.returncode == 0 and r.stderr == "", r.stderr

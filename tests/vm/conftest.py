@@ -267,11 +267,17 @@ def rule_handle(lab: str, port: int) -> int:
     return int(m[1])
 
 
+# what a step that wandered off into an interrupt would show as its frame
+IRQ_CODE = re.compile(r"\b(\w*sysvec\w*|\w*apic_timer\w*|hrtimer_\w+|\w*_irq_\w+|"
+                      r"common_interrupt|irq_exit\w*|do_IRQ)\b")
+
+
 def check_the_stop(lab: str, port: int, source_file: str = "net/netfilter/core.c") -> str:
     """At a NETFILTER_DROP stop in ``lab`` (its DROP rule on ``port`` and udp_drops'
     traffic running), what a kernel developer does at gdb's prompt works: kdbg-skb names
-    the packet, kdbg-rule the rule nft -a names, no NULL is a per-CPU symbol, next shows
-    the source line's text, list shows ``source_file``, Linux's lx-dmesg, lx-ps and
+    the packet, kdbg-rule the rule nft -a names, no NULL is a per-CPU symbol, step,
+    finish, next and until show the source line's text and stay in the stopped context
+    (the same thread, no interrupt's code), list shows ``source_file``, Linux's lx-dmesg, lx-ps and
     $lx_current() work, and kdbg-done resumes the target and ends kdbg with 0. Returns
     the session's transcript."""
     handle = rule_handle(lab, port)
@@ -287,11 +293,16 @@ def check_the_stop(lab: str, port: int, source_file: str = "net/netfilter/core.c
         for look, out in looks.items():
             assert "fixed_percpu_data" not in out, (look, out)
         assert "= 0x0" in looks["p *$kdbg_skb"], looks  # NULL members, printed plainly
-        stepped = p.run("next")
-        assert re.search(r"^\d+\t.*\S", stepped, re.M), stepped  # the line and its text
-        assert "No such file" not in stepped, stepped
+        thread = p.run("p $_thread").split("=")[-1].strip()
+        for step in ("step", "finish", "next", "until", "next"):
+            stepped = p.run(step)
+            assert re.search(r"^\d+\t.*\S", stepped, re.M), (step, stepped)  # line and text
+            assert "No such file" not in stepped, stepped
+            # still the stopped context: the same CPU's thread, not an interrupt's code
+            assert p.run("p $_thread").split("=")[-1].strip() == thread, (step, stepped)
+            assert not IRQ_CODE.search(p.run("frame")), (step, stepped)
         listed = p.run(f"list {source_file}:1,12")
-        assert "SPDX-License-Identifier" in listed or "Copyright" in listed, listed
+        assert re.search(r"^\d+\t#include <", listed, re.M), listed  # the file's own lines
         assert "nf_hook_slow(struct sk_buff" in p.run("list nf_hook_slow")
         assert "Linux version" in p.run("lx-dmesg", timeout=300)
         assert SENDER in p.run("lx-ps", timeout=300)

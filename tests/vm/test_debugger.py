@@ -18,7 +18,7 @@ import time
 import pytest
 
 from tests.conftest import need
-from tests.vm.conftest import wait_halted
+from tests.vm.conftest import check_the_stop, udp_drops, wait_halted
 
 SEND_UDP = ("import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
             "s.sendto(b'kdbg', ('127.0.0.1', 9))")
@@ -271,6 +271,26 @@ def test_kgdboc_on_kgdb_kernel() -> None:
         assert report.ok, report
         th.join(120)  # the resumed guest finishes the connect; the thread never outlives the lab
         assert not th.is_alive() and poked == {"status": 0}, poked
+    finally:
+        labmod.down(name)
+
+
+@pytest.mark.slow
+def test_the_stop_on_the_kgdb_kernel_over_kgdboc() -> None:
+    """The prompt at a NETFILTER_DROP stop on the built kgdb kernel, over kgdboc: its own
+    tree's source lines and gdb scripts (CONFIG_GDB_SCRIPTS=y), kdbg's commands, and a
+    next that stays in the stopped context (kgdb holds the other CPUs while it steps)."""
+    from kdbg import lab as labmod
+    from kdbg.lab import build
+
+    need(os.geteuid() == 0, "the lab needs root")
+    if build.cached_build() is None:
+        pytest.skip("no kgdb lab kernel: run kdbg lab build-kernel (about 18 min on 2 cores)")
+    name = "dbgkprompt"
+    labmod.up(labmod.LabConfig(name=name, kernel="built", transport="kgdboc"))
+    try:
+        with udp_drops(name, 5581, every=1):
+            check_the_stop(name, 5581)
     finally:
         labmod.down(name)
 
