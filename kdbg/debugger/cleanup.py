@@ -83,9 +83,9 @@ class Cleanup:
 
     def tell_prompt(self, stop: dict[str, Any]) -> None:
         """Write what kdbg knows for the prompt's commands (``kdbg-state FILE``; the
-        schema is :mod:`kdbg.prompt.state`'s): the transport, kdbg's breakpoints with the guard's decision
-        for each, where the modules' debug files are, and ``stop``'s facts. Skipped
-        when the helpers did not load."""
+        schema is :mod:`kdbg.prompt.state`'s): the transport, kdbg's breakpoints with the
+        guard's decision for each, where the modules' debug files are, and ``stop``'s
+        facts. Skipped when the helpers did not load."""
         facts = {"version": STATE_VERSION, "transport": self.state.transport,
                  "endpoint": str(self.state.endpoint),
                  "breakpoints": [bp.to_json() for bp in self.state.breakpoints.values()],
