@@ -16,6 +16,7 @@ from kdbg.drops.output import (
     drop_line,
     endpoint,
     header,
+    journey_block,
     read_jsonl,
     stack_lines,
     stats_json,
@@ -28,5 +29,5 @@ from kdbg.drops.watch import Sink, Watch, WatchConfig, WatchResult, prepare
 
 __all__ = ["JsonSink", "Sink", "StatsRow", "Summary", "TextSink", "Watch", "WatchConfig",
            "WatchResult", "drop_json", "drop_line", "endpoint", "guest_watch_argv", "header",
-           "prepare", "read_jsonl", "stack_lines", "stats_json", "stats_rows", "stats_table",
-           "wall_clock"]
+           "journey_block", "prepare", "read_jsonl", "stack_lines", "stats_json", "stats_rows",
+           "stats_table", "wall_clock"]

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kdbg.trace.event import DropEvent
+from kdbg.trace.journeytext import journey_lines
 from kdbg.trace.lines import LineSink
 
 COLUMNS = (
@@ -88,6 +89,11 @@ def drop_line(ev: DropEvent) -> str:
 
 def stack_lines(ev: DropEvent) -> list[str]:
     return [f"    #{i:<2} {frame}" for i, frame in enumerate(ev.stack or ())]
+
+
+def journey_block(ev: DropEvent) -> list[str]:
+    """The drop's journey under its line (``--journey``), or nothing."""
+    return ["    " + line for line in journey_lines(ev.journey)] if ev.journey else []
 
 
 def drop_json(ev: DropEvent) -> str:
@@ -167,7 +173,7 @@ class TextSink(LineSink):
             self._write(self.out, header())
             self._header_done = True
         self._write(self.out, drop_line(event))
-        for line in stack_lines(event):
+        for line in stack_lines(event) + journey_block(event):
             self._write(self.out, line)
 
     def stats(self, rows: list[StatsRow], summary: Summary, final: bool) -> None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from kdbg.causes import CauseFinder, stack_reasons, with_cause
+from kdbg.drops.journeys import JourneyDropProbe, Journeys
 from kdbg.drops.output import StatsRow, Summary, stats_rows
 from kdbg.errors import BadInput, KdbgError
 from kdbg.symbols import tpformat
@@ -21,6 +22,7 @@ from kdbg.symbols.reasons import ReasonTable
 from kdbg.trace import filters as flt
 from kdbg.trace import loop, offsets
 from kdbg.trace.event import Decoder, DropEvent
+from kdbg.trace.journeylayout import RawJourneyDrop
 from kdbg.trace.layout import RawDropEvent
 from kdbg.trace.probe import TRACEPOINT, DropProbe, check_privileges
 from kdbg.trace.program import ProgramOptions, build
@@ -41,6 +43,8 @@ class WatchConfig:
     events: bool = False  # with stats: stream each drop as well
     vmlinux: str | None = None  # DWARF for file:line; None: the distribution's, if installed
     causes: bool = True  # a cause on each streamed drop (kdbg.causes)
+    journey: bool = False  # each drop's journey: the hops its packet crossed before
+    journey_slots: int = 1024  # packets followed at once (a power of two)
 
 
 class Sink(Protocol):
@@ -82,12 +86,16 @@ class Watch:
         # the hook), so the program takes the stacks of those reasons only.
         self.causes = CauseFinder() if cfg.causes and not self.stats_only else None
         cause_stacks = self._stack_reasons() if self.causes is not None else ()
+        if cfg.journey and self.stats_only:
+            raise BadInput("--journey does nothing with --stats alone (add --events)")
+        self.journeys = Journeys(self.spec, cfg.journey_slots) if cfg.journey else None
         self.text = build(
             self.tp, offsets.for_running_kernel(), self.spec,
             ProgramOptions(stack=cfg.stack or bool(cause_stacks),
                            stack_reasons=() if cfg.stack else cause_stacks,
                            stats_only=self.stats_only,
-                           ringbuf_pages=cfg.buffer_pages),
+                           ringbuf_pages=cfg.buffer_pages,
+                           **(self.journeys.program_options() if self.journeys else {})),
         )
         self.lines = None if self.stats_only else self._lines(cfg.vmlinux)
 
@@ -126,6 +134,8 @@ class Watch:
         """Attach, report until a stop condition, detach. Ctrl-C/SIGTERM end it cleanly."""
         turn = _WatchLoop(self, sink)
         end = loop.run(turn, cmd=self.cfg.cmd, duration=self.cfg.duration)
+        if turn.journeys_line:
+            sink.watching(turn.journeys_line)
         if self.lines is not None and self.lines.error:
             sink.watching(f"kdbg: warning: file:line stopped: {self.lines.error}")
         if self.cfg.stats:
@@ -156,7 +166,9 @@ class _WatchLoop(loop.RingLoop):
     probe: DropProbe
 
     def __init__(self, watch: Watch, sink: Sink) -> None:
-        super().__init__(DropProbe(watch.text))
+        j = watch.journeys
+        super().__init__(j.probe(watch.text) if j is not None else DropProbe(watch.text))
+        self.journeys_line = ""
         self.watch, self.cfg, self.sink = watch, watch.cfg, sink
         self.decoder: Decoder | None = None
         self.delivered = 0
@@ -164,16 +176,19 @@ class _WatchLoop(loop.RingLoop):
         self.rows: list[StatsRow] = []
         self.summary = Summary(0, 0, 0, 0)
 
-    def on_event(self, raw: RawDropEvent) -> None:
+    def on_event(self, raw: RawDropEvent | RawJourneyDrop) -> None:
         if self.ended:
             return
         w, probe = self.watch, self.probe
         if self.decoder is None:
             self.decoder = Decoder(w.reasons, w.kallsyms(),
                                    stack_of=probe.stack if self.cfg.stack else None)
-        event = self.decoder.decode(raw)
+        drop = raw.ev if isinstance(raw, RawJourneyDrop) else raw
+        event = self.decoder.decode(drop)
         if w.causes is not None:
-            event = with_cause(w.causes, event, raw.stack_id, probe, self.decoder)
+            event = with_cause(w.causes, event, drop.stack_id, probe, self.decoder)
+        if w.journeys is not None and isinstance(raw, RawJourneyDrop):
+            event = w.journeys.add(event, raw)
         self.sink.drop(w.lines.annotate(event) if w.lines else event)
         self.delivered += 1
         if self.cfg.count is not None and self.delivered >= self.cfg.count:
@@ -182,6 +197,8 @@ class _WatchLoop(loop.RingLoop):
     def attach(self) -> None:
         super().attach()
         w = self.watch
+        if w.journeys is not None:
+            w.journeys.attached()
         lines = f", file:line from {w.lines.vmlinux}" if w.lines else ""
         self.sink.watching(
             f"kdbg: watching {TRACEPOINT} on Linux {os.uname().release} "
@@ -199,6 +216,8 @@ class _WatchLoop(loop.RingLoop):
 
     def final(self) -> None:
         self.rows, self.summary = self.watch._snapshot(self.probe, self.delivered)
+        if self.watch.journeys is not None and isinstance(self.probe, JourneyDropProbe):
+            self.journeys_line = self.watch.journeys.summary(self.probe)
 
     def close(self) -> None:
         super().close()

@@ -17,10 +17,9 @@ from kdbg.symbols.kallsyms import Kallsyms, Location
 from kdbg.symbols.reasons import ReasonTable
 from kdbg.trace.cause import Cause
 from kdbg.trace.filters import PROTO_NAMES
+from kdbg.trace.headers import IPAddress, addresses
+from kdbg.trace.journey import Journey
 from kdbg.trace.layout import RawDropEvent
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
 
 
 @dataclass(frozen=True)
@@ -68,6 +67,7 @@ class DropEvent:
     file: str | None = None
     line: int | None = None
     cause: Cause | None = None  # why, where kdbg.causes could tell
+    journey: Journey | None = None  # its hops before the drop (kdbg watch --journey)
 
     @property
     def location(self) -> str:
@@ -110,6 +110,8 @@ class DropEvent:
             rec["line"] = self.line
         if self.cause is not None:
             rec["cause"] = self.cause.to_json()
+        if self.journey is not None:
+            rec.update(self.journey.to_json())
         if self.stack is not None:
             rec["stack"] = [
                 {"address": f"0x{f.address:x}", "symbol": f.symbol, "offset": f.offset,
@@ -142,17 +144,8 @@ class DropEvent:
             ifindex=rec.get("ifindex"), len=rec.get("len", 0), stack=stack,
             file=rec.get("file"), line=rec.get("line"),
             cause=Cause.from_json(rec["cause"]) if rec.get("cause") is not None else None,
+            journey=Journey.from_json(rec),
         )
-
-
-def addresses(family: int, saddr: Sequence[int], daddr: Sequence[int]
-              ) -> tuple[IPAddress | None, IPAddress | None]:
-    """Source and destination from a record's 16-byte address fields (4 used for IPv4)."""
-    if family == 4:
-        return ipaddress.IPv4Address(bytes(saddr[:4])), ipaddress.IPv4Address(bytes(daddr[:4]))
-    if family == 6:
-        return ipaddress.IPv6Address(bytes(saddr)), ipaddress.IPv6Address(bytes(daddr))
-    return None, None
 
 
 class Decoder:

@@ -53,8 +53,10 @@ def compute(btf: Btf, fields: dict[str, tuple[str, ...]] = FIELDS) -> dict[str, 
     return out
 
 
-def for_running_kernel(btf_path: str | Path = "/sys/kernel/btf/vmlinux") -> dict[str, int]:
-    """``compute()`` for the BTF at ``btf_path``, cached by the blob's hash."""
+def fields_of(fields: dict[str, tuple[str, ...]], name: str,
+              btf_path: str | Path = "/sys/kernel/btf/vmlinux") -> dict[str, int]:
+    """``compute()`` of ``fields`` for the BTF at ``btf_path``, cached as ``name`` by the
+    blob's hash and the fields asked for."""
     path = Path(btf_path)
     try:
         blob = path.read_bytes()
@@ -62,17 +64,22 @@ def for_running_kernel(btf_path: str | Path = "/sys/kernel/btf/vmlinux") -> dict
         raise BtfError(
             f"no BTF at {path}", hint="kdbg needs a kernel built with CONFIG_DEBUG_INFO_BTF=y"
         ) from None
-    key = hashlib.sha256(blob + json.dumps(FIELDS, sort_keys=True).encode()).hexdigest()[:24]
-    cached = cache_dir("btf") / f"offsets-{key}.json"
+    key = hashlib.sha256(blob + json.dumps(fields, sort_keys=True).encode()).hexdigest()[:24]
+    cached = cache_dir("btf") / f"{name}-{key}.json"
     try:
         return {k: int(v) for k, v in json.loads(cached.read_text()).items()}
     except (OSError, ValueError):
         pass
-    result = compute(Btf(blob, source=str(path)))
+    result = compute(Btf(blob, source=str(path)), fields)
     tmp = cached.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, sort_keys=True))
     tmp.replace(cached)
     return result
+
+
+def for_running_kernel(btf_path: str | Path = "/sys/kernel/btf/vmlinux") -> dict[str, int]:
+    """The drop program's offsets (:data:`FIELDS`) in the BTF at ``btf_path``, cached."""
+    return fields_of(FIELDS, "offsets", btf_path)
 
 # The path tracer reads L3 from skb->data on receive and the ethertype from the skb.
 EXTRA_FIELDS.update({

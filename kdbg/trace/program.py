@@ -27,6 +27,9 @@ class ProgramOptions:
     # C that hands the filled event ``e`` over; None: one ring-buffer record each.
     # kdbg.record.recorder passes the rendered bpf/drop_record.bpf.c.
     output: str | None = None
+    # C at file scope before the drop function: the journey's maps and hop programs
+    # (kdbg.trace.journeyprog, which also gives the output), or nothing.
+    journey: str = ""
 
 
 # The default hand-over: copy the event into the ring buffer, counting a full ring.
@@ -69,5 +72,6 @@ def build(
         "FILTER_DEV": flt.c_dev(spec),
         "FILTER_PKT": flt.c_packet(spec),
         "OUTPUT": OUTPUT if opts.output is None else opts.output,
+        "JOURNEY": opts.journey,
     }
     return render(TEMPLATE.read_text(), values)

@@ -101,6 +101,13 @@ static __always_inline void read_dev(void *ctx, __u64 skb, struct kdbg_drop_even
 	}
 }
 
+/* A packet's journey (kdbg watch --journey, --break): the maps and hop programs of
+ * bpf/journey.bpf.c, or nothing. */
+
+#ifndef KDBG_JOURNEY_FREED
+#define KDBG_JOURNEY_FREED(skb)
+#endif
+
 int kdbg_on_kfree_skb(void *ctx)
 {
 	/* The tracepoint record is the context: plain loads, no helper calls. */
@@ -110,6 +117,7 @@ int kdbg_on_kfree_skb(void *ctx)
 	__u64 skb, head;
 	__u16 nh = 0xffff, th = 0xffff;
 
+	KDBG_JOURNEY_FREED(*(__u64 *)(ctx + TP_OFF_SKBADDR));	/* its journey's slot is free */
 	{
 		__u64 loc = location;
 		/* filters on reason and location */
