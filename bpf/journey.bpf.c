@@ -36,6 +36,15 @@
 
 BPF_ARRAY(journeys, struct kdbg_journey, JOURNEY_SLOTS);
 BPF_PERCPU_ARRAY(journey_counters, __u64, KDBG_JOURNEY_NR_CTRS);
+/* Per CPU: when its last drop found the ring buffer full (0: it had room). While it is
+ * full no new packet is followed: its drop's record would not be sent (a storm). */
+BPF_PERCPU_ARRAY(journey_ring_full, __u64, 1);
+
+static __always_inline __u64 *journey_ring(void)
+{
+	int zero = 0;
+	return journey_ring_full.lookup(&zero);
+}
 
 static __always_inline void journey_count(int slot)
 {
@@ -93,13 +102,15 @@ static __always_inline int journey_hop(__u64 skb, __u8 tp, int rx)
 	__u64 now;
 	__u32 n;
 
+	__u64 *full = journey_ring();
+
 	if (!skb)
 		return 0;
 	j = journey_of(skb);
 	if (!j)
 		return 0;
-	now = bpf_ktime_get_ns();
-	if (j->skbaddr == skb && journey_live(j, now)) {
+	if (j->skbaddr == skb && !j->ended &&
+	    (now = bpf_ktime_get_ns()) - j->last_ns <= JOURNEY_IDLE_NS) {
 		/* A followed packet: one more hop, in place. */
 		n = j->nhops;
 		h = &j->hops[n & (KDBG_JOURNEY_HOPS - 1)];
@@ -112,9 +123,13 @@ static __always_inline int journey_hop(__u64 skb, __u8 tp, int rx)
 		j->last_ns = now;
 		return 0;
 	}
+	/* Not followed (yet): a new packet, unless its drop would find no room. */
+	if (!full || *full)
+		return 0;
 	kdbg_hop_packet(&e.seen, skb, rx);
 	if (!journey_wanted(&e.seen))
 		return 0;
+	now = bpf_ktime_get_ns();
 	if (journey_live(j, now)) {
 		/* counted once a packet, at its first hop refused */
 		if (j->refused_skb != skb || j->refused_ended)
@@ -138,37 +153,52 @@ static __always_inline int journey_hop(__u64 skb, __u8 tp, int rx)
 }
 
 /* The skb was freed or consumed: its slot is free. It keeps what it holds until
- * another packet takes it, so the drop's record (after this) still finds it. */
-static __always_inline void journey_freed(__u64 skb)
+ * another packet takes it, so the drop's record (after this) still finds it. 1 when
+ * the slot was following this skb until now. */
+static __always_inline int journey_freed(__u64 skb)
 {
 	struct kdbg_journey *j = journey_of(skb);
 
 	if (!j)
-		return;
-	if (j->skbaddr == skb)
+		return 0;
+	if (j->skbaddr == skb && !j->ended) {
 		j->ended = 1;
-	else if (j->refused_skb == skb)
+		return 1;
+	}
+	if (j->refused_skb == skb)
 		j->refused_ended = 1;
+	return 0;
 }
-#define KDBG_JOURNEY_FREED(skb) journey_freed(skb)
+/* The drop program's first line: whether this drop ends a journey it then reports. */
+#define KDBG_JOURNEY_FREED(skb) int journey_mine = journey_freed(skb)
 
 /* The drop's record: the event, where the table is, and a copy of the skb's slot
- * (whatever it holds: kdbg/trace/journey.py tells whether it is this packet's).
- * Non-zero when the ring buffer is full. */
-static __always_inline int journey_output(const struct kdbg_drop_event *e, __u64 skb)
+ * (whatever it holds: "followed" says whether it is this packet's, as the drop
+ * program's first line found it: "mine"). Non-zero when the ring buffer is full. */
+static __always_inline int journey_output(const struct kdbg_drop_event *e, __u64 skb,
+					  int mine)
 {
 	__u32 zero = 0, idx = KDBG_JOURNEY_SLOT(skb, JOURNEY_SLOT_BITS);
 	struct kdbg_journey *j = journeys.lookup(&idx), *table = journeys.lookup(&zero);
 	struct kdbg_journey_drop *r = events.ringbuf_reserve(sizeof(*r));
+	__u64 *full = journey_ring();
 
-	if (!r)
+	if (!r) {
+		if (full && !*full)
+			*full = e->time_ns;
 		return -1;
+	}
 	__builtin_memcpy(&r->ev, e, sizeof(*e));
 	r->table = (__u64)table;	/* a kernel address: gdb reads a slot there */
 	r->slot = idx;
 	r->slots = JOURNEY_SLOTS;
+	r->ring_full_ns = full ? *full : 0;
+	if (full)
+		*full = 0;
 	/* (a failed read zeroes the copy) */
 	bpf_probe_read_kernel(&r->journey, sizeof(r->journey), j);
+	r->followed = mine && e->time_ns - r->journey.last_ns <= JOURNEY_IDLE_NS;
+	r->pad0 = 0;
 	events.ringbuf_submit(r, 0);
 	return 0;
 }

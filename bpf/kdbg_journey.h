@@ -57,6 +57,11 @@ struct kdbg_journey_drop {
 	__u64 table;		/* kernel address of the table's slot 0 */
 	__u32 slot;		/* the skb's slot */
 	__u32 slots;		/* slots in the table (a power of two) */
+	__u64 ring_full_ns;	/* when a drop on this CPU last found the ring buffer full, if
+				 * none was sent since (no new packet is followed then), else 0 */
+	__u32 followed;		/* 1: the slot followed this very packet until its drop (not
+				 * an earlier one whose skb this one reuses) */
+	__u32 pad0;
 	struct kdbg_journey journey;
 };
 

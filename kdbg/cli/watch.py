@@ -162,9 +162,10 @@ def check_options(ctx: click.Context) -> None:
     require(ctx, NEEDS)
     exclude(ctx, {name: ("lab", "do_break", "events_cmd") for name in LOCAL_ONLY},
             why="the tracer runs in the target with its drop options only")
-    exclude(ctx, {"journey": JOURNEY_WITHOUT}, why="a journey comes with each drop shown")
-    if ctx.params.get("journey") and ctx.params.get("stats") and not ctx.params.get("events"):
-        raise BadInput("--journey does nothing with --stats alone (add --events)")
+    if ctx.params.get("journey"):  # --no-journey goes with anything
+        exclude(ctx, {"journey": JOURNEY_WITHOUT}, why="a journey comes with each drop shown")
+        if ctx.params.get("stats") and not ctx.params.get("events"):
+            raise BadInput("--journey does nothing with --stats alone (add --events)")
 
 
 COMMANDS = [watch]

@@ -148,7 +148,14 @@ def _hop(raw: jl.RawJourneyHop, ref_ns: int, table: JourneyTable | None,
         kind=raw.kind.decode(errors="replace") or None, headers=Headers.from_raw(seen))
 
 
-def _not_followed(raw: jl.RawJourney, skb: int, table: JourneyTable | None) -> str:
+RING_FULL = ("not followed: the ring buffer was full when it entered (no packet is followed "
+             "then, its drop's record would not be sent)")
+
+
+def _not_followed(raw: jl.RawJourney, skb: int, table: JourneyTable | None,
+                  ring_full: bool = False) -> str:
+    if ring_full:
+        return RING_FULL
     if raw.refused_skb == skb and raw.refused_why == jl.BUSY:
         slots = f" of {table.slots}" if table is not None else ""
         return (f"not followed: its slot in the journey table{slots} was following another "
@@ -177,15 +184,22 @@ def _notes(raw: jl.RawJourney, kept: list[jl.RawJourneyHop], table: JourneyTable
 
 
 def assemble(raw: jl.RawJourney, skb: int, ref_ns: int | None,
-             table: JourneyTable | None = None, netns_name: NetnsName = _no_name) -> Journey:
+             table: JourneyTable | None = None, netns_name: NetnsName = _no_name, *,
+             followed: bool | None = None, ring_full: bool = False) -> Journey:
     """The journey of the skb at ``skb`` from its slot ``raw`` (a copy in its drop's
     record, or read from the target at a stop), with ``table``'s clock and namespace
     names from ``netns_name``. Times count back from ``ref_ns`` (the drop's monotonic
-    time), or from the last hop when it is None (at a stop, before the drop)."""
+    time), or from the last hop when it is None (at a stop, before the drop).
+    ``followed``: whether the slot followed this very packet, as its drop found it (a
+    slot can hold the ended journey of an earlier packet that had the same skb); None:
+    a live slot of the skb (at a stop). ``ring_full``: the drop before this one on its
+    CPU found the ring buffer full."""
     reference = DROP if ref_ns is not None else LAST_HOP
     n = raw.nhops
-    if raw.skbaddr != skb or n == 0:
-        return Journey((), (_not_followed(raw, skb, table),), table, reference)
+    if followed is None:
+        followed = raw.skbaddr == skb and not raw.ended
+    if not followed or raw.skbaddr != skb or n == 0:
+        return Journey((), (_not_followed(raw, skb, table, ring_full),), table, reference)
     kept = [raw.hops[i % jl.HOPS] for i in range(max(0, n - jl.HOPS), n)]
     ref = ref_ns if ref_ns is not None else kept[-1].time_ns
     return Journey(tuple(_hop(h, ref, table, netns_name) for h in kept),
@@ -197,7 +211,8 @@ def from_record(raw: jl.RawJourneyDrop, wall_offset_ns: int, attached_ns: int | 
     """The journey a drop record carries (``struct kdbg_journey_drop``), with the
     tracer's clock offset and attach time."""
     table = JourneyTable(raw.table, raw.slots, jl.SLOT_SIZE, wall_offset_ns, attached_ns)
-    return assemble(raw.journey, raw.ev.skbaddr, raw.ev.time_ns, table, netns_name)
+    return assemble(raw.journey, raw.ev.skbaddr, raw.ev.time_ns, table, netns_name,
+                    followed=bool(raw.followed), ring_full=raw.ring_full_ns != 0)
 
 
 def from_slot(data: bytes, skb: int, table: JourneyTable,

@@ -63,6 +63,9 @@ class RawJourneyDrop(ct.Structure):
         ("table", ct.c_uint64),
         ("slot", ct.c_uint32),
         ("slots", ct.c_uint32),
+        ("ring_full_ns", ct.c_uint64),
+        ("followed", ct.c_uint32),
+        ("pad0", ct.c_uint32),
         ("journey", RawJourney),
     ]
 

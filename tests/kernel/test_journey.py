@@ -24,6 +24,7 @@ from kdbg.drops import WatchConfig, prepare
 from kdbg.drops.journeys import Journeys
 from kdbg.trace.event import DropEvent
 from kdbg.trace.filters import PacketFilters
+from kdbg.trace.journey import RING_FULL
 from kdbg.trace.journeylayout import SLOT_SIZE, RawJourneyDrop, slot_of
 from tests.conftest import DATA
 
@@ -138,6 +139,29 @@ def _queue_cmd(lab: VethBridgeLab, queued: int) -> str:
     code += SEND_UDP_CODE.format(src=lab.addr_a, dst=lab.addr_b, sport=40000, dport=PORT,
                                  count=3)
     return shlex.join(["ip", "netns", "exec", lab.a.name, PY, "-c", code])
+
+
+def test_no_packet_is_followed_while_the_ring_is_full(lab: VethBridgeLab) -> None:
+    """A one-page ring holds one record: a burst of 23 drops overflows it and shuts the
+    gate (on the sender's CPU, where veth receives too); a datagram sent once the
+    watch has read the ring says it was not followed for that."""
+    burst = SEND_UDP_CODE.format(src=lab.addr_a, dst=lab.addr_b, sport=40000, dport=PORT,
+                                 count=N)
+    last = SEND_UDP_CODE.format(src=lab.addr_a, dst=lab.addr_b, sport=40002, dport=PORT,
+                                count=1)
+    code = burst + "import time; time.sleep(0.5)\n" + last
+    cmd = shlex.join(["taskset", "-c", "0", "ip", "netns", "exec", lab.a.name, PY, "-c", code])
+    rc, recs, err = watch("--journey", "--buffer-pages", "1", "--proto", "udp", "--dport",
+                          str(PORT), "--cmd", cmd)
+    assert rc == 0, err
+    drops = [r for r in recs if r["type"] == "drop"]
+    (summary,) = [r for r in recs if r["type"] == "summary"]
+    assert summary["matched"] == N + 1 and summary["lost"] >= 1, summary
+    assert len(drops) + summary["lost"] == N + 1
+    for drop in drops[:-1]:  # followed while the ring had room
+        assert "journey_incomplete" not in drop and len(drop["journey"]) == 5
+    assert drops[-1]["sport"] == 40002
+    assert drops[-1]["journey"] == [] and drops[-1]["journey_incomplete"] == [RING_FULL]
 
 
 class _Drops:

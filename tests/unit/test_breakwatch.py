@@ -299,3 +299,6 @@ def test_the_guests_kdbg_watch_is_one_command_line() -> None:
     assert guest_watch_argv(cfg, "--write", "-", "--snaplen", "128", limits=True) == [
         *kdbg, "watch", "--write", "-", "--snaplen", "128", *filters, "--count", "5",
         "--duration", "2.0"]
+    journeyed = WatchConfig(filters=cfg.filters, journey=True)
+    assert guest_watch_argv(journeyed, "--json", stack=True) == [
+        *kdbg, "watch", "--json", *filters, "--journey", "--stack"]

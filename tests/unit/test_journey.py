@@ -23,6 +23,7 @@ from kdbg.trace.hops import HOP_TRACEPOINTS, RawHopSeen
 from kdbg.trace.journey import (
     DROP,
     LAST_HOP,
+    RING_FULL,
     Journey,
     JourneyTable,
     assemble,
@@ -204,8 +205,27 @@ def test_no_hop_seen() -> None:
         "it reached an interface",)
 
 
+def test_the_ended_journey_of_an_earlier_packet_is_not_this_ones() -> None:
+    """skb memory is reused at once: the slot may still hold the journey of the packet
+    that had this skb before, ended by its drop; the drop program says whether it ended
+    this packet's own."""
+    raw, rec = _complete()
+    raw.followed = 0
+    j = journey_of(raw, rec)
+    assert j.hops == () and j.notes[0].startswith("no hop seen")
+    raw.ring_full_ns = raw.ev.time_ns - 1000
+    assert journey_of(raw, rec).notes == (RING_FULL,)
+    table = JourneyTable(raw.table, raw.slots)
+    raw.journey.ended = 1  # at a stop: a slot its skb's earlier packet ended
+    assert from_slot(bytes(raw.journey), raw.ev.skbaddr, table).hops == ()
+    raw.journey.ended = 0
+    assert len(from_slot(bytes(raw.journey), raw.ev.skbaddr, table).hops) == 5
+
+
 def test_at_a_stop_times_count_back_from_the_last_hop() -> None:
     raw, rec = _complete()
+    assert raw.journey.ended == 1  # the drop's first line ended it before the copy
+    raw.journey.ended = 0  # as it was at the call to the drop function
     table = JourneyTable(raw.table, raw.slots, jl.SLOT_SIZE, rec["wall_offset_ns"],
                          rec["attached_ns"])
     j = from_slot(bytes(raw.journey), raw.ev.skbaddr, table, names(rec))
@@ -215,7 +235,7 @@ def test_at_a_stop_times_count_back_from_the_last_hop() -> None:
     assert journey_lines(j)[0] == "journey (5 hops, oldest first; time before its last hop):"
     with pytest.raises(ValueError):
         from_slot(bytes(raw.journey)[:100], raw.ev.skbaddr, table)
-    assert assemble(raw.journey, raw.ev.skbaddr, None).hops == j.hops[:0] + tuple(
+    assert assemble(raw.journey, raw.ev.skbaddr, None).hops == tuple(
         dataclasses.replace(h, netns_name=None, time_ns=h.time_ns - rec["wall_offset_ns"])
         for h in j.hops)
 
