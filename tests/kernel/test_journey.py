@@ -215,10 +215,11 @@ def test_a_full_table_says_so(lab: VethBridgeLab,
 
 
 def test_recorded_records(lab: VethBridgeLab, raws: list[tuple[bytes, DropEvent]]) -> None:
-    """The raw records of three drops, as the unit tests' recording has them: the same
-    hops and slot arithmetic (KDBG_UPDATE_GOLDEN=1 writes them to the recording)."""
+    """The raw records of three drops (with their stacks, as a break-watch's tracer has
+    them), as the unit tests' recording has them: the same hops and slot arithmetic
+    (KDBG_UPDATE_GOLDEN=1 writes them to the recording)."""
     cfg = WatchConfig(filters=PacketFilters(proto="udp", dports=(PORT,)), journey=True,
-                      cmd=send_cmd(lab, 3, PORT))
+                      stack=True, cmd=send_cmd(lab, 3, PORT))
     prepared = prepare(cfg)
     prepared.run(_Drops())
     assert len(raws) == 3
