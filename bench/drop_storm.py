@@ -215,6 +215,10 @@ def main() -> int:
                 ("kdbg watch streaming, all match, --no-causes",
                  [*KDBG, "watch", "--json", "--no-causes", "--dport", str(PORT)],
                  "kdbg: watching", "kdbg", True),
+                # The journey's cost: each flooded packet crosses three hop points.
+                ("kdbg watch streaming, all match, --journey",
+                 [*KDBG, "watch", "--json", "--journey", "--dport", str(PORT)],
+                 "kdbg: watching", "kdbg", True),
                 ("kdbg watch --stats --no-causes",
                  [*KDBG, "watch", "--json", "--stats", "--no-causes", "--reason",
                   "NETFILTER_DROP"], "kdbg: watching", "kdbg", True),
@@ -285,6 +289,12 @@ def main() -> int:
         bpe = f"{r.bytes_per_event:.0f}" if r.bytes_per_event is not None else "-"
         print(f"{r.name:<42}{r.rate:>12,.0f}{r.ratio:>8.3f}{cpu:>8}{rss:>8}{lost:>10}{bpe:>9}"
               f"  {exact}")
+    by_name = {r.name: r for r in runs}
+    journey = by_name.get("kdbg watch streaming, all match, --journey")
+    streaming = by_name.get("kdbg watch streaming, all match")
+    if journey is not None and streaming is not None:
+        print(f"--journey: streaming's ratio {streaming.ratio:.3f}, with the journey "
+              f"{journey.ratio:.3f} ({journey.ratio - streaming.ratio:+.3f})")
     print(f"time to 'kdbg: watching': median {statistics.median(ready):.2f} s "
           f"(runs: {', '.join(f'{t:.2f}' for t in ready)}); load average "
           f"{os.getloadavg()[0]:.2f}")
