@@ -19,11 +19,11 @@ from kdbg.symbols.droplines import DropLines, installed_module_debug, installed_
 from kdbg.symbols.kallsyms import Kallsyms, LiveKallsyms
 from kdbg.symbols.reasons import ReasonTable
 from kdbg.trace import filters as flt
-from kdbg.trace import loop, offsets
+from kdbg.trace import loop, offsets, program
 from kdbg.trace.event import Decoder, DropEvent
 from kdbg.trace.layout import RawDropEvent
 from kdbg.trace.probe import TRACEPOINT, DropProbe, check_privileges
-from kdbg.trace.program import ProgramOptions, build
+from kdbg.trace.program import ProgramOptions
 
 
 @dataclass(frozen=True)
@@ -82,11 +82,12 @@ class Watch:
         # the hook), so the program takes the stacks of those reasons only.
         self.causes = CauseFinder() if cfg.causes and not self.stats_only else None
         cause_stacks = self._stack_reasons() if self.causes is not None else ()
-        self.text = build(
-            self.tp, offsets.for_running_kernel(), self.spec,
+        self.text = program.build(
+            program.kernel_args(), offsets.for_running_kernel(), self.spec,
             ProgramOptions(stack=cfg.stack or bool(cause_stacks),
                            stack_reasons=() if cfg.stack else cause_stacks,
                            stats_only=self.stats_only,
+                           count_stats=cfg.stats,
                            ringbuf_pages=cfg.buffer_pages),
         )
         self.lines = None if self.stats_only else self._lines(cfg.vmlinux)
@@ -134,17 +135,21 @@ class Watch:
         return WatchResult(turn.summary, tuple(turn.rows), end.cmd_status, end.interrupted)
 
     def _matched(self, probe: DropProbe) -> int:
-        """Drops that passed every filter: the stats table's total (no symbolizing)."""
-        return sum(probe.stats().values()) + probe.counters()["stats_full"]
+        """Drops that passed every filter, as the kernel counted them (no symbolizing)."""
+        ctr = probe.counters()
+        if not self.cfg.stats:
+            return ctr["matched"]
+        return sum(probe.stats().values()) + ctr["stats_full"]
 
     def _snapshot(self, probe: DropProbe, delivered: int) -> tuple[list[StatsRow], Summary]:
         ctr = probe.counters()
-        counts = probe.stats()
+        counts = probe.stats() if self.cfg.stats else {}
         rows = stats_rows(counts, self.reasons.name, self.kallsyms().lookup)
+        matched = sum(counts.values()) + ctr["stats_full"] if self.cfg.stats else ctr["matched"]
         # Under --stats with only reason/location filters the probe counts nothing but
         # the stats table (the cheapest path), so how many it looked at is unknown.
         fast = self.stats_only and self.spec_is_early
-        summary = Summary(matched=sum(counts.values()) + ctr["stats_full"], delivered=delivered,
+        summary = Summary(matched=matched, delivered=delivered,
                           lost=ctr["lost"], seen=None if fast else ctr["seen"],
                           stats_full=ctr["stats_full"], streaming=not self.stats_only)
         return rows, summary

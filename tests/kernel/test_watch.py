@@ -206,7 +206,7 @@ def test_print_bpf_shows_the_filters_as_c() -> None:
     proc = subprocess.run([*KDBG, "watch", "--reason", "NO_SOCKET", "--dport", "53",
                            "--print-bpf"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    assert "int kdbg_on_kfree_skb(void *ctx)" in proc.stdout
+    assert "int kdbg_on_kfree_skb(__u64 *ctx)" in proc.stdout
     code = ReasonTable.from_tpformat(tpformat.load("skb", "kfree_skb")).code("NO_SOCKET")
     assert f"if (!(reason == {code})) return 0;" in proc.stdout
     assert "dport == 53" in proc.stdout
