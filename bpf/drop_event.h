@@ -74,7 +74,7 @@ struct kdbg_more_key {
  * one of them there ran through the same functions, called from the same places, so
  * its cause reads the same frames: checking them replaces the stack walk. */
 #define KDBG_CHAIN_SLOTS 12
-#define KDBG_CHAINS_PER_SITE 4
+#define KDBG_CHAINS_PER_SITE 16
 #define KDBG_CHAIN_SPAN 2048	/* bytes above the frame pointer a chain may reach */
 struct kdbg_chain {
 	__u16 id;		/* 0: an empty entry */
@@ -103,6 +103,8 @@ struct kdbg_learn {
 	__u64 location;
 	__s32 frames_bytes;	/* bpf_get_stack()'s result: bytes of frames, or -errno */
 	__u32 pages;		/* pages read from fp's page on, the first from fp on */
+	__u32 reason;
+	__u32 pad0;
 	__u64 frames[KDBG_LEARN_FRAMES];
 	__u8 stack[KDBG_LEARN_BYTES];	/* from fp & ~4095 on */
 };

@@ -12,7 +12,7 @@ CTR_LOST, CTR_STATS_FULL, CTR_SEEN, CTR_MATCHED = 0, 1, 2, 3
 NR_CTRS = 4
 
 CHAIN_SLOTS = 12
-CHAINS_PER_SITE = 4
+CHAINS_PER_SITE = 16
 CHAIN_SPAN = 2048
 LEARN_FRAMES = 16
 LEARN_PAGES = 9
@@ -116,6 +116,8 @@ class RawLearn(ct.Structure):
         ("location", ct.c_uint64),
         ("frames_bytes", ct.c_int32),
         ("pages", ct.c_uint32),
+        ("reason", ct.c_uint32),
+        ("pad0", ct.c_uint32),
         ("frames", ct.c_uint64 * LEARN_FRAMES),
         ("stack", ct.c_uint8 * LEARN_BYTES),
     ]

@@ -157,6 +157,24 @@ class DropProbe(RingProbe):
 
     def __init__(self, text: str) -> None:
         super().__init__(text, [(f"btf:{TRACEPOINT_NAME}", FUNC_NAME)])
+        self._learn: Ring | None = None
+
+    def start(self, on_event: Callable[[Any], None]) -> None:
+        super().start(on_event)
+        if "learn" in self.obj.specs:
+            self._learn = Ring(self.fd("learn"), self.obj.specs["learn"].max_entries)
+
+    def learned(self, handle: Callable[[layout.RawLearn], None]) -> int:
+        """Hand each stack the program sent to learn a call chain from to ``handle``."""
+        if self._learn is None:
+            return 0
+        return self._learn.each(lambda view: handle(layout.RawLearn.from_buffer_copy(view)))
+
+    def close(self) -> None:
+        learn, self._learn = self._learn, None
+        if learn is not None:
+            learn.close()
+        super().close()
 
     def stats(self) -> dict[tuple[int, int], int]:
         """In-kernel counts of matching drops per (reason code, location address)."""

@@ -71,11 +71,11 @@ BPF_PERCPU_HASH(more_coarse, struct kdbg_more_key, __u64, 1024);
 #endif
 #if CHAINS
 BPF_HASH(chains, __u64, struct kdbg_chains, 1024);
-BPF_HASH(learn_at, __u64, __u64, 1024);
+BPF_HASH(learn_next, __u64, __u64, 1024);	/* location -> when it may ask again */
 BPF_RINGBUF_OUTPUT(learn, 64);
 struct kdbg_scratch { __u64 fp; __u64 w[KDBG_CHAIN_SPAN / 8]; };
 BPF_PERCPU_ARRAY(scratch, struct kdbg_scratch, 1);
-#define LEARN_GAP_NS 20000000ULL	/* one stack per location for user space every 20 ms */
+#define LEARN_GAP_NS 5000000ULL	/* one stack per location for user space every 5 ms */
 #endif
 
 static __always_inline void count(int slot)
@@ -264,22 +264,24 @@ static __always_inline __u8 chain_of(__u64 location, __u64 fp, struct kdbg_scrat
 }
 
 /* No chain matched: hand user space this drop's stack to learn one from (once per
- * location every LEARN_GAP_NS). The pages are read up to the first that is not
- * mapped: the guard page past the end of the stack. */
-static __always_inline void learn_from(__u64 *ctx, __u64 location, __u64 fp)
+ * location every LEARN_GAP_NS, or later when user space says so). The pages are read
+ * up to the first that is not mapped: the guard page past the end of the stack. */
+static __always_inline void learn_from(__u64 *ctx, __u64 location, __u32 reason, __u64 fp)
 {
-	__u64 now = bpf_ktime_get_ns(), *last = learn_at.lookup(&location);
+	__u64 now = bpf_ktime_get_ns(), *next = learn_next.lookup(&location), then;
 	struct kdbg_learn *r;
 	__u64 page = fp & ~(__u64)(KDBG_PAGE - 1), first = fp & (KDBG_PAGE - 1);
 
-	if (last && now - *last < LEARN_GAP_NS)
+	if (next && now < *next)
 		return;
-	learn_at.update(&location, &now);
+	then = now + LEARN_GAP_NS;
+	learn_next.update(&location, &then);
 	r = learn.ringbuf_reserve(sizeof(*r));
 	if (!r)
 		return;
 	r->fp = fp;
 	r->location = location;
+	r->reason = reason;
 	r->frames_bytes = bpf_get_stack(ctx, r->frames, sizeof(r->frames), 0);
 	r->pages = 0;
 	if (bpf_probe_read_kernel(&r->stack[first], KDBG_PAGE - first, (void *)fp) == 0) {
@@ -317,7 +319,7 @@ static __always_inline void fill_sent(__u64 *ctx, struct kdbg_drop_event *e)
 			fp = frame_pointer(s);
 			e->chain = chain_of(e->location, fp, s);
 			if (!e->chain)
-				learn_from(ctx, e->location, fp);
+				learn_from(ctx, e->location, e->reason, fp);
 		}
 		if (!e->chain || CHAIN_CHECK)
 			e->stack_id = stacks.get_stackid(ctx, 0);
