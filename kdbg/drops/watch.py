@@ -82,9 +82,10 @@ class Watch:
         check_privileges()
         self.tp = tpformat.load("skb", "kfree_skb")
         self.reasons = ReasonTable.from_tpformat(self.tp)
-        # kallsyms takes a while to parse: do it beside the compile unless filters need it now.
+        # kallsyms takes 0.3 s to parse: read in a thread once the watch is attached (or
+        # now, when a filter needs it), off the way to 'kdbg: watching'.
         self._pool = ThreadPoolExecutor(max_workers=1)
-        self._ksyms: Future[Kallsyms] = self._pool.submit(LiveKallsyms)  # names follow module loads
+        self._ksyms: Future[Kallsyms] | None = None
         self.spec = cfg.filters.resolve(self.reasons, self.kallsyms)
         self.stats_only = cfg.stats and not cfg.events
         self.spec_is_early = flt.c_dev(self.spec) == flt.c_packet(self.spec) == flt.NO_FILTER
@@ -127,7 +128,14 @@ class Watch:
         except KdbgError:
             return None
 
+    def read_kallsyms(self) -> None:
+        """Start reading kallsyms in the background (names follow module loads)."""
+        if self._ksyms is None:
+            self._ksyms = self._pool.submit(LiveKallsyms)
+
     def kallsyms(self) -> Kallsyms:
+        self.read_kallsyms()
+        assert self._ksyms is not None
         return self._ksyms.result()
 
     def close(self) -> None:
@@ -244,6 +252,8 @@ class _WatchLoop(loop.RingLoop):
             f"kdbg: watching {TRACEPOINT} on Linux {os.uname().release} "
             f"(filters: {w.spec.describe()}{lines}); Ctrl-C to stop"
         )
+        if not w.stats_only:
+            w.read_kallsyms()  # the first drop is named with it
 
     def tick(self, elapsed: float) -> None:
         cfg = self.cfg

@@ -22,8 +22,8 @@ import tempfile
 from collections.abc import Iterator
 from typing import Any
 
-from kdbg.dirs import BPF_DIR
 from kdbg.trace import bpfsys
+from kdbg.trace.objcache import CFLAGS, EXIT_COMPILE, EXIT_NO_BCC, summarize
 
 try:  # only this child process imports bcc
     from bcc import BPF, lib
@@ -39,10 +39,8 @@ else:
     lib.bpf_table_fd_id.restype = ct.c_int
     lib.bpf_table_fd_id.argtypes = [ct.c_void_p, ct.c_ulonglong]
 
-CFLAGS = [f"-I{BPF_DIR}", "-Wno-unused-variable"]
 LD_IMM64 = 0x18
 PSEUDO_MAP_FD = 1
-EXIT_COMPILE, EXIT_NO_BCC = 3, 4
 
 
 @contextlib.contextmanager
@@ -56,14 +54,6 @@ def captured_stderr() -> Iterator[Any]:
         finally:
             os.dup2(saved, 2)
             os.close(saved)
-
-
-def summarize(log: str) -> str:
-    """The compiler's or verifier's complaint in one line."""
-    lines = [ln for ln in log.splitlines() if ln.strip() and not ln.startswith(";")]
-    errors = [ln for ln in lines if "error" in ln.lower()]
-    pick = errors[:2] or lines[-2:]
-    return " | ".join(s.strip() for s in pick) or "no diagnostics"
 
 
 def map_loads(insns: bytes, names_by_fd: dict[int, str]) -> list[tuple[int, str]]:

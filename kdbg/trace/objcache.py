@@ -22,11 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kdbg.dirs import cache_dir
+from kdbg.dirs import BPF_DIR, cache_dir
 from kdbg.errors import BpfLoadError, ProbeUnavailable
-from kdbg.trace import bccbuild, bpfsys, offsets
+from kdbg.trace import bpfsys, offsets
 
 FORMAT = 1  # of a cache entry; bumped when the entry's shape changes
+CFLAGS = [f"-I{BPF_DIR}", "-Wno-unused-variable"]
+EXIT_COMPILE, EXIT_NO_BCC = 3, 4  # kdbg.trace.bccbuild's exit statuses
 COMPILE_TIMEOUT = 600.0  # bcc in a TCG guest takes about 9 s; a loaded host much more
 VERIFIER_LOG = 4 << 20
 
@@ -61,6 +63,14 @@ class Compiled:
                    {f: tuple((int(i), str(n)) for i, n in p["maps"]) for f, p in progs.items()})
 
 
+def summarize(log: str) -> str:
+    """The compiler's or verifier's complaint in one line."""
+    lines = [ln for ln in log.splitlines() if ln.strip() and not ln.startswith(";")]
+    errors = [ln for ln in lines if "error" in ln.lower()]
+    pick = errors[:2] or lines[-2:]
+    return " | ".join(s.strip() for s in pick) or "no diagnostics"
+
+
 def check_headers() -> None:
     """ProbeUnavailable unless bcc will find kernel headers to compile against."""
     build = Path("/lib/modules", os.uname().release, "build")
@@ -83,7 +93,7 @@ def cache_key(text: str, funcs: list[str]) -> str:
         version = Path("/proc/version").read_text()
     except OSError:
         version = os.uname().version
-    doc = json.dumps([FORMAT, text, sorted(funcs), version, headers_dir(), bccbuild.CFLAGS])
+    doc = json.dumps([FORMAT, text, sorted(funcs), version, headers_dir(), CFLAGS])
     return hashlib.sha256(doc.encode()).hexdigest()[:32]
 
 
@@ -99,7 +109,7 @@ def compiled(text: str, funcs: list[str], what: str) -> Compiled:
     proc = subprocess.run([sys.executable, "-m", "kdbg.trace.bccbuild", *funcs], input=text,
                           capture_output=True, text=True, timeout=COMPILE_TIMEOUT)
     reason = proc.stderr.strip().splitlines()[-1:] or [f"status {proc.returncode}"]
-    if proc.returncode == bccbuild.EXIT_NO_BCC:
+    if proc.returncode == EXIT_NO_BCC:
         raise ProbeUnavailable(
             reason[0], hint="install python3-bpfcc and run kdbg from a venv made with "
             "/usr/bin/python3 -m venv --system-site-packages (scripts/setup.sh does)")
@@ -150,7 +160,7 @@ class Loaded:
         if fd < 0:  # load again for the verifier's reasons
             _, log = bpfsys.prog_load(kind, code, fn, prog.license, VERIFIER_LOG, btf_id)
             raise BpfLoadError(f"the kernel refused the {what}: {os.strerror(-fd)}: "
-                               f"{bccbuild.summarize(log)}")
+                               f"{summarize(log)}")
         self._progs.append(fd)
         try:
             if how == "raw":

@@ -59,26 +59,44 @@ def compute(btf: Btf, fields: dict[str, tuple[str, ...]] = FIELDS) -> dict[str, 
     return out
 
 
-def cached(name: str, salt: object, work: Callable[[Btf], dict[str, int]],
-           btf_path: str | Path = BTF_PATH) -> dict[str, int]:
-    """``work(btf)`` for the BTF at ``btf_path``, cached as ``name`` by the hash of the
-    blob and of ``salt`` (what ``work`` looks for)."""
-    path = Path(btf_path)
+def _read(path: Path) -> bytes:
     try:
-        blob = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError:
         raise BtfError(
             f"no BTF at {path}", hint="kdbg needs a kernel built with CONFIG_DEBUG_INFO_BTF=y"
         ) from None
     except OSError as err:
         raise BtfError(f"cannot read BTF at {path}: {err.strerror}") from None
-    key = hashlib.sha256(blob + json.dumps(salt, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def identity(path: Path) -> bytes:
+    """What names a BTF blob in the cache. The running kernel's cannot change while it
+    runs, so it is named by the kernel and the boot (two small reads, not 5 MB read
+    and hashed); any other file, by its bytes."""
+    if str(path) == BTF_PATH:
+        try:
+            return (Path("/proc/version").read_bytes() + b"\0" +
+                    Path("/proc/sys/kernel/random/boot_id").read_bytes() +
+                    str(path.stat().st_size).encode())
+        except OSError:
+            pass
+    return _read(path)
+
+
+def cached(name: str, salt: object, work: Callable[[Btf], dict[str, int]],
+           btf_path: str | Path = BTF_PATH) -> dict[str, int]:
+    """``work(btf)`` for the BTF at ``btf_path``, cached as ``name`` by the blob's
+    :func:`identity` and ``salt`` (what ``work`` looks for)."""
+    path = Path(btf_path)
+    key = hashlib.sha256(identity(path) + json.dumps(salt, sort_keys=True).encode()
+                         ).hexdigest()[:24]
     file = cache_dir("btf") / f"{name}-{key}.json"
     try:
         return {k: int(v) for k, v in json.loads(file.read_text()).items()}
     except (OSError, ValueError):
         pass
-    result = work(Btf(blob, source=str(path)))
+    result = work(Btf(_read(path), source=str(path)))
     tmp = file.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, sort_keys=True))
     tmp.replace(file)
