@@ -71,6 +71,9 @@ class Collector:
     def more(self, summarized: Summarized) -> None:
         self.summarized.append(summarized)
 
+    def flush(self) -> None:
+        pass
+
     def stats(self, rows: list[StatsRow], summary: Summary, final: bool) -> None:
         pass
 

@@ -201,11 +201,11 @@ class TextSink(LineSink):
 
     def drop(self, event: DropEvent) -> None:
         if not self._header_done:
-            self._write(self.out, header())
+            self._add(header())
             self._header_done = True
-        self._write(self.out, drop_line(event))
+        self._add(drop_line(event))
         for line in stack_lines(event):
-            self._write(self.out, line)
+            self._add(line)
 
     def stats(self, rows: list[StatsRow], summary: Summary, final: bool) -> None:
         stamp = "final" if final else time.strftime("%H:%M:%S")
@@ -216,6 +216,7 @@ class TextSink(LineSink):
         self._write(self.out, more_line(summarized))
 
     def summary(self, summary: Summary) -> None:
+        self.flush()
         self._write(self.err, summary_line(summary))
 
 
@@ -223,7 +224,7 @@ class JsonSink(LineSink):
     """JSON lines on ``out``, every record tagged with ``"type"``."""
 
     def drop(self, event: DropEvent) -> None:
-        self._write(self.out, drop_json(event))
+        self._add(drop_json(event))
 
     def stats(self, rows: list[StatsRow], summary: Summary, final: bool) -> None:
         self._write(self.out, stats_json(rows, summary, final))

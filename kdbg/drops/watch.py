@@ -56,6 +56,7 @@ class Sink(Protocol):
     def watching(self, message: str) -> None: ...
     def drop(self, event: DropEvent) -> None: ...
     def more(self, summarized: Summarized) -> None: ...
+    def flush(self) -> None: ...
     def stats(self, rows: list[StatsRow], summary: Summary, final: bool) -> None: ...
     def summary(self, summary: Summary) -> None: ...
 
@@ -243,6 +244,7 @@ class _WatchLoop(loop.RingLoop):
         super().step()
         if self.learner is not None:
             self.probe.learned(self.learner.take)
+        self.sink.flush()
 
     def attach(self) -> None:
         super().attach()
@@ -272,6 +274,7 @@ class _WatchLoop(loop.RingLoop):
         return self.more.total if self.more is not None else 0
 
     def final(self) -> None:
+        self.sink.flush()
         self.report_more()
         self.rows, self.summary = self.watch._snapshot(self.probe, self.delivered,
                                                        self._summarized)

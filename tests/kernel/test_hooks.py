@@ -61,6 +61,9 @@ class Sink:
     def stats(self, *_: object) -> None:
         pass
 
+    def flush(self) -> None:
+        pass
+
     def summary(self, *_: object) -> None:
         pass
 
