@@ -23,7 +23,7 @@ class BulkRing(Ring):
     def __init__(self, map_fd: int, size: int, record_size: int) -> None:
         if record_size % 8 or record_size <= RING_HDR:
             raise ValueError(f"bad record size {record_size}")
-        super().__init__(map_fd, size)
+        super().__init__(map_fd, size, double=False)
         self.record_size = record_size
         self._hdr_len = record_size - RING_HDR  # a committed record's header word
 

@@ -32,15 +32,19 @@ class RingError(KdbgError):
 
 
 class Ring:
-    """The ring buffer map ``map_fd`` of ``size`` bytes (a power of two)."""
+    """The ring buffer map ``map_fd`` of ``size`` bytes (a power of two). ``double``:
+    map the data pages twice, as the kernel offers, so a record that wraps reads whole
+    (every mapped page counts in the reader's resident memory: a large ring read in
+    bulk maps them once, :meth:`view` copying the rare run that wraps)."""
 
-    def __init__(self, map_fd: int, size: int) -> None:
+    def __init__(self, map_fd: int, size: int, *, double: bool = True) -> None:
         page = mmap.PAGESIZE
+        self.double = double
         try:
             self._cons = mmap.mmap(map_fd, page, flags=mmap.MAP_SHARED,
                                    prot=mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
-            self._prod = mmap.mmap(map_fd, page + 2 * size, flags=mmap.MAP_SHARED,
-                                   prot=mmap.PROT_READ, offset=page)
+            self._prod = mmap.mmap(map_fd, page + (2 if double else 1) * size,
+                                   flags=mmap.MAP_SHARED, prot=mmap.PROT_READ, offset=page)
         except (OSError, ValueError) as err:
             raise RingError(f"cannot map the ring buffer: {err}") from None
         self._page = page
@@ -96,10 +100,15 @@ class Ring:
         return done
 
     def view(self, start: int, length: int) -> memoryview:
-        """``length`` bytes of the mapping from data offset ``start`` (wrapping runs on
-        into the second mapping of the data pages)."""
+        """``length`` bytes of the ring from position ``start``: a view of the mapping (a
+        run that wraps goes on into the second mapping of the data pages), or with one
+        mapping, a copy of a run that wraps."""
         begin = self._page + (start & self.mask)
-        return self._view[begin:begin + length]
+        end = self._page + self.size
+        if self.double or begin + length <= end:
+            return self._view[begin:begin + length]
+        head = bytes(self._view[begin:end])
+        return memoryview(head + bytes(self._view[self._page:self._page + length - len(head)]))
 
     def close(self) -> None:
         """Unmap the ring. A view still held (by an exception's traceback, say) leaves
