@@ -46,6 +46,16 @@ struct kdbg_stats_key {
 	char ifname[KDBG_IFNAMSIZ];	/* "" unless the program counts per device */
 };
 
+/* The stats table's per-CPU front: one slot per reason (its code modulo KDBG_TALLY_SLOTS)
+ * counts the drops of the key it holds, and moves its count into the table only when a
+ * drop of another key comes (a storm of one kind costs an array slot per drop, not a
+ * hash lookup). The counts are the table's plus the slots'. */
+#define KDBG_TALLY_SLOTS 64
+struct kdbg_tally {
+	struct kdbg_stats_key key;
+	__u64 count;
+};
+
 /* Key of the drops counted instead of sent while the ring buffer is full (kdbg watch's
  * "... and N more like this"): the drop's reason, place, device and packet. */
 struct kdbg_more_key {

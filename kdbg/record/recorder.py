@@ -97,10 +97,12 @@ class RecordProbe(DropProbe):
         return self.fd("events")
 
     def locations(self) -> set[int]:
-        """Locations the stats table has counted (its keys only: no per-CPU values)."""
+        """Locations the stats table (its keys only: no per-CPU values) and its tally
+        slots have counted."""
         spec = self.obj.specs["stats"]
-        return {int(RawStatsKey.from_buffer_copy(k).location)
-                for k in bpfsys.map_keys(self.fd("stats"), spec.key_size)}
+        keys = bpfsys.map_keys(self.fd("stats"), spec.key_size)
+        keys += [key for key, count in self.tallies() if count]
+        return {int(RawStatsKey.from_buffer_copy(k).location) for k in keys}
 
 
 def netns_names() -> dict[int, str]:

@@ -62,6 +62,18 @@ class RawStatsKey(ct.Structure):
     ]
 
 
+TALLY_SLOTS = 64
+
+
+class RawTally(ct.Structure):
+    """``struct kdbg_tally``: a per-CPU slot in front of the stats table."""
+
+    _fields_ = [
+        ("key", RawStatsKey),
+        ("count", ct.c_uint64),
+    ]
+
+
 class RawMoreKey(ct.Structure):
     """``struct kdbg_more_key``: what the drops counted instead of sent share."""
 

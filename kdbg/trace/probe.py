@@ -9,6 +9,7 @@ loads rather than a helper call each (docs/watch.md, "Overhead").
 
 from __future__ import annotations
 
+import ctypes as ct
 import os
 import struct
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from kdbg.trace.program import FUNC_NAME, TRACEPOINT_NAME
 from kdbg.trace.ringbuf import Ring
 
 TRACEPOINT = "skb:kfree_skb"  # what the drop program watches, as the user knows it
+TALLY_TRIES = 5  # reads of the stats that a slot's move into the table may disturb
 
 
 def check_privileges() -> None:
@@ -185,12 +187,38 @@ class DropProbe(RingProbe):
 
     def stats_by_dev(self) -> dict[tuple[int, int, int, str], int]:
         """In-kernel counts per (reason code, location address, netns inode, ifname);
-        netns and ifname are 0 and "" unless the program counts per device."""
+        netns and ifname are 0 and "" unless the program counts per device.
+
+        The counts are the table's plus each CPU's tally slots'. A slot moves its count
+        into the table when another key comes; the slots are read before and after the
+        table, and read again if a slot changed key (or restarted) in between, so a
+        count is never taken twice nor missed: the totals only ever grow."""
+        for _ in range(TALLY_TRIES):
+            before = self.tallies()
+            table: dict[bytes, int] = {}
+            for key, value in self.items("stats"):
+                table[key] = sum(per_cpu_u64(value))
+            after = self.tallies()
+            if all(b[0] == a[0] and a[1] >= b[1] for b, a in zip(before, after, strict=True)):
+                break
+        for key, count in after:
+            if count:
+                table[key] = table.get(key, 0) + count
         out = {}
-        for key, value in self.items("stats"):
+        for key, n in table.items():
             k = layout.RawStatsKey.from_buffer_copy(key)
-            out[k.reason, k.location, k.netns, k.ifname.decode(errors="replace")] = sum(
-                per_cpu_u64(value))
+            out[k.reason, k.location, k.netns, k.ifname.decode(errors="replace")] = n
+        return out
+
+    def tallies(self) -> list[tuple[bytes, int]]:
+        """Every CPU's tally slots: (stats key, count), slot by slot."""
+        size = ct.sizeof(layout.RawTally)
+        out = []
+        for slot in range(layout.TALLY_SLOTS):
+            value = self.lookup("tally", struct.pack("<I", slot)) or b""
+            for at in range(0, len(value), size):
+                t = layout.RawTally.from_buffer_copy(value, at)
+                out.append((bytes(t.key), int(t.count)))
         return out
 
     def stack(self, stack_id: int) -> list[int]:

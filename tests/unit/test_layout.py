@@ -43,3 +43,10 @@ def test_chain_structs_match_header() -> None:
     assert consts["CHAINS_PER_SITE"] == layout.CHAINS_PER_SITE
     assert consts["CHAIN_SPAN"] == layout.CHAIN_SPAN
     assert consts["LEARN_BYTES"] == consts["LEARN_PAGES"] * consts["PAGE"] == layout.LEARN_BYTES
+
+
+def test_tally_matches_header() -> None:
+    assert header_fields("drop_event.h", "kdbg_tally",
+                         {"struct kdbg_stats_key": layout.RawStatsKey}) == mirror(layout.RawTally)
+    text = (BPF_DIR / "drop_event.h").read_text()
+    assert f"#define KDBG_TALLY_SLOTS {layout.TALLY_SLOTS}" in text

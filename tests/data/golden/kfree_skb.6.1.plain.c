@@ -60,6 +60,7 @@ BPF_RINGBUF_OUTPUT(events, 256);
 /* Per-CPU counts: no atomic operations and no shared cache lines under a storm. */
 #if COUNT_STATS
 BPF_PERCPU_HASH(stats, struct kdbg_stats_key, __u64, 16384);
+BPF_PERCPU_ARRAY(tally, struct kdbg_tally, KDBG_TALLY_SLOTS);
 #endif
 BPF_PERCPU_ARRAY(counters, __u64, KDBG_NR_CTRS);
 #if WANT_STACK
@@ -85,23 +86,55 @@ static __always_inline void count(int slot)
 		(*v)++;
 }
 
+#if COUNT_STATS
+/* Add ``n`` drops of ``key`` to the stats table (or to KDBG_CTR_STATS_FULL). */
+static __always_inline void add_stats(const struct kdbg_stats_key *key, __u64 n)
+{
+	__u64 zero = 0, *v = stats.lookup_or_try_init(key, &zero);
+
+	if (v) {
+		*v += n;
+	} else {
+		int slot = KDBG_CTR_STATS_FULL;
+		__u64 *full = counters.lookup(&slot);
+		if (full)
+			*full += n;
+	}
+}
+
+static __always_inline int same_key(const struct kdbg_stats_key *a,
+				    const struct kdbg_stats_key *b)
+{
+	const __u64 *x = (const __u64 *)a, *y = (const __u64 *)b;
+
+	return x[0] == y[0] && x[1] == y[1] && x[2] == y[2] && x[3] == y[3];
+}
+#endif
+
 static __always_inline void count_match(__u32 reason, __u64 location,
 					const struct kdbg_drop_event *e)
 {
 #if COUNT_STATS
 	struct kdbg_stats_key key = {.location = location, .reason = reason};
-	__u64 zero = 0, *n;
+	__u32 slot = reason & (KDBG_TALLY_SLOTS - 1);
+	struct kdbg_tally *t = tally.lookup(&slot);
 
 #if STATS_BY_DEV
 	key.netns = e->netns;
 	__builtin_memcpy(key.ifname, e->ifname, sizeof(key.ifname));
 #endif
-
-	n = stats.lookup_or_try_init(&key, &zero);
-	if (n)
-		(*n)++;
-	else
-		count(KDBG_CTR_STATS_FULL);
+	if (!t) {
+		add_stats(&key, 1);
+		return;
+	}
+	if (t->count && same_key(&t->key, &key)) {
+		t->count++;
+		return;
+	}
+	if (t->count)
+		add_stats(&t->key, t->count);
+	t->key = key;
+	t->count = 1;
 #else
 	count(KDBG_CTR_MATCHED);
 #endif
