@@ -5,7 +5,7 @@ Both boot the same cached Debian kernel under TCG with the same CPUs and memory,
 alternating rounds of the same run (so both see the same machine load). The bare
 figure is vng's whole run: boot, run `true`, power off. The kdbg figure is from
 starting `up()` until the guest agent answered (tracefs, headers, NIC and shell set
-up); the debug vmlinux fetch is off so only booting is timed. Target: ratio <= 1.20.
+up); the debug vmlinux and source fetches are off so only booting is timed. Target: ratio <= 1.20.
 
     .venv/bin/python bench/lab_boot.py [--rounds 3] [--cpus 2] [--memory 1G]
         [--kernel debian:6.12] [--name bench]
@@ -51,7 +51,7 @@ def bare_vng(image: Path, cpus: int, memory: str) -> float:
 
 def kdbg_up(cpus: int, memory: str, kernel: str = "debian", name: str = "bench") -> float:
     cfg = lab.LabConfig(name=name, kernel=kernel, cpus=cpus, memory=memory,
-                        fetch_vmlinux=False, accel="tcg")
+                        fetch_vmlinux=False, fetch_source=False, accel="tcg")
     started = time.monotonic()
     lab.up(cfg)
     took = time.monotonic() - started
