@@ -13,10 +13,12 @@ so each drop is triggered at a known host time. Then:
 - peer: bare gdb (``gdb -batch``, the same breakpoint address, the same stub)
   measures trigger -> stop for the same drop site.
 
-Prints medians, and kdbg's trigger->stop as a ratio to bare gdb's. Target:
-armed under 1 s after the event. The break-watch runs twice, without and with the
-stopped packet's journey (``WatchConfig.journey``, on by default for ``--break``), and
-prints what the journey adds to trigger -> hit reported (target: under 0.1 s).
+Prints medians, and kdbg's trigger->stop as a ratio to bare gdb's, and the stop to the
+hit fully reported (the stopped skb's record from the tracer included). Targets: armed
+under 0.1 s after the event, the hit reported under 0.1 s after the stop. The
+break-watch runs twice, without and with the stopped packet's journey
+(``WatchConfig.journey``, on by default for ``--break``), and prints what the journey
+adds to trigger -> hit reported (target: under 0.1 s).
 """
 
 from __future__ import annotations
@@ -173,9 +175,12 @@ def _break_watch(name: str, hits: int, fire: Any, journey: bool) -> Sink:
 def _latencies(sink: Sink) -> dict[str, Any]:
     n = min(len(sink.triggers), len(sink.stops))
     med = statistics.median
+    stop_to_report = [sink.reports[i] - sink.stops[i] for i in range(n)]
     return {"kdbg_trigger_to_stop_s": med(sink.stops[i] - sink.triggers[i] for i in range(n)),
             "kdbg_trigger_to_hit_reported_s": med(
                 sink.reports[i] - sink.triggers[i] for i in range(n)),
+            "kdbg_stop_to_hit_reported_s": med(stop_to_report),
+            "stop_to_hit_reported_all_s": [round(x, 3) for x in stop_to_report],
             "runs": n}
 
 

@@ -169,14 +169,29 @@ static __always_inline int journey_freed(__u64 skb)
 		j->refused_ended = 1;
 	return 0;
 }
-/* The drop program's first line: whether this drop ends a journey it then reports. */
-#define KDBG_JOURNEY_FREED(skb) int journey_mine = journey_freed(skb)
+/* The skb's address as a number. The drop program's argument is a typed pointer (tp_btf),
+ * on which the verifier allows no arithmetic (the slot's hash): it is read as memory. */
+static __always_inline __u64 journey_addr(const __u64 *arg)
+{
+	__u64 v = 0;
 
-/* The drop's record: the event, where the table is, and a copy of the skb's slot
- * (whatever it holds: "followed" says whether it is this packet's, as the drop
- * program's first line found it: "mine"). Non-zero when the ring buffer is full. */
-static __always_inline int journey_output(const struct kdbg_drop_event *e, __u64 skb,
-					  int mine)
+	bpf_probe_read_kernel(&v, sizeof(v), arg);
+	return v;
+}
+/* The drop program's first line (given its skb argument): whether this drop ends a journey
+ * it then reports. */
+#define KDBG_JOURNEY_FREED(arg)							\
+	__u64 journey_skb = journey_addr(&(arg));				\
+	int journey_mine = journey_freed(journey_skb)
+
+/* The drop's hand-over (the drop program's OUTPUT): its record is the event, where the
+ * table is, and a copy of the skb's slot (whatever it holds: "followed" says whether it
+ * is this packet's, as the drop program's first line found it: "mine"). As for every
+ * drop (bpf/kfree_skb.bpf.c), the event is filled only once the ring buffer had room;
+ * a drop it has none for is counted per key (ring_full), and no new packet is followed
+ * until a record goes out again. */
+static __always_inline void journey_output(__u64 *ctx, struct kdbg_drop_event *e,
+					   __u64 skb, int mine)
 {
 	__u32 zero = 0, idx = KDBG_JOURNEY_SLOT(skb, JOURNEY_SLOT_BITS);
 	struct kdbg_journey *j = journeys.lookup(&idx), *table = journeys.lookup(&zero);
@@ -185,9 +200,11 @@ static __always_inline int journey_output(const struct kdbg_drop_event *e, __u64
 
 	if (!r) {
 		if (full && !*full)
-			*full = e->time_ns;
-		return -1;
+			*full = bpf_ktime_get_ns();
+		ring_full(e);
+		return;
 	}
+	fill_sent(ctx, e);
 	__builtin_memcpy(&r->ev, e, sizeof(*e));
 	r->table = (__u64)table;	/* a kernel address: gdb reads a slot there */
 	r->slot = idx;
@@ -200,7 +217,6 @@ static __always_inline int journey_output(const struct kdbg_drop_event *e, __u64
 	r->followed = mine && e->time_ns - r->journey.last_ns <= JOURNEY_IDLE_NS;
 	r->pad0 = 0;
 	events.ringbuf_submit(r, 0);
-	return 0;
 }
 
 #define KDBG_JOURNEY_HOP(name, tp, rx)						\

@@ -29,7 +29,7 @@ die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || die "run as root (bcc, tracefs and the lab need it): sudo $0"
 command -v apt-get >/dev/null || die "this set-up is for Debian-like systems (no apt-get)"
 
-mapfile -t PKGS < <(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' "$ROOT/scripts/debian-packages.txt")
+mapfile -t PKGS < <(sed -e 's/#.*//' -e 's/[[:space:]]*$//' -e '/^$/d' "$ROOT/scripts/debian-packages.txt")
 
 missing_pkgs() {
     local p

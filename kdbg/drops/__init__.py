@@ -17,6 +17,8 @@ from kdbg.drops.output import (
     endpoint,
     header,
     journey_block,
+    more_json,
+    more_line,
     read_jsonl,
     stack_lines,
     stats_json,
@@ -29,5 +31,5 @@ from kdbg.drops.watch import Sink, Watch, WatchConfig, WatchResult, prepare
 
 __all__ = ["JsonSink", "Sink", "StatsRow", "Summary", "TextSink", "Watch", "WatchConfig",
            "WatchResult", "drop_json", "drop_line", "endpoint", "guest_watch_argv", "header",
-           "journey_block", "prepare", "read_jsonl", "stack_lines", "stats_json", "stats_rows",
-           "stats_table", "wall_clock"]
+           "journey_block", "more_json", "more_line", "prepare", "read_jsonl", "stack_lines",
+           "stats_json", "stats_rows", "stats_table", "wall_clock"]

@@ -5,6 +5,7 @@ journey, which this turns into the event's :class:`~kdbg.trace.journey.Journey`.
 from __future__ import annotations
 
 import dataclasses
+import struct
 import time
 from typing import Any
 
@@ -15,7 +16,7 @@ from kdbg.trace.event import DropEvent
 from kdbg.trace.filters import FilterSpec
 from kdbg.trace.journey import from_record
 from kdbg.trace.nsnames import NetnsNames
-from kdbg.trace.probe import DropProbe
+from kdbg.trace.probe import DropProbe, per_cpu_u64
 
 
 class JourneyDropProbe(DropProbe):
@@ -32,9 +33,11 @@ class JourneyDropProbe(DropProbe):
 
     def journey_counters(self) -> dict[str, int]:
         """Packets followed, and those not followed because their slot was busy."""
-        table = self._bpf["journey_counters"]
-        return {name: sum(int(v) for v in table[slot])
-                for slot, name in ((jl.CTR_FOLLOWED, "followed"), (jl.CTR_BUSY, "busy"))}
+        out = {}
+        for slot, name in ((jl.CTR_FOLLOWED, "followed"), (jl.CTR_BUSY, "busy")):
+            value = self.lookup("journey_counters", struct.pack("<I", slot))
+            out[name] = sum(per_cpu_u64(value)) if value is not None else 0
+        return out
 
 
 class Journeys:

@@ -23,7 +23,7 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "LINK_OPS_KIND": ("rtnl_link_ops.kind",),
 }
 # The drop's hand-over with the journey (the drop program's OUTPUT).
-OUTPUT = "if (journey_output(&e, skb, journey_mine) != 0)\n\t\tcount(KDBG_CTR_LOST);"
+OUTPUT = "journey_output(ctx, &e, journey_skb, journey_mine);"
 CONSUME = ("raw:consume_skb", "kdbg_journey_consume_skb")
 
 Hop = tuple[str, str, int, bool]

@@ -22,13 +22,12 @@ from kdbg.dirs import BPF_DIR
 from kdbg.drops import drop_line
 from kdbg.record import layout, offline, recfile
 from kdbg.record.recorder import output_text
-from kdbg.symbols import tpformat
 from kdbg.trace import filters as flt
 from kdbg.trace.layout import RawDropEvent
 from kdbg.trace.program import ProgramOptions, build
-from tests.conftest import DATA, need
+from tests.conftest import need
 from tests.unit.cheaders import header_fields, mirror
-from tests.unit.test_program import OFFSETS_6_18
+from tests.unit.test_program import ARGS_6_18, OFFSETS_6_18
 
 NFT = 0xFFFFFFFF81FBD0AF
 UDP_RCV = 0xFFFFFFFF81E3C2D0
@@ -50,11 +49,11 @@ def test_drop_record_matches_header() -> None:
 
 
 def test_record_program_renders_every_placeholder() -> None:
-    tp = tpformat.parse((DATA / "kfree_skb.format.6.18").read_text())
     extra = {"SKB_MAC_HDR": 182, "SKB_DATA": 200, "SKB_TAIL": 188, "DEV_TYPE": 106}
-    text = build(tp, OFFSETS_6_18, flt.FilterSpec(),
+    text = build(ARGS_6_18, OFFSETS_6_18, flt.FilterSpec(),
                  ProgramOptions(output=output_text(100, extra)))
     assert "{{" not in text and "ringbuf_output" not in text
+    assert "fill_sent(ctx, &e);" in text
     assert "#define SNAP_BYTES       104" in text
     assert "events.ringbuf_submit(r, BPF_RB_NO_WAKEUP);" in text
     assert layout.record_size(100) == 8 + 152 + 104
