@@ -27,8 +27,18 @@ import pytest
 
 from tests.conftest import need
 
-# Unique to this run (lab names: [a-z0-9][a-z0-9-]{0,19}), so two runs never share one.
-RUN_LAB = f"t{os.getpid()}"
+# Lab names ([a-z0-9][a-z0-9-]{0,19}) are unique to this run, so two runs never share a
+# lab, nor the network namespace a KGDBoE lab is named after; KDBG_TEST_LAB_PREFIX
+# starts them (default "t").
+LAB_PREFIX = os.environ.get("KDBG_TEST_LAB_PREFIX", "t")
+
+
+def lab_name(what: str = "") -> str:
+    """The name of this run's lab ``what`` (a few letters)."""
+    return f"{LAB_PREFIX}{what}{os.getpid()}"
+
+
+RUN_LAB = lab_name()
 
 
 def lab_needs() -> None:

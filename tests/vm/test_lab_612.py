@@ -22,12 +22,13 @@ from tests.vm.conftest import (
     gdbs_on,
     journey_drops,
     kdbg_json,
+    lab_name,
     netfilter_break,
     of,
     udp_drops,
 )
 
-NAME = "k612t"
+NAME = lab_name("k612")
 PORT = 5555
 
 
