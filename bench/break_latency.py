@@ -13,8 +13,9 @@ so each drop is triggered at a known host time. Then:
 - peer: bare gdb (``gdb -batch``, the same breakpoint address, the same stub)
   measures trigger -> stop for the same drop site.
 
-Prints medians, and kdbg's trigger->stop as a ratio to bare gdb's. Target:
-armed under 1 s after the event.
+Prints medians, and kdbg's trigger->stop as a ratio to bare gdb's, and the stop to the
+hit fully reported (the stopped skb's record from the tracer included). Targets: armed
+under 0.1 s after the event, the hit reported under 0.1 s after the stop.
 """
 
 from __future__ import annotations
@@ -143,12 +144,15 @@ def main() -> int:
     n = min(len(sink.triggers), len(sink.stops))
     stop_lat = [sink.stops[i] - sink.triggers[i] for i in range(n)]
     report_lat = [sink.reports[i] - sink.triggers[i] for i in range(n)]
+    stop_to_report = [sink.reports[i] - sink.stops[i] for i in range(n)]
     med = statistics.median
     result = {
         "kernel": release,
         "event_to_armed_s": sink.armed_after,
         "kdbg_trigger_to_stop_s": med(stop_lat),
         "kdbg_trigger_to_hit_reported_s": med(report_lat),
+        "kdbg_stop_to_hit_reported_s": med(stop_to_report),
+        "stop_to_hit_reported_all_s": [round(x, 3) for x in stop_to_report],
         "bare_gdb_trigger_to_stop_s": med(peer),
         "ratio_stop_kdbg_vs_gdb": med(stop_lat) / med(peer),
         "runs": n,

@@ -52,6 +52,9 @@ class Run:
     counted: int | None = None
     exact: bool | None = None
     bytes_per_event: float | None = None  # recording file (kdbg --write, perf.data) / drops
+    printed: int | None = None  # streaming: drop records
+    summarized: int | None = None  # streaming: the "more" records' counts
+    adds_up: bool | None = None  # streaming: printed + summarized = matched = rule counter
 
 
 def nft_count(lab: VethLab) -> int:
@@ -90,6 +93,17 @@ def flood(lab: VethLab, flooder: Path, seconds: float) -> tuple[int, float]:
               timeout=seconds + 30)
     elapsed = time.monotonic() - t0
     return nft_count(lab) - before, elapsed
+
+
+def accounted(run: Run, recs: list[dict[str, object]], summary: dict[str, object],
+              expected: int) -> None:
+    """A streaming run's accounting: printed + summarized = the kernel's matched count =
+    the DROP rule's own counter (``expected``), and nothing lost."""
+    run.printed = sum(1 for r in recs if r["type"] == "drop")
+    run.summarized = sum(int(r["count"]) for r in recs if r["type"] == "more")  # type: ignore[call-overload]
+    run.counted = int(summary["matched"])  # type: ignore[call-overload]
+    run.adds_up = (run.printed + run.summarized == run.counted == expected
+                   and run.lost == 0)
 
 
 def start_tracer(argv: list[str], ready: str | None, settle: float = 1.0
@@ -198,6 +212,8 @@ def main() -> int:
                         if final:
                             run.counted = sum(c["count"] for c in final[-1]["counts"])
                             run.exact = run.counted == (drops if expect_all else 0)
+                        elif summ:
+                            accounted(run, recs, summ[-1], drops if expect_all else 0)
                 return run
 
             configs: list[tuple[str, list[str] | None, str | None, str | None, bool]] = [
@@ -208,19 +224,20 @@ def main() -> int:
                 ("kdbg watch --stats, filter matches none",
                  [*KDBG, "watch", "--json", "--stats", "--dport", str(PORT + 1)],
                  "kdbg: watching", "kdbg", False),
+                # --netns: the accounting is checked against this namespace's DROP rule.
                 ("kdbg watch streaming, all match",
-                 [*KDBG, "watch", "--json", "--dport", str(PORT)], "kdbg: watching", "kdbg",
-                 True),
+                 [*KDBG, "watch", "--json", "--dport", str(PORT), "--netns", lab.b.name],
+                 "kdbg: watching", "kdbg", True),
                 # Causes are on by default; these show what they cost (docs/diagnose.md).
                 ("kdbg watch streaming, all match, --no-causes",
-                 [*KDBG, "watch", "--json", "--no-causes", "--dport", str(PORT)],
-                 "kdbg: watching", "kdbg", True),
+                 [*KDBG, "watch", "--json", "--no-causes", "--dport", str(PORT), "--netns",
+                  lab.b.name], "kdbg: watching", "kdbg", True),
                 ("kdbg watch --stats --no-causes",
                  [*KDBG, "watch", "--json", "--stats", "--no-causes", "--reason",
                   "NETFILTER_DROP"], "kdbg: watching", "kdbg", True),
                 ("kdbg watch streaming, none match",
-                 [*KDBG, "watch", "--json", "--dport", str(PORT + 1)], "kdbg: watching",
-                 "kdbg", False),
+                 [*KDBG, "watch", "--json", "--dport", str(PORT + 1), "--netns", lab.b.name],
+                 "kdbg: watching", "kdbg", False),
                 # --netns: other floods on this machine must not count.
                 ("kdbg watch --write (bulk ring to file)",
                  [*KDBG, "watch", "--json", "--write", str(tmp / "drops.kdbg"), "--dport",
@@ -243,6 +260,7 @@ def main() -> int:
             # right before it, and the median of those paired ratios is reported.
             ratios: dict[str, list[float]] = {name: [] for name, *_ in configs}
             kept: dict[str, list[Run]] = {name: [] for name, *_ in configs}
+            every_round_adds_up = True
             for rnd in range(args.rounds):
                 for name, argv, ready, parse, expect_all in configs[1:]:
                     base = measure(configs[0][0], None)
@@ -251,8 +269,13 @@ def main() -> int:
                     kept[configs[0][0]].append(base)
                     ratios[name].append(run.rate / base.rate if base.rate else 0.0)
                     kept[name].append(run)
+                    every_round_adds_up &= run.adds_up is not False
+                    adds = "" if run.adds_up is None else (
+                        f"; {run.printed:,} printed + {run.summarized:,} summarized = "
+                        f"{run.counted:,} matched, lost {run.lost}: "
+                        f"{'adds up' if run.adds_up else 'DOES NOT ADD UP'}")
                     print(f"  round {rnd + 1}: {name:<40} {run.rate:>10,.0f} drops/s, "
-                          f"baseline {base.rate:>10,.0f}: {ratios[name][-1]:.3f}",
+                          f"baseline {base.rate:>10,.0f}: {ratios[name][-1]:.3f}{adds}",
                           file=sys.stderr)
             runs = []
             for name, *_ in configs:
@@ -266,14 +289,21 @@ def main() -> int:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
+    by_name = {r.name: r for r in runs}
+    causes = by_name.get("kdbg watch streaming, all match")
+    no_causes = by_name.get("kdbg watch streaming, all match, --no-causes")
+    causes_ratio = (causes.ratio / no_causes.ratio if causes and no_causes and no_causes.ratio
+                    else None)
     result = {"seconds": secs, "runs": [asdict(r) for r in runs],
               "time_to_watching_s": {"median": statistics.median(ready), "all": ready},
+              "streaming_causes_vs_no_causes": causes_ratio,
+              "every_streaming_round_adds_up": every_round_adds_up,
               "load_average": os.getloadavg()}
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
     print(f"{'tracer':<42}{'drops/s':>12}{'ratio':>8}{'cpu s':>8}{'rss MB':>8}"
-          f"{'lost':>10}{'B/event':>9}  stats exact")
+          f"{'lost':>10}{'B/event':>9}  stats exact / printed + summarized")
     for r in runs:
         cpu = f"{r.cpu_s:.2f}" if r.cpu_s is not None else "-"
         rss = f"{r.peak_rss_mb:.0f}" if r.peak_rss_mb is not None else "-"
@@ -282,9 +312,15 @@ def main() -> int:
                                              else f"NO ({r.counted} of {r.drops})")
         if r.exact is None and r.counted is not None:  # perf: every kfree_skb, machine-wide
             exact = f"({r.counted} samples)"
+        if r.adds_up is not None:
+            exact = (f"{r.printed:,} + {r.summarized:,} = {r.counted:,} "
+                     f"{'adds up' if r.adds_up else 'DOES NOT ADD UP'}")
         bpe = f"{r.bytes_per_event:.0f}" if r.bytes_per_event is not None else "-"
         print(f"{r.name:<42}{r.rate:>12,.0f}{r.ratio:>8.3f}{cpu:>8}{rss:>8}{lost:>10}{bpe:>9}"
               f"  {exact}")
+    if causes_ratio is not None:
+        print(f"streaming with causes / with --no-causes: {causes_ratio:.3f}; every streaming "
+              f"round adds up: {'yes' if every_round_adds_up else 'NO'}")
     print(f"time to 'kdbg: watching': median {statistics.median(ready):.2f} s "
           f"(runs: {', '.join(f'{t:.2f}' for t in ready)}); load average "
           f"{os.getloadavg()[0]:.2f}")

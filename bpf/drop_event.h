@@ -1,6 +1,6 @@
-/* The record the drop tracer sends to user space, one per matching drop.
+/* The records the drop tracer shares with user space.
  *
- * Declared here once; kdbg/trace/layout.py mirrors it with ctypes and a unit
+ * Declared here once; kdbg/trace/layout.py mirrors them with ctypes and a unit
  * test fails when the two drift apart. Keep fields naturally aligned and use
  * only the __u8/__u16/__u32/__s32/__u64 types the mirror understands.
  */
@@ -10,6 +10,7 @@
 #define KDBG_IFNAMSIZ 16
 #define KDBG_COMMLEN 16
 
+/* One matching drop, sent to user space while the ring buffer has room. */
 struct kdbg_drop_event {
 	__u64 time_ns;		/* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
 	__u64 skbaddr;
@@ -30,7 +31,7 @@ struct kdbg_drop_event {
 	__u8 icmp_type;
 	__u8 icmp_code;
 	__u8 l4_valid;		/* ports or ICMP fields were read */
-	__u8 pad0;
+	__u8 chain;		/* the learned call chain the drop ran through (struct kdbg_chain.id), 0: none */
 	__u8 saddr[16];		/* IPv4 in the first four bytes */
 	__u8 daddr[16];
 	char ifname[KDBG_IFNAMSIZ];
@@ -45,11 +46,86 @@ struct kdbg_stats_key {
 	char ifname[KDBG_IFNAMSIZ];	/* "" unless the program counts per device */
 };
 
+/* The stats table's per-CPU front: one slot per reason (its code modulo KDBG_TALLY_SLOTS)
+ * counts the drops of the key it holds, and moves its count into the table only when a
+ * drop of another key comes (a storm of one kind costs an array slot per drop, not a
+ * hash lookup). The counts are the table's plus the slots'. */
+#define KDBG_TALLY_SLOTS 64
+struct kdbg_tally {
+	struct kdbg_stats_key key;
+	__u64 count;
+};
+
+/* Key of the drops counted instead of sent while the ring buffer is full (kdbg watch's
+ * "... and N more like this"): the drop's reason, place, device and packet. */
+struct kdbg_more_key {
+	__u64 location;
+	__u32 reason;
+	__u32 netns;
+	__s32 ifindex;
+	__u8 family;
+	__u8 l4proto;
+	__u8 l4_valid;
+	__u8 coarse;		/* 1: without addresses and ports (the table by packet was full) */
+	__u16 sport;
+	__u16 dport;
+	__u8 icmp_type;
+	__u8 icmp_code;
+	__u16 pad0;
+	__u8 saddr[16];
+	__u8 daddr[16];
+	char ifname[KDBG_IFNAMSIZ];
+};
+
+/* A call chain user space learned once from a drop's stack (kdbg/trace/chains.py): the
+ * return addresses on the kernel stack from the program's own frame up to the frame
+ * that decides the drop's cause (for NETFILTER_DROP, the function that ran the hook),
+ * each at its offset from the program's frame pointer. A drop whose stack holds every
+ * one of them there ran through the same functions, called from the same places, so
+ * its cause reads the same frames: checking them replaces the stack walk. */
+#define KDBG_CHAIN_SLOTS 12
+#define KDBG_CHAINS_PER_SITE 16
+#define KDBG_CHAIN_SPAN 2048	/* bytes above the frame pointer a chain may reach */
+struct kdbg_chain {
+	__u16 id;		/* 0: an empty entry */
+	__u16 nslots;
+	__u16 span;		/* bytes from the frame pointer that hold every slot */
+	__u16 pad0;
+	__u16 off[KDBG_CHAIN_SLOTS];	/* each return address's offset from the frame pointer */
+	__u64 ret[KDBG_CHAIN_SLOTS];	/* the return address found there */
+};
+
+/* The chains learned for one drop location (the key of the chains map). */
+struct kdbg_chains {
+	__u32 span;		/* the largest of the chains' spans */
+	__u32 pad0;
+	struct kdbg_chain c[KDBG_CHAINS_PER_SITE];
+};
+
+/* A drop's stack for user space to learn a chain from: its frames, and the kernel
+ * stack's pages from the program's frame up to the end of that stack. */
+#define KDBG_LEARN_FRAMES 16
+#define KDBG_LEARN_PAGES 9	/* a 32 KiB stack (KASAN's) from anywhere in its first page */
+#define KDBG_PAGE 4096
+#define KDBG_LEARN_BYTES 36864	/* KDBG_LEARN_PAGES * KDBG_PAGE */
+struct kdbg_learn {
+	__u64 fp;		/* the program's frame pointer */
+	__u64 location;
+	__s32 frames_bytes;	/* bpf_get_stack()'s result: bytes of frames, or -errno */
+	__u32 pages;		/* pages read from fp's page on, the first from fp on */
+	__u32 reason;
+	__u32 pad0;
+	__u64 frames[KDBG_LEARN_FRAMES];
+	__u8 stack[KDBG_LEARN_BYTES];	/* from fp & ~4095 on */
+};
+
 /* Slots of the per-CPU counters array. */
-#define KDBG_CTR_LOST 0		/* ring buffer full: event not delivered */
+#define KDBG_CTR_LOST 0		/* neither sent nor counted per key: truly lost */
 #define KDBG_CTR_STATS_FULL 1	/* stats table full: drop not counted per key */
 #define KDBG_CTR_SEEN 2		/* drops the probe looked past reason and location at */
-#define KDBG_NR_CTRS 3
-/* Drops that passed every filter = the sum of the stats table + KDBG_CTR_STATS_FULL. */
+#define KDBG_CTR_MATCHED 3	/* drops that passed every filter (without a stats table) */
+#define KDBG_NR_CTRS 4
+/* Drops that passed every filter = the sum of the stats table + KDBG_CTR_STATS_FULL
+ * with a stats table, else KDBG_CTR_MATCHED. */
 
 #endif

@@ -15,10 +15,10 @@
 #define DEV_TYPE         {{DEV_TYPE}}
 	{
 		struct kdbg_drop_record *r;
-		__u64 dev = read_ptr(skb, SKB_DEV), data = read_ptr(skb, SKB_DATA), start = 0;
-		__u16 mac = 0xffff, devtype = 0;
-		__u32 tail = 0;
-		__u64 avail = 0;
+		__u64 dev = FIELD(__u64, skb, SKB_DEV), data = FIELD(__u64, skb, SKB_DATA);
+		__u64 start = 0, avail = 0;
+		__u16 mac = FIELD(__u16, skb, SKB_MAC_HDR), devtype = 0;
+		__u32 tail = FIELD(__u32, skb, SKB_TAIL);
 		__s64 wire;
 
 		r = events.ringbuf_reserve(sizeof(*r) + SNAP_BYTES);
@@ -26,11 +26,10 @@
 			count(KDBG_CTR_LOST);
 			return 0;
 		}
+		fill_sent(ctx, &e);
 		__builtin_memcpy(&r->ev, &e, sizeof(e));
 		if (dev)
-			bpf_probe_read_kernel(&devtype, sizeof(devtype), (void *)(dev + DEV_TYPE));
-		bpf_probe_read_kernel(&mac, sizeof(mac), (void *)(skb + SKB_MAC_HDR));
-		bpf_probe_read_kernel(&tail, sizeof(tail), (void *)(skb + SKB_TAIL));
+			devtype = FIELD(__u16, dev, DEV_TYPE);
 		r->linktype = KDBG_LINK_NONE;
 		r->devtype = devtype;
 		r->caplen = 0;

@@ -13,4 +13,23 @@ static __always_inline __u64 read_ptr(__u64 base, long off)
 	return v;
 }
 
+/* Ports, or ICMP type and code then identifier and sequence, from ``raw``, the first 8
+ * bytes of L4 read as one scalar (byte-array indexing becomes pointer arithmetic the
+ * verifier rejects): sets sport, dport, icmp_type, icmp_code and l4_valid of the event
+ * ``e`` points to, for its l4proto. */
+#define KDBG_L4_FIELDS(e, raw) do {						\
+	__u16 w0 = (raw), w1 = (raw) >> 16, w2 = (raw) >> 32, w3 = (raw) >> 48;	\
+	if ((e)->l4proto == 6 || (e)->l4proto == 17 || (e)->l4proto == 132) {	\
+		(e)->sport = __builtin_bswap16(w0);				\
+		(e)->dport = __builtin_bswap16(w1);				\
+		(e)->l4_valid = 1;						\
+	} else if ((e)->l4proto == 1 || (e)->l4proto == 58) {			\
+		(e)->icmp_type = w0 & 0xff;					\
+		(e)->icmp_code = w0 >> 8;					\
+		(e)->sport = __builtin_bswap16(w2);				\
+		(e)->dport = __builtin_bswap16(w3);				\
+		(e)->l4_valid = 1;						\
+	}									\
+} while (0)
+
 #endif

@@ -13,7 +13,8 @@ from kdbg.errors import KdbgError
 from kdbg.lab import accel, agent
 from kdbg.symbols import tpformat
 from kdbg.trace import offsets
-from kdbg.trace.probe import check_headers, check_privileges
+from kdbg.trace.objcache import check_headers
+from kdbg.trace.probe import check_privileges
 
 SETUP = "run scripts/setup.sh (as root)"
 

@@ -12,10 +12,11 @@ from typing import Any
 from kdbg.breakwatch.model import Hit
 from kdbg.debugger.model import Breakpoint, CleanupReport, DropSite
 from kdbg.debugger.run import render_stop
-from kdbg.drops import drop_json, drop_line, header, stack_lines
+from kdbg.drops import drop_json, drop_line, header, more_line, stack_lines
 from kdbg.guard import Decision
 from kdbg.guard import render as render_decision
 from kdbg.trace.event import DropEvent
+from kdbg.trace.more import Summarized
 
 
 def _emit(stream: Any, text: str) -> None:
@@ -86,9 +87,12 @@ class BreakTextSink:
                 text += (f"; breakpoint {gone['number']} at {gone['label']} went with its "
                          f"module and was deleted")
             _emit(self.err, f"kdbg: the target's modules changed: {text}")
+        if record.get("type") == "more":
+            _emit(self.out, more_line(Summarized.from_json(record)))
         if record.get("type") == "summary":
             _emit(self.err, f"kdbg: the target's tracer: {record.get('matched')} drops "
-                            f"matched, {record.get('lost')} lost")
+                            f"matched, {record.get('summarized', 0)} summarized, "
+                            f"{record.get('lost')} lost")
 
     def cleanup(self, report: CleanupReport) -> None:
         _emit(self.err, f"kdbg: {report.message()}")

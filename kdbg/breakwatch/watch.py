@@ -38,7 +38,7 @@ from kdbg.debugger.errors import GdbCancelled, TargetLost
 from kdbg.debugger.livemodules import ModuleChange, ModuleFollower
 from kdbg.debugger.model import Breakpoint, CleanupReport, DropSite, Stop
 from kdbg.debugger.run import open_session
-from kdbg.debugger.skb import read_skb
+from kdbg.debugger.skb import SkbInfo, read_skb, skb_address
 from kdbg.drops.watch import WatchConfig
 from kdbg.errors import BadInput, GdbTimeout, KdbgError
 from kdbg.guard import Decision
@@ -152,7 +152,8 @@ class BreakWatch(RemoteLoop):
         if self.bp is None or self.hits >= self.cfg.break_count:
             return True
         try:
-            stop = self.session.run.wait_stop(0.05)
+            # A stop whose skb's drop is awaited: look without waiting, the drop is due.
+            stop = self.session.run.wait_stop(0.0 if self.pending else 0.05)
         except GdbTimeout:
             return True
         return self._stopped(stop)
@@ -177,6 +178,7 @@ class BreakWatch(RemoteLoop):
             show()
         for h in list(self.pending):
             if h.skb is not None and ev.skb == h.skb.address and ev.stack:
+                h.skb = SkbInfo.from_drop(h.skb.address, ev)
                 h.kernel_stack = tuple(str(f) for f in ev.stack)
                 h.cause = ev.cause
                 self.pending.remove(h)
@@ -229,8 +231,13 @@ class BreakWatch(RemoteLoop):
         self.hits += 1
         stopped_at = time.monotonic()
         site = self.site
-        skb = (read_skb(self.session.inspect, site.callee) if stop.hit and site is not None
-               else None)
+        skb = None
+        if stop.hit and site is not None:
+            if self.cfg.interactive:  # the target stays stopped: gdb reads the fields
+                skb = read_skb(self.session.inspect, site.callee)
+            else:  # they come with the tracer's record of this drop, once resumed
+                address = skb_address(self.session.inspect, site.callee)
+                skb = SkbInfo(address) if address is not None else None
         hit = Hit(self.hits, stop, skb, stopped_at=stopped_at)
         if self.cfg.interactive:
             self._hand_over(hit)

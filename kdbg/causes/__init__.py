@@ -14,6 +14,7 @@ kdbg's notes on every reason. See docs/architecture.md and docs/diagnose.md.
 
 from kdbg.causes.finder import CauseFinder, with_cause
 from kdbg.causes.notes import Notes, meaning, notes_for
-from kdbg.causes.registry import stack_reasons
+from kdbg.causes.registry import stack_depth, stack_reasons
 
-__all__ = ["CauseFinder", "Notes", "meaning", "notes_for", "stack_reasons", "with_cause"]
+__all__ = ["CauseFinder", "Notes", "meaning", "notes_for", "stack_depth", "stack_reasons",
+           "with_cause"]

@@ -14,7 +14,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Any
 
 from kdbg.causes import netfilter
 from kdbg.causes.notes import fill, notes_for
@@ -32,7 +31,6 @@ class CauseFinder:
         self.reads = NetnsReads(ttl, clock)
         self._causes = TtlCache(ttl, clock)
         self.computed = 0  # cause keys evaluated (not served from the cache)
-        self.symbols: dict[int, str | None] = {}  # stack address -> symbol, for hooks
 
     @staticmethod
     def needs_stack(reason: str) -> bool:
@@ -77,22 +75,12 @@ class CauseFinder:
         return netfilter.recheck(self.reads, cause)
 
 
-def with_cause(finder: CauseFinder, event: DropEvent, stack_id: int, probe: Any,
-               decoder: Any) -> DropEvent:
-    """``event`` with its cause; the captured stack is read only when the reason needs it
-    (``probe.stack(id)`` addresses, named by ``decoder.frame``)."""
-    stack = None
-    if finder.needs_stack(event.reason) and stack_id >= 0:
-        if event.stack is not None:
-            stack = [f.symbol for f in event.stack]
-        else:
-            names = finder.symbols
-            stack = []
-            for addr in probe.stack(stack_id):
-                if addr not in names:
-                    names[addr] = decoder.frame(addr).symbol
-                stack.append(names[addr])
-    return _replaced(event, finder.cause(event, stack))
+def with_cause(finder: CauseFinder, event: DropEvent,
+               stack: Callable[[], Sequence[str | None] | None]) -> DropEvent:
+    """``event`` with its cause; ``stack()`` (the symbols of the drop's frames, innermost
+    first, or None when none were captured) is called only when the reason needs them."""
+    symbols = stack() if finder.needs_stack(event.reason) else None
+    return _replaced(event, finder.cause(event, symbols))
 
 
 def _replaced(event: DropEvent, cause: Cause) -> DropEvent:

@@ -46,16 +46,32 @@ LEGACY = {"ipt_do_table": "iptables-legacy", "ip6t_do_table": "ip6tables-legacy"
 L4_NUMBERS = {"tcp": 6, "udp": 17, "sctp": 132, "icmp": 1, "icmp6": 58}
 
 
+def function(symbol: str | None) -> str | None:
+    """The function a symbol is a copy of: gcc names its specialised copies
+    ``__netif_receive_skb_core.constprop.0``, ``ip_rcv_core.isra.0``, ``….part.0``."""
+    return symbol.split(".", 1)[0] if symbol else symbol
+
+
 def hook_of(symbols: Sequence[str | None]) -> tuple[str | None, tuple[str, ...] | None]:
     """The netfilter hook and, when the stack shows it, the table family, from a drop's
     stack (innermost first)."""
     family = None
-    for sym in symbols:
+    for sym in map(function, symbols):
         if sym in CHAIN_FAMILY_FRAMES and family is None:
             family = CHAIN_FAMILY_FRAMES[sym]
         if sym in HOOK_FRAMES:
             return HOOK_FRAMES[sym], family
     return None, family
+
+
+def hook_depth(symbols: Sequence[str | None]) -> int | None:
+    """How many frames, innermost first, decide :func:`hook_of`: up to the first that runs
+    a hook (the table family's frames lie before it); None when no frame runs one, so
+    every frame counts."""
+    for i, sym in enumerate(map(function, symbols)):
+        if sym in HOOK_FRAMES:
+            return i + 1
+    return None
 
 
 def stack_hook(symbols: Sequence[str | None]) -> str | None:

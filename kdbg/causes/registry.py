@@ -31,13 +31,15 @@ FindFn = Callable[[NetnsReads, Drop, Cause], Cause]
 @dataclass(frozen=True)
 class Finder:
     """One cause: its reasons, the event fields of its key, what of the stack it reads
-    (None: no stack), its finder, and whether the finder needs the drop's namespace
-    found (False: it says itself what it cannot tell without one)."""
+    (None: no stack) and how many of its frames, innermost first, that depends on (None
+    from ``depth``: all of them), its finder, and whether the finder needs the drop's
+    namespace found (False: it says itself what it cannot tell without one)."""
 
     reasons: tuple[str, ...]
     key: tuple[str, ...]
     find: FindFn
     stack: Callable[[Sequence[str | None]], Hashable] | None = None
+    depth: Callable[[Sequence[str | None]], int | None] | None = None
     needs_netns: bool = True
 
 
@@ -172,7 +174,8 @@ REGISTRY: tuple[Finder, ...] = (
     Finder(("NETFILTER_DROP",),
            ("symbol", "family", "proto", "saddr", "daddr", "sport", "dport", "icmp_type",
             "icmp_code", "ifname"),
-           netfilter.find, stack=netfilter.stack_hook, needs_netns=False),
+           netfilter.find, stack=netfilter.stack_hook, depth=netfilter.hook_depth,
+           needs_netns=False),
     Finder(("NO_SOCKET",), ADDRESS, no_socket, needs_netns=False),
     Finder(("SOCKET_RCVBUFF", "SOCKET_BACKLOG", "TCP_LISTEN_OVERFLOW"), ADDRESS, socket_queue),
     Finder(("IP_RPFILTER",), ("ifname", "saddr"), rp_filter),
@@ -206,6 +209,16 @@ def stack_reasons() -> frozenset[str]:
     """The reasons whose cause reads the drop's kernel stack: the drop program takes a
     stack for these only."""
     return frozenset(r for f in REGISTRY if f.stack is not None for r in f.reasons)
+
+
+def stack_depth(reason: str, symbols: Sequence[str | None]) -> int | None:
+    """How many of a ``reason`` drop's frames (innermost first, from the function that
+    dropped) decide its cause: the drop program then checks only those for a learned
+    call chain (kdbg.trace.chains). None: all of them (a stack walk each time)."""
+    entry = BY_REASON.get(reason)
+    if entry is None or entry.stack is None:
+        return 0
+    return entry.depth(symbols) if entry.depth is not None else None
 
 
 def cache_key(ev: DropEvent, stack: Sequence[str | None] | None) -> tuple[Any, ...]:

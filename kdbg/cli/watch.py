@@ -6,8 +6,6 @@ import sys
 
 import click
 
-from kdbg import breakwatch
-from kdbg.breakwatch.report import BreakJsonSink, BreakTextSink
 from kdbg.cli.hwdrops import watch_hw
 from kdbg.cli.options import (
     exclude,
@@ -17,7 +15,6 @@ from kdbg.cli.options import (
     run_tracer,
     tracer_options,
 )
-from kdbg.cli.report import record
 from kdbg.drops import JsonSink, TextSink, WatchConfig, prepare
 from kdbg.transports import NAMES as TRANSPORTS
 
@@ -117,20 +114,18 @@ def watch(ctx: click.Context, as_json: bool, print_bpf: bool, do_break: bool, la
     cfg = WatchConfig(filters=filters_from(opts), vmlinux=vmlinux,
                                 **opts)  # type: ignore[arg-type]
     if write is not None or pcap is not None:
+        from kdbg.cli.report import record  # recording: see docs/architecture.md
+
         record(ctx, cfg, write, pcap, snaplen, as_json, print_bpf, lab)
         return
     if do_break or lab is not None or events_cmd is not None:
-        bcfg = breakwatch.BreakConfig(
-            lab=lab, events_cmd=events_cmd, gdb=gdb_endpoint, vmlinux=vmlinux,
-            kallsyms=kallsyms_path, source=source_tree, want_source=not no_source,
-            transport=transport, interactive=interactive,
-            force=force, hw_break=hw_break, break_count=break_count)
-        bsink = BreakJsonSink(sys.stdout, sys.stderr) if as_json else BreakTextSink(
-            sys.stdout, sys.stderr, stacks=cfg.stack)
-        if not do_break:
-            sys.exit(breakwatch.watch_remote(cfg, bcfg, bsink))
-        outcome = breakwatch.run(cfg, bcfg, bsink)
-        sys.exit(outcome.exit_status)
+        from kdbg.cli.breakwatch import break_watch  # the debugger and the lab: ditto
+
+        break_watch(cfg, as_json, do_break=do_break, lab=lab, events_cmd=events_cmd,
+                    gdb=gdb_endpoint, vmlinux=vmlinux, kallsyms=kallsyms_path,
+                    source=source_tree, want_source=not no_source, transport=transport,
+                    interactive=interactive, force=force, hw_break=hw_break,
+                    break_count=break_count)
     prepared = prepare(cfg)
     run_tracer(prepared, print_bpf, lambda: JsonSink(sys.stdout, sys.stderr) if as_json
                else TextSink(sys.stdout, sys.stderr))

@@ -1,8 +1,12 @@
-"""Reading the sk_buff at a drop site through gdb.
+"""The sk_buff at a drop site.
 
-At the call to the drop function the skb is still alive. With the target's
-DWARF vmlinux loaded, gdb knows ``struct sk_buff``; kdbg reads the few fields
-it needs with expressions, then the L3/L4 headers as raw bytes, which
+At the call to the drop function the skb is still alive, and its address is in the
+argument register (:func:`skb_address`: one register read). A stop that ``kdbg watch
+--break`` resumes at once takes the skb's fields from the tracer's record of that very
+drop, read at the tracepoint the call leads to (:meth:`SkbInfo.from_drop`). A stop
+handed to the user reads them through gdb (:func:`read_skb`): with the target's DWARF
+vmlinux loaded, gdb knows ``struct sk_buff``, kdbg reads the few fields it needs with
+expressions, then the L3/L4 headers as raw bytes, which
 :func:`kdbg.trace.headers.parse_headers` decodes.
 """
 
@@ -15,6 +19,7 @@ from typing import Any
 from kdbg.debugger.inspection import Inspection
 from kdbg.errors import GdbError
 from kdbg.symbols.dropargs import DROP_ARGS
+from kdbg.trace.event import DropEvent
 from kdbg.trace.headers import parse_headers
 
 _HEX = re.compile(r"0x[0-9a-fA-F]+")
@@ -34,6 +39,16 @@ class SkbInfo:
     sport: int | None = None
     dport: int | None = None
     note: str | None = None
+
+    @classmethod
+    def from_drop(cls, address: int, event: DropEvent) -> SkbInfo:
+        """The skb at ``address`` as the tracer read it at the tracepoint when it was
+        dropped (``event``, whose ``skb`` is that address)."""
+        return cls(address, len=event.len, ifname=event.ifname, family=event.family,
+                   proto=event.proto,
+                   saddr=str(event.saddr) if event.saddr is not None else None,
+                   daddr=str(event.daddr) if event.daddr is not None else None,
+                   sport=event.sport, dport=event.dport)
 
     def to_json(self) -> dict[str, Any]:
         return {k: (f"0x{v:x}" if k == "address" else v) for k, v in self.__dict__.items()
@@ -64,14 +79,22 @@ def _int(text: str) -> int:
     return int(m.group(0), 16) if m else int(text.split()[0])
 
 
-def read_skb(inspect: Inspection, callee: str) -> SkbInfo | None:
-    """The skb passed to ``callee`` at a stop on the call to it (read through the
-    session's ``inspect``); None if not a drop call."""
+def skb_address(inspect: Inspection, callee: str) -> int | None:
+    """The address of the skb passed to ``callee`` at a stop on the call to it; None if
+    ``callee`` is no drop function."""
     args = DROP_ARGS.get(callee)
     if args is None:
         return None
     index = args[0]
-    addr = inspect.read_args(index + 1)[index]
+    return inspect.read_args(index + 1)[index]
+
+
+def read_skb(inspect: Inspection, callee: str) -> SkbInfo | None:
+    """The skb passed to ``callee`` at a stop on the call to it (read through the
+    session's ``inspect``); None if not a drop call."""
+    addr = skb_address(inspect, callee)
+    if addr is None:
+        return None
     if inspect.state.vmlinux is None:
         return SkbInfo(addr, note="no DWARF vmlinux: fields not read")
     skb = f"((struct sk_buff *)0x{addr:x})"

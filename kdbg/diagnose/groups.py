@@ -19,6 +19,7 @@ from kdbg.drops import StatsRow, Summary, WatchConfig, prepare
 from kdbg.errors import BadInput
 from kdbg.trace.cause import Cause
 from kdbg.trace.event import DropEvent
+from kdbg.trace.more import Summarized
 
 
 @dataclass
@@ -41,6 +42,8 @@ class Diagnosis:
     seconds: float
     cmd_status: int | None
     interrupted: bool
+    # drops the kernel counted while kdbg was behind: no cause was evaluated for them
+    summarized: list[Summarized] = field(default_factory=list)
 
 
 @dataclass
@@ -49,6 +52,7 @@ class Collector:
 
     err: Any
     groups: dict[str, Group] = field(default_factory=dict)
+    summarized: list[Summarized] = field(default_factory=list)  # counted, not sent
 
     def watching(self, message: str) -> None:
         self.err.write(message + "\n")
@@ -63,6 +67,12 @@ class Collector:
                                          first_ns=event.time_ns)
         g.count += 1
         g.last_ns = event.time_ns
+
+    def more(self, summarized: Summarized) -> None:
+        self.summarized.append(summarized)
+
+    def flush(self) -> None:
+        pass
 
     def stats(self, rows: list[StatsRow], summary: Summary, final: bool) -> None:
         pass
@@ -85,4 +95,5 @@ def run(cfg: WatchConfig, err: Any) -> Diagnosis:
     if watch.causes is not None:
         for g in groups:
             g.note = watch.causes.recheck(g.cause)
-    return Diagnosis(groups, result.summary, seconds, result.cmd_status, result.interrupted)
+    return Diagnosis(groups, result.summary, seconds, result.cmd_status, result.interrupted,
+                     sink.summarized)

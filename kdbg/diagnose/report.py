@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from kdbg.diagnose.groups import Diagnosis, Group
-from kdbg.drops import endpoint, wall_clock
+from kdbg.drops import endpoint, more_json, more_line, wall_clock
 from kdbg.trace.event import DropEvent
 
 
@@ -61,8 +61,11 @@ def diagnosis_json(g: Group) -> dict[str, Any]:
 def report_text(d: Diagnosis) -> str:
     """The grouped report, most frequent cause first."""
     total = sum(g.count for g in d.groups)
+    counted = sum(m.count for m in d.summarized)
     out = [f"kdbg: {total} drops, {len(d.groups)} "
            f"{'cause' if len(d.groups) == 1 else 'causes'}, in {d.seconds:.1f} s"
+           + (f"; {counted:,} more counted in the kernel while kdbg was behind, causes not "
+              "evaluated (last)" if counted else "")
            + (f" ({d.summary.lost} more lost: raise --buffer-pages)" if d.summary.lost else "")]
     for g in d.groups:
         c = g.cause
@@ -83,12 +86,15 @@ def report_text(d: Diagnosis) -> str:
         if g.note:
             out.append(f"    {'warning:':<9}{g.note}; the text shown is the rule that "
                        "decided at the drop")
+    if d.summarized:
+        out += ["", *map(more_line, d.summarized)]
     return "\n".join(out)
 
 
 def report_json(d: Diagnosis) -> list[str]:
     recs = [diagnosis_json(g) for g in d.groups]
     recs.append({"type": "summary", "matched": d.summary.matched, "shown": d.summary.delivered,
-                 "lost": d.summary.lost, "causes": len(d.groups),
-                 "seconds": round(d.seconds, 3)})
-    return [json.dumps(r, separators=(",", ":")) for r in recs]
+                 "summarized": d.summary.summarized, "lost": d.summary.lost,
+                 "causes": len(d.groups), "seconds": round(d.seconds, 3)})
+    lines = [json.dumps(r, separators=(",", ":")) for r in recs]
+    return lines[:-1] + [more_json(m) for m in d.summarized] + lines[-1:]

@@ -16,6 +16,8 @@ from kdbg.drops.output import (
     drop_line,
     endpoint,
     header,
+    more_json,
+    more_line,
     read_jsonl,
     stack_lines,
     stats_json,
@@ -28,5 +30,5 @@ from kdbg.drops.watch import Sink, Watch, WatchConfig, WatchResult, prepare
 
 __all__ = ["JsonSink", "Sink", "StatsRow", "Summary", "TextSink", "Watch", "WatchConfig",
            "WatchResult", "drop_json", "drop_line", "endpoint", "guest_watch_argv", "header",
-           "prepare", "read_jsonl", "stack_lines", "stats_json", "stats_rows", "stats_table",
-           "wall_clock"]
+           "more_json", "more_line", "prepare", "read_jsonl", "stack_lines", "stats_json",
+           "stats_rows", "stats_table", "wall_clock"]

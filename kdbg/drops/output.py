@@ -14,6 +14,7 @@ from typing import Any
 
 from kdbg.trace.event import DropEvent
 from kdbg.trace.lines import LineSink
+from kdbg.trace.more import Summarized
 
 COLUMNS = (
     ("TIME", 15), ("CPU", 3), ("PID", 7), ("COMM", 15), ("REASON", 16),
@@ -43,6 +44,12 @@ class Summary:
     seen: int | None  # None: not counted (the --stats fast path)
     stats_full: int = 0
     streaming: bool = True  # False under --stats alone: nothing was meant to be shown
+    summarized: int = 0  # counted in the kernel instead of sent: the "more" records
+
+    @property
+    def queued(self) -> int:
+        """Sent and not printed: still in the ring when a --count ended the watch."""
+        return self.matched - self.delivered - self.summarized - self.lost
 
 
 def header() -> str:
@@ -136,18 +143,48 @@ def stats_json(rows: Iterable[StatsRow], summary: Summary, final: bool) -> str:
 
 
 def summary_line(s: Summary) -> str:
-    text = f"kdbg: {s.matched} drops matched"
-    if s.streaming and s.delivered != s.matched:
-        text += f", {s.delivered} shown"
-    text += f", {s.lost} lost"
+    """The last line: how many drops matched, as the kernel counted them, and where each
+    went: printed, summarized in a "more" line, or lost."""
+    if not s.streaming or not s.summarized:
+        text = f"kdbg: {s.matched:,} drops matched"
+        if s.streaming and s.delivered != s.matched:
+            text += f", {s.delivered:,} shown"
+        text += f", {s.lost:,} lost"
+    else:
+        text = (f"kdbg: {s.matched:,} drops matched: {s.delivered:,} printed + "
+                f"{s.summarized:,} summarized, {s.lost:,} lost")
+        if s.queued:
+            text += f", {s.queued:,} queued when the watch ended"
     if s.lost:
-        text += " (ring buffer full: raise --buffer-pages, or use --stats for exact counts)"
+        text += " (neither sent nor counted per key: raise --buffer-pages, or use --stats)"
     return text
 
 
 def summary_json(s: Summary) -> str:
     return json.dumps({"type": "summary", "matched": s.matched, "shown": s.delivered,
-                       "lost": s.lost, "seen": s.seen}, separators=(",", ":"))
+                       "summarized": s.summarized, "lost": s.lost, "seen": s.seen},
+                      separators=(",", ":"))
+
+
+def more_line(m: Summarized) -> str:
+    """``    ... and N more like this: REASON at LOCATION, packet, netns, device``."""
+    parts = [f"{m.reason} at {m.location}"]
+    if "proto" in m.by and m.proto is not None:
+        icmp = m.icmp_type is not None
+        flow = (f"{m.proto} {endpoint(m.saddr, m.sport, icmp)} -> "
+                f"{endpoint(m.daddr, m.dport, icmp)}")
+        if icmp:
+            flow += f" type {m.icmp_type} code {m.icmp_code}"
+        parts.append(flow)
+    parts.append(f"netns {m.netns or '-'} {m.ifname or '-'}")
+    text = f"    ... and {m.count:,} more like this: " + ", ".join(parts)
+    if "proto" not in m.by:
+        text += " (any packet: kdbg's table by packet was full)"
+    return text
+
+
+def more_json(m: Summarized) -> str:
+    return json.dumps(m.to_json(), separators=(",", ":"))
 
 
 def read_jsonl(lines: Iterable[str]) -> list[dict[str, Any]]:
@@ -164,18 +201,22 @@ class TextSink(LineSink):
 
     def drop(self, event: DropEvent) -> None:
         if not self._header_done:
-            self._write(self.out, header())
+            self._add(header())
             self._header_done = True
-        self._write(self.out, drop_line(event))
+        self._add(drop_line(event))
         for line in stack_lines(event):
-            self._write(self.out, line)
+            self._add(line)
 
     def stats(self, rows: list[StatsRow], summary: Summary, final: bool) -> None:
         stamp = "final" if final else time.strftime("%H:%M:%S")
         self._write(self.out, f"-- drops by reason and location ({stamp}) --")
         self._write(self.out, stats_table(rows, summary))
 
+    def more(self, summarized: Summarized) -> None:
+        self._write(self.out, more_line(summarized))
+
     def summary(self, summary: Summary) -> None:
+        self.flush()
         self._write(self.err, summary_line(summary))
 
 
@@ -183,10 +224,13 @@ class JsonSink(LineSink):
     """JSON lines on ``out``, every record tagged with ``"type"``."""
 
     def drop(self, event: DropEvent) -> None:
-        self._write(self.out, drop_json(event))
+        self._add(drop_json(event))
 
     def stats(self, rows: list[StatsRow], summary: Summary, final: bool) -> None:
         self._write(self.out, stats_json(rows, summary, final))
+
+    def more(self, summarized: Summarized) -> None:
+        self._write(self.out, more_json(summarized))
 
     def summary(self, summary: Summary) -> None:
         self._write(self.out, summary_json(summary))

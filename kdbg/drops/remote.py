@@ -6,7 +6,6 @@ break-watch's event source and the lab recorder both run it).
 from __future__ import annotations
 
 from kdbg.drops.watch import WatchConfig
-from kdbg.lab.guest import kdbg_argv
 
 
 def remote_options(cfg: WatchConfig) -> list[str]:
@@ -30,6 +29,8 @@ def guest_watch_argv(cfg: WatchConfig, *output: str, stack: bool = False,
     sizes), ``cfg``'s filters, ``--stack`` when ``stack`` (the stopped skb's stack, for a
     hit report), and ``cfg``'s ``--count``/``--duration`` when ``limits`` (a recording
     ends in the guest; a break-watch counts and times here)."""
+    from kdbg.lab.guest import kdbg_argv  # the lab: 50 ms a local watch's start need not pay
+
     argv = [*kdbg_argv(), "watch", *output, *remote_options(cfg)]
     if stack and not cfg.stack:
         argv.append("--stack")

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from kdbg.causes import CauseFinder, stack_reasons, with_cause
+from kdbg.drops.chains import Learner
 from kdbg.drops.output import StatsRow, Summary, stats_rows
 from kdbg.errors import BadInput, KdbgError
 from kdbg.symbols import tpformat
@@ -19,11 +20,14 @@ from kdbg.symbols.droplines import DropLines, installed_module_debug, installed_
 from kdbg.symbols.kallsyms import Kallsyms, LiveKallsyms
 from kdbg.symbols.reasons import ReasonTable
 from kdbg.trace import filters as flt
-from kdbg.trace import loop, offsets
-from kdbg.trace.event import Decoder, DropEvent
+from kdbg.trace import loop, more, offsets, program
+from kdbg.trace.event import Decoder, DropEvent, from_drop
 from kdbg.trace.layout import RawDropEvent
-from kdbg.trace.probe import TRACEPOINT, DropProbe, check_privileges
-from kdbg.trace.program import ProgramOptions, build
+from kdbg.trace.more import MoreCounts, Summarized
+from kdbg.trace.probe import TRACEPOINT, DropProbe, check_privileges, per_cpu_u64
+from kdbg.trace.program import ProgramOptions
+
+MORE_EVERY = 1.0  # seconds between looks at what the kernel counted instead of sending
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,9 @@ class WatchConfig:
     events: bool = False  # with stats: stream each drop as well
     vmlinux: str | None = None  # DWARF for file:line; None: the distribution's, if installed
     causes: bool = True  # a cause on each streamed drop (kdbg.causes)
+    # Take each drop's stack as well as its learned call chain, and show it (kernel tests
+    # check that both give the same cause).
+    check_chains: bool = False
 
 
 class Sink(Protocol):
@@ -48,6 +55,8 @@ class Sink(Protocol):
 
     def watching(self, message: str) -> None: ...
     def drop(self, event: DropEvent) -> None: ...
+    def more(self, summarized: Summarized) -> None: ...
+    def flush(self) -> None: ...
     def stats(self, rows: list[StatsRow], summary: Summary, final: bool) -> None: ...
     def summary(self, summary: Summary) -> None: ...
 
@@ -58,6 +67,8 @@ class WatchResult:
     rows: tuple[StatsRow, ...]
     cmd_status: int | None
     interrupted: bool
+    chain_hits: int = 0  # drops whose cause read its frames off a learned call chain
+    chains: int = 0  # call chains learned
 
 
 class Watch:
@@ -72,9 +83,10 @@ class Watch:
         check_privileges()
         self.tp = tpformat.load("skb", "kfree_skb")
         self.reasons = ReasonTable.from_tpformat(self.tp)
-        # kallsyms takes a while to parse: do it beside the compile unless filters need it now.
+        # kallsyms takes 0.3 s to parse: read in a thread once the watch is attached (or
+        # now, when a filter needs it), off the way to 'kdbg: watching'.
         self._pool = ThreadPoolExecutor(max_workers=1)
-        self._ksyms: Future[Kallsyms] = self._pool.submit(LiveKallsyms)  # names follow module loads
+        self._ksyms: Future[Kallsyms] | None = None
         self.spec = cfg.filters.resolve(self.reasons, self.kallsyms)
         self.stats_only = cfg.stats and not cfg.events
         self.spec_is_early = flt.c_dev(self.spec) == flt.c_packet(self.spec) == flt.NO_FILTER
@@ -82,12 +94,16 @@ class Watch:
         # the hook), so the program takes the stacks of those reasons only.
         self.causes = CauseFinder() if cfg.causes and not self.stats_only else None
         cause_stacks = self._stack_reasons() if self.causes is not None else ()
-        self.text = build(
-            self.tp, offsets.for_running_kernel(), self.spec,
+        # Their frames are read off the stack where a learned call chain says they are;
+        # only --stack, which shows every frame, walks every stack.
+        self.chains = bool(cause_stacks) and not cfg.stack
+        self.text = program.build(
+            program.kernel_args(), offsets.for_running_kernel(), self.spec,
             ProgramOptions(stack=cfg.stack or bool(cause_stacks),
                            stack_reasons=() if cfg.stack else cause_stacks,
-                           stats_only=self.stats_only,
-                           ringbuf_pages=cfg.buffer_pages),
+                           chains=self.chains, chain_check=cfg.check_chains,
+                           stats_only=self.stats_only, count_stats=cfg.stats,
+                           summarize=not self.stats_only, ringbuf_pages=cfg.buffer_pages),
         )
         self.lines = None if self.stats_only else self._lines(cfg.vmlinux)
 
@@ -113,7 +129,14 @@ class Watch:
         except KdbgError:
             return None
 
+    def read_kallsyms(self) -> None:
+        """Start reading kallsyms in the background (names follow module loads)."""
+        if self._ksyms is None:
+            self._ksyms = self._pool.submit(LiveKallsyms)
+
     def kallsyms(self) -> Kallsyms:
+        self.read_kallsyms()
+        assert self._ksyms is not None
         return self._ksyms.result()
 
     def close(self) -> None:
@@ -131,22 +154,31 @@ class Watch:
         if self.cfg.stats:
             sink.stats(turn.rows, turn.summary, True)
         sink.summary(turn.summary)
-        return WatchResult(turn.summary, tuple(turn.rows), end.cmd_status, end.interrupted)
+        learner = turn.learner
+        return WatchResult(turn.summary, tuple(turn.rows), end.cmd_status, end.interrupted,
+                           learner.hits if learner else 0,
+                           len(learner.book.by_id) if learner else 0)
 
     def _matched(self, probe: DropProbe) -> int:
-        """Drops that passed every filter: the stats table's total (no symbolizing)."""
-        return sum(probe.stats().values()) + probe.counters()["stats_full"]
-
-    def _snapshot(self, probe: DropProbe, delivered: int) -> tuple[list[StatsRow], Summary]:
+        """Drops that passed every filter, as the kernel counted them (no symbolizing)."""
         ctr = probe.counters()
-        counts = probe.stats()
+        if not self.cfg.stats:
+            return ctr["matched"]
+        return sum(probe.stats().values()) + ctr["stats_full"]
+
+    def _snapshot(self, probe: DropProbe, delivered: int, summarized: int = 0
+                  ) -> tuple[list[StatsRow], Summary]:
+        ctr = probe.counters()
+        counts = probe.stats() if self.cfg.stats else {}
         rows = stats_rows(counts, self.reasons.name, self.kallsyms().lookup)
+        matched = sum(counts.values()) + ctr["stats_full"] if self.cfg.stats else ctr["matched"]
         # Under --stats with only reason/location filters the probe counts nothing but
         # the stats table (the cheapest path), so how many it looked at is unknown.
         fast = self.stats_only and self.spec_is_early
-        summary = Summary(matched=sum(counts.values()) + ctr["stats_full"], delivered=delivered,
+        summary = Summary(matched=matched, delivered=delivered,
                           lost=ctr["lost"], seen=None if fast else ctr["seen"],
-                          stats_full=ctr["stats_full"], streaming=not self.stats_only)
+                          stats_full=ctr["stats_full"], streaming=not self.stats_only,
+                          summarized=summarized)
         return rows, summary
 
 
@@ -163,21 +195,56 @@ class _WatchLoop(loop.RingLoop):
         self.next_stats = self.cfg.interval if self.cfg.interval else None
         self.rows: list[StatsRow] = []
         self.summary = Summary(0, 0, 0, 0)
+        self.more = None if watch.stats_only else MoreCounts(self._counted)
+        self.next_more = MORE_EVERY
+        self.learner = (Learner(self.probe, watch.reasons.name, watch.kallsyms)
+                        if watch.chains else None)
+
+    def _counted(self, table: str) -> list[tuple[bytes, int]]:
+        """A per-key table of the drops a full ring had no room for, summed over CPUs."""
+        return [(key, sum(per_cpu_u64(value))) for key, value in self.probe.items(table)]
+
+    def report_more(self) -> None:
+        """A "more" record for each key the kernel counted drops under since the last."""
+        if self.more is None:
+            return
+        w = self.watch
+        for key, count in self.more.new():
+            self.sink.more(more.decode(key, count, w.reasons, w.kallsyms()))
 
     def on_event(self, raw: RawDropEvent) -> None:
         if self.ended:
             return
         w, probe = self.watch, self.probe
         if self.decoder is None:
-            self.decoder = Decoder(w.reasons, w.kallsyms(),
-                                   stack_of=probe.stack if self.cfg.stack else None)
+            shown = self.cfg.stack or self.cfg.check_chains
+            self.decoder = Decoder(w.reasons, w.kallsyms(), stack_of=probe.stack if shown else None)
         event = self.decoder.decode(raw)
         if w.causes is not None:
-            event = with_cause(w.causes, event, raw.stack_id, probe, self.decoder)
+            event = with_cause(w.causes, event, lambda: self._frames(raw, event))
         self.sink.drop(w.lines.annotate(event) if w.lines else event)
         self.delivered += 1
         if self.cfg.count is not None and self.delivered >= self.cfg.count:
             self.ended = True
+
+    def _frames(self, raw: RawDropEvent, event: DropEvent) -> list[str | None] | None:
+        """The symbols of the drop's frames its cause reads: from its learned chain, or
+        from its own stack."""
+        if raw.chain and self.learner is not None:
+            return self.learner.symbols(raw.chain)
+        if event.stack is not None:
+            return [f.symbol for f in event.stack]
+        if raw.stack_id < 0:
+            return None
+        addrs = from_drop(self.probe.stack(raw.stack_id), raw.location)
+        return self.learner.name(addrs) if self.learner is not None else [
+            self.watch.kallsyms().lookup(a).symbol for a in addrs]
+
+    def step(self) -> None:
+        super().step()
+        if self.learner is not None:
+            self.probe.learned(self.learner.take)
+        self.sink.flush()
 
     def attach(self) -> None:
         super().attach()
@@ -187,18 +254,30 @@ class _WatchLoop(loop.RingLoop):
             f"kdbg: watching {TRACEPOINT} on Linux {os.uname().release} "
             f"(filters: {w.spec.describe()}{lines}); Ctrl-C to stop"
         )
+        if not w.stats_only:
+            w.read_kallsyms()  # the first drop is named with it
 
     def tick(self, elapsed: float) -> None:
         cfg = self.cfg
         if self.watch.stats_only and cfg.count is not None:
             self.ended = self.watch._matched(self.probe) >= cfg.count
         if self.next_stats is not None and elapsed >= self.next_stats and cfg.stats:
-            rows, summary = self.watch._snapshot(self.probe, self.delivered)
+            rows, summary = self.watch._snapshot(self.probe, self.delivered, self._summarized)
             self.sink.stats(rows, summary, False)
             self.next_stats += cfg.interval or 0
+        if elapsed >= self.next_more:
+            self.report_more()
+            self.next_more = elapsed + MORE_EVERY
+
+    @property
+    def _summarized(self) -> int:
+        return self.more.total if self.more is not None else 0
 
     def final(self) -> None:
-        self.rows, self.summary = self.watch._snapshot(self.probe, self.delivered)
+        self.sink.flush()
+        self.report_more()
+        self.rows, self.summary = self.watch._snapshot(self.probe, self.delivered,
+                                                       self._summarized)
 
     def close(self) -> None:
         super().close()

@@ -31,9 +31,9 @@ from kdbg.signals import StopSignals
 from kdbg.symbols import tpformat
 from kdbg.symbols.kallsyms import Kallsyms
 from kdbg.symbols.reasons import ReasonTable
-from kdbg.trace import offsets
+from kdbg.trace import offsets, program
 from kdbg.trace.probe import TRACEPOINT, DropProbe, check_privileges
-from kdbg.trace.program import ProgramOptions, build
+from kdbg.trace.program import ProgramOptions
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -105,8 +105,8 @@ class Exporter:
         self._pool = ThreadPoolExecutor(max_workers=1)
         self._ksyms: Future[Kallsyms] = self._pool.submit(Kallsyms.load)
         self.spec = cfg.filters.resolve(self.reasons, self.kallsyms)
-        self.text = build(
-            self.tp, offsets.for_running_kernel(), self.spec,
+        self.text = program.build(
+            program.kernel_args(), offsets.for_running_kernel(), self.spec,
             ProgramOptions(stats_only=True, stats_by_dev=cfg.per_device, ringbuf_pages=1),
         )
 

@@ -14,12 +14,12 @@ from pathlib import Path
 from kdbg.dirs import BPF_DIR
 from kdbg.errors import BadInput, ProbeUnavailable
 from kdbg.hwdrops import devlink
-from kdbg.hwdrops.event import CTR_LOST, CTR_STATS_FULL, HwDecoder, RawHwEvent, c_text
+from kdbg.hwdrops.event import CTR_LOST, CTR_STATS_FULL, HwDecoder, RawHwEvent, RawHwKey, c_text
 from kdbg.hwdrops.output import HwSink
 from kdbg.signals import StopSignals
 from kdbg.symbols.btf import Btf
 from kdbg.trace import offsets as trace_offsets
-from kdbg.trace.probe import RingProbe, check_privileges
+from kdbg.trace.probe import RingProbe, check_privileges, per_cpu_u64
 from kdbg.trace.render import render
 
 TEMPLATE = BPF_DIR / "devlink_trap.bpf.c"
@@ -92,10 +92,11 @@ class HwProbe(RingProbe):
     def hw_counts(self) -> dict[tuple[str, ...], int]:
         """Per-CPU counts summed, by (device, trap, group, input port)."""
         out: dict[tuple[str, ...], int] = {}
-        for k, v in self._bpf["hw_stats"].items():
+        for raw, value in self.items("hw_stats"):
+            k = RawHwKey.from_buffer_copy(raw)
             key = (f"{c_text(k.bus)}/{c_text(k.device)}", c_text(k.trap), c_text(k.group),
                    c_text(k.input_port))
-            out[key] = out.get(key, 0) + sum(int(c) for c in v)
+            out[key] = out.get(key, 0) + sum(per_cpu_u64(value))
         return out
 
     def hw_lost(self) -> int:

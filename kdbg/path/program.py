@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from kdbg.dirs import BPF_DIR, cache_dir
+from kdbg.dirs import BPF_DIR
 from kdbg.errors import BtfError, ProbeUnavailable
 from kdbg.symbols import tpformat
-from kdbg.symbols.btf import Btf
 from kdbg.symbols.tpformat import TpFormat
 from kdbg.trace import filters as flt
 from kdbg.trace import offsets as offs
@@ -70,21 +67,9 @@ def load_formats() -> PathFormats:
 
 
 def kernel_offsets(btf_path: str | Path = "/sys/kernel/btf/vmlinux") -> dict[str, int]:
-    """The offsets in :data:`OFFSET_KEYS` for the running kernel, the extras cached by hash."""
-    base = offs.for_running_kernel(btf_path)
-    path = Path(btf_path)
-    blob = path.read_bytes()
-    key = hashlib.sha256(blob + json.dumps(offs.EXTRA_FIELDS, sort_keys=True).encode()
-                         ).hexdigest()[:24]
-    cached = cache_dir("btf") / f"offsets-extra-{key}.json"
-    try:
-        extra = {k: int(v) for k, v in json.loads(cached.read_text()).items()}
-    except (OSError, ValueError):
-        extra = offs.compute(Btf(blob, source=str(path)), offs.EXTRA_FIELDS)
-        tmp = cached.with_suffix(".tmp")
-        tmp.write_text(json.dumps(extra, sort_keys=True))
-        tmp.replace(cached)
-    merged = {**base, **extra}
+    """The offsets in :data:`OFFSET_KEYS` for the running kernel (cached by BTF hash)."""
+    merged = {**offs.for_running_kernel(btf_path),
+              **offs.fields_of(offs.EXTRA_FIELDS, "offsets-extra", btf_path)}
     missing = [k for k in OFFSET_KEYS if k not in merged]
     if missing:
         raise BtfError(f"no offsets for {', '.join(missing)}")

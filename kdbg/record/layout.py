@@ -5,15 +5,13 @@ from __future__ import annotations
 import ctypes as ct
 
 from kdbg.trace.layout import RawDropEvent
+from kdbg.trace.ringbuf import RING_BUSY, RING_DISCARD, RING_HDR
+
+__all__ = ["LINK_ETHERNET", "LINK_NONE", "LINK_RAW", "RING_BUSY", "RING_DISCARD", "RING_HDR",
+           "RawDropRecord", "record_size", "snap_bytes"]
 
 # Link types of the snapshot, as in drop_record.h
 LINK_NONE, LINK_ETHERNET, LINK_RAW = 0, 1, 2
-
-# The ring buffer's own header in front of every record (kernel/bpf/ringbuf.c):
-# u32 len (bit 31: busy, bit 30: discarded), u32 page offset.
-RING_HDR = 8
-RING_BUSY = 1 << 31
-RING_DISCARD = 1 << 30
 
 
 class RawDropRecord(ct.Structure):

@@ -12,8 +12,6 @@ short still names everything in it.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import mmap
 import os
 import re
@@ -27,18 +25,18 @@ from pathlib import Path
 from typing import Any
 
 from kdbg import __version__, lab
-from kdbg.dirs import BPF_DIR, cache_dir
+from kdbg.dirs import BPF_DIR
 from kdbg.drops import Sink, Watch, WatchConfig, guest_watch_argv
 from kdbg.errors import BadInput
 from kdbg.record import layout, offline, pcapng
 from kdbg.record.recfile import END, SYMBOLS, RecordingWriter, io_error
 from kdbg.record.ringbuf import BulkRing
-from kdbg.symbols.btf import Btf
 from kdbg.symbols.kallsyms import Kallsyms, Location
-from kdbg.trace import loop, offsets
+from kdbg.trace import bpfsys, loop, offsets, program
 from kdbg.trace.event import DropEvent
-from kdbg.trace.probe import TRACEPOINT, DropProbe, load_bpf
-from kdbg.trace.program import ProgramOptions, build
+from kdbg.trace.layout import RawStatsKey
+from kdbg.trace.probe import TRACEPOINT, DropProbe
+from kdbg.trace.program import ProgramOptions
 from kdbg.trace.render import render
 
 FRAGMENT = BPF_DIR / "drop_record.bpf.c"
@@ -82,18 +80,7 @@ class RecordResult:
 
 def record_offsets(btf_path: str | Path = "/sys/kernel/btf/vmlinux") -> dict[str, int]:
     """The fragment's struct offsets from the running kernel's BTF, cached by its hash."""
-    blob = Path(btf_path).read_bytes()
-    key = hashlib.sha256(blob + json.dumps(FIELDS, sort_keys=True).encode()).hexdigest()[:24]
-    cached = cache_dir("btf") / f"offsets-record-{key}.json"
-    try:
-        return {k: int(v) for k, v in json.loads(cached.read_text()).items()}
-    except (OSError, ValueError):
-        pass
-    result = offsets.compute(Btf(blob, source=str(btf_path)), FIELDS)
-    tmp = cached.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, sort_keys=True))
-    tmp.replace(cached)
-    return result
+    return offsets.fields_of(FIELDS, "offsets-record", btf_path)
 
 
 def output_text(snaplen: int, offs: dict[str, int]) -> str:
@@ -103,21 +90,19 @@ def output_text(snaplen: int, offs: dict[str, int]) -> str:
 
 
 class RecordProbe(DropProbe):
-    """The drop program with the recording hand-over: loaded without bcc's ring buffer
-    reader, its ring read in bulk instead."""
-
-    def load(self) -> None:
-        self._bpf = load_bpf(self.text, self.attachments, self.LABEL)
+    """The drop program with the recording hand-over: its ring read in bulk
+    (:class:`kdbg.record.ringbuf.BulkRing`), not record by record."""
 
     def ring_fd(self) -> int:
-        return int(self._bpf["events"].map_fd)
-
-    def detach(self) -> None:
-        self._bpf.detach_tracepoint(TRACEPOINT)
+        return self.fd("events")
 
     def locations(self) -> set[int]:
-        """Locations the stats table has counted (its keys only: no per-CPU values)."""
-        return {int(k.location) for k in self._bpf["stats"]}
+        """Locations the stats table (its keys only: no per-CPU values) and its tally
+        slots have counted."""
+        spec = self.obj.specs["stats"]
+        keys = bpfsys.map_keys(self.fd("stats"), spec.key_size)
+        keys += [key for key, count in self.tallies() if count]
+        return {int(RawStatsKey.from_buffer_copy(k).location) for k in keys}
 
 
 def netns_names() -> dict[int, str]:
@@ -160,8 +145,8 @@ class Recorder:
         self.watch = Watch(dataclasses.replace(cfg, buffer_pages=pages, causes=False))
         self.cfg, self.opts = cfg, opts
         self.record_size = layout.record_size(opts.snaplen)
-        self.text = build(
-            self.watch.tp, offsets.for_running_kernel(), self.watch.spec,
+        self.text = program.build(
+            program.kernel_args(), offsets.for_running_kernel(), self.watch.spec,
             ProgramOptions(ringbuf_pages=pages,
                            output=output_text(opts.snaplen, record_offsets())))
         self.ring_bytes = pages * mmap.PAGESIZE

@@ -253,3 +253,15 @@ class Btf:
             name_off, ptype = struct.unpack_from("<II", self._data, pos + 12 + 8 * i)
             params.append(Param(self._str(name_off), self.type_name(ptype)))
         return params
+
+    def tracepoint_proto(self, tracepoint: str) -> tuple[int, list[str]]:
+        """The id of raw tracepoint ``tracepoint``'s ``btf_trace_`` typedef and the C
+        types of the arguments a program gets (its prototype without ``void *__data``)."""
+        tid = self.find(KIND_TYPEDEF, f"btf_trace_{tracepoint}")
+        proto = self.resolve(self._rec(self.resolve(tid))[4])
+        _, kind, vlen, _, _, pos = self._rec(proto)
+        if kind != KIND_FUNC_PROTO:
+            raise BtfError(f"btf_trace_{tracepoint} is not a function pointer")
+        types = [self.type_name(struct.unpack_from("<II", self._data, pos + 12 + 8 * i)[1])
+                 for i in range(vlen)]
+        return tid, types[1:]

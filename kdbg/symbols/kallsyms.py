@@ -23,7 +23,7 @@ _TEXT_TYPES = frozenset("tTwW")
 _EXPR = re.compile(r"^(?P<sym>[A-Za-z_.$][\w.$]*)(?:\+(?P<off>0x[0-9a-fA-F]+|\d+))?$")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Symbol:
     """One kallsyms line: a name at an address, its type letter and module, if any."""
 
@@ -113,23 +113,52 @@ class Kallsyms:
 
     def __init__(self, symbols: Iterable[Symbol], *, text_end: int | None = None,
                  modules: Iterable[ModuleSpan] | None = None) -> None:
-        syms = sorted(
-            (s for s in symbols if s.kind in _TEXT_TYPES),
-            key=lambda s: (s.address, _rank(s)),
-        )
-        # Keep one name per address: the best-ranked one (global over local, no aliases).
-        self._text: list[Symbol] = []
-        for sym in syms:
-            if self._text and self._text[-1].address == sym.address:
+        cols = Columns([], [], [], [])
+        for s in symbols:
+            if s.kind in _TEXT_TYPES:
+                cols.add(s.address, s.kind, s.name, s.module)
+        self._set(cols, text_end, modules)
+
+    def _set(self, cols: Columns, text_end: int | None,
+             modules: Iterable[ModuleSpan] | None) -> None:
+        """Keep the text symbols of ``cols`` sorted by address, one name per address, the
+        best-ranked (global over local, no aliases), in parallel lists (a kernel has
+        120,000 of them: no object per symbol)."""
+        self._addrs: list[int] = []
+        self._names: list[str] = []
+        self._kinds: list[str] = []
+        self._mods: list[str | None] = []
+        self._others: list[Symbol] = []  # the other names of an address, for lookups by name
+        for i in sorted(range(len(cols.addrs)), key=cols.addrs.__getitem__):
+            addr, kind, name, module = cols.addrs[i], cols.kinds[i], cols.names[i], cols.mods[i]
+            if self._addrs and self._addrs[-1] == addr:
+                # Several names at one address: the best-ranked stays.
+                if _rank_of(name, kind) >= _rank_of(self._names[-1], self._kinds[-1]):
+                    self._others.append(Symbol(name, addr, kind, module))
+                    continue
+                self._others.append(Symbol(self._names[-1], addr, self._kinds[-1],
+                                           self._mods[-1]))
+                self._names[-1], self._kinds[-1], self._mods[-1] = name, kind, module
                 continue
-            self._text.append(sym)
-        self._addrs = [s.address for s in self._text]
-        self._by_name: dict[str, list[Symbol]] = {}
-        for sym in syms:
-            self._by_name.setdefault(sym.name, []).append(sym)
+            self._addrs.append(addr)
+            self._names.append(name)
+            self._kinds.append(kind)
+            self._mods.append(module)
+        self._names_index: dict[str, list[Symbol]] | None = None
         self._text_end = text_end
         self.modules: dict[str, ModuleSpan] | None = (
             None if modules is None else {m.name: m for m in modules})
+
+    @property
+    def _by_name(self) -> dict[str, list[Symbol]]:
+        """Symbols by name, made on the first lookup by name (filters, the guard)."""
+        if self._names_index is None:
+            index: dict[str, list[Symbol]] = {}
+            rows = zip(self._addrs, self._kinds, self._names, self._mods, strict=True)
+            for sym in [*(Symbol(n, a, k, m) for a, k, n, m in rows), *self._others]:
+                index.setdefault(sym.name, []).append(sym)
+            self._names_index = index
+        return self._names_index
 
     # -- construction -------------------------------------------------------
 
@@ -137,8 +166,10 @@ class Kallsyms:
     def parse(cls, text: str, modules: str | None = None) -> Kallsyms:
         """Parse kallsyms text (``ADDR TYPE NAME [MODULE]`` per line), and optionally the
         ``/proc/modules`` text read with it (see the class docstring)."""
-        symbols, text_end, spans = _parse(text, modules)
-        return cls(symbols, text_end=text_end, modules=spans)
+        cols, text_end = _parse(text.splitlines())
+        table = cls.__new__(cls)
+        table._set(cols, text_end, None if modules is None else parse_modules(modules))
+        return table
 
     @classmethod
     def load(cls, path: str | Path = "/proc/kallsyms") -> Kallsyms:
@@ -150,32 +181,35 @@ class Kallsyms:
         modules = Path("/proc/modules") if str(path) == "/proc/kallsyms" else \
             path.with_suffix(".modules")
         try:
-            text = path.read_text()
-            spans = modules.read_text() if modules.exists() else None
-            return cls.parse(text, spans)
+            spans = parse_modules(modules.read_text()) if modules.exists() else None
+            with path.open(errors="replace") as lines:  # line by line: no 5 MB copy
+                cols, text_end = _parse(lines)
         except OSError as err:
             raise ProbeUnavailable(f"cannot read {path}: {err.strerror}") from err
+        table = cls.__new__(cls)
+        table._set(cols, text_end, spans)
+        return table
 
     # -- queries ------------------------------------------------------------
 
     def __len__(self) -> int:
-        return len(self._text)
+        return len(self._addrs)
 
     def lookup(self, address: int) -> Location:
         """Name ``address`` as ``symbol+offset``; unknown outside kernel and module text."""
         i = bisect.bisect_right(self._addrs, address) - 1
         if i < 0:
             return Location(address, None, 0)
-        sym = self._text[i]
+        module = self._mods[i]
         if self._text_end is not None and address >= self._text_end:
             # Past _etext only module (and BPF/ftrace) text is valid; a core name is a guess.
-            if sym.module is None:
+            if module is None:
                 return Location(address, None, 0)
             if self.modules is not None:
-                span = self.modules.get(sym.module)
+                span = self.modules.get(module)
                 if span is None or address not in span:
                     return Location(address, None, 0)
-        return Location(address, sym.name, address - sym.address, sym.module)
+        return Location(address, self._names[i], address - self._addrs[i], module)
 
     def symbol(self, name: str, module: str | None = None) -> Symbol:
         """The text symbol called ``name`` (in ``module`` if given), or UnknownSymbol."""
@@ -223,32 +257,38 @@ class LiveKallsyms(Kallsyms):
     """The running kernel's table, kept true as modules load and unload.
 
     A lookup past the core kernel's text looks at ``/proc/modules`` (at most once per
-    ``every`` seconds); when its module list moved, kallsyms is read again before the
-    address is named. Core addresses never cost a read.
+    ``every`` seconds; for an address the table cannot name, which a module loaded since
+    it was read would explain, at most once per ``unknown_every``); when its module list
+    moved, kallsyms is read again before the address is named. Core addresses never cost
+    a read.
     """
 
     def __init__(self, kallsyms: str | Path = "/proc/kallsyms",
-                 modules: str | Path = "/proc/modules", *, every: float = 1.0) -> None:
+                 modules: str | Path = "/proc/modules", *, every: float = 1.0,
+                 unknown_every: float = 0.05) -> None:
         self._paths = (Path(kallsyms), Path(modules))
-        self._every = every
+        self._every, self._unknown_every = every, min(every, unknown_every)
         self._looked = 0.0
         self._key = ""
         self._read()
 
     def _read(self) -> None:
         ks, mods = self._paths
+        looked = time.monotonic()  # the table is as old as its module list
         try:
             mod_text = mods.read_text() if mods.exists() else None
-            symbols, text_end, spans = _parse(ks.read_text(), mod_text)
+            with ks.open(errors="replace") as lines:
+                cols, text_end = _parse(lines)
         except OSError as err:
             raise ProbeUnavailable(f"cannot read {ks}: {err.strerror}") from err
         self._key = modules_key(mod_text or "")
-        self._looked = time.monotonic()
-        super().__init__(symbols, text_end=text_end, modules=spans)  # the table, afresh
+        self._looked = looked
+        spans = None if mod_text is None else parse_modules(mod_text)
+        self._set(cols, text_end, spans)  # the table, afresh
 
-    def _moved(self) -> bool:
+    def _moved(self, every: float) -> bool:
         now = time.monotonic()
-        if now - self._looked < self._every:
+        if now - self._looked < every:
             return False
         self._looked = now
         try:
@@ -257,18 +297,39 @@ class LiveKallsyms(Kallsyms):
             return False
 
     def lookup(self, address: int) -> Location:
-        if self._text_end is not None and address >= self._text_end and self._moved():
+        if self._text_end is None or address < self._text_end:
+            return super().lookup(address)
+        found = super().lookup(address)
+        every = self._every if found.symbol is not None else self._unknown_every
+        if self._moved(every):
             self._read()
-        return super().lookup(address)
+            found = super().lookup(address)
+        return found
 
 
-def _parse(text: str, modules: str | None
-           ) -> tuple[list[Symbol], int | None, tuple[ModuleSpan, ...] | None]:
-    """(symbols, the end of core text, module spans) from kallsyms and /proc/modules text."""
-    symbols: list[Symbol] = []
+@dataclass
+class Columns:
+    """Text symbols as parsed: addresses, types, names and modules, in file order."""
+
+    addrs: list[int]
+    kinds: list[str]
+    names: list[str]
+    mods: list[str | None]
+
+    def add(self, addr: int, kind: str, name: str, module: str | None) -> None:
+        self.addrs.append(addr)
+        self.kinds.append(kind)
+        self.names.append(name)
+        self.mods.append(module)
+
+
+def _parse(lines: Iterable[str]) -> tuple[Columns, int | None]:
+    """The text symbols of kallsyms ``lines`` (``ADDR TYPE NAME [MODULE]``), and the end
+    of core text."""
+    cols = Columns([], [], [], [])
     text_end = None
-    nonzero = False
-    for line in text.splitlines():
+    seen = nonzero = False
+    for line in lines:
         parts = line.split()
         if len(parts) < 3:
             continue
@@ -276,21 +337,25 @@ def _parse(text: str, modules: str | None
             addr = int(parts[0], 16)
         except ValueError:
             continue
-        nonzero = nonzero or addr != 0
+        seen, nonzero = True, nonzero or addr != 0
         module = parts[3].strip("[]") if len(parts) > 3 else None
         if parts[2] == "_etext" and module is None:
             text_end = addr
-        symbols.append(Symbol(parts[2], addr, parts[1], module))
-    if symbols and not nonzero:
+        if parts[1] in _TEXT_TYPES:
+            cols.add(addr, parts[1], parts[2], module)
+    if seen and not nonzero:
         raise ProbeUnavailable(
             "kallsyms shows every address as zero",
             hint="run as root or with CAP_SYSLOG, and /proc/sys/kernel/kptr_restrict at 0 or 1",
         )
-    spans = None if modules is None else parse_modules(modules)
-    return symbols, text_end, spans
+    return cols, text_end
 
 
 def _rank(sym: Symbol) -> tuple[int, int, int]:
     """Sort key among symbols at one address: globals first, then no alias prefixes."""
-    alias = sym.name.startswith(("__pi_", "srso_alias", "__cfi_", "__pfx_"))
-    return (alias, sym.kind.islower(), sym.name.startswith("_"))
+    return _rank_of(sym.name, sym.kind)
+
+
+def _rank_of(name: str, kind: str) -> tuple[int, int, int]:
+    alias = name.startswith(("__pi_", "srso_alias", "__cfi_", "__pfx_"))
+    return (alias, kind.islower(), name.startswith("_"))

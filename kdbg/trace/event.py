@@ -155,6 +155,18 @@ def addresses(family: int, saddr: Sequence[int], daddr: Sequence[int]
     return None, None
 
 
+def from_drop(addrs: Sequence[int], location: int) -> Sequence[int]:
+    """A stack captured by the drop program, from the function that dropped on: the
+    frames before it are the tracing's own (the program, ``bpf_trace_run*``). The
+    location is that function's return address, so the frame before it is the drop
+    function's."""
+    try:
+        at = list(addrs).index(location)
+    except ValueError:
+        return addrs
+    return addrs[at - 1:] if at > 0 else addrs
+
+
 class Decoder:
     """Turns raw ring-buffer records into :class:`DropEvent`."""
 
@@ -186,7 +198,8 @@ class Decoder:
         has_ports = bool(raw.l4_valid) and not is_icmp
         stack = None
         if self.stack_of is not None and raw.stack_id >= 0:
-            stack = tuple(self.frame(a) for a in self.stack_of(raw.stack_id))
+            stack = tuple(self.frame(a)
+                          for a in from_drop(self.stack_of(raw.stack_id), raw.location))
         return DropEvent(
             time_ns=raw.time_ns + self.wall_offset_ns,
             cpu=raw.cpu,

@@ -8,8 +8,16 @@ IFNAMSIZ = 16
 COMMLEN = 16
 
 # Counter slots, as in drop_event.h
-CTR_LOST, CTR_STATS_FULL, CTR_SEEN = 0, 1, 2
-NR_CTRS = 3
+CTR_LOST, CTR_STATS_FULL, CTR_SEEN, CTR_MATCHED = 0, 1, 2, 3
+NR_CTRS = 4
+
+CHAIN_SLOTS = 12
+CHAINS_PER_SITE = 16
+CHAIN_SPAN = 2048
+LEARN_FRAMES = 16
+LEARN_PAGES = 9
+PAGE = 4096
+LEARN_BYTES = LEARN_PAGES * PAGE
 
 
 class RawDropEvent(ct.Structure):
@@ -35,7 +43,7 @@ class RawDropEvent(ct.Structure):
         ("icmp_type", ct.c_uint8),
         ("icmp_code", ct.c_uint8),
         ("l4_valid", ct.c_uint8),
-        ("pad0", ct.c_uint8),
+        ("chain", ct.c_uint8),
         ("saddr", ct.c_uint8 * 16),
         ("daddr", ct.c_uint8 * 16),
         ("ifname", ct.c_char * IFNAMSIZ),
@@ -51,4 +59,77 @@ class RawStatsKey(ct.Structure):
         ("reason", ct.c_uint32),
         ("netns", ct.c_uint32),
         ("ifname", ct.c_char * IFNAMSIZ),
+    ]
+
+
+TALLY_SLOTS = 64
+
+
+class RawTally(ct.Structure):
+    """``struct kdbg_tally``: a per-CPU slot in front of the stats table."""
+
+    _fields_ = [
+        ("key", RawStatsKey),
+        ("count", ct.c_uint64),
+    ]
+
+
+class RawMoreKey(ct.Structure):
+    """``struct kdbg_more_key``: what the drops counted instead of sent share."""
+
+    _fields_ = [
+        ("location", ct.c_uint64),
+        ("reason", ct.c_uint32),
+        ("netns", ct.c_uint32),
+        ("ifindex", ct.c_int32),
+        ("family", ct.c_uint8),
+        ("l4proto", ct.c_uint8),
+        ("l4_valid", ct.c_uint8),
+        ("coarse", ct.c_uint8),
+        ("sport", ct.c_uint16),
+        ("dport", ct.c_uint16),
+        ("icmp_type", ct.c_uint8),
+        ("icmp_code", ct.c_uint8),
+        ("pad0", ct.c_uint16),
+        ("saddr", ct.c_uint8 * 16),
+        ("daddr", ct.c_uint8 * 16),
+        ("ifname", ct.c_char * IFNAMSIZ),
+    ]
+
+
+class RawChain(ct.Structure):
+    """``struct kdbg_chain``."""
+
+    _fields_ = [
+        ("id", ct.c_uint16),
+        ("nslots", ct.c_uint16),
+        ("span", ct.c_uint16),
+        ("pad0", ct.c_uint16),
+        ("off", ct.c_uint16 * CHAIN_SLOTS),
+        ("ret", ct.c_uint64 * CHAIN_SLOTS),
+    ]
+
+
+class RawChains(ct.Structure):
+    """``struct kdbg_chains``: the value of the chains map, keyed by drop location."""
+
+    _fields_ = [
+        ("span", ct.c_uint32),
+        ("pad0", ct.c_uint32),
+        ("c", RawChain * CHAINS_PER_SITE),
+    ]
+
+
+class RawLearn(ct.Structure):
+    """``struct kdbg_learn``."""
+
+    _fields_ = [
+        ("fp", ct.c_uint64),
+        ("location", ct.c_uint64),
+        ("frames_bytes", ct.c_int32),
+        ("pages", ct.c_uint32),
+        ("reason", ct.c_uint32),
+        ("pad0", ct.c_uint32),
+        ("frames", ct.c_uint64 * LEARN_FRAMES),
+        ("stack", ct.c_uint8 * LEARN_BYTES),
     ]

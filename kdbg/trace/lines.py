@@ -6,8 +6,10 @@ from typing import Any
 
 
 class LineSink:
-    """Base of the text and JSON-lines sinks of ``kdbg watch`` and ``kdbg path``: each
-    line is flushed as written, so a pipe sees every record as it happens."""
+    """Base of the text and JSON-lines sinks of ``kdbg watch`` and ``kdbg path``: a line
+    is flushed as written (:meth:`_write`), or, for a drop, with the rest of its batch
+    (:meth:`_add`, then the tracer's :meth:`flush` after each turn), so a pipe sees
+    every record as it happens without a write call per drop in a storm."""
 
     def __init__(self, out: Any, err: Any) -> None:
         self.out, self.err = out, err
@@ -15,6 +17,13 @@ class LineSink:
     def _write(self, stream: Any, text: str) -> None:
         stream.write(text + "\n")
         stream.flush()
+
+    def _add(self, text: str) -> None:
+        self.out.write(text + "\n")
+
+    def flush(self) -> None:
+        """Pass on what :meth:`_add` wrote."""
+        self.out.flush()
 
     def watching(self, message: str) -> None:
         """The 'kdbg: watching' line, once attached."""

@@ -20,6 +20,7 @@ from kdbg.trace.workload import Workload
 POLL_MS = 100  # one wait for events
 SETTLE_POLLS = 3  # after the workload exits: let the drops of its last moments arrive
 SETTLE_MS = 50
+QUIESCE_S = 0.01  # between two reads of the counters that must agree after detaching
 
 
 class Loop:
@@ -78,8 +79,11 @@ class RingLoop(Loop):
 
     def drain(self) -> None:
         if self.probe.loaded:
+            self.probe.detach()
+            quiesce(self.probe)
             if not self.ended:
-                self.probe.consume()
+                while self.probe.consume():
+                    pass
             self.final()
 
     def final(self) -> None:
@@ -87,6 +91,19 @@ class RingLoop(Loop):
 
     def close(self) -> None:
         self.probe.close()
+
+
+def quiesce(probe: RingProbe, timeout: float = 1.0) -> None:
+    """After detaching: wait until the program's counters stop moving, so a run still
+    under way on another CPU has written what it was writing before they are read."""
+    deadline = time.monotonic() + timeout
+    before = probe.counters()
+    while time.monotonic() < deadline:
+        time.sleep(QUIESCE_S)
+        now = probe.counters()
+        if now == before:
+            return
+        before = now
 
 
 def check_limits(count: int | None, duration: float | None) -> None:

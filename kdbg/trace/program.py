@@ -5,12 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kdbg.dirs import BPF_DIR
-from kdbg.symbols.tpformat import TpFormat
 from kdbg.trace import filters as flt
+from kdbg.trace import offsets
 from kdbg.trace.render import render
 
 TEMPLATE = BPF_DIR / "kfree_skb.bpf.c"
 FUNC_NAME = "kdbg_on_kfree_skb"
+TRACEPOINT_NAME = "kfree_skb"
+# The tracepoint's arguments the program reads, each known by its C type in the kernel's
+# prototype (6.11 added rx_sk).
+ARG_ROLES = {"ARG_SKB": "struct sk_buff *", "ARG_LOCATION": "void *",
+             "ARG_REASON": "enum skb_drop_reason", "ARG_RX_SK": "struct sock *"}
 
 
 @dataclass(frozen=True)
@@ -19,18 +24,35 @@ class ProgramOptions:
 
     stack: bool = False
     stack_reasons: tuple[int, ...] = ()  # with ``stack``: only these reasons' stacks; (): all
+    chains: bool = False  # with ``stack``: learned call chains first (kdbg.trace.chains)
+    chain_check: bool = False  # with ``chains``: the stack too, for every drop (tests)
     stats_only: bool = False
+    count_stats: bool = True  # the per-(reason, location) table; False: only the number
     stats_by_dev: bool = False  # the stats key carries netns and ifname (kdbg exporter)
+    summarize: bool = False  # a full ring's drops counted per key (kdbg watch streaming)
     ringbuf_pages: int = 256
     stats_entries: int = 16384
     stack_entries: int = 4096
+    more_entries: int = 16384
+    chain_entries: int = 1024
     # C that hands the filled event ``e`` over; None: one ring-buffer record each.
     # kdbg.record.recorder passes the rendered bpf/drop_record.bpf.c.
     output: str | None = None
 
 
-# The default hand-over: copy the event into the ring buffer, counting a full ring.
-OUTPUT = "if (events.ringbuf_output(&e, sizeof(e), 0) != 0)\n\t\tcount(KDBG_CTR_LOST);"
+# The default hand-over: the event into the ring buffer while it has room; when it has
+# none, counted per key (or lost) by ring_full() before anything else is read.
+OUTPUT = """{
+		struct kdbg_drop_event *r = events.ringbuf_reserve(sizeof(e));
+
+		if (!r) {
+			ring_full(&e);
+			return 0;
+		}
+		fill_sent(ctx, &e);
+		__builtin_memcpy(r, &e, sizeof(e));
+		events.ringbuf_submit(r, 0);
+	}"""
 
 
 def stack_wanted(reasons: tuple[int, ...]) -> str:
@@ -41,30 +63,37 @@ def stack_wanted(reasons: tuple[int, ...]) -> str:
     return " || ".join(f"(reason) == {code}" for code in sorted(set(reasons)))
 
 
-def build(
-    tp: TpFormat, offsets: dict[str, int], spec: flt.FilterSpec, opts: ProgramOptions
-) -> str:
-    """C text of the drop program, every placeholder filled."""
+def kernel_args() -> dict[str, int]:
+    """Where the running kernel passes each of :data:`ARG_ROLES` (``BTF_ID``: the
+    tracepoint's BTF id, which the loader needs)."""
+    return offsets.tracepoint_args(TRACEPOINT_NAME, ARG_ROLES)
+
+
+def build(args: dict[str, int], offs: dict[str, int], spec: flt.FilterSpec,
+          opts: ProgramOptions) -> str:
+    """C text of the drop program, every placeholder filled (``args`` from
+    :func:`kernel_args`, ``offs`` from :func:`kdbg.trace.offsets.for_running_kernel`)."""
     pages = opts.ringbuf_pages
     if pages <= 0 or pages & (pages - 1):
         raise ValueError("ringbuf_pages must be a power of two")
-    rx_sk = tp.fields.get("rx_sk")
     values: dict[str, object] = {
-        "TP_OFF_SKBADDR": tp.field("skbaddr").offset,
-        "TP_OFF_LOCATION": tp.field("location").offset,
-        "TP_OFF_PROTOCOL": tp.field("protocol").offset,
-        "TP_OFF_REASON": tp.field("reason").offset,
-        "TP_OFF_RX_SK": rx_sk.offset if rx_sk else -1,
-        **offsets,
+        **{k: args[k] for k in ARG_ROLES},
+        **offs,
         "WANT_STACK": int(opts.stack),
         "STACK_WANTED": stack_wanted(opts.stack_reasons),
+        "CHAINS": int(opts.stack and opts.chains),
+        "CHAIN_CHECK": int(opts.chain_check),
         "STATS_ONLY": int(opts.stats_only),
         "COUNT_EARLY": int(flt.c_dev(spec) == flt.c_packet(spec) == flt.NO_FILTER),
         "DEV_FILTER": int(flt.c_dev(spec) != flt.NO_FILTER),
+        "COUNT_STATS": int(opts.count_stats or opts.stats_only),
         "STATS_BY_DEV": int(opts.stats_by_dev),
+        "SUMMARIZE": int(opts.summarize),
         "RINGBUF_PAGES": pages,
         "STATS_ENTRIES": opts.stats_entries,
         "STACK_ENTRIES": opts.stack_entries,
+        "MORE_ENTRIES": opts.more_entries,
+        "CHAIN_ENTRIES": opts.chain_entries,
         "FILTER_EARLY": flt.c_early(spec),
         "FILTER_DEV": flt.c_dev(spec),
         "FILTER_PKT": flt.c_packet(spec),

@@ -22,22 +22,13 @@ from typing import Any
 
 import pytest
 
+from kdbg.demo.throwaway import FLOOD_UDP_CODE as FLOOD_CODE
 from kdbg.demo.throwaway import PY, VethLab
 from tests.conftest import need
 
 KDBG = [sys.executable, "-m", "kdbg"]
 N = 23
 
-# As fast as a loop can: one socket, no pause, no per-datagram formatting.
-FLOOD_CODE = """
-import socket
-fam = socket.AF_INET6 if ':' in {dst!r} else socket.AF_INET
-s = socket.socket(fam, socket.SOCK_DGRAM)
-s.bind(({src!r}, {sport}))
-payload, to, send = b'kdbg-storm-0123', ({dst!r}, {dport}), s.sendto
-for _ in range({count}):
-    send(payload, to)
-"""
 
 
 @pytest.fixture

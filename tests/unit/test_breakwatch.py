@@ -185,6 +185,9 @@ def test_a_matching_drop_arms_and_the_hit_is_reported() -> None:
     (hit,) = sink.of("hit")
     assert hit.number == 1 and hit.stop.symbol == "nft_do_chain"
     assert hit.skb is not None and hit.skb.address == SKB
+    # The skb's fields: the tracer's record of that skb's drop, not read through gdb.
+    assert hit.skb.summary() == ("skb 0xffff8881d3e4f500, len 34, dev veth-b, "
+                                 "udp 10.77.9.1:40000 -> 10.77.9.2:5555")
     assert hit.kernel_stack is not None and hit.kernel_stack[1] == "nft_do_chain+0x3e8"
     assert sink.kinds().index("hit") < sink.kinds().index("cleanup")
     assert len(sink.of("cleanup")) == 1 and sink.of("cleanup")[0].ok

@@ -128,8 +128,8 @@ def test_diagnosis_groups_a_captured_run_by_cause() -> None:
                    ("NO_SOCKET", 7777, 17), ("NETFILTER_DROP", 6666, 13),
                    ("NETFILTER_DROP", 7001, 11), ("NETFILTER_DROP", 6001, 7),
                    ("IP_RPFILTER", 9000, 5), ("UDP_CSUM", 9100, 3), ("PKT_TOO_SMALL", 9200, 2)]
-    assert recs[-1] == {"type": "summary", "matched": 103, "shown": 103, "lost": 0,
-                        "causes": 9, "seconds": 5.0}
+    assert recs[-1] == {"type": "summary", "matched": 103, "shown": 103, "summarized": 0,
+                        "lost": 0, "causes": 9, "seconds": 5.0}
     pol = recs[4]
     assert pol["rule"] == {"family": "ip", "table": "pol", "chain": "in", "policy": "drop"}
     assert pol["type"] == "diagnosis" and pol["advice"] and pol["confirm"].startswith(

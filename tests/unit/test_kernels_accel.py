@@ -265,18 +265,18 @@ def test_launch_line_follows_the_accelerator(tmp_path: Path) -> None:
 # --- rx_sk (6.10+) ----------------------------------------------------------------------------
 
 
-def test_rx_sk_is_read_from_the_record_and_checked_for_null() -> None:
-    """The kfree_skb record's ``rx_sk`` is NULL on most receive paths (and absent before
-    6.10): the tracer copies it from the record (no pointer chase) and follows it only
-    through bpf_probe_read_kernel after a NULL check."""
+def test_rx_sk_is_read_from_the_arguments_and_checked_for_null() -> None:
+    """The tracepoint's ``rx_sk`` is NULL on most receive paths (and absent before
+    6.11): the tracer takes it from the arguments only when the kernel passes it, and
+    follows it only after a NULL check."""
     import re
 
     from kdbg.dirs import BPF_DIR
 
     text = (BPF_DIR / "kfree_skb.bpf.c").read_text()
-    uses = [m.start() for m in re.finditer(r"TP_OFF_RX_SK\)", text)]
+    uses = [m.start() for m in re.finditer(r"ctx\[ARG_RX_SK\]", text)]
     assert uses, "the tracer no longer reads rx_sk"
     for at in uses:
         tail = text[at:at + 200]
-        assert re.search(r"if \(sk && ", tail), tail
-    assert "#if TP_OFF_RX_SK >= 0" in text
+        assert re.search(r"if \(sk\)", tail), tail
+    assert "#if ARG_RX_SK >= 0" in text

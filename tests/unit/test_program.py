@@ -7,18 +7,31 @@ import os
 
 import pytest
 
-from kdbg.symbols import tpformat
 from kdbg.symbols.kallsyms import AddressRange
 from kdbg.trace import filters as flt
-from kdbg.trace.program import ProgramOptions, build
+from kdbg.trace.offsets import arg_positions
+from kdbg.trace.program import ARG_ROLES, ProgramOptions, build
 from kdbg.trace.render import RenderError, render
 from tests.conftest import DATA
 
 OFFSETS_6_18 = {  # as read from this project's 6.18 development kernel's BTF
     "SKB_DEV": 16, "SKB_SK": 24, "SKB_HEAD": 192, "SKB_NETWORK_HDR": 180,
     "SKB_TRANSPORT_HDR": 178, "SKB_LEN": 112, "DEV_IFINDEX": 224, "DEV_NAME": 280,
-    "DEV_NET": 264, "SK_NET": 48, "NET_INUM": 176,
+    "DEV_NET": 264, "SK_NET": 48, "NET_INUM": 176, "SKB_PROTOCOL": 176,
 }
+# btf_trace_kfree_skb's arguments after void *__data, as 6.1's and 6.18's BTF give them
+PROTO_6_1 = ["struct sk_buff *", "void *", "enum skb_drop_reason"]
+PROTO_6_18 = [*PROTO_6_1, "struct sock *"]
+ARGS_6_1 = arg_positions(PROTO_6_1, ARG_ROLES)
+ARGS_6_18 = arg_positions(PROTO_6_18, ARG_ROLES)
+
+
+def test_arguments_are_found_by_their_type() -> None:
+    assert ARGS_6_18 == {"ARG_SKB": 0, "ARG_LOCATION": 1, "ARG_REASON": 2, "ARG_RX_SK": 3}
+    assert ARGS_6_1 == {"ARG_SKB": 0, "ARG_LOCATION": 1, "ARG_REASON": 2, "ARG_RX_SK": -1}
+    # Two arguments of one type are told apart by their order.
+    assert arg_positions(["void *", "void *"], {"A": "void *", "B": "void *"}) == {
+        "A": 0, "B": 1}
 
 
 def test_render_fills_and_refuses_leftovers() -> None:
@@ -50,24 +63,22 @@ def golden(name: str, text: str) -> None:
 
 
 def test_golden_filtered_program_6_18() -> None:
-    tp = tpformat.parse((DATA / "kfree_skb.format.6.18").read_text())
-    text = build(tp, OFFSETS_6_18, spec(), ProgramOptions(stack=True))
+    text = build(ARGS_6_18, OFFSETS_6_18, spec(),
+                 ProgramOptions(stack=True, stack_reasons=(12,), chains=True, summarize=True,
+                                count_stats=False))
     assert "{{" not in text
     golden("kfree_skb.6.18.filtered.c", text)
 
 
 def test_golden_plain_program_6_1() -> None:
-    tp = tpformat.parse((DATA / "kfree_skb.format.6.1").read_text())
-    text = build(tp, OFFSETS_6_18, flt.FilterSpec(), ProgramOptions(stats_only=True))
-    assert "#define TP_OFF_RX_SK     -1" in text  # 6.1 has no rx_sk field
+    text = build(ARGS_6_1, OFFSETS_6_18, flt.FilterSpec(), ProgramOptions(stats_only=True))
+    assert "#define ARG_RX_SK        -1" in text  # 6.1 passes no rx_sk
     golden("kfree_skb.6.1.plain.c", text)
 
 
 def test_stacks_only_for_the_reasons_the_causes_read() -> None:
-    tp = tpformat.parse((DATA / "kfree_skb.format.6.18").read_text())
-
     def wanted(opts: ProgramOptions) -> str:
-        text = build(tp, OFFSETS_6_18, flt.FilterSpec(), opts)
+        text = build(ARGS_6_18, OFFSETS_6_18, flt.FilterSpec(), opts)
         return next(ln for ln in text.splitlines() if ln.startswith("#define STACK_WANTED"))
 
     assert wanted(ProgramOptions(stack=True)) == "#define STACK_WANTED(reason) (1)"
@@ -78,9 +89,8 @@ def test_stacks_only_for_the_reasons_the_causes_read() -> None:
 
 
 def test_ringbuf_pages_must_be_power_of_two() -> None:
-    tp = tpformat.parse((DATA / "kfree_skb.format.6.18").read_text())
     with pytest.raises(ValueError):
-        build(tp, OFFSETS_6_18, flt.FilterSpec(), ProgramOptions(ringbuf_pages=100))
+        build(ARGS_6_18, OFFSETS_6_18, flt.FilterSpec(), ProgramOptions(ringbuf_pages=100))
 
 
 def test_network_match_constants() -> None:

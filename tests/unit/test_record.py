@@ -22,13 +22,12 @@ from kdbg.dirs import BPF_DIR
 from kdbg.drops import drop_line
 from kdbg.record import layout, offline, recfile
 from kdbg.record.recorder import output_text
-from kdbg.symbols import tpformat
 from kdbg.trace import filters as flt
 from kdbg.trace.layout import RawDropEvent
 from kdbg.trace.program import ProgramOptions, build
-from tests.conftest import DATA, need
+from tests.conftest import need
 from tests.unit.cheaders import header_fields, mirror
-from tests.unit.test_program import OFFSETS_6_18
+from tests.unit.test_program import ARGS_6_18, OFFSETS_6_18
 
 NFT = 0xFFFFFFFF81FBD0AF
 UDP_RCV = 0xFFFFFFFF81E3C2D0
@@ -50,11 +49,11 @@ def test_drop_record_matches_header() -> None:
 
 
 def test_record_program_renders_every_placeholder() -> None:
-    tp = tpformat.parse((DATA / "kfree_skb.format.6.18").read_text())
     extra = {"SKB_MAC_HDR": 182, "SKB_DATA": 200, "SKB_TAIL": 188, "DEV_TYPE": 106}
-    text = build(tp, OFFSETS_6_18, flt.FilterSpec(),
+    text = build(ARGS_6_18, OFFSETS_6_18, flt.FilterSpec(),
                  ProgramOptions(output=output_text(100, extra)))
     assert "{{" not in text and "ringbuf_output" not in text
+    assert "fill_sent(ctx, &e);" in text
     assert "#define SNAP_BYTES       104" in text
     assert "events.ringbuf_submit(r, BPF_RB_NO_WAKEUP);" in text
     assert layout.record_size(100) == 8 + 152 + 104
@@ -379,6 +378,29 @@ def test_bulk_ring_hands_over_committed_records_and_stops_at_a_busy_one() -> Non
     fake.put((record - 8) | RING_DISCARD, 8)
     with pytest.raises(RingError, match="discarded"):
         ring.drain(take)
+    ring.close()
+
+
+def test_bulk_ring_writes_a_long_run_in_parts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run longer than BLOCK_BYTES goes out in parts of at most that size (one file
+    block each: a writer killed mid-write loses one part), each released once written."""
+    from kdbg.record import ringbuf
+
+    size, record = 4096, 72
+    monkeypatch.setattr(ringbuf, "BLOCK_BYTES", 3 * record + 10)  # 3 records a part
+    fake = FakeRing(size, record)
+    ring = ringbuf.BulkRing(fake.fd, size, record)
+    parts: list[tuple[int, int, int]] = []  # (records, first record's fill, consumer)
+
+    def take(buf: memoryview, n: int) -> None:
+        assert len(buf) == n * record
+        parts.append((n, buf[8], fake.cons()))
+
+    for i in range(8):
+        fake.put(record - 8, i)
+    assert ring.drain(take) == 8
+    assert parts == [(3, 0, 0), (3, 3, 3 * record), (2, 6, 6 * record)]
+    assert fake.cons() == 8 * record
     ring.close()
 
 

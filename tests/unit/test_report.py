@@ -79,4 +79,4 @@ def test_sinks_route_stdout_and_stderr() -> None:
     text.drop(captured()[0])
     text.summary(report.Summary(matched=1, delivered=1, lost=3, seen=1))
     assert out.getvalue().startswith("TIME")
-    assert "3 lost (ring buffer full" in err.getvalue()
+    assert "3 lost (neither sent nor counted per key" in err.getvalue()

@@ -1,19 +1,20 @@
-/* kdbg drop tracer: runs on the skb:kfree_skb tracepoint.
+/* kdbg drop tracer: runs on the kfree_skb tracepoint, as a BTF-typed raw tracepoint
+ * (tp_btf): the kernel hands it the tracepoint's arguments, and struct fields are
+ * plain loads the verifier checks against the kernel's BTF (no helper call per read).
  *
  * A template: kdbg/trace/program.py fills every double-braced name and refuses to
- * load text with one left. Tracepoint record offsets come from the tracefs
- * format file; struct offsets (sk_buff, net_device, sock, net) come from the
- * running kernel's BTF, never from the headers bcc compiles against.
+ * load text with one left. The arguments' positions come from the kernel's BTF
+ * (btf_trace_kfree_skb); struct offsets (sk_buff, net_device, sock, net) come from
+ * the running kernel's BTF, never from the headers bcc compiles against.
  */
 #include "drop_event.h"
 #include "drop_record.h"
 #include "kdbg_read.h"
 
-#define TP_OFF_SKBADDR   8
-#define TP_OFF_LOCATION  16
-#define TP_OFF_PROTOCOL  32
-#define TP_OFF_REASON    36
-#define TP_OFF_RX_SK     24	/* -1: no rx_sk field (before 6.11) */
+#define ARG_SKB          0
+#define ARG_LOCATION     1
+#define ARG_REASON       2
+#define ARG_RX_SK        3	/* -1: no rx_sk argument (before 6.11) */
 
 #define SKB_DEV          16
 #define SKB_SK           24
@@ -21,6 +22,7 @@
 #define SKB_NETWORK_HDR  180
 #define SKB_TRANSPORT_HDR 178
 #define SKB_LEN          112
+#define SKB_PROTOCOL     176
 #define DEV_IFINDEX      224
 #define DEV_NAME         280
 #define DEV_NET          264	/* -1: no network namespaces */
@@ -31,21 +33,50 @@
 /* With WANT_STACK: whether a drop of this reason has its stack taken: every drop (1),
  * or only the reasons whose causes read it (kdbg/causes/registry.py: NETFILTER_DROP's,
  * for the hook; a stack walk costs every other drop for nothing). */
-#define STACK_WANTED(reason) (1)
+#define STACK_WANTED(reason) ((reason) == 12)
+/* 1: a wanted stack is first looked for among the learned call chains (struct
+ * kdbg_chain); only a drop no chain matches has its stack walked. */
+#define CHAINS           1
+/* 1: the stack is walked for a drop a chain matched too (kernel tests compare both). */
+#define CHAIN_CHECK      0
 #define STATS_ONLY       0
 /* 1: no filter looks past reason and location, so --stats reads nothing more. */
 #define COUNT_EARLY      0
 /* 1: a filter on netns or device, so the device is read before the packet. */
 #define DEV_FILTER       1
+/* 1: matching drops are counted per key in the stats table (--stats, the recorder, the
+ * exporter); 0: only their number (KDBG_CTR_MATCHED). */
+#define COUNT_STATS      0
 /* 1: the stats key carries netns and ifname too (kdbg exporter's labels). */
 #define STATS_BY_DEV     0
+/* 1: a drop the full ring buffer has no room for is counted per key in `more`. */
+#define SUMMARIZE        1
+
+/* The field of type T at byte offset OFF of BASE (a BTF-typed kernel pointer); 0 when
+ * the kernel has no such field (a negative offset). */
+#define FIELD(T, base, off) ((off) >= 0 ? *(T *)((void *)(base) + (off)) : (T)0)
 
 BPF_RINGBUF_OUTPUT(events, 256);
 /* Per-CPU counts: no atomic operations and no shared cache lines under a storm. */
+#if COUNT_STATS
 BPF_PERCPU_HASH(stats, struct kdbg_stats_key, __u64, 16384);
+BPF_PERCPU_ARRAY(tally, struct kdbg_tally, KDBG_TALLY_SLOTS);
+#endif
 BPF_PERCPU_ARRAY(counters, __u64, KDBG_NR_CTRS);
 #if WANT_STACK
 BPF_STACK_TRACE(stacks, 4096);
+#endif
+#if SUMMARIZE
+BPF_PERCPU_HASH(more, struct kdbg_more_key, __u64, 16384);
+BPF_PERCPU_HASH(more_coarse, struct kdbg_more_key, __u64, 1024);
+#endif
+#if CHAINS
+BPF_HASH(chains, __u64, struct kdbg_chains, 1024);
+BPF_HASH(learn_next, __u64, __u64, 1024);	/* location -> when it may ask again */
+BPF_RINGBUF_OUTPUT(learn, 64);
+struct kdbg_scratch { __u64 fp; __u64 w[KDBG_CHAIN_SPAN / 8]; };
+BPF_PERCPU_ARRAY(scratch, struct kdbg_scratch, 1);
+#define LEARN_GAP_NS 5000000ULL	/* one stack per location for user space every 5 ms */
 #endif
 
 static __always_inline void count(int slot)
@@ -55,60 +86,290 @@ static __always_inline void count(int slot)
 		(*v)++;
 }
 
+#if COUNT_STATS
+/* Add ``n`` drops of ``key`` to the stats table (or to KDBG_CTR_STATS_FULL). */
+static __always_inline void add_stats(const struct kdbg_stats_key *key, __u64 n)
+{
+	__u64 zero = 0, *v = stats.lookup_or_try_init(key, &zero);
+
+	if (v) {
+		*v += n;
+	} else {
+		int slot = KDBG_CTR_STATS_FULL;
+		__u64 *full = counters.lookup(&slot);
+		if (full)
+			*full += n;
+	}
+}
+
+static __always_inline int same_key(const struct kdbg_stats_key *a,
+				    const struct kdbg_stats_key *b)
+{
+	const __u64 *x = (const __u64 *)a, *y = (const __u64 *)b;
+
+	return x[0] == y[0] && x[1] == y[1] && x[2] == y[2] && x[3] == y[3];
+}
+#endif
+
 static __always_inline void count_match(__u32 reason, __u64 location,
 					const struct kdbg_drop_event *e)
 {
+#if COUNT_STATS
 	struct kdbg_stats_key key = {.location = location, .reason = reason};
-	__u64 zero = 0, *n;
+	__u32 slot = reason & (KDBG_TALLY_SLOTS - 1);
+	struct kdbg_tally *t = tally.lookup(&slot);
 
 #if STATS_BY_DEV
 	key.netns = e->netns;
 	__builtin_memcpy(key.ifname, e->ifname, sizeof(key.ifname));
 #endif
-
-	n = stats.lookup_or_try_init(&key, &zero);
-	if (n)
-		(*n)++;
-	else
-		count(KDBG_CTR_STATS_FULL);
+	if (!t) {
+		add_stats(&key, 1);
+		return;
+	}
+	if (t->count && same_key(&t->key, &key)) {
+		t->count++;
+		return;
+	}
+	if (t->count)
+		add_stats(&t->key, t->count);
+	t->key = key;
+	t->count = 1;
+#else
+	count(KDBG_CTR_MATCHED);
+#endif
 }
 
 static __always_inline __u32 netns_of(__u64 net)
 {
-	__u32 inum = 0;
-	if (net)
-		bpf_probe_read_kernel(&inum, sizeof(inum), (void *)(net + NET_INUM));
-	return inum;
+	return net ? FIELD(__u32, net, NET_INUM) : 0;
 }
 
-static __always_inline void read_dev(void *ctx, __u64 skb, struct kdbg_drop_event *e)
+static __always_inline void read_dev(__u64 *ctx, __u64 skb, struct kdbg_drop_event *e)
 {
-	__u64 dev = read_ptr(skb, SKB_DEV), sk;
+	__u64 dev = FIELD(__u64, skb, SKB_DEV), sk;
 
 	if (dev) {
-		bpf_probe_read_kernel(&e->ifindex, sizeof(e->ifindex), (void *)(dev + DEV_IFINDEX));
-		bpf_probe_read_kernel(&e->ifname, sizeof(e->ifname), (void *)(dev + DEV_NAME));
-		e->netns = netns_of(read_ptr(dev, DEV_NET));
+		e->ifindex = FIELD(__s32, dev, DEV_IFINDEX);
+		*(__u64 *)&e->ifname[0] = FIELD(__u64, dev, DEV_NAME);
+		*(__u64 *)&e->ifname[8] = FIELD(__u64, dev, DEV_NAME + 8);
+		e->netns = netns_of(FIELD(__u64, dev, DEV_NET));
 	}
 	if (!e->netns) {
-		sk = read_ptr(skb, SKB_SK);
-#if TP_OFF_RX_SK >= 0
+		sk = FIELD(__u64, skb, SKB_SK);
+#if ARG_RX_SK >= 0
 		if (!sk)
-			sk = *(__u64 *)(ctx + TP_OFF_RX_SK);
+			sk = ctx[ARG_RX_SK];
 #endif
-		if (sk && SK_NET >= 0)
-			e->netns = netns_of(read_ptr(sk, SK_NET));
+		if (sk)
+			e->netns = netns_of(FIELD(__u64, sk, SK_NET));
 	}
 }
 
-int kdbg_on_kfree_skb(void *ctx)
+/* The packet's addresses, protocol and ports (or ICMP type and code). */
+static __always_inline void read_packet(__u64 skb, struct kdbg_drop_event *e, __u64 head,
+					__u16 nh)
 {
-	/* The tracepoint record is the context: plain loads, no helper calls. */
-	__u64 location = *(__u64 *)(ctx + TP_OFF_LOCATION);
-	__u32 reason = *(__u32 *)(ctx + TP_OFF_REASON);
+	__u8 first = 0;
+	__u64 l4 = 0, raw = 0;
+	int have_raw = 0;
+	__u16 th;
+
+	if (e->protocol == 0)
+		bpf_probe_read_kernel(&first, 1, (void *)(head + nh));
+	if (e->protocol == 0x0800 || (e->protocol == 0 && (first >> 4) == 4)) {
+		/* The IPv4 header and, when it has no options, the first 8 bytes
+		 * of L4 in one read. */
+		__u8 iph[28] = {};
+		bpf_probe_read_kernel(iph, sizeof(iph), (void *)(head + nh));
+		if ((iph[0] >> 4) == 4) {
+			e->family = 4;
+			e->l4proto = iph[9];
+			__builtin_memcpy(e->saddr, &iph[12], 4);
+			__builtin_memcpy(e->daddr, &iph[16], 4);
+			/* Only the first fragment carries the L4 header. */
+			if (((iph[6] & 0x1f) | iph[7]) == 0) {
+				if ((iph[0] & 0x0f) == 5) {
+					__builtin_memcpy(&raw, &iph[20], 8);
+					have_raw = 1;
+				} else {
+					l4 = head + nh + (iph[0] & 0x0f) * 4;
+				}
+			}
+		}
+	} else if (e->protocol == 0x86DD || (e->protocol == 0 && (first >> 4) == 6)) {
+		__u8 ip6h[48] = {};
+		bpf_probe_read_kernel(ip6h, sizeof(ip6h), (void *)(head + nh));
+		if ((ip6h[0] >> 4) == 6) {
+			e->family = 6;
+			e->l4proto = ip6h[6];
+			__builtin_memcpy(e->saddr, &ip6h[8], 16);
+			__builtin_memcpy(e->daddr, &ip6h[24], 16);
+			if (e->l4proto == 6 || e->l4proto == 17 || e->l4proto == 58) {
+				__builtin_memcpy(&raw, &ip6h[40], 8);
+				have_raw = 1;
+			} else {
+				/* Extension headers: trust the transport header if set. */
+				th = FIELD(__u16, skb, SKB_TRANSPORT_HDR);
+				if (th != 0xffff && th > nh)
+					l4 = head + th;
+			}
+		}
+	}
+	if (!have_raw && l4)
+		have_raw = bpf_probe_read_kernel(&raw, sizeof(raw), (void *)l4) == 0;
+	if (have_raw)
+		KDBG_L4_FIELDS(e, raw);
+}
+
+/* The ring buffer has no room for the drop: count it per key instead (per packet while
+ * the table has room, else per reason, location and device); lost only if both are
+ * full, or when the program counts nothing per key. */
+static __always_inline void ring_full(const struct kdbg_drop_event *e)
+{
+#if SUMMARIZE
+	struct kdbg_more_key key = {
+		.location = e->location, .reason = e->reason, .netns = e->netns,
+		.ifindex = e->ifindex, .family = e->family, .l4proto = e->l4proto,
+		.l4_valid = e->l4_valid, .sport = e->sport, .dport = e->dport,
+		.icmp_type = e->icmp_type, .icmp_code = e->icmp_code,
+	};
+	__u64 zero = 0, *n;
+
+	__builtin_memcpy(key.saddr, e->saddr, 16);
+	__builtin_memcpy(key.daddr, e->daddr, 16);
+	__builtin_memcpy(key.ifname, e->ifname, sizeof(key.ifname));
+	n = more.lookup_or_try_init(&key, &zero);
+	if (!n) {
+		key.coarse = 1;
+		key.family = key.l4proto = key.l4_valid = key.icmp_type = key.icmp_code = 0;
+		key.sport = key.dport = 0;
+		__builtin_memset(key.saddr, 0, 16);
+		__builtin_memset(key.daddr, 0, 16);
+		n = more_coarse.lookup_or_try_init(&key, &zero);
+	}
+	if (n)
+		(*n)++;
+	else
+		count(KDBG_CTR_LOST);
+#else
+	count(KDBG_CTR_LOST);
+#endif
+}
+
+#if CHAINS
+/* The program's frame pointer, as a number: every chain slot's offset is from it. */
+static __always_inline __u64 frame_pointer(struct kdbg_scratch *s)
+{
+	__u64 fp;
+
+	asm volatile("%0 = r10" : "=r"(fp));
+	s->fp = fp;	/* through memory: a number to the verifier, not a stack pointer */
+	return *(volatile __u64 *)&s->fp;
+}
+
+/* The id of the learned chain this drop's stack holds, 0 when none does. */
+static __always_inline __u8 chain_of(__u64 location, __u64 fp, struct kdbg_scratch *s)
+{
+	struct kdbg_chains *cs = chains.lookup(&location);
+	__u32 span;
+
+	if (!cs)
+		return 0;
+	span = cs->span & (KDBG_CHAIN_SPAN - 1);	/* user space keeps it below 2048 */
+	if (!span)
+		return 0;
+	if (bpf_probe_read_kernel(s->w, span, (void *)fp))
+		return 0;
+	for (int c = 0; c < KDBG_CHAINS_PER_SITE; c++) {
+		struct kdbg_chain *ch = &cs->c[c];
+		int ok = ch->id != 0;
+
+		for (int i = 0; ok && i < KDBG_CHAIN_SLOTS; i++) {
+			if (i >= ch->nslots)
+				break;
+			ok = s->w[(ch->off[i] / 8) & (KDBG_CHAIN_SPAN / 8 - 1)] == ch->ret[i];
+		}
+		if (ok)
+			return ch->id;
+	}
+	return 0;
+}
+
+/* No chain matched: hand user space this drop's stack to learn one from (once per
+ * location every LEARN_GAP_NS, or later when user space says so). The pages are read
+ * up to the first that is not mapped: the guard page past the end of the stack. */
+static __always_inline void learn_from(__u64 *ctx, __u64 location, __u32 reason, __u64 fp)
+{
+	__u64 now = bpf_ktime_get_ns(), *next = learn_next.lookup(&location), then;
+	struct kdbg_learn *r;
+	__u64 page = fp & ~(__u64)(KDBG_PAGE - 1), first = fp & (KDBG_PAGE - 1);
+
+	if (next && now < *next)
+		return;
+	then = now + LEARN_GAP_NS;
+	learn_next.update(&location, &then);
+	r = learn.ringbuf_reserve(sizeof(*r));
+	if (!r)
+		return;
+	r->fp = fp;
+	r->location = location;
+	r->reason = reason;
+	r->frames_bytes = bpf_get_stack(ctx, r->frames, sizeof(r->frames), 0);
+	r->pages = 0;
+	if (bpf_probe_read_kernel(&r->stack[first], KDBG_PAGE - first, (void *)fp) == 0) {
+		r->pages = 1;
+		for (int i = 1; i < KDBG_LEARN_PAGES; i++) {
+			if (bpf_probe_read_kernel(&r->stack[i * KDBG_PAGE], KDBG_PAGE,
+						  (void *)(page + i * KDBG_PAGE)))
+				break;
+			r->pages = i + 1;
+		}
+	}
+	learn.ringbuf_submit(r, 0);
+}
+#endif
+
+/* What only a drop that is sent needs: when, where, who, and its stack or chain. */
+static __always_inline void fill_sent(__u64 *ctx, struct kdbg_drop_event *e)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+
+	e->time_ns = bpf_ktime_get_ns();
+	e->cpu = bpf_get_smp_processor_id();
+	e->tgid = id >> 32;
+	e->tid = (__u32)id;
+	bpf_get_current_comm(&e->comm, sizeof(e->comm));
+	e->stack_id = -1;
+#if WANT_STACK
+	if (STACK_WANTED(e->reason)) {
+#if CHAINS
+		int zero = 0;
+		struct kdbg_scratch *s = scratch.lookup(&zero);
+		__u64 fp;
+
+		if (s) {
+			fp = frame_pointer(s);
+			e->chain = chain_of(e->location, fp, s);
+			if (!e->chain)
+				learn_from(ctx, e->location, e->reason, fp);
+		}
+		if (!e->chain || CHAIN_CHECK)
+			e->stack_id = stacks.get_stackid(ctx, 0);
+#else
+		e->stack_id = stacks.get_stackid(ctx, BPF_F_REUSE_STACKID);
+#endif
+	}
+#endif
+}
+
+int kdbg_on_kfree_skb(__u64 *ctx)
+{
+	__u64 location = ctx[ARG_LOCATION];
+	__u32 reason = ctx[ARG_REASON];
 	struct kdbg_drop_event e = {};
 	__u64 skb, head;
-	__u16 nh = 0xffff, th = 0xffff;
+	__u16 nh;
 
 	{
 		__u64 loc = location;
@@ -120,17 +381,16 @@ int kdbg_on_kfree_skb(void *ctx)
 	/* --stats with no filter past reason and location: one per-CPU map update
 	 * (after reading the device, when the counts are per device). */
 #if STATS_BY_DEV
-	read_dev(ctx, *(__u64 *)(ctx + TP_OFF_SKBADDR), &e);
+	read_dev(ctx, ctx[ARG_SKB], &e);
 #endif
 	count_match(reason, location, &e);
 	return 0;
 #endif
 	count(KDBG_CTR_SEEN);
-	skb = *(__u64 *)(ctx + TP_OFF_SKBADDR);
+	skb = ctx[ARG_SKB];
 	e.location = location;
 	e.reason = reason;
-	e.protocol = *(__u16 *)(ctx + TP_OFF_PROTOCOL);
-
+	e.protocol = __builtin_bswap16(FIELD(__u16, skb, SKB_PROTOCOL));
 	e.skbaddr = skb;
 #if DEV_FILTER
 	read_dev(ctx, skb, &e);
@@ -142,77 +402,10 @@ int kdbg_on_kfree_skb(void *ctx)
 		if (ifname[0] != 118 || ifname[1] != 101 || ifname[2] != 116 || ifname[3] != 104 || ifname[4] != 45 || ifname[5] != 98 || ifname[6] != 0) return 0;
 	}
 #endif
-
-	/* Fewest reads first: this runs for every drop a packet filter may reject. */
-	head = read_ptr(skb, SKB_HEAD);
-	bpf_probe_read_kernel(&nh, sizeof(nh), (void *)(skb + SKB_NETWORK_HDR));
-
-	if (head && nh != 0xffff) {
-		__u8 first = 0;
-		__u64 l4 = 0, raw = 0;
-		int have_raw = 0;
-
-		if (e.protocol == 0)
-			bpf_probe_read_kernel(&first, 1, (void *)(head + nh));
-		if (e.protocol == 0x0800 || (e.protocol == 0 && (first >> 4) == 4)) {
-			/* The IPv4 header and, when it has no options, the first 8 bytes
-			 * of L4 in one read. */
-			__u8 iph[28] = {};
-			bpf_probe_read_kernel(iph, sizeof(iph), (void *)(head + nh));
-			if ((iph[0] >> 4) == 4) {
-				e.family = 4;
-				e.l4proto = iph[9];
-				__builtin_memcpy(e.saddr, &iph[12], 4);
-				__builtin_memcpy(e.daddr, &iph[16], 4);
-				/* Only the first fragment carries the L4 header. */
-				if (((iph[6] & 0x1f) | iph[7]) == 0) {
-					if ((iph[0] & 0x0f) == 5) {
-						__builtin_memcpy(&raw, &iph[20], 8);
-						have_raw = 1;
-					} else {
-						l4 = head + nh + (iph[0] & 0x0f) * 4;
-					}
-				}
-			}
-		} else if (e.protocol == 0x86DD || (e.protocol == 0 && (first >> 4) == 6)) {
-			__u8 ip6h[48] = {};
-			bpf_probe_read_kernel(ip6h, sizeof(ip6h), (void *)(head + nh));
-			if ((ip6h[0] >> 4) == 6) {
-				e.family = 6;
-				e.l4proto = ip6h[6];
-				__builtin_memcpy(e.saddr, &ip6h[8], 16);
-				__builtin_memcpy(e.daddr, &ip6h[24], 16);
-				if (e.l4proto == 6 || e.l4proto == 17 || e.l4proto == 58) {
-					__builtin_memcpy(&raw, &ip6h[40], 8);
-					have_raw = 1;
-				} else {
-					/* Extension headers: trust the transport header if set. */
-					bpf_probe_read_kernel(&th, sizeof(th),
-							      (void *)(skb + SKB_TRANSPORT_HDR));
-					if (th != 0xffff && th > nh)
-						l4 = head + th;
-				}
-			}
-		}
-		/* Ports, or type/code then id/seq for ICMP, taken from one scalar so
-		 * clang emits no computed stack addresses, which the verifier rejects. */
-		if (!have_raw && l4)
-			have_raw = bpf_probe_read_kernel(&raw, sizeof(raw), (void *)l4) == 0;
-		if (have_raw) {
-			__u16 w0 = raw, w1 = raw >> 16, w2 = raw >> 32, w3 = raw >> 48;
-			if (e.l4proto == 6 || e.l4proto == 17 || e.l4proto == 132) {
-				e.sport = __builtin_bswap16(w0);
-				e.dport = __builtin_bswap16(w1);
-				e.l4_valid = 1;
-			} else if (e.l4proto == 1 || e.l4proto == 58) {
-				e.icmp_type = w0 & 0xff;
-				e.icmp_code = w0 >> 8;
-				e.sport = __builtin_bswap16(w2);
-				e.dport = __builtin_bswap16(w3);
-				e.l4_valid = 1;
-			}
-		}
-	}
+	head = FIELD(__u64, skb, SKB_HEAD);
+	nh = FIELD(__u16, skb, SKB_NETWORK_HDR);
+	if (head && nh != 0xffff)
+		read_packet(skb, &e, head, nh);
 	{
 		__u8 family = e.family, l4proto = e.l4proto, l4_valid = e.l4_valid;
 		__u16 sport = e.sport, dport = e.dport;
@@ -229,32 +422,24 @@ int kdbg_on_kfree_skb(void *ctx)
 #if !DEV_FILTER
 	read_dev(ctx, skb, &e);  /* only for what passed: no filter needed it earlier */
 #endif
-	bpf_probe_read_kernel(&e.len, sizeof(e.len), (void *)(skb + SKB_LEN));
+	e.len = FIELD(__u32, skb, SKB_LEN);
 
 	count_match(e.reason, e.location, &e);
 #if STATS_ONLY
 	return 0;
 #endif
-
-	e.time_ns = bpf_ktime_get_ns();
-	e.cpu = bpf_get_smp_processor_id();
+	/* Hand the event over: one record each while the ring has room (kdbg/trace/program.py),
+	 * or the record of bpf/drop_record.bpf.c with the packet's first bytes (--write). */
 	{
-		__u64 id = bpf_get_current_pid_tgid();
-		e.tgid = id >> 32;
-		e.tid = (__u32)id;
+		struct kdbg_drop_event *r = events.ringbuf_reserve(sizeof(e));
+
+		if (!r) {
+			ring_full(&e);
+			return 0;
+		}
+		fill_sent(ctx, &e);
+		__builtin_memcpy(r, &e, sizeof(e));
+		events.ringbuf_submit(r, 0);
 	}
-	bpf_get_current_comm(&e.comm, sizeof(e.comm));
-#if WANT_STACK
-	if (STACK_WANTED(e.reason))
-		e.stack_id = stacks.get_stackid(ctx, BPF_F_REUSE_STACKID);
-	else
-		e.stack_id = -1;
-#else
-	e.stack_id = -1;
-#endif
-	/* Hand the event over: one record each (kdbg/trace/program.py), or the record
-	 * of bpf/drop_record.bpf.c with the packet's first bytes (kdbg watch --write). */
-	if (events.ringbuf_output(&e, sizeof(e), 0) != 0)
-		count(KDBG_CTR_LOST);
 	return 0;
 }

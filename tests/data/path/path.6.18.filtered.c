@@ -114,23 +114,10 @@ static __always_inline void parse(struct kdbg_path_event *e, __u64 skb, int rx)
 	}
 	if (!l4)
 		return;
-	/* Ports, or type/code then id/seq for ICMP: one scalar read, because
-	 * byte-array indexing becomes pointer arithmetic the verifier rejects. */
 	__u64 raw = 0;
 	if (bpf_probe_read_kernel(&raw, sizeof(raw), (void *)l4) != 0)
 		return;
-	__u16 w0 = raw, w1 = raw >> 16, w2 = raw >> 32, w3 = raw >> 48;
-	if (e->l4proto == 6 || e->l4proto == 17 || e->l4proto == 132) {
-		e->sport = __builtin_bswap16(w0);
-		e->dport = __builtin_bswap16(w1);
-		e->l4_valid = 1;
-	} else if (e->l4proto == 1 || e->l4proto == 58) {
-		e->icmp_type = w0 & 0xff;
-		e->icmp_code = w0 >> 8;
-		e->sport = __builtin_bswap16(w2);
-		e->dport = __builtin_bswap16(w3);
-		e->l4_valid = 1;
-	}
+	KDBG_L4_FIELDS(e, raw);
 }
 
 /* 1 when the parsed packet passes every filter: the statements below return 0. */

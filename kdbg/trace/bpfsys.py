@@ -1,0 +1,216 @@
+"""The ``bpf(2)`` and ``perf_event_open(2)`` calls kdbg's loader makes, through ctypes.
+
+Only what the tracers need: create a map, read, write and walk it, load a program,
+attach it to a raw tracepoint or to a tracepoint's perf event, and ask the kernel what
+a map is. The attribute layouts are ``union bpf_attr`` and ``struct perf_event_attr``
+of include/uapi/linux/bpf.h and perf_event.h (x86-64). Errors are :class:`BpfCallError`
+carrying the errno; callers turn them into kdbg's typed errors.
+"""
+
+from __future__ import annotations
+
+import ctypes as ct
+import errno
+import fcntl
+import os
+from functools import cache
+from pathlib import Path
+
+_libc = ct.CDLL(None, use_errno=True)
+_libc.syscall.restype = ct.c_long
+
+SYS_BPF = 321
+SYS_PERF_EVENT_OPEN = 298
+
+# enum bpf_cmd
+MAP_CREATE, MAP_LOOKUP_ELEM, MAP_UPDATE_ELEM, MAP_DELETE_ELEM, MAP_GET_NEXT_KEY = 0, 1, 2, 3, 4
+PROG_LOAD = 5
+OBJ_GET_INFO_BY_FD = 15
+RAW_TRACEPOINT_OPEN = 17
+# enum bpf_map_type (the ones kdbg's programs declare)
+MAP_HASH, MAP_ARRAY, MAP_PERCPU_HASH, MAP_PERCPU_ARRAY, MAP_STACK_TRACE = 1, 2, 5, 6, 7
+MAP_RINGBUF = 27
+PERCPU_TYPES = frozenset({MAP_PERCPU_HASH, MAP_PERCPU_ARRAY})
+# enum bpf_prog_type
+PROG_TRACEPOINT, PROG_RAW_TRACEPOINT, PROG_TRACING = 5, 17, 26
+TRACE_RAW_TP = 23  # enum bpf_attach_type: a BTF-typed raw tracepoint (tp_btf)
+BPF_ANY = 0
+PERF_TYPE_TRACEPOINT = 2
+PERF_EVENT_IOC_ENABLE = 0x2400
+PERF_EVENT_IOC_SET_BPF = 0x40042408
+PERF_FLAG_FD_CLOEXEC = 1 << 3
+
+
+class BpfCallError(OSError):
+    """A bpf() or perf_event_open() call failed; ``errno`` says why."""
+
+
+class _MapCreate(ct.Structure):
+    _fields_ = [("map_type", ct.c_uint32), ("key_size", ct.c_uint32),
+                ("value_size", ct.c_uint32), ("max_entries", ct.c_uint32),
+                ("map_flags", ct.c_uint32), ("inner_map_fd", ct.c_uint32),
+                ("numa_node", ct.c_uint32), ("map_name", ct.c_char * 16)]
+
+
+class _MapElem(ct.Structure):
+    _fields_ = [("map_fd", ct.c_uint32), ("pad", ct.c_uint32), ("key", ct.c_uint64),
+                ("value", ct.c_uint64), ("flags", ct.c_uint64)]
+
+
+class _ProgLoad(ct.Structure):
+    _fields_ = [("prog_type", ct.c_uint32), ("insn_cnt", ct.c_uint32), ("insns", ct.c_uint64),
+                ("license", ct.c_uint64), ("log_level", ct.c_uint32), ("log_size", ct.c_uint32),
+                ("log_buf", ct.c_uint64), ("kern_version", ct.c_uint32),
+                ("prog_flags", ct.c_uint32), ("prog_name", ct.c_char * 16),
+                ("prog_ifindex", ct.c_uint32), ("expected_attach_type", ct.c_uint32),
+                ("prog_btf_fd", ct.c_uint32), ("func_info_rec_size", ct.c_uint32),
+                ("func_info", ct.c_uint64), ("func_info_cnt", ct.c_uint32),
+                ("line_info_rec_size", ct.c_uint32), ("line_info", ct.c_uint64),
+                ("line_info_cnt", ct.c_uint32), ("attach_btf_id", ct.c_uint32)]
+
+
+class _InfoByFd(ct.Structure):
+    _fields_ = [("bpf_fd", ct.c_uint32), ("info_len", ct.c_uint32), ("info", ct.c_uint64)]
+
+
+class _RawTpOpen(ct.Structure):
+    _fields_ = [("name", ct.c_uint64), ("prog_fd", ct.c_uint32)]
+
+
+class MapInfo(ct.Structure):
+    """The head of ``struct bpf_map_info``: what a map is."""
+
+    _fields_ = [("type", ct.c_uint32), ("id", ct.c_uint32), ("key_size", ct.c_uint32),
+                ("value_size", ct.c_uint32), ("max_entries", ct.c_uint32),
+                ("map_flags", ct.c_uint32), ("name", ct.c_char * 16)]
+
+
+class _PerfAttr(ct.Structure):
+    _fields_ = [("type", ct.c_uint32), ("size", ct.c_uint32), ("config", ct.c_uint64),
+                ("sample_period", ct.c_uint64), ("sample_type", ct.c_uint64),
+                ("read_format", ct.c_uint64), ("flags", ct.c_uint64),
+                ("wakeup_events", ct.c_uint32), ("bp_type", ct.c_uint32),
+                ("config1", ct.c_uint64), ("config2", ct.c_uint64),
+                ("branch_sample_type", ct.c_uint64), ("sample_regs_user", ct.c_uint64),
+                ("sample_stack_user", ct.c_uint32), ("clockid", ct.c_int32),
+                ("sample_regs_intr", ct.c_uint64), ("aux_watermark", ct.c_uint32),
+                ("sample_max_stack", ct.c_uint16), ("reserved", ct.c_uint16)]
+
+
+def _bpf(cmd: int, attr: ct.Structure) -> int:
+    ret = _libc.syscall(SYS_BPF, cmd, ct.byref(attr), ct.sizeof(attr))
+    if ret < 0:
+        err = ct.get_errno()
+        raise BpfCallError(err, os.strerror(err))
+    return int(ret)
+
+
+def _addr(buf: ct.Array | ct.Structure | ct.c_uint64) -> int:
+    return ct.addressof(buf)
+
+
+@cache
+def possible_cpus() -> int:
+    """How many CPUs a per-CPU map holds a value for (``/sys/devices/system/cpu/possible``)."""
+    text = Path("/sys/devices/system/cpu/possible").read_text().strip()
+    return max(int(part.split("-")[-1]) for part in text.split(",")) + 1
+
+
+def map_create(map_type: int, key_size: int, value_size: int, max_entries: int,
+               flags: int = 0, name: str = "") -> int:
+    """A new map; its fd."""
+    attr = _MapCreate(map_type, key_size, value_size, max_entries, flags, 0, 0,
+                      name.encode()[:15])
+    return _bpf(MAP_CREATE, attr)
+
+
+def map_lookup(fd: int, key: bytes, value_size: int) -> bytes | None:
+    """The value under ``key`` (``value_size`` bytes; all CPUs' for a per-CPU map), or None."""
+    k = ct.create_string_buffer(key, len(key) or 1)
+    v = ct.create_string_buffer(value_size)
+    try:
+        _bpf(MAP_LOOKUP_ELEM, _MapElem(fd, 0, _addr(k), _addr(v), 0))
+    except BpfCallError as err:
+        if err.errno == errno.ENOENT:
+            return None
+        raise
+    return v.raw
+
+
+def map_update(fd: int, key: bytes, value: bytes, flags: int = BPF_ANY) -> None:
+    """Set ``key`` to ``value``."""
+    k = ct.create_string_buffer(key, len(key))
+    v = ct.create_string_buffer(value, len(value))
+    _bpf(MAP_UPDATE_ELEM, _MapElem(fd, 0, _addr(k), _addr(v), flags))
+
+
+def map_keys(fd: int, key_size: int) -> list[bytes]:
+    """Every key of a hash map, in the kernel's order."""
+    keys: list[bytes] = []
+    cur = ct.create_string_buffer(key_size)
+    nxt = ct.create_string_buffer(key_size)
+    attr = _MapElem(fd, 0, 0, _addr(nxt), 0)  # key 0 (NULL): the first key
+    while True:
+        try:
+            _bpf(MAP_GET_NEXT_KEY, attr)
+        except BpfCallError as err:
+            if err.errno == errno.ENOENT:
+                return keys
+            raise
+        keys.append(nxt.raw)
+        ct.memmove(cur, nxt, key_size)
+        attr.key = _addr(cur)
+
+
+def map_info(fd: int) -> MapInfo:
+    """What the map behind ``fd`` is (type, sizes, name)."""
+    info = MapInfo()
+    _bpf(OBJ_GET_INFO_BY_FD, _InfoByFd(fd, ct.sizeof(info), _addr(info)))
+    return info
+
+
+def prog_load(prog_type: int, insns: bytes, name: str, license_: str = "GPL",
+              log_size: int = 0, btf_id: int = 0) -> tuple[int, str]:
+    """Load a program: (its fd, or -errno on failure; the verifier's log when
+    ``log_size`` asks for one). ``btf_id``: a tp_btf program's tracepoint, the id of
+    its ``btf_trace_NAME`` typedef in the kernel's BTF."""
+    code = ct.create_string_buffer(insns, len(insns))
+    lic = ct.create_string_buffer(license_.encode())
+    log = ct.create_string_buffer(log_size) if log_size else None
+    attr = _ProgLoad(prog_type, len(insns) // 8, _addr(code), _addr(lic),
+                     1 if log_size else 0, log_size, _addr(log) if log is not None else 0,
+                     0, 0, name.encode()[:15])
+    if btf_id:
+        attr.expected_attach_type = TRACE_RAW_TP
+        attr.attach_btf_id = btf_id
+    try:
+        fd = _bpf(PROG_LOAD, attr)
+    except BpfCallError as err:
+        fd = -(err.errno or errno.EINVAL)
+    text = log.value.decode(errors="replace") if log is not None else ""
+    return fd, text
+
+
+def raw_tracepoint_open(name: str | None, prog_fd: int) -> int:
+    """Attach a raw tracepoint program to tracepoint ``name`` (None: a tp_btf program,
+    whose tracepoint it was loaded for); the link's fd (closing it detaches)."""
+    buf = ct.create_string_buffer(name.encode()) if name is not None else None
+    return _bpf(RAW_TRACEPOINT_OPEN, _RawTpOpen(_addr(buf) if buf is not None else 0, prog_fd))
+
+
+def perf_tracepoint_attach(tp_id: int, prog_fd: int) -> int:
+    """Attach a tracepoint program to the tracepoint with tracefs id ``tp_id``, through a
+    perf event (as bcc does); the event's fd (closing it detaches)."""
+    attr = _PerfAttr(type=PERF_TYPE_TRACEPOINT, size=ct.sizeof(_PerfAttr), config=tp_id,
+                     sample_period=1, wakeup_events=1)
+    fd = _libc.syscall(SYS_PERF_EVENT_OPEN, ct.byref(attr), -1, 0, -1, PERF_FLAG_FD_CLOEXEC)
+    if fd < 0:
+        err = ct.get_errno()
+        raise BpfCallError(err, os.strerror(err))
+    try:
+        fcntl.ioctl(fd, PERF_EVENT_IOC_SET_BPF, prog_fd)
+        fcntl.ioctl(fd, PERF_EVENT_IOC_ENABLE, 0)
+    except OSError:
+        os.close(fd)
+        raise
+    return int(fd)
