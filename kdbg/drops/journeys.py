@@ -28,8 +28,9 @@ class JourneyDropProbe(DropProbe):
 
     def __init__(self, text: str, hops: list[tuple[str, str]]) -> None:
         super().__init__(text)
-        # the hops first: a packet is followed from before the first drop is seen
-        self.attachments = hops + self.attachments
+        # the drop program first, then consume_skb and the hops
+        # (:func:`kdbg.trace.journeyprog.attachments`): every journey begun can end
+        self.attachments = self.attachments + hops
 
     def journey_counters(self) -> dict[str, int]:
         """Packets followed, and those not followed because their slot was busy."""

@@ -58,8 +58,11 @@ def hop_hooks(hops: tuple[Hop, ...]) -> str:
 
 
 def attachments(hops: tuple[Hop, ...]) -> list[tuple[str, str]]:
-    """``(raw:NAME, function)`` for the hop tracepoints and consume_skb."""
-    return [(f"raw:{name}", func_name(name)) for _s, name, _i, _rx in hops] + [CONSUME]
+    """``(raw:NAME, function)`` for consume_skb, then the hop tracepoints: a packet's
+    slot is followed only once its end (freed, consumed) can be seen, so no packet
+    that crossed a hop while the programs were being attached leaves its slot open
+    for the next packet at the same address to continue."""
+    return [CONSUME] + [(f"raw:{name}", func_name(name)) for _s, name, _i, _rx in hops]
 
 
 def build(spec: flt.FilterSpec, offsets: dict[str, int], hops: tuple[Hop, ...],

@@ -111,10 +111,11 @@ def test_fragment_hooks_and_attachments() -> None:
                              journeyprog.JourneyOptions(slot_bits=3, idle_ns=5))
     assert "KDBG_JOURNEY_HOP(net_dev_queue, 1, 0)\nKDBG_JOURNEY_HOP(netif_rx, 2, 1)\n" in text
     assert "#define JOURNEY_SLOT_BITS 3" in text and "#define JOURNEY_IDLE_NS  5ULL" in text
+    # the ends first: no journey can begin whose end would not be seen
     assert journeyprog.attachments(hops) == [
+        ("raw:consume_skb", "kdbg_journey_consume_skb"),
         ("raw:net_dev_queue", "kdbg_journey_net_dev_queue"),
-        ("raw:netif_rx", "kdbg_journey_netif_rx"),
-        ("raw:consume_skb", "kdbg_journey_consume_skb")]
+        ("raw:netif_rx", "kdbg_journey_netif_rx")]
     with pytest.raises(ValueError):
         journeyprog.build(flt.FilterSpec(), OFFSETS, hops, journeyprog.JourneyOptions(0))
 
@@ -290,3 +291,15 @@ def test_text_says_what_nat_changed_and_why_it_is_incomplete() -> None:
     assert lines[-1] == "  incomplete: a note"
     assert journey_lines(Journey((), ("not followed",))) == [
         "journey: no hops", "  incomplete: not followed"]
+
+
+def test_the_drop_program_is_attached_before_the_hops() -> None:
+    """A packet that crossed a hop before the drop program was attached, and was dropped
+    unseen, would leave its slot open: the next packet at its address within the idle
+    time would continue its journey (a stale first hop, before the tracer attached)."""
+    from kdbg.drops.journeys import JourneyDropProbe
+
+    hops = journeyprog.attachments(HOP_TRACEPOINTS[:2])
+    probe = JourneyDropProbe("text", hops)
+    assert probe.attachments[0][0] == "btf:kfree_skb"
+    assert probe.attachments[1:] == hops

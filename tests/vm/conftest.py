@@ -386,7 +386,8 @@ def check_break_journey(lab: str, port: int, inodes: dict[str, int]) -> None:
     drops = of(recs, "drop")
     assert drops, err
     for rec in [*drops, hit]:
-        assert "journey_incomplete" not in rec, rec.get("journey_incomplete")
+        assert "journey_incomplete" not in rec, (rec.get("journey_incomplete"), rec, drops,
+                                                 err[-3000:])
         check_journey(rec["journey"], inodes)
     for drop in drops:
         assert (drop["journey"][-1]["netns"], drop["journey"][-1]["ifname"]) == (
