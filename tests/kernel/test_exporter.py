@@ -27,7 +27,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from kdbg.demo.throwaway import VethLab
-from tests.conftest import need
+from tests.conftest import clone_reachable_by_others, need
 
 KDBG = [sys.executable, "-m", "kdbg"]
 N = 13  # a prime number of drops
@@ -360,9 +360,10 @@ def test_runs_with_the_units_capabilities_and_no_fewer(lab: VethLab, nobody_cach
         assert exp.stop() < 2.0
     for missing in caps:
         fewer = [c for c in caps if c != missing]
-        proc = subprocess.run([*as_nobody(fewer, nobody_cache), *KDBG, "exporter",
-                               "--listen", "127.0.0.1:0", "--duration", "30"],
-                              capture_output=True, text=True, timeout=120)
+        with clone_reachable_by_others():  # without dac_read_search too
+            proc = subprocess.run([*as_nobody(fewer, nobody_cache), *KDBG, "exporter",
+                                   "--listen", "127.0.0.1:0", "--duration", "30"],
+                                  capture_output=True, text=True, timeout=120)
         assert proc.returncode == 1, (missing, proc.stderr)
         assert len(proc.stderr.strip().splitlines()) == 1, (missing, proc.stderr)
         assert proc.stderr.startswith("kdbg: error: "), (missing, proc.stderr)

@@ -200,7 +200,7 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 PROMPT = r"\(gdb\) "
 
 
-def _default_sigint() -> None:
+def default_sigint() -> None:
     """Before exec: SIGINT at its default (a non-interactive shell's background job
     starts with it ignored)."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
@@ -221,7 +221,7 @@ class Prompt:
                              "--proto", "udp", "--dport", str(port), "--break",
                              "--interactive", *extra],
             encoding="utf-8", codec_errors="replace", timeout=timeout,
-            dimensions=(60, 250), preexec_fn=_default_sigint)
+            dimensions=(60, 250), preexec_fn=default_sigint)
         self.transcript = ""
         self._expect(PROMPT, timeout)
         self.banner = self._seen()

@@ -18,7 +18,7 @@ import time
 import pytest
 
 from tests.conftest import need
-from tests.vm.conftest import check_the_stop, udp_drops, wait_halted
+from tests.vm.conftest import check_the_stop, default_sigint, udp_drops, wait_halted
 
 SEND_UDP = ("import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
             "s.sendto(b'kdbg', ('127.0.0.1', 9))")
@@ -133,7 +133,7 @@ def test_sigint_while_waiting_leaves_target_clean(lab: str, target) -> None:  # 
     proc = subprocess.Popen(
         [*KDBG, "gdb", "break", "kfree_skb_reason", "--gdb", str(target.endpoint),
          "--kallsyms", str(target.kallsyms), "--timeout", "120"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint,
     )
     try:
         assert proc.stderr is not None

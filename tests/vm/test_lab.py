@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import need
+from tests.conftest import clone_reachable_by_others, need
 from tests.vm.conftest import lab_needs
 
 KDBG = [sys.executable, "-m", "kdbg"]
@@ -342,7 +342,8 @@ def test_no_other_user_reaches_the_labs_exec_stub_or_console(lab: str) -> None:
     assert (state / "exec.key").read_text() not in console
     # kdbg itself, as that user: one line, exit 1, no traceback
     for args in (["lab", "status"], ["lab", "exec", lab, "--", "id"], ["lab", "up", "--name", "x"]):
-        r = as_nobody(str(Path(sys.executable).parent / "kdbg"), *args)
+        with clone_reachable_by_others():
+            r = as_nobody(str(Path(sys.executable).parent / "kdbg"), *args)
         assert r.returncode == 1, (args, r.stderr)
         assert r.stderr.strip().splitlines() == [r.stderr.strip()] and "needs root" in r.stderr
     # root: exec and the stub as before
