@@ -174,9 +174,11 @@ def _at(ev: DropEvent, loc: tuple[str, str | None, int | None]) -> bool:
 _LOC = re.compile(r"^(?P<sym>[A-Za-z_.$][\w.$]*)(?:\+(?P<off>0x[0-9a-fA-F]+|\d+))?$")
 
 
-def offline_filter(cfg: flt.PacketFilters, off: Offline) -> OfflineFilter:
-    """Resolve ``cfg``'s filters against the recording's own names (reasons, netns)."""
-    reasons = frozenset(off.reasons.name(off.reasons.code(r)) for r in cfg.reasons)
+def offline_filter(cfg: flt.PacketFilters, table: ReasonTable,
+                   netns_names: dict[int, str]) -> OfflineFilter:
+    """Resolve ``cfg``'s filters against the file's own names (its reasons, and the
+    names of its namespaces)."""
+    reasons = frozenset(table.name(table.code(r)) for r in cfg.reasons)
     locs: list[tuple[str, str | None, int | None]] = []
     for text in cfg.locations:
         text = text.strip()
@@ -194,7 +196,7 @@ def offline_filter(cfg: flt.PacketFilters, off: Offline) -> OfflineFilter:
         raise BadInput(f"unknown protocol {cfg.proto!r}", hint="one of " + ", ".join(flt.PROTOCOLS))
     netns = None
     if cfg.netns is not None:
-        by_name = {v: k for k, v in off.rec.netns.items()}
+        by_name = {v: k for k, v in netns_names.items()}
         netns = by_name.get(cfg.netns.strip())
         if netns is None:
             netns = flt.parse_netns(cfg.netns)
