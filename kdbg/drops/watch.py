@@ -7,6 +7,7 @@ snapshots and a summary to a :class:`Sink` (text or JSON lines, kdbg.cli).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
@@ -282,6 +283,14 @@ class _WatchLoop(loop.RingLoop):
     def close(self) -> None:
         super().close()
         self.watch.close()
+
+
+def recorded_causes() -> Callable[[DropEvent], DropEvent]:
+    """Each drop given its cause as a watch gives it, from the drop record alone (a
+    recording keeps no stack, so a NETFILTER_DROP's hook is unknown and every hook is
+    evaluated); for the pcapng written at the end of a local recording."""
+    finder = CauseFinder()
+    return lambda ev: with_cause(finder, ev, lambda: None)
 
 
 def prepare(cfg: WatchConfig) -> Watch:

@@ -281,7 +281,8 @@ def test_missing_file_is_an_io_error(tmp_path: Path) -> None:
 
 def tshark_fields(path: Path, *fields: str) -> list[list[str]]:
     need(shutil.which("tshark") is not None, "tshark (Debian's): run scripts/setup.sh")
-    argv = ["tshark", "-r", str(path), "-T", "fields", "-E", "separator=|"]
+    # occurrence=f: the first comment (the second is the fields for kdbg's dissector)
+    argv = ["tshark", "-r", str(path), "-T", "fields", "-E", "separator=|", "-E", "occurrence=f"]
     for f in fields:
         argv += ["-e", f]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
