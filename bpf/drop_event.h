@@ -36,7 +36,14 @@ struct kdbg_drop_event {
 	__u8 daddr[16];
 	char ifname[KDBG_IFNAMSIZ];
 	char comm[KDBG_COMMLEN];
+	__u32 mark;		/* skb->mark at the drop */
+	__u8 ctinfo;		/* skb->_nfct & 7 (enum ip_conntrack_info); KDBG_CT_NONE: no
+				 * conntrack field in this kernel's sk_buff */
+	__u8 ct;		/* 1: a conntrack entry is attached (skb->_nfct & ~7) */
+	__u16 pad1;
 };
+
+#define KDBG_CT_NONE 0xff
 
 /* Key of the in-kernel counters behind --stats (and kdbg exporter). */
 struct kdbg_stats_key {

@@ -23,6 +23,8 @@
 #define SKB_TRANSPORT_HDR {{SKB_TRANSPORT_HDR}}
 #define SKB_LEN          {{SKB_LEN}}
 #define SKB_PROTOCOL     {{SKB_PROTOCOL}}
+#define SKB_MARK         {{SKB_MARK}}
+#define SKB_NFCT         {{SKB_NFCT}}	/* -1: no conntrack in this kernel */
 #define DEV_IFINDEX      {{DEV_IFINDEX}}
 #define DEV_NAME         {{DEV_NAME}}
 #define DEV_NET          {{DEV_NET}}	/* -1: no network namespaces */
@@ -422,6 +424,18 @@ int kdbg_on_kfree_skb(__u64 *ctx)
 	count_match(e.reason, e.location, &e);
 #if STATS_ONLY
 	return 0;
+#endif
+	/* The packet's mark and conntrack state, for the rule that dropped it: two loads,
+	 * only for drops that are sent (never under --stats). */
+	e.mark = FIELD(__u32, skb, SKB_MARK);
+#if SKB_NFCT >= 0
+	{
+		__u64 nfct = FIELD(__u64, skb, SKB_NFCT);
+		e.ctinfo = nfct & 7;
+		e.ct = (nfct & ~7ULL) != 0;
+	}
+#else
+	e.ctinfo = KDBG_CT_NONE;
 #endif
 	/* Hand the event over: one record each while the ring has room (kdbg/trace/program.py),
 	 * or the record of bpf/drop_record.bpf.c with the packet's first bytes (--write). */

@@ -7,8 +7,12 @@ counters) is not allowed. So kdbg reads the namespace's ruleset read-only
 evaluates it against the dropped packet's fields at the hook the drop's kernel
 stack names, base chains in priority order, first verdict wins.
 
-An expression kdbg cannot evaluate from the drop record (ct state, marks, an
-iptables extension, a limit) is not guessed: both outcomes are followed. Knowing
+The drop record carries the packet's mark and conntrack state at the drop, so
+``meta mark`` and ``ct state`` are evaluated too, where they were the same when the
+rule ran: the mark unless a rule at that hook sets it, the state in chains after
+conntrack's own hook (priority -200 at prerouting and output). An expression kdbg
+cannot evaluate from the drop record (a mark under a mask, ``ct zone``, an iptables
+extension, a limit) is not guessed: both outcomes are followed. Knowing
 the packet *was* dropped, a single rule that drops it on every path is named
 ("by elimination"); several candidates mean the cause is not established, and
 the report says so and why. Pure functions over the JSON, so the evaluator is
@@ -17,6 +21,7 @@ tested on checked-in ``nft -j`` output.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import re
@@ -191,6 +196,8 @@ class Packet:
     icmp_code: int | None = None
     iifname: str | None = None
     oifname: str | None = None
+    mark: int | None = None  # skb->mark at the drop
+    ct_state: str | None = None  # new | established | related | untracked | invalid
 
 
 class _Unknown(Exception):
@@ -312,8 +319,17 @@ def _field(left: Any, pkt: Packet) -> _Field:
             if dev is None:
                 raise _Unknown(f"meta {key}")
             return _Field(dev, str, wildcard=key.endswith("name"))
+        if key == "mark":
+            return _known(pkt.mark, "meta mark", _int)
         raise _Unknown(f"meta {key}")
+    if "ct" in left and isinstance(left["ct"], dict) and left["ct"].get("key") == "state" \
+            and "dir" not in left["ct"]:
+        return _known(pkt.ct_state, "ct state", str)
     raise _Unknown(describe_left(left))
+
+
+def _int(v: Any) -> int:
+    return v if isinstance(v, int) else int(str(v), 0)
 
 
 def _no(v: Any) -> Any:
@@ -587,13 +603,79 @@ def base_chains(rs: Ruleset, hook: str, families: tuple[str, ...],
     return sorted(out, key=lambda c: (c.prio if c.prio is not None else 0))
 
 
+# nf_conntrack_in's priority at prerouting and output (NF_IP_PRI_CONNTRACK): a chain
+# at or before it sees the packet without the conntrack entry the drop record shows
+CONNTRACK_PRIO = -200
+
+
+def _reachable(rs: Ruleset, chains: list[Chain]) -> list[Chain]:
+    """``chains`` and every chain a jump, goto or verdict map in them can reach."""
+    seen: dict[tuple[str, str, str], Chain] = {}
+    todo = list(chains)
+    while todo:
+        chain = todo.pop()
+        if chain.key in seen:
+            continue
+        seen[chain.key] = chain
+        for rule in chain.rules:
+            for target in _targets(rule.expr):
+                nxt = rs.chains.get((chain.family, chain.table, target))
+                if nxt is not None:
+                    todo.append(nxt)
+    return list(seen.values())
+
+
+def _targets(obj: Any) -> Iterator[str]:
+    if isinstance(obj, dict):
+        for key, val in obj.items():
+            if key in ("jump", "goto") and isinstance(val, dict) and "target" in val:
+                yield str(val["target"])
+            else:
+                yield from _targets(val)
+    elif isinstance(obj, list):
+        for item in obj:
+            yield from _targets(item)
+
+
+def _sets_mark(obj: Any) -> bool:
+    """Whether a rule's expressions set the packet's mark (``meta mark set …``)."""
+    if isinstance(obj, dict):
+        m = obj.get("mangle")
+        if isinstance(m, dict) and m.get("key") == {"meta": {"key": "mark"}}:
+            return True
+        return any(_sets_mark(v) for v in obj.values())
+    if isinstance(obj, list):
+        return any(_sets_mark(v) for v in obj)
+    return False
+
+
+def as_seen_by(pkt: Packet, chains: list[Chain], rs: Ruleset) -> Packet:
+    """``pkt`` with only what held when this hook's rules ran: its mark unless a rule
+    reachable at this hook sets it (then the drop's mark may be a later one), and its
+    conntrack state only for chains after conntrack's (:func:`ct_known`)."""
+    if pkt.mark is not None and any(_sets_mark(r.expr) for c in _reachable(rs, chains)
+                                    for r in c.rules):
+        return dataclasses.replace(pkt, mark=None)
+    return pkt
+
+
+def ct_known(hook: str, chain: Chain) -> bool:
+    """Whether a base chain runs after conntrack has given the packet its state."""
+    if hook not in ("prerouting", "output"):
+        return True  # input, forward, postrouting: after prerouting's or output's conntrack
+    return chain.prio is not None and chain.prio > CONNTRACK_PRIO
+
+
 def drops_at_hook(rs: Ruleset, pkt: Packet, hook: str, families: tuple[str, ...]
                   ) -> list[Outcome]:
     """Every path on which the hook drops ``pkt``."""
-    ev = Evaluator(rs, pkt)
+    chains = base_chains(rs, hook, families, pkt.iifname or pkt.oifname)
+    seen = as_seen_by(pkt, chains, rs)
+    ev = Evaluator(rs, seen)
     paths: list[tuple[Assumption, ...]] = [()]
     drops: list[Outcome] = []
-    for chain in base_chains(rs, hook, families, pkt.iifname or pkt.oifname):
+    for chain in chains:
+        ev.pkt = seen if ct_known(hook, chain) else dataclasses.replace(seen, ct_state=None)
         nxt: list[tuple[Assumption, ...]] = []
         for assumed in paths:
             if chain.type == "nat":

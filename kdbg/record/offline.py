@@ -57,15 +57,17 @@ class Offline:
     def __init__(self, rec: recfile.Recording) -> None:
         self.rec = rec
         meta = rec.meta
+        self.head = layout.LAYOUTS.get(str(meta.get("layout")), layout.RawDropRecord)
         try:
-            expect = layout.record_size(int(meta.get("snaplen", -1)))
+            expect = layout.record_size(int(meta.get("snaplen", -1)), self.head)
             size = rec.record_size
         except (TypeError, ValueError, KeyError):
             expect, size = 0, -1
-        if meta.get("layout") != "kdbg_drop_record 1" or size != expect:
+        if meta.get("layout") not in layout.LAYOUTS or size != expect:
             raise recfile.RecordingError(
                 f"{rec.path}: records of layout {meta.get('layout')!r}, "
-                f"{meta.get('record_size')} bytes; this kdbg reads 'kdbg_drop_record 1'")
+                f"{meta.get('record_size')} bytes; this kdbg reads "
+                + " and ".join(repr(k) for k in layout.LAYOUTS))
         try:
             self.reasons = ReasonTable({int(k): str(v) for k, v in meta["reasons"].items()},
                                        f"recording {rec.path.name}")
@@ -83,7 +85,7 @@ class Offline:
 
     def drops(self) -> Iterator[RecordedDrop]:
         """Every record, decoded, in the order it was written."""
-        head = layout.RawDropRecord
+        head = self.head
         size = ct.sizeof(head)
         for buf in self.rec.raw_records():
             raw = head.from_buffer_copy(buf[:size])

@@ -83,6 +83,10 @@ def fields(ev: DropEvent, netns_names: dict[int, str]) -> dict[str, object]:
         out["ifname"] = ev.ifname
     if ev.ifindex:
         out["ifindex"] = ev.ifindex
+    if ev.mark is not None:
+        out["mark"] = ev.mark
+    if ev.ct_state is not None:
+        out["ct_state"] = ev.ct_state
     if ev.cause is not None:
         out.update(_cause_fields(ev.cause))
     return out

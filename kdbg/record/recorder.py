@@ -174,7 +174,7 @@ class Recorder:
             "filters": self.watch.spec.describe(),
             "snaplen": self.opts.snaplen,
             "record_size": self.record_size,
-            "layout": "kdbg_drop_record 1",
+            "layout": layout.LAYOUT,
             "reasons": {str(r.code): r.name for r in self.watch.reasons},
             "reasons_source": self.watch.reasons.source,
         }

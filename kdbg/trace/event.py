@@ -17,7 +17,7 @@ from kdbg.symbols.kallsyms import Kallsyms, Location
 from kdbg.symbols.reasons import ReasonTable
 from kdbg.trace.cause import Cause
 from kdbg.trace.filters import PROTO_NAMES
-from kdbg.trace.layout import RawDropEvent
+from kdbg.trace.layout import CT_NONE, RawDropEvent
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -34,6 +34,29 @@ class Frame:
 
     def __str__(self) -> str:
         return str(Location(self.address, self.symbol, self.offset, self.module))
+
+
+# enum ip_conntrack_info (include/uapi/linux/netfilter/nf_conntrack_common.h): the
+# state nftables' 'ct state' tests is ctinfo modulo IP_CT_IS_REPLY (3), as
+# NF_CT_STATE_BIT() computes it
+CT_STATES = ("established", "related", "new")
+IP_CT_IS_REPLY = 3
+IP_CT_UNTRACKED = 7
+
+
+def ct_fields(ctinfo: int, has_ct: int) -> dict[str, Any]:
+    """``ct_state`` and ``ct_reply`` from the skb's ``_nfct`` as the drop program split it:
+    nftables' names (nft_ct_get_eval: no entry is ``invalid``, unless ctinfo says
+    untracked); None when the kernel has no conntrack field."""
+    if ctinfo == CT_NONE:
+        return {"ct_state": None, "ct_reply": None}
+    if not has_ct:
+        return {"ct_state": "untracked" if ctinfo == IP_CT_UNTRACKED else "invalid",
+                "ct_reply": None}
+    if ctinfo > 4:
+        return {"ct_state": None, "ct_reply": None}
+    return {"ct_state": CT_STATES[ctinfo % IP_CT_IS_REPLY],
+            "ct_reply": ctinfo >= IP_CT_IS_REPLY}
 
 
 @dataclass(frozen=True)
@@ -68,6 +91,13 @@ class DropEvent:
     file: str | None = None
     line: int | None = None
     cause: Cause | None = None  # why, where kdbg.causes could tell
+    # skb->mark and the conntrack state at the drop (None: not known, e.g. a record
+    # made before kdbg read them, or a kernel without conntrack for ct_state):
+    # new | established | related (ct_reply: the reply direction), untracked, or
+    # invalid (no conntrack entry), as nftables' 'ct state' names them.
+    mark: int | None = None
+    ct_state: str | None = None
+    ct_reply: bool | None = None
 
     @property
     def location(self) -> str:
@@ -108,6 +138,12 @@ class DropEvent:
         if self.file is not None:
             rec["file"] = self.file
             rec["line"] = self.line
+        if self.mark is not None:
+            rec["mark"] = self.mark
+        if self.ct_state is not None:
+            rec["ct_state"] = self.ct_state
+            if self.ct_reply is not None:
+                rec["ct_reply"] = self.ct_reply
         if self.cause is not None:
             rec["cause"] = self.cause.to_json()
         if self.stack is not None:
@@ -142,6 +178,7 @@ class DropEvent:
             ifindex=rec.get("ifindex"), len=rec.get("len", 0), stack=stack,
             file=rec.get("file"), line=rec.get("line"),
             cause=Cause.from_json(rec["cause"]) if rec.get("cause") is not None else None,
+            mark=rec.get("mark"), ct_state=rec.get("ct_state"), ct_reply=rec.get("ct_reply"),
         )
 
 
@@ -226,4 +263,7 @@ class Decoder:
             ifindex=raw.ifindex or None,
             len=raw.len,
             stack=stack,
+            # a record of layout 'kdbg_drop_record 1' has neither
+            mark=getattr(raw, "mark", None),
+            **ct_fields(getattr(raw, "ctinfo", CT_NONE), getattr(raw, "ct", 0)),
         )

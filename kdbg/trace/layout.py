@@ -48,7 +48,14 @@ class RawDropEvent(ct.Structure):
         ("daddr", ct.c_uint8 * 16),
         ("ifname", ct.c_char * IFNAMSIZ),
         ("comm", ct.c_char * COMMLEN),
+        ("mark", ct.c_uint32),
+        ("ctinfo", ct.c_uint8),
+        ("ct", ct.c_uint8),
+        ("pad1", ct.c_uint16),
     ]
+
+
+CT_NONE = 0xFF  # ctinfo when the kernel's sk_buff has no conntrack field
 
 
 class RawStatsKey(ct.Structure):

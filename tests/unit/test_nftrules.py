@@ -148,3 +148,75 @@ def test_a_nat_chain_runs_only_for_a_connections_first_packet(maps: Ruleset) -> 
     f = find_rule(maps, udp4(4006, iif=None), ("output",), ("ip", "inet"))
     assert f.established and f.rule is not None and f.rule.handle == 13
     assert "nat chain nat_out run" in f.text
+
+
+# -- the mark and conntrack state the drop record carries (tests/data/nft/marks.*,
+# captured from a namespace loaded with marks.nft, the kernel test's ruleset) --------
+
+@pytest.fixture(scope="module")
+def marks() -> Ruleset:
+    return Ruleset.from_json(json.loads((NFT / "marks.json").read_text()),
+                             (NFT / "marks.txt").read_text())
+
+
+def marked(dport: int, mark: int | None, ct: str | None, proto: int = 17) -> Packet:
+    return Packet("ipv4", proto, ipaddress.ip_address("10.77.9.1"),
+                  ipaddress.ip_address("10.77.9.2"), 40000, dport, iifname="veth-b",
+                  mark=mark, ct_state=ct)
+
+
+@pytest.mark.parametrize("dport, mark, ct, proto, handle", [
+    (7400, 5, "new", 17, 7),  # marked 5 by the prerouting rule
+    (7500, 0, "new", 17, 8),
+    (7600, 0, "established", 17, 9),
+    (7700, 0, "invalid", 6, 10),
+])
+def test_mark_and_ct_state_decide_exactly(marks: Ruleset, dport: int, mark: int, ct: str,
+                                          proto: int, handle: int) -> None:
+    f = find_rule(marks, marked(dport, mark, ct, proto), ("input",), ("ip", "inet"))
+    assert f.established and f.rule is not None and f.rule.handle == handle
+    assert f.unknown == () and "by elimination" not in f.text
+
+
+def test_without_them_the_same_drop_is_not_established(marks: Ruleset) -> None:
+    """A record made before kdbg read them: the issue's two candidates."""
+    f = find_rule(marks, marked(7500, None, None), ("input",), ("ip", "inet"))
+    assert not f.established
+    assert {r.handle for r in f.candidates} == {7, 8}
+    assert f.unknown == ("ct state in new", "meta mark == 5")
+
+
+def test_a_state_no_rule_drops_is_not_blamed_on_one(marks: Ruleset) -> None:
+    f = find_rule(marks, marked(7600, 0, "new"), ("input",), ("ip", "inet"))
+    assert not f.established and f.rule is None
+
+
+def test_only_the_limit_stays_undecided(marks: Ruleset) -> None:
+    f = find_rule(marks, marked(7800, 0, "new"), ("input",), ("ip", "inet"))
+    assert f.established and f.rule is not None and f.rule.handle == 11
+    assert f.unknown == ("limit",)
+
+
+def test_before_conntrack_the_state_is_not_taken_from_the_drop(marks: Ruleset) -> None:
+    """A raw-priority chain runs before conntrack: the drop's state is not what it saw."""
+    f = find_rule(marks, marked(7900, 0, "invalid"), ("prerouting",), ("ip", "inet"))
+    assert f.established and f.rule is not None and f.rule.handle == 5
+    assert f.unknown == ("ct state in invalid",)
+    assert nftrules.ct_known("input", marks.chains[("inet", "kdbgm", "in")])
+    assert not nftrules.ct_known("prerouting", marks.chains[("inet", "kdbgm", "raw")])
+    assert nftrules.ct_known("prerouting", marks.chains[("inet", "kdbgm", "pre")])
+
+
+def test_a_mark_set_at_the_drops_hook_is_not_taken_from_the_drop(marks: Ruleset) -> None:
+    """With a rule at input that sets the mark, the drop's mark may be that rule's."""
+    doc = json.loads((NFT / "marks.json").read_text())
+    doc["nftables"].insert(len(doc["nftables"]), {"rule": {
+        "family": "inet", "table": "kdbgm", "chain": "in", "handle": 99,
+        "expr": [{"mangle": {"key": {"meta": {"key": "mark"}}, "value": 5}}]}})
+    rs = Ruleset.from_json(doc, (NFT / "marks.txt").read_text())
+    f = find_rule(rs, marked(7500, 5, "new"), ("input",), ("ip", "inet"))
+    assert not f.established and {r.handle for r in f.candidates} == {7, 8}
+    assert f.unknown == ("meta mark == 5",)
+    # the output chain's mark rule is at another hook: input keeps the drop's mark
+    g = find_rule(marks, marked(7500, 5, "new"), ("input",), ("ip", "inet"))
+    assert g.established and g.rule is not None and g.rule.handle == 7

@@ -23,6 +23,8 @@
 #define SKB_TRANSPORT_HDR 178
 #define SKB_LEN          112
 #define SKB_PROTOCOL     176
+#define SKB_MARK         164
+#define SKB_NFCT         104	/* -1: no conntrack in this kernel */
 #define DEV_IFINDEX      224
 #define DEV_NAME         280
 #define DEV_NET          264	/* -1: no network namespaces */
@@ -422,6 +424,18 @@ int kdbg_on_kfree_skb(__u64 *ctx)
 	count_match(e.reason, e.location, &e);
 #if STATS_ONLY
 	return 0;
+#endif
+	/* The packet's mark and conntrack state, for the rule that dropped it: two loads,
+	 * only for drops that are sent (never under --stats). */
+	e.mark = FIELD(__u32, skb, SKB_MARK);
+#if SKB_NFCT >= 0
+	{
+		__u64 nfct = FIELD(__u64, skb, SKB_NFCT);
+		e.ctinfo = nfct & 7;
+		e.ct = (nfct & ~7ULL) != 0;
+	}
+#else
+	e.ctinfo = KDBG_CT_NONE;
 #endif
 	/* Hand the event over: one record each while the ring has room (kdbg/trace/program.py),
 	 * or the record of bpf/drop_record.bpf.c with the packet's first bytes (--write). */
