@@ -175,16 +175,7 @@ def namespaces(netns: int | None) -> list[NetnsCounters]:
     if netns is not None:
         inodes = [netns]
     else:
-        inodes = [os.stat("/proc/self/ns/net").st_ino]
-        try:
-            names = sorted(os.listdir(netnsref.NETNS_DIR))
-        except OSError:
-            names = []
-        for name in names:
-            try:
-                inodes.append(os.stat(netnsref.NETNS_DIR / name).st_ino)
-            except OSError:
-                continue
+        inodes = [os.stat("/proc/self/ns/net").st_ino, *(ino for _, ino in netnsref.named())]
     out = []
     for ino in dict.fromkeys(inodes):
         try:

@@ -4,13 +4,14 @@ Linux 6.18, and the counters put beside each reason in ``kdbg diagnose``'s repor
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
 import pytest
 
 from kdbg import diagnose
-from kdbg.causes import LINKS, NetnsCounters, beside, linked
+from kdbg.causes import LINKS, NetnsCounters, beside, linked, namespaces
 from kdbg.causes.counters import FILES, moved, parse
 from kdbg.causes.netnsref import NetnsRef
 from kdbg.drops import Summary
@@ -128,3 +129,14 @@ def test_a_linked_reason_whose_counters_did_not_move_says_so() -> None:
     text = diagnose.report_text(_diagnosis({}))
     assert "    moved:   none of UdpNoPorts, Udp6NoPorts\n" in text
     assert text.endswith("counters in netns 4026532247 (blue-b): none moved")
+
+
+def test_the_namespaces_a_run_reads() -> None:
+    own = os.stat("/proc/self/ns/net").st_ino
+    every = namespaces(None)
+    assert every[0].ref.own and every[0].ref.inode == own
+    assert len({ns.ref.inode for ns in every}) == len(every)
+    [gone] = namespaces(1)  # no namespace has inode 1: said so, not raised
+    assert gone.error is not None and "no longer exists" in gone.error
+    gone.read("before")
+    assert gone.before is None
