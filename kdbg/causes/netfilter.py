@@ -121,7 +121,8 @@ def find(reads: NetnsReads, drop: Drop, cause: Cause) -> Cause:
     if l4 is None and ev.proto and ev.proto.isdigit():
         l4 = int(ev.proto)
     pkt = nftrules.Packet(ev.family, l4, ev.saddr, ev.daddr, ev.sport, ev.dport,
-                          ev.icmp_type, ev.icmp_code, iif, oif, ev.mark, ev.ct_state)
+                          ev.icmp_type, ev.icmp_code, iif, oif, ev.mark, ev.ct_state,
+                          ev.ct_zone, ev.ct_mark)
     try:
         rs = reads.read("nft", ns, lambda: nftrules.read(ns))
     except KdbgError as err:

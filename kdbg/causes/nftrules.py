@@ -7,12 +7,13 @@ counters) is not allowed. So kdbg reads the namespace's ruleset read-only
 evaluates it against the dropped packet's fields at the hook the drop's kernel
 stack names, base chains in priority order, first verdict wins.
 
-The drop record carries the packet's mark and conntrack state at the drop, so
-``meta mark`` and ``ct state`` are evaluated too, where they were the same when the
-rule ran: the mark unless a rule at that hook sets it, the state in chains after
-conntrack's own hook (priority -200 at prerouting and output). An expression kdbg
-cannot evaluate from the drop record (a mark under a mask, ``ct zone``, an iptables
-extension, a limit) is not guessed: both outcomes are followed. Knowing
+The drop record carries the packet's mark and its conntrack state, zone and mark
+at the drop, so ``meta mark``, ``ct state``, ``ct zone`` and ``ct mark`` are
+evaluated too, where they were the same when the rule ran: a mark unless a rule at
+that hook sets it, the conntrack facts in chains after conntrack's own hook
+(priority -200 at prerouting and output). An expression kdbg cannot evaluate from
+the drop record (a mark under a mask, ``ct status``, an iptables extension, a limit)
+is not guessed: both outcomes are followed. Knowing
 the packet *was* dropped, a single rule that drops it on every path is named
 ("by elimination"); several candidates mean the cause is not established, and
 the report says so and why. Pure functions over the JSON, so the evaluator is
@@ -198,6 +199,8 @@ class Packet:
     oifname: str | None = None
     mark: int | None = None  # skb->mark at the drop
     ct_state: str | None = None  # new | established | related | untracked | invalid
+    ct_zone: int | None = None  # the conntrack entry's zone id and mark
+    ct_mark: int | None = None
 
 
 class _Unknown(Exception):
@@ -322,9 +325,14 @@ def _field(left: Any, pkt: Packet) -> _Field:
         if key == "mark":
             return _known(pkt.mark, "meta mark", _int)
         raise _Unknown(f"meta {key}")
-    if "ct" in left and isinstance(left["ct"], dict) and left["ct"].get("key") == "state" \
-            and "dir" not in left["ct"]:
-        return _known(pkt.ct_state, "ct state", str)
+    if "ct" in left and isinstance(left["ct"], dict) and "dir" not in left["ct"]:
+        key = left["ct"].get("key")
+        if key == "state":
+            return _known(pkt.ct_state, "ct state", str)
+        if key == "zone":
+            return _known(pkt.ct_zone, "ct zone", _int)
+        if key == "mark":
+            return _known(pkt.ct_mark, "ct mark", _int)
     raise _Unknown(describe_left(left))
 
 
@@ -637,25 +645,29 @@ def _targets(obj: Any) -> Iterator[str]:
             yield from _targets(item)
 
 
-def _sets_mark(obj: Any) -> bool:
-    """Whether a rule's expressions set the packet's mark (``meta mark set …``)."""
+def _sets(obj: Any, what: dict[str, Any]) -> bool:
+    """Whether a rule's expressions set ``what`` (``meta mark set …`` is a mangle of
+    ``{"meta": {"key": "mark"}}``)."""
     if isinstance(obj, dict):
         m = obj.get("mangle")
-        if isinstance(m, dict) and m.get("key") == {"meta": {"key": "mark"}}:
+        if isinstance(m, dict) and m.get("key") == what:
             return True
-        return any(_sets_mark(v) for v in obj.values())
+        return any(_sets(v, what) for v in obj.values())
     if isinstance(obj, list):
-        return any(_sets_mark(v) for v in obj)
+        return any(_sets(v, what) for v in obj)
     return False
 
 
 def as_seen_by(pkt: Packet, chains: list[Chain], rs: Ruleset) -> Packet:
-    """``pkt`` with only what held when this hook's rules ran: its mark unless a rule
-    reachable at this hook sets it (then the drop's mark may be a later one), and its
-    conntrack state only for chains after conntrack's (:func:`ct_known`)."""
-    if pkt.mark is not None and any(_sets_mark(r.expr) for c in _reachable(rs, chains)
-                                    for r in c.rules):
-        return dataclasses.replace(pkt, mark=None)
+    """``pkt`` with only what held when this hook's rules ran: its mark and its conntrack
+    entry's mark unless a rule reachable at this hook sets them (then the drop's may be
+    a later one). Its conntrack state and zone hold only in chains after conntrack's
+    (:func:`ct_known`)."""
+    rules = [r for c in _reachable(rs, chains) for r in c.rules]
+    if pkt.mark is not None and any(_sets(r.expr, {"meta": {"key": "mark"}}) for r in rules):
+        pkt = dataclasses.replace(pkt, mark=None)
+    if pkt.ct_mark is not None and any(_sets(r.expr, {"ct": {"key": "mark"}}) for r in rules):
+        pkt = dataclasses.replace(pkt, ct_mark=None)
     return pkt
 
 
@@ -675,7 +687,8 @@ def drops_at_hook(rs: Ruleset, pkt: Packet, hook: str, families: tuple[str, ...]
     paths: list[tuple[Assumption, ...]] = [()]
     drops: list[Outcome] = []
     for chain in chains:
-        ev.pkt = seen if ct_known(hook, chain) else dataclasses.replace(seen, ct_state=None)
+        ev.pkt = seen if ct_known(hook, chain) else dataclasses.replace(
+            seen, ct_state=None, ct_zone=None, ct_mark=None)
         nxt: list[tuple[Assumption, ...]] = []
         for assumed in paths:
             if chain.type == "nat":

@@ -16,7 +16,7 @@ local kdbg = Proto("kdbg", "kdbg packet drop")
 local ORDER = {
   "reason", "location", "symbol", "file", "line", "netns", "netns_name", "ifname",
   "ifindex", "cause", "cause_established", "hook", "rule", "rule_handle", "mark",
-  "ct_state",
+  "ct_state", "ct_zone", "ct_mark",
 }
 local F = {
   reason = ProtoField.string("kdbg.reason", "Drop reason"),
@@ -35,6 +35,8 @@ local F = {
   rule_handle = ProtoField.uint32("kdbg.rule_handle", "Rule handle"),
   mark = ProtoField.uint32("kdbg.mark", "Packet mark", base.HEX),
   ct_state = ProtoField.string("kdbg.ct_state", "Conntrack state"),
+  ct_zone = ProtoField.uint16("kdbg.ct_zone", "Conntrack zone"),
+  ct_mark = ProtoField.uint32("kdbg.ct_mark", "Conntrack mark", base.HEX),
 }
 local list = {}
 for _, name in ipairs(ORDER) do list[#list + 1] = F[name] end

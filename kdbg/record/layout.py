@@ -33,7 +33,7 @@ class RawDropEventV1(ct.Structure):
     """``struct kdbg_drop_event`` as recordings of layout 'kdbg_drop_record 1' hold it:
     the same fields up to ``comm``, before the mark and conntrack state were read."""
 
-    _fields_ = RawDropEvent._fields_[:-4]
+    _fields_ = RawDropEvent._fields_[:-6]
 
 
 class RawDropRecordV1(ct.Structure):

@@ -87,6 +87,8 @@ def fields(ev: DropEvent, netns_names: dict[int, str]) -> dict[str, object]:
         out["mark"] = ev.mark
     if ev.ct_state is not None:
         out["ct_state"] = ev.ct_state
+    if ev.ct_zone is not None:
+        out["ct_zone"], out["ct_mark"] = ev.ct_zone, ev.ct_mark
     if ev.cause is not None:
         out.update(_cause_fields(ev.cause))
     return out

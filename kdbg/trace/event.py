@@ -17,7 +17,7 @@ from kdbg.symbols.kallsyms import Kallsyms, Location
 from kdbg.symbols.reasons import ReasonTable
 from kdbg.trace.cause import Cause
 from kdbg.trace.filters import PROTO_NAMES
-from kdbg.trace.layout import CT_NONE, RawDropEvent
+from kdbg.trace.layout import CT_ATTACHED, CT_NONE, CT_READ, RawDropEvent
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -44,19 +44,25 @@ IP_CT_IS_REPLY = 3
 IP_CT_UNTRACKED = 7
 
 
-def ct_fields(ctinfo: int, has_ct: int) -> dict[str, Any]:
-    """``ct_state`` and ``ct_reply`` from the skb's ``_nfct`` as the drop program split it:
-    nftables' names (nft_ct_get_eval: no entry is ``invalid``, unless ctinfo says
-    untracked); None when the kernel has no conntrack field."""
+def ct_fields(raw: Any) -> dict[str, Any]:
+    """``ct_state``, ``ct_reply``, ``ct_zone`` and ``ct_mark`` from the skb's ``_nfct`` as
+    the drop program read it: nftables' names for the state (nft_ct_get_eval: no entry
+    is ``invalid``, unless ctinfo says untracked); None for what was not read (a kernel
+    without conntrack, conntrack as a module for the zone and mark, a record of layout
+    'kdbg_drop_record 1')."""
+    out: dict[str, Any] = dict.fromkeys(("ct_state", "ct_reply", "ct_zone", "ct_mark"))
+    ctinfo, flags = getattr(raw, "ctinfo", CT_NONE), getattr(raw, "ct", 0)
     if ctinfo == CT_NONE:
-        return {"ct_state": None, "ct_reply": None}
-    if not has_ct:
-        return {"ct_state": "untracked" if ctinfo == IP_CT_UNTRACKED else "invalid",
-                "ct_reply": None}
-    if ctinfo > 4:
-        return {"ct_state": None, "ct_reply": None}
-    return {"ct_state": CT_STATES[ctinfo % IP_CT_IS_REPLY],
-            "ct_reply": ctinfo >= IP_CT_IS_REPLY}
+        return out
+    if not flags & CT_ATTACHED:
+        out["ct_state"] = "untracked" if ctinfo == IP_CT_UNTRACKED else "invalid"
+        return out
+    if ctinfo <= 4:
+        out["ct_state"] = CT_STATES[ctinfo % IP_CT_IS_REPLY]
+        out["ct_reply"] = ctinfo >= IP_CT_IS_REPLY
+    if flags & CT_READ:
+        out["ct_zone"], out["ct_mark"] = raw.ct_zone, raw.ct_mark
+    return out
 
 
 @dataclass(frozen=True)
@@ -98,6 +104,8 @@ class DropEvent:
     mark: int | None = None
     ct_state: str | None = None
     ct_reply: bool | None = None
+    ct_zone: int | None = None  # the conntrack entry's zone id and mark
+    ct_mark: int | None = None
 
     @property
     def location(self) -> str:
@@ -144,6 +152,9 @@ class DropEvent:
             rec["ct_state"] = self.ct_state
             if self.ct_reply is not None:
                 rec["ct_reply"] = self.ct_reply
+        if self.ct_zone is not None:
+            rec["ct_zone"] = self.ct_zone
+            rec["ct_mark"] = self.ct_mark
         if self.cause is not None:
             rec["cause"] = self.cause.to_json()
         if self.stack is not None:
@@ -179,6 +190,7 @@ class DropEvent:
             file=rec.get("file"), line=rec.get("line"),
             cause=Cause.from_json(rec["cause"]) if rec.get("cause") is not None else None,
             mark=rec.get("mark"), ct_state=rec.get("ct_state"), ct_reply=rec.get("ct_reply"),
+            ct_zone=rec.get("ct_zone"), ct_mark=rec.get("ct_mark"),
         )
 
 
@@ -265,5 +277,5 @@ class Decoder:
             stack=stack,
             # a record of layout 'kdbg_drop_record 1' has neither
             mark=getattr(raw, "mark", None),
-            **ct_fields(getattr(raw, "ctinfo", CT_NONE), getattr(raw, "ct", 0)),
+            **ct_fields(raw),
         )

@@ -51,11 +51,14 @@ class RawDropEvent(ct.Structure):
         ("mark", ct.c_uint32),
         ("ctinfo", ct.c_uint8),
         ("ct", ct.c_uint8),
-        ("pad1", ct.c_uint16),
+        ("ct_zone", ct.c_uint16),
+        ("ct_mark", ct.c_uint32),
+        ("pad1", ct.c_uint32),
     ]
 
 
 CT_NONE = 0xFF  # ctinfo when the kernel's sk_buff has no conntrack field
+CT_ATTACHED, CT_READ = 1, 2  # bits of ``ct``
 
 
 class RawStatsKey(ct.Structure):

@@ -32,6 +32,9 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "SKB_MARK": ("sk_buff.mark",),
     # only with CONFIG_NF_CONNTRACK (or CONFIG_NF_CONNTRACK built as a module)
     "SKB_NFCT": ("sk_buff._nfct",),
+    # in vmlinux's BTF only when conntrack is built in (a module has its own BTF)
+    "CT_ZONE_ID": ("nf_conn.zone.id",),
+    "CT_MARK": ("nf_conn.mark",),
     "DEV_IFINDEX": ("net_device.ifindex",),
     "DEV_NAME": ("net_device.name",),
     # possible_net_t is empty without CONFIG_NET_NS
@@ -39,7 +42,7 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "SK_NET": ("sock.__sk_common.skc_net.net",),
     "NET_INUM": ("net.ns.inum",),
 }
-OPTIONAL = frozenset({"DEV_NET", "SK_NET", "SKB_NFCT"})
+OPTIONAL = frozenset({"DEV_NET", "SK_NET", "SKB_NFCT", "CT_ZONE_ID", "CT_MARK"})
 
 # What the path tracer reads besides: L3 from skb->data on receive.
 EXTRA_FIELDS: dict[str, tuple[str, ...]] = {"SKB_DATA": ("sk_buff.data",)}

@@ -1,9 +1,11 @@
 """Mark and conntrack state on real drops, and the rules they decide: in a throw-away
-namespace pair, namespace b loads tests/data/nft/marks.nft (a prerouting rule marks
-UDP to 7400; input drops mark 0x5, ct state new to 7500, ct state established to 7600,
-ct state invalid to TCP 7700, and over a limit to 7800). Each flow's drops must carry
-the mark and state the kernel gave them and be named to the exact rule handle, with
-nothing left undecided but the limit."""
+namespace pair, namespace b loads tests/data/nft/marks.nft (table kdbgm: a prerouting
+rule marks UDP to 7400; input drops mark 0x5, ct state new to 7500, ct state
+established to 7600, ct state invalid to TCP 7700, and over a limit to 7800; table
+kdbgz: UDP to 8200 gets conntrack zone 3 in a raw chain, UDP to 8300 ct mark 0x7 at
+prerouting, and its input chain drops ct zone 3 and ct mark 0x7). Each flow's drops
+must carry the mark, state, zone and ct mark the kernel gave them and be named to
+the exact rule, with nothing left undecided but the limit."""
 
 from __future__ import annotations
 
@@ -66,6 +68,8 @@ udp(13, 7500)
 udp(11, 7600, sport=40001)
 syn_fin(7, 7700)
 udp(23, 7800)
+udp(5, 8200)
+udp(3, 8300)
 time.sleep(0.2)
 """
 
@@ -106,29 +110,30 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> Scene:
     return by_port, handles, over, pcap
 
 
-@pytest.mark.parametrize("dport, count, mark, state, reply", [
-    (7400, 23, 5, "new", False),
-    (7500, 13, 0, "new", False),
-    (7600, 11, 0, "established", True),
-    (7700, 7, 0, "invalid", None),
+@pytest.mark.parametrize("dport, count, mark, state, reply, zone, ct_mark, rule", [
+    (7400, 23, 5, "new", False, 0, 0, "meta mark 0x00000005 drop"),
+    (7500, 13, 0, "new", False, 0, 0, None),
+    (7600, 11, 0, "established", True, 0, 0, None),
+    (7700, 7, 0, "invalid", None, None, None, None),  # no entry: no zone, no ct mark
+    (8200, 5, 0, "new", False, 3, 0, "ct zone 3 drop"),
+    (8300, 3, 0, "new", False, 0, 7, "ct mark 0x00000007 drop"),
 ])
-def test_each_flow_named_to_its_rule_by_mark_and_state(scene: Scene, dport: int, count: int,
-                                                       mark: int, state: str,
-                                                       reply: bool | None) -> None:
+def test_each_flow_named_to_its_rule_by_mark_and_conntrack(
+        scene: Scene, dport: int, count: int, mark: int, state: str, reply: bool | None,
+        zone: int | None, ct_mark: int | None, rule: str | None) -> None:
     by_port, handles, _, _ = scene
     drops = by_port[dport]
     assert len(drops) == count
-    rule = 7 if dport == 7400 else handles[dport]  # 7400's drop is the mark rule's
     for d in drops:
         assert (d["mark"], d["ct_state"], d.get("ct_reply")) == (mark, state, reply)
+        assert (d.get("ct_zone"), d.get("ct_mark")) == (zone, ct_mark)
         c = d["cause"]
-        assert c["established"] is True and c["rule"]["handle"] == rule, c["summary"]
+        assert c["established"] is True, c["summary"]
+        if rule is None:  # the rule that names the port
+            assert (c["rule"]["table"], c["rule"]["handle"]) == ("kdbgm", handles[dport])
+        else:
+            assert c["rule"]["text"] == f"{rule} # handle {c['rule']['handle']}"
         assert "not_evaluated" not in c and "by elimination" not in c["summary"]
-
-
-def test_the_mark_rule_is_the_one_that_tests_the_mark(scene: Scene) -> None:
-    by_port, _, _, _ = scene
-    assert by_port[7400][0]["cause"]["rule"]["text"] == "meta mark 0x00000005 drop # handle 7"
 
 
 def test_a_limit_is_all_that_stays_undecided(scene: Scene) -> None:
@@ -146,7 +151,9 @@ def test_a_limit_is_all_that_stays_undecided(scene: Scene) -> None:
     ('kdbg.ct_state == "new" && udp.dstport == 7500', 13),
     ('kdbg.ct_state == "established"', 11),
     ('kdbg.ct_state == "invalid" && tcp.dstport == 7700', 7),
-    ("kdbg.rule_handle == 7", 23),
+    ('kdbg.rule contains "table inet kdbgm " && kdbg.rule_handle == 7', 23),
+    ("kdbg.ct_zone == 3", 5),
+    ("kdbg.ct_mark == 7", 3),
 ])
 def test_wiresharks_mark_and_ct_state_fields(scene: Scene, display_filter: str, n: int) -> None:
     need(shutil.which("tshark") is not None, "tshark (Debian's): run scripts/setup.sh")

@@ -94,3 +94,15 @@ def test_a_record_without_mark_says_nothing_of_it() -> None:
                               .to_json().items() if k not in ("mark", "ct_state", "ct_reply")})
     assert (ev.mark, ev.ct_state) == (None, None)
     assert "mark" not in ev.to_json() and "ct_state" not in ev.to_json()
+
+
+def test_the_entrys_zone_and_mark_when_read() -> None:
+    r = raw_v4()
+    r.mark, r.ctinfo, r.ct, r.ct_zone, r.ct_mark = 0, 2, 1 | 2, 3, 0x7  # attached, read
+    ev = Decoder(REASONS, KSYMS).decode(r)
+    assert (ev.ct_state, ev.ct_zone, ev.ct_mark) == ("new", 3, 7)
+    assert {k: ev.to_json()[k] for k in ("ct_zone", "ct_mark")} == {"ct_zone": 3, "ct_mark": 7}
+    r.ct = 1  # attached, but conntrack is a module: vmlinux's BTF has no nf_conn
+    ev = Decoder(REASONS, KSYMS).decode(r)
+    assert (ev.ct_state, ev.ct_zone, ev.ct_mark) == ("new", None, None)
+    assert "ct_zone" not in ev.to_json()

@@ -159,31 +159,41 @@ def marks() -> Ruleset:
                              (NFT / "marks.txt").read_text())
 
 
-def marked(dport: int, mark: int | None, ct: str | None, proto: int = 17) -> Packet:
+def marked(dport: int, mark: int | None, ct: str | None, proto: int = 17,
+           zone: int | None = 0, ct_mark: int | None = 0) -> Packet:
     return Packet("ipv4", proto, ipaddress.ip_address("10.77.9.1"),
                   ipaddress.ip_address("10.77.9.2"), 40000, dport, iifname="veth-b",
-                  mark=mark, ct_state=ct)
+                  mark=mark, ct_state=ct, ct_zone=zone, ct_mark=ct_mark)
 
 
-@pytest.mark.parametrize("dport, mark, ct, proto, handle", [
-    (7400, 5, "new", 17, 7),  # marked 5 by the prerouting rule
-    (7500, 0, "new", 17, 8),
-    (7600, 0, "established", 17, 9),
-    (7700, 0, "invalid", 6, 10),
+@pytest.mark.parametrize("dport, mark, ct, proto, zone, ct_mark, table, handle", [
+    (7400, 5, "new", 17, 0, 0, "kdbgm", 7),  # marked 5 by the prerouting rule
+    (7500, 0, "new", 17, 0, 0, "kdbgm", 8),
+    (7600, 0, "established", 17, 0, 0, "kdbgm", 9),
+    (7700, 0, "invalid", 6, None, None, "kdbgm", 10),  # no entry: no zone, no mark
+    (8200, 0, "new", 17, 3, 0, "kdbgz", 6),  # zone 3, set before conntrack
+    (8300, 0, "new", 17, 0, 7, "kdbgz", 7),  # the entry marked 7 at prerouting
 ])
-def test_mark_and_ct_state_decide_exactly(marks: Ruleset, dport: int, mark: int, ct: str,
-                                          proto: int, handle: int) -> None:
-    f = find_rule(marks, marked(dport, mark, ct, proto), ("input",), ("ip", "inet"))
-    assert f.established and f.rule is not None and f.rule.handle == handle
+def test_mark_and_conntrack_decide_exactly(marks: Ruleset, dport: int, mark: int, ct: str,
+                                           proto: int, zone: int | None,
+                                           ct_mark: int | None, table: str,
+                                           handle: int) -> None:
+    f = find_rule(marks, marked(dport, mark, ct, proto, zone, ct_mark), ("input",),
+                  ("ip", "inet"))
+    assert f.established and f.rule is not None
+    assert (f.rule.table, f.rule.handle) == (table, handle)
     assert f.unknown == () and "by elimination" not in f.text
 
 
 def test_without_them_the_same_drop_is_not_established(marks: Ruleset) -> None:
     """A record made before kdbg read them: the issue's two candidates."""
-    f = find_rule(marks, marked(7500, None, None), ("input",), ("ip", "inet"))
+    f = find_rule(marks, marked(7500, None, None, zone=None, ct_mark=None), ("input",),
+                  ("ip", "inet"))
     assert not f.established
-    assert {r.handle for r in f.candidates} == {7, 8}
-    assert f.unknown == ("ct state in new", "meta mark == 5")
+    assert {(r.table, r.handle) for r in f.candidates} == {
+        ("kdbgm", 7), ("kdbgm", 8), ("kdbgz", 6), ("kdbgz", 7)}
+    assert f.unknown == ("ct mark == 7", "ct state in established", "ct state in invalid",
+                         "ct state in new", "ct zone == 3", "meta mark == 5")
 
 
 def test_a_state_no_rule_drops_is_not_blamed_on_one(marks: Ruleset) -> None:
@@ -215,8 +225,21 @@ def test_a_mark_set_at_the_drops_hook_is_not_taken_from_the_drop(marks: Ruleset)
         "expr": [{"mangle": {"key": {"meta": {"key": "mark"}}, "value": 5}}]}})
     rs = Ruleset.from_json(doc, (NFT / "marks.txt").read_text())
     f = find_rule(rs, marked(7500, 5, "new"), ("input",), ("ip", "inet"))
-    assert not f.established and {r.handle for r in f.candidates} == {7, 8}
+    assert not f.established and {(r.table, r.handle) for r in f.candidates} == {
+        ("kdbgm", 7), ("kdbgm", 8)}
     assert f.unknown == ("meta mark == 5",)
     # the output chain's mark rule is at another hook: input keeps the drop's mark
     g = find_rule(marks, marked(7500, 5, "new"), ("input",), ("ip", "inet"))
-    assert g.established and g.rule is not None and g.rule.handle == 7
+    assert g.established and g.rule is not None and (g.rule.table, g.rule.handle) == (
+        "kdbgm", 7)
+
+
+def test_a_ct_mark_set_at_the_drops_hook_is_not_taken_from_the_drop() -> None:
+    doc = json.loads((NFT / "marks.json").read_text())
+    doc["nftables"].append({"rule": {
+        "family": "inet", "table": "kdbgz", "chain": "in", "handle": 99,
+        "expr": [{"mangle": {"key": {"ct": {"key": "mark"}}, "value": 7}}]}})
+    rs = Ruleset.from_json(doc, (NFT / "marks.txt").read_text())
+    f = find_rule(rs, marked(8300, 0, "new", ct_mark=7), ("input",), ("ip", "inet"))
+    assert f.established and f.rule is not None and f.rule.table == "kdbgz"
+    assert f.unknown == ("ct mark == 7",) and "by elimination" in f.text
