@@ -232,6 +232,10 @@ def main() -> int:
                 ("kdbg watch streaming, all match, --no-causes",
                  [*KDBG, "watch", "--json", "--no-causes", "--dport", str(PORT), "--netns",
                   lab.b.name], "kdbg: watching", "kdbg", True),
+                # The journey's cost: each flooded packet crosses three hop points.
+                ("kdbg watch streaming, all match, --journey",
+                 [*KDBG, "watch", "--json", "--journey", "--dport", str(PORT), "--netns",
+                  lab.b.name], "kdbg: watching", "kdbg", True),
                 ("kdbg watch --stats --no-causes",
                  [*KDBG, "watch", "--json", "--stats", "--no-causes", "--reason",
                   "NETFILTER_DROP"], "kdbg: watching", "kdbg", True),
@@ -321,6 +325,12 @@ def main() -> int:
     if causes_ratio is not None:
         print(f"streaming with causes / with --no-causes: {causes_ratio:.3f}; every streaming "
               f"round adds up: {'yes' if every_round_adds_up else 'NO'}")
+    by_name = {r.name: r for r in runs}
+    journey = by_name.get("kdbg watch streaming, all match, --journey")
+    streaming = by_name.get("kdbg watch streaming, all match")
+    if journey is not None and streaming is not None:
+        print(f"--journey: streaming's ratio {streaming.ratio:.3f}, with the journey "
+              f"{journey.ratio:.3f} ({journey.ratio - streaming.ratio:+.3f})")
     print(f"time to 'kdbg: watching': median {statistics.median(ready):.2f} s "
           f"(runs: {', '.join(f'{t:.2f}' for t in ready)}); load average "
           f"{os.getloadavg()[0]:.2f}")

@@ -8,16 +8,7 @@
 #ifndef KDBG_PATH_EVENT_H
 #define KDBG_PATH_EVENT_H
 
-#define KDBG_PATH_IFNAMSIZ 16
-
-/* Which tracepoint fired: the event's "tp" field. */
-#define KDBG_TP_NET_DEV_QUEUE 1
-#define KDBG_TP_NETIF_RX 2
-#define KDBG_TP_NETIF_RECEIVE_SKB 3
-#define KDBG_TP_NETIF_RECEIVE_SKB_ENTRY 4
-#define KDBG_TP_NAPI_GRO_RECEIVE_ENTRY 5
-#define KDBG_TP_KFREE_SKB 6
-#define KDBG_TP_CONSUME_SKB 7
+#include "hop_seen.h"	/* struct kdbg_hop_seen; KDBG_TP_*: the event's "tp" */
 
 /* Value of the tracking map, keyed by skb address. */
 struct kdbg_path_track {
@@ -31,22 +22,10 @@ struct kdbg_path_event {
 	__u64 skbaddr;
 	__u64 location;		/* end events: the caller of kfree_skb/consume_skb */
 	__u32 reason;		/* kfree_skb: enum skb_drop_reason, as numbered by this kernel */
-	__u32 netns;		/* inode of the skb's network namespace, 0 if unknown */
-	__s32 ifindex;		/* 0 if the skb has no device */
-	__u32 len;		/* skb->len */
 	__u32 cpu;
-	__u16 protocol;		/* ethertype, host order */
+	struct kdbg_hop_seen seen;	/* the skb's device, namespace and packet */
 	__u8 tp;		/* KDBG_TP_* */
-	__u8 family;		/* 4, 6, or 0 when the L3 header was not parsed */
-	__u8 l4proto;		/* IPPROTO_*, 0 when unknown */
-	__u8 icmp_type;
-	__u8 icmp_code;
-	__u8 l4_valid;		/* ports or ICMP fields were read */
-	__u16 sport;		/* host order; ICMP: identifier */
-	__u16 dport;		/* host order; ICMP: sequence */
-	__u8 saddr[16];		/* IPv4 in the first four bytes */
-	__u8 daddr[16];
-	char ifname[KDBG_PATH_IFNAMSIZ];
+	__u8 pad0[7];
 };
 
 /* Slots of the per-CPU counters array. */

@@ -15,6 +15,8 @@ their own beside it (their globals stay out of gdb's ``__main__``):
                          cause -- kdbg_rule.py
   kdbg-where             the drop that armed the breakpoint, kdbg's breakpoints and
                          the guard's decisions -- kdbg_rule.py
+  kdbg-journey [EXPR]    the stopped skb's hops before its drop, from the tracer's
+                         journey table in the target -- kdbg_journey.py
   lx-symbols [PATH...]   kdbg's, in place of Linux's (only when Linux's scripts are
                          loaded) -- kdbg_lxsymbols.py
 
@@ -33,8 +35,8 @@ for _kdbg_dir in (Path(__file__).resolve().parent.parent, Path(__file__).resolve
     if str(_kdbg_dir) not in sys.path:
         sys.path.insert(0, str(_kdbg_dir))
 
-for _kdbg_module in ("kdbg_values", "kdbg_state", "kdbg_skb", "kdbg_rule", "kdbg_lxsymbols",
-                     "kdbg_help"):
+for _kdbg_module in ("kdbg_values", "kdbg_state", "kdbg_skb", "kdbg_rule", "kdbg_journey",
+                     "kdbg_lxsymbols", "kdbg_help"):
     if _kdbg_module in sys.modules:
         importlib.reload(sys.modules[_kdbg_module])
     else:

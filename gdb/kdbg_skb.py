@@ -193,12 +193,8 @@ the target is stopped at). --record FILE also writes what was read, as JSON.
         super().__init__("kdbg-skb", gdb.COMMAND_DATA, gdb.COMPLETE_EXPRESSION)
 
     def invoke(self, arg: str, from_tty: bool) -> None:
-        record = None
-        if arg.strip().startswith("--record"):
-            _, record, arg = (arg.strip().split(None, 2) + ["", ""])[:3]
-            if not record:
-                raise gdb.GdbError("usage: kdbg-skb [--record FILE] [EXPR]")
-        skb, origin = _skb(arg.strip())
+        record, arg = kdbg_state.record_option(arg, "kdbg-skb [--record FILE] [EXPR]")
+        skb, origin = _skb(arg)
         address = int(skb)
         if address == 0:
             raise gdb.GdbError(f"kdbg-skb: {origin} is NULL")

@@ -33,6 +33,17 @@ def require(command: str) -> PromptState:
     return state
 
 
+def record_option(arg: str, usage: str) -> tuple[str | None, str]:
+    """``--record FILE`` at the start of a command's argument: (FILE or None, the rest);
+    a one-line gdb error with ``usage`` when FILE is missing."""
+    if not arg.strip().startswith("--record"):
+        return None, arg.strip()
+    _, record, rest = (arg.strip().split(None, 2) + ["", ""])[:3]
+    if not record:
+        raise gdb.GdbError(f"usage: {usage}")
+    return record, rest.strip()
+
+
 def sk_buff_pointer() -> Any:
     """gdb's ``struct sk_buff *``; gdb.error when gdb has no such type."""
     return gdb.lookup_type("struct sk_buff").pointer()

@@ -11,6 +11,7 @@ from kdbg.debugger.skb import SkbInfo
 from kdbg.guard import Decision
 from kdbg.trace.cause import Cause
 from kdbg.trace.event import DropEvent
+from kdbg.trace.journey import Journey
 
 HIT_STACK_WAIT = 30.0  # seconds to wait for the stopped skb's drop event after resuming
 
@@ -45,6 +46,7 @@ class Hit:
     kernel_stack: tuple[str, ...] | None = None
     stack_note: str | None = None
     cause: Cause | None = None  # the stopped skb's drop cause, from the tracer
+    journey: Journey | None = None  # its hops: read at the stop, then the tracer's record
     deadline: float = 0.0
     stopped_at: float = 0.0  # time.monotonic() when kdbg saw the stop
 

@@ -12,10 +12,11 @@ from typing import Any
 from kdbg.breakwatch.model import Hit
 from kdbg.debugger.model import Breakpoint, CleanupReport, DropSite
 from kdbg.debugger.run import render_stop
-from kdbg.drops import drop_json, drop_line, header, more_line, stack_lines
+from kdbg.drops import drop_json, drop_line, header, journey_block, more_line, stack_lines
 from kdbg.guard import Decision
 from kdbg.guard import render as render_decision
 from kdbg.trace.event import DropEvent
+from kdbg.trace.journeytext import journey_lines
 from kdbg.trace.more import Summarized
 
 
@@ -40,9 +41,8 @@ class BreakTextSink:
             _emit(self.out, header())
             self._header = True
         _emit(self.out, drop_line(event))
-        if self.stacks:
-            for line in stack_lines(event):
-                _emit(self.out, line)
+        for line in (stack_lines(event) if self.stacks else []) + journey_block(event):
+            _emit(self.out, line)
 
     def armed(self, site: DropSite, bp: Breakpoint, event: DropEvent, seconds: float) -> None:
         _emit(self.out, f"armed at {site.caller} (0x{site.call_addr:x}), the call to "
@@ -63,6 +63,9 @@ class BreakTextSink:
             _emit(self.out, f"    {hit.skb.summary()}")
         if hit.cause is not None:
             _emit(self.out, f"    cause: {hit.cause.text}")
+        if hit.journey is not None:
+            for line in journey_lines(hit.journey):
+                _emit(self.out, f"    {line}")
         _emit(self.out, "    backtrace (gdb, trusted frames only):")
         for line in lines[1:]:
             _emit(self.out, f"      {line}")
@@ -133,6 +136,8 @@ class BreakJsonSink:
             rec["kernel_stack_note"] = hit.stack_note
         if hit.cause is not None:
             rec["cause"] = hit.cause.to_json()
+        if hit.journey is not None:
+            rec.update(hit.journey.to_json())
         self._json(rec)
 
     def record(self, record: dict[str, object]) -> None:

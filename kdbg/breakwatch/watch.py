@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from kdbg.breakwatch.journeys import StopJourneys
 from kdbg.breakwatch.model import (
     HIT_STACK_WAIT,
     BreakConfig,
@@ -80,6 +81,7 @@ class BreakWatch(RemoteLoop):
         self.last_armed: DropEvent | None = None
         self.report: CleanupReport | None = None
         self.pending: list[Hit] = []  # stops whose skb the tracer has not reported yet
+        self.journeys = StopJourneys()
         self.signals = StopSignals()
 
     # -- the loop -------------------------------------------------------------
@@ -164,6 +166,7 @@ class BreakWatch(RemoteLoop):
         def show() -> None:
             self.sink.drop(self.lines.annotate(ev) if self.lines else ev)
 
+        self.journeys.seen(ev)
         if (self.follower is not None and self.bp is None
                 and self.follower.due(self.session, ev.module)):
             report_modules(self.follower.refresh(self.session), self.sink)
@@ -181,6 +184,7 @@ class BreakWatch(RemoteLoop):
                 h.skb = SkbInfo.from_drop(h.skb.address, ev)
                 h.kernel_stack = tuple(str(f) for f in ev.stack)
                 h.cause = ev.cause
+                h.journey = ev.journey or h.journey  # times before the drop itself
                 self.pending.remove(h)
                 self.sink.hit(h)
 
@@ -239,6 +243,8 @@ class BreakWatch(RemoteLoop):
                 address = skb_address(self.session.inspect, site.callee)
                 skb = SkbInfo(address) if address is not None else None
         hit = Hit(self.hits, stop, skb, stopped_at=stopped_at)
+        if skb is not None:
+            hit.journey = self.journeys.read(self.session.inspect, skb.address)
         if self.cfg.interactive:
             self._hand_over(hit)
             return False
@@ -277,7 +283,7 @@ class BreakWatch(RemoteLoop):
             "reason": last.reason if last else None}}
         if last is not None:
             facts["armed_by"] = last.to_json()
-        return facts
+        return facts | self.journeys.facts()
 
     def _expire(self, now: float) -> None:
         """Report the stops whose skb the tracer did not report in time."""

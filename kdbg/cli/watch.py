@@ -16,6 +16,7 @@ from kdbg.cli.options import (
     tracer_options,
 )
 from kdbg.drops import JsonSink, TextSink, WatchConfig, prepare
+from kdbg.errors import BadInput
 from kdbg.transports import NAMES as TRANSPORTS
 
 EXAMPLES = """
@@ -27,6 +28,7 @@ Examples:
   kdbg watch --netns /var/run/netns/blue --ifname veth1 --json
   kdbg watch --stats --interval 5 --duration 60 counts kept in the kernel
   kdbg watch --count 1 --cmd 'ip netns exec blue ping -c1 10.77.1.2'
+  kdbg watch --journey --dport 5555             each drop with the hops before it
   kdbg watch --reason no_socket --print-bpf     show the generated C and exit
   kdbg watch --hw --json                        hardware drops, from devlink traps
   kdbg watch --write drops.kdbg --duration 60   keep every drop (kdbg report drops.kdbg)
@@ -52,6 +54,9 @@ Examples:
 @click.option("--no-causes", "causes", is_flag=True, flag_value=False, default=True,
               help="Leave out each drop's cause (the rule, the missing socket, the setting; "
                    "see 'kdbg diagnose').")
+@click.option("--journey/--no-journey", default=None,
+              help="Each drop with its packet's journey: the hops it crossed before, with "
+                   "what changed (on by default with --break).")
 @click.option("--stats", is_flag=True,
               help="Count drops per (reason, location) in the kernel; exact under load.")
 @click.option("--events", is_flag=True, help="With --stats, also show each drop.")
@@ -111,8 +116,10 @@ def watch(ctx: click.Context, as_json: bool, print_bpf: bool, do_break: bool, la
     if hw:
         watch_hw(ctx, as_json, print_bpf)
         return
+    journey = opts.pop("journey")
     cfg = WatchConfig(filters=filters_from(opts), vmlinux=vmlinux,
-                                **opts)  # type: ignore[arg-type]
+                      journey=do_break if journey is None else bool(journey),
+                      **opts)  # type: ignore[arg-type]
     if write is not None or pcap is not None:
         from kdbg.cli.report import record  # recording: see docs/architecture.md
 
@@ -140,6 +147,8 @@ NEEDS = {
     "hw_break": ("do_break",), "source_tree": ("gdb_endpoint",), "no_source": ("do_break",),
     "snaplen": ("write", "pcap"),
 }
+# --journey: the hops come with drops that are shown one by one.
+JOURNEY_WITHOUT = ("write", "pcap", "hw")
 LOCAL_ONLY = ("stats", "events", "interval", "cmd", "buffer_pages", "print_bpf")
 
 
@@ -148,6 +157,10 @@ def check_options(ctx: click.Context) -> None:
     require(ctx, NEEDS)
     exclude(ctx, {name: ("lab", "do_break", "events_cmd") for name in LOCAL_ONLY},
             why="the tracer runs in the target with its drop options only")
+    if ctx.params.get("journey"):  # --no-journey goes with anything
+        exclude(ctx, {"journey": JOURNEY_WITHOUT}, why="a journey comes with each drop shown")
+        if ctx.params.get("stats") and not ctx.params.get("events"):
+            raise BadInput("--journey does nothing with --stats alone (add --events)")
 
 
 COMMANDS = [watch]

@@ -181,6 +181,31 @@ class VethLab(PairLab):
         self.a.python(SEND_UDP_CODE.format(src=src, dst=dst, sport=sport, dport=dport, count=count))
 
 
+@dataclass
+class VethBridgeLab(VethLab):
+    """``a`` and ``b`` joined by ``veth-a``/``veth-b``, where ``veth-b`` is a port of the
+    bridge ``br0`` in ``b``, which holds ``b``'s addresses: a packet from ``a`` to ``b``
+    crosses veth-a, veth-b and br0, in two namespaces.
+    """
+
+    prefix: str = field(default_factory=lambda: f"kdbgvb{os.getpid()}")
+
+    def build(self) -> None:
+        for ns in (self.a, self.b):
+            run_checked(["ip", "netns", "add", ns.name])
+            ns.run(["ip", "link", "set", "lo", "up"])
+        run_checked(["ip", "link", "add", "veth-a", "netns", self.a.name,
+                     "type", "veth", "peer", "name", "veth-b", "netns", self.b.name])
+        self.b.run(["ip", "link", "add", "br0", "type", "bridge"])
+        self.b.run(["ip", "link", "set", "veth-b", "master", "br0"])
+        self.b.run(["ip", "link", "set", "veth-b", "up"])
+        _address(self.a, "veth-a", self.addr_a, self.addr6_a)
+        _address(self.b, "br0", self.addr_b, self.addr6_b)
+        allow_ping(self.a)
+        for src, dst in ((self.addr_a, self.addr_b), (self.addr6_a, self.addr6_b)):
+            run_checked(icmp_echo_argv(self.a, src, dst, ident=1, timeout=3), check=False)
+
+
 # ICMP echo over a datagram ("ping") socket: the kernel writes the identifier
 # (the bound port) and the checksum. Needs net.ipv4.ping_group_range to include
 # the caller's group, which allow_ping() sets inside a namespace.

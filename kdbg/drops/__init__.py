@@ -16,6 +16,7 @@ from kdbg.drops.output import (
     drop_line,
     endpoint,
     header,
+    journey_block,
     more_json,
     more_line,
     read_jsonl,
@@ -30,5 +31,5 @@ from kdbg.drops.watch import Sink, Watch, WatchConfig, WatchResult, prepare, rec
 
 __all__ = ["JsonSink", "Sink", "StatsRow", "Summary", "TextSink", "Watch", "WatchConfig",
            "WatchResult", "drop_json", "drop_line", "endpoint", "guest_watch_argv", "header",
-           "more_json", "more_line", "prepare", "read_jsonl", "recorded_causes", "stack_lines",
-           "stats_json", "stats_rows", "stats_table", "wall_clock"]
+           "journey_block", "more_json", "more_line", "prepare", "read_jsonl", "recorded_causes",
+           "stack_lines", "stats_json", "stats_rows", "stats_table", "wall_clock"]

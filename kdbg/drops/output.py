@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kdbg.trace.event import DropEvent
+from kdbg.trace.journeytext import journey_lines
 from kdbg.trace.lines import LineSink
 from kdbg.trace.more import Summarized
 
@@ -95,6 +96,11 @@ def drop_line(ev: DropEvent) -> str:
 
 def stack_lines(ev: DropEvent) -> list[str]:
     return [f"    #{i:<2} {frame}" for i, frame in enumerate(ev.stack or ())]
+
+
+def journey_block(ev: DropEvent) -> list[str]:
+    """The drop's journey under its line (``--journey``), or nothing."""
+    return ["    " + line for line in journey_lines(ev.journey)] if ev.journey else []
 
 
 def drop_json(ev: DropEvent) -> str:
@@ -204,7 +210,7 @@ class TextSink(LineSink):
             self._add(header())
             self._header_done = True
         self._add(drop_line(event))
-        for line in stack_lines(event):
+        for line in stack_lines(event) + journey_block(event):
             self._add(line)
 
     def stats(self, rows: list[StatsRow], summary: Summary, final: bool) -> None:

@@ -19,6 +19,8 @@ def remote_options(cfg: WatchConfig) -> list[str]:
         out.append("--stack")
     if not cfg.causes:
         out.append("--no-causes")
+    if cfg.journey:
+        out.append("--journey")
     return out
 
 

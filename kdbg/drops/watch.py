@@ -14,6 +14,7 @@ from typing import Protocol
 
 from kdbg.causes import CauseFinder, stack_reasons, with_cause
 from kdbg.drops.chains import Learner
+from kdbg.drops.journeys import JourneyDropProbe, Journeys
 from kdbg.drops.output import StatsRow, Summary, stats_rows
 from kdbg.errors import BadInput, KdbgError
 from kdbg.symbols import tpformat
@@ -23,6 +24,7 @@ from kdbg.symbols.reasons import ReasonTable
 from kdbg.trace import filters as flt
 from kdbg.trace import loop, more, offsets, program
 from kdbg.trace.event import Decoder, DropEvent, from_drop
+from kdbg.trace.journeylayout import RawJourneyDrop
 from kdbg.trace.layout import RawDropEvent
 from kdbg.trace.more import MoreCounts, Summarized
 from kdbg.trace.probe import TRACEPOINT, DropProbe, check_privileges, per_cpu_u64
@@ -46,6 +48,8 @@ class WatchConfig:
     events: bool = False  # with stats: stream each drop as well
     vmlinux: str | None = None  # DWARF for file:line; None: the distribution's, if installed
     causes: bool = True  # a cause on each streamed drop (kdbg.causes)
+    journey: bool = False  # each drop's journey: the hops its packet crossed before
+    journey_slots: int = 1024  # packets followed at once (a power of two)
     # Take each drop's stack as well as its learned call chain, and show it (kernel tests
     # check that both give the same cause).
     check_chains: bool = False
@@ -95,6 +99,9 @@ class Watch:
         # the hook), so the program takes the stacks of those reasons only.
         self.causes = CauseFinder() if cfg.causes and not self.stats_only else None
         cause_stacks = self._stack_reasons() if self.causes is not None else ()
+        if cfg.journey and self.stats_only:
+            raise BadInput("--journey does nothing with --stats alone (add --events)")
+        self.journeys = Journeys(self.spec, cfg.journey_slots) if cfg.journey else None
         # Their frames are read off the stack where a learned call chain says they are;
         # only --stack, which shows every frame, walks every stack.
         self.chains = bool(cause_stacks) and not cfg.stack
@@ -104,7 +111,8 @@ class Watch:
                            stack_reasons=() if cfg.stack else cause_stacks,
                            chains=self.chains, chain_check=cfg.check_chains,
                            stats_only=self.stats_only, count_stats=cfg.stats,
-                           summarize=not self.stats_only, ringbuf_pages=cfg.buffer_pages),
+                           summarize=not self.stats_only, ringbuf_pages=cfg.buffer_pages,
+                           **(self.journeys.program_options() if self.journeys else {})),
         )
         self.lines = None if self.stats_only else self._lines(cfg.vmlinux)
 
@@ -150,6 +158,8 @@ class Watch:
         """Attach, report until a stop condition, detach. Ctrl-C/SIGTERM end it cleanly."""
         turn = _WatchLoop(self, sink)
         end = loop.run(turn, cmd=self.cfg.cmd, duration=self.cfg.duration)
+        if turn.journeys_line:
+            sink.watching(turn.journeys_line)
         if self.lines is not None and self.lines.error:
             sink.watching(f"kdbg: warning: file:line stopped: {self.lines.error}")
         if self.cfg.stats:
@@ -189,7 +199,9 @@ class _WatchLoop(loop.RingLoop):
     probe: DropProbe
 
     def __init__(self, watch: Watch, sink: Sink) -> None:
-        super().__init__(DropProbe(watch.text))
+        j = watch.journeys
+        super().__init__(j.probe(watch.text) if j is not None else DropProbe(watch.text))
+        self.journeys_line = ""
         self.watch, self.cfg, self.sink = watch, watch.cfg, sink
         self.decoder: Decoder | None = None
         self.delivered = 0
@@ -213,16 +225,19 @@ class _WatchLoop(loop.RingLoop):
         for key, count in self.more.new():
             self.sink.more(more.decode(key, count, w.reasons, w.kallsyms()))
 
-    def on_event(self, raw: RawDropEvent) -> None:
+    def on_event(self, raw: RawDropEvent | RawJourneyDrop) -> None:
         if self.ended:
             return
         w, probe = self.watch, self.probe
         if self.decoder is None:
             shown = self.cfg.stack or self.cfg.check_chains
             self.decoder = Decoder(w.reasons, w.kallsyms(), stack_of=probe.stack if shown else None)
-        event = self.decoder.decode(raw)
+        drop = raw.ev if isinstance(raw, RawJourneyDrop) else raw
+        event = self.decoder.decode(drop)
         if w.causes is not None:
-            event = with_cause(w.causes, event, lambda: self._frames(raw, event))
+            event = with_cause(w.causes, event, lambda: self._frames(drop, event))
+        if w.journeys is not None and isinstance(raw, RawJourneyDrop):
+            event = w.journeys.add(event, raw)
         self.sink.drop(w.lines.annotate(event) if w.lines else event)
         self.delivered += 1
         if self.cfg.count is not None and self.delivered >= self.cfg.count:
@@ -250,6 +265,8 @@ class _WatchLoop(loop.RingLoop):
     def attach(self) -> None:
         super().attach()
         w = self.watch
+        if w.journeys is not None:
+            w.journeys.attached()
         lines = f", file:line from {w.lines.vmlinux}" if w.lines else ""
         self.sink.watching(
             f"kdbg: watching {TRACEPOINT} on Linux {os.uname().release} "
@@ -279,6 +296,8 @@ class _WatchLoop(loop.RingLoop):
         self.report_more()
         self.rows, self.summary = self.watch._snapshot(self.probe, self.delivered,
                                                        self._summarized)
+        if self.watch.journeys is not None and isinstance(self.probe, JourneyDropProbe):
+            self.journeys_line = self.watch.journeys.summary(self.probe)
 
     def close(self) -> None:
         super().close()

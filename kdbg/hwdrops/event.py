@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from kdbg.hwdrops import devlink
-from kdbg.trace.event import IPAddress, addresses
 from kdbg.trace.filters import PROTO_NAMES
+from kdbg.trace.headers import IPAddress, addresses
 
 # ctypes mirror of bpf/hw_event.h (tests/unit/test_hwdrops.py keeps them in step)
 BUSLEN, DEVLEN, DRVLEN, TRAPLEN, GROUPLEN, IFNAMSIZ = 16, 32, 16, 40, 32, 16

@@ -7,7 +7,7 @@ import time
 from typing import Any, Protocol
 
 from kdbg.hwdrops.event import HwDropEvent
-from kdbg.trace.event import IPAddress
+from kdbg.trace.headers import IPAddress
 from kdbg.trace.lines import LineSink
 
 COLUMNS = (("TIME", 15), ("CPU", 3), ("DEVICE", 22), ("TRAP", 26), ("GROUP", 16),

@@ -7,7 +7,6 @@ Both name their packet by a small number given in order of first sight.
 
 from __future__ import annotations
 
-import ipaddress
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,89 +14,11 @@ from typing import Any
 
 from kdbg.symbols.kallsyms import Location
 from kdbg.symbols.reasons import ReasonTable
-from kdbg.trace.event import IPAddress, addresses
-from kdbg.trace.filters import PROTO_NAMES
+from kdbg.trace import hops
+from kdbg.trace.headers import Headers
+from kdbg.trace.nsnames import NetnsNames
 
 from . import layout
-from .nsnames import NetnsNames
-
-ICMP_NAMES = {
-    (4, 0): "echo reply", (4, 8): "echo request", (4, 3): "unreachable",
-    (4, 11): "time exceeded",
-    (6, 128): "echo request", (6, 129): "echo reply", (6, 1): "unreachable",
-    (6, 3): "time exceeded", (6, 133): "router solicitation", (6, 134): "router advertisement",
-    (6, 135): "neighbour solicitation", (6, 136): "neighbour advertisement",
-    (6, 143): "MLDv2 report",
-}
-ETHERTYPES = {0x0806: "arp", 0x8100: "vlan", 0x88CC: "lldp"}
-
-
-@dataclass(frozen=True)
-class Headers:
-    """What a hop saw of the packet: L3/L4 summary and length."""
-
-    len: int
-    ethertype: int
-    family: str | None = None
-    proto: str | None = None
-    saddr: IPAddress | None = None
-    daddr: IPAddress | None = None
-    sport: int | None = None
-    dport: int | None = None
-    icmp_type: int | None = None
-    icmp_code: int | None = None
-
-    @property
-    def icmp_id(self) -> int | None:
-        return self.sport if self.icmp_type is not None else None
-
-    def summary(self) -> str:
-        """``10.0.0.1 -> 10.0.0.2 icmp echo request id=7 seq=1``, or a 5-tuple."""
-        if self.family is None:
-            return ETHERTYPES.get(self.ethertype, f"ethertype 0x{self.ethertype:04x}")
-        if self.icmp_type is not None:
-            fam = 4 if self.family == "ipv4" else 6
-            what = ICMP_NAMES.get((fam, self.icmp_type), f"type {self.icmp_type}")
-            text = f"{self.saddr} -> {self.daddr} {self.proto} {what}"
-            if what.startswith("echo"):
-                text += f" id={self.sport} seq={self.dport}"
-            return text
-        if self.sport is not None:
-            def ep(a: IPAddress | None, p: int | None) -> str:
-                return f"[{a}]:{p}" if a is not None and a.version == 6 else f"{a}:{p}"
-            return f"{ep(self.saddr, self.sport)} -> {ep(self.daddr, self.dport)} {self.proto}"
-        return f"{self.saddr} -> {self.daddr} {self.proto}"
-
-    def to_json(self) -> dict[str, Any]:
-        rec: dict[str, Any] = {
-            "len": self.len, "family": self.family, "proto": self.proto,
-            "saddr": str(self.saddr) if self.saddr is not None else None,
-            "daddr": str(self.daddr) if self.daddr is not None else None,
-            "sport": self.sport, "dport": self.dport,
-        }
-        if self.family is None:
-            rec["ethertype"] = f"0x{self.ethertype:04x}"
-        if self.icmp_type is not None:
-            rec.update(icmp_type=self.icmp_type, icmp_code=self.icmp_code,
-                       icmp_id=self.sport, icmp_seq=self.dport)
-            rec["sport"] = rec["dport"] = None
-        return rec
-
-    @classmethod
-    def from_json(cls, rec: dict[str, Any]) -> Headers:
-        def addr(v: str | None) -> IPAddress | None:
-            return ipaddress.ip_address(v) if v else None
-
-        icmp = rec.get("icmp_type") is not None
-        ethertype = int(rec.get("ethertype", "0x0"), 16) if rec.get("ethertype") else (
-            0x86DD if rec.get("family") == "ipv6" else 0x0800 if rec.get("family") else 0)
-        return cls(
-            len=rec.get("len", 0), ethertype=ethertype, family=rec.get("family"),
-            proto=rec.get("proto"), saddr=addr(rec.get("saddr")), daddr=addr(rec.get("daddr")),
-            sport=rec.get("icmp_id") if icmp else rec.get("sport"),
-            dport=rec.get("icmp_seq") if icmp else rec.get("dport"),
-            icmp_type=rec.get("icmp_type"), icmp_code=rec.get("icmp_code"),
-        )
 
 
 @dataclass(frozen=True)
@@ -194,22 +115,6 @@ def from_json(rec: dict[str, Any]) -> PathRecord | None:
     return None
 
 
-def _headers(raw: layout.RawPathEvent) -> Headers:
-    saddr, daddr = addresses(raw.family, raw.saddr, raw.daddr)
-    is_icmp = raw.l4proto in (1, 58) and bool(raw.l4_valid)
-    has_ports = bool(raw.l4_valid) and raw.l4proto not in (1, 58)
-    return Headers(
-        len=raw.len, ethertype=raw.protocol,
-        family={4: "ipv4", 6: "ipv6"}.get(raw.family),
-        proto=PROTO_NAMES.get(raw.l4proto, str(raw.l4proto)) if raw.family else None,
-        saddr=saddr, daddr=daddr,
-        sport=raw.sport if has_ports or is_icmp else None,
-        dport=raw.dport if has_ports or is_icmp else None,
-        icmp_type=raw.icmp_type if is_icmp else None,
-        icmp_code=raw.icmp_code if is_icmp else None,
-    )
-
-
 class PathDecoder:
     """Turns raw ring-buffer records into :class:`Hop` and :class:`End`.
 
@@ -233,21 +138,22 @@ class PathDecoder:
         if packet is None:
             packet = self._packets[key] = self._next
             self._next += 1
-        tracepoint = layout.TP_NAMES.get(raw.tp, f"tp{raw.tp}")
-        netns = raw.netns or None
-        ifname = raw.ifname.decode(errors="replace") or None
+        tracepoint = hops.TP_NAMES.get(raw.tp, f"tp{raw.tp}")
+        seen = raw.seen
+        netns = seen.netns or None
+        ifname = seen.ifname.decode(errors="replace") or None
         common: dict[str, Any] = dict(
             packet=packet, skb=raw.skbaddr, time_ns=raw.time_ns + self.wall_offset_ns,
             since_first_ns=raw.time_ns - raw.first_ns, tracepoint=tracepoint, cpu=raw.cpu,
             netns=netns, netns_name=self.names.name(netns), ifname=ifname,
         )
-        if raw.tp in (layout.TP_KFREE_SKB, layout.TP_CONSUME_SKB):
+        if raw.tp in (hops.TP_KFREE_SKB, hops.TP_CONSUME_SKB):
             del self._packets[key]
-            dropped = raw.tp == layout.TP_KFREE_SKB
+            dropped = raw.tp == hops.TP_KFREE_SKB
             return End(
                 **common, fate="dropped" if dropped else "consumed",
                 reason=self.reasons.name(raw.reason) if dropped else None,
                 reason_code=raw.reason if dropped else None,
                 location=str(self.locate(raw.location)) if raw.location else None,
             )
-        return Hop(**common, ifindex=raw.ifindex or None, headers=_headers(raw))
+        return Hop(**common, ifindex=seen.ifindex or None, headers=Headers.from_raw(seen))

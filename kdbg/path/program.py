@@ -11,20 +11,11 @@ from kdbg.symbols import tpformat
 from kdbg.symbols.tpformat import TpFormat
 from kdbg.trace import filters as flt
 from kdbg.trace import offsets as offs
+from kdbg.trace.hops import HOP_TRACEPOINTS
 from kdbg.trace.render import render
-
-from . import layout
 
 TEMPLATE = BPF_DIR / "path.bpf.c"
 
-# Hop tracepoints: (system, name, KDBG_TP_* id, runs on receive with L3 at skb->data).
-HOP_TRACEPOINTS: tuple[tuple[str, str, int, bool], ...] = (
-    ("net", "net_dev_queue", layout.TP_NET_DEV_QUEUE, False),
-    ("net", "netif_rx", layout.TP_NETIF_RX, True),
-    ("net", "netif_receive_skb", layout.TP_NETIF_RECEIVE_SKB, True),
-    ("net", "netif_receive_skb_entry", layout.TP_NETIF_RECEIVE_SKB_ENTRY, True),
-    ("net", "napi_gro_receive_entry", layout.TP_NAPI_GRO_RECEIVE_ENTRY, True),
-)
 END_FUNCS = {"skb:kfree_skb": "kdbg_path_kfree_skb", "skb:consume_skb": "kdbg_path_consume_skb"}
 
 # Struct offsets the template reads (a subset of the drop tracer's, plus its extras).

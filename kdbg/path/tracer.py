@@ -18,12 +18,12 @@ from kdbg.symbols.kallsyms import Kallsyms, LiveKallsyms
 from kdbg.symbols.reasons import ReasonTable
 from kdbg.trace import filters as flt
 from kdbg.trace import loop
+from kdbg.trace.nsnames import NetnsNames
 from kdbg.trace.probe import check_privileges
 
 from . import program
 from .event import End, PathDecoder, PathRecord
 from .layout import RawPathEvent
-from .nsnames import NetnsNames
 from .probe import PathProbe
 from .report import PathSummary
 

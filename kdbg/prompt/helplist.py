@@ -12,8 +12,8 @@ _COMMAND = re.compile(r"^(?P<name>[\w-]+)(?:, [\w-]+)* -- (?P<doc>.*)$")
 _FUNCTION = re.compile(r"^function (?P<name>\w+) -- (?P<doc>.*)$")
 
 # kdbg's own first, in this order; any other kdbg-* after them.
-KDBG_ORDER = ("kdbg-skb", "kdbg-rule", "kdbg-where", "kdbg-state", "kdbg-done", "kdbg-break",
-              "kdbg-guard", "kdbg-sym", "kdbg-kallsyms", "lx-symbols")
+KDBG_ORDER = ("kdbg-skb", "kdbg-rule", "kdbg-journey", "kdbg-where", "kdbg-state", "kdbg-done",
+              "kdbg-break", "kdbg-guard", "kdbg-sym", "kdbg-kallsyms", "lx-symbols")
 KDBG_MARK = "kdbg's "  # a doc that starts so is kdbg's command (its lx-symbols)
 # kdbg's own plumbing, run by kdbg and its hooks, not by hand
 KDBG_INTERNAL = frozenset({"kdbg-refuse", "kdbg-linux"})

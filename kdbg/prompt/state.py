@@ -21,8 +21,16 @@ gdb's ``kdbg-state FILE`` (``gdb/kdbg_state.py``) reads it; ``kdbg-skb``, ``kdbg
         {"number": 1, "address": "0xffffffffc038654a", "label": "nft_do_chain+0x47a",
          "decision": {...}}                     # the guard's Decision.to_json(), or null
       ],
-      "module_roots": ["/root/.cache/kdbg/kernels/debian-6.1.0-57-amd64/debug/lib/modules"]
-    }                                           # trees of modules' debug .ko files
+      "module_roots": ["/root/.cache/kdbg/kernels/debian-6.1.0-57-amd64/debug/lib/modules"],
+                                                # trees of modules' debug .ko files
+      "journey_table": {                        # where the tracer in the target keeps its
+        "address": "0xffffc90000e41000",        # journeys (kdbg-journey reads the stopped
+        "slots": 1024, "slot_size": 1712,       # skb's slot there), as a drop record's
+        "wall_offset_ns": 1796480000000000000,  # "journey_table" says; absent when the
+        "attached_ns": 5320000000               # tracer ran without its journey
+      },
+      "netns_names": {"4026532308": "jb-a"}     # namespace names the tracer gave, by inode
+    }
 
 Addresses are hex strings. Only ``version`` 1 exists; every key but ``version`` may be
 missing or null (``kdbg gdb attach`` has no stop and no drop). The reader needs none of
@@ -33,12 +41,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kdbg.errors import BadInput
 from kdbg.trace.event import DropEvent
+from kdbg.trace.journey import JourneyTable
 
 VERSION = 1
 
@@ -90,6 +99,12 @@ class PromptState:
     armed_by: DropEvent | None = None
     breakpoints: tuple[KdbgBreakpoint, ...] = ()
     module_roots: tuple[Path, ...] = ()
+    journey_table: JourneyTable | None = None
+    netns_names: Mapping[int, str] = field(default_factory=dict)
+
+    def netns_name(self, inode: int | None) -> str | None:
+        """The name the tracer gave namespace ``inode``, if any."""
+        return self.netns_names.get(inode) if inode is not None else None
 
 
 def read(path: str | Path) -> PromptState:
@@ -127,6 +142,8 @@ def from_json(rec: Any) -> PromptState:
         armed_by=armed_by,
         breakpoints=tuple(_breakpoint(b) for b in _opt(rec, "breakpoints", list) or ()),
         module_roots=tuple(Path(p) for p in _opt(rec, "module_roots", list) or ()),
+        journey_table=_journey_table(rec.get("journey_table")),
+        netns_names=_netns_names(_opt(rec, "netns_names", Mapping) or {}),
     )
 
 
@@ -168,3 +185,20 @@ def _breakpoint(rec: Any) -> KdbgBreakpoint:
                                str(decision.get("why", "")), decision.get("transport"),
                                bool(decision.get("forced", False)))
     return KdbgBreakpoint(rec["number"], address or 0, _opt(rec, "label", str), verdict)
+
+
+def _journey_table(rec: Any) -> JourneyTable | None:
+    if rec is None:
+        return None
+    try:
+        return JourneyTable.from_json(rec)
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise BadInput(f'"journey_table" is not a journey table ({type(err).__name__}: '
+                       f"{err})") from err
+
+
+def _netns_names(rec: Mapping[str, Any]) -> dict[int, str]:
+    try:
+        return {int(k): str(v) for k, v in rec.items()}
+    except ValueError as err:
+        raise BadInput(f'"netns_names" is not names by inode: {err}') from err

@@ -13,7 +13,12 @@ from collections.abc import Callable
 from kdbg.record.layout import RING_BUSY, RING_DISCARD, RING_HDR
 from kdbg.trace.ringbuf import Ring, RingError
 
-__all__ = ["BulkRing", "RingError"]
+__all__ = ["BLOCK_BYTES", "BulkRing", "RingError"]
+
+# At most this much goes to one ``write`` (one EVENTS block of the file): a recorder that
+# fell behind by megabytes and was then killed mid-write loses one such block, not all
+# it had caught up on; its space goes back to the kernel a part at a time.
+BLOCK_BYTES = 1 << 20
 
 
 class BulkRing(Ring):
@@ -29,7 +34,8 @@ class BulkRing(Ring):
 
     def drain(self, write: Callable[[memoryview, int], None]) -> int:
         """Pass the run of committed records at the consumer position to
-        ``write(buffer, count)``, then release them. Returns the records passed."""
+        ``write(buffer, count)``, at most :data:`BLOCK_BYTES` at a time, releasing each
+        part once written. Returns the records passed."""
         cons, prod = self.positions()
         n = (prod - cons) // self.record_size
         if n <= 0:
@@ -39,10 +45,12 @@ class BulkRing(Ring):
                 words = words_view[::self.record_size // 4].tolist()
             if min(words) != self._hdr_len or max(words) != self._hdr_len:
                 n = self._committed(words)
-            if n:
-                with whole[:n * self.record_size] as span:
-                    write(span, n)
-                self.release(cons + n * self.record_size)
+            size, per = self.record_size, max(1, BLOCK_BYTES // self.record_size)
+            for first in range(0, n, per):
+                count = min(per, n - first)
+                with whole[first * size:(first + count) * size] as span:
+                    write(span, count)
+                self.release(cons + (first + count) * size)
         return n
 
     def _committed(self, words: list[int]) -> int:

@@ -257,20 +257,24 @@ class LiveKallsyms(Kallsyms):
     """The running kernel's table, kept true as modules load and unload.
 
     A lookup past the core kernel's text looks at ``/proc/modules`` (at most once per
-    ``every`` seconds); when its module list moved, kallsyms is read again before the
-    address is named. Core addresses never cost a read.
+    ``every`` seconds; for an address the table cannot name, which a module loaded since
+    it was read would explain, at most once per ``unknown_every``); when its module list
+    moved, kallsyms is read again before the address is named. Core addresses never cost
+    a read.
     """
 
     def __init__(self, kallsyms: str | Path = "/proc/kallsyms",
-                 modules: str | Path = "/proc/modules", *, every: float = 1.0) -> None:
+                 modules: str | Path = "/proc/modules", *, every: float = 1.0,
+                 unknown_every: float = 0.05) -> None:
         self._paths = (Path(kallsyms), Path(modules))
-        self._every = every
+        self._every, self._unknown_every = every, min(every, unknown_every)
         self._looked = 0.0
         self._key = ""
         self._read()
 
     def _read(self) -> None:
         ks, mods = self._paths
+        looked = time.monotonic()  # the table is as old as its module list
         try:
             mod_text = mods.read_text() if mods.exists() else None
             with ks.open(errors="replace") as lines:
@@ -278,13 +282,13 @@ class LiveKallsyms(Kallsyms):
         except OSError as err:
             raise ProbeUnavailable(f"cannot read {ks}: {err.strerror}") from err
         self._key = modules_key(mod_text or "")
-        self._looked = time.monotonic()
+        self._looked = looked
         spans = None if mod_text is None else parse_modules(mod_text)
         self._set(cols, text_end, spans)  # the table, afresh
 
-    def _moved(self) -> bool:
+    def _moved(self, every: float) -> bool:
         now = time.monotonic()
-        if now - self._looked < self._every:
+        if now - self._looked < every:
             return False
         self._looked = now
         try:
@@ -293,9 +297,14 @@ class LiveKallsyms(Kallsyms):
             return False
 
     def lookup(self, address: int) -> Location:
-        if self._text_end is not None and address >= self._text_end and self._moved():
+        if self._text_end is None or address < self._text_end:
+            return super().lookup(address)
+        found = super().lookup(address)
+        every = self._every if found.symbol is not None else self._unknown_every
+        if self._moved(every):
             self._read()
-        return super().lookup(address)
+            found = super().lookup(address)
+        return found
 
 
 @dataclass

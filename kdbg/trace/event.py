@@ -17,10 +17,9 @@ from kdbg.symbols.kallsyms import Kallsyms, Location
 from kdbg.symbols.reasons import ReasonTable
 from kdbg.trace.cause import Cause
 from kdbg.trace.filters import PROTO_NAMES
+from kdbg.trace.headers import IPAddress, addresses
+from kdbg.trace.journey import Journey
 from kdbg.trace.layout import CT_ATTACHED, CT_NONE, CT_READ, RawDropEvent
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
 
 
 @dataclass(frozen=True)
@@ -106,6 +105,7 @@ class DropEvent:
     ct_reply: bool | None = None
     ct_zone: int | None = None  # the conntrack entry's zone id and mark
     ct_mark: int | None = None
+    journey: Journey | None = None  # its hops before the drop (kdbg watch --journey)
 
     @property
     def location(self) -> str:
@@ -157,6 +157,8 @@ class DropEvent:
             rec["ct_mark"] = self.ct_mark
         if self.cause is not None:
             rec["cause"] = self.cause.to_json()
+        if self.journey is not None:
+            rec.update(self.journey.to_json())
         if self.stack is not None:
             rec["stack"] = [
                 {"address": f"0x{f.address:x}", "symbol": f.symbol, "offset": f.offset,
@@ -191,17 +193,8 @@ class DropEvent:
             cause=Cause.from_json(rec["cause"]) if rec.get("cause") is not None else None,
             mark=rec.get("mark"), ct_state=rec.get("ct_state"), ct_reply=rec.get("ct_reply"),
             ct_zone=rec.get("ct_zone"), ct_mark=rec.get("ct_mark"),
+            journey=Journey.from_json(rec),
         )
-
-
-def addresses(family: int, saddr: Sequence[int], daddr: Sequence[int]
-              ) -> tuple[IPAddress | None, IPAddress | None]:
-    """Source and destination from a record's 16-byte address fields (4 used for IPv4)."""
-    if family == 4:
-        return ipaddress.IPv4Address(bytes(saddr[:4])), ipaddress.IPv4Address(bytes(daddr[:4]))
-    if family == 6:
-        return ipaddress.IPv6Address(bytes(saddr)), ipaddress.IPv6Address(bytes(daddr))
-    return None, None
 
 
 def from_drop(addrs: Sequence[int], location: int) -> Sequence[int]:

@@ -1,14 +1,19 @@
-"""A packet's network and transport headers, decoded from the bytes at its network
-header: what ``watch --break`` reads of a stopped skb (:mod:`kdbg.debugger.skb`) and
-what gdb's ``kdbg-skb`` prints (:mod:`kdbg.prompt.skbview`)."""
+"""A packet's network and transport headers: decoded from the bytes at its network
+header (what ``watch --break`` reads of a stopped skb, :mod:`kdbg.debugger.skb`, and
+what gdb's ``kdbg-skb`` prints, :mod:`kdbg.prompt.skbview`), and as a hop saw them
+(:class:`Headers`: ``kdbg path``'s hops and a journey's)."""
 
 from __future__ import annotations
 
 import ipaddress
 import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from kdbg.trace.filters import PROTO_NAMES
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 def parse_headers(data: bytes, ethertype: int) -> dict[str, Any]:
@@ -33,3 +38,110 @@ def parse_headers(data: bytes, ethertype: int) -> dict[str, Any]:
     if proto in (6, 17, 132) and len(l4) >= 4:
         out["sport"], out["dport"] = struct.unpack(">HH", l4[:4])
     return out
+
+
+def addresses(family: int, saddr: Sequence[int], daddr: Sequence[int]
+              ) -> tuple[IPAddress | None, IPAddress | None]:
+    """Source and destination from a record's 16-byte address fields (4 used for IPv4)."""
+    if family == 4:
+        return ipaddress.IPv4Address(bytes(saddr[:4])), ipaddress.IPv4Address(bytes(daddr[:4]))
+    if family == 6:
+        return ipaddress.IPv6Address(bytes(saddr)), ipaddress.IPv6Address(bytes(daddr))
+    return None, None
+
+
+
+ICMP_NAMES = {
+    (4, 0): "echo reply", (4, 8): "echo request", (4, 3): "unreachable",
+    (4, 11): "time exceeded",
+    (6, 128): "echo request", (6, 129): "echo reply", (6, 1): "unreachable",
+    (6, 3): "time exceeded", (6, 133): "router solicitation", (6, 134): "router advertisement",
+    (6, 135): "neighbour solicitation", (6, 136): "neighbour advertisement",
+    (6, 143): "MLDv2 report",
+}
+ETHERTYPES = {0x0806: "arp", 0x8100: "vlan", 0x88CC: "lldp"}
+
+
+@dataclass(frozen=True)
+class Headers:
+    """What a hop saw of the packet: L3/L4 summary and length."""
+
+    len: int
+    ethertype: int
+    family: str | None = None
+    proto: str | None = None
+    saddr: IPAddress | None = None
+    daddr: IPAddress | None = None
+    sport: int | None = None
+    dport: int | None = None
+    icmp_type: int | None = None
+    icmp_code: int | None = None
+
+    @property
+    def icmp_id(self) -> int | None:
+        return self.sport if self.icmp_type is not None else None
+
+    def summary(self) -> str:
+        """``10.0.0.1 -> 10.0.0.2 icmp echo request id=7 seq=1``, or a 5-tuple."""
+        if self.family is None:
+            return ETHERTYPES.get(self.ethertype, f"ethertype 0x{self.ethertype:04x}")
+        if self.icmp_type is not None:
+            fam = 4 if self.family == "ipv4" else 6
+            what = ICMP_NAMES.get((fam, self.icmp_type), f"type {self.icmp_type}")
+            text = f"{self.saddr} -> {self.daddr} {self.proto} {what}"
+            if what.startswith("echo"):
+                text += f" id={self.sport} seq={self.dport}"
+            return text
+        if self.sport is not None:
+            def ep(a: IPAddress | None, p: int | None) -> str:
+                return f"[{a}]:{p}" if a is not None and a.version == 6 else f"{a}:{p}"
+            return f"{ep(self.saddr, self.sport)} -> {ep(self.daddr, self.dport)} {self.proto}"
+        return f"{self.saddr} -> {self.daddr} {self.proto}"
+
+    def to_json(self) -> dict[str, Any]:
+        rec: dict[str, Any] = {
+            "len": self.len, "family": self.family, "proto": self.proto,
+            "saddr": str(self.saddr) if self.saddr is not None else None,
+            "daddr": str(self.daddr) if self.daddr is not None else None,
+            "sport": self.sport, "dport": self.dport,
+        }
+        if self.family is None:
+            rec["ethertype"] = f"0x{self.ethertype:04x}"
+        if self.icmp_type is not None:
+            rec.update(icmp_type=self.icmp_type, icmp_code=self.icmp_code,
+                       icmp_id=self.sport, icmp_seq=self.dport)
+            rec["sport"] = rec["dport"] = None
+        return rec
+
+    @classmethod
+    def from_json(cls, rec: dict[str, Any]) -> Headers:
+        def addr(v: str | None) -> IPAddress | None:
+            return ipaddress.ip_address(v) if v else None
+
+        icmp = rec.get("icmp_type") is not None
+        ethertype = int(rec.get("ethertype", "0x0"), 16) if rec.get("ethertype") else (
+            0x86DD if rec.get("family") == "ipv6" else 0x0800 if rec.get("family") else 0)
+        return cls(
+            len=rec.get("len", 0), ethertype=ethertype, family=rec.get("family"),
+            proto=rec.get("proto"), saddr=addr(rec.get("saddr")), daddr=addr(rec.get("daddr")),
+            sport=rec.get("icmp_id") if icmp else rec.get("sport"),
+            dport=rec.get("icmp_seq") if icmp else rec.get("dport"),
+            icmp_type=rec.get("icmp_type"), icmp_code=rec.get("icmp_code"),
+        )
+
+    @classmethod
+    def from_raw(cls, raw: Any) -> Headers:
+        """From what a hop saw (``struct kdbg_hop_seen``: a path event's, a journey hop's)."""
+        saddr, daddr = addresses(raw.family, raw.saddr, raw.daddr)
+        is_icmp = raw.l4proto in (1, 58) and bool(raw.l4_valid)
+        has_ports = bool(raw.l4_valid) and raw.l4proto not in (1, 58)
+        return cls(
+            len=raw.len, ethertype=raw.protocol,
+            family={4: "ipv4", 6: "ipv6"}.get(raw.family),
+            proto=PROTO_NAMES.get(raw.l4proto, str(raw.l4proto)) if raw.family else None,
+            saddr=saddr, daddr=daddr,
+            sport=raw.sport if has_ports or is_icmp else None,
+            dport=raw.dport if has_ports or is_icmp else None,
+            icmp_type=raw.icmp_type if is_icmp else None,
+            icmp_code=raw.icmp_code if is_icmp else None,
+        )

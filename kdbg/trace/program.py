@@ -38,6 +38,9 @@ class ProgramOptions:
     # C that hands the filled event ``e`` over; None: one ring-buffer record each.
     # kdbg.record.recorder passes the rendered bpf/drop_record.bpf.c.
     output: str | None = None
+    # C at file scope before the drop function: the journey's maps and hop programs
+    # (kdbg.trace.journeyprog, which also gives the output), or nothing.
+    journey: str = ""
 
 
 # The default hand-over: the event into the ring buffer while it has room; when it has
@@ -98,5 +101,6 @@ def build(args: dict[str, int], offs: dict[str, int], spec: flt.FilterSpec,
         "FILTER_DEV": flt.c_dev(spec),
         "FILTER_PKT": flt.c_packet(spec),
         "OUTPUT": OUTPUT if opts.output is None else opts.output,
+        "JOURNEY": opts.journey,
     }
     return render(TEMPLATE.read_text(), values)

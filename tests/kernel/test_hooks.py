@@ -41,7 +41,7 @@ for burst in ({first}, {then}):
         s.close()
         if burst == {first}:
             time.sleep(0.03)  # the program sends a location's stack every 5 ms at most
-    time.sleep(0.5)  # the first burst's stacks are learned meanwhile
+    time.sleep(1.5)  # the first burst's stacks are learned meanwhile (a loaded machine: slower)
 """
 
 

@@ -3,10 +3,12 @@ session and a recorded tracer (a JSON-lines file through a real CommandSource)."
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,12 +19,15 @@ from kdbg.debugger.errors import GdbCancelled
 from kdbg.debugger.livemodules import ModuleChange
 from kdbg.debugger.model import Breakpoint, CleanupReport, DropSite, Stop
 from kdbg.drops import WatchConfig, guest_watch_argv
-from kdbg.errors import GdbTimeout
+from kdbg.errors import GdbError, GdbTimeout
 from kdbg.guard.decision import BreakpointRefused
 from kdbg.guard.judge import Guard
 from kdbg.lab.guest import kdbg_argv
+from kdbg.prompt import state as prompt_state
 from kdbg.symbols.kallsyms import ModuleSpan
 from kdbg.trace.filters import PacketFilters
+from kdbg.trace.journey import DROP, LAST_HOP, JourneyTable
+from kdbg.trace.journeylayout import RawJourneyDrop
 from tests.conftest import DATA
 
 JSONL = DATA / "jsonl" / "netfilter_drop.6.18.jsonl"
@@ -45,11 +50,21 @@ class FakeState:
 
 
 class FakeInspection:
-    def __init__(self) -> None:
+    """Registers at the stop (``skb`` as the drop function's argument) and the memory
+    ``memory`` holds (address -> bytes), as gdb reads them."""
+
+    def __init__(self, skb: int = SKB, memory: dict[int, bytes] | None = None) -> None:
         self.state = FakeState()
+        self.skb = skb
+        self.memory = memory or {}
 
     def read_args(self, count: int = 6) -> list[int]:
-        return [0xFFFF888100000000, SKB][:count]
+        return [0xFFFF888100000000, self.skb][:count]
+
+    def read_memory(self, addr: int, length: int, timeout: float = 10.0) -> bytes:
+        if addr not in self.memory:
+            raise GdbError(f"Cannot access memory at address 0x{addr:x}")
+        return self.memory[addr][:length]
 
 
 class FakeRunControl:
@@ -97,9 +112,10 @@ class FakeSession:
     ``listen``, ``give_way`` and ``close``; ``calls`` records what it was asked."""
 
     def __init__(self, *, refuse: BreakpointRefused | None = None,
-                 stops: int = 1, on_wait: Any = None) -> None:
+                 stops: int = 1, on_wait: Any = None,
+                 inspect: FakeInspection | None = None) -> None:
         self.calls: list[str] = []
-        self.inspect = FakeInspection()
+        self.inspect = inspect or FakeInspection()
         self.state = self.inspect.state
         self.run = FakeRunControl(self.calls, refuse, stops, on_wait)
         self.cancel: Any = None
@@ -167,10 +183,12 @@ class FakeFollower:
 
 
 def watch(session: FakeSession, cfg: BreakConfig | None = None, *,
-          wcfg: WatchConfig | None = None, follower: Any = None) -> tuple[BreakWatch, Sink]:
+          wcfg: WatchConfig | None = None, follower: Any = None,
+          source: CommandSource | None = None) -> tuple[BreakWatch, Sink]:
     sink = Sink()
     bw = BreakWatch(wcfg or WatchConfig(duration=20), cfg or BreakConfig(lab="lab"), sink,
-                    session, recorded(), follow=lambda: follower)  # type: ignore[arg-type]
+                    session, source or recorded(),  # type: ignore[arg-type]
+                    follow=lambda: follower)
     return bw, sink
 
 
@@ -193,6 +211,78 @@ def test_a_matching_drop_arms_and_the_hit_is_reported() -> None:
     assert len(sink.of("cleanup")) == 1 and sink.of("cleanup")[0].ok
     assert (outcome.hits, outcome.armed, outcome.interrupted, outcome.exit_status) == (
         1, True, False, 0)
+
+
+def journey_source(tmp_path: Path) -> tuple[CommandSource, FakeInspection, list[Any]]:
+    """A tracer with --journey, as recorded on a real kernel (tests/kernel/test_journey.py:
+    three datagrams through a veth pair and a bridge into a DROP rule, with their stacks
+    and journeys), stopped at the second: gdb finds its slot where the drops said the
+    table is, as it was at the call to the drop function (not yet ended by its drop)."""
+    rec = json.loads((DATA / "journey" / "veth_bridge.6.18.json").read_text())["complete"]
+    events = rec["events"]
+    jsonl = tmp_path / "journey.jsonl"
+    jsonl.write_text("".join(json.dumps(e) + "\n" for e in events))
+    raw = RawJourneyDrop.from_buffer_copy(bytes.fromhex(rec["records"][1]))
+    raw.journey.ended = 0
+    table = JourneyTable.from_json(events[1]["journey_table"])
+    inspect = FakeInspection(raw.ev.skbaddr, {table.slot_address(raw.ev.skbaddr):
+                                              bytes(raw.journey)})
+    source = CommandSource(f"echo 'kdbg: watching skb:kfree_skb' >&2; sleep 0.3; "
+                           f"cat {shlex.quote(str(jsonl))}")
+    return source, inspect, events
+
+
+def test_the_hit_carries_the_stopped_packets_journey(tmp_path: Path) -> None:
+    """The tracer's record of the stopped skb gives the hit its journey, times before the
+    drop; before it comes, the one gdb read at the stop stands, times before its last
+    hop."""
+    source, inspect, events = journey_source(tmp_path)
+    session = FakeSession(inspect=inspect)
+    bw, sink = watch(session, source=source)
+    bw.run()
+    (hit,) = sink.of("hit")
+    assert hit.skb.address == int(events[1]["skb"], 16)
+    assert hit.journey is not None and hit.journey.reference == DROP and hit.journey.complete
+    assert hit.journey.to_json()["journey"] == events[1]["journey"]
+    assert bw.journeys.names == {h["netns"]: h["netns_name"] for h in events[0]["journey"]}
+
+
+def test_at_the_prompt_the_journey_is_read_at_the_stop(tmp_path: Path) -> None:
+    source, inspect, events = journey_source(tmp_path)
+    session = FakeSession(inspect=inspect)
+    handed: list[dict[str, Any]] = []
+
+    def interactive(banner: str, stop: dict[str, Any]) -> CleanupReport:
+        handed.append(stop)
+        return CleanupReport(steps=["detached (the target resumed)"])
+
+    session.interactive = interactive  # type: ignore[attr-defined]
+    bw, sink = watch(session, BreakConfig(lab="lab", interactive=True), source=source)
+    bw.run()
+    (hit,) = sink.of("hit")
+    assert hit.journey is not None and hit.journey.reference == LAST_HOP
+    assert [h.ifname for h in hit.journey.hops] == ["veth-a", "veth-b", "veth-b", "br0", "br0"]
+    assert hit.journey.hops[-1].before_ns == 0 and hit.journey.complete
+    facts = handed[0]
+    assert facts["journey_table"] == events[0]["journey_table"]
+    assert facts["netns_names"] == {str(h["netns"]): h["netns_name"]
+                                    for h in events[0]["journey"]}
+    # the prompt's state reads back what kdbg wrote
+    state = prompt_state.from_json({"version": 1, **json.loads(json.dumps(facts))})
+    assert state.journey_table == JourneyTable.from_json(events[0]["journey_table"])
+
+
+def test_a_table_gdb_cannot_read_says_so(tmp_path: Path) -> None:
+    source, inspect, _events = journey_source(tmp_path)
+    inspect.memory.clear()
+    session = FakeSession(inspect=inspect)
+    session.interactive = lambda banner, stop: CleanupReport()  # type: ignore[attr-defined]
+    bw, sink = watch(session, BreakConfig(lab="lab", interactive=True), source=source)
+    bw.run()
+    (hit,) = sink.of("hit")
+    assert hit.journey is not None and hit.journey.hops == ()
+    assert hit.journey.notes[0].startswith("its slot of the journey table could not be read: "
+                                           "Cannot access memory at address 0x")
 
 
 def test_cleanup_runs_once_even_when_the_loop_fails() -> None:
@@ -303,3 +393,6 @@ def test_the_guests_kdbg_watch_is_one_command_line() -> None:
     assert guest_watch_argv(cfg, "--write", "-", "--snaplen", "128", limits=True) == [
         *kdbg, "watch", "--write", "-", "--snaplen", "128", *filters, "--count", "5",
         "--duration", "2.0"]
+    journeyed = WatchConfig(filters=cfg.filters, journey=True)
+    assert guest_watch_argv(journeyed, "--json", stack=True) == [
+        *kdbg, "watch", "--json", *filters, "--journey", "--stack"]

@@ -71,6 +71,11 @@ def test_bad_choice_is_a_usage_error() -> None:
     (["watch", "--events-cmd", "true", "--buffer-pages", "64"],
      "--buffer-pages does nothing with --events-cmd"),
     (["watch", "--lab", "x", "--print-bpf"], "--print-bpf does nothing with --lab"),
+    (["watch", "--journey", "--write", "x.kdbg"], "--journey does nothing with --write (a "
+                                                   "journey comes with each drop shown)"),
+    (["watch", "--journey", "--hw"], "--journey does nothing with --hw"),
+    (["watch", "--journey", "--stats"], "--journey does nothing with --stats alone (add "
+                                        "--events)"),
     (["gdb", "attach", "--kallsyms", "/dev/null"], "--kallsyms does nothing without --gdb"),
     (["gdb", "break", "x", "--gdb", "tcp:127.0.0.1:1", "--no-vmlinux"],
      "--no-vmlinux does nothing with --gdb"),
@@ -96,7 +101,9 @@ def test_options_that_do_something_pass_the_check() -> None:
 
     for args in (["--stats", "--interval", "5"], ["--stats", "--events"],
                  ["--break", "--force", "--break-count", "2"],
-                 ["--events-cmd", "x", "--kallsyms", "/dev/null"], ["--lab", "x"]):
+                 ["--events-cmd", "x", "--kallsyms", "/dev/null"], ["--lab", "x"],
+                 ["--journey", "--stats", "--events"], ["--no-journey", "--write", "x"],
+                 ["--break", "--no-journey"]):
         with watch.make_context("watch", list(args)) as ctx:
             check_options(ctx)
 

@@ -142,8 +142,17 @@ def test_live_table_follows_module_loads_and_unloads(tmp_path) -> None:  # type:
     ks.write_text(core)  # and goes
     mods.write_text("")
     assert str(live.lookup(addr)) == "0xffffffffc0001010 [?]"
-    slow = LiveKallsyms(ks, mods, every=3600.0)  # looks at most once an hour
+    # A name it has is checked at most once per `every`; an address it cannot name (a
+    # module loaded since the table was read, maybe) at once.
+    slow = LiveKallsyms(ks, mods, every=3600.0, unknown_every=0.0)
+    assert slow.lookup(0xFFFFFFFF81200A4C).symbol == "tcp_v4_rcv"
     ks.write_text(SAMPLE)
     mods.write_text(MODULES_61)
-    slow.lookup(addr)
-    assert slow.lookup(addr).symbol is None
+    assert str(slow.lookup(addr)) == "nft_do_chain+0x10 [nf_tables]"
+    ks.write_text(core)  # nf_tables goes: its stale name stays until `every` has passed
+    mods.write_text("")
+    assert slow.lookup(addr).symbol == "nft_do_chain"
+    rare = LiveKallsyms(ks, mods, every=3600.0, unknown_every=3600.0)
+    ks.write_text(SAMPLE)
+    mods.write_text(MODULES_61)
+    assert rare.lookup(addr).symbol is None  # not looked at again within the hour

@@ -7,11 +7,13 @@ import os
 from pathlib import Path
 
 from kdbg.path import layout
-from kdbg.path.event import End, Headers, Hop, PathDecoder, from_json
-from kdbg.path.nsnames import NetnsNames
+from kdbg.path.event import End, Hop, PathDecoder, from_json
 from kdbg.symbols import tpformat
 from kdbg.symbols.kallsyms import Location
 from kdbg.symbols.reasons import ReasonTable
+from kdbg.trace import hops
+from kdbg.trace.headers import Headers
+from kdbg.trace.nsnames import NetnsNames
 from tests.conftest import DATA
 
 REASONS = ReasonTable.from_tpformat(
@@ -27,12 +29,13 @@ def raw_event(tp: int, *, first_ns: int = 1000, time_ns: int = 1000, skb: int = 
               netns: int = 4026532177, ifname: bytes = b"veth-a", icmp_type: int = 8,
               reason: int = 0, location: int = 0) -> layout.RawPathEvent:
     r = layout.RawPathEvent()
-    r.tp, r.first_ns, r.time_ns, r.skbaddr, r.netns, r.ifname = (
-        tp, first_ns, time_ns, skb, netns, ifname)
-    r.ifindex, r.len, r.protocol, r.family, r.l4proto = 2, 84, 0x0800, 4, 1
-    r.icmp_type, r.l4_valid, r.sport, r.dport = icmp_type, 1, 4242, 1
-    r.saddr[:4] = list(ipaddress.IPv4Address("10.77.5.1").packed)
-    r.daddr[:4] = list(ipaddress.IPv4Address("10.77.5.2").packed)
+    r.tp, r.first_ns, r.time_ns, r.skbaddr = tp, first_ns, time_ns, skb
+    s = r.seen
+    s.netns, s.ifname = netns, ifname
+    s.ifindex, s.len, s.protocol, s.family, s.l4proto = 2, 84, 0x0800, 4, 1
+    s.icmp_type, s.l4_valid, s.sport, s.dport = icmp_type, 1, 4242, 1
+    s.saddr[:4] = list(ipaddress.IPv4Address("10.77.5.1").packed)
+    s.daddr[:4] = list(ipaddress.IPv4Address("10.77.5.2").packed)
     r.reason, r.location = reason, location
     return r
 
@@ -42,7 +45,7 @@ def decoder(tmp_path: Path) -> PathDecoder:
 
 
 def test_hop_decodes_once_into_typed_fields(tmp_path: Path) -> None:
-    hop = decoder(tmp_path).decode(raw_event(layout.TP_NET_DEV_QUEUE, time_ns=1500))
+    hop = decoder(tmp_path).decode(raw_event(hops.TP_NET_DEV_QUEUE, time_ns=1500))
     assert isinstance(hop, Hop)
     assert (hop.packet, hop.skb, hop.since_first_ns) == (1, SKB, 500)
     assert hop.tracepoint == "net:net_dev_queue"
@@ -55,24 +58,24 @@ def test_hop_decodes_once_into_typed_fields(tmp_path: Path) -> None:
 
 def test_drop_and_consume_end_a_path(tmp_path: Path) -> None:
     dec = decoder(tmp_path)
-    dec.decode(raw_event(layout.TP_NET_DEV_QUEUE))
-    end = dec.decode(raw_event(layout.TP_KFREE_SKB, time_ns=1300, reason=REASONS.code(
+    dec.decode(raw_event(hops.TP_NET_DEV_QUEUE))
+    end = dec.decode(raw_event(hops.TP_KFREE_SKB, time_ns=1300, reason=REASONS.code(
         "NETFILTER_DROP"), location=0xFFFFFFFF81000010))
     assert isinstance(end, End)
     assert (end.packet, end.fate, end.reason, end.since_first_ns) == (
         1, "dropped", "NETFILTER_DROP", 300)
     assert end.location == "icmp_rcv+0x10"
-    end = dec.decode(raw_event(layout.TP_CONSUME_SKB, first_ns=5000, time_ns=5000))
+    end = dec.decode(raw_event(hops.TP_CONSUME_SKB, first_ns=5000, time_ns=5000))
     assert isinstance(end, End)
     assert (end.fate, end.reason, end.reason_code) == ("consumed", None, None)
 
 
 def test_reused_skb_address_is_a_new_packet(tmp_path: Path) -> None:
     dec = decoder(tmp_path)
-    first = dec.decode(raw_event(layout.TP_NET_DEV_QUEUE, first_ns=1000))
-    dec.decode(raw_event(layout.TP_CONSUME_SKB, first_ns=1000))
-    again = dec.decode(raw_event(layout.TP_NET_DEV_QUEUE, first_ns=9000, time_ns=9000))
-    other = dec.decode(raw_event(layout.TP_NETIF_RX, skb=SKB + 0x100, first_ns=9001))
+    first = dec.decode(raw_event(hops.TP_NET_DEV_QUEUE, first_ns=1000))
+    dec.decode(raw_event(hops.TP_CONSUME_SKB, first_ns=1000))
+    again = dec.decode(raw_event(hops.TP_NET_DEV_QUEUE, first_ns=9000, time_ns=9000))
+    other = dec.decode(raw_event(hops.TP_NETIF_RX, skb=SKB + 0x100, first_ns=9001))
     assert [first.packet, again.packet, other.packet] == [1, 2, 3]
 
 

@@ -10,6 +10,7 @@ import pytest
 from kdbg.path import program
 from kdbg.symbols import tpformat
 from kdbg.trace import filters as flt
+from kdbg.trace.hops import HOP_TRACEPOINTS
 from tests.conftest import DATA
 
 PATH_DATA = DATA / "path"
@@ -30,7 +31,7 @@ def fmt(name: str, text: str | None = None) -> tpformat.TpFormat:
 
 
 def formats_6_18(hops: tuple[str, ...] | None = None) -> program.PathFormats:
-    names = hops or tuple(n for _s, n, _i, _rx in program.HOP_TRACEPOINTS)
+    names = hops or tuple(n for _s, n, _i, _rx in HOP_TRACEPOINTS)
     return program.PathFormats(tuple(fmt(n) for n in names), fmt("kfree_skb"),
                                fmt("consume_skb"))
 

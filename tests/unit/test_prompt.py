@@ -1,6 +1,7 @@
 """kdbg's commands at gdb's prompt, the parts that need no gdb (kdbg/prompt/), on what
 gdb read at real stops (tests/data/prompt/: Debian 6.1 and 6.12 labs, iptables DROP on
-UDP 5555, a sender on 127.0.0.1)."""
+UDP 5555, a sender on 127.0.0.1; journey.6.1.json: a datagram from one namespace through
+a veth pair and a bridge into another's DROP rule, tests/vm/conftest.py journey_drops)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from kdbg.errors import BadInput
-from kdbg.prompt import helplist, modsyms, nftframe, skbview, state, where
+from kdbg.prompt import helplist, journeyview, modsyms, nftframe, skbview, state, where
 from kdbg.trace.event import DropEvent
 from kdbg.trace.headers import parse_headers
 from tests.conftest import DATA
@@ -63,6 +64,33 @@ def test_recording_round_trip_and_its_parts() -> None:
     assert skbview.conntrack(None, None, bits) == "not read"
     assert skbview.conntrack(mem.nfct, (1 << 3) | (1 << 1), bits).endswith(
         "status SEEN_REPLY|CONFIRMED (0xa)")
+
+
+def test_journey_at_a_6_1_stop() -> None:
+    """kdbg-journey's slot as gdb read it at a stop (before the drop): the hops, times
+    before the last one, what changed, and nothing said incomplete."""
+    rec = json.loads((PROMPT / "journey.6.1.json").read_text())
+    lines = journeyview.replay(rec)
+    assert lines[0] == ("skb 0xff1100000e21ab00: its journey, from slot 50 of the tracer's "
+                        "journey table (0xffa000000188b870)")
+    assert lines[1] == "journey (5 hops, oldest first; time before its last hop):"
+    hops = [line.split() for line in lines[2:]]
+    assert [h[0] for h in hops] == ["-0.117ms", "-0.084ms", "-0.049ms", "-0.015ms", "-0.000ms"]
+    assert [(h[1], h[2], h[3], h[4], h[5]) for h in hops] == [
+        ("4026532281", "(gj-a)", "veth-a", "veth", "net_dev_queue"),
+        ("4026532333", "(gj-b)", "veth-b", "veth", "netif_rx"),
+        ("4026532333", "(gj-b)", "veth-b", "veth", "netif_receive_skb"),
+        ("4026532333", "(gj-b)", "br0", "bridge", "netif_receive_skb_entry"),
+        ("4026532333", "(gj-b)", "br0", "bridge", "netif_receive_skb")]
+    assert lines[2].endswith("10.77.95.1:38391 -> 10.77.95.2:5595 udp")
+    assert lines[3].endswith("netns gj-a -> gj-b, device veth-a -> veth-b (veth)")
+    assert lines[5].endswith("device veth-b -> br0 (bridge)")
+    assert len(lines) == 7
+
+
+def test_journey_without_a_table_is_one_line() -> None:
+    with pytest.raises(BadInput, match="names no journey table"):
+        journeyview.describe(b"", 0xFF1100000E21AB00, state.PromptState())
 
 
 def test_skb_without_device_or_headers() -> None:

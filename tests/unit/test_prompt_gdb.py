@@ -37,8 +37,8 @@ def test_help_kdbg_lists_the_commands() -> None:
     lines = r.stdout.splitlines()
     lines = lines[lines.index("kdbg's commands at this prompt:"):]
     listed = [line.split()[0].rstrip(":") for line in lines[1:] if line.startswith("  ")]
-    assert listed == ["kdbg-skb", "kdbg-rule", "kdbg-where", "kdbg-state", "kdbg-done",
-                      "kdbg-break", "kdbg-guard", "kdbg-sym", "kdbg-kallsyms"]
+    assert listed == ["kdbg-skb", "kdbg-rule", "kdbg-journey", "kdbg-where", "kdbg-state",
+                      "kdbg-done", "kdbg-break", "kdbg-guard", "kdbg-sym", "kdbg-kallsyms"]
     assert "Linux's own gdb helpers (lx-dmesg, lx-ps, $lx_current(), ...) are not loaded: " \
            "source TREE/vmlinux-gdb.py" in r.stdout
 
@@ -51,6 +51,9 @@ def test_help_kdbg_lists_the_commands() -> None:
     ("kdbg-rule", "kdbg-rule: No registers."),
     ("kdbg-where", "kdbg-where: no kdbg state loaded (kdbg-state FILE; kdbg loads it when it "
                    "hands over the prompt)"),
+    ("kdbg-journey", "kdbg-journey: no kdbg state loaded (kdbg-state FILE; kdbg loads it when "
+                     "it hands over the prompt)"),
+    ("kdbg-journey --record", "usage: kdbg-journey [--record FILE] [EXPR]"),
     ("kdbg-state", "usage: kdbg-state FILE"),
     ("kdbg-state /nonexistent/state.json", "kdbg-state: cannot read /nonexistent/state.json: "
                                            "No such file or directory"),

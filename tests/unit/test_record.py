@@ -395,6 +395,29 @@ def test_bulk_ring_hands_over_committed_records_and_stops_at_a_busy_one() -> Non
     ring.close()
 
 
+def test_bulk_ring_writes_a_long_run_in_parts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run longer than BLOCK_BYTES goes out in parts of at most that size (one file
+    block each: a writer killed mid-write loses one part), each released once written."""
+    from kdbg.record import ringbuf
+
+    size, record = 4096, 72
+    monkeypatch.setattr(ringbuf, "BLOCK_BYTES", 3 * record + 10)  # 3 records a part
+    fake = FakeRing(size, record)
+    ring = ringbuf.BulkRing(fake.fd, size, record)
+    parts: list[tuple[int, int, int]] = []  # (records, first record's fill, consumer)
+
+    def take(buf: memoryview, n: int) -> None:
+        assert len(buf) == n * record
+        parts.append((n, buf[8], fake.cons()))
+
+    for i in range(8):
+        fake.put(record - 8, i)
+    assert ring.drain(take) == 8
+    assert parts == [(3, 0, 0), (3, 3, 3 * record), (2, 6, 6 * record)]
+    assert fake.cons() == 8 * record
+    ring.close()
+
+
 def test_counts_read_from_the_bytes_match_the_decoded_ones(rec: Path) -> None:
     """--stats and --group-by reason|location without filters skip decoding; a filter
     that keeps everything takes the decoding path: both must agree."""

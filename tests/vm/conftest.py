@@ -27,8 +27,18 @@ import pytest
 
 from tests.conftest import need
 
-# Unique to this run (lab names: [a-z0-9][a-z0-9-]{0,19}), so two runs never share one.
-RUN_LAB = f"t{os.getpid()}"
+# Lab names ([a-z0-9][a-z0-9-]{0,19}) are unique to this run, so two runs never share a
+# lab, nor the network namespace a KGDBoE lab is named after; KDBG_TEST_LAB_PREFIX
+# starts them (default "t").
+LAB_PREFIX = os.environ.get("KDBG_TEST_LAB_PREFIX", "t")
+
+
+def lab_name(what: str = "") -> str:
+    """The name of this run's lab ``what`` (a few letters)."""
+    return f"{LAB_PREFIX}{what}{os.getpid()}"
+
+
+RUN_LAB = lab_name()
 
 
 def lab_needs() -> None:
@@ -315,3 +325,71 @@ def check_the_stop(lab: str, port: int, source_file: str = "net/netfilter/core.c
     assert "fixed_percpu_data" not in p.transcript
     assert "target running, no kdbg breakpoints" in p.tail, p.tail
     return p.transcript
+
+
+# -- a packet's journey in a lab: two namespaces, a veth pair and a bridge -------------
+
+JOURNEY_NS = "gj"  # the guest's namespaces: gj-a and gj-b
+
+
+@contextlib.contextmanager
+def journey_drops(lab: str, port: int, every: float) -> Iterator[dict[str, int]]:
+    """In lab ``lab``'s guest, kdbg.demo.throwaway's VethBridgeLab (``gj-a`` joined to
+    ``gj-b`` by veth-a/veth-b, veth-b a port of ``gj-b``'s bridge br0), a DROP rule for
+    UDP to ``port`` in ``gj-b`` and a datagram into it from ``gj-a`` every ``every``
+    seconds, for as long as the block runs; all gone after it. Yields the namespaces'
+    inodes in the guest by name."""
+    from kdbg import lab as labmod
+
+    made = (f"from kdbg.demo.throwaway import VethBridgeLab as L; "
+            f"l = L(prefix={JOURNEY_NS!r}, subnet=95)")
+    traffic = None
+    try:
+        labmod.run(lab, [sys.executable, "-c", f"{made}; l.up(); l.drop_udp({port})"]).check()
+        inodes = {}
+        for ns in ("a", "b"):
+            out = labmod.run(lab, ["stat", "-L", "-c", "%i", f"/var/run/netns/{JOURNEY_NS}-{ns}"])
+            inodes[f"{JOURNEY_NS}-{ns}"] = int(out.check().stdout.decode())
+        traffic = labmod.stream(lab, ["ip", "netns", "exec", f"{JOURNEY_NS}-a", "bash", "-c",
+                                      f"while :; do echo x > /dev/udp/10.77.95.2/{port}; "
+                                      f"sleep {every:g}; done"])
+        yield inodes
+    finally:
+        if traffic is not None:
+            traffic.close()
+        with contextlib.suppress(Exception):
+            labmod.run(lab, [sys.executable, "-c", f"{made}; l.down()"])
+
+
+def check_journey(journey: list[dict[str, Any]], inodes: dict[str, int],
+                  where: str = "before_drop_ns") -> None:
+    """The hops of a datagram from gj-a into gj-b's DROP rule (:func:`journey_drops`): out
+    of veth-a in gj-a, into veth-b then br0 in gj-b, each hop's time before the last."""
+    a, b = inodes[f"{JOURNEY_NS}-a"], inodes[f"{JOURNEY_NS}-b"]
+    assert [(h["netns"], h["ifname"]) for h in journey] == [
+        (a, "veth-a"), (b, "veth-b"), (b, "veth-b"), (b, "br0"), (b, "br0")], journey
+    assert [h["point"] for h in journey] == [
+        "net:net_dev_queue", "net:netif_rx", "net:netif_receive_skb",
+        "net:netif_receive_skb_entry", "net:netif_receive_skb"]
+    assert [h["netns_name"] for h in journey] == [f"{JOURNEY_NS}-a"] + [f"{JOURNEY_NS}-b"] * 4
+    befores = [h[where] for h in journey]
+    assert befores == sorted(befores, reverse=True) and len(set(befores)) == 5, befores
+
+
+def check_break_journey(lab: str, port: int, inodes: dict[str, int]) -> None:
+    """``watch --break --json``: the hit's journey ends at the drop's netns and device
+    (br0 in gj-b), as every drop's does; each hop before the drop itself."""
+    rc, recs, err = kdbg_json("--lab", lab, "--reason", "NETFILTER_DROP", "--proto", "udp",
+                              "--dport", str(port), "--break", timeout=900)
+    assert rc == 0, err
+    (hit,) = of(recs, "hit")
+    drops = of(recs, "drop")
+    assert drops, err
+    for rec in [*drops, hit]:
+        assert "journey_incomplete" not in rec, rec.get("journey_incomplete")
+        check_journey(rec["journey"], inodes)
+    for drop in drops:
+        assert (drop["journey"][-1]["netns"], drop["journey"][-1]["ifname"]) == (
+            drop["netns"], drop["ifname"]) == (inodes[f"{JOURNEY_NS}-b"], "br0")
+    assert hit["skb"]["dport"] == port
+    assert hit["journey_table"]["slots"] == 1024

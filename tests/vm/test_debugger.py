@@ -18,7 +18,7 @@ import time
 import pytest
 
 from tests.conftest import need
-from tests.vm.conftest import check_the_stop, default_sigint, udp_drops, wait_halted
+from tests.vm.conftest import check_the_stop, default_sigint, lab_name, udp_drops, wait_halted
 
 SEND_UDP = ("import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
             "s.sendto(b'kdbg', ('127.0.0.1', 9))")
@@ -237,7 +237,7 @@ def test_kgdboc_on_kgdb_kernel() -> None:
         pytest.skip("no kgdb lab kernel: run kdbg lab build-kernel (about 18 min on 2 cores)")
     from kdbg.debugger import Session, from_lab
 
-    name = "dbgkgdb"
+    name = lab_name("dbg")
     labmod.up(labmod.LabConfig(name=name, kernel="built", transport="kgdboc", cpus=1))
     try:
         t = from_lab(name)
@@ -286,7 +286,7 @@ def test_the_stop_on_the_kgdb_kernel_over_kgdboc() -> None:
     need(os.geteuid() == 0, "the lab needs root")
     if build.cached_build() is None:
         pytest.skip("no kgdb lab kernel: run kdbg lab build-kernel (about 18 min on 2 cores)")
-    name = "dbgkprompt"
+    name = lab_name("dbgp")
     labmod.up(labmod.LabConfig(name=name, kernel="built", transport="kgdboc"))
     try:
         with udp_drops(name, 5581, every=1):

@@ -17,8 +17,9 @@ import sys
 import pytest
 
 from tests.conftest import need
+from tests.vm.conftest import lab_name
 
-NAME = "pxhw"
+NAME = lab_name("hw")
 KDBG = [sys.executable, "-m", "kdbg"]
 TRAP = "source_mac_is_multicast"  # a drop trap netdevsim reports once its action is trap
 

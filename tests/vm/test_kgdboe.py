@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import need
-from tests.vm.conftest import descendants
+from tests.vm.conftest import descendants, lab_name
 
 KDBG = [sys.executable, "-m", "kdbg"]
 
@@ -56,7 +56,7 @@ def oe_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
                            "modules"], capture_output=True, text=True, timeout=600)
     assert made.returncode == 0, made.stderr[-2000:]
     module = work / "kgdboe.ko"
-    name = "kgdboetest"
+    name = lab_name("oe")
     labmod.up(labmod.LabConfig(name=name, kernel="built", transport="kgdboe", cpus=1))
     try:
         yield name, module

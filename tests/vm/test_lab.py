@@ -1,8 +1,8 @@
 """The lab for real: boots Debian's 6.1 kernel under TCG and uses it from the host.
 
 The session's default lab (tests/vm/conftest.py) serves the module; one more
-("labtest2", a KGDBoE-wired lab on the same stock kernel) is booted next to it to cover
-coexistence, the KGDBoE network plumbing, a lab whose QEMU died, and ``down``. Every
+(``lab_name("oe2")``, a KGDBoE-wired lab on the same stock kernel) is booted next to it
+to cover coexistence, the KGDBoE network plumbing, a lab whose QEMU died, and ``down``. Every
 lab and namespace started here is stopped here. ``KDBG_TEST_HALT_SECONDS`` sets how
 long the guest is held stopped by gdb under a running stream (default 60).
 """
@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import clone_reachable_by_others, need
-from tests.vm.conftest import lab_needs
+from tests.vm.conftest import lab_name, lab_needs
 
 KDBG = [sys.executable, "-m", "kdbg"]
 HALT = float(os.environ.get("KDBG_TEST_HALT_SECONDS", "60"))
@@ -200,13 +200,13 @@ def test_second_lab_kgdboe_plumbing_dead_detection_and_down(lab: str) -> None:
     from kdbg.errors import LabLost
     from kdbg.lab import guest, netns
 
-    name = "labtest2"
+    name = lab_name("oe2")
     with __import__("contextlib").suppress(Exception):
         labmod.down(name)
     cfg = labmod.LabConfig(name=name, transport="kgdboe", require_kgdb=False, cpus=1, memory="768M")
     info = labmod.up(cfg, progress=lambda m: print(m, file=sys.stderr))
     try:
-        assert info.netns == "kdbg-labtest2" and netns.exists(info.netns)
+        assert info.netns == f"kdbg-{name}" and netns.exists(info.netns)
         assert info.gdb_endpoint == "udp:10.213.0.2:31337"
         assert labmod.require(lab).alive  # the first lab is untouched
         echo = ("import socket\ns=socket.socket(2,2)\ns.bind(('10.213.0.2',31337))\n"
@@ -234,7 +234,7 @@ def test_second_lab_kgdboe_plumbing_dead_detection_and_down(lab: str) -> None:
         labmod.down(name)
     for pid in (info.pid, info.launcher_pid):
         assert pid and not Path(f"/proc/{pid}").exists()
-    assert not netns.exists("kdbg-labtest2")
+    assert not netns.exists(f"kdbg-{name}")
     assert not Path(info.state_dir).exists()
     assert labmod.require(lab).alive
 
@@ -361,7 +361,7 @@ def test_no_other_user_reaches_a_kgdboc_labs_serial_line(lab: str) -> None:
     from kdbg import lab as labmod
     from kdbg.lab import guest
 
-    name = "labsec"
+    name = lab_name("sec")
     with __import__("contextlib").suppress(Exception):
         labmod.down(name)
     cfg = labmod.LabConfig(name=name, transport="kgdboc", require_kgdb=False, cpus=1,

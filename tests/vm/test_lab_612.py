@@ -16,9 +16,19 @@ from collections.abc import Iterator
 import pytest
 
 from tests.conftest import need
-from tests.vm.conftest import check_the_stop, gdbs_on, kdbg_json, netfilter_break, of, udp_drops
+from tests.vm.conftest import (
+    check_break_journey,
+    check_the_stop,
+    gdbs_on,
+    journey_drops,
+    kdbg_json,
+    lab_name,
+    netfilter_break,
+    of,
+    udp_drops,
+)
 
-NAME = "k612t"
+NAME = lab_name("k612")
 PORT = 5555
 
 
@@ -110,3 +120,10 @@ def test_netfilter_drop_breaks_at_the_call_to_sk_skb_reason_drop(lab: str) -> No
 def test_the_stop_on_612_is_a_kernel_developers_debugger(lab: str) -> None:
     """The same prompt on 6.12: its own linux-source-6.12, its own gdb scripts."""
     check_the_stop(lab, PORT)
+
+
+def test_the_hit_on_612_carries_its_journey(lab: str) -> None:
+    """The journey's hop programs and table on 6.12 (their offsets from its BTF): a
+    datagram through a veth pair and a bridge into another namespace's DROP rule."""
+    with journey_drops(lab, 5595, every=1) as inodes:
+        check_break_journey(lab, 5595, inodes)

@@ -369,6 +369,13 @@ static __always_inline void fill_sent(__u64 *ctx, struct kdbg_drop_event *e)
 #endif
 }
 
+/* A packet's journey (kdbg watch --journey, --break): the maps and hop programs of
+ * bpf/journey.bpf.c, or nothing. */
+
+#ifndef KDBG_JOURNEY_FREED
+#define KDBG_JOURNEY_FREED(skb)
+#endif
+
 int kdbg_on_kfree_skb(__u64 *ctx)
 {
 	__u64 location = ctx[ARG_LOCATION];
@@ -377,6 +384,7 @@ int kdbg_on_kfree_skb(__u64 *ctx)
 	__u64 skb, head;
 	__u16 nh;
 
+	KDBG_JOURNEY_FREED(ctx[ARG_SKB]);	/* its journey's slot is free */
 	{
 		__u64 loc = location;
 		/* filters on reason and location */

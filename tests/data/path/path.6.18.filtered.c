@@ -50,93 +50,28 @@ static __always_inline void count(int slot)
 		(*v)++;
 }
 
-/* Device, namespace, length and the L3/L4 summary of skb into e. On receive
- * the MAC header has been pulled, so L3 starts at skb->data; on transmit (and
- * at the end of a path) the network header offset is the one to trust. */
+/* The hop parser kdbg path shares with the journey. */
+#include "kdbg_hop.h"
+
+/* Device, namespace, length and the L3/L4 summary of skb into e. */
 static __always_inline void parse(struct kdbg_path_event *e, __u64 skb, int rx)
 {
-	__u64 dev, head, data, net = 0;
-	__u16 nh = 0xffff, th = 0xffff, proto_be = 0;
-
-	dev = read_ptr(skb, SKB_DEV);
-	if (dev) {
-		bpf_probe_read_kernel(&e->ifindex, sizeof(e->ifindex), (void *)(dev + DEV_IFINDEX));
-		bpf_probe_read_kernel(&e->ifname, sizeof(e->ifname), (void *)(dev + DEV_NAME));
-		net = read_ptr(dev, DEV_NET);
-	} else {
-		/* Queued to a socket, the skb has lost its device but not its owner. */
-		net = read_ptr(read_ptr(skb, SKB_SK), SK_NET);
-	}
-	if (net)
-		bpf_probe_read_kernel(&e->netns, sizeof(e->netns), (void *)(net + NET_INUM));
-	bpf_probe_read_kernel(&e->len, sizeof(e->len), (void *)(skb + SKB_LEN));
-	bpf_probe_read_kernel(&proto_be, sizeof(proto_be), (void *)(skb + SKB_PROTOCOL));
-	e->protocol = __builtin_bswap16(proto_be);
-	head = read_ptr(skb, SKB_HEAD);
-	if (rx) {
-		data = read_ptr(skb, SKB_DATA);
-		if (data >= head && data - head < 0xffff)
-			nh = data - head;
-	} else {
-		bpf_probe_read_kernel(&nh, sizeof(nh), (void *)(skb + SKB_NETWORK_HDR));
-	}
-	bpf_probe_read_kernel(&th, sizeof(th), (void *)(skb + SKB_TRANSPORT_HDR));
-	if (!head || nh == 0xffff)
-		return;
-
-	__u64 l4 = 0;
-	if (e->protocol == 0x0800) {
-		__u8 iph[20] = {};
-		bpf_probe_read_kernel(iph, sizeof(iph), (void *)(head + nh));
-		if ((iph[0] >> 4) != 4)
-			return;
-		e->family = 4;
-		e->l4proto = iph[9];
-		__builtin_memcpy(e->saddr, &iph[12], 4);
-		__builtin_memcpy(e->daddr, &iph[16], 4);
-		/* Only the first fragment carries the L4 header. */
-		if (((iph[6] & 0x1f) | iph[7]) == 0)
-			l4 = head + nh + (iph[0] & 0x0f) * 4;
-	} else if (e->protocol == 0x86DD) {
-		__u8 ip6h[40] = {};
-		bpf_probe_read_kernel(ip6h, sizeof(ip6h), (void *)(head + nh));
-		if ((ip6h[0] >> 4) != 6)
-			return;
-		e->family = 6;
-		e->l4proto = ip6h[6];
-		__builtin_memcpy(e->saddr, &ip6h[8], 16);
-		__builtin_memcpy(e->daddr, &ip6h[24], 16);
-		/* Extension headers: trust the transport header if it is set. */
-		if (e->l4proto == 6 || e->l4proto == 17 || e->l4proto == 58)
-			l4 = head + nh + 40;
-		else if (th != 0xffff && th > nh)
-			l4 = head + th;
-	}
-	if (!l4)
-		return;
-	__u64 raw = 0;
-	if (bpf_probe_read_kernel(&raw, sizeof(raw), (void *)l4) != 0)
-		return;
-	KDBG_L4_FIELDS(e, raw);
+	kdbg_hop_dev(&e->seen, skb, read_ptr(skb, SKB_DEV));
+	kdbg_hop_packet(&e->seen, skb, rx);
 }
 
 /* 1 when the parsed packet passes every filter: the statements below return 0. */
 static __always_inline int wanted(struct kdbg_path_event *e)
 {
 	{
-		__u32 netns = e->netns;
-		char *ifname = e->ifname;
+		__u32 netns = e->seen.netns;
+		char *ifname = e->seen.ifname;
 		/* filters on netns and device */
 		if (netns != 4026532177U) return 0;
 		if (ifname[0] != 118 || ifname[1] != 101 || ifname[2] != 116 || ifname[3] != 104 || ifname[4] != 45 || ifname[5] != 97 || ifname[6] != 0) return 0;
 	}
 	{
-		__u8 family = e->family, l4proto = e->l4proto, l4_valid = e->l4_valid;
-		__u16 sport = e->sport, dport = e->dport;
-		__u8 has_ports = l4_valid && (l4proto == 6 || l4proto == 17 || l4proto == 132);
-		__u32 s[4], d[4];
-		__builtin_memcpy(s, e->saddr, 16);
-		__builtin_memcpy(d, e->daddr, 16);
+		KDBG_PACKET_FILTER_LOCALS(&e->seen);
 		/* filters on the packet */
 		if (!(l4proto == 1 && family == 4)) return 0;
 		if (!((family == 4 && (s[0] & 0xffffffff) == 0x02054d0a) || (family == 4 && (d[0] & 0xffffffff) == 0x02054d0a))) return 0;

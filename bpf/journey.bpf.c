@@ -1,0 +1,235 @@
+/* A packet's journey (kdbg watch --journey, and --break): the drop program's part that
+ * follows packets hop by hop, so that a drop can say where its packet went first.
+ *
+ * A template fragment: kdbg/trace/journeyprog.py fills it and passes it to
+ * bpf/kfree_skb.bpf.c, whose text it joins at file scope (its struct offsets and its
+ * ring buffer "events" are this fragment's too), with journey_output() as the drop's
+ * hand-over. Each hop tracepoint the running kernel has gets a raw tracepoint program
+ * (its first argument is the skb; no trace record is written for it), and consume_skb
+ * one that frees the skb's slot; kfree_skb's is the drop program's own first line.
+ *
+ * A packet is followed when a hop of it passes the packet filters (the watch's, but
+ * for the device and namespace, which say where the drop is): its skb takes its slot of
+ * the table (bpf/kdbg_journey.h), and every later hop of that skb is added there
+ * without looking at the filters again, so NAT does not lose it (as in kdbg path).
+ * Only the first hop of a packet reads it all; a later hop on the device of the one
+ * before copies the device's fields.
+ */
+#include "kdbg_journey.h"
+
+#ifndef SKB_DATA
+#define SKB_DATA         {{SKB_DATA}}
+#endif
+#ifndef SKB_PROTOCOL
+#define SKB_PROTOCOL     {{SKB_PROTOCOL}}
+#endif
+#define DEV_LINK_OPS     {{DEV_LINK_OPS}}
+#define LINK_OPS_KIND    {{LINK_OPS_KIND}}
+
+#define JOURNEY_SLOT_BITS {{SLOT_BITS}}
+#define JOURNEY_SLOTS    (1U << JOURNEY_SLOT_BITS)
+/* A slot with no hop for this long is free: its skb was freed without a tracepoint
+ * (__kfree_skb), and its memory may hold a new packet. */
+#define JOURNEY_IDLE_NS  {{IDLE_NS}}ULL
+
+#include "kdbg_hop.h"
+
+BPF_ARRAY(journeys, struct kdbg_journey, JOURNEY_SLOTS);
+BPF_PERCPU_ARRAY(journey_counters, __u64, KDBG_JOURNEY_NR_CTRS);
+/* Per CPU: when its last drop found the ring buffer full (0: it had room). While it is
+ * full no new packet is followed: its drop's record would not be sent (a storm). */
+BPF_PERCPU_ARRAY(journey_ring_full, __u64, 1);
+
+static __always_inline __u64 *journey_ring(void)
+{
+	int zero = 0;
+	return journey_ring_full.lookup(&zero);
+}
+
+static __always_inline void journey_count(int slot)
+{
+	__u64 *v = journey_counters.lookup(&slot);
+	if (v)
+		(*v)++;
+}
+
+static __always_inline struct kdbg_journey *journey_of(__u64 skb)
+{
+	__u32 idx = KDBG_JOURNEY_SLOT(skb, JOURNEY_SLOT_BITS);
+	return journeys.lookup(&idx);
+}
+
+/* 1 while the slot follows a packet. */
+static __always_inline int journey_live(const struct kdbg_journey *j, __u64 now)
+{
+	return j->skbaddr && !j->ended && now - j->last_ns <= JOURNEY_IDLE_NS;
+}
+
+/* 1 when the hop's packet passes the packet filters: the statements below return 0. */
+static __always_inline int journey_wanted(struct kdbg_hop_seen *e)
+{
+	KDBG_PACKET_FILTER_LOCALS(e);
+	/* filters on the packet */
+	{{FILTER_PKT}}
+	return 1;
+}
+
+/* The device, its namespace and kind: copied from the hop before when it was on the
+ * same device, else read. */
+static __always_inline void journey_dev(struct kdbg_journey_hop *h,
+					const struct kdbg_journey_hop *prev, __u64 skb)
+{
+	__u64 dev = read_ptr(skb, SKB_DEV), kind;
+
+	h->dev = dev;
+	if (prev && dev && prev->dev == dev) {
+		h->seen.netns = prev->seen.netns;
+		h->seen.ifindex = prev->seen.ifindex;
+		__builtin_memcpy(h->seen.ifname, prev->seen.ifname, sizeof(h->seen.ifname));
+		__builtin_memcpy(h->kind, prev->kind, sizeof(h->kind));
+		return;
+	}
+	kdbg_hop_dev(&h->seen, skb, dev);
+	kind = read_ptr(read_ptr(dev, DEV_LINK_OPS), LINK_OPS_KIND);
+	if (kind)
+		bpf_probe_read_kernel_str(h->kind, sizeof(h->kind), (void *)kind);
+}
+
+static __always_inline int journey_hop(__u64 skb, __u8 tp, int rx)
+{
+	struct kdbg_journey *j;
+	struct kdbg_journey_hop *h, e = {};
+	__u64 now;
+	__u32 n;
+
+	__u64 *full = journey_ring();
+
+	if (!skb)
+		return 0;
+	j = journey_of(skb);
+	if (!j)
+		return 0;
+	if (j->skbaddr == skb && !j->ended &&
+	    (now = bpf_ktime_get_ns()) - j->last_ns <= JOURNEY_IDLE_NS) {
+		/* A followed packet: one more hop, in place. */
+		n = j->nhops;
+		h = &j->hops[n & (KDBG_JOURNEY_HOPS - 1)];
+		__builtin_memset(h, 0, sizeof(*h));
+		h->time_ns = now;
+		h->tp = tp;
+		journey_dev(h, &j->hops[(n - 1) & (KDBG_JOURNEY_HOPS - 1)], skb);
+		kdbg_hop_packet(&h->seen, skb, rx);
+		j->nhops = n + 1;
+		j->last_ns = now;
+		return 0;
+	}
+	/* Not followed (yet): a new packet, unless its drop would find no room. */
+	if (!full || *full)
+		return 0;
+	kdbg_hop_packet(&e.seen, skb, rx);
+	if (!journey_wanted(&e.seen))
+		return 0;
+	now = bpf_ktime_get_ns();
+	if (journey_live(j, now)) {
+		/* counted once a packet, at its first hop refused */
+		if (j->refused_skb != skb || j->refused_ended)
+			journey_count(KDBG_JOURNEY_CTR_BUSY);
+		j->refused_skb = skb;
+		j->refused_why = KDBG_JOURNEY_BUSY;
+		j->refused_ended = 0;
+		return 0;
+	}
+	e.time_ns = now;
+	e.tp = tp;
+	journey_dev(&e, 0, skb);
+	j->skbaddr = skb;
+	j->first_ns = now;
+	j->last_ns = now;
+	j->nhops = 1;
+	j->ended = 0;
+	__builtin_memcpy(&j->hops[0], &e, sizeof(e));
+	journey_count(KDBG_JOURNEY_CTR_FOLLOWED);
+	return 0;
+}
+
+/* The skb was freed or consumed: its slot is free. It keeps what it holds until
+ * another packet takes it, so the drop's record (after this) still finds it. 1 when
+ * the slot was following this skb until now. */
+static __always_inline int journey_freed(__u64 skb)
+{
+	struct kdbg_journey *j = journey_of(skb);
+
+	if (!j)
+		return 0;
+	if (j->skbaddr == skb && !j->ended) {
+		j->ended = 1;
+		return 1;
+	}
+	if (j->refused_skb == skb)
+		j->refused_ended = 1;
+	return 0;
+}
+/* The skb's address as a number. The drop program's argument is a typed pointer (tp_btf),
+ * on which the verifier allows no arithmetic (the slot's hash): it is read as memory. */
+static __always_inline __u64 journey_addr(const __u64 *arg)
+{
+	__u64 v = 0;
+
+	bpf_probe_read_kernel(&v, sizeof(v), arg);
+	return v;
+}
+/* The drop program's first line (given its skb argument): whether this drop ends a journey
+ * it then reports. */
+#define KDBG_JOURNEY_FREED(arg)							\
+	__u64 journey_skb = journey_addr(&(arg));				\
+	int journey_mine = journey_freed(journey_skb)
+
+/* The drop's hand-over (the drop program's OUTPUT): its record is the event, where the
+ * table is, and a copy of the skb's slot (whatever it holds: "followed" says whether it
+ * is this packet's, as the drop program's first line found it: "mine"). As for every
+ * drop (bpf/kfree_skb.bpf.c), the event is filled only once the ring buffer had room;
+ * a drop it has none for is counted per key (ring_full), and no new packet is followed
+ * until a record goes out again. */
+static __always_inline void journey_output(__u64 *ctx, struct kdbg_drop_event *e,
+					   __u64 skb, int mine)
+{
+	__u32 zero = 0, idx = KDBG_JOURNEY_SLOT(skb, JOURNEY_SLOT_BITS);
+	struct kdbg_journey *j = journeys.lookup(&idx), *table = journeys.lookup(&zero);
+	struct kdbg_journey_drop *r = events.ringbuf_reserve(sizeof(*r));
+	__u64 *full = journey_ring();
+
+	if (!r) {
+		if (full && !*full)
+			*full = bpf_ktime_get_ns();
+		ring_full(e);
+		return;
+	}
+	fill_sent(ctx, e);
+	__builtin_memcpy(&r->ev, e, sizeof(*e));
+	r->table = (__u64)table;	/* a kernel address: gdb reads a slot there */
+	r->slot = idx;
+	r->slots = JOURNEY_SLOTS;
+	r->ring_full_ns = full ? *full : 0;
+	if (full)
+		*full = 0;
+	/* (a failed read zeroes the copy) */
+	bpf_probe_read_kernel(&r->journey, sizeof(r->journey), j);
+	r->followed = mine && e->time_ns - r->journey.last_ns <= JOURNEY_IDLE_NS;
+	r->pad0 = 0;
+	events.ringbuf_submit(r, 0);
+}
+
+#define KDBG_JOURNEY_HOP(name, tp, rx)						\
+int kdbg_journey_##name(struct bpf_raw_tracepoint_args *ctx)			\
+{										\
+	return journey_hop(ctx->args[0], tp, rx);				\
+}
+
+/* One line per hop tracepoint this kernel has. */
+{{HOP_HOOKS}}
+
+int kdbg_journey_consume_skb(struct bpf_raw_tracepoint_args *ctx)
+{
+	journey_freed(ctx->args[0]);
+	return 0;
+}
