@@ -723,6 +723,7 @@ class Finding:
     candidates: tuple[RuleRef, ...] = ()
     unknown: tuple[str, ...] = ()  # expressions kdbg could not evaluate
     fingerprint: str | None = None  # the deciding rule's, to notice later changes
+    none_drops: bool = False  # no rule or policy drops it at those hooks: not nftables
 
 
 def _decider(o: Outcome) -> RuleRef:
@@ -748,7 +749,8 @@ def find_rule(rs: Ruleset, pkt: Packet, hooks: tuple[str, ...], families: tuple[
         return Finding(False, None,
                        f"cause not established: no rule or policy in the current ruleset "
                        f"drops this packet at the {where} hook (the ruleset may have changed "
-                       "since the drop, or a hook other than nftables dropped it)")
+                       "since the drop, or a hook other than nftables dropped it)",
+                       none_drops=True)
     if len(deciders) == 1:
         d, o = next(iter(deciders.items()))
         text = d.label

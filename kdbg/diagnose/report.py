@@ -9,6 +9,7 @@ from typing import Any
 from kdbg.causes import Beside, NetnsCounters, beside, linked
 from kdbg.diagnose.groups import Diagnosis, Group
 from kdbg.drops import endpoint, more_json, more_line, wall_clock
+from kdbg.trace.cause import Cause
 from kdbg.trace.event import DropEvent
 
 
@@ -32,7 +33,24 @@ def example_text(ev: DropEvent) -> str:
 
 
 DETAILS = ("hook", "rule", "socket", "listeners", "facts", "candidates", "not_evaluated",
-           "note", "netns", "netns_name")
+           "note", "netns", "netns_name", "hooks", "dropped_by")
+
+
+def hooks_text(c: Cause) -> list[str]:
+    """The hook functions at the drop's hook, in the kernel's order, priority first; the
+    one blamed marked."""
+    hooks = c.hooks
+    if hooks is None:
+        return []
+    more = f", {hooks.total - len(hooks.functions)} more" if hooks.total > len(
+        hooks.functions) else ""
+    out = [f"    {'hooks:':<9}{hooks.family} {hooks.hook}, from {hooks.source}{more}"
+           + ("" if hooks.functions else ": none registered")]
+    width = max((len(str(f.priority)) for f in hooks.functions), default=1)
+    for f in hooks.functions:
+        mark = "  <- dropped it" if f == c.dropped_by else ""
+        out.append(f"{'':13}{f.priority:>{width}} {f.text}{mark}")
+    return out
 
 
 def counters_beside(d: Diagnosis, g: Group) -> list[Beside] | None:
@@ -118,6 +136,7 @@ def report_text(d: Diagnosis) -> str:
         out.append(f"    {label + ':':<9}{c.summary}")
         if c.hook:
             out.append(f"    {'hook:':<9}{c.hook}")
+        out += hooks_text(c)
         for s in c.listeners or () if c.reason == "NO_SOCKET" else ():
             out.append(f"    {'socket:':<9}{s.endpoint} listens in the same netns")
         out.append(f"    {'example:':<9}{example_text(g.example)}")
