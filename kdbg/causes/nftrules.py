@@ -8,8 +8,8 @@ evaluates it against the dropped packet's fields at the hook the drop's kernel
 stack names, base chains in priority order, first verdict wins.
 
 The drop record carries the packet's mark and its conntrack state, zone and mark
-at the drop, so ``meta mark``, ``ct state``, ``ct zone`` and ``ct mark`` are
-evaluated too, where they were the same when the rule ran: a mark unless a rule at
+at the drop, so ``meta mark``, ``ct state``, ``ct direction``, ``ct zone`` and
+``ct mark`` are evaluated too, where they were the same when the rule ran: a mark unless a rule at
 that hook sets it, the conntrack facts in chains after conntrack's own hook
 (priority -200 at prerouting and output). An expression kdbg cannot evaluate from
 the drop record (a mark under a mask, ``ct status``, an iptables extension, a limit)
@@ -201,6 +201,7 @@ class Packet:
     ct_state: str | None = None  # new | established | related | untracked | invalid
     ct_zone: int | None = None  # the conntrack entry's zone id and mark
     ct_mark: int | None = None
+    ct_reply: bool | None = None  # the packet is in its entry's reply direction
 
 
 class _Unknown(Exception):
@@ -333,6 +334,13 @@ def _field(left: Any, pkt: Packet) -> _Field:
             return _known(pkt.ct_zone, "ct zone", _int)
         if key == "mark":
             return _known(pkt.ct_mark, "ct mark", _int)
+        if key == "direction":
+            # nft_ct_get_eval: a packet without an entry breaks the rule (no match)
+            if pkt.ct_state in ("invalid", "untracked"):
+                raise _Absent("ct")
+            if pkt.ct_reply is None:
+                raise _Unknown("ct direction")
+            return _Field("reply" if pkt.ct_reply else "original", str)
     raise _Unknown(describe_left(left))
 
 
@@ -688,7 +696,7 @@ def drops_at_hook(rs: Ruleset, pkt: Packet, hook: str, families: tuple[str, ...]
     drops: list[Outcome] = []
     for chain in chains:
         ev.pkt = seen if ct_known(hook, chain) else dataclasses.replace(
-            seen, ct_state=None, ct_zone=None, ct_mark=None)
+            seen, ct_state=None, ct_zone=None, ct_mark=None, ct_reply=None)
         nxt: list[tuple[Assumption, ...]] = []
         for assumed in paths:
             if chain.type == "nat":

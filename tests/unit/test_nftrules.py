@@ -4,6 +4,7 @@ an ip table with a forward policy drop)."""
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 
@@ -243,3 +244,29 @@ def test_a_ct_mark_set_at_the_drops_hook_is_not_taken_from_the_drop() -> None:
     f = find_rule(rs, marked(8300, 0, "new", ct_mark=7), ("input",), ("ip", "inet"))
     assert f.established and f.rule is not None and f.rule.table == "kdbgz"
     assert f.unknown == ("ct mark == 7",) and "by elimination" in f.text
+
+
+# -- ct direction (tests/data/nft/direction.*, captured on 6.18: a reply-direction rule
+# for UDP to 7610, then a plain drop of it) ---------------------------------------------
+
+@pytest.mark.parametrize("ct, reply, handle", [
+    ("established", True, 2),  # a reply to a flow b started
+    ("new", False, 3),
+    ("invalid", None, 3),  # no entry: 'ct direction' breaks the rule, the next drops
+])
+def test_ct_direction_decides_exactly(ct: str, reply: bool | None, handle: int) -> None:
+    rs = Ruleset.from_json(json.loads((NFT / "direction.json").read_text()),
+                           (NFT / "direction.txt").read_text())
+    pkt = dataclasses.replace(marked(7610, 0, ct, zone=None, ct_mark=None), ct_reply=reply)
+    f = find_rule(rs, pkt, ("input",), ("ip", "inet"))
+    assert f.established and f.rule is not None and f.rule.handle == handle
+    assert f.unknown == () and "by elimination" not in f.text
+
+
+def test_ct_direction_unknown_without_the_entrys_direction() -> None:
+    rs = Ruleset.from_json(json.loads((NFT / "direction.json").read_text()),
+                           (NFT / "direction.txt").read_text())
+    f = find_rule(rs, marked(7610, 0, None, zone=None, ct_mark=None), ("input",),
+                  ("ip", "inet"))
+    assert not f.established and {r.handle for r in f.candidates} == {2, 3}
+    assert f.unknown == ("ct direction == reply",)
