@@ -8,9 +8,9 @@
  * built without CONFIG_NETFILTER_NETLINK_HOOK, where `nft list hooks` shows nothing.
  *
  * A template: kdbg/causes/nfhooks.py fills every double-braced name from the running
- * kernel's BTF. The run's arguments: args[0], the byte offset in struct net of the
- * hook's entries pointer; args[1] to args[6], the addresses of x_tables' hook functions
- * (ipt_do_table, ...; 0: none), whose priv is an xt_table named at XT_TABLE_NAME.
+ * kernel's BTF. The run's one argument, args[0]: the byte offset in struct net of the
+ * hook's entries pointer. For x_tables' hook functions (ipt_do_table, ...) priv is the
+ * struct xt_table, named at XT_TABLE_NAME.
  */
 #include "nf_hooks.h"
 #include "kdbg_read.h"
@@ -72,10 +72,9 @@ int kdbg_nf_hooks(struct bpf_raw_tracepoint_args *ctx)
 		if (h->ops)
 			bpf_probe_read_kernel(&h->priority, sizeof(h->priority),
 					      (void *)(h->ops + OPS_PRIORITY));
-		if (XT_TABLE_NAME >= 0 && h->priv && h->fn &&
-		    (h->fn == ctx->args[1] || h->fn == ctx->args[2] ||
-		     h->fn == ctx->args[3] || h->fn == ctx->args[4] ||
-		     h->fn == ctx->args[5] || h->fn == ctx->args[6]))
+		/* read for every entry (a faulting read leaves it empty); user space keeps
+		 * it only for x_tables' functions, whose priv is an xt_table */
+		if (XT_TABLE_NAME >= 0 && h->priv)
 			bpf_probe_read_kernel_str(h->table, sizeof(h->table),
 						  (void *)(h->priv + XT_TABLE_NAME));
 		out->copied = i + 1;

@@ -21,8 +21,9 @@ struct kdbg_nf_hook {
 	__u64 ops;		/* the nf_hook_ops it was registered with (orig_ops[i]) */
 	__s32 priority;		/* ops->priority: the order of the entries */
 	__u32 pad0;
-	char table[KDBG_NF_NAMESIZ];	/* for an x_tables hook function (args 1 to 6 of
-					 * the run): the xt_table's name, at priv */
+	char table[KDBG_NF_NAMESIZ];	/* the string at priv + xt_table.name: an x_tables
+					 * hook function's table name (meaningless for any
+					 * other function) */
 };
 
 struct kdbg_nf_hooks {

@@ -29,8 +29,10 @@ class CauseFinder:
     """Causes for drops, computed once per cause key (and again after ``ttl`` s)."""
 
     def __init__(self, ttl: float = 2.0, clock: Callable[[], float] = time.monotonic,
-                 kallsyms: Callable[[], Kallsyms] | None = None) -> None:
+                 kallsyms: Callable[[], Kallsyms] | None = None, hooks: bool = False) -> None:
         self.reads = NetnsReads(ttl, clock, kallsyms)
+        # list the hook functions at every netfilter drop (else only to blame one)
+        self.reads.list_hooks = hooks
         self._causes = TtlCache(ttl, clock)
         self.computed = 0  # cause keys evaluated (not served from the cache)
 

@@ -252,7 +252,8 @@ def find(reads: NetnsReads, drop: Drop, cause: Cause) -> Cause:
     finding = nftrules.find_rule(rs, pkt, hooks, fams)
     if finding.rule is not None and finding.fingerprint:
         reads.fingerprints[(ev.netns, finding.rule.ident)] = finding.fingerprint
-    found, why = hook_list(reads, ns, ev.family, hook, rs)
+    found, why = (hook_list(reads, ns, ev.family, hook, rs)
+                  if finding.none_drops or reads.list_hooks else (None, None))
     cause = replace(cause, established=finding.established, rule=finding.rule,
                     candidates=finding.candidates, not_evaluated=finding.unknown,
                     summary=finding.text, hooks=found)

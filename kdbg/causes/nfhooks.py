@@ -19,7 +19,6 @@ import ctypes as ct
 import os
 import re
 import threading
-import time
 from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
@@ -53,12 +52,10 @@ HOOK_ENUM = {"NF_INET_PRE_ROUTING": "prerouting", "NF_INET_LOCAL_IN": "input",
 # x_tables' hook functions, whose priv is the table's struct xt_table (the program copies
 # its name): the tables' own ipt_do_table and kin, registered as the hook function itself
 # since v5.17 (net/ipv4/netfilter/iptable_filter.c), and the mangle tables' wrappers that
-# pass priv on to it (iptable_mangle_hook, ip6table_mangle_hook). At most six: the
-# program compares args[1] to args[6].
+# pass priv on to it (iptable_mangle_hook, ip6table_mangle_hook).
 XT_KINDS = {"ipt_do_table": "iptables", "ip6t_do_table": "ip6tables",
             "arpt_do_table": "arptables", "ebt_do_table": "ebtables",
             "iptable_mangle_hook": "iptables", "ip6table_mangle_hook": "ip6tables"}
-XT_FUNCS = tuple(XT_KINDS)
 # nftables' hook functions and the table family each runs.
 NFT_FUNCS = {"nft_do_chain_ipv4": "ip", "nft_do_chain_ipv6": "ip6",
              "nft_do_chain_inet": "inet", "nft_do_chain_bridge": "bridge",
@@ -190,7 +187,6 @@ class MemoryReader:
                                    "netfilter hook reader")
         self._ksyms = kallsyms
         self._lock = threading.Lock()
-        self._xt: tuple[float, list[int]] | None = None
 
     @property
     def kallsyms(self) -> Kallsyms:
@@ -201,27 +197,12 @@ class MemoryReader:
     def close(self) -> None:
         self._prog.close()
 
-    def _xt_args(self) -> list[int]:
-        """The addresses of :data:`XT_FUNCS` (0: not loaded), looked up again after 2 s
-        (a module may load): 20 ms a lookup here."""
-        now = time.monotonic()
-        if self._xt is not None and now - self._xt[0] < 2.0:
-            return self._xt[1]
-        out = []
-        for name in XT_FUNCS:
-            try:
-                out.append(self.kallsyms.symbol(name).address)
-            except KdbgError:
-                out.append(0)
-        self._xt = (now, out)
-        return out
-
     def raw(self, ns: NetnsRef, family: str, hook: str) -> RawNfHooks | None:
         """The entries as the program copied them (None: no such hook in this kernel)."""
         slot = slot_offset(self.layout, family, hook)
         if slot is None:
             return None
-        args = [slot, *self._xt_args()]
+        args = [slot]
 
         def run() -> RawNfHooks:
             with self._lock:

@@ -61,6 +61,9 @@ class NetnsReads:
         self.netns = NetnsCache()
         # the watch's kallsyms, for the finders that name kernel addresses (None: their own)
         self.kallsyms = kallsyms
+        # NETFILTER_DROP: the hook functions on every cause (kdbg diagnose), not only on
+        # one no nftables rule explains
+        self.list_hooks = False
         self._reads = TtlCache(ttl, clock)
         # (netns, rule ident) -> the deciding rule's fingerprint
         self.fingerprints: dict[tuple[Any, ...], str] = {}

@@ -99,7 +99,7 @@ def run(cfg: WatchConfig, err: Any) -> Diagnosis:
     """Watch with ``cfg`` (causes on, events streamed) until it ends, then group."""
     if cfg.stats:
         raise BadInput("kdbg diagnose counts per cause itself: --stats does not apply")
-    cfg = dataclasses.replace(cfg, causes=True, events=False)
+    cfg = dataclasses.replace(cfg, causes=True, events=False, hooks=True)
     watch = prepare(cfg)
     netns = cfg.filters.netns
     sink = Collector(err, counters=namespaces(parse_netns(netns) if netns else None))
