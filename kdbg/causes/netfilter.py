@@ -242,7 +242,7 @@ def find(reads: NetnsReads, drop: Drop, cause: Cause) -> Cause:
         l4 = int(ev.proto)
     pkt = nftrules.Packet(ev.family, l4, ev.saddr, ev.daddr, ev.sport, ev.dport,
                           ev.icmp_type, ev.icmp_code, iif, oif, ev.mark, ev.ct_state,
-                          ev.ct_zone, ev.ct_mark, ev.ct_reply)
+                          ev.ct_zone, ev.ct_mark, ev.ct_reply, ev.ct_status)
     try:
         rs = reads.read("nft", ns, lambda: nftrules.read(ns))
     except KdbgError as err:

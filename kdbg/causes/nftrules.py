@@ -8,11 +8,13 @@ evaluates it against the dropped packet's fields at the hook the drop's kernel
 stack names, base chains in priority order, first verdict wins.
 
 The drop record carries the packet's mark and its conntrack state, zone and mark
-at the drop, so ``meta mark``, ``ct state``, ``ct direction``, ``ct zone`` and
-``ct mark`` are evaluated too, where they were the same when the rule ran: a mark unless a rule at
+at the drop, so ``meta mark``, ``ct state``, ``ct direction``, ``ct status`` (a flag
+test), ``ct zone`` and ``ct mark`` are evaluated too, where they were the same when
+the rule ran: a mark unless a rule at
 that hook sets it, the conntrack facts in chains after conntrack's own hook
 (priority -200 at prerouting and output). An expression kdbg cannot evaluate from
-the drop record (a mark under a mask, ``ct status``, an iptables extension, a limit)
+the drop record (a mark under a mask, ``ct status`` as an exact value, an iptables
+extension, a limit)
 is not guessed: both outcomes are followed. Knowing
 the packet *was* dropped, a single rule that drops it on every path is named
 ("by elimination"); several candidates mean the cause is not established, and
@@ -202,6 +204,7 @@ class Packet:
     ct_zone: int | None = None  # the conntrack entry's zone id and mark
     ct_mark: int | None = None
     ct_reply: bool | None = None  # the packet is in its entry's reply direction
+    ct_status: int | None = None  # its entry's status bits (enum ip_conntrack_status)
 
 
 class _Unknown(Exception):
@@ -390,10 +393,39 @@ def _element_matches(f: _Field, elem: Any) -> bool:
         raise _Unknown(f"value {elem!r}") from None
 
 
+# nftables' names of the conntrack status bits (its ct_status symbol table) and their
+# values in the kernel's uapi enum ip_conntrack_status
+# (include/uapi/linux/netfilter/nf_conntrack_common.h).
+CT_STATUS_BITS = {"expected": 1 << 0, "seen-reply": 1 << 1, "assured": 1 << 2,
+                  "confirmed": 1 << 3, "snat": 1 << 4, "dnat": 1 << 5, "dying": 1 << 9}
+
+
+def _ct_status(expr: dict[str, Any], pkt: Packet) -> bool | None:
+    """``ct status FLAG`` (nft's ``in``: any of the flags set) against the entry's status;
+    None for any other form (an exact value, a set) and when the status is unknown."""
+    right = expr.get("right")
+    flags: list[str] = [f for f in (right if isinstance(right, list) else [right])
+                        if isinstance(f, str) and f in CT_STATUS_BITS]
+    if expr.get("op") != "in" or not flags or len(flags) != (
+            len(right) if isinstance(right, list) else 1):
+        return None
+    if pkt.ct_state in ("invalid", "untracked"):
+        return False  # no entry: nft_ct_get_eval breaks the rule
+    if pkt.ct_status is None:
+        return None
+    mask = 0
+    for f in flags:
+        mask |= CT_STATUS_BITS[f]
+    return bool(pkt.ct_status & mask)
+
+
 def match(expr: dict[str, Any], pkt: Packet, sets: dict[tuple[str, str, str], list[Any]],
           where: tuple[str, str]) -> bool | None:
     """One ``match`` expression against ``pkt``: True, False, or None (cannot tell)."""
     op = expr.get("op", "==")
+    left = expr.get("left")
+    if isinstance(left, dict) and left.get("ct") == {"key": "status"}:
+        return _ct_status(expr, pkt)
     try:
         f = _field(expr.get("left"), pkt)
     except _Absent:
@@ -686,6 +718,19 @@ def ct_known(hook: str, chain: Chain) -> bool:
     return chain.prio is not None and chain.prio > CONNTRACK_PRIO
 
 
+# The destination NAT chains' priority at prerouting and output (NF_IP_PRI_NAT_DST): a
+# connection's first packet gets its DNAT bits there.
+NAT_DST_PRIO = -100
+
+
+def nat_known(hook: str, chain: Chain) -> bool:
+    """Whether a base chain runs after destination NAT has set the entry's status bits
+    (a connection's first packet: before it, ``ct status dnat`` was not yet true)."""
+    if hook not in ("prerouting", "output"):
+        return True
+    return chain.prio is not None and chain.prio > NAT_DST_PRIO
+
+
 def drops_at_hook(rs: Ruleset, pkt: Packet, hook: str, families: tuple[str, ...]
                   ) -> list[Outcome]:
     """Every path on which the hook drops ``pkt``."""
@@ -696,7 +741,9 @@ def drops_at_hook(rs: Ruleset, pkt: Packet, hook: str, families: tuple[str, ...]
     drops: list[Outcome] = []
     for chain in chains:
         ev.pkt = seen if ct_known(hook, chain) else dataclasses.replace(
-            seen, ct_state=None, ct_zone=None, ct_mark=None, ct_reply=None)
+            seen, ct_state=None, ct_zone=None, ct_mark=None, ct_reply=None, ct_status=None)
+        if not nat_known(hook, chain):
+            ev.pkt = dataclasses.replace(ev.pkt, ct_status=None)
         nxt: list[tuple[Assumption, ...]] = []
         for assumed in paths:
             if chain.type == "nat":

@@ -19,7 +19,7 @@ from kdbg.trace.cause import Cause
 from kdbg.trace.filters import PROTO_NAMES
 from kdbg.trace.headers import IPAddress, addresses
 from kdbg.trace.journey import Journey
-from kdbg.trace.layout import CT_ATTACHED, CT_NONE, CT_READ, RawDropEvent
+from kdbg.trace.layout import CT_ATTACHED, CT_NONE, CT_READ, CT_STATUS, RawDropEvent
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,8 @@ def ct_fields(raw: Any) -> dict[str, Any]:
     is ``invalid``, unless ctinfo says untracked); None for what was not read (a kernel
     without conntrack, conntrack as a module for the zone and mark, a record of layout
     'kdbg_drop_record 1')."""
-    out: dict[str, Any] = dict.fromkeys(("ct_state", "ct_reply", "ct_zone", "ct_mark"))
+    out: dict[str, Any] = dict.fromkeys(("ct_state", "ct_reply", "ct_zone", "ct_mark",
+                                         "ct_status"))
     ctinfo, flags = getattr(raw, "ctinfo", CT_NONE), getattr(raw, "ct", 0)
     if ctinfo == CT_NONE:
         return out
@@ -61,6 +62,8 @@ def ct_fields(raw: Any) -> dict[str, Any]:
         out["ct_reply"] = ctinfo >= IP_CT_IS_REPLY
     if flags & CT_READ:
         out["ct_zone"], out["ct_mark"] = raw.ct_zone, raw.ct_mark
+    if flags & CT_STATUS:  # (a record made before kdbg read it has the bit clear)
+        out["ct_status"] = raw.ct_status
     return out
 
 
@@ -105,6 +108,7 @@ class DropEvent:
     ct_reply: bool | None = None
     ct_zone: int | None = None  # the conntrack entry's zone id and mark
     ct_mark: int | None = None
+    ct_status: int | None = None  # the entry's status bits (enum ip_conntrack_status)
     journey: Journey | None = None  # its hops before the drop (kdbg watch --journey)
 
     @property
@@ -155,6 +159,8 @@ class DropEvent:
         if self.ct_zone is not None:
             rec["ct_zone"] = self.ct_zone
             rec["ct_mark"] = self.ct_mark
+        if self.ct_status is not None:
+            rec["ct_status"] = self.ct_status
         if self.cause is not None:
             rec["cause"] = self.cause.to_json()
         if self.journey is not None:
@@ -193,6 +199,7 @@ class DropEvent:
             cause=Cause.from_json(rec["cause"]) if rec.get("cause") is not None else None,
             mark=rec.get("mark"), ct_state=rec.get("ct_state"), ct_reply=rec.get("ct_reply"),
             ct_zone=rec.get("ct_zone"), ct_mark=rec.get("ct_mark"),
+            ct_status=rec.get("ct_status"),
             journey=Journey.from_json(rec),
         )
 

@@ -106,3 +106,14 @@ def test_the_entrys_zone_and_mark_when_read() -> None:
     ev = Decoder(REASONS, KSYMS).decode(r)
     assert (ev.ct_state, ev.ct_zone, ev.ct_mark) == ("new", None, None)
     assert "ct_zone" not in ev.to_json()
+
+
+def test_the_entrys_status_only_when_read() -> None:
+    r = raw_v4()
+    r.ctinfo, r.ct, r.ct_status = 2, 1 | 4, (1 << 5) | (1 << 8)  # attached, status read
+    ev = Decoder(REASONS, KSYMS).decode(r)
+    assert ev.ct_status == 0x120 and ev.to_json()["ct_status"] == 0x120
+    assert DropEvent.from_json(ev.to_json()) == ev
+    r.ct = 1  # a record of layout 2 made before kdbg read it: the bit is clear
+    ev = Decoder(REASONS, KSYMS).decode(r)
+    assert ev.ct_status is None and "ct_status" not in ev.to_json()

@@ -270,3 +270,45 @@ def test_ct_direction_unknown_without_the_entrys_direction() -> None:
                   ("ip", "inet"))
     assert not f.established and {r.handle for r in f.candidates} == {2, 3}
     assert f.unknown == ("ct direction == reply",)
+
+
+# -- ct status (tests/data/nft/status.*, captured on 6.18: a prerouting DNAT of UDP to
+# 7620, then at input `ct status dnat drop` and a plain drop of UDP to 7622) -------------
+
+def status_rules() -> Ruleset:
+    return Ruleset.from_json(json.loads((NFT / "status.json").read_text()),
+                             (NFT / "status.txt").read_text())
+
+
+@pytest.mark.parametrize("dport, ct, status, handle", [
+    # IPS_DST_NAT | IPS_SRC_NAT_DONE | IPS_DST_NAT_DONE: the DNAT'd flow, now to 7621
+    (7621, "new", (1 << 5) | (1 << 7) | (1 << 8), 4),
+    (7622, "new", (1 << 7) | (1 << 8), 5),  # NAT done, nothing rewritten
+    (7622, "invalid", None, 5),  # no entry: the status rule does not match
+])
+def test_ct_status_flag_decides_exactly(dport: int, ct: str, status: int | None,
+                                        handle: int) -> None:
+    pkt = dataclasses.replace(marked(dport, 0, ct, zone=None, ct_mark=None), ct_status=status)
+    f = find_rule(status_rules(), pkt, ("input",), ("ip", "inet"))
+    assert f.established and f.rule is not None and f.rule.handle == handle
+    assert f.unknown == () and "by elimination" not in f.text
+
+
+def test_ct_status_unknown_without_the_entrys_status() -> None:
+    f = find_rule(status_rules(), marked(7622, 0, "new", zone=None, ct_mark=None),
+                  ("input",), ("ip", "inet"))
+    assert not f.established and {r.handle for r in f.candidates} == {4, 5}
+    assert f.unknown == ("ct status in dnat",)
+    # only a flag test is decided: an exact value is followed both ways
+    assert nftrules.match({"op": "==", "left": {"ct": {"key": "status"}}, "right": "dnat"},
+                          marked(7622, 0, "new"), {}, ("inet", "kdbgs")) is None
+
+
+def test_before_dnat_the_status_is_not_taken_from_the_drop() -> None:
+    """At prerouting a chain at or below -100 ran before the nat chain set the DNAT bits
+    of a connection's first packet."""
+    rs = status_rules()
+    early = nftrules.Chain("inet", "kdbgs", "early", 9, "prerouting", -150)
+    late = nftrules.Chain("inet", "kdbgs", "late", 10, "prerouting", -50)
+    assert not nftrules.nat_known("prerouting", early) and nftrules.nat_known("prerouting", late)
+    assert nftrules.nat_known("input", rs.chains[("inet", "kdbgs", "in")])

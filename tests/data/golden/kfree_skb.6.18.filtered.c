@@ -29,6 +29,7 @@
  * without CONFIG_NF_CONNTRACK_ZONES / _MARK: then neither is read). */
 #define CT_ZONE_ID       12
 #define CT_MARK          168
+#define CT_STATUS        128	/* nf_conn.status, on the same terms */
 #define DEV_IFINDEX      224
 #define DEV_NAME         280
 #define DEV_NET          264	/* -1: no network namespaces */
@@ -461,6 +462,12 @@ int kdbg_on_kfree_skb(__u64 *ctx)
 			    !bpf_probe_read_kernel(&e.ct_mark, sizeof(e.ct_mark),
 						   (void *)(entry + CT_MARK)))
 				e.ct |= KDBG_CT_READ;
+#endif
+#if CT_STATUS >= 0
+			/* its low 32 bits (little-endian), where every IPS_ bit lies */
+			if (!bpf_probe_read_kernel(&e.ct_status, sizeof(e.ct_status),
+						   (void *)(entry + CT_STATUS)))
+				e.ct |= KDBG_CT_STATUS;
 #endif
 		}
 	}
