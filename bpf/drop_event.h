@@ -36,7 +36,21 @@ struct kdbg_drop_event {
 	__u8 daddr[16];
 	char ifname[KDBG_IFNAMSIZ];
 	char comm[KDBG_COMMLEN];
+	__u32 mark;		/* skb->mark at the drop */
+	__u8 ctinfo;		/* skb->_nfct & 7 (enum ip_conntrack_info); KDBG_CT_NONE: no
+				 * conntrack field in this kernel's sk_buff */
+	__u8 ct;		/* KDBG_CT_ATTACHED: an entry is attached (skb->_nfct & ~7);
+				 * KDBG_CT_READ: ct_zone and ct_mark were read from it */
+	__u16 ct_zone;		/* the entry's zone id (nf_conn.zone.id) */
+	__u32 ct_mark;		/* the entry's mark (nf_conn.mark) */
+	__u32 ct_status;	/* KDBG_CT_STATUS: the entry's status bits (the low 32 of
+				 * nf_conn.status: enum ip_conntrack_status) */
 };
+
+#define KDBG_CT_NONE 0xff
+#define KDBG_CT_ATTACHED 1
+#define KDBG_CT_READ 2
+#define KDBG_CT_STATUS 4
 
 /* Key of the in-kernel counters behind --stats (and kdbg exporter). */
 struct kdbg_stats_key {

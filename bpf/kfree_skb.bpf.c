@@ -23,6 +23,13 @@
 #define SKB_TRANSPORT_HDR {{SKB_TRANSPORT_HDR}}
 #define SKB_LEN          {{SKB_LEN}}
 #define SKB_PROTOCOL     {{SKB_PROTOCOL}}
+#define SKB_MARK         {{SKB_MARK}}
+#define SKB_NFCT         {{SKB_NFCT}}	/* -1: no conntrack in this kernel */
+/* In struct nf_conn, when vmlinux's BTF has it (-1 when conntrack is a module, or
+ * without CONFIG_NF_CONNTRACK_ZONES / _MARK: then neither is read). */
+#define CT_ZONE_ID       {{CT_ZONE_ID}}
+#define CT_MARK          {{CT_MARK}}
+#define CT_STATUS        {{CT_STATUS}}	/* nf_conn.status, on the same terms */
 #define DEV_IFINDEX      {{DEV_IFINDEX}}
 #define DEV_NAME         {{DEV_NAME}}
 #define DEV_NET          {{DEV_NET}}	/* -1: no network namespaces */
@@ -430,6 +437,37 @@ int kdbg_on_kfree_skb(__u64 *ctx)
 	count_match(e.reason, e.location, &e);
 #if STATS_ONLY
 	return 0;
+#endif
+	/* The packet's mark and conntrack state, for the rule that dropped it: two loads,
+	 * only for drops that are sent (never under --stats). */
+	e.mark = FIELD(__u32, skb, SKB_MARK);
+#if SKB_NFCT >= 0
+	{
+		__u64 nfct = FIELD(__u64, skb, SKB_NFCT);
+		__u64 entry = nfct & ~7ULL;
+
+		e.ctinfo = nfct & 7;
+		if (entry) {
+			e.ct = KDBG_CT_ATTACHED;
+#if CT_ZONE_ID >= 0 && CT_MARK >= 0
+			/* _nfct is a plain integer to the verifier: read the entry's zone
+			 * and mark with two helper calls, only for a packet that has one. */
+			if (!bpf_probe_read_kernel(&e.ct_zone, sizeof(e.ct_zone),
+						   (void *)(entry + CT_ZONE_ID)) &&
+			    !bpf_probe_read_kernel(&e.ct_mark, sizeof(e.ct_mark),
+						   (void *)(entry + CT_MARK)))
+				e.ct |= KDBG_CT_READ;
+#endif
+#if CT_STATUS >= 0
+			/* its low 32 bits (little-endian), where every IPS_ bit lies */
+			if (!bpf_probe_read_kernel(&e.ct_status, sizeof(e.ct_status),
+						   (void *)(entry + CT_STATUS)))
+				e.ct |= KDBG_CT_STATUS;
+#endif
+		}
+	}
+#else
+	e.ctinfo = KDBG_CT_NONE;
 #endif
 	/* Hand the event over: one record each while the ring has room (kdbg/trace/program.py),
 	 * or the record of bpf/drop_record.bpf.c with the packet's first bytes (--write). */

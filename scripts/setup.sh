@@ -17,6 +17,8 @@
 #   4. a venv at .venv made from /usr/bin/python3 --system-site-packages
 #      (bcc's Python bindings import only there), kdbg installed editable
 #   5. /usr/local/bin/kdbg pointing at it
+#   6. kdbg's Wireshark dissector (kdbg.* display filters on kdbg's pcapng) linked
+#      into Wireshark's global Lua plugin folder (scripts/wireshark-dissector.sh)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -132,4 +134,7 @@ fi
 
 # 5. kdbg on PATH
 ln -sfn "$VENV/bin/kdbg" /usr/local/bin/kdbg
+
+# 6. kdbg's fields in Wireshark/tshark
+"$ROOT/scripts/wireshark-dissector.sh" || die "cannot install kdbg's Wireshark dissector"
 say "ready: $(command -v kdbg) ($("$VENV/bin/kdbg" --version))"

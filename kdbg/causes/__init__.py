@@ -8,13 +8,17 @@ kdbg's notes on every reason. See docs/architecture.md and docs/diagnose.md.
   commands and advice (``kdbg reasons`` prints its meanings);
 * :mod:`~kdbg.causes.netfilter`, :mod:`~kdbg.causes.nftrules`: the nftables rule that
   dropped a packet;
+* :mod:`~kdbg.causes.counters`: a namespace's SNMP/netstat counters, and the one table
+  of the counters the kernel bumps with each reason;
 * :mod:`~kdbg.causes.sockets`, :mod:`~kdbg.causes.netnsref`, :mod:`~kdbg.causes.reads`:
   a namespace's socket tables, the namespace by inode, the reads finders share.
 """
 
+from kdbg.causes.counters import LINKS, Beside, Link, NetnsCounters, beside, linked, namespaces
 from kdbg.causes.finder import CauseFinder, with_cause
 from kdbg.causes.notes import Notes, meaning, notes_for
 from kdbg.causes.registry import stack_depth, stack_reasons
 
-__all__ = ["CauseFinder", "Notes", "meaning", "notes_for", "stack_depth", "stack_reasons",
+__all__ = ["LINKS", "Beside", "CauseFinder", "Link", "NetnsCounters", "beside", "linked",
+           "namespaces", "Notes", "meaning", "notes_for", "stack_depth", "stack_reasons",
            "with_cause"]

@@ -20,6 +20,7 @@ from kdbg.causes.notes import fill, notes_for
 from kdbg.causes.reads import Drop, NetnsReads, TtlCache, not_established
 from kdbg.causes.registry import cache_key, finder_for
 from kdbg.errors import KdbgError
+from kdbg.symbols.kallsyms import Kallsyms
 from kdbg.trace.cause import Cause
 from kdbg.trace.event import DropEvent
 
@@ -27,8 +28,11 @@ from kdbg.trace.event import DropEvent
 class CauseFinder:
     """Causes for drops, computed once per cause key (and again after ``ttl`` s)."""
 
-    def __init__(self, ttl: float = 2.0, clock: Callable[[], float] = time.monotonic) -> None:
-        self.reads = NetnsReads(ttl, clock)
+    def __init__(self, ttl: float = 2.0, clock: Callable[[], float] = time.monotonic,
+                 kallsyms: Callable[[], Kallsyms] | None = None, hooks: bool = False) -> None:
+        self.reads = NetnsReads(ttl, clock, kallsyms)
+        # list the hook functions at every netfilter drop (else only to blame one)
+        self.reads.list_hooks = hooks
         self._causes = TtlCache(ttl, clock)
         self.computed = 0  # cause keys evaluated (not served from the cache)
 
@@ -65,8 +69,10 @@ class CauseFinder:
                                      "sport": ev.sport, "dport": ev.dport, "proto": ev.proto,
                                      "reason": ev.reason}
         confirm = fill(notes.confirm, values)
-        return replace(cause, confirm=ns.shell(confirm) if ns is not None else confirm,
-                       advice=fill(notes.advice, values),
+        # a finder's own advice and command (a drop blamed on a hook function) stand
+        return replace(cause, confirm=cause.confirm or (ns.shell(confirm) if ns is not None
+                                                        else confirm),
+                       advice=cause.advice or fill(notes.advice, values),
                        summary=cause.summary or notes.meaning)
 
     def recheck(self, cause: Cause) -> str | None:

@@ -7,13 +7,15 @@ ruleset is evaluated there (:mod:`kdbg.causes.nftrules`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
-from kdbg.causes import nftrules
+from kdbg.causes import nfhooks, nftrules
+from kdbg.causes.netnsref import NetnsRef
 from kdbg.causes.reads import Drop, NetnsReads, not_established
 from kdbg.errors import KdbgError
-from kdbg.trace.cause import Cause
+from kdbg.trace.cause import Cause, HookFn, HookList
 
 # The function that runs a netfilter hook, per hook (IPv4 and IPv6). The first
 # of these below nf_hook_slow in the drop's stack names the hook.
@@ -100,13 +102,125 @@ def where(drop: Drop) -> tuple[str | None, tuple[str, ...], tuple[str, ...], str
     return hook, hooks, fams, note
 
 
+def hook_list(reads: NetnsReads, ns: NetnsRef, family: str | None, hook: str | None,
+              rs: nftrules.Ruleset | None) -> tuple[HookList | None, str | None]:
+    """The hook functions at the drop's hook (nftables' named after their chains in
+    ``rs``), or None and why not."""
+    if hook is None or family not in ("ipv4", "ipv6") or hook not in nftrules.HOOKS:
+        return None, None
+    try:
+        found = reads.read(f"nf-hooks {family} {hook}", ns, lambda: nfhooks.hooks_at(
+            ns, family, hook, reads.kallsyms() if reads.kallsyms is not None else None))
+    except KdbgError as err:
+        return None, f"the hook functions were not read: {err}"
+    if found is None:
+        return None, None
+    chains = [(c.family, c.table, c.name, c.hook, c.prio) for c in
+              (rs.chains.values() if rs is not None else ()) if c.hook and c.prio is not None]
+    return nfhooks.label_chains(found, chains), None
+
+
+def blame(symbol: str | None, hooks: HookList,
+          can_drop: Callable[[HookFn], bool] = lambda f: True
+          ) -> tuple[HookFn | None, tuple[HookFn, ...], str]:
+    """The hook function that dropped a packet nftables did not: the one whose code the
+    drop is in, else the only one there but nftables' chains and those ``can_drop`` rules
+    out; else None, with the candidates. And why."""
+    fn = function(symbol)
+    for f in hooks.functions:
+        if f.function == fn:
+            return f, (f,), "the drop is in its code"
+    others = tuple(f for f in hooks.functions if f.kind != "nftables")
+    left = tuple(f for f in others if can_drop(f))
+    if len(left) == 1:
+        why = (f"by elimination: the only hook function at the {hooks.hook} hook that can "
+               "drop this packet: nftables' chains do not")
+        ruled_out = [f for f in others if f not in left]
+        if ruled_out:
+            why += ", and " + ", ".join(f"{f.kind} {f.table}" for f in ruled_out) + (
+                " has" if len(ruled_out) == 1 else " have") + (
+                f" no DROP or REJECT rule for {hooks.hook} and accepts by policy")
+        return left[0], left, why
+    return None, left, ""
+
+
+# The legacy x_tables tools, by the kind of table a hook function runs.
+XT_TOOLS = {"iptables": "iptables-legacy", "ip6tables": "ip6tables-legacy",
+            "arptables": "arptables-legacy", "ebtables": "ebtables-legacy"}
+
+
+# The built-in chain of each hook in an x_tables table.
+XT_CHAINS = {"prerouting": "PREROUTING", "input": "INPUT", "forward": "FORWARD",
+             "output": "OUTPUT", "postrouting": "POSTROUTING"}
+_XT_DROP = re.compile(r" -j (DROP|REJECT)\b")
+
+
+def xt_drops(save: str, chain: str) -> bool:
+    """Whether one table of ``iptables-save`` can drop at built-in ``chain``: its policy
+    is DROP, or a rule in it or in any chain of the table's own jumps to DROP or REJECT
+    (a match's hotdrop of a malformed packet aside)."""
+    for line in save.splitlines():
+        if line.startswith(":"):
+            name, policy = (line[1:].split() + ["-"])[:2]
+            if name == chain and policy == "DROP":
+                return True
+        elif line.startswith("-A ") and _XT_DROP.search(line):
+            name = line.split()[1]
+            if name == chain or name not in XT_CHAINS.values():
+                return True
+    return False
+
+
+def xt_can_drop(reads: NetnsReads, ns: NetnsRef, hook: str) -> Callable[[HookFn], bool]:
+    """Whether an iptables or ip6tables table's hook function can drop at ``hook``, from
+    ``iptables-legacy-save`` in ``ns`` (read-only); True for any other function, and when
+    the table cannot be read."""
+    def can(f: HookFn) -> bool:
+        tool = XT_TOOLS.get(f.kind or "")
+        if f.kind not in ("iptables", "ip6tables") or tool is None or not f.table:
+            return True
+        table = f.table
+        try:
+            save = reads.read(f"{tool}-save {table}", ns, lambda: ns.run(
+                [f"{tool}-save", "-t", table], what=f"{tool}-save -t {table}"))
+        except KdbgError:
+            return True
+        return xt_drops(save, XT_CHAINS[hook])
+    return can
+
+
+def blamed(reads: NetnsReads, cause: Cause, hooks: HookList, symbol: str | None,
+            ns: NetnsRef) -> Cause:
+    """``cause`` for a drop no nftables rule made: blamed on the hook function that
+    returned drop, or the candidates named."""
+    fn, others, why = blame(symbol, hooks, xt_can_drop(reads, ns, hooks.hook))
+    where = f"the {hooks.hook} hook ({hooks.family})"
+    if fn is not None:
+        cause = replace(cause, established=True, dropped_by=fn,
+                        summary=f"dropped by the hook function {fn.label} at {where}: {why}")
+        tool = XT_TOOLS.get(fn.kind or "")
+        if tool is not None:
+            return replace(cause, confirm=ns.shell(
+                f"{tool} -t {fn.table or 'filter'} -L -v -n --line-numbers"),
+                advice=f"change or remove the DROP rule in {tool}'s {fn.table} table "
+                "(its packet counters show which matched), or migrate it to nftables")
+        return replace(cause, confirm=f"grep -w {fn.function} /proc/kallsyms",
+                       advice=f"the hook function {fn.function} "
+                       + (f"of module {fn.module} " if fn.module else "(built in) ")
+                       + "returned drop: see what registered it at this hook and why")
+    if not others:
+        return cause
+    return replace(cause, established=False, summary=(
+        f"cause not established: no nftables rule drops this packet at {where}; one of "
+        f"{len(others)} other hook functions there that can drop it returned drop: "
+        + "; ".join(f.label for f in others)))
+
+
 def find(reads: NetnsReads, drop: Drop, cause: Cause) -> Cause:
-    """The rule or policy that dropped the packet, evaluated at the hook its stack names."""
+    """The rule or policy that dropped the packet, evaluated at the hook its stack names;
+    the hook functions registered there; the one blamed when no nftables rule drops it."""
     ev, ns = drop.event, drop.ns
     cause = replace(cause, established=False)
-    if ev.symbol in LEGACY:
-        return replace(cause, summary=f"cause not established: dropped by a legacy table "
-                       f"({ev.symbol}, {LEGACY[ev.symbol]}); kdbg names nftables rules only")
     if ns is None:
         return replace(cause, summary="cause not established: the drop carries no network "
                        "namespace")
@@ -115,13 +229,20 @@ def find(reads: NetnsReads, drop: Drop, cause: Cause) -> Cause:
                        "not parsed")
     hook, hooks, fams, note = where(drop)
     cause = replace(cause, hook=hook, note=note)
+    if ev.symbol in LEGACY:
+        found, why = hook_list(reads, ns, ev.family, hook, None)
+        if found is not None:
+            return blamed(reads, replace(cause, hooks=found), found, ev.symbol, ns)
+        return replace(cause, summary=f"cause not established: dropped by a legacy table "
+                       f"({ev.symbol}, {LEGACY[ev.symbol]}); {why or 'its hook is unknown'}")
     iif = ev.ifname if hook in ("prerouting", "input", "forward", "ingress") else None
     oif = ev.ifname if hook in ("postrouting", "egress") else None
     l4 = L4_NUMBERS.get(ev.proto or "")
     if l4 is None and ev.proto and ev.proto.isdigit():
         l4 = int(ev.proto)
     pkt = nftrules.Packet(ev.family, l4, ev.saddr, ev.daddr, ev.sport, ev.dport,
-                          ev.icmp_type, ev.icmp_code, iif, oif)
+                          ev.icmp_type, ev.icmp_code, iif, oif, ev.mark, ev.ct_state,
+                          ev.ct_zone, ev.ct_mark, ev.ct_reply, ev.ct_status)
     try:
         rs = reads.read("nft", ns, lambda: nftrules.read(ns))
     except KdbgError as err:
@@ -131,9 +252,16 @@ def find(reads: NetnsReads, drop: Drop, cause: Cause) -> Cause:
     finding = nftrules.find_rule(rs, pkt, hooks, fams)
     if finding.rule is not None and finding.fingerprint:
         reads.fingerprints[(ev.netns, finding.rule.ident)] = finding.fingerprint
-    return replace(cause, established=finding.established, rule=finding.rule,
-                   candidates=finding.candidates, not_evaluated=finding.unknown,
-                   summary=finding.text)
+    found, why = (hook_list(reads, ns, ev.family, hook, rs)
+                  if finding.none_drops or reads.list_hooks else (None, None))
+    cause = replace(cause, established=finding.established, rule=finding.rule,
+                    candidates=finding.candidates, not_evaluated=finding.unknown,
+                    summary=finding.text, hooks=found)
+    if finding.none_drops and found is not None:
+        return blamed(reads, cause, found, ev.symbol, ns)
+    if why and not finding.established:
+        cause = replace(cause, note="; ".join(n for n in (cause.note, why) if n))
+    return cause
 
 
 def recheck(reads: NetnsReads, cause: Cause) -> str | None:

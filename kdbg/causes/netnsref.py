@@ -91,6 +91,16 @@ def _ino(path: Path | str) -> int | None:
         return None
 
 
+def named() -> list[tuple[str, int]]:
+    """Each name under /var/run/netns with its namespace's inode, by name (one that
+    vanishes while they are read is left out)."""
+    try:
+        names = sorted(os.listdir(NETNS_DIR))
+    except OSError:
+        return []
+    return [(name, ino) for name in names if (ino := _ino(NETNS_DIR / name)) is not None]
+
+
 def find(inode: int) -> NetnsRef:
     """A reference to namespace ``inode``: kdbg's own, a named one, or a process's.
 
@@ -98,12 +108,8 @@ def find(inode: int) -> NetnsRef:
     """
     if _ino("/proc/self/ns/net") == inode:
         return NetnsRef(inode, "/proc/self/ns/net", own=True)
-    try:
-        names = sorted(os.listdir(NETNS_DIR))
-    except OSError:
-        names = []
-    for name in names:
-        if _ino(NETNS_DIR / name) == inode:
+    for name, ino in named():
+        if ino == inode:
             return NetnsRef(inode, str(NETNS_DIR / name), name=name)
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():

@@ -7,8 +7,15 @@ counters) is not allowed. So kdbg reads the namespace's ruleset read-only
 evaluates it against the dropped packet's fields at the hook the drop's kernel
 stack names, base chains in priority order, first verdict wins.
 
-An expression kdbg cannot evaluate from the drop record (ct state, marks, an
-iptables extension, a limit) is not guessed: both outcomes are followed. Knowing
+The drop record carries the packet's mark and its conntrack state, zone and mark
+at the drop, so ``meta mark``, ``ct state``, ``ct direction``, ``ct status`` (a flag
+test), ``ct zone`` and ``ct mark`` are evaluated too, where they were the same when
+the rule ran: a mark unless a rule at
+that hook sets it, the conntrack facts in chains after conntrack's own hook
+(priority -200 at prerouting and output). An expression kdbg cannot evaluate from
+the drop record (a mark under a mask, ``ct status`` as an exact value, an iptables
+extension, a limit)
+is not guessed: both outcomes are followed. Knowing
 the packet *was* dropped, a single rule that drops it on every path is named
 ("by elimination"); several candidates mean the cause is not established, and
 the report says so and why. Pure functions over the JSON, so the evaluator is
@@ -17,6 +24,7 @@ tested on checked-in ``nft -j`` output.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import re
@@ -191,6 +199,12 @@ class Packet:
     icmp_code: int | None = None
     iifname: str | None = None
     oifname: str | None = None
+    mark: int | None = None  # skb->mark at the drop
+    ct_state: str | None = None  # new | established | related | untracked | invalid
+    ct_zone: int | None = None  # the conntrack entry's zone id and mark
+    ct_mark: int | None = None
+    ct_reply: bool | None = None  # the packet is in its entry's reply direction
+    ct_status: int | None = None  # its entry's status bits (enum ip_conntrack_status)
 
 
 class _Unknown(Exception):
@@ -312,8 +326,29 @@ def _field(left: Any, pkt: Packet) -> _Field:
             if dev is None:
                 raise _Unknown(f"meta {key}")
             return _Field(dev, str, wildcard=key.endswith("name"))
+        if key == "mark":
+            return _known(pkt.mark, "meta mark", _int)
         raise _Unknown(f"meta {key}")
+    if "ct" in left and isinstance(left["ct"], dict) and "dir" not in left["ct"]:
+        key = left["ct"].get("key")
+        if key == "state":
+            return _known(pkt.ct_state, "ct state", str)
+        if key == "zone":
+            return _known(pkt.ct_zone, "ct zone", _int)
+        if key == "mark":
+            return _known(pkt.ct_mark, "ct mark", _int)
+        if key == "direction":
+            # nft_ct_get_eval: a packet without an entry breaks the rule (no match)
+            if pkt.ct_state in ("invalid", "untracked"):
+                raise _Absent("ct")
+            if pkt.ct_reply is None:
+                raise _Unknown("ct direction")
+            return _Field("reply" if pkt.ct_reply else "original", str)
     raise _Unknown(describe_left(left))
+
+
+def _int(v: Any) -> int:
+    return v if isinstance(v, int) else int(str(v), 0)
 
 
 def _no(v: Any) -> Any:
@@ -358,10 +393,39 @@ def _element_matches(f: _Field, elem: Any) -> bool:
         raise _Unknown(f"value {elem!r}") from None
 
 
+# nftables' names of the conntrack status bits (its ct_status symbol table) and their
+# values in the kernel's uapi enum ip_conntrack_status
+# (include/uapi/linux/netfilter/nf_conntrack_common.h).
+CT_STATUS_BITS = {"expected": 1 << 0, "seen-reply": 1 << 1, "assured": 1 << 2,
+                  "confirmed": 1 << 3, "snat": 1 << 4, "dnat": 1 << 5, "dying": 1 << 9}
+
+
+def _ct_status(expr: dict[str, Any], pkt: Packet) -> bool | None:
+    """``ct status FLAG`` (nft's ``in``: any of the flags set) against the entry's status;
+    None for any other form (an exact value, a set) and when the status is unknown."""
+    right = expr.get("right")
+    flags: list[str] = [f for f in (right if isinstance(right, list) else [right])
+                        if isinstance(f, str) and f in CT_STATUS_BITS]
+    if expr.get("op") != "in" or not flags or len(flags) != (
+            len(right) if isinstance(right, list) else 1):
+        return None
+    if pkt.ct_state in ("invalid", "untracked"):
+        return False  # no entry: nft_ct_get_eval breaks the rule
+    if pkt.ct_status is None:
+        return None
+    mask = 0
+    for f in flags:
+        mask |= CT_STATUS_BITS[f]
+    return bool(pkt.ct_status & mask)
+
+
 def match(expr: dict[str, Any], pkt: Packet, sets: dict[tuple[str, str, str], list[Any]],
           where: tuple[str, str]) -> bool | None:
     """One ``match`` expression against ``pkt``: True, False, or None (cannot tell)."""
     op = expr.get("op", "==")
+    left = expr.get("left")
+    if isinstance(left, dict) and left.get("ct") == {"key": "status"}:
+        return _ct_status(expr, pkt)
     try:
         f = _field(expr.get("left"), pkt)
     except _Absent:
@@ -587,13 +651,99 @@ def base_chains(rs: Ruleset, hook: str, families: tuple[str, ...],
     return sorted(out, key=lambda c: (c.prio if c.prio is not None else 0))
 
 
+# nf_conntrack_in's priority at prerouting and output (NF_IP_PRI_CONNTRACK): a chain
+# at or before it sees the packet without the conntrack entry the drop record shows
+CONNTRACK_PRIO = -200
+
+
+def _reachable(rs: Ruleset, chains: list[Chain]) -> list[Chain]:
+    """``chains`` and every chain a jump, goto or verdict map in them can reach."""
+    seen: dict[tuple[str, str, str], Chain] = {}
+    todo = list(chains)
+    while todo:
+        chain = todo.pop()
+        if chain.key in seen:
+            continue
+        seen[chain.key] = chain
+        for rule in chain.rules:
+            for target in _targets(rule.expr):
+                nxt = rs.chains.get((chain.family, chain.table, target))
+                if nxt is not None:
+                    todo.append(nxt)
+    return list(seen.values())
+
+
+def _targets(obj: Any) -> Iterator[str]:
+    if isinstance(obj, dict):
+        for key, val in obj.items():
+            if key in ("jump", "goto") and isinstance(val, dict) and "target" in val:
+                yield str(val["target"])
+            else:
+                yield from _targets(val)
+    elif isinstance(obj, list):
+        for item in obj:
+            yield from _targets(item)
+
+
+def _sets(obj: Any, what: dict[str, Any]) -> bool:
+    """Whether a rule's expressions set ``what`` (``meta mark set …`` is a mangle of
+    ``{"meta": {"key": "mark"}}``)."""
+    if isinstance(obj, dict):
+        m = obj.get("mangle")
+        if isinstance(m, dict) and m.get("key") == what:
+            return True
+        return any(_sets(v, what) for v in obj.values())
+    if isinstance(obj, list):
+        return any(_sets(v, what) for v in obj)
+    return False
+
+
+def as_seen_by(pkt: Packet, chains: list[Chain], rs: Ruleset) -> Packet:
+    """``pkt`` with only what held when this hook's rules ran: its mark and its conntrack
+    entry's mark unless a rule reachable at this hook sets them (then the drop's may be
+    a later one). Its conntrack state and zone hold only in chains after conntrack's
+    (:func:`ct_known`)."""
+    rules = [r for c in _reachable(rs, chains) for r in c.rules]
+    if pkt.mark is not None and any(_sets(r.expr, {"meta": {"key": "mark"}}) for r in rules):
+        pkt = dataclasses.replace(pkt, mark=None)
+    if pkt.ct_mark is not None and any(_sets(r.expr, {"ct": {"key": "mark"}}) for r in rules):
+        pkt = dataclasses.replace(pkt, ct_mark=None)
+    return pkt
+
+
+def ct_known(hook: str, chain: Chain) -> bool:
+    """Whether a base chain runs after conntrack has given the packet its state."""
+    if hook not in ("prerouting", "output"):
+        return True  # input, forward, postrouting: after prerouting's or output's conntrack
+    return chain.prio is not None and chain.prio > CONNTRACK_PRIO
+
+
+# The destination NAT chains' priority at prerouting and output (NF_IP_PRI_NAT_DST): a
+# connection's first packet gets its DNAT bits there.
+NAT_DST_PRIO = -100
+
+
+def nat_known(hook: str, chain: Chain) -> bool:
+    """Whether a base chain runs after destination NAT has set the entry's status bits
+    (a connection's first packet: before it, ``ct status dnat`` was not yet true)."""
+    if hook not in ("prerouting", "output"):
+        return True
+    return chain.prio is not None and chain.prio > NAT_DST_PRIO
+
+
 def drops_at_hook(rs: Ruleset, pkt: Packet, hook: str, families: tuple[str, ...]
                   ) -> list[Outcome]:
     """Every path on which the hook drops ``pkt``."""
-    ev = Evaluator(rs, pkt)
+    chains = base_chains(rs, hook, families, pkt.iifname or pkt.oifname)
+    seen = as_seen_by(pkt, chains, rs)
+    ev = Evaluator(rs, seen)
     paths: list[tuple[Assumption, ...]] = [()]
     drops: list[Outcome] = []
-    for chain in base_chains(rs, hook, families, pkt.iifname or pkt.oifname):
+    for chain in chains:
+        ev.pkt = seen if ct_known(hook, chain) else dataclasses.replace(
+            seen, ct_state=None, ct_zone=None, ct_mark=None, ct_reply=None, ct_status=None)
+        if not nat_known(hook, chain):
+            ev.pkt = dataclasses.replace(ev.pkt, ct_status=None)
         nxt: list[tuple[Assumption, ...]] = []
         for assumed in paths:
             if chain.type == "nat":
@@ -628,6 +778,7 @@ class Finding:
     candidates: tuple[RuleRef, ...] = ()
     unknown: tuple[str, ...] = ()  # expressions kdbg could not evaluate
     fingerprint: str | None = None  # the deciding rule's, to notice later changes
+    none_drops: bool = False  # no rule or policy drops it at those hooks: not nftables
 
 
 def _decider(o: Outcome) -> RuleRef:
@@ -653,7 +804,8 @@ def find_rule(rs: Ruleset, pkt: Packet, hooks: tuple[str, ...], families: tuple[
         return Finding(False, None,
                        f"cause not established: no rule or policy in the current ruleset "
                        f"drops this packet at the {where} hook (the ruleset may have changed "
-                       "since the drop, or a hook other than nftables dropped it)")
+                       "since the drop, or a hook other than nftables dropped it)",
+                       none_drops=True)
     if len(deciders) == 1:
         d, o = next(iter(deciders.items()))
         text = d.label

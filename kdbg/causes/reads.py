@@ -16,6 +16,7 @@ from typing import Any
 
 from kdbg.causes.netnsref import NetnsCache, NetnsRef
 from kdbg.errors import KdbgError
+from kdbg.symbols.kallsyms import Kallsyms
 from kdbg.trace.cause import Cause
 from kdbg.trace.event import DropEvent
 
@@ -55,8 +56,14 @@ class NetnsReads:
     """The namespace reads every finder shares, and what the netfilter finder noted
     about the rules that decided (to notice a rule changed since its drop)."""
 
-    def __init__(self, ttl: float = 2.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, ttl: float = 2.0, clock: Callable[[], float] = time.monotonic,
+                 kallsyms: Callable[[], Kallsyms] | None = None) -> None:
         self.netns = NetnsCache()
+        # the watch's kallsyms, for the finders that name kernel addresses (None: their own)
+        self.kallsyms = kallsyms
+        # NETFILTER_DROP: the hook functions on every cause (kdbg diagnose), not only on
+        # one no nftables rule explains
+        self.list_hooks = False
         self._reads = TtlCache(ttl, clock)
         # (netns, rule ident) -> the deciding rule's fingerprint
         self.fingerprints: dict[tuple[Any, ...], str] = {}

@@ -30,8 +30,11 @@ def diagnose(as_json: bool, **opts: object) -> None:
     attached) until --duration, --count, --cmd's end or Ctrl-C, then prints one
     entry per cause, most frequent first: count, first and last seen, an example
     packet, the cause (the nftables rule, the missing socket, the setting that
-    decided), the advice and a command to confirm. Nothing on the system is
-    changed: rulesets, sockets and sysctls are only read.
+    decided), for a netfilter drop the hook functions registered at its hook (in
+    order, the one that dropped it marked), the namespace's SNMP/netstat counters
+    that moved with the reason (read before and after), the advice and a command to
+    confirm. Nothing on the system is changed: rulesets, hooks, sockets, sysctls and
+    counters are only read.
     """
     cfg = WatchConfig(filters=filters_from(opts), **opts)  # type: ignore[arg-type]
     result = diag.run(cfg, sys.stderr)

@@ -31,11 +31,14 @@ Examples:
   kdbg report drops.kdbg --stats                  counts per reason and location
   kdbg report drops.kdbg --group-by flow --top 10 the ten flows that lost most
   kdbg report drops.kdbg --pcap drops.pcapng      the packets for Wireshark, commented
+  kdbg report before.kdbg after.kdbg              what changed: drops per reason,
+                                                  location and flow, most changed first
+  kdbg report a.jsonl b.jsonl --by cause --json   per cause, from 'kdbg watch --json' files
 """
 
 
 @click.command(epilog=EXAMPLES)
-@click.argument("file")
+@click.argument("files", nargs=-1, required=True, metavar="FILE [FILE_B]")
 @packet_filters(reason="Drop reason, as the recording's kernel names it. Repeatable.",
                 netns="Network namespace: inode, or a name the recording knows.",
                 netns_metavar="INODE|NAME", ifname="Interface the skb was on.")
@@ -46,15 +49,38 @@ Examples:
 @click.option("--top", type=int, metavar="N", help="With --stats or --group-by: the N largest.")
 @click.option("--pcap", metavar="OUT", type=click.Path(dir_okay=False),
               help="Write the drops (filtered) as pcapng to OUT, a comment on each.")
+@click.option("--by", "by", multiple=True, metavar="DIM",
+              help="With two files: compare by reason, location, cause or flow "
+                   "(repeatable; default all).")
 @click.pass_context
-def report(ctx: click.Context, file: str, as_json: bool, stats: bool, group_by: str | None,
-           top: int | None, pcap: str | None, **filters: object) -> None:
-    """Report on a recording made by 'kdbg watch --write'.
+def report(ctx: click.Context, files: tuple[str, ...], as_json: bool, stats: bool,
+           group_by: str | None, top: int | None, pcap: str | None, by: tuple[str, ...],
+           **filters: object) -> None:
+    """Report on a recording made by 'kdbg watch --write', or compare two.
 
     Everything comes from the file (reason names, symbols, namespaces), so the
     report is the same on any machine. A file cut short is read up to its last
     whole block, and the report says how much was cut.
+
+    With two files A and B (recordings, or 'kdbg watch --json' lines, which carry
+    causes), the drops per reason, location, cause and flow are compared: each key
+    added, gone, changed or the same, by count and by rate, most changed first.
     """
+    if len(files) > 2:
+        raise BadInput(f"kdbg report takes one file, or two to compare ({len(files)} given)")
+    if len(files) == 2:
+        if stats or group_by or pcap:
+            raise BadInput("comparing two files: no --stats, --group-by or --pcap")
+        compared = rec.compare(files[0], files[1], filters_from(filters), by)
+        if as_json:
+            for line in rec.diff_json(compared):
+                click.echo(line)
+        else:
+            click.echo(rec.diff_text(compared, top))
+        return
+    if by:
+        raise BadInput("--by compares two files: give FILE and FILE_B")
+    file = files[0]
     require(ctx, {"top": ("stats", "group_by")})
     exclude(ctx, {"pcap": ("stats", "group_by", "as_json"), "stats": ("group_by",)})
     cfg = rec.ReportConfig(path=file, filters=filters_from(filters),

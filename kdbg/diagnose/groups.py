@@ -6,6 +6,10 @@ same cause (the same rule, the same missing socket, the same setting) are counte
 together: count, first and last seen, one example packet, the cause and the advice,
 most frequent first. Before the report, every named rule is read again: a rule
 changed or deleted since the drop is said so, with the text that decided.
+
+The namespaces' SNMP and netstat counters are read once the program is attached
+and again at the end; the report puts beside each reason the counters linked to it
+(:data:`kdbg.causes.LINKS`) that moved in the drop's namespace.
 """
 
 from __future__ import annotations
@@ -15,10 +19,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from kdbg.causes import NetnsCounters, namespaces
 from kdbg.drops import StatsRow, Summary, WatchConfig, prepare
 from kdbg.errors import BadInput
 from kdbg.trace.cause import Cause
 from kdbg.trace.event import DropEvent
+from kdbg.trace.filters import parse_netns
 from kdbg.trace.more import Summarized
 
 
@@ -44,6 +50,8 @@ class Diagnosis:
     interrupted: bool
     # drops the kernel counted while kdbg was behind: no cause was evaluated for them
     summarized: list[Summarized] = field(default_factory=list)
+    # the namespaces' SNMP/netstat counters, read once attached and at the end
+    counters: list[NetnsCounters] = field(default_factory=list)
 
 
 @dataclass
@@ -53,8 +61,14 @@ class Collector:
     err: Any
     groups: dict[str, Group] = field(default_factory=dict)
     summarized: list[Summarized] = field(default_factory=list)  # counted, not sent
+    counters: list[NetnsCounters] = field(default_factory=list)  # read once attached
+    attached: bool = False
 
     def watching(self, message: str) -> None:
+        if not self.attached:  # the first line is 'kdbg: watching': the program runs
+            self.attached = True
+            for ns in self.counters:
+                ns.read("before")
         self.err.write(message + "\n")
         self.err.flush()
 
@@ -85,15 +99,19 @@ def run(cfg: WatchConfig, err: Any) -> Diagnosis:
     """Watch with ``cfg`` (causes on, events streamed) until it ends, then group."""
     if cfg.stats:
         raise BadInput("kdbg diagnose counts per cause itself: --stats does not apply")
-    cfg = dataclasses.replace(cfg, causes=True, events=False)
+    cfg = dataclasses.replace(cfg, causes=True, events=False, hooks=True)
     watch = prepare(cfg)
-    sink = Collector(err)
+    netns = cfg.filters.netns
+    sink = Collector(err, counters=namespaces(parse_netns(netns) if netns else None))
     start = time.monotonic()
     result = watch.run(sink)
     seconds = time.monotonic() - start
+    for ns in sink.counters:
+        if ns.before is not None:
+            ns.read("after")
     groups = sorted(sink.groups.values(), key=lambda g: (-g.count, g.first_ns))
     if watch.causes is not None:
         for g in groups:
             g.note = watch.causes.recheck(g.cause)
     return Diagnosis(groups, result.summary, seconds, result.cmd_status, result.interrupted,
-                     sink.summarized)
+                     sink.summarized, sink.counters)

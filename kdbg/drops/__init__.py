@@ -27,9 +27,9 @@ from kdbg.drops.output import (
     wall_clock,
 )
 from kdbg.drops.remote import guest_watch_argv
-from kdbg.drops.watch import Sink, Watch, WatchConfig, WatchResult, prepare
+from kdbg.drops.watch import Sink, Watch, WatchConfig, WatchResult, prepare, recorded_causes
 
 __all__ = ["JsonSink", "Sink", "StatsRow", "Summary", "TextSink", "Watch", "WatchConfig",
            "WatchResult", "drop_json", "drop_line", "endpoint", "guest_watch_argv", "header",
-           "journey_block", "more_json", "more_line", "prepare", "read_jsonl", "stack_lines",
-           "stats_json", "stats_rows", "stats_table", "wall_clock"]
+           "journey_block", "more_json", "more_line", "prepare", "read_jsonl", "recorded_causes",
+           "stack_lines", "stats_json", "stats_rows", "stats_table", "wall_clock"]

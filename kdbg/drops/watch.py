@@ -7,6 +7,7 @@ snapshots and a summary to a :class:`Sink` (text or JSON lines, kdbg.cli).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
@@ -47,6 +48,9 @@ class WatchConfig:
     events: bool = False  # with stats: stream each drop as well
     vmlinux: str | None = None  # DWARF for file:line; None: the distribution's, if installed
     causes: bool = True  # a cause on each streamed drop (kdbg.causes)
+    # The hook functions at every NETFILTER_DROP's hook on its cause (kdbg diagnose);
+    # otherwise they are read only to blame a drop no nftables rule made.
+    hooks: bool = False
     journey: bool = False  # each drop's journey: the hops its packet crossed before
     journey_slots: int = 1024  # packets followed at once (a power of two)
     # Take each drop's stack as well as its learned call chain, and show it (kernel tests
@@ -96,7 +100,8 @@ class Watch:
         self.spec_is_early = flt.c_dev(self.spec) == flt.c_packet(self.spec) == flt.NO_FILTER
         # Causes are computed per cause key; some read the drop's stack (NETFILTER_DROP's:
         # the hook), so the program takes the stacks of those reasons only.
-        self.causes = CauseFinder() if cfg.causes and not self.stats_only else None
+        self.causes = (CauseFinder(kallsyms=self.kallsyms, hooks=cfg.hooks)
+                       if cfg.causes and not self.stats_only else None)
         cause_stacks = self._stack_reasons() if self.causes is not None else ()
         if cfg.journey and self.stats_only:
             raise BadInput("--journey does nothing with --stats alone (add --events)")
@@ -301,6 +306,14 @@ class _WatchLoop(loop.RingLoop):
     def close(self) -> None:
         super().close()
         self.watch.close()
+
+
+def recorded_causes() -> Callable[[DropEvent], DropEvent]:
+    """Each drop given its cause as a watch gives it, from the drop record alone (a
+    recording keeps no stack, so a NETFILTER_DROP's hook is unknown and every hook is
+    evaluated); for the pcapng written at the end of a local recording."""
+    finder = CauseFinder()
+    return lambda ev: with_cause(finder, ev, lambda: None)
 
 
 def prepare(cfg: WatchConfig) -> Watch:

@@ -7,9 +7,11 @@ See docs/architecture.md and docs/record.md.
 * :mod:`~kdbg.record.recfile`: the file's blocks, written and read;
 * :mod:`~kdbg.record.offline`: a recording decoded, filtered and grouped;
 * :mod:`~kdbg.record.pcapng`: the packets as pcapng;
-* :mod:`~kdbg.record.report`: ``kdbg report``.
+* :mod:`~kdbg.record.report`: ``kdbg report``;
+* :mod:`~kdbg.record.diff`: ``kdbg report A B``, two profiles compared.
 """
 
+from kdbg.record.diff import Diff, compare, diff_json, diff_text
 from kdbg.record.recfile import RecordingError, RecordingIOError
 from kdbg.record.recorder import (
     RING_PAGES_DEFAULT,
@@ -30,6 +32,7 @@ from kdbg.record.report import (
     summary_lines,
 )
 
-__all__ = ["RING_PAGES_DEFAULT", "SNAPLEN_DEFAULT", "RecordOptions", "RecordResult", "Recorder",
-           "RecordingError", "RecordingIOError", "ReportConfig", "ReportResult", "group_json",
-           "group_table", "prepare", "record_lab", "report", "summary_json", "summary_lines"]
+__all__ = ["RING_PAGES_DEFAULT", "SNAPLEN_DEFAULT", "Diff", "RecordOptions", "RecordResult",
+           "Recorder", "RecordingError", "RecordingIOError", "ReportConfig", "ReportResult",
+           "compare", "diff_json", "diff_text", "group_json", "group_table", "prepare",
+           "record_lab", "report", "summary_json", "summary_lines"]

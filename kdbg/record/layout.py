@@ -7,8 +7,9 @@ import ctypes as ct
 from kdbg.trace.layout import RawDropEvent
 from kdbg.trace.ringbuf import RING_BUSY, RING_DISCARD, RING_HDR
 
-__all__ = ["LINK_ETHERNET", "LINK_NONE", "LINK_RAW", "RING_BUSY", "RING_DISCARD", "RING_HDR",
-           "RawDropRecord", "record_size", "snap_bytes"]
+__all__ = ["LAYOUT", "LAYOUTS", "LINK_ETHERNET", "LINK_NONE", "LINK_RAW", "RING_BUSY",
+           "RING_DISCARD", "RING_HDR", "RawDropRecord", "RawDropRecordV1", "record_size",
+           "snap_bytes"]
 
 # Link types of the snapshot, as in drop_record.h
 LINK_NONE, LINK_ETHERNET, LINK_RAW = 0, 1, 2
@@ -28,11 +29,30 @@ class RawDropRecord(ct.Structure):
     ]
 
 
+class RawDropEventV1(ct.Structure):
+    """``struct kdbg_drop_event`` as recordings of layout 'kdbg_drop_record 1' hold it:
+    the same fields up to ``comm``, before the mark and conntrack state were read."""
+
+    _fields_ = RawDropEvent._fields_[:-6]
+
+
+class RawDropRecordV1(ct.Structure):
+    """``struct kdbg_drop_record`` of layout 'kdbg_drop_record 1'."""
+
+    _fields_ = [("ev", RawDropEventV1), *RawDropRecord._fields_[1:]]
+
+
+LAYOUT = "kdbg_drop_record 2"  # what the recorder writes
+# every layout kdbg reads: its record header (the snapshot follows)
+LAYOUTS: dict[str, type[ct.Structure]] = {"kdbg_drop_record 1": RawDropRecordV1,
+                                          LAYOUT: RawDropRecord}
+
+
 def snap_bytes(snaplen: int) -> int:
     """Bytes the snapshot takes in a record: ``snaplen`` rounded up to 8."""
     return (snaplen + 7) & ~7
 
 
-def record_size(snaplen: int) -> int:
+def record_size(snaplen: int, record: type[ct.Structure] = RawDropRecord) -> int:
     """Bytes one record takes in the ring (and in a recording), its ring header included."""
-    return RING_HDR + ct.sizeof(RawDropRecord) + snap_bytes(snaplen)
+    return RING_HDR + ct.sizeof(record) + snap_bytes(snaplen)

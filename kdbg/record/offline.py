@@ -57,15 +57,17 @@ class Offline:
     def __init__(self, rec: recfile.Recording) -> None:
         self.rec = rec
         meta = rec.meta
+        self.head = layout.LAYOUTS.get(str(meta.get("layout")), layout.RawDropRecord)
         try:
-            expect = layout.record_size(int(meta.get("snaplen", -1)))
+            expect = layout.record_size(int(meta.get("snaplen", -1)), self.head)
             size = rec.record_size
         except (TypeError, ValueError, KeyError):
             expect, size = 0, -1
-        if meta.get("layout") != "kdbg_drop_record 1" or size != expect:
+        if meta.get("layout") not in layout.LAYOUTS or size != expect:
             raise recfile.RecordingError(
                 f"{rec.path}: records of layout {meta.get('layout')!r}, "
-                f"{meta.get('record_size')} bytes; this kdbg reads 'kdbg_drop_record 1'")
+                f"{meta.get('record_size')} bytes; this kdbg reads "
+                + " and ".join(repr(k) for k in layout.LAYOUTS))
         try:
             self.reasons = ReasonTable({int(k): str(v) for k, v in meta["reasons"].items()},
                                        f"recording {rec.path.name}")
@@ -83,7 +85,7 @@ class Offline:
 
     def drops(self) -> Iterator[RecordedDrop]:
         """Every record, decoded, in the order it was written."""
-        head = layout.RawDropRecord
+        head = self.head
         size = ct.sizeof(head)
         for buf in self.rec.raw_records():
             raw = head.from_buffer_copy(buf[:size])
@@ -174,9 +176,11 @@ def _at(ev: DropEvent, loc: tuple[str, str | None, int | None]) -> bool:
 _LOC = re.compile(r"^(?P<sym>[A-Za-z_.$][\w.$]*)(?:\+(?P<off>0x[0-9a-fA-F]+|\d+))?$")
 
 
-def offline_filter(cfg: flt.PacketFilters, off: Offline) -> OfflineFilter:
-    """Resolve ``cfg``'s filters against the recording's own names (reasons, netns)."""
-    reasons = frozenset(off.reasons.name(off.reasons.code(r)) for r in cfg.reasons)
+def offline_filter(cfg: flt.PacketFilters, table: ReasonTable,
+                   netns_names: dict[int, str]) -> OfflineFilter:
+    """Resolve ``cfg``'s filters against the file's own names (its reasons, and the
+    names of its namespaces)."""
+    reasons = frozenset(table.name(table.code(r)) for r in cfg.reasons)
     locs: list[tuple[str, str | None, int | None]] = []
     for text in cfg.locations:
         text = text.strip()
@@ -194,7 +198,7 @@ def offline_filter(cfg: flt.PacketFilters, off: Offline) -> OfflineFilter:
         raise BadInput(f"unknown protocol {cfg.proto!r}", hint="one of " + ", ".join(flt.PROTOCOLS))
     netns = None
     if cfg.netns is not None:
-        by_name = {v: k for k, v in off.rec.netns.items()}
+        by_name = {v: k for k, v in netns_names.items()}
         netns = by_name.get(cfg.netns.strip())
         if netns is None:
             netns = flt.parse_netns(cfg.netns)

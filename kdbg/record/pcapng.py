@@ -2,14 +2,20 @@
 
 Written from the specification (IETF draft-ietf-opsawg-pcapng): a Section Header
 Block, one Interface Description Block per (link type, interface, namespace), and an
-Enhanced Packet Block per drop whose ``opt_comment`` gives the reason, location,
-file:line, namespace and interface. Timestamps are in nanoseconds (``if_tsresol``
-9). No PyPI writer fitted: python-pcapng and dpkt have seen no release since 2022,
-and scapy's writer costs tens of microseconds a packet.
+Enhanced Packet Block per drop with two ``opt_comment`` options: the first gives the
+reason, location, file:line, namespace and interface for people, the second is
+``kdbg `` and a flat JSON object of the same facts (and the cause, when the drop has
+one) for kdbg's Wireshark dissector (``kdbg.lua`` beside this module), which turns it
+into ``kdbg.*`` fields that display filters match. A comment is the one part of a
+packet that Wireshark 4.0's Lua sees; Retis keeps its events in pcapng custom blocks
+read by a C plugin, which needs Wireshark 4.3 or later. Timestamps are in nanoseconds
+(``if_tsresol`` 9). No PyPI writer fitted: python-pcapng and dpkt have seen no
+release since 2022, and scapy's writer costs tens of microseconds a packet.
 """
 
 from __future__ import annotations
 
+import json
 import struct
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -19,6 +25,7 @@ from kdbg import __version__
 from kdbg.record import layout
 from kdbg.record.offline import Offline, RecordedDrop
 from kdbg.record.recfile import io_error
+from kdbg.trace.cause import Cause
 from kdbg.trace.event import DropEvent
 
 SHB, IDB, EPB = 0x0A0D0D0A, 0x00000001, 0x00000006
@@ -28,6 +35,7 @@ OPT_END, OPT_COMMENT = 0, 1
 SHB_USERAPPL = 4
 IF_NAME, IF_DESCRIPTION, IF_TSRESOL = 2, 3, 9
 LINKTYPES = {layout.LINK_ETHERNET: LINKTYPE_ETHERNET, layout.LINK_RAW: LINKTYPE_RAW}
+FIELDS_MARK = "kdbg "  # the comment that carries the fields starts so
 
 
 def _pad(data: bytes) -> bytes:
@@ -57,6 +65,54 @@ def comment(ev: DropEvent, netns_names: dict[int, str]) -> str:
     return text
 
 
+def fields(ev: DropEvent, netns_names: dict[int, str]) -> dict[str, object]:
+    """The drop's facts as the dissector's ``kdbg.*`` fields (docs/record.md): a flat
+    object of strings, integers and booleans, absent facts left out."""
+    out: dict[str, object] = {"reason": ev.reason, "location": ev.location}
+    if ev.symbol:
+        out["symbol"] = ev.symbol
+    if ev.file:
+        out["file"] = ev.file
+        if ev.line:
+            out["line"] = ev.line
+    if ev.netns:
+        out["netns"] = ev.netns
+        if netns_names.get(ev.netns):
+            out["netns_name"] = netns_names[ev.netns]
+    if ev.ifname:
+        out["ifname"] = ev.ifname
+    if ev.ifindex:
+        out["ifindex"] = ev.ifindex
+    if ev.mark is not None:
+        out["mark"] = ev.mark
+    if ev.ct_state is not None:
+        out["ct_state"] = ev.ct_state
+    if ev.ct_zone is not None:
+        out["ct_zone"], out["ct_mark"] = ev.ct_zone, ev.ct_mark
+    if ev.cause is not None:
+        out.update(_cause_fields(ev.cause))
+    return out
+
+
+def _cause_fields(c: Cause) -> dict[str, object]:
+    out: dict[str, object] = {"cause": c.summary or c.meaning or ""}
+    if c.established is not None:
+        out["cause_established"] = c.established
+    if c.hook:
+        out["hook"] = c.hook
+    if c.rule is not None:
+        out["rule"] = c.rule.place
+        if c.rule.handle is not None:
+            out["rule_handle"] = c.rule.handle
+    return out
+
+
+def fields_comment(ev: DropEvent, netns_names: dict[int, str]) -> str:
+    """The second comment: ``kdbg {"reason": ..., ...}``."""
+    return FIELDS_MARK + json.dumps(fields(ev, netns_names), separators=(",", ":"),
+                                    ensure_ascii=False)
+
+
 class PcapngWriter:
     """A pcapng stream on ``f``: interfaces are described as packets first need them."""
 
@@ -80,18 +136,19 @@ class PcapngWriter:
         return self._ifaces[key]
 
     def packet(self, linktype: int, ifname: str, netns: int, time_ns: int, data: bytes,
-               wirelen: int, note: str) -> None:
+               wirelen: int, *notes: str) -> None:
         iface = self._iface(linktype, ifname, netns)
         body = struct.pack("<IIIII", iface, time_ns >> 32, time_ns & 0xFFFFFFFF,
                            len(data), max(wirelen, len(data)))
-        body += _pad(data) + _options([(OPT_COMMENT, note.encode())])
+        body += _pad(data) + _options([(OPT_COMMENT, n.encode()) for n in notes])
         self.f.write(_block(EPB, body))
 
 
 def write_drops(drops: Iterable[RecordedDrop], out: str | Path, snaplen: int,
-                netns_names: dict[int, str]) -> tuple[int, int]:
-    """Write ``drops`` to ``out``; returns (packets written, drops with no packet
-    header to write)."""
+                netns_names: dict[int, str],
+                cause: Callable[[DropEvent], DropEvent] | None = None) -> tuple[int, int]:
+    """Write ``drops`` to ``out``, each event given its cause by ``cause`` when there is
+    one; returns (packets written, drops with no packet header to write)."""
     written = skipped = 0
     try:
         with open(out, "wb") as f:
@@ -101,9 +158,9 @@ def write_drops(drops: Iterable[RecordedDrop], out: str | Path, snaplen: int,
                 if linktype is None or not d.data:
                     skipped += 1
                     continue
-                ev = d.event
+                ev = cause(d.event) if cause is not None else d.event
                 w.packet(linktype, ev.ifname or "", ev.netns or 0, ev.time_ns, d.data,
-                         d.wirelen, comment(ev, netns_names))
+                         d.wirelen, comment(ev, netns_names), fields_comment(ev, netns_names))
                 written += 1
     except OSError as err:
         raise io_error(out, err, "write") from None
@@ -111,10 +168,12 @@ def write_drops(drops: Iterable[RecordedDrop], out: str | Path, snaplen: int,
 
 
 def write_recording(off: Offline, out: str | Path,
-                    keep: Callable[[DropEvent], bool] | None = None) -> int:
-    """Every drop of a recording (that ``keep`` accepts) as pcapng; returns packets."""
+                    keep: Callable[[DropEvent], bool] | None = None,
+                    cause: Callable[[DropEvent], DropEvent] | None = None) -> int:
+    """Every drop of a recording (that ``keep`` accepts) as pcapng, with its cause when
+    ``cause`` gives one; returns packets."""
     drops = (d for d in off.drops() if keep is None or keep(d.event))
     written, _ = write_drops(drops, out, int(off.rec.meta["snaplen"]) or 65535,
-                             off.rec.netns)
+                             off.rec.netns, cause)
     return written
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from kdbg import __version__, lab
 from kdbg.dirs import BPF_DIR
-from kdbg.drops import Sink, Watch, WatchConfig, guest_watch_argv
+from kdbg.drops import Sink, Watch, WatchConfig, guest_watch_argv, recorded_causes
 from kdbg.errors import BadInput
 from kdbg.record import layout, offline, pcapng
 from kdbg.record.recfile import END, SYMBOLS, RecordingWriter, io_error
@@ -174,7 +174,7 @@ class Recorder:
             "filters": self.watch.spec.describe(),
             "snaplen": self.opts.snaplen,
             "record_size": self.record_size,
-            "layout": "kdbg_drop_record 1",
+            "layout": layout.LAYOUT,
             "reasons": {str(r.code): r.name for r in self.watch.reasons},
             "reasons_source": self.watch.reasons.source,
         }
@@ -253,7 +253,9 @@ class Recorder:
                       for (r, a), n in sorted(counts.items(), key=lambda kv: -kv[1])],
         })
         writer.close()
-        packets = _pcap(path, tmp_dir, self.opts)
+        # Here, just after the run, the drops' namespaces are still there to read.
+        packets = _pcap(path, tmp_dir, self.opts,
+                        recorded_causes() if self.cfg.causes else None)
         return RecordResult(
             path=self.opts.write, records=writer.records, bytes=writer.bytes, matched=matched,
             lost=counters["lost"], seen=counters["seen"], pcap_packets=packets,
@@ -350,12 +352,14 @@ def _target(opts: RecordOptions) -> tuple[str, str | None]:
     return path, tmp_dir
 
 
-def _pcap(path: str, tmp_dir: str | None, opts: RecordOptions) -> int | None:
-    """Write the pcapng asked for from the recording at ``path``; remove a temporary one."""
+def _pcap(path: str, tmp_dir: str | None, opts: RecordOptions,
+          cause: Callable[[DropEvent], DropEvent] | None = None) -> int | None:
+    """Write the pcapng asked for from the recording at ``path`` (each drop given its
+    cause by ``cause``, if any); remove a temporary one."""
     try:
         if opts.pcap is None:
             return None
-        return pcapng.write_recording(offline.load(path), opts.pcap)
+        return pcapng.write_recording(offline.load(path), opts.pcap, cause=cause)
     finally:
         if tmp_dir is not None:
             Path(path).unlink(missing_ok=True)

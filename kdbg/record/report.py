@@ -55,7 +55,7 @@ def report(cfg: ReportConfig, on_drop: Callable[[DropEvent], None] | None = None
     if cfg.group_by is not None and cfg.group_by not in GROUPS:
         raise BadInput(f"cannot group by {cfg.group_by!r}", hint="one of " + ", ".join(GROUPS))
     off = load(cfg.path)
-    keep = offline_filter(cfg.filters, off)
+    keep = offline_filter(cfg.filters, off.reasons, off.rec.netns)
     shown = 0
     kept: list[DropEvent] = []
     pairs: Counter[tuple[int, int]] | None = None

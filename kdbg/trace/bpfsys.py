@@ -25,6 +25,7 @@ SYS_PERF_EVENT_OPEN = 298
 # enum bpf_cmd
 MAP_CREATE, MAP_LOOKUP_ELEM, MAP_UPDATE_ELEM, MAP_DELETE_ELEM, MAP_GET_NEXT_KEY = 0, 1, 2, 3, 4
 PROG_LOAD = 5
+PROG_TEST_RUN = 10
 OBJ_GET_INFO_BY_FD = 15
 RAW_TRACEPOINT_OPEN = 17
 # enum bpf_map_type (the ones kdbg's programs declare)
@@ -75,6 +76,15 @@ class _InfoByFd(ct.Structure):
 
 class _RawTpOpen(ct.Structure):
     _fields_ = [("name", ct.c_uint64), ("prog_fd", ct.c_uint32)]
+
+
+class _TestRun(ct.Structure):
+    _fields_ = [("prog_fd", ct.c_uint32), ("retval", ct.c_uint32),
+                ("data_size_in", ct.c_uint32), ("data_size_out", ct.c_uint32),
+                ("data_in", ct.c_uint64), ("data_out", ct.c_uint64), ("repeat", ct.c_uint32),
+                ("duration", ct.c_uint32), ("ctx_size_in", ct.c_uint32),
+                ("ctx_size_out", ct.c_uint32), ("ctx_in", ct.c_uint64), ("ctx_out", ct.c_uint64),
+                ("flags", ct.c_uint32), ("cpu", ct.c_uint32)]
 
 
 class MapInfo(ct.Structure):
@@ -196,6 +206,16 @@ def raw_tracepoint_open(name: str | None, prog_fd: int) -> int:
     whose tracepoint it was loaded for); the link's fd (closing it detaches)."""
     buf = ct.create_string_buffer(name.encode()) if name is not None else None
     return _bpf(RAW_TRACEPOINT_OPEN, _RawTpOpen(_addr(buf) if buf is not None else 0, prog_fd))
+
+
+def prog_test_run(prog_fd: int, args: list[int]) -> int:
+    """Run a raw tracepoint program once, now, in the calling thread, with ``args`` as
+    its tracepoint arguments (``BPF_PROG_TEST_RUN``, Linux 5.10 and later); its return
+    value."""
+    ctx = (ct.c_uint64 * len(args))(*args)
+    attr = _TestRun(prog_fd=prog_fd, ctx_size_in=ct.sizeof(ctx), ctx_in=_addr(ctx))
+    _bpf(PROG_TEST_RUN, attr)
+    return int(attr.retval)
 
 
 def perf_tracepoint_attach(tp_id: int, prog_fd: int) -> int:

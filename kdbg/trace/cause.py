@@ -124,6 +124,72 @@ class Listener:
 
 
 @dataclass(frozen=True)
+class HookFn:
+    """One hook function registered at a hook, as the kernel runs it."""
+
+    priority: int
+    function: str  # its symbol, or its address in hex when kallsyms cannot name it
+    module: str | None = None  # None: built into the kernel
+    table: str | None = None  # an x_tables table's name ("filter"), or an nftables
+    # chain as ``family table chain`` when kdbg could match it
+    kind: str | None = None  # "nftables", "iptables", ..., None for any other
+
+    @property
+    def text(self) -> str:
+        """``ipt_do_table [x_tables] (iptables filter)``: the function, its module and
+        what it runs."""
+        out = self.function + (f" [{self.module}]" if self.module else "")
+        what = " ".join(p for p in (self.kind, self.table) if p)
+        return out + (f" ({what})" if what else "")
+
+    @property
+    def label(self) -> str:
+        """``ipt_do_table (iptables filter, priority 0)``, as a cause names it."""
+        what = ", ".join(p for p in (" ".join(q for q in (self.kind, self.table) if q),
+                                     f"priority {self.priority}") if p)
+        return f"{self.function}" + (f" [{self.module}]" if self.module else "") + f" ({what})"
+
+    def to_json(self) -> dict[str, Any]:
+        """One of the ``"functions"`` of a ``"hooks"`` record, or ``"dropped_by"``."""
+        rec: dict[str, Any] = {"priority": self.priority, "function": self.function,
+                               "module": self.module}
+        if self.kind is not None:
+            rec["kind"] = self.kind
+        if self.table is not None:
+            rec["table"] = self.table
+        return rec
+
+    @classmethod
+    def from_json(cls, rec: dict[str, Any]) -> HookFn:
+        """The function of a ``"dropped_by"`` record, or of a ``"hooks"`` one's list."""
+        return cls(rec["priority"], rec["function"], rec.get("module"), rec.get("table"),
+                   rec.get("kind"))
+
+
+@dataclass(frozen=True)
+class HookList:
+    """The hook functions at one hook of one namespace and family, in order, and where
+    kdbg read them (``nft list hooks`` or ``kernel memory``)."""
+
+    family: str  # ipv4, ipv6, bridge, arp
+    hook: str
+    functions: tuple[HookFn, ...]
+    source: str
+    total: int  # entries registered (more than ``functions`` only past 32)
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``"hooks"`` record."""
+        return {"family": self.family, "hook": self.hook, "source": self.source,
+                "total": self.total, "functions": [f.to_json() for f in self.functions]}
+
+    @classmethod
+    def from_json(cls, rec: dict[str, Any]) -> HookList:
+        return cls(rec["family"], rec["hook"],
+                   tuple(HookFn.from_json(f) for f in rec["functions"]), rec["source"],
+                   rec["total"])
+
+
+@dataclass(frozen=True)
 class Cause:
     """Why one drop happened, and what to do about it (docs/diagnose.md).
 
@@ -156,6 +222,10 @@ class Cause:
     socket: SocketRef | None = None
     facts: Facts | None = None
     listeners: tuple[Listener, ...] | None = None
+    # NETFILTER_DROP: the hook functions registered at the drop's hook in its namespace
+    # and family (None: not read), and the one blamed when not an nftables rule.
+    hooks: HookList | None = None
+    dropped_by: HookFn | None = None
 
     @property
     def text(self) -> str | None:
@@ -201,6 +271,10 @@ class Cause:
             rec["facts"] = dict(self.facts)
         if self.listeners is not None:
             rec["listeners"] = [s.to_json() for s in self.listeners]
+        if self.hooks is not None:
+            rec["hooks"] = self.hooks.to_json()
+        if self.dropped_by is not None:
+            rec["dropped_by"] = self.dropped_by.to_json()
         rec.update({"confirm": self.confirm, "advice": self.advice, "summary": self.summary})
         return rec
 
@@ -223,5 +297,7 @@ class Cause:
             socket=opt("socket", SocketRef.from_json),
             facts=opt("facts", lambda d: tuple(d.items())),
             listeners=opt("listeners", lambda ls: tuple(Listener.from_json(s) for s in ls)),
+            hooks=opt("hooks", HookList.from_json),
+            dropped_by=opt("dropped_by", HookFn.from_json),
             confirm=rec.get("confirm"), advice=rec.get("advice"),
         )

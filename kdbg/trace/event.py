@@ -19,7 +19,7 @@ from kdbg.trace.cause import Cause
 from kdbg.trace.filters import PROTO_NAMES
 from kdbg.trace.headers import IPAddress, addresses
 from kdbg.trace.journey import Journey
-from kdbg.trace.layout import RawDropEvent
+from kdbg.trace.layout import CT_ATTACHED, CT_NONE, CT_READ, CT_STATUS, RawDropEvent
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,38 @@ class Frame:
 
     def __str__(self) -> str:
         return str(Location(self.address, self.symbol, self.offset, self.module))
+
+
+# enum ip_conntrack_info (include/uapi/linux/netfilter/nf_conntrack_common.h): the
+# state nftables' 'ct state' tests is ctinfo modulo IP_CT_IS_REPLY (3), as
+# NF_CT_STATE_BIT() computes it
+CT_STATES = ("established", "related", "new")
+IP_CT_IS_REPLY = 3
+IP_CT_UNTRACKED = 7
+
+
+def ct_fields(raw: Any) -> dict[str, Any]:
+    """``ct_state``, ``ct_reply``, ``ct_zone`` and ``ct_mark`` from the skb's ``_nfct`` as
+    the drop program read it: nftables' names for the state (nft_ct_get_eval: no entry
+    is ``invalid``, unless ctinfo says untracked); None for what was not read (a kernel
+    without conntrack, conntrack as a module for the zone and mark, a record of layout
+    'kdbg_drop_record 1')."""
+    out: dict[str, Any] = dict.fromkeys(("ct_state", "ct_reply", "ct_zone", "ct_mark",
+                                         "ct_status"))
+    ctinfo, flags = getattr(raw, "ctinfo", CT_NONE), getattr(raw, "ct", 0)
+    if ctinfo == CT_NONE:
+        return out
+    if not flags & CT_ATTACHED:
+        out["ct_state"] = "untracked" if ctinfo == IP_CT_UNTRACKED else "invalid"
+        return out
+    if ctinfo <= 4:
+        out["ct_state"] = CT_STATES[ctinfo % IP_CT_IS_REPLY]
+        out["ct_reply"] = ctinfo >= IP_CT_IS_REPLY
+    if flags & CT_READ:
+        out["ct_zone"], out["ct_mark"] = raw.ct_zone, raw.ct_mark
+    if flags & CT_STATUS:  # (a record made before kdbg read it has the bit clear)
+        out["ct_status"] = raw.ct_status
+    return out
 
 
 @dataclass(frozen=True)
@@ -67,6 +99,16 @@ class DropEvent:
     file: str | None = None
     line: int | None = None
     cause: Cause | None = None  # why, where kdbg.causes could tell
+    # skb->mark and the conntrack state at the drop (None: not known, e.g. a record
+    # made before kdbg read them, or a kernel without conntrack for ct_state):
+    # new | established | related (ct_reply: the reply direction), untracked, or
+    # invalid (no conntrack entry), as nftables' 'ct state' names them.
+    mark: int | None = None
+    ct_state: str | None = None
+    ct_reply: bool | None = None
+    ct_zone: int | None = None  # the conntrack entry's zone id and mark
+    ct_mark: int | None = None
+    ct_status: int | None = None  # the entry's status bits (enum ip_conntrack_status)
     journey: Journey | None = None  # its hops before the drop (kdbg watch --journey)
 
     @property
@@ -108,6 +150,17 @@ class DropEvent:
         if self.file is not None:
             rec["file"] = self.file
             rec["line"] = self.line
+        if self.mark is not None:
+            rec["mark"] = self.mark
+        if self.ct_state is not None:
+            rec["ct_state"] = self.ct_state
+            if self.ct_reply is not None:
+                rec["ct_reply"] = self.ct_reply
+        if self.ct_zone is not None:
+            rec["ct_zone"] = self.ct_zone
+            rec["ct_mark"] = self.ct_mark
+        if self.ct_status is not None:
+            rec["ct_status"] = self.ct_status
         if self.cause is not None:
             rec["cause"] = self.cause.to_json()
         if self.journey is not None:
@@ -144,6 +197,9 @@ class DropEvent:
             ifindex=rec.get("ifindex"), len=rec.get("len", 0), stack=stack,
             file=rec.get("file"), line=rec.get("line"),
             cause=Cause.from_json(rec["cause"]) if rec.get("cause") is not None else None,
+            mark=rec.get("mark"), ct_state=rec.get("ct_state"), ct_reply=rec.get("ct_reply"),
+            ct_zone=rec.get("ct_zone"), ct_mark=rec.get("ct_mark"),
+            ct_status=rec.get("ct_status"),
             journey=Journey.from_json(rec),
         )
 
@@ -219,4 +275,7 @@ class Decoder:
             ifindex=raw.ifindex or None,
             len=raw.len,
             stack=stack,
+            # a record of layout 'kdbg_drop_record 1' has neither
+            mark=getattr(raw, "mark", None),
+            **ct_fields(raw),
         )

@@ -48,7 +48,17 @@ class RawDropEvent(ct.Structure):
         ("daddr", ct.c_uint8 * 16),
         ("ifname", ct.c_char * IFNAMSIZ),
         ("comm", ct.c_char * COMMLEN),
+        ("mark", ct.c_uint32),
+        ("ctinfo", ct.c_uint8),
+        ("ct", ct.c_uint8),
+        ("ct_zone", ct.c_uint16),
+        ("ct_mark", ct.c_uint32),
+        ("ct_status", ct.c_uint32),
     ]
+
+
+CT_NONE = 0xFF  # ctinfo when the kernel's sk_buff has no conntrack field
+CT_ATTACHED, CT_READ, CT_STATUS = 1, 2, 4  # bits of ``ct``
 
 
 class RawStatsKey(ct.Structure):

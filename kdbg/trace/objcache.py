@@ -139,6 +139,7 @@ class Loaded:
         self.specs = {m.name: m for m in prog.maps}
         self._links: list[int] = []
         self._progs: list[int] = []
+        self.runnable: dict[str, int] = {}  # "run:" functions: loaded, never attached
         try:
             for spec in prog.maps:
                 self.fds[spec.name] = bpfsys.map_create(
@@ -151,9 +152,10 @@ class Loaded:
             raise
 
     def _attach(self, prog: Compiled, tp: str, fn: str, what: str) -> None:
-        how, _, name = tp.rpartition(":") if tp.startswith(("raw:", "btf:")) else ("", "", tp)
-        kind = {"raw": bpfsys.PROG_RAW_TRACEPOINT, "btf": bpfsys.PROG_TRACING}.get(
-            how, bpfsys.PROG_TRACEPOINT)
+        how, _, name = (tp.rpartition(":") if tp.startswith(("raw:", "btf:", "run:"))
+                        else ("", "", tp))
+        kind = {"raw": bpfsys.PROG_RAW_TRACEPOINT, "btf": bpfsys.PROG_TRACING,
+                "run": bpfsys.PROG_RAW_TRACEPOINT}.get(how, bpfsys.PROG_TRACEPOINT)
         btf_id = offsets.tracepoint_args(name, {})["BTF_ID"] if how == "btf" else 0
         code = patched(prog.insns[fn], prog.map_loads[fn], self.fds)
         fd, _ = bpfsys.prog_load(kind, code, fn, prog.license, btf_id=btf_id)
@@ -162,6 +164,9 @@ class Loaded:
             raise BpfLoadError(f"the kernel refused the {what}: {os.strerror(-fd)}: "
                                f"{summarize(log)}")
         self._progs.append(fd)
+        if how == "run":
+            self.runnable[fn] = fd
+            return
         try:
             if how == "raw":
                 link = bpfsys.raw_tracepoint_open(name, fd)
@@ -172,6 +177,14 @@ class Loaded:
         except OSError as err:
             raise BpfLoadError(f"cannot attach the {what} to {tp}: {err.strerror}") from None
         self._links.append(link)
+
+    def test_run(self, fn: str, args: list[int]) -> int:
+        """Run "run:" function ``fn`` once in the calling thread (``BPF_PROG_TEST_RUN``)
+        with ``args`` as its raw tracepoint arguments; its return value."""
+        try:
+            return bpfsys.prog_test_run(self.runnable[fn], args)
+        except bpfsys.BpfCallError as err:
+            raise BpfLoadError(f"cannot run {fn}: {err.strerror}") from None
 
     def detach(self) -> None:
         """Stop running the programs; the maps stay readable."""
@@ -184,7 +197,7 @@ class Loaded:
         self.detach()
         for fd in [*self._progs, *self.fds.values()]:
             os.close(fd)
-        self._progs, self.fds = [], {}
+        self._progs, self.fds, self.runnable = [], {}, {}
 
 
 def tracepoint_id(tp: str) -> int:
@@ -202,7 +215,8 @@ def tracepoint_id(tp: str) -> int:
 def load(text: str, attachments: list[tuple[str, str]], what: str) -> Loaded:
     """Compile (or take from the cache) ``text`` and attach each ``(tracepoint, function)``:
     ``system:name`` through the tracepoint's perf event, ``raw:NAME`` as a raw tracepoint,
-    ``btf:NAME`` as a BTF-typed raw tracepoint (tp_btf)."""
+    ``btf:NAME`` as a BTF-typed raw tracepoint (tp_btf); ``run:NAME`` loads a raw
+    tracepoint program without attaching it, for :meth:`Loaded.test_run`."""
     prog = compiled(text, sorted({fn for _, fn in attachments}), what)
     try:
         return Loaded(prog, attachments, what)

@@ -29,6 +29,13 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "SKB_TRANSPORT_HDR": ("sk_buff.transport_header",),
     "SKB_LEN": ("sk_buff.len",),
     "SKB_PROTOCOL": ("sk_buff.protocol",),
+    "SKB_MARK": ("sk_buff.mark",),
+    # only with CONFIG_NF_CONNTRACK (or CONFIG_NF_CONNTRACK built as a module)
+    "SKB_NFCT": ("sk_buff._nfct",),
+    # in vmlinux's BTF only when conntrack is built in (a module has its own BTF)
+    "CT_ZONE_ID": ("nf_conn.zone.id",),
+    "CT_MARK": ("nf_conn.mark",),
+    "CT_STATUS": ("nf_conn.status",),
     "DEV_IFINDEX": ("net_device.ifindex",),
     "DEV_NAME": ("net_device.name",),
     # possible_net_t is empty without CONFIG_NET_NS
@@ -36,7 +43,7 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "SK_NET": ("sock.__sk_common.skc_net.net",),
     "NET_INUM": ("net.ns.inum",),
 }
-OPTIONAL = frozenset({"DEV_NET", "SK_NET"})
+OPTIONAL = frozenset({"DEV_NET", "SK_NET", "SKB_NFCT", "CT_ZONE_ID", "CT_MARK", "CT_STATUS"})
 
 # What the path tracer reads besides: L3 from skb->data on receive.
 EXTRA_FIELDS: dict[str, tuple[str, ...]] = {"SKB_DATA": ("sk_buff.data",)}

@@ -130,7 +130,7 @@ def test_report_lines_are_watchs_and_the_same_anywhere(lab: VethLab, tmp_path: P
 def tshark(path: Path) -> list[list[str]]:
     need(shutil.which("tshark") is not None, "tshark: run scripts/setup.sh")
     proc = subprocess.run(
-        ["tshark", "-r", str(path), "-T", "fields", "-E", "separator=|",
+        ["tshark", "-r", str(path), "-T", "fields", "-E", "separator=|", "-E", "occurrence=f",
          "-e", "ip.src", "-e", "ip.dst", "-e", "ipv6.src", "-e", "ipv6.dst",
          "-e", "udp.srcport", "-e", "udp.dstport", "-e", "frame.comment",
          "-e", "frame.len", "-e", "frame.interface_name"],

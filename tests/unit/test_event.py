@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 
+import pytest
+
 from kdbg.symbols.kallsyms import Kallsyms
 from kdbg.symbols.reasons import ReasonTable
 from kdbg.trace.event import Decoder, DropEvent
@@ -63,3 +65,55 @@ def test_json_round_trip() -> None:
     assert rec["address"] == "0xffffffff81a003e8" and rec["symbol"] == "nft_do_chain"
     assert rec["stack"][0]["frame"] == "nf_hook_slow+0x10"
     assert DropEvent.from_json(rec) == ev
+
+
+@pytest.mark.parametrize("ctinfo, has_ct, state, reply", [
+    (0, 1, "established", False),  # IP_CT_ESTABLISHED
+    (1, 1, "related", False),
+    (2, 1, "new", False),
+    (3, 1, "established", True),  # IP_CT_ESTABLISHED_REPLY
+    (4, 1, "related", True),
+    (0, 0, "invalid", None),  # no entry: nftables' ct state invalid
+    (7, 0, "untracked", None),  # IP_CT_UNTRACKED ('notrack')
+    (0xFF, 0, None, None),  # the kernel's sk_buff has no _nfct
+])
+def test_mark_and_ct_state_of_a_drop(ctinfo: int, has_ct: int, state: str | None,
+                                     reply: bool | None) -> None:
+    r = raw_v4()
+    r.mark, r.ctinfo, r.ct = 0x5, ctinfo, has_ct
+    ev = Decoder(REASONS, KSYMS).decode(r)
+    assert (ev.mark, ev.ct_state, ev.ct_reply) == (5, state, reply)
+    rec = ev.to_json()
+    assert rec["mark"] == 5 and rec.get("ct_state") == state and rec.get("ct_reply") == reply
+    assert DropEvent.from_json(rec) == ev
+
+
+def test_a_record_without_mark_says_nothing_of_it() -> None:
+    """A record made before kdbg read the mark: not known, not zero."""
+    ev = DropEvent.from_json({k: v for k, v in Decoder(REASONS, KSYMS).decode(raw_v4())
+                              .to_json().items() if k not in ("mark", "ct_state", "ct_reply")})
+    assert (ev.mark, ev.ct_state) == (None, None)
+    assert "mark" not in ev.to_json() and "ct_state" not in ev.to_json()
+
+
+def test_the_entrys_zone_and_mark_when_read() -> None:
+    r = raw_v4()
+    r.mark, r.ctinfo, r.ct, r.ct_zone, r.ct_mark = 0, 2, 1 | 2, 3, 0x7  # attached, read
+    ev = Decoder(REASONS, KSYMS).decode(r)
+    assert (ev.ct_state, ev.ct_zone, ev.ct_mark) == ("new", 3, 7)
+    assert {k: ev.to_json()[k] for k in ("ct_zone", "ct_mark")} == {"ct_zone": 3, "ct_mark": 7}
+    r.ct = 1  # attached, but conntrack is a module: vmlinux's BTF has no nf_conn
+    ev = Decoder(REASONS, KSYMS).decode(r)
+    assert (ev.ct_state, ev.ct_zone, ev.ct_mark) == ("new", None, None)
+    assert "ct_zone" not in ev.to_json()
+
+
+def test_the_entrys_status_only_when_read() -> None:
+    r = raw_v4()
+    r.ctinfo, r.ct, r.ct_status = 2, 1 | 4, (1 << 5) | (1 << 8)  # attached, status read
+    ev = Decoder(REASONS, KSYMS).decode(r)
+    assert ev.ct_status == 0x120 and ev.to_json()["ct_status"] == 0x120
+    assert DropEvent.from_json(ev.to_json()) == ev
+    r.ct = 1  # a record of layout 2 made before kdbg read it: the bit is clear
+    ev = Decoder(REASONS, KSYMS).decode(r)
+    assert ev.ct_status is None and "ct_status" not in ev.to_json()

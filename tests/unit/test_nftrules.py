@@ -4,6 +4,7 @@ an ip table with a forward policy drop)."""
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 
@@ -148,3 +149,166 @@ def test_a_nat_chain_runs_only_for_a_connections_first_packet(maps: Ruleset) -> 
     f = find_rule(maps, udp4(4006, iif=None), ("output",), ("ip", "inet"))
     assert f.established and f.rule is not None and f.rule.handle == 13
     assert "nat chain nat_out run" in f.text
+
+
+# -- the mark and conntrack state the drop record carries (tests/data/nft/marks.*,
+# captured from a namespace loaded with marks.nft, the kernel test's ruleset) --------
+
+@pytest.fixture(scope="module")
+def marks() -> Ruleset:
+    return Ruleset.from_json(json.loads((NFT / "marks.json").read_text()),
+                             (NFT / "marks.txt").read_text())
+
+
+def marked(dport: int, mark: int | None, ct: str | None, proto: int = 17,
+           zone: int | None = 0, ct_mark: int | None = 0) -> Packet:
+    return Packet("ipv4", proto, ipaddress.ip_address("10.77.9.1"),
+                  ipaddress.ip_address("10.77.9.2"), 40000, dport, iifname="veth-b",
+                  mark=mark, ct_state=ct, ct_zone=zone, ct_mark=ct_mark)
+
+
+@pytest.mark.parametrize("dport, mark, ct, proto, zone, ct_mark, table, handle", [
+    (7400, 5, "new", 17, 0, 0, "kdbgm", 7),  # marked 5 by the prerouting rule
+    (7500, 0, "new", 17, 0, 0, "kdbgm", 8),
+    (7600, 0, "established", 17, 0, 0, "kdbgm", 9),
+    (7700, 0, "invalid", 6, None, None, "kdbgm", 10),  # no entry: no zone, no mark
+    (8200, 0, "new", 17, 3, 0, "kdbgz", 6),  # zone 3, set before conntrack
+    (8300, 0, "new", 17, 0, 7, "kdbgz", 7),  # the entry marked 7 at prerouting
+])
+def test_mark_and_conntrack_decide_exactly(marks: Ruleset, dport: int, mark: int, ct: str,
+                                           proto: int, zone: int | None,
+                                           ct_mark: int | None, table: str,
+                                           handle: int) -> None:
+    f = find_rule(marks, marked(dport, mark, ct, proto, zone, ct_mark), ("input",),
+                  ("ip", "inet"))
+    assert f.established and f.rule is not None
+    assert (f.rule.table, f.rule.handle) == (table, handle)
+    assert f.unknown == () and "by elimination" not in f.text
+
+
+def test_without_them_the_same_drop_is_not_established(marks: Ruleset) -> None:
+    """A record made before kdbg read them: the issue's two candidates."""
+    f = find_rule(marks, marked(7500, None, None, zone=None, ct_mark=None), ("input",),
+                  ("ip", "inet"))
+    assert not f.established
+    assert {(r.table, r.handle) for r in f.candidates} == {
+        ("kdbgm", 7), ("kdbgm", 8), ("kdbgz", 6), ("kdbgz", 7)}
+    assert f.unknown == ("ct mark == 7", "ct state in established", "ct state in invalid",
+                         "ct state in new", "ct zone == 3", "meta mark == 5")
+
+
+def test_a_state_no_rule_drops_is_not_blamed_on_one(marks: Ruleset) -> None:
+    f = find_rule(marks, marked(7600, 0, "new"), ("input",), ("ip", "inet"))
+    assert not f.established and f.rule is None
+
+
+def test_only_the_limit_stays_undecided(marks: Ruleset) -> None:
+    f = find_rule(marks, marked(7800, 0, "new"), ("input",), ("ip", "inet"))
+    assert f.established and f.rule is not None and f.rule.handle == 11
+    assert f.unknown == ("limit",)
+
+
+def test_before_conntrack_the_state_is_not_taken_from_the_drop(marks: Ruleset) -> None:
+    """A raw-priority chain runs before conntrack: the drop's state is not what it saw."""
+    f = find_rule(marks, marked(7900, 0, "invalid"), ("prerouting",), ("ip", "inet"))
+    assert f.established and f.rule is not None and f.rule.handle == 5
+    assert f.unknown == ("ct state in invalid",)
+    assert nftrules.ct_known("input", marks.chains[("inet", "kdbgm", "in")])
+    assert not nftrules.ct_known("prerouting", marks.chains[("inet", "kdbgm", "raw")])
+    assert nftrules.ct_known("prerouting", marks.chains[("inet", "kdbgm", "pre")])
+
+
+def test_a_mark_set_at_the_drops_hook_is_not_taken_from_the_drop(marks: Ruleset) -> None:
+    """With a rule at input that sets the mark, the drop's mark may be that rule's."""
+    doc = json.loads((NFT / "marks.json").read_text())
+    doc["nftables"].insert(len(doc["nftables"]), {"rule": {
+        "family": "inet", "table": "kdbgm", "chain": "in", "handle": 99,
+        "expr": [{"mangle": {"key": {"meta": {"key": "mark"}}, "value": 5}}]}})
+    rs = Ruleset.from_json(doc, (NFT / "marks.txt").read_text())
+    f = find_rule(rs, marked(7500, 5, "new"), ("input",), ("ip", "inet"))
+    assert not f.established and {(r.table, r.handle) for r in f.candidates} == {
+        ("kdbgm", 7), ("kdbgm", 8)}
+    assert f.unknown == ("meta mark == 5",)
+    # the output chain's mark rule is at another hook: input keeps the drop's mark
+    g = find_rule(marks, marked(7500, 5, "new"), ("input",), ("ip", "inet"))
+    assert g.established and g.rule is not None and (g.rule.table, g.rule.handle) == (
+        "kdbgm", 7)
+
+
+def test_a_ct_mark_set_at_the_drops_hook_is_not_taken_from_the_drop() -> None:
+    doc = json.loads((NFT / "marks.json").read_text())
+    doc["nftables"].append({"rule": {
+        "family": "inet", "table": "kdbgz", "chain": "in", "handle": 99,
+        "expr": [{"mangle": {"key": {"ct": {"key": "mark"}}, "value": 7}}]}})
+    rs = Ruleset.from_json(doc, (NFT / "marks.txt").read_text())
+    f = find_rule(rs, marked(8300, 0, "new", ct_mark=7), ("input",), ("ip", "inet"))
+    assert f.established and f.rule is not None and f.rule.table == "kdbgz"
+    assert f.unknown == ("ct mark == 7",) and "by elimination" in f.text
+
+
+# -- ct direction (tests/data/nft/direction.*, captured on 6.18: a reply-direction rule
+# for UDP to 7610, then a plain drop of it) ---------------------------------------------
+
+@pytest.mark.parametrize("ct, reply, handle", [
+    ("established", True, 2),  # a reply to a flow b started
+    ("new", False, 3),
+    ("invalid", None, 3),  # no entry: 'ct direction' breaks the rule, the next drops
+])
+def test_ct_direction_decides_exactly(ct: str, reply: bool | None, handle: int) -> None:
+    rs = Ruleset.from_json(json.loads((NFT / "direction.json").read_text()),
+                           (NFT / "direction.txt").read_text())
+    pkt = dataclasses.replace(marked(7610, 0, ct, zone=None, ct_mark=None), ct_reply=reply)
+    f = find_rule(rs, pkt, ("input",), ("ip", "inet"))
+    assert f.established and f.rule is not None and f.rule.handle == handle
+    assert f.unknown == () and "by elimination" not in f.text
+
+
+def test_ct_direction_unknown_without_the_entrys_direction() -> None:
+    rs = Ruleset.from_json(json.loads((NFT / "direction.json").read_text()),
+                           (NFT / "direction.txt").read_text())
+    f = find_rule(rs, marked(7610, 0, None, zone=None, ct_mark=None), ("input",),
+                  ("ip", "inet"))
+    assert not f.established and {r.handle for r in f.candidates} == {2, 3}
+    assert f.unknown == ("ct direction == reply",)
+
+
+# -- ct status (tests/data/nft/status.*, captured on 6.18: a prerouting DNAT of UDP to
+# 7620, then at input `ct status dnat drop` and a plain drop of UDP to 7622) -------------
+
+def status_rules() -> Ruleset:
+    return Ruleset.from_json(json.loads((NFT / "status.json").read_text()),
+                             (NFT / "status.txt").read_text())
+
+
+@pytest.mark.parametrize("dport, ct, status, handle", [
+    # IPS_DST_NAT | IPS_SRC_NAT_DONE | IPS_DST_NAT_DONE: the DNAT'd flow, now to 7621
+    (7621, "new", (1 << 5) | (1 << 7) | (1 << 8), 4),
+    (7622, "new", (1 << 7) | (1 << 8), 5),  # NAT done, nothing rewritten
+    (7622, "invalid", None, 5),  # no entry: the status rule does not match
+])
+def test_ct_status_flag_decides_exactly(dport: int, ct: str, status: int | None,
+                                        handle: int) -> None:
+    pkt = dataclasses.replace(marked(dport, 0, ct, zone=None, ct_mark=None), ct_status=status)
+    f = find_rule(status_rules(), pkt, ("input",), ("ip", "inet"))
+    assert f.established and f.rule is not None and f.rule.handle == handle
+    assert f.unknown == () and "by elimination" not in f.text
+
+
+def test_ct_status_unknown_without_the_entrys_status() -> None:
+    f = find_rule(status_rules(), marked(7622, 0, "new", zone=None, ct_mark=None),
+                  ("input",), ("ip", "inet"))
+    assert not f.established and {r.handle for r in f.candidates} == {4, 5}
+    assert f.unknown == ("ct status in dnat",)
+    # only a flag test is decided: an exact value is followed both ways
+    assert nftrules.match({"op": "==", "left": {"ct": {"key": "status"}}, "right": "dnat"},
+                          marked(7622, 0, "new"), {}, ("inet", "kdbgs")) is None
+
+
+def test_before_dnat_the_status_is_not_taken_from_the_drop() -> None:
+    """At prerouting a chain at or below -100 ran before the nat chain set the DNAT bits
+    of a connection's first packet."""
+    rs = status_rules()
+    early = nftrules.Chain("inet", "kdbgs", "early", 9, "prerouting", -150)
+    late = nftrules.Chain("inet", "kdbgs", "late", 10, "prerouting", -50)
+    assert not nftrules.nat_known("prerouting", early) and nftrules.nat_known("prerouting", late)
+    assert nftrules.nat_known("input", rs.chains[("inet", "kdbgs", "in")])

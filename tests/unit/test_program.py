@@ -18,6 +18,7 @@ OFFSETS_6_18 = {  # as read from this project's 6.18 development kernel's BTF
     "SKB_DEV": 16, "SKB_SK": 24, "SKB_HEAD": 192, "SKB_NETWORK_HDR": 180,
     "SKB_TRANSPORT_HDR": 178, "SKB_LEN": 112, "DEV_IFINDEX": 224, "DEV_NAME": 280,
     "DEV_NET": 264, "SK_NET": 48, "NET_INUM": 176, "SKB_PROTOCOL": 176,
+    "SKB_MARK": 164, "SKB_NFCT": 104, "CT_ZONE_ID": 12, "CT_MARK": 168, "CT_STATUS": 128,
 }
 # btf_trace_kfree_skb's arguments after void *__data, as 6.1's and 6.18's BTF give them
 PROTO_6_1 = ["struct sk_buff *", "void *", "enum skb_drop_reason"]

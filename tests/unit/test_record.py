@@ -25,7 +25,7 @@ from kdbg.record.recorder import output_text
 from kdbg.trace import filters as flt
 from kdbg.trace.layout import RawDropEvent
 from kdbg.trace.program import ProgramOptions, build
-from tests.conftest import need
+from tests.conftest import DATA, need
 from tests.unit.cheaders import header_fields, mirror
 from tests.unit.test_program import ARGS_6_18, OFFSETS_6_18
 
@@ -56,7 +56,7 @@ def test_record_program_renders_every_placeholder() -> None:
     assert "fill_sent(ctx, &e);" in text
     assert "#define SNAP_BYTES       104" in text
     assert "events.ringbuf_submit(r, BPF_RB_NO_WAKEUP);" in text
-    assert layout.record_size(100) == 8 + 152 + 104
+    assert layout.record_size(100) == 8 + 168 + 104
 
 
 # -- recordings made here ----------------------------------------------------
@@ -95,6 +95,7 @@ def raw_record(*, time_ns: int, reason: int, location: int, src: str, dst: str,
     ev.len, ev.protocol = len(pkt), 0x86DD if v6 else 0x0800
     ev.family, ev.l4proto, ev.l4_valid, ev.sport, ev.dport = (6 if v6 else 4), 17, 1, sport, dport
     ev.stack_id = -1
+    ev.mark, ev.ctinfo, ev.ct = 0x5, 2, 1  # marked 5; IP_CT_NEW, an entry attached
     addr_len = 16 if v6 else 4
     ct.memmove(ct.addressof(ev.saddr), ipaddress.ip_address(src).packed, addr_len)
     ct.memmove(ct.addressof(ev.daddr), ipaddress.ip_address(dst).packed, addr_len)
@@ -110,7 +111,7 @@ META: dict[str, Any] = {
                "machine": "x86_64", "boot_id": "x"},
     "tracepoint": "skb:kfree_skb", "started_ns": WALL, "wall_offset_ns": WALL,
     "filters": "none", "snaplen": SNAPLEN, "record_size": layout.record_size(SNAPLEN),
-    "layout": "kdbg_drop_record 1", "reasons": {"3": "NO_SOCKET", "12": "NETFILTER_DROP"},
+    "layout": layout.LAYOUT, "reasons": {"3": "NO_SOCKET", "12": "NETFILTER_DROP"},
     "reasons_source": "test",
 }
 SYMS = {"addresses": {
@@ -186,7 +187,19 @@ def test_report_prints_watchs_lines_and_json(rec: Path) -> None:
     recs = [json.loads(x) for x in res.stdout.splitlines()]
     assert [r["type"] for r in recs] == ["drop"] * 31 + ["summary"]
     assert recs[0]["file"] == "net/netfilter/nf_tables_core.c"
+    assert (recs[0]["mark"], recs[0]["ct_state"], recs[0]["ct_reply"]) == (5, "new", False)
     assert recs[-1]["complete"] is True and recs[-1]["records"] == 31
+
+
+def test_a_recording_of_the_first_layout_is_still_read() -> None:
+    """tests/data/diff/a.kdbg was recorded on 6.18 before the mark and conntrack state
+    were read ('kdbg_drop_record 1'): its drops say nothing of them."""
+    off = offline.load(DATA / "diff" / "a.kdbg")
+    assert off.rec.meta["layout"] == "kdbg_drop_record 1"
+    drops = [d.event for d in off.drops()]
+    assert len(drops) == 45 and drops[0].reason == "NETFILTER_DROP"
+    assert {(ev.mark, ev.ct_state) for ev in drops} == {(None, None)}
+    assert "mark" not in drops[0].to_json()
 
 
 @pytest.mark.parametrize(("args", "count"), [
@@ -281,7 +294,8 @@ def test_missing_file_is_an_io_error(tmp_path: Path) -> None:
 
 def tshark_fields(path: Path, *fields: str) -> list[list[str]]:
     need(shutil.which("tshark") is not None, "tshark (Debian's): run scripts/setup.sh")
-    argv = ["tshark", "-r", str(path), "-T", "fields", "-E", "separator=|"]
+    # occurrence=f: the first comment (the second is the fields for kdbg's dissector)
+    argv = ["tshark", "-r", str(path), "-T", "fields", "-E", "separator=|", "-E", "occurrence=f"]
     for f in fields:
         argv += ["-e", f]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
