@@ -15,6 +15,7 @@ from typing import Any
 
 from kdbg.symbols.kallsyms import Kallsyms, Location
 from kdbg.symbols.reasons import ReasonTable
+from kdbg.trace.bpfverdict import BpfProg
 from kdbg.trace.cause import Cause
 from kdbg.trace.filters import PROTO_NAMES
 from kdbg.trace.headers import IPAddress, addresses
@@ -68,6 +69,7 @@ class DropEvent:
     line: int | None = None
     cause: Cause | None = None  # why, where kdbg.causes could tell
     journey: Journey | None = None  # its hops before the drop (kdbg watch --journey)
+    prog: BpfProg | None = None  # the BPF program whose verdict dropped it (watch --bpf)
 
     @property
     def location(self) -> str:
@@ -110,6 +112,8 @@ class DropEvent:
             rec["line"] = self.line
         if self.cause is not None:
             rec["cause"] = self.cause.to_json()
+        if self.prog is not None:
+            rec["prog"] = self.prog.to_json()
         if self.journey is not None:
             rec.update(self.journey.to_json())
         if self.stack is not None:
@@ -145,6 +149,7 @@ class DropEvent:
             file=rec.get("file"), line=rec.get("line"),
             cause=Cause.from_json(rec["cause"]) if rec.get("cause") is not None else None,
             journey=Journey.from_json(rec),
+            prog=BpfProg.from_json(rec["prog"]) if rec.get("prog") is not None else None,
         )
 
 
