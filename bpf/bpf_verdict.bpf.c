@@ -1,11 +1,13 @@
-/* kdbg BPF-program drops: an fexit program on an XDP program (kdbg watch --bpf).
+/* kdbg BPF-program drops: fexit programs on XDP and tc programs (kdbg watch --bpf).
  *
  * Loaded once per traced program (BPF_PROG_TYPE_TRACING, expected attach type
  * BPF_TRACE_FEXIT, attach_prog_fd the traced program): it runs after the traced
- * program returns, with ctx[0] its xdp_buff and ctx[1] its verdict. A verdict that
- * drops (VERDICT_WANTED) is reported as a struct kdbg_drop_event: reason is the
- * verdict, location the traced program's JITed entry (bpf_get_func_ip), skbaddr the
- * xdp_buff, and the packet read from the xdp_buff's data.
+ * program returns, with ctx[0] its context (an XDP program's xdp_buff, a tc program's
+ * sk_buff) and ctx[1] its verdict. A verdict that drops (XDP_WANTED, TC_WANTED) is
+ * reported as a struct kdbg_drop_event: reason is the verdict, location the traced
+ * program's JITed entry (bpf_get_func_ip), skbaddr the xdp_buff or skb, and the
+ * packet read from its data (for tc, the skb's linear part: at ingress cls_bpf has
+ * pushed the MAC header back before the program runs, so data is the frame there too).
  *
  * A template: kdbg/trace/bpfverdict.py fills every double-braced name; struct offsets
  * come from the running kernel's BTF.
@@ -21,7 +23,12 @@
 #define DEV_NAME         {{DEV_NAME}}
 #define DEV_NET          {{DEV_NET}}	/* -1: no network namespaces */
 #define NET_INUM         {{NET_INUM}}
-#define VERDICT_WANTED(v) ({{VERDICT_WANTED}})
+#define SKB_DATA         {{SKB_DATA}}
+#define SKB_LEN          {{SKB_LEN}}
+#define SKB_DATA_LEN     {{SKB_DATA_LEN}}
+#define SKB_DEV          {{SKB_DEV}}
+#define XDP_WANTED(v)    ({{XDP_WANTED}})
+#define TC_WANTED(v)     ({{TC_WANTED}})
 
 BPF_RINGBUF_OUTPUT(events, {{RINGBUF_PAGES}});
 BPF_PERCPU_ARRAY(counters, __u64, KDBG_NR_CTRS);
@@ -33,10 +40,10 @@ static __always_inline void count(int slot)
 		(*v)++;
 }
 
-int kdbg_on_bpf_exit(unsigned long long *ctx)
+static __always_inline int report(void *ctx, __u64 obj, __u64 verdict, __u64 dev,
+				  __u64 data, __u64 data_end)
 {
-	__u64 xdp = ctx[0], verdict = ctx[1];
-	__u64 dev, data, data_end, net, raw = 0;
+	__u64 net, raw = 0;
 	__u32 netns = 0, s[4] = {}, d[4] = {};
 	__u16 proto = 0, sport = 0, dport = 0;
 	__u8 family = 0, l4proto = 0, has_ports = 0, eth[18] = {}, hdr[48] = {};
@@ -44,10 +51,7 @@ int kdbg_on_bpf_exit(unsigned long long *ctx)
 	int l3 = 14, have_raw = 0;
 	struct kdbg_drop_event *e;
 
-	if (!(VERDICT_WANTED(verdict)))
-		return 0;
 	count(KDBG_CTR_SEEN);
-	dev = read_ptr(read_ptr(xdp, XDP_RXQ), RXQ_DEV);
 	if (dev) {
 		bpf_probe_read_kernel_str(ifname, sizeof(ifname), (void *)(dev + DEV_NAME));
 		net = read_ptr(dev, DEV_NET);
@@ -55,8 +59,6 @@ int kdbg_on_bpf_exit(unsigned long long *ctx)
 			bpf_probe_read_kernel(&netns, sizeof(netns), (void *)(net + NET_INUM));
 	}
 	{{DEV_FILTER}}
-	data = read_ptr(xdp, XDP_DATA);
-	data_end = read_ptr(xdp, XDP_DATA_END);
 	if (data && data_end >= data + 14) {
 		bpf_probe_read_kernel(eth, sizeof(eth), (void *)data);
 		proto = (eth[12] << 8) | eth[13];
@@ -99,7 +101,7 @@ int kdbg_on_bpf_exit(unsigned long long *ctx)
 	}
 	__builtin_memset(e, 0, sizeof(*e));
 	e->time_ns = bpf_ktime_get_ns();
-	e->skbaddr = xdp;
+	e->skbaddr = obj;
 	e->location = bpf_get_func_ip(ctx);
 	e->tgid = bpf_get_current_pid_tgid() >> 32;
 	e->tid = (__u32)bpf_get_current_pid_tgid();
@@ -122,4 +124,28 @@ int kdbg_on_bpf_exit(unsigned long long *ctx)
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 	events.ringbuf_submit(e, 0);
 	return 0;
+}
+
+int kdbg_on_xdp_exit(unsigned long long *ctx)
+{
+	__u64 xdp = ctx[0], verdict = ctx[1];
+
+	if (!(XDP_WANTED(verdict)))
+		return 0;
+	return report(ctx, xdp, verdict, read_ptr(read_ptr(xdp, XDP_RXQ), RXQ_DEV),
+		      read_ptr(xdp, XDP_DATA), read_ptr(xdp, XDP_DATA_END));
+}
+
+int kdbg_on_tc_exit(unsigned long long *ctx)
+{
+	__u64 skb = ctx[0], verdict = ctx[1], data;
+	__u32 len = 0, data_len = 0;
+
+	if (!(TC_WANTED((int)verdict)))
+		return 0;
+	bpf_probe_read_kernel(&len, sizeof(len), (void *)(skb + SKB_LEN));
+	bpf_probe_read_kernel(&data_len, sizeof(data_len), (void *)(skb + SKB_DATA_LEN));
+	data = read_ptr(skb, SKB_DATA);
+	return report(ctx, skb, verdict, read_ptr(skb, SKB_DEV), data,
+		      data + (len > data_len ? len - data_len : 0));
 }

@@ -1,4 +1,4 @@
-"""``kdbg watch --bpf``: drops decided by XDP programs (called by kdbg.cli.watch)."""
+"""``kdbg watch --bpf``: drops decided by XDP and tc programs (called by kdbg.cli.watch)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ BPF_OPTIONS = frozenset({"bpf", "progs", "as_json", "print_bpf", "count", "durat
 
 
 def watch_bpf(ctx: click.Context, as_json: bool, print_bpf: bool) -> None:
-    """Refuse the skb:kfree_skb options, then report XDP programs' dropping verdicts."""
+    """Refuse the skb:kfree_skb options, then report XDP and tc programs' dropping verdicts."""
     others = {p.name for p in ctx.command.params if p.name not in BPF_OPTIONS}
     exclude(ctx, {name: ("bpf",) for name in sorted(n for n in others if n)},
             why="BPF verdicts come from fexit on the programs, not skb:kfree_skb")

@@ -32,7 +32,7 @@ Examples:
   kdbg watch --journey --dport 5555             each drop with the hops before it
   kdbg watch --reason no_socket --print-bpf     show the generated C and exit
   kdbg watch --hw --json                        hardware drops, from devlink traps
-  kdbg watch --bpf --prog xdp_fw --dport 53     XDP_DROP/XDP_ABORTED of XDP programs
+  kdbg watch --bpf --prog xdp_fw --dport 53     XDP_DROP, XDP_ABORTED, TC_ACT_SHOT
   kdbg watch --write drops.kdbg --duration 60   keep every drop (kdbg report drops.kdbg)
   kdbg watch --pcap drops.pcapng --dport 5555   dropped packets for Wireshark
 
@@ -98,8 +98,8 @@ Examples:
 @click.option("--hw", is_flag=True,
               help="Hardware drops (devlink traps) instead of skb:kfree_skb.")
 @click.option("--bpf", is_flag=True,
-              help="Drops decided by XDP programs (XDP_DROP, XDP_ABORTED), through fexit on "
-                   "each loaded program (docs/bpf.md).")
+              help="Drops decided by XDP and tc programs (XDP_DROP, XDP_ABORTED, TC_ACT_SHOT), "
+                   "through fexit on each loaded program (docs/bpf.md).")
 @click.option("--prog", "progs", multiple=True, metavar="NAME|ID",
               help="With --bpf: only this program (repeatable).")
 @click.option("--hw-break", is_flag=True, help="With --break: use a hardware breakpoint.")

@@ -1,7 +1,9 @@
-"""``kdbg watch --bpf``: packets dropped by the verdict of an XDP program.
+"""``kdbg watch --bpf``: packets dropped by the verdict of an XDP or tc program.
 
 An XDP program's ``XDP_DROP`` or ``XDP_ABORTED`` frees the packet before it is an skb,
-so ``skb:kfree_skb`` never sees it. kdbg finds every loaded XDP program through
+so ``skb:kfree_skb`` never sees it; a tc program's ``TC_ACT_SHOT`` shows there only as a
+generic reason at ``tcf_classify``'s caller. kdbg finds every loaded XDP and tc
+(``sched_cls``) program through
 ``bpf(2)`` (:mod:`kdbg.trace.bpfprogs`), loads one fexit program on each
 (bpf/bpf_verdict.bpf.c), and reports each dropping verdict as a drop record with the
 program (id, name, tag), the interface the packet came in on, its headers, and the
@@ -29,7 +31,7 @@ from kdbg.trace.headers import addresses
 from kdbg.trace.probe import RingProbe, check_privileges
 
 RESCAN_S = 1.0
-TYPES = frozenset({bpfsys.PROG_XDP})
+TYPES = frozenset({bpfsys.PROG_XDP, bpfsys.PROG_SCHED_CLS})
 
 
 @dataclass(frozen=True)
@@ -52,11 +54,12 @@ class VerdictProbe(RingProbe):
         super().__init__(text, [])
 
     def load(self) -> None:
-        self._obj = objcache.load(self.text, [], self.LABEL, later=(bpfverdict.FUNC_NAME,))
+        self._obj = objcache.load(self.text, [], self.LABEL,
+                                  later=tuple(bpfverdict.FUNCS.values()))
 
     def trace(self, prog: ProgFacts) -> int:
         """Attach to ``prog``; the link's fd."""
-        return self.obj.attach_fexit(bpfverdict.FUNC_NAME, prog.fd, prog.func_btf_id,
+        return self.obj.attach_fexit(bpfverdict.FUNCS[prog.kind], prog.fd, prog.func_btf_id,
                                      f"{self.LABEL} on program {prog.id} ({prog.name})")
 
 
@@ -78,13 +81,14 @@ def decode(raw: layout.RawDropEvent, prog: ProgFacts | None, wall_offset_ns: int
     saddr, daddr = addresses(raw.family, raw.saddr, raw.daddr)
     lines = verdict_lines(prog, raw.reason) if prog is not None else ()
     bprog = None if prog is None else BpfProg(
-        prog.id, prog.name, prog.tag, prog.kind, "xdp", lines, prog.lines is not None)
+        prog.id, prog.name, prog.tag, prog.kind, prog.kind, lines, prog.lines is not None)
+    names = bpfverdict.VERDICTS.get(prog.kind, {}) if prog is not None else {}
     first = lines[0] if len(lines) == 1 else None
     proto = PROTO_NAMES.get(raw.l4proto, str(raw.l4proto)) if raw.family else None
     return DropEvent(
         time_ns=raw.time_ns + wall_offset_ns, cpu=raw.cpu, pid=raw.tgid, tid=raw.tid,
         comm=raw.comm.decode(errors="replace"),
-        reason=bpfverdict.XDP_VERDICTS.get(raw.reason, str(raw.reason)),
+        reason=names.get(raw.reason, f"VERDICT_{raw.reason}"),
         reason_code=raw.reason, address=raw.location,
         symbol=prog.ksym if prog is not None else None, offset=0, module=None,
         skb=raw.skbaddr, proto=proto, family=family, saddr=saddr, daddr=daddr,
@@ -106,7 +110,7 @@ def prepare(cfg: BpfWatchConfig) -> str:
                        "(use --prog)")
     check_privileges()
     spec = cfg.filters.resolve(ReasonTable({}, "BPF verdicts"))
-    return bpfverdict.build(bpfverdict.kernel_fields(), spec, tuple(bpfverdict.XDP_VERDICTS))
+    return bpfverdict.build(bpfverdict.kernel_fields(), spec)
 
 
 class BpfWatch:
@@ -149,7 +153,7 @@ def describe(progs: list[ProgFacts]) -> str:
 
 
 def watch(cfg: BpfWatchConfig, sink: Sink) -> int:
-    """Report drops decided by XDP programs until Ctrl-C/SIGTERM, ``count`` or
+    """Report drops decided by XDP and tc programs until Ctrl-C/SIGTERM, ``count`` or
     ``duration``; return how many were reported."""
     state = BpfWatch(cfg, VerdictProbe(prepare(cfg)))
     wall = time.time_ns() - time.monotonic_ns()
@@ -166,7 +170,7 @@ def watch(cfg: BpfWatchConfig, sink: Sink) -> int:
     try:
         state.probe.start(on_event)
         first = state.rescan()
-        sink.watching(f"kdbg: watching XDP verdicts of programs {describe(first)} "
+        sink.watching(f"kdbg: watching the verdicts of XDP and tc programs {describe(first)} "
                       f"(filters: {_labels(cfg)}); Ctrl-C to stop")
         start = last_scan = time.monotonic()
         while not stop:

@@ -9,9 +9,11 @@ can return a given value (:meth:`LineTable.returning`).
 
 An fexit program sees what a program returned, never which ``exit`` instruction it
 ran. :meth:`LineTable.returning` therefore names every instruction that sets ``r0`` to
-the value as a constant and reaches an ``exit`` with ``r0`` unchanged: exact when the
-program has one such site for the verdict, the candidates otherwise, and none when the
-program computes its verdict (from a map, say). The line named is the line-info record
+a constant from which some path reaches an ``exit`` with ``r0`` equal to the value,
+following only constant arithmetic on ``r0`` on the way (clang may return ``cond ? 2 :
+0`` as ``r0 = 1; if !cond r0 = 0; r0 <<= 1``): exact when the program has one such
+site for the verdict, the candidates otherwise, and none when the program computes its
+verdict from what is not a constant (a map, say). The line named is the line-info record
 that instruction falls under. clang often gives ``return XDP_DROP;`` no record of its
 own (it sets ``r0`` before the branch that decides), so the line is then the condition
 that decides the verdict, as the program's line info has it.
@@ -32,6 +34,13 @@ MOV64_K, MOV32_K = 0xB7, 0xB4
 EXIT, JA, CALL, LD_IMM64 = 0x95, 0x05, 0x85, 0x18
 JMP_CLASSES = (0x05, 0x06)  # BPF_JMP, BPF_JMP32
 STEP_BUDGET = 64  # instructions followed from a candidate before giving up on it
+ALU_CLASSES = (0x04, 0x07)  # BPF_ALU, BPF_ALU64
+MASK64 = (1 << 64) - 1
+# BPF_ALU ops with a constant operand that kdbg follows on r0 (class | BPF_K | op); a
+# move of another constant into r0 is a site of its own, not followed.
+ALU_K = {0x00: lambda a, b: a + b, 0x10: lambda a, b: a - b, 0x20: lambda a, b: a * b,
+         0x40: lambda a, b: a | b, 0x50: lambda a, b: a & b, 0x60: lambda a, b: a << (b & 63),
+         0x70: lambda a, b: a >> (b & 63), 0xA0: lambda a, b: a ^ b}
 
 
 @dataclass(frozen=True)
@@ -86,35 +95,41 @@ class LineTable:
         return self.lines[at] if at >= 0 else None
 
     def returning(self, value: int) -> tuple[SourceLine, ...]:
-        """The lines that return ``value`` as a constant (see the module's docstring), in
-        source order, each once."""
+        """The lines that return ``value`` (see the module's docstring), in source order,
+        each once."""
         seen: dict[tuple[str, int], SourceLine] = {}
         for i, (op, regs, _off, imm) in enumerate(self.insns):
-            if op in (MOV64_K, MOV32_K) and regs & 0x0F == 0 and imm == value \
-                    and self._reaches_exit(i + 1):
+            if op in (MOV64_K, MOV32_K) and regs & 0x0F == 0 \
+                    and value in self._exits_with(i + 1, imm & 0xFFFFFFFF):
                 line = self.line_at(i)
                 if line is not None and line.line:  # line 0: code of no source line
                     seen.setdefault((line.file, line.line), line)
         return tuple(sorted(seen.values(), key=lambda s: (s.file, s.line)))
 
-    def _reaches_exit(self, start: int) -> bool:
-        """Whether some path from ``start`` reaches ``exit`` without writing ``r0``."""
-        todo, done = [start], set[int]()
+    def _exits_with(self, start: int, r0: int) -> set[int]:
+        """The values ``r0`` holds at each ``exit`` reached from ``start``, following
+        constant arithmetic on ``r0`` (``r0 <<= 1``: a verdict computed without a branch)
+        and stopping where ``r0`` takes a value that is not a constant."""
+        out: set[int] = set()
+        todo, done = [(start, r0)], set[tuple[int, int]]()
         while todo and len(done) < STEP_BUDGET:
-            i = todo.pop()
-            if i in done or not 0 <= i < len(self.insns):
+            i, val = todo.pop()
+            if (i, val) in done or not 0 <= i < len(self.insns):
                 continue
-            done.add(i)
-            op, regs, off, _imm = self.insns[i]
-            if op == EXIT:
-                return True
+            done.add((i, val))
+            op, regs, off, imm = self.insns[i]
             cls = op & 0x07
-            if cls in JMP_CLASSES and op != CALL:
-                todo.append(i + 1 + off)
+            if op == EXIT:
+                out.add(val)
+            elif cls in JMP_CLASSES and op != CALL:
+                todo.append((i + 1 + off, val))
                 if op != JA:
-                    todo.append(i + 1)
-                continue
-            if op == CALL or (cls in (0x00, 0x01, 0x04, 0x07) and regs & 0x0F == 0):
-                continue  # r0 written (a load, an ALU op or a call): not this constant
-            todo.append(i + 2 if op == LD_IMM64 else i + 1)
-        return False
+                    todo.append((i + 1, val))
+            elif cls in ALU_CLASSES and regs & 0x0F == 0 and not op & 0x08 and op & 0xF0 in ALU_K:
+                result = ALU_K[op & 0xF0](val, imm & 0xFFFFFFFF if cls == 0x04 else imm)
+                todo.append((i + 1, result & (0xFFFFFFFF if cls == 0x04 else MASK64)))
+            elif op == CALL or (cls in (0x00, 0x01, 0x04, 0x07) and regs & 0x0F == 0):
+                continue  # r0 written with what is not a constant: not followed
+            else:
+                todo.append((i + 2 if op == LD_IMM64 else i + 1, val))
+        return out

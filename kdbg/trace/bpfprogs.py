@@ -22,8 +22,7 @@ from kdbg.errors import BtfError
 from kdbg.symbols.bpflines import LineTable
 from kdbg.trace import bpfsys
 
-TYPE_NAMES = {bpfsys.PROG_XDP: "xdp", bpfsys.PROG_SCHED_CLS: "tc",
-              bpfsys.PROG_SCHED_ACT: "tc-action"}
+TYPE_NAMES = {bpfsys.PROG_XDP: "xdp", bpfsys.PROG_SCHED_CLS: "tc"}
 
 
 @dataclass

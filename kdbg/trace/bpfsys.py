@@ -24,7 +24,7 @@ SYS_PERF_EVENT_OPEN = 298
 
 # enum bpf_cmd
 MAP_CREATE, MAP_LOOKUP_ELEM, MAP_UPDATE_ELEM, MAP_DELETE_ELEM, MAP_GET_NEXT_KEY = 0, 1, 2, 3, 4
-PROG_LOAD = 5
+PROG_LOAD, OBJ_PIN = 5, 6
 PROG_GET_NEXT_ID, PROG_GET_FD_BY_ID = 11, 13
 OBJ_GET_INFO_BY_FD = 15
 RAW_TRACEPOINT_OPEN = 17
@@ -339,3 +339,13 @@ def prog_load_btf(prog_type: int, insns: bytes, name: str, btf_fd: int,
     attr.prog_btf_fd, attr.func_info_rec_size = btf_fd, 8
     attr.func_info, attr.func_info_cnt = _addr(funcs), len(func_info) // 8
     return _bpf(PROG_LOAD, attr)
+
+
+class _ObjPin(ct.Structure):
+    _fields_ = [("pathname", ct.c_uint64), ("bpf_fd", ct.c_uint32), ("file_flags", ct.c_uint32)]
+
+
+def obj_pin(fd: int, path: str) -> None:
+    """Pin the program or map behind ``fd`` at ``path`` in a bpf filesystem."""
+    name = ct.create_string_buffer(path.encode())
+    _bpf(OBJ_PIN, _ObjPin(_addr(name), fd, 0))

@@ -12,15 +12,20 @@ from kdbg.trace import offsets
 from kdbg.trace.render import render
 
 TEMPLATE = BPF_DIR / "bpf_verdict.bpf.c"
-FUNC_NAME = "kdbg_on_bpf_exit"
-# enum xdp_action: the verdicts of an XDP program that drop the packet.
-XDP_VERDICTS = {0: "XDP_ABORTED", 1: "XDP_DROP"}
+# The fexit function for each kind of traced program.
+FUNCS = {"xdp": "kdbg_on_xdp_exit", "tc": "kdbg_on_tc_exit"}
+# The verdicts that drop the packet: enum xdp_action's, and TC_ACT_SHOT (a tc program's
+# TC_ACT_STOLEN and TC_ACT_TRAP consume the packet on purpose; not reported).
+VERDICTS = {"xdp": {0: "XDP_ABORTED", 1: "XDP_DROP"}, "tc": {2: "TC_ACT_SHOT"}}
 FIELDS: dict[str, tuple[str, ...]] = {
     "XDP_DATA": ("xdp_buff.data",),
     "XDP_DATA_END": ("xdp_buff.data_end",),
     "XDP_RXQ": ("xdp_buff.rxq",),
     "RXQ_DEV": ("xdp_rxq_info.dev",),
-    **{k: offsets.FIELDS[k] for k in ("DEV_IFINDEX", "DEV_NAME", "DEV_NET", "NET_INUM")},
+    "SKB_DATA": ("sk_buff.data",),
+    "SKB_DATA_LEN": ("sk_buff.data_len",),
+    **{k: offsets.FIELDS[k] for k in ("SKB_LEN", "SKB_DEV", "DEV_IFINDEX", "DEV_NAME",
+                                      "DEV_NET", "NET_INUM")},
 }
 
 
@@ -46,8 +51,8 @@ class BpfProg:
     id: int
     name: str
     tag: str
-    kind: str  # "xdp"
-    attach: str  # where it runs: "xdp" on the packet's interface (the record's ifname)
+    kind: str  # "xdp" or "tc"
+    attach: str  # where it runs, on the record's interface: "xdp", or "tc" (ingress or egress)
     lines: tuple[VerdictLine, ...] = ()
     line_info: bool = False  # the program was loaded with BTF line info
 
@@ -64,12 +69,15 @@ class BpfProg:
                    bool(rec.get("line_info")))
 
 
-def build(fields: dict[str, int], spec: flt.FilterSpec, verdicts: tuple[int, ...],
-          ringbuf_pages: int = 64) -> str:
-    """C text of the fexit program, every placeholder filled."""
-    wanted = " || ".join(f"v == {v}" for v in verdicts) or "0"
+def _wanted(verdicts: dict[int, str]) -> str:
+    return " || ".join(f"v == {v}" for v in verdicts) or "0"
+
+
+def build(fields: dict[str, int], spec: flt.FilterSpec, ringbuf_pages: int = 64) -> str:
+    """C text of the fexit programs, every placeholder filled."""
     return render(TEMPLATE.read_text(), {
-        **fields, "VERDICT_WANTED": wanted, "RINGBUF_PAGES": ringbuf_pages,
+        **fields, "XDP_WANTED": _wanted(VERDICTS["xdp"]), "TC_WANTED": _wanted(VERDICTS["tc"]),
+        "RINGBUF_PAGES": ringbuf_pages,
         "DEV_FILTER": flt.c_dev(spec), "PACKET_FILTER": flt.c_packet(spec),
     })
 

@@ -3,7 +3,8 @@ verdict's lines, the drop record and the command line.
 
 tests/data/bpfprog/xdp_drop_port.host.json is what kdbg read through bpf(2) about
 tests/data/bpfprog/xdp_drop_port.c loaded by bcc (-DDROP_PORT=7777) on this machine's
-6.18 kernel: ``tests/vm/xdp_loader.py --record FILE 7777``.
+6.18 kernel: ``tests/vm/bpf_loader.py --record-xdp FILE 7777``; tc_shoot_port.host.json
+likewise for tc_shoot_port.c (``--record-tc``).
 """
 
 from __future__ import annotations
@@ -73,6 +74,21 @@ def test_the_drop_verdict_is_named_to_the_deciding_line(prog: ProgFacts) -> None
     assert table.returning(0) == ()  # XDP_ABORTED: never returned
 
 
+def test_a_verdict_computed_without_a_branch_is_followed_to_its_line() -> None:
+    # clang returns `cond ? TC_ACT_SHOT : TC_ACT_OK` as r0 = 1; if cond goto +1;
+    # r0 = 0; r0 <<= 1; exit: no instruction sets r0 to 2.
+    tc = ProgFacts.from_record(json.loads((DATA / "bpfprog" / "tc_shoot_port.host.json")
+                                          .read_text()))
+    table = tc.lines
+    assert table is not None
+    assert not any(op in (0xB7, 0xB4) and regs & 0x0F == 0 and imm == 2
+                   for op, regs, _off, imm in table.insns)
+    (shot,) = table.returning(2)
+    assert shot.text == DROP_IF
+    ok = table.returning(0)
+    assert shot in ok and any(ln.text.startswith("int kdbg_test_tc(") for ln in ok)
+
+
 def test_btf_strings_refuses_what_is_not_btf() -> None:
     from kdbg.errors import BtfError
 
@@ -115,7 +131,7 @@ def test_an_unknown_program_and_verdict_still_decode(prog: ProgFacts) -> None:
     raw = raw_drop(prog)
     raw.reason = 0
     ev = decode(raw, None, 0)
-    assert (ev.reason, ev.prog, ev.symbol, ev.file) == ("XDP_ABORTED", None, None, None)
+    assert (ev.reason, ev.prog, ev.symbol, ev.file) == ("VERDICT_0", None, None, None)
 
 
 def test_prog_picks_by_name_or_id(prog: ProgFacts) -> None:
@@ -128,8 +144,9 @@ def test_program_text_carries_the_filters() -> None:
     fields = {k: 8 * i for i, k in enumerate(bpfverdict.FIELDS)}
     spec = flt.PacketFilters(proto="udp", dports=(7777,), ifname="bpfb").resolve(
         ReasonTable({}, "test"))
-    text = bpfverdict.build(fields, spec, (0, 1))
-    assert "#define VERDICT_WANTED(v) (v == 0 || v == 1)" in text
+    text = bpfverdict.build(fields, spec)
+    assert "#define XDP_WANTED(v)    (v == 0 || v == 1)" in text
+    assert "#define TC_WANTED(v)     (v == 2)" in text
     assert "dport == 7777" in text and "ifname[0] != 98" in text
     assert "{{" not in text
 

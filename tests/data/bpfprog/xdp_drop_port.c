@@ -1,5 +1,5 @@
 /* A test XDP program: drops UDP datagrams to port DROP_PORT, passes every other packet.
- * Built by bcc at test time (tests/vm/xdp_loader.py, -DDROP_PORT=N); kdbg watch --bpf
+ * Built by bcc at test time (tests/vm/bpf_loader.py, -DDROP_PORT=N); kdbg watch --bpf
  * must name the line of the return that drops. */
 #include <uapi/linux/bpf.h>
 #include <linux/if_ether.h>
