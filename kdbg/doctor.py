@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from kdbg.errors import KdbgError
 from kdbg.lab import accel, agent
 from kdbg.symbols import tpformat
-from kdbg.trace import offsets
+from kdbg.trace import fexitcheck, offsets
 from kdbg.trace.objcache import check_headers
 from kdbg.trace.probe import check_privileges
 
@@ -109,6 +109,7 @@ def run_checks() -> list[Check]:
         _guard("btf", _btf, "a kernel with CONFIG_DEBUG_INFO_BTF=y"),
         _guard("kallsyms", _kallsyms, "run as root"),
         _guard("bcc", _bcc, SETUP),
+        _guard("bpf progs", fexitcheck.check, "", required=False),
         _guard("gdb", _tool(["gdb", "--version"]), "apt-get install gdb"),
         _guard("qemu", _tool(["qemu-system-x86_64", "--version"]),
                "apt-get install qemu-system-x86"),

@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from kdbg.cli.bpfdrops import watch_bpf
 from kdbg.cli.hwdrops import watch_hw
 from kdbg.cli.options import (
     exclude,
@@ -31,6 +32,7 @@ Examples:
   kdbg watch --journey --dport 5555             each drop with the hops before it
   kdbg watch --reason no_socket --print-bpf     show the generated C and exit
   kdbg watch --hw --json                        hardware drops, from devlink traps
+  kdbg watch --bpf --prog xdp_fw --dport 53     XDP_DROP, XDP_ABORTED, TC_ACT_SHOT
   kdbg watch --write drops.kdbg --duration 60   keep every drop (kdbg report drops.kdbg)
   kdbg watch --pcap drops.pcapng --dport 5555   dropped packets for Wireshark
 
@@ -95,6 +97,11 @@ Examples:
 @click.option("--force", is_flag=True, help="Break even where the guard refuses (warned).")
 @click.option("--hw", is_flag=True,
               help="Hardware drops (devlink traps) instead of skb:kfree_skb.")
+@click.option("--bpf", is_flag=True,
+              help="Drops decided by XDP and tc programs (XDP_DROP, XDP_ABORTED, TC_ACT_SHOT), "
+                   "through fexit on each loaded program (docs/bpf.md).")
+@click.option("--prog", "progs", multiple=True, metavar="NAME|ID",
+              help="With --bpf: only this program (repeatable).")
 @click.option("--hw-break", is_flag=True, help="With --break: use a hardware breakpoint.")
 @click.option("--break-count", type=int, default=1, show_default=True,
               help="Stops to report before ending.")
@@ -103,7 +110,8 @@ def watch(ctx: click.Context, as_json: bool, print_bpf: bool, do_break: bool, la
           events_cmd: str | None, gdb_endpoint: str | None, vmlinux: str | None,
           kallsyms_path: str | None, source_tree: str | None, no_source: bool,
           transport: str | None, interactive: bool, force: bool,
-          hw: bool, hw_break: bool, break_count: int, write: str | None, pcap: str | None,
+          hw: bool, bpf: bool, progs: tuple[str, ...], hw_break: bool, break_count: int,
+          write: str | None, pcap: str | None,
           snaplen: int | None, **opts: object) -> None:
     """Watch packet drops on skb:kfree_skb and name each one.
 
@@ -113,6 +121,9 @@ def watch(ctx: click.Context, as_json: bool, print_bpf: bool, do_break: bool, la
     a line starting 'kdbg: watching' goes to stderr.
     """
     check_options(ctx)
+    if bpf:
+        watch_bpf(ctx, as_json, print_bpf)
+        return
     if hw:
         watch_hw(ctx, as_json, print_bpf)
         return
@@ -145,10 +156,10 @@ NEEDS = {
     "interactive": ("do_break",), "force": ("do_break",),
     "break_count": ("do_break",), "kallsyms_path": ("do_break", "events_cmd"),
     "hw_break": ("do_break",), "source_tree": ("gdb_endpoint",), "no_source": ("do_break",),
-    "snaplen": ("write", "pcap"),
+    "snaplen": ("write", "pcap"), "progs": ("bpf",),
 }
 # --journey: the hops come with drops that are shown one by one.
-JOURNEY_WITHOUT = ("write", "pcap", "hw")
+JOURNEY_WITHOUT = ("write", "pcap", "hw", "bpf")
 LOCAL_ONLY = ("stats", "events", "interval", "cmd", "buffer_pages", "print_bpf")
 
 

@@ -91,6 +91,12 @@ def drop_line(ev: DropEvent) -> str:
         line += f"  ({ev.file}:{ev.line})" if ev.line else f"  ({ev.file})"
     if ev.cause is not None:  # after file:line, so the columns stay aligned
         line += f"  cause: {ev.cause.text}"
+    if ev.prog is not None:
+        line += f"  prog {ev.prog.id} {ev.prog.name}"
+        if len(ev.prog.lines) == 1:
+            line += f": {ev.prog.lines[0].text}"
+        elif ev.prog.lines:
+            line += " returns it at lines " + ", ".join(str(ln.line) for ln in ev.prog.lines)
     return line
 
 

@@ -24,17 +24,22 @@ SYS_PERF_EVENT_OPEN = 298
 
 # enum bpf_cmd
 MAP_CREATE, MAP_LOOKUP_ELEM, MAP_UPDATE_ELEM, MAP_DELETE_ELEM, MAP_GET_NEXT_KEY = 0, 1, 2, 3, 4
-PROG_LOAD = 5
+PROG_LOAD, OBJ_PIN = 5, 6
 PROG_TEST_RUN = 10
+PROG_GET_NEXT_ID, PROG_GET_FD_BY_ID = 11, 13
 OBJ_GET_INFO_BY_FD = 15
 RAW_TRACEPOINT_OPEN = 17
+BTF_LOAD, BTF_GET_FD_BY_ID = 18, 19
 # enum bpf_map_type (the ones kdbg's programs declare)
 MAP_HASH, MAP_ARRAY, MAP_PERCPU_HASH, MAP_PERCPU_ARRAY, MAP_STACK_TRACE = 1, 2, 5, 6, 7
 MAP_RINGBUF = 27
 PERCPU_TYPES = frozenset({MAP_PERCPU_HASH, MAP_PERCPU_ARRAY})
 # enum bpf_prog_type
-PROG_TRACEPOINT, PROG_RAW_TRACEPOINT, PROG_TRACING = 5, 17, 26
-TRACE_RAW_TP = 23  # enum bpf_attach_type: a BTF-typed raw tracepoint (tp_btf)
+PROG_SCHED_CLS, PROG_SCHED_ACT, PROG_TRACEPOINT, PROG_XDP = 3, 4, 5, 6
+PROG_RAW_TRACEPOINT, PROG_TRACING = 17, 26
+# enum bpf_attach_type
+TRACE_RAW_TP = 23  # a BTF-typed raw tracepoint (tp_btf)
+TRACE_FEXIT = 25
 BPF_ANY = 0
 PERF_TYPE_TRACEPOINT = 2
 PERF_EVENT_IOC_ENABLE = 0x2400
@@ -67,7 +72,40 @@ class _ProgLoad(ct.Structure):
                 ("prog_btf_fd", ct.c_uint32), ("func_info_rec_size", ct.c_uint32),
                 ("func_info", ct.c_uint64), ("func_info_cnt", ct.c_uint32),
                 ("line_info_rec_size", ct.c_uint32), ("line_info", ct.c_uint64),
-                ("line_info_cnt", ct.c_uint32), ("attach_btf_id", ct.c_uint32)]
+                ("line_info_cnt", ct.c_uint32), ("attach_btf_id", ct.c_uint32),
+                ("attach_prog_fd", ct.c_uint32)]
+
+
+class _GetId(ct.Structure):
+    _fields_ = [("id", ct.c_uint32), ("next_id", ct.c_uint32), ("open_flags", ct.c_uint32)]
+
+
+class ProgInfo(ct.Structure):
+    """``struct bpf_prog_info`` up to ``attach_btf_id`` (Linux 5.16 and later)."""
+
+    _fields_ = [("type", ct.c_uint32), ("id", ct.c_uint32), ("tag", ct.c_uint8 * 8),
+                ("jited_prog_len", ct.c_uint32), ("xlated_prog_len", ct.c_uint32),
+                ("jited_prog_insns", ct.c_uint64), ("xlated_prog_insns", ct.c_uint64),
+                ("load_time", ct.c_uint64), ("created_by_uid", ct.c_uint32),
+                ("nr_map_ids", ct.c_uint32), ("map_ids", ct.c_uint64),
+                ("name", ct.c_char * 16), ("ifindex", ct.c_uint32), ("flags", ct.c_uint32),
+                ("netns_dev", ct.c_uint64), ("netns_ino", ct.c_uint64),
+                ("nr_jited_ksyms", ct.c_uint32), ("nr_jited_func_lens", ct.c_uint32),
+                ("jited_ksyms", ct.c_uint64), ("jited_func_lens", ct.c_uint64),
+                ("btf_id", ct.c_uint32), ("func_info_rec_size", ct.c_uint32),
+                ("func_info", ct.c_uint64), ("nr_func_info", ct.c_uint32),
+                ("nr_line_info", ct.c_uint32), ("line_info", ct.c_uint64),
+                ("jited_line_info", ct.c_uint64), ("nr_jited_line_info", ct.c_uint32),
+                ("line_info_rec_size", ct.c_uint32), ("jited_line_info_rec_size", ct.c_uint32),
+                ("nr_prog_tags", ct.c_uint32), ("prog_tags", ct.c_uint64),
+                ("run_time_ns", ct.c_uint64), ("run_cnt", ct.c_uint64),
+                ("recursion_misses", ct.c_uint64), ("verified_insns", ct.c_uint32),
+                ("attach_btf_obj_id", ct.c_uint32), ("attach_btf_id", ct.c_uint32)]
+
+
+class _BtfInfo(ct.Structure):
+    _fields_ = [("btf", ct.c_uint64), ("btf_size", ct.c_uint32), ("id", ct.c_uint32),
+                ("name", ct.c_uint64), ("name_len", ct.c_uint32), ("kernel_btf", ct.c_uint32)]
 
 
 class _InfoByFd(ct.Structure):
@@ -180,10 +218,12 @@ def map_info(fd: int) -> MapInfo:
 
 
 def prog_load(prog_type: int, insns: bytes, name: str, license_: str = "GPL",
-              log_size: int = 0, btf_id: int = 0) -> tuple[int, str]:
+              log_size: int = 0, btf_id: int = 0, target_fd: int = 0) -> tuple[int, str]:
     """Load a program: (its fd, or -errno on failure; the verifier's log when
     ``log_size`` asks for one). ``btf_id``: a tp_btf program's tracepoint, the id of
-    its ``btf_trace_NAME`` typedef in the kernel's BTF."""
+    its ``btf_trace_NAME`` typedef in the kernel's BTF; with ``target_fd``, an fexit
+    program on the BPF program behind that fd, ``btf_id`` its function in the target's
+    own BTF."""
     code = ct.create_string_buffer(insns, len(insns))
     lic = ct.create_string_buffer(license_.encode())
     log = ct.create_string_buffer(log_size) if log_size else None
@@ -191,8 +231,9 @@ def prog_load(prog_type: int, insns: bytes, name: str, license_: str = "GPL",
                      1 if log_size else 0, log_size, _addr(log) if log is not None else 0,
                      0, 0, name.encode()[:15])
     if btf_id:
-        attr.expected_attach_type = TRACE_RAW_TP
+        attr.expected_attach_type = TRACE_FEXIT if target_fd else TRACE_RAW_TP
         attr.attach_btf_id = btf_id
+        attr.attach_prog_fd = target_fd
     try:
         fd = _bpf(PROG_LOAD, attr)
     except BpfCallError as err:
@@ -234,3 +275,97 @@ def perf_tracepoint_attach(tp_id: int, prog_fd: int) -> int:
         os.close(fd)
         raise
     return int(fd)
+
+
+def prog_next_id(after: int) -> int | None:
+    """The id of the loaded program after id ``after`` (0: the first), or None."""
+    attr = _GetId(after)
+    try:
+        _bpf(PROG_GET_NEXT_ID, attr)
+    except BpfCallError as err:
+        if err.errno == errno.ENOENT:
+            return None
+        raise
+    return int(attr.next_id)
+
+
+def prog_fd_by_id(prog_id: int) -> int:
+    """An fd on loaded program ``prog_id`` (ENOENT: it is gone)."""
+    return _bpf(PROG_GET_FD_BY_ID, _GetId(prog_id))
+
+
+def prog_info_into(fd: int, info: ProgInfo) -> ProgInfo:
+    """Fill ``info``, whose counts and buffers say what to read, for the program at ``fd``."""
+    _bpf(OBJ_GET_INFO_BY_FD, _InfoByFd(fd, ct.sizeof(info), _addr(info)))
+    return info
+
+
+def prog_info(fd: int) -> ProgInfo:
+    """What the program behind ``fd`` is (type, id, tag, name, BTF id, counts)."""
+    return prog_info_into(fd, ProgInfo())
+
+
+def prog_tables(fd: int) -> tuple[ProgInfo, bytes, bytes, bytes]:
+    """The program's info with its translated instructions, its ``bpf_func_info``
+    records and its ``bpf_line_info`` records (insn_off, file_name_off, line_off,
+    line_col; 16 bytes each), as the kernel has them after verification."""
+    head = prog_info(fd)
+    xlated = ct.create_string_buffer(head.xlated_prog_len or 1)
+    funcs = ct.create_string_buffer(head.nr_func_info * 8 or 1)
+    lines = ct.create_string_buffer(head.nr_line_info * 16 or 1)
+    info = ProgInfo(xlated_prog_len=head.xlated_prog_len, xlated_prog_insns=_addr(xlated),
+                    nr_func_info=head.nr_func_info, func_info_rec_size=8,
+                    func_info=_addr(funcs), nr_line_info=head.nr_line_info,
+                    line_info_rec_size=16, line_info=_addr(lines))
+    prog_info_into(fd, info)
+    return (info, xlated.raw[:info.xlated_prog_len], funcs.raw[:info.nr_func_info * 8],
+            lines.raw[:info.nr_line_info * 16])
+
+
+def btf_blob(btf_id: int) -> bytes:
+    """The BTF object ``btf_id`` (a program's own, say) as raw bytes."""
+    fd = _bpf(BTF_GET_FD_BY_ID, _GetId(btf_id))
+    try:
+        head = _BtfInfo()
+        _bpf(OBJ_GET_INFO_BY_FD, _InfoByFd(fd, ct.sizeof(head), _addr(head)))
+        buf = ct.create_string_buffer(head.btf_size or 1)
+        info = _BtfInfo(btf=_addr(buf), btf_size=head.btf_size)
+        _bpf(OBJ_GET_INFO_BY_FD, _InfoByFd(fd, ct.sizeof(info), _addr(info)))
+        return buf.raw[:info.btf_size]
+    finally:
+        os.close(fd)
+
+
+class _BtfLoad(ct.Structure):
+    _fields_ = [("btf", ct.c_uint64), ("btf_log_buf", ct.c_uint64), ("btf_size", ct.c_uint32),
+                ("btf_log_size", ct.c_uint32), ("btf_log_level", ct.c_uint32)]
+
+
+def btf_load(blob: bytes) -> int:
+    """Load a BTF object (a program's own types); its fd."""
+    buf = ct.create_string_buffer(blob, len(blob))
+    return _bpf(BTF_LOAD, _BtfLoad(_addr(buf), 0, len(blob), 0, 0))
+
+
+def prog_load_btf(prog_type: int, insns: bytes, name: str, btf_fd: int,
+                  func_info: bytes) -> int:
+    """Load a program with its own BTF and ``bpf_func_info`` records (8 bytes each);
+    its fd. For a program that fexit programs can attach to."""
+    code = ct.create_string_buffer(insns, len(insns))
+    lic = ct.create_string_buffer(b"GPL")
+    funcs = ct.create_string_buffer(func_info, len(func_info))
+    attr = _ProgLoad(prog_type, len(insns) // 8, _addr(code), _addr(lic), 0, 0, 0, 0, 0,
+                     name.encode()[:15])
+    attr.prog_btf_fd, attr.func_info_rec_size = btf_fd, 8
+    attr.func_info, attr.func_info_cnt = _addr(funcs), len(func_info) // 8
+    return _bpf(PROG_LOAD, attr)
+
+
+class _ObjPin(ct.Structure):
+    _fields_ = [("pathname", ct.c_uint64), ("bpf_fd", ct.c_uint32), ("file_flags", ct.c_uint32)]
+
+
+def obj_pin(fd: int, path: str) -> None:
+    """Pin the program or map behind ``fd`` at ``path`` in a bpf filesystem."""
+    name = ct.create_string_buffer(path.encode())
+    _bpf(OBJ_PIN, _ObjPin(_addr(name), fd, 0))

@@ -15,6 +15,7 @@ from typing import Any
 
 from kdbg.symbols.kallsyms import Kallsyms, Location
 from kdbg.symbols.reasons import ReasonTable
+from kdbg.trace.bpfverdict import BpfProg
 from kdbg.trace.cause import Cause
 from kdbg.trace.filters import PROTO_NAMES
 from kdbg.trace.headers import IPAddress, addresses
@@ -110,6 +111,7 @@ class DropEvent:
     ct_mark: int | None = None
     ct_status: int | None = None  # the entry's status bits (enum ip_conntrack_status)
     journey: Journey | None = None  # its hops before the drop (kdbg watch --journey)
+    prog: BpfProg | None = None  # the BPF program whose verdict dropped it (watch --bpf)
 
     @property
     def location(self) -> str:
@@ -163,6 +165,8 @@ class DropEvent:
             rec["ct_status"] = self.ct_status
         if self.cause is not None:
             rec["cause"] = self.cause.to_json()
+        if self.prog is not None:
+            rec["prog"] = self.prog.to_json()
         if self.journey is not None:
             rec.update(self.journey.to_json())
         if self.stack is not None:
@@ -201,6 +205,7 @@ class DropEvent:
             ct_zone=rec.get("ct_zone"), ct_mark=rec.get("ct_mark"),
             ct_status=rec.get("ct_status"),
             journey=Journey.from_json(rec),
+            prog=BpfProg.from_json(rec["prog"]) if rec.get("prog") is not None else None,
         )
 
 

@@ -140,6 +140,7 @@ class Loaded:
         self._links: list[int] = []
         self._progs: list[int] = []
         self.runnable: dict[str, int] = {}  # "run:" functions: loaded, never attached
+        self._compiled = prog
         try:
             for spec in prog.maps:
                 self.fds[spec.name] = bpfsys.map_create(
@@ -186,6 +187,34 @@ class Loaded:
         except bpfsys.BpfCallError as err:
             raise BpfLoadError(f"cannot run {fn}: {err.strerror}") from None
 
+    def attach_fexit(self, fn: str, target_fd: int, func_btf_id: int, what: str) -> int:
+        """Load ``fn`` as an fexit program on the BPF program behind ``target_fd`` (its
+        main function, ``func_btf_id`` in its own BTF) and attach it; the link's fd, for
+        :meth:`unlink`."""
+        code = patched(self._compiled.insns[fn], self._compiled.map_loads[fn], self.fds)
+        fd, _ = bpfsys.prog_load(bpfsys.PROG_TRACING, code, fn, self._compiled.license,
+                                 btf_id=func_btf_id, target_fd=target_fd)
+        if fd < 0:
+            _, log = bpfsys.prog_load(bpfsys.PROG_TRACING, code, fn, self._compiled.license,
+                                      VERIFIER_LOG, func_btf_id, target_fd)
+            raise BpfLoadError(f"the kernel refused the {what}: {os.strerror(-fd)}: "
+                               f"{summarize(log)}")
+        try:
+            link = bpfsys.raw_tracepoint_open(None, fd)
+        except OSError as err:
+            os.close(fd)
+            raise BpfLoadError(f"cannot attach the {what}: {err.strerror}") from None
+        self._progs.append(fd)
+        self._links.append(link)
+        return link
+
+    def unlink(self, link: int) -> None:
+        """Detach one link :meth:`attach_fexit` made (its program stays loaded until
+        :meth:`close`)."""
+        if link in self._links:
+            self._links.remove(link)
+            os.close(link)
+
     def detach(self) -> None:
         """Stop running the programs; the maps stay readable."""
         links, self._links = self._links, []
@@ -212,12 +241,14 @@ def tracepoint_id(tp: str) -> int:
                            hint="mount -t tracefs nodev /sys/kernel/tracing")
 
 
-def load(text: str, attachments: list[tuple[str, str]], what: str) -> Loaded:
+def load(text: str, attachments: list[tuple[str, str]], what: str,
+         later: tuple[str, ...] = ()) -> Loaded:
     """Compile (or take from the cache) ``text`` and attach each ``(tracepoint, function)``:
     ``system:name`` through the tracepoint's perf event, ``raw:NAME`` as a raw tracepoint,
     ``btf:NAME`` as a BTF-typed raw tracepoint (tp_btf); ``run:NAME`` loads a raw
-    tracepoint program without attaching it, for :meth:`Loaded.test_run`."""
-    prog = compiled(text, sorted({fn for _, fn in attachments}), what)
+    tracepoint program without attaching it, for :meth:`Loaded.test_run`. ``later``:
+    functions compiled too, for :meth:`Loaded.attach_fexit`."""
+    prog = compiled(text, sorted({fn for _, fn in attachments} | set(later)), what)
     try:
         return Loaded(prog, attachments, what)
     except bpfsys.BpfCallError as err:

@@ -1,0 +1,151 @@
+/* kdbg BPF-program drops: fexit programs on XDP and tc programs (kdbg watch --bpf).
+ *
+ * Loaded once per traced program (BPF_PROG_TYPE_TRACING, expected attach type
+ * BPF_TRACE_FEXIT, attach_prog_fd the traced program): it runs after the traced
+ * program returns, with ctx[0] its context (an XDP program's xdp_buff, a tc program's
+ * sk_buff) and ctx[1] its verdict. A verdict that drops (XDP_WANTED, TC_WANTED) is
+ * reported as a struct kdbg_drop_event: reason is the verdict, location the traced
+ * program's JITed entry (bpf_get_func_ip), skbaddr the xdp_buff or skb, and the
+ * packet read from its data (for tc, the skb's linear part: at ingress cls_bpf has
+ * pushed the MAC header back before the program runs, so data is the frame there too).
+ *
+ * A template: kdbg/trace/bpfverdict.py fills every double-braced name; struct offsets
+ * come from the running kernel's BTF.
+ */
+#include "drop_event.h"
+#include "kdbg_read.h"
+
+#define XDP_DATA         {{XDP_DATA}}
+#define XDP_DATA_END     {{XDP_DATA_END}}
+#define XDP_RXQ          {{XDP_RXQ}}
+#define RXQ_DEV          {{RXQ_DEV}}
+#define DEV_IFINDEX      {{DEV_IFINDEX}}
+#define DEV_NAME         {{DEV_NAME}}
+#define DEV_NET          {{DEV_NET}}	/* -1: no network namespaces */
+#define NET_INUM         {{NET_INUM}}
+#define SKB_DATA         {{SKB_DATA}}
+#define SKB_LEN          {{SKB_LEN}}
+#define SKB_DATA_LEN     {{SKB_DATA_LEN}}
+#define SKB_DEV          {{SKB_DEV}}
+#define XDP_WANTED(v)    ({{XDP_WANTED}})
+#define TC_WANTED(v)     ({{TC_WANTED}})
+
+BPF_RINGBUF_OUTPUT(events, {{RINGBUF_PAGES}});
+BPF_PERCPU_ARRAY(counters, __u64, KDBG_NR_CTRS);
+
+static __always_inline void count(int slot)
+{
+	__u64 *v = counters.lookup(&slot);
+	if (v)
+		(*v)++;
+}
+
+static __always_inline int report(void *ctx, __u64 obj, __u64 verdict, __u64 dev,
+				  __u64 data, __u64 data_end)
+{
+	__u64 net, raw = 0;
+	__u32 netns = 0, s[4] = {}, d[4] = {};
+	__u16 proto = 0, sport = 0, dport = 0;
+	__u8 family = 0, l4proto = 0, has_ports = 0, eth[18] = {}, hdr[48] = {};
+	char ifname[KDBG_IFNAMSIZ] = {};
+	int l3 = 14, have_raw = 0;
+	struct kdbg_drop_event *e;
+
+	count(KDBG_CTR_SEEN);
+	if (dev) {
+		bpf_probe_read_kernel_str(ifname, sizeof(ifname), (void *)(dev + DEV_NAME));
+		net = read_ptr(dev, DEV_NET);
+		if (net)
+			bpf_probe_read_kernel(&netns, sizeof(netns), (void *)(net + NET_INUM));
+	}
+	{{DEV_FILTER}}
+	if (data && data_end >= data + 14) {
+		bpf_probe_read_kernel(eth, sizeof(eth), (void *)data);
+		proto = (eth[12] << 8) | eth[13];
+		if (proto == 0x8100 || proto == 0x88a8) {	/* one VLAN tag */
+			proto = (eth[16] << 8) | eth[17];
+			l3 = 18;
+		}
+		bpf_probe_read_kernel(hdr, sizeof(hdr), (void *)(data + l3));
+	}
+	if (data_end >= data + l3 + 20 && proto == 0x0800 && (hdr[0] >> 4) == 4) {
+		family = 4;
+		l4proto = hdr[9];
+		__builtin_memcpy(&s[0], &hdr[12], 4);
+		__builtin_memcpy(&d[0], &hdr[16], 4);
+		if ((hdr[0] & 0x0f) == 5 && ((hdr[6] & 0x1f) | hdr[7]) == 0
+		    && data_end >= data + l3 + 28) {
+			__builtin_memcpy(&raw, &hdr[20], 8);
+			have_raw = 1;
+		}
+	} else if (data_end >= data + l3 + 48 && proto == 0x86dd) {
+		family = 6;
+		l4proto = hdr[6];
+		__builtin_memcpy(s, &hdr[8], 16);
+		__builtin_memcpy(d, &hdr[24], 16);
+		__builtin_memcpy(&raw, &hdr[40], 8);
+		have_raw = 1;
+	}
+	if (have_raw && (l4proto == 6 || l4proto == 17 || l4proto == 132)) {
+		__u16 w0 = raw, w1 = raw >> 16;
+		sport = __builtin_bswap16(w0);
+		dport = __builtin_bswap16(w1);
+		has_ports = 1;
+	}
+	{{PACKET_FILTER}}
+	count(KDBG_CTR_MATCHED);
+	e = events.ringbuf_reserve(sizeof(struct kdbg_drop_event));
+	if (!e) {
+		count(KDBG_CTR_LOST);
+		return 0;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	e->time_ns = bpf_ktime_get_ns();
+	e->skbaddr = obj;
+	e->location = bpf_get_func_ip(ctx);
+	e->tgid = bpf_get_current_pid_tgid() >> 32;
+	e->tid = (__u32)bpf_get_current_pid_tgid();
+	e->cpu = bpf_get_smp_processor_id();
+	e->reason = verdict;
+	e->netns = netns;
+	if (dev)
+		bpf_probe_read_kernel(&e->ifindex, sizeof(e->ifindex), (void *)(dev + DEV_IFINDEX));
+	e->len = data_end > data ? data_end - data : 0;
+	e->stack_id = -1;
+	e->protocol = proto;
+	e->family = family;
+	e->l4proto = l4proto;
+	e->sport = sport;
+	e->dport = dport;
+	e->l4_valid = has_ports;
+	__builtin_memcpy(e->saddr, s, 16);
+	__builtin_memcpy(e->daddr, d, 16);
+	__builtin_memcpy(e->ifname, ifname, sizeof(ifname));
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	events.ringbuf_submit(e, 0);
+	return 0;
+}
+
+int kdbg_on_xdp_exit(unsigned long long *ctx)
+{
+	__u64 xdp = ctx[0], verdict = ctx[1];
+
+	if (!(XDP_WANTED(verdict)))
+		return 0;
+	return report(ctx, xdp, verdict, read_ptr(read_ptr(xdp, XDP_RXQ), RXQ_DEV),
+		      read_ptr(xdp, XDP_DATA), read_ptr(xdp, XDP_DATA_END));
+}
+
+int kdbg_on_tc_exit(unsigned long long *ctx)
+{
+	__u64 skb = ctx[0], verdict = ctx[1], data;
+	__u32 len = 0, data_len = 0;
+
+	if (!(TC_WANTED((int)verdict)))
+		return 0;
+	bpf_probe_read_kernel(&len, sizeof(len), (void *)(skb + SKB_LEN));
+	bpf_probe_read_kernel(&data_len, sizeof(data_len), (void *)(skb + SKB_DATA_LEN));
+	data = read_ptr(skb, SKB_DATA);
+	return report(ctx, skb, verdict, read_ptr(skb, SKB_DEV), data,
+		      data + (len > data_len ? len - data_len : 0));
+}

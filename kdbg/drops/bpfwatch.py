@@ -1,0 +1,202 @@
+"""``kdbg watch --bpf``: packets dropped by the verdict of an XDP or tc program.
+
+An XDP program's ``XDP_DROP`` or ``XDP_ABORTED`` frees the packet before it is an skb,
+so ``skb:kfree_skb`` never sees it; a tc program's ``TC_ACT_SHOT`` shows there only as a
+generic reason at ``tcf_classify``'s caller. kdbg finds every loaded XDP and tc
+(``sched_cls``) program through
+``bpf(2)`` (:mod:`kdbg.trace.bpfprogs`), loads one fexit program on each
+(bpf/bpf_verdict.bpf.c), and reports each dropping verdict as a drop record with the
+program (id, name, tag), the interface the packet came in on, its headers, and the
+program's source lines that return that verdict (:class:`kdbg.trace.bpfverdict.BpfProg`).
+Programs loaded later are picked up by a rescan every :data:`RESCAN_S` seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+from kdbg.drops.output import Summary
+from kdbg.drops.watch import Sink
+from kdbg.errors import BadInput
+from kdbg.signals import StopSignals
+from kdbg.symbols.reasons import ReasonTable
+from kdbg.trace import bpfprogs, bpfsys, bpfverdict, layout, objcache
+from kdbg.trace.bpfprogs import ProgFacts
+from kdbg.trace.bpfverdict import BpfProg, VerdictLine
+from kdbg.trace.event import DropEvent
+from kdbg.trace.filters import PROTO_NAMES, PacketFilters
+from kdbg.trace.headers import addresses
+from kdbg.trace.probe import RingProbe, check_privileges
+
+RESCAN_S = 1.0
+TYPES = frozenset({bpfsys.PROG_XDP, bpfsys.PROG_SCHED_CLS})
+
+
+@dataclass(frozen=True)
+class BpfWatchConfig:
+    filters: PacketFilters = field(default_factory=PacketFilters)
+    progs: tuple[str, ...] = ()  # --prog: names or ids
+    count: int | None = None
+    duration: float | None = None
+
+
+class VerdictProbe(RingProbe):
+    """The fexit program's maps, and one fexit link per traced program."""
+
+    RECORD = layout.RawDropEvent
+    COUNTERS = {layout.CTR_LOST: "lost", layout.CTR_SEEN: "seen",
+                layout.CTR_MATCHED: "matched"}
+    LABEL = "BPF verdict program"
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text, [])
+
+    def load(self) -> None:
+        self._obj = objcache.load(self.text, [], self.LABEL,
+                                  later=tuple(bpfverdict.FUNCS.values()))
+
+    def trace(self, prog: ProgFacts) -> int:
+        """Attach to ``prog``; the link's fd."""
+        return self.obj.attach_fexit(bpfverdict.FUNCS[prog.kind], prog.fd, prog.func_btf_id,
+                                     f"{self.LABEL} on program {prog.id} ({prog.name})")
+
+
+def wanted(prog: ProgFacts, names: tuple[str, ...]) -> bool:
+    """Whether ``--prog`` (names or ids; none: every program) picks ``prog``."""
+    return not names or prog.name in names or str(prog.id) in names
+
+
+def verdict_lines(prog: ProgFacts, verdict: int) -> tuple[VerdictLine, ...]:
+    table = prog.lines
+    if table is None:
+        return ()
+    return tuple(VerdictLine(s.file, s.line, s.text) for s in table.returning(verdict))
+
+
+def decode(raw: layout.RawDropEvent, prog: ProgFacts | None, wall_offset_ns: int) -> DropEvent:
+    """A drop record from the fexit program's event and the program it names."""
+    family = {4: "ipv4", 6: "ipv6"}.get(raw.family)
+    saddr, daddr = addresses(raw.family, raw.saddr, raw.daddr)
+    lines = verdict_lines(prog, raw.reason) if prog is not None else ()
+    bprog = None if prog is None else BpfProg(
+        prog.id, prog.name, prog.tag, prog.kind, prog.kind, lines, prog.lines is not None)
+    names = bpfverdict.VERDICTS.get(prog.kind, {}) if prog is not None else {}
+    first = lines[0] if len(lines) == 1 else None
+    proto = PROTO_NAMES.get(raw.l4proto, str(raw.l4proto)) if raw.family else None
+    return DropEvent(
+        time_ns=raw.time_ns + wall_offset_ns, cpu=raw.cpu, pid=raw.tgid, tid=raw.tid,
+        comm=raw.comm.decode(errors="replace"),
+        reason=names.get(raw.reason, f"VERDICT_{raw.reason}"),
+        reason_code=raw.reason, address=raw.location,
+        symbol=prog.ksym if prog is not None else None, offset=0, module=None,
+        skb=raw.skbaddr, proto=proto, family=family, saddr=saddr, daddr=daddr,
+        sport=raw.sport if raw.l4_valid else None, dport=raw.dport if raw.l4_valid else None,
+        icmp_type=None, icmp_code=None, netns=raw.netns or None,
+        ifname=raw.ifname.decode(errors="replace") or None, ifindex=raw.ifindex or None,
+        len=raw.len, file=first.file if first else None, line=first.line if first else None,
+        prog=bprog)
+
+
+def prepare(cfg: BpfWatchConfig) -> str:
+    """Check the options and the kernel; the program text :func:`watch` loads."""
+    if cfg.count is not None and cfg.count <= 0:
+        raise BadInput("--count must be positive")
+    if cfg.duration is not None and cfg.duration <= 0:
+        raise BadInput("--duration must be positive")
+    if cfg.filters.reasons or cfg.filters.locations:
+        raise BadInput("--reason and --location name kernel drops, not BPF verdicts "
+                       "(use --prog)")
+    check_privileges()
+    spec = cfg.filters.resolve(ReasonTable({}, "BPF verdicts"))
+    return bpfverdict.build(bpfverdict.kernel_fields(), spec)
+
+
+class BpfWatch:
+    """The traced programs and the probe; :meth:`rescan` picks up new programs."""
+
+    def __init__(self, cfg: BpfWatchConfig, probe: VerdictProbe) -> None:
+        self.cfg = cfg
+        self.probe = probe
+        self.progs: dict[int, ProgFacts] = {}  # by id: traced, fd open
+        self.by_address: dict[int, ProgFacts] = {}
+        self.skipped: set[int] = set()  # ids not wanted, or without BTF
+
+    def rescan(self) -> list[ProgFacts]:
+        """Trace every wanted program loaded since the last scan; the new ones."""
+        new = []
+        for prog in bpfprogs.scan(TYPES, set(self.progs) | self.skipped):
+            if not wanted(prog, self.cfg.progs) or not prog.func_btf_id:
+                self.skipped.add(prog.id)
+                os.close(prog.fd)
+                continue
+            try:
+                self.probe.trace(prog)
+            except BaseException:
+                os.close(prog.fd)
+                raise
+            self.progs[prog.id] = prog
+            self.by_address[prog.address] = prog
+            new.append(prog)
+        return new
+
+    def close(self) -> None:
+        self.probe.close()
+        for prog in self.progs.values():
+            os.close(prog.fd)
+        self.progs.clear()
+
+
+def describe(progs: list[ProgFacts]) -> str:
+    return ", ".join(f"{p.id} ({p.name})" for p in progs) or "none yet"
+
+
+def watch(cfg: BpfWatchConfig, sink: Sink) -> int:
+    """Report drops decided by XDP and tc programs until Ctrl-C/SIGTERM, ``count`` or
+    ``duration``; return how many were reported."""
+    state = BpfWatch(cfg, VerdictProbe(prepare(cfg)))
+    wall = time.time_ns() - time.monotonic_ns()
+    delivered = 0
+
+    def on_event(raw: layout.RawDropEvent) -> None:
+        nonlocal delivered
+        if cfg.count is not None and delivered >= cfg.count:
+            return
+        sink.drop(decode(raw, state.by_address.get(raw.location), wall))
+        delivered += 1
+
+    stop = StopSignals.install()
+    try:
+        state.probe.start(on_event)
+        first = state.rescan()
+        sink.watching(f"kdbg: watching the verdicts of XDP and tc programs {describe(first)} "
+                      f"(filters: {_labels(cfg)}); Ctrl-C to stop")
+        start = last_scan = time.monotonic()
+        while not stop:
+            state.probe.poll(100)
+            sink.flush()
+            now = time.monotonic()
+            if cfg.count is not None and delivered >= cfg.count:
+                break
+            if cfg.duration is not None and now - start >= cfg.duration:
+                break
+            if now - last_scan >= RESCAN_S:
+                for prog in state.rescan():
+                    sink.watching(f"kdbg: now tracing program {prog.id} ({prog.name})")
+                last_scan = now
+        if cfg.count is None or delivered < cfg.count:
+            state.probe.consume()
+        ctr = state.probe.counters()
+    finally:
+        stop.restore()
+        state.close()
+    sink.flush()
+    sink.summary(Summary(matched=ctr["matched"], delivered=delivered, lost=ctr["lost"],
+                         seen=ctr["seen"]))
+    return delivered
+
+
+def _labels(cfg: BpfWatchConfig) -> str:
+    spec = cfg.filters.resolve(ReasonTable({}, "BPF verdicts"))
+    return " ".join([*(f"prog={p}" for p in cfg.progs), *spec.labels]) or "none"

@@ -1,0 +1,87 @@
+"""Drops decided by BPF programs: the verdicts that drop, the fexit program's C text,
+and the ``prog`` a drop record carries (``kdbg watch --bpf``, docs/bpf.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from kdbg.dirs import BPF_DIR
+from kdbg.trace import filters as flt
+from kdbg.trace import offsets
+from kdbg.trace.render import render
+
+TEMPLATE = BPF_DIR / "bpf_verdict.bpf.c"
+# The fexit function for each kind of traced program.
+FUNCS = {"xdp": "kdbg_on_xdp_exit", "tc": "kdbg_on_tc_exit"}
+# The verdicts that drop the packet: enum xdp_action's, and TC_ACT_SHOT (a tc program's
+# TC_ACT_STOLEN and TC_ACT_TRAP consume the packet on purpose; not reported).
+VERDICTS = {"xdp": {0: "XDP_ABORTED", 1: "XDP_DROP"}, "tc": {2: "TC_ACT_SHOT"}}
+FIELDS: dict[str, tuple[str, ...]] = {
+    "XDP_DATA": ("xdp_buff.data",),
+    "XDP_DATA_END": ("xdp_buff.data_end",),
+    "XDP_RXQ": ("xdp_buff.rxq",),
+    "RXQ_DEV": ("xdp_rxq_info.dev",),
+    "SKB_DATA": ("sk_buff.data",),
+    "SKB_DATA_LEN": ("sk_buff.data_len",),
+    **{k: offsets.FIELDS[k] for k in ("SKB_LEN", "SKB_DEV", "DEV_IFINDEX", "DEV_NAME",
+                                      "DEV_NET", "NET_INUM")},
+}
+
+
+@dataclass(frozen=True)
+class VerdictLine:
+    """A source line of the program that returns the verdict."""
+
+    file: str
+    line: int
+    text: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"file": self.file, "line": self.line, "text": self.text}
+
+
+@dataclass(frozen=True)
+class BpfProg:
+    """The program that dropped a packet, as a drop record names it. ``lines``: the
+    lines that return this verdict as a constant (one: exact; several: the candidates,
+    fexit cannot tell which ran; none: the program has no line info or computes its
+    verdict)."""
+
+    id: int
+    name: str
+    tag: str
+    kind: str  # "xdp" or "tc"
+    attach: str  # where it runs, on the record's interface: "xdp", or "tc" (ingress or egress)
+    lines: tuple[VerdictLine, ...] = ()
+    line_info: bool = False  # the program was loaded with BTF line info
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "tag": self.tag, "type": self.kind,
+                "attach": self.attach, "line_info": self.line_info,
+                "verdict_lines": [ln.to_json() for ln in self.lines]}
+
+    @classmethod
+    def from_json(cls, rec: dict[str, Any]) -> BpfProg:
+        return cls(rec["id"], rec["name"], rec["tag"], rec["type"], rec["attach"],
+                   tuple(VerdictLine(ln["file"], ln["line"], ln["text"])
+                         for ln in rec.get("verdict_lines", ())),
+                   bool(rec.get("line_info")))
+
+
+def _wanted(verdicts: dict[int, str]) -> str:
+    return " || ".join(f"v == {v}" for v in verdicts) or "0"
+
+
+def build(fields: dict[str, int], spec: flt.FilterSpec, ringbuf_pages: int = 64) -> str:
+    """C text of the fexit programs, every placeholder filled."""
+    return render(TEMPLATE.read_text(), {
+        **fields, "XDP_WANTED": _wanted(VERDICTS["xdp"]), "TC_WANTED": _wanted(VERDICTS["tc"]),
+        "RINGBUF_PAGES": ringbuf_pages,
+        "DEV_FILTER": flt.c_dev(spec), "PACKET_FILTER": flt.c_packet(spec),
+    })
+
+
+def kernel_fields() -> dict[str, int]:
+    """:data:`FIELDS` in the running kernel's BTF."""
+    return offsets.fields_of(FIELDS, "bpfverdict")
