@@ -211,4 +211,5 @@ class Inspection:
             truncated=truncated,
             file=tree_relative(frame.get("file"), source_roots(self.state.vmlinux)),
             line=as_int(frame.get("line")),
+            seen_at=rec.at,
         )

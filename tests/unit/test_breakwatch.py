@@ -25,6 +25,7 @@ from kdbg.guard.judge import Guard
 from kdbg.lab.guest import kdbg_argv
 from kdbg.prompt import state as prompt_state
 from kdbg.symbols.kallsyms import ModuleSpan
+from kdbg.trace.event import DropEvent
 from kdbg.trace.filters import PacketFilters
 from kdbg.trace.journey import DROP, LAST_HOP, JourneyTable
 from kdbg.trace.journeylayout import RawJourneyDrop
@@ -100,7 +101,9 @@ class FakeRunControl:
             raise GdbTimeout("no stop")
         self.stops -= 1
         self.calls.append("stopped")
-        return Stop("breakpoint-hit", CALL, "nft_do_chain", 0x3E3, breakpoint=1)
+        # gdb's report read a moment ago (as Inspection.stop_from stamps it)
+        return Stop("breakpoint-hit", CALL, "nft_do_chain", 0x3E3, breakpoint=1,
+                    seen_at=time.monotonic() - 0.5)
 
     def delete(self, bp: Breakpoint) -> None:
         self.calls.append(f"delete {bp.number}")
@@ -211,6 +214,28 @@ def test_a_matching_drop_arms_and_the_hit_is_reported() -> None:
     assert len(sink.of("cleanup")) == 1 and sink.of("cleanup")[0].ok
     assert (outcome.hits, outcome.armed, outcome.interrupted, outcome.exit_status) == (
         1, True, False, 0)
+
+
+def test_a_hit_is_timed_from_when_gdb_reported_the_stop() -> None:
+    session = FakeSession()
+    bw, sink = watch(session)
+    bw.run()
+    (hit,) = sink.of("hit")
+    # the stop's own stamp (when its *stopped record was read), not when the loop got to it
+    assert hit.stopped_at == hit.stop.seen_at > 0
+    assert hit.stopped_at + 0.5 <= hit.resumed_at <= time.monotonic()
+
+
+def test_arming_is_timed_from_the_drop_record_arriving() -> None:
+    session = FakeSession()
+    bw, sink = watch(session)
+    times: list[float] = []
+    sink.armed = lambda site, bp, event, seconds: times.append(seconds)  # type: ignore
+    first = next(line for line in JSONL.read_text().splitlines() if '"type":"drop"' in line)
+    ev = DropEvent.from_json(json.loads(first))
+    before = time.monotonic()
+    assert bw.arm(ev, since=before - 2.0) is not None
+    assert 2.0 <= times[0] < 2.0 + (time.monotonic() - before)
 
 
 def journey_source(tmp_path: Path) -> tuple[CommandSource, FakeInspection, list[Any]]:
