@@ -105,6 +105,7 @@ class BreakWatch(RemoteLoop):
                             self.report, bool(self.signals))
 
     def _watch(self) -> None:
+        self.session.lean_stops()
         self.session.run.resume()
         self.follower = self._follow()
         self.sink.progress("starting the tracer in the target")
@@ -273,6 +274,7 @@ class BreakWatch(RemoteLoop):
         # itself ends the handoff through the clean-up.
         self.signals.restore()
         stop = hit.stop
+        self.session.lean_stops(False)  # the user's frames show their arguments
         self.report = self.session.interactive(
             banner=f"kdbg: stopped at {stop.symbol}+0x{stop.offset:x}; "
                    "'kdbg-done' or 'quit' resumes the target and ends kdbg\n",

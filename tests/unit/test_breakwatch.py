@@ -122,6 +122,10 @@ class FakeSession:
         self.state = self.inspect.state
         self.run = FakeRunControl(self.calls, refuse, stops, on_wait)
         self.cancel: Any = None
+        self.lean: list[bool] = []  # lean_stops calls, in order
+
+    def lean_stops(self, lean: bool = True) -> None:
+        self.lean.append(lean)
 
     def listen(self, timeout: float = 0.0) -> None:
         pass
@@ -214,6 +218,7 @@ def test_a_matching_drop_arms_and_the_hit_is_reported() -> None:
     assert len(sink.of("cleanup")) == 1 and sink.of("cleanup")[0].ok
     assert (outcome.hits, outcome.armed, outcome.interrupted, outcome.exit_status) == (
         1, True, False, 0)
+    assert session.lean == [True]  # stops described without arguments while kdbg reads them
 
 
 def test_a_hit_is_timed_from_when_gdb_reported_the_stop() -> None:
@@ -279,6 +284,7 @@ def test_at_the_prompt_the_journey_is_read_at_the_stop(tmp_path: Path) -> None:
 
     def interactive(banner: str, stop: dict[str, Any]) -> CleanupReport:
         handed.append(stop)
+        assert session.lean == [True, False]  # the prompt's frames show their arguments
         return CleanupReport(steps=["detached (the target resumed)"])
 
     session.interactive = interactive  # type: ignore[attr-defined]
