@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from kdbg.causes import nftrules
+from kdbg.causes.netnsref import NetnsRef
 from kdbg.causes.reads import Drop, NetnsReads, not_established
 from kdbg.errors import KdbgError
 from kdbg.trace.cause import Cause
@@ -123,7 +124,7 @@ def find(reads: NetnsReads, drop: Drop, cause: Cause) -> Cause:
     pkt = nftrules.Packet(ev.family, l4, ev.saddr, ev.daddr, ev.sport, ev.dport,
                           ev.icmp_type, ev.icmp_code, iif, oif)
     try:
-        rs = reads.read("nft", ns, lambda: nftrules.read(ns))
+        rs = ruleset(reads, ns)
     except KdbgError as err:
         return not_established(cause, err)
     # A rule's drop and a policy's both end in nft_do_chain on 6.18: the location
@@ -134,6 +135,23 @@ def find(reads: NetnsReads, drop: Drop, cause: Cause) -> Cause:
     return replace(cause, established=finding.established, rule=finding.rule,
                    candidates=finding.candidates, not_evaluated=finding.unknown,
                    summary=finding.text)
+
+
+def ruleset(reads: NetnsReads, ns: NetnsRef) -> nftrules.Ruleset:
+    """``ns``'s ruleset: the one kept from its current nf_tables generation when no
+    transaction came since (and no set of it changes without one), else read afresh;
+    where the generation cannot be told, read as every namespace read is (kept
+    ``ttl`` s)."""
+    gen = reads.generations.of(ns)
+    kept = reads.rulesets.get(ns.inode)
+    if gen is not None and kept is not None and kept[0] == gen and not kept[1].volatile:
+        return kept[1]
+    if gen is None or (kept is not None and kept[1].volatile):
+        rs: nftrules.Ruleset = reads.read("nft", ns, lambda: nftrules.read(ns))
+        return rs
+    rs = nftrules.read(ns)  # after the generation: a change meanwhile reads again later
+    reads.rulesets[ns.inode] = (gen, rs)
+    return rs
 
 
 def recheck(reads: NetnsReads, cause: Cause) -> str | None:
