@@ -182,6 +182,10 @@ class BreakWatch(RemoteLoop):
             if armed is not None:
                 self.site, self.bp = armed
                 self.last_armed = ev
+                # The target runs again; gdb reads the debug info of the drop's path
+                # now rather than at the stop, for the hit's backtrace.
+                self.session.inspect.expand(
+                    [armed[0].call_addr, *(f.address for f in ev.stack or ())])
         else:
             show()
         for h in list(self.pending):

@@ -58,6 +58,10 @@ class FakeInspection:
         self.state = FakeState()
         self.skb = skb
         self.memory = memory or {}
+        self.expanded: list[list[int]] = []  # expand() calls: the addresses of each
+
+    def expand(self, addresses: list[int]) -> None:
+        self.expanded.append(list(addresses))
 
     def read_args(self, count: int = 6) -> list[int]:
         return [0xFFFF888100000000, self.skb][:count]
@@ -219,6 +223,9 @@ def test_a_matching_drop_arms_and_the_hit_is_reported() -> None:
     assert (outcome.hits, outcome.armed, outcome.interrupted, outcome.exit_status) == (
         1, True, False, 0)
     assert session.lean == [True]  # stops described without arguments while kdbg reads them
+    # once armed, gdb read the debug info of the call and the arming drop's stack
+    (expanded,) = session.inspect.expanded
+    assert expanded[0] == CALL and SITE in expanded and len(expanded) > 2
 
 
 def test_a_hit_is_timed_from_when_gdb_reported_the_stop() -> None:
