@@ -5,11 +5,15 @@
 
 Boots (or reuses) a lab, adds a DROP rule for UDP 5555 in the guest, and keeps a
 guest-side sender that fires one datagram whenever the host writes a line to it,
-so each drop is triggered at a known host time. Then:
+so each drop is triggered at a known host time. Each trigger's datagram has its own
+length, and each hit is checked to be that trigger's packet (the skb length the tracer
+recorded for the stopped skb), so no figure pairs a stop with another trigger's.
+Then:
 
-- kdbg: ``breakwatch.run`` arms at the first drop (event -> armed), and for each
-  later trigger measures trigger -> the stop seen by kdbg, and trigger -> the hit
-  reported (which includes reading the skb and resuming);
+- kdbg: ``breakwatch.run`` arms at the first drop (event -> armed: from the drop's
+  record arriving on the host), and for each later trigger measures trigger -> the
+  stop (when kdbg read gdb's ``*stopped``), stop -> resumed, and stop -> the hit
+  reported (the stopped skb's record from the tracer included);
 - peer: bare gdb (``gdb -batch``, the same breakpoint address, the same stub)
   measures trigger -> stop for the same drop site.
 
@@ -45,7 +49,10 @@ from kdbg.errors import KdbgError  # noqa: E402
 from kdbg.trace.filters import PacketFilters  # noqa: E402
 
 PORT = 5555
-SENDER = ["bash", "-c", f"while read l; do echo x > /dev/udp/127.0.0.1/{PORT}; done"]
+# One datagram per line written to it: the line and its newline as the payload.
+SENDER = ["bash", "-c", f'while read l; do echo "$l" > /dev/udp/127.0.0.1/{PORT}; done']
+IPV4_UDP_HEADERS = 20 + 8  # the skb's length at the netfilter drop: IPv4 header on
+PRIME_BYTES = 1  # the datagrams that arm; each trigger's are longer, and its own
 
 
 class Sink(BreakJsonSink):
@@ -53,29 +60,38 @@ class Sink(BreakJsonSink):
 
     def __init__(self, fire: Any) -> None:
         super().__init__(io.StringIO(), sys.stderr)
-        self.fire = fire
+        self.fire = fire  # fire(n): one datagram with n payload bytes
+        self.lock = threading.Lock()  # arming against the priming thread's fire
+        self.attached = threading.Event()
+        self.is_armed = threading.Event()
         self.armed_after: float | None = None
-        self.triggers: list[float] = []
-        self.stops: list[float] = []
+        self.triggers: list[tuple[float, int]] = []  # (when, payload bytes)
+        self.hits: list[Any] = []
         self.reports: list[float] = []
-        self.journeys: list[Any] = []
         self.call_addr: int | None = None
 
+    def progress(self, message: str) -> None:
+        super().progress(message)
+        if message.startswith("tracer attached"):
+            self.attached.set()
+
     def armed(self, site: Any, bp: Any, event: Any, seconds: float) -> None:
-        super().armed(site, bp, event, seconds)
-        self.armed_after = seconds
-        self.call_addr = site.call_addr
+        with self.lock:
+            super().armed(site, bp, event, seconds)
+            self.armed_after = seconds
+            self.call_addr = site.call_addr
+            self.is_armed.set()
         self.trigger()
 
     def trigger(self) -> None:
-        self.triggers.append(time.monotonic())
-        self.fire()
+        size = PRIME_BYTES + 1 + len(self.triggers)
+        self.triggers.append((time.monotonic(), size))
+        self.fire(size)
 
     def hit(self, hit: Any) -> None:
         super().hit(hit)
-        self.stops.append(hit.stopped_at)
         self.reports.append(time.monotonic())
-        self.journeys.append(hit.journey)
+        self.hits.append(hit)
 
 
 def bare_gdb(endpoint: str, addr: int, fire: Any, runs: int) -> list[float]:
@@ -90,7 +106,7 @@ def bare_gdb(endpoint: str, addr: int, fire: Any, runs: int) -> list[float]:
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         time.sleep(3)  # connected, breakpoint inserted, continued
         t0 = time.monotonic()
-        fire()
+        fire(PRIME_BYTES)
         assert gdb.stdout is not None
         for line in gdb.stdout:
             if line.startswith("Breakpoint 1,") or "hit Breakpoint" in line:
@@ -125,8 +141,8 @@ def main() -> int:
 
         threading.Thread(target=drain, daemon=True).start()
 
-        def fire() -> None:
-            sender.send_stdin(b"x\n")
+        def fire(size: int) -> None:
+            sender.send_stdin(b"x" * (size - 1) + b"\n")
 
         runs = {journey: _break_watch(args.lab, args.hits, fire, journey)
                 for journey in (False, True)}
@@ -168,28 +184,61 @@ def _break_watch(name: str, hits: int, fire: Any, journey: bool) -> Sink:
     )
     assert sink.call_addr is not None and outcome.hits == hits
     if journey:  # every hit carries the stopped packet's hops
-        assert all(j is not None and j.hops for j in sink.journeys), sink.journeys
+        assert all(h.journey is not None and h.journey.hops for h in sink.hits), sink.hits
     return sink
 
 
+def _paired(sink: Sink) -> tuple[list[tuple[float, float, float, float]], int]:
+    """(trigger, stop, resumed, reported) times of each hit that is a trigger's packet:
+    the stopped skb's length (the tracer's record of it) names the trigger, each one's
+    datagram being of its own length. And how many hits were no trigger's (a priming
+    packet still in flight when the breakpoint was armed): left out, not mispaired."""
+    sent = {size: at for at, size in sink.triggers}
+    rows, stray = [], 0
+    for hit, reported in zip(sink.hits, sink.reports, strict=True):
+        size = hit.skb.len - IPV4_UDP_HEADERS if hit.skb and hit.skb.len else None
+        if size not in sent:
+            stray += 1
+            print(f"hit {hit.number}: skb length {hit.skb.len if hit.skb else None} is no "
+                  f"trigger's ({hit.stack_note or 'priming packet'}); left out",
+                  file=sys.stderr)
+            continue
+        rows.append((sent[size], hit.stopped_at, hit.resumed_at, reported))
+    if not rows:
+        raise SystemExit("no hit was a trigger's packet")
+    return rows, stray
+
+
 def _latencies(sink: Sink) -> dict[str, Any]:
-    n = min(len(sink.triggers), len(sink.stops))
     med = statistics.median
-    stop_to_report = [sink.reports[i] - sink.stops[i] for i in range(n)]
-    return {"kdbg_trigger_to_stop_s": med(sink.stops[i] - sink.triggers[i] for i in range(n)),
-            "kdbg_trigger_to_hit_reported_s": med(
-                sink.reports[i] - sink.triggers[i] for i in range(n)),
+    rows, stray = _paired(sink)
+    stop_to_report = [r - s for _, s, _, r in rows]
+    return {"kdbg_trigger_to_stop_s": med(s - t for t, s, _, _ in rows),
+            "kdbg_trigger_to_hit_reported_s": med(r - t for t, _, _, r in rows),
             "kdbg_stop_to_hit_reported_s": med(stop_to_report),
             "stop_to_hit_reported_all_s": [round(x, 3) for x in stop_to_report],
-            "runs": n}
+            "stop_to_resumed_s": med(u - s for _, s, u, _ in rows),
+            "resumed_to_hit_reported_s": med(r - u for _, _, u, r in rows),
+            "runs": len(rows), "stray_hits": stray}
+
+
+PRIME_EVERY = 10.0  # s: a loaded TCG guest takes seconds to report a drop
 
 
 def _prime(sink: Sink) -> None:
-    """Fire until the first drop arms the breakpoint (the tracer takes a while to start)."""
-    while sink.armed_after is None:
-        time.sleep(2)
-        with contextlib.suppress(Exception):
-            sink.fire()
+    """Once the tracer is attached, fire a short datagram every PRIME_EVERY s until one
+    arms the breakpoint; never after arming (the lock). One still in flight when the
+    breakpoint goes in may stop there: :func:`_paired` leaves that stop out."""
+    if not sink.attached.wait(timeout=900):
+        return
+    while True:
+        with sink.lock:
+            if sink.armed_after is not None:
+                return
+            with contextlib.suppress(Exception):
+                sink.fire(PRIME_BYTES)
+        if sink.is_armed.wait(PRIME_EVERY):
+            return
 
 
 class _Retrigger:

@@ -48,7 +48,8 @@ class Hit:
     cause: Cause | None = None  # the stopped skb's drop cause, from the tracer
     journey: Journey | None = None  # its hops: read at the stop, then the tracer's record
     deadline: float = 0.0
-    stopped_at: float = 0.0  # time.monotonic() when kdbg saw the stop
+    stopped_at: float = 0.0  # time.monotonic() when kdbg read gdb's report of the stop
+    resumed_at: float = 0.0  # time.monotonic() when the target was let run again
 
 
 class BreakSink(Protocol):

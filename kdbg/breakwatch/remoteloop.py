@@ -32,6 +32,7 @@ class RemoteLoop:
         self.count = watch.count
         self.deadline = time.monotonic() + watch.duration if watch.duration else None
         self.drops = 0
+        self.arrived = 0.0  # when the item being handled arrived (monotonic; 0.0: unknown)
 
     def before(self) -> bool:
         """Work at the start of a turn; False ends the loop."""
@@ -65,6 +66,7 @@ class RemoteLoop:
 
     def handle(self, item: Item) -> bool:
         """Hand ``item`` to the hook for its kind; False when that ends the loop."""
+        self.arrived = item.at
         if item.kind == "drop" and item.drop is not None:
             self.drops += 1
             self.on_drop(item.drop)

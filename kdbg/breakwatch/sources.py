@@ -43,6 +43,7 @@ class Item:
     record: dict[str, Any] | None = None
     text: str = ""
     status: int | None = None
+    at: float = 0.0  # time.monotonic() when its line arrived (0.0: made here, not read)
 
 
 class EventStream:
@@ -55,16 +56,17 @@ class EventStream:
         self.stderr_tail: list[str] = []
 
     def feed(self, stream: str, data: bytes) -> None:
+        at = time.monotonic()
         buf = self._buf[stream] + data
         *lines, self._buf[stream] = buf.split(b"\n")
         for raw in lines:
             line = raw.decode(errors="replace").rstrip("\r")
             if stream == "stdout":
-                self._stdout_line(line)
+                self._stdout_line(line, at)
             else:
                 self._stderr_line(line)
 
-    def _stdout_line(self, line: str) -> None:
+    def _stdout_line(self, line: str, at: float = 0.0) -> None:
         if not line.strip():
             return
         try:
@@ -73,9 +75,9 @@ class EventStream:
             self.items.put(Item("stderr", text=f"(not JSON) {line}"))
             return
         if rec.get("type") == "drop":
-            self.items.put(Item("drop", drop=DropEvent.from_json(rec), record=rec))
+            self.items.put(Item("drop", drop=DropEvent.from_json(rec), record=rec, at=at))
         else:
-            self.items.put(Item("record", record=rec))
+            self.items.put(Item("record", record=rec, at=at))
 
     def _stderr_line(self, line: str) -> None:
         self.stderr_tail = (self.stderr_tail + [line])[-20:]

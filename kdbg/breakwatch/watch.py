@@ -105,6 +105,7 @@ class BreakWatch(RemoteLoop):
                             self.report, bool(self.signals))
 
     def _watch(self) -> None:
+        self.session.lean_stops()
         self.session.run.resume()
         self.follower = self._follow()
         self.sink.progress("starting the tracer in the target")
@@ -138,7 +139,11 @@ class BreakWatch(RemoteLoop):
         return super().counted() and self.bp is None
 
     def wait(self) -> float:
-        return 0.05 if self.bp is not None else WAIT
+        # Armed with no stop awaiting its skb's drop, the turn waits on gdb (after) and
+        # only looks for an item: a stop is read as gdb reports it.
+        if self.bp is None:
+            return WAIT
+        return 0.05 if self.pending else 0.0
 
     def on_record(self, record: dict[str, Any]) -> None:
         self.sink.record(record)
@@ -173,10 +178,14 @@ class BreakWatch(RemoteLoop):
         if self.bp is None and ev.address not in self.refused_at:
             # Arm first: a first source lookup in a new file takes addr2line 0.1 s; the
             # drop line is still printed before the verdict.
-            armed = self.arm(ev, announce=show)
+            armed = self.arm(ev, announce=show, since=self.arrived or None)
             if armed is not None:
                 self.site, self.bp = armed
                 self.last_armed = ev
+                # The target runs again; gdb reads the debug info of the drop's path
+                # now rather than at the stop, for the hit's backtrace.
+                self.session.inspect.expand(
+                    [armed[0].call_addr, *(f.address for f in ev.stack or ())])
         else:
             show()
         for h in list(self.pending):
@@ -188,13 +197,14 @@ class BreakWatch(RemoteLoop):
                 self.pending.remove(h)
                 self.sink.hit(h)
 
-    def arm(self, ev: DropEvent, announce: Callable[[], None] = lambda: None
-            ) -> tuple[DropSite, Breakpoint] | None:
+    def arm(self, ev: DropEvent, announce: Callable[[], None] = lambda: None,
+            since: float | None = None) -> tuple[DropSite, Breakpoint] | None:
         """Guard, then break on the drop call at ``ev``'s location; None if refused.
         ``announce`` (the drop's own line) runs before the outcome is reported,
-        whatever it is."""
+        whatever it is. The time it took is counted from ``since`` (when the drop's
+        record arrived; now if None)."""
         stack = tuple(f.address for f in ev.stack) if ev.stack else ()
-        t0 = time.monotonic()
+        t0 = time.monotonic() if since is None else since
         try:
             site, bp = self.session.run.break_drop_site(ev.address, hw=self.cfg.hw_break,
                                                         force=self.cfg.force, stack=stack)
@@ -233,7 +243,7 @@ class BreakWatch(RemoteLoop):
     def _stopped(self, stop: Stop) -> bool:
         """Report a stop (or hand the user gdb's prompt); False when that ends the watch."""
         self.hits += 1
-        stopped_at = time.monotonic()
+        stopped_at = stop.seen_at or time.monotonic()
         site = self.site
         skb = None
         if stop.hit and site is not None:
@@ -252,7 +262,8 @@ class BreakWatch(RemoteLoop):
             # Our last stop: take the breakpoint out before the target runs again.
             self.session.run.delete(self.bp)
         self.session.run.resume()
-        hit.deadline = time.monotonic() + HIT_STACK_WAIT
+        hit.resumed_at = time.monotonic()
+        hit.deadline = hit.resumed_at + HIT_STACK_WAIT
         self.pending.append(hit)
         return True
 
@@ -267,6 +278,7 @@ class BreakWatch(RemoteLoop):
         # itself ends the handoff through the clean-up.
         self.signals.restore()
         stop = hit.stop
+        self.session.lean_stops(False)  # the user's frames show their arguments
         self.report = self.session.interactive(
             banner=f"kdbg: stopped at {stop.symbol}+0x{stop.offset:x}; "
                    "'kdbg-done' or 'quit' resumes the target and ends kdbg\n",

@@ -6,7 +6,8 @@ fields that decide it, e.g. the netns, protocol, address and port for NO_SOCKET;
 :mod:`kdbg.causes.registry`), not per event: a key's answer is kept for ``ttl``
 seconds, and the namespace reads behind it (``nft``, ``/proc/net``, sysctls, each
 through ``nsenter``, all read-only) are shared between keys of the same namespace
-for as long.
+for as long; the ruleset for as long as the namespace's nf_tables generation holds
+(:func:`kdbg.causes.netfilter.ruleset`).
 """
 
 from __future__ import annotations

@@ -244,7 +244,7 @@ def find(reads: NetnsReads, drop: Drop, cause: Cause) -> Cause:
                           ev.icmp_type, ev.icmp_code, iif, oif, ev.mark, ev.ct_state,
                           ev.ct_zone, ev.ct_mark, ev.ct_reply, ev.ct_status)
     try:
-        rs = reads.read("nft", ns, lambda: nftrules.read(ns))
+        rs = ruleset(reads, ns)
     except KdbgError as err:
         return not_established(cause, err)
     # A rule's drop and a policy's both end in nft_do_chain on 6.18: the location
@@ -262,6 +262,23 @@ def find(reads: NetnsReads, drop: Drop, cause: Cause) -> Cause:
     if why and not finding.established:
         cause = replace(cause, note="; ".join(n for n in (cause.note, why) if n))
     return cause
+
+
+def ruleset(reads: NetnsReads, ns: NetnsRef) -> nftrules.Ruleset:
+    """``ns``'s ruleset: the one kept from its current nf_tables generation when no
+    transaction came since (and no set of it changes without one), else read afresh;
+    where the generation cannot be told, read as every namespace read is (kept
+    ``ttl`` s)."""
+    gen = reads.generations.of(ns)
+    kept = reads.rulesets.get(ns.inode)
+    if gen is not None and kept is not None and kept[0] == gen and not kept[1].volatile:
+        return kept[1]
+    if gen is None or (kept is not None and kept[1].volatile):
+        rs: nftrules.Ruleset = reads.read("nft", ns, lambda: nftrules.read(ns))
+        return rs
+    rs = nftrules.read(ns)  # after the generation: a change meanwhile reads again later
+    reads.rulesets[ns.inode] = (gen, rs)
+    return rs
 
 
 def recheck(reads: NetnsReads, cause: Cause) -> str | None:

@@ -93,6 +93,9 @@ class Chain:
 class Ruleset:
     chains: dict[tuple[str, str, str], Chain]
     sets: dict[tuple[str, str, str], list[Any]]
+    # A set whose elements change with no transaction (filled from the packet path, or
+    # timing out): the ruleset's generation does not say it is unchanged.
+    volatile: bool = False
 
     @classmethod
     def from_json(cls, doc: dict[str, Any], text: str | None = None) -> Ruleset:
@@ -100,6 +103,7 @@ class Ruleset:
         texts = rule_texts(text) if text is not None else {}
         chains: dict[tuple[str, str, str], Chain] = {}
         sets: dict[tuple[str, str, str], list[Any]] = {}
+        volatile = False
         for item in doc.get("nftables", []):
             if "chain" in item:
                 c = item["chain"]
@@ -113,12 +117,17 @@ class Ruleset:
                 key = (r["family"], r["table"], r["chain"])
                 rule = Rule(*key, r.get("handle", 0), r.get("expr", []))
                 rule.text = texts.get(rule.ident)
+                volatile = volatile or _updates_a_set(rule.expr)
                 if key in chains:
                     chains[key].rules.append(rule)
             elif "set" in item or "map" in item:
                 s = item.get("set") or item.get("map")
                 sets[(s["family"], s["table"], s["name"])] = list(s.get("elem", []))
-        return cls(chains, sets)
+                flags = s.get("flags", [])
+                flags = [flags] if isinstance(flags, str) else flags
+                volatile = volatile or bool({"dynamic", "timeout"} & set(flags)) or (
+                    "timeout" in s)
+        return cls(chains, sets, volatile)
 
     def rule(self, ident: tuple[str, str, str, int]) -> Rule | None:
         chain = self.chains.get((ident[0], ident[1], ident[2]))
@@ -128,6 +137,19 @@ class Ruleset:
 
     def handles(self) -> set[tuple[str, str, str, int]]:
         return {r.ident for c in self.chains.values() for r in c.rules}
+
+
+def _updates_a_set(obj: Any) -> bool:
+    """Whether a rule's statements fill a set from the packet path (``add @s {...}``,
+    ``update @s``, a meter)."""
+    if isinstance(obj, dict):
+        if "meter" in obj or ("set" in obj and isinstance(obj["set"], dict)
+                              and "op" in obj["set"]):
+            return True
+        return any(_updates_a_set(v) for v in obj.values())
+    if isinstance(obj, list):
+        return any(_updates_a_set(v) for v in obj)
+    return False
 
 
 def _strip_counters(obj: Any) -> Any:

@@ -15,6 +15,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from kdbg.causes.netnsref import NetnsCache, NetnsRef
+from kdbg.causes.nftgen import Generations
+from kdbg.causes.nftrules import Ruleset
 from kdbg.errors import KdbgError
 from kdbg.symbols.kallsyms import Kallsyms
 from kdbg.trace.cause import Cause
@@ -65,6 +67,9 @@ class NetnsReads:
         # one no nftables rule explains
         self.list_hooks = False
         self._reads = TtlCache(ttl, clock)
+        self.generations = Generations()
+        # netns inode -> (nf_tables generation, the ruleset read at it)
+        self.rulesets: dict[int, tuple[int, Ruleset]] = {}
         # (netns, rule ident) -> the deciding rule's fingerprint
         self.fingerprints: dict[tuple[Any, ...], str] = {}
 

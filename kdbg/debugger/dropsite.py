@@ -85,6 +85,23 @@ def call_target(text: str) -> tuple[int | None, str | None]:
     return as_int(target), m["sym"]
 
 
+CALL_REL32 = 0xE8  # call rel32: the opcode, then the target's offset from the next instruction
+CALL_REL32_LEN = 5
+
+
+def direct_call(code: bytes, return_address: int) -> Instruction | None:
+    """The direct call ``call rel32`` whose 5 bytes ``code`` are, the last ones before
+    ``return_address``; None when they are not one. Its text names only the target
+    address (``call   0x...``), which the caller checks is a drop function: five bytes
+    ending at a return address, opening with 0xe8 and pointing exactly at a drop
+    function's entry, are that call (the return address came from a call to it)."""
+    if len(code) != CALL_REL32_LEN or code[0] != CALL_REL32:
+        return None
+    rel = int.from_bytes(code[1:], "little", signed=True)
+    target = (return_address + rel) & 0xFFFF_FFFF_FFFF_FFFF
+    return Instruction(return_address - CALL_REL32_LEN, CALL_REL32_LEN, f"call   0x{target:x}")
+
+
 def call_before(insns: list[Instruction], return_address: int) -> Instruction | None:
     """The instruction that ends exactly at ``return_address`` if it is a call, else None."""
     for ins in reversed(insns):

@@ -13,6 +13,7 @@ kdbg only; kdbg decides what gdb and the target see.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import logging
 import os
@@ -150,8 +151,9 @@ class GdbProcess:
                     if not data:
                         self._mark_dead("gdb closed its MI channel")
                         continue
+                    now = time.monotonic()
                     for line in self._split.feed(data):
-                        rec = parse_line(line)
+                        rec = dataclasses.replace(parse_line(line), at=now)
                         log.debug("mi< %s", line)
                         records.append(rec)
                 elif data:

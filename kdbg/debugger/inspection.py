@@ -86,6 +86,17 @@ class Inspection:
         self._sym_cache[addr] = result
         return result
 
+    def expand(self, addresses: Sequence[int], timeout: float = 30.0) -> None:
+        """Have gdb read the debug info covering ``addresses`` now (their compilation
+        units' symbols and lines), ahead of a stop there: the first backtrace through
+        code gdb had not looked at took 0.09-0.12 s under TCG, the next ones 3 ms. Reads
+        only gdb's files, so the target may be running."""
+        if not addresses or not self.state.has_dwarf:
+            return
+        pcs = ",".join(f"0x{a:x}" for a in addresses)
+        with contextlib.suppress(GdbError):
+            self.gdb.console(f"python [gdb.find_pc_line(a) for a in ({pcs},)]", timeout)
+
     def forget_symbols(self) -> None:
         """Forget the names gdb gave (the target's kallsyms changed)."""
         self._sym_cache.clear()
@@ -211,4 +222,5 @@ class Inspection:
             truncated=truncated,
             file=tree_relative(frame.get("file"), source_roots(self.state.vmlinux)),
             line=as_int(frame.get("line")),
+            seen_at=rec.at,
         )

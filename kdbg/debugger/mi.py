@@ -53,6 +53,7 @@ class Record:
     payload: dict[str, Any] = field(default_factory=dict)
     text: str = ""
     raw: str = ""
+    at: float = field(default=0.0, compare=False)  # time.monotonic() when kdbg read it
 
     @property
     def is_async(self) -> bool:

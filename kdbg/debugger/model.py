@@ -105,6 +105,7 @@ class Stop:
     truncated: str | None = None
     file: str | None = None
     line: int | None = None
+    seen_at: float = field(default=0.0, compare=False)  # monotonic: gdb's report was read
 
     @property
     def hit(self) -> bool:

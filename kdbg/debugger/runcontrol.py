@@ -11,7 +11,7 @@ from kdbg.debugger.errors import NotADropSite
 from kdbg.debugger.gdbproc import GdbProcess
 from kdbg.debugger.inspection import Inspection
 from kdbg.debugger.mi import as_int
-from kdbg.debugger.model import Breakpoint, DropSite, Stop
+from kdbg.debugger.model import Breakpoint, DropSite, Instruction, Stop
 from kdbg.debugger.state import SessionState, is_stopped
 from kdbg.dirs import GDB_DIR
 from kdbg.errors import BadInput, GdbError, GdbTimeout
@@ -172,6 +172,26 @@ class RunControl:
             self.gdb.command(f"-break-delete {number}", timeout)
         self.state.breakpoints.pop(number, None)
 
+    def _drop_call(self, location: int, timeout: float) -> Instruction | None:
+        """The direct call to a drop function ending at ``location`` (with the callee's
+        name in its text, as gdb writes it), or None: then gdb disassembles."""
+        try:
+            code = self.inspect.read_memory(location - dropsite.CALL_REL32_LEN,
+                                            dropsite.CALL_REL32_LEN, timeout)
+        except GdbError:
+            return None
+        ins = dropsite.direct_call(code, location)
+        if ins is None:
+            return None
+        target, _ = dropsite.call_target(ins.text)
+        assert target is not None
+        sym, off, _ = self.inspect.symbolize(target)
+        kallsyms = self.state.kallsyms
+        known = dropsite.drop_functions(kallsyms.names()) if kallsyms is not None else ()
+        if sym is None or off != 0 or sym not in (known or dropsite.DROP_FUNCTIONS):
+            return None
+        return Instruction(ins.address, ins.length, f"{ins.text} <{sym}>")
+
     def drop_site(self, location: int, timeout: float = 10.0) -> DropSite:
         """The call instruction just before return address ``location``, checked to call a
         drop function (:data:`dropsite.DROP_FUNCTIONS`); NotADropSite otherwise."""
@@ -179,7 +199,12 @@ class RunControl:
         with self.stopped(timeout):
             sym, off, _ = inspect.symbolize(location)
             label = f"{sym}+0x{off:x}" if sym else f"0x{location:x}"
-            ins = inspect.call_before(location, timeout=timeout)
+            # A direct call to a drop function is read as 5 bytes (one small read); any
+            # other call is found by gdb's disassembly (slow on a module gdb has not
+            # looked into yet: 0.09 s under TCG).
+            ins = self._drop_call(location, timeout)
+            if ins is None:
+                ins = inspect.call_before(location, timeout=timeout)
             if ins is None:
                 raise NotADropSite(
                     f"{label}: the instruction before it is not a call",

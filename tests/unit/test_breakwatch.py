@@ -25,6 +25,7 @@ from kdbg.guard.judge import Guard
 from kdbg.lab.guest import kdbg_argv
 from kdbg.prompt import state as prompt_state
 from kdbg.symbols.kallsyms import ModuleSpan
+from kdbg.trace.event import DropEvent
 from kdbg.trace.filters import PacketFilters
 from kdbg.trace.journey import DROP, LAST_HOP, JourneyTable
 from kdbg.trace.journeylayout import RawJourneyDrop
@@ -57,6 +58,10 @@ class FakeInspection:
         self.state = FakeState()
         self.skb = skb
         self.memory = memory or {}
+        self.expanded: list[list[int]] = []  # expand() calls: the addresses of each
+
+    def expand(self, addresses: list[int]) -> None:
+        self.expanded.append(list(addresses))
 
     def read_args(self, count: int = 6) -> list[int]:
         return [0xFFFF888100000000, self.skb][:count]
@@ -100,7 +105,9 @@ class FakeRunControl:
             raise GdbTimeout("no stop")
         self.stops -= 1
         self.calls.append("stopped")
-        return Stop("breakpoint-hit", CALL, "nft_do_chain", 0x3E3, breakpoint=1)
+        # gdb's report read a moment ago (as Inspection.stop_from stamps it)
+        return Stop("breakpoint-hit", CALL, "nft_do_chain", 0x3E3, breakpoint=1,
+                    seen_at=time.monotonic() - 0.5)
 
     def delete(self, bp: Breakpoint) -> None:
         self.calls.append(f"delete {bp.number}")
@@ -119,6 +126,10 @@ class FakeSession:
         self.state = self.inspect.state
         self.run = FakeRunControl(self.calls, refuse, stops, on_wait)
         self.cancel: Any = None
+        self.lean: list[bool] = []  # lean_stops calls, in order
+
+    def lean_stops(self, lean: bool = True) -> None:
+        self.lean.append(lean)
 
     def listen(self, timeout: float = 0.0) -> None:
         pass
@@ -211,6 +222,32 @@ def test_a_matching_drop_arms_and_the_hit_is_reported() -> None:
     assert len(sink.of("cleanup")) == 1 and sink.of("cleanup")[0].ok
     assert (outcome.hits, outcome.armed, outcome.interrupted, outcome.exit_status) == (
         1, True, False, 0)
+    assert session.lean == [True]  # stops described without arguments while kdbg reads them
+    # once armed, gdb read the debug info of the call and the arming drop's stack
+    (expanded,) = session.inspect.expanded
+    assert expanded[0] == CALL and SITE in expanded and len(expanded) > 2
+
+
+def test_a_hit_is_timed_from_when_gdb_reported_the_stop() -> None:
+    session = FakeSession()
+    bw, sink = watch(session)
+    bw.run()
+    (hit,) = sink.of("hit")
+    # the stop's own stamp (when its *stopped record was read), not when the loop got to it
+    assert hit.stopped_at == hit.stop.seen_at > 0
+    assert hit.stopped_at + 0.5 <= hit.resumed_at <= time.monotonic()
+
+
+def test_arming_is_timed_from_the_drop_record_arriving() -> None:
+    session = FakeSession()
+    bw, sink = watch(session)
+    times: list[float] = []
+    sink.armed = lambda site, bp, event, seconds: times.append(seconds)  # type: ignore
+    first = next(line for line in JSONL.read_text().splitlines() if '"type":"drop"' in line)
+    ev = DropEvent.from_json(json.loads(first))
+    before = time.monotonic()
+    assert bw.arm(ev, since=before - 2.0) is not None
+    assert 2.0 <= times[0] < 2.0 + (time.monotonic() - before)
 
 
 def journey_source(tmp_path: Path) -> tuple[CommandSource, FakeInspection, list[Any]]:
@@ -254,6 +291,7 @@ def test_at_the_prompt_the_journey_is_read_at_the_stop(tmp_path: Path) -> None:
 
     def interactive(banner: str, stop: dict[str, Any]) -> CleanupReport:
         handed.append(stop)
+        assert session.lean == [True, False]  # the prompt's frames show their arguments
         return CleanupReport(steps=["detached (the target resumed)"])
 
     session.interactive = interactive  # type: ignore[attr-defined]

@@ -223,3 +223,25 @@ def test_backtrace_ends_where_kallsyms_sees_no_text() -> None:
     assert [(f.symbol, f.offset) for f in frames] == [("do_sys_openat2", 0),
                                                      ("__x64_sys_openat", 0x6c)]
     assert why == "frame 2 (0x6) is not in kernel text"
+
+
+def test_direct_call_reads_as_gdb_disassembles_it() -> None:
+    # the call in the recorded disassembly: opcodes e8 0f 3e f1 ff, ending at ...c491
+    ret = 0xFFFFFFFF818AC491
+    ins = dropsite.direct_call(bytes.fromhex("e80f3ef1ff"), ret)
+    assert ins == dropsite.call_before(_insns(), ret)
+    assert ins is not None and dropsite.call_target(ins.text) == (0xFFFFFFFF817C02A0, None)
+
+
+@pytest.mark.parametrize("code", [
+    bytes.fromhex("ff d0 90 90 90"),  # not call rel32 (the last bytes of another)
+    bytes.fromhex("e8 00 00 00"),  # too short
+    b"",
+])
+def test_direct_call_needs_five_bytes_opening_with_e8(code: bytes) -> None:
+    assert dropsite.direct_call(code, 0xFFFFFFFF818AC491) is None
+
+
+def test_direct_call_forward_wraps_in_64_bits() -> None:
+    ins = dropsite.direct_call(bytes.fromhex("e810000000"), 0xFFFFFFFFFFFFFFF8)
+    assert ins is not None and dropsite.call_target(ins.text) == (0x8, None)
