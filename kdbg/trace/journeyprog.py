@@ -24,7 +24,7 @@ FIELDS: dict[str, tuple[str, ...]] = {
 }
 # The drop's hand-over with the journey (the drop program's OUTPUT).
 OUTPUT = "journey_output(ctx, &e, journey_skb, journey_mine);"
-CONSUME = ("raw:consume_skb", "kdbg_journey_consume_skb")
+CONSUME = ("btf:consume_skb", "kdbg_journey_consume_skb")
 
 Hop = tuple[str, str, int, bool]
 
@@ -58,8 +58,9 @@ def hop_hooks(hops: tuple[Hop, ...]) -> str:
 
 
 def attachments(hops: tuple[Hop, ...]) -> list[tuple[str, str]]:
-    """``(raw:NAME, function)`` for the hop tracepoints and consume_skb."""
-    return [(f"raw:{name}", func_name(name)) for _s, name, _i, _rx in hops] + [CONSUME]
+    """``(btf:NAME, function)`` for the hop tracepoints and consume_skb: BTF-typed raw
+    tracepoints (tp_btf), as the drop program is."""
+    return [(f"btf:{name}", func_name(name)) for _s, name, _i, _rx in hops] + [CONSUME]
 
 
 def build(spec: flt.FilterSpec, offsets: dict[str, int], hops: tuple[Hop, ...],

@@ -112,9 +112,9 @@ def test_fragment_hooks_and_attachments() -> None:
     assert "KDBG_JOURNEY_HOP(net_dev_queue, 1, 0)\nKDBG_JOURNEY_HOP(netif_rx, 2, 1)\n" in text
     assert "#define JOURNEY_SLOT_BITS 3" in text and "#define JOURNEY_IDLE_NS  5ULL" in text
     assert journeyprog.attachments(hops) == [
-        ("raw:net_dev_queue", "kdbg_journey_net_dev_queue"),
-        ("raw:netif_rx", "kdbg_journey_netif_rx"),
-        ("raw:consume_skb", "kdbg_journey_consume_skb")]
+        ("btf:net_dev_queue", "kdbg_journey_net_dev_queue"),
+        ("btf:netif_rx", "kdbg_journey_netif_rx"),
+        ("btf:consume_skb", "kdbg_journey_consume_skb")]
     with pytest.raises(ValueError):
         journeyprog.build(flt.FilterSpec(), OFFSETS, hops, journeyprog.JourneyOptions(0))
 
