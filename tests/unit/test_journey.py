@@ -174,6 +174,17 @@ def test_a_journey_longer_than_a_slot_keeps_its_last_hops() -> None:
     assert j.notes == ("its first 5 hops were not kept (a slot keeps the last 16)",)
 
 
+def test_the_hops_a_record_does_not_carry_are_not_read() -> None:
+    """A drop's record carries its slot up to its last kept hop: the ring buffer's bytes
+    after it are whatever an earlier record left there."""
+    raw, rec = _complete()
+    assert raw.journey.nhops == 5
+    before = journey_of(raw, rec).to_json()
+    for i in range(5, jl.HOPS):
+        ct.memset(ct.addressof(raw.journey.hops[i]), 0xA5, ct.sizeof(jl.RawJourneyHop))
+    assert journey_of(raw, rec).to_json() == before
+
+
 def test_a_journey_first_seen_mid_way() -> None:
     raw, rec = _complete()
     hops = [jl.RawJourneyHop.from_buffer_copy(bytes(h)) for h in raw.journey.hops[2:5]]

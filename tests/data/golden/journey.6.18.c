@@ -209,10 +209,10 @@ static __always_inline int journey_freed(__u64 skb)
 static __always_inline void journey_output(__u64 *ctx, struct kdbg_drop_event *e,
 					   __u64 skb, int mine)
 {
-	__u32 zero = 0, idx = KDBG_JOURNEY_SLOT(skb, JOURNEY_SLOT_BITS);
-	struct kdbg_journey *j = journeys.lookup(&idx), *table = journeys.lookup(&zero);
+	__u32 zero = 0, idx = KDBG_JOURNEY_SLOT(skb, JOURNEY_SLOT_BITS), n;
 	struct kdbg_journey_drop *r = events.ringbuf_reserve(sizeof(*r));
 	struct journey_cpu *c = journey_cpu();
+	struct kdbg_journey *j, *table;
 
 	if (!r) {
 		if (c && !c->ring_full_ns)
@@ -222,14 +222,22 @@ static __always_inline void journey_output(__u64 *ctx, struct kdbg_drop_event *e
 	}
 	fill_sent(ctx, e);
 	__builtin_memcpy(&r->ev, e, sizeof(*e));
+	j = journeys.lookup(&idx);
+	table = journeys.lookup(&zero);
 	r->table = (__u64)table;	/* a kernel address: gdb reads a slot there */
 	r->slot = idx;
 	r->slots = JOURNEY_SLOTS;
 	r->ring_full_ns = c ? c->ring_full_ns : 0;
 	if (c)
 		c->ring_full_ns = 0;
-	/* (a failed read zeroes the copy) */
-	bpf_probe_read_kernel(&r->journey, sizeof(r->journey), j);
+	/* The slot up to its last kept hop: hops[i] for i < nhops (all of them past
+	 * KDBG_JOURNEY_HOPS); the record's hops after those are not written, and not
+	 * read (a failed read zeroes the copy). */
+	n = j ? j->nhops : 0;
+	if (n > KDBG_JOURNEY_HOPS)
+		n = KDBG_JOURNEY_HOPS;
+	bpf_probe_read_kernel(&r->journey, __builtin_offsetof(struct kdbg_journey, hops) +
+			      n * sizeof(struct kdbg_journey_hop), j);
 	r->followed = mine && e->time_ns - r->journey.last_ns <= JOURNEY_IDLE_NS;
 	r->pad0 = 0;
 	events.ringbuf_submit(r, 0);
