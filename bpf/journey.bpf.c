@@ -117,41 +117,33 @@ static __always_inline void journey_dev(struct kdbg_journey_hop *h,
 		bpf_probe_read_kernel_str(h->kind, sizeof(h->kind), (void *)kind);
 }
 
-/* A hop of the skb ``skb`` (a typed pointer) at tracepoint ``tp``. */
-static __always_inline int journey_hop(__u64 skb, __u8 tp, int rx)
+/* One more hop of the packet slot j follows, in place. */
+static __always_inline void journey_more(struct kdbg_journey *j, __u64 skb, __u8 tp, int rx,
+					 __u64 now)
 {
-	struct journey_cpu *c = journey_cpu();
-	struct kdbg_journey *j;
-	struct kdbg_journey_hop *h, e = {};
-	__u64 now, addr;
-	__u32 n;
+	__u32 n = j->nhops;
+	struct kdbg_journey_hop *h = &j->hops[n & (KDBG_JOURNEY_HOPS - 1)];
 
-	if (!skb || !c)
-		return 0;
-	addr = journey_addr(c, skb);
-	j = journey_of(addr);
-	if (!j)
-		return 0;
-	if (j->skbaddr == addr && !j->ended &&
-	    (now = bpf_ktime_get_ns()) - j->last_ns <= JOURNEY_IDLE_NS) {
-		/* A followed packet: one more hop, in place. */
-		n = j->nhops;
-		h = &j->hops[n & (KDBG_JOURNEY_HOPS - 1)];
-		__builtin_memset(h, 0, sizeof(*h));
-		h->time_ns = now;
-		h->tp = tp;
-		journey_dev(h, &j->hops[(n - 1) & (KDBG_JOURNEY_HOPS - 1)], skb);
-		kdbg_hop_packet(&h->seen, skb, rx);
-		j->nhops = n + 1;
-		j->last_ns = now;
-		return 0;
-	}
-	/* Not followed (yet): a new packet, unless its drop would find no room. */
-	if (c->ring_full_ns)
-		return 0;
+	__builtin_memset(h, 0, sizeof(*h));
+	h->time_ns = now;
+	h->tp = tp;
+	journey_dev(h, &j->hops[(n - 1) & (KDBG_JOURNEY_HOPS - 1)], skb);
+	kdbg_hop_packet(&h->seen, skb, rx);
+	j->nhops = n + 1;
+	j->last_ns = now;
+}
+
+/* A packet no slot follows: slot j follows it from this hop on if it passes the packet
+ * filters and j is free. */
+static __always_inline void journey_new(struct kdbg_journey *j, __u64 skb, __u64 addr,
+					__u8 tp, int rx)
+{
+	struct kdbg_journey_hop e = {};
+	__u64 now;
+
 	kdbg_hop_packet(&e.seen, skb, rx);
 	if (!journey_wanted(&e.seen))
-		return 0;
+		return;
 	now = bpf_ktime_get_ns();
 	if (journey_live(j, now)) {
 		/* counted once a packet, at its first hop refused */
@@ -160,7 +152,7 @@ static __always_inline int journey_hop(__u64 skb, __u8 tp, int rx)
 		j->refused_skb = addr;
 		j->refused_why = KDBG_JOURNEY_BUSY;
 		j->refused_ended = 0;
-		return 0;
+		return;
 	}
 	e.time_ns = now;
 	e.tp = tp;
@@ -172,6 +164,28 @@ static __always_inline int journey_hop(__u64 skb, __u8 tp, int rx)
 	j->ended = 0;
 	__builtin_memcpy(&j->hops[0], &e, sizeof(e));
 	journey_count(KDBG_JOURNEY_CTR_FOLLOWED);
+}
+
+/* A hop of the skb ``skb`` (a typed pointer) at tracepoint ``tp``. In a storm most
+ * hops are of packets not followed while the ring buffer is full: those return after
+ * two loads from the slot and one from the CPU's note. */
+static __always_inline int journey_hop(__u64 skb, __u8 tp, int rx)
+{
+	struct journey_cpu *c = journey_cpu();
+	struct kdbg_journey *j;
+	__u64 now, addr;
+
+	if (!skb || !c)
+		return 0;
+	addr = journey_addr(c, skb);
+	j = journey_of(addr);
+	if (!j)
+		return 0;
+	if (j->skbaddr == addr && !j->ended &&
+	    (now = bpf_ktime_get_ns()) - j->last_ns <= JOURNEY_IDLE_NS)
+		journey_more(j, skb, tp, rx, now);
+	else if (!c->ring_full_ns)	/* a new packet, unless its drop would find no room */
+		journey_new(j, skb, addr, tp, rx);
 	return 0;
 }
 
