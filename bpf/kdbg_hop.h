@@ -6,27 +6,39 @@
  * SKB_PROTOCOL, SKB_NETWORK_HDR, SKB_TRANSPORT_HDR, SKB_LEN, DEV_IFINDEX, DEV_NAME,
  * DEV_NET, SK_NET and NET_INUM (from the running kernel's BTF), and include kdbg_read.h.
  * The struct it fills must start zeroed.
+ *
+ * HOP_FIELD(T, base, off) reads a field of the skb, device, socket or namespace: by
+ * default with a helper (a raw tracepoint's skb is a plain number); a BTF-typed program
+ * (tp_btf) defines it as a plain load first. The packet's bytes are always read with
+ * a helper.
  */
 #ifndef KDBG_HOP_H
 #define KDBG_HOP_H
 
 #include "hop_seen.h"
 
+#ifndef HOP_FIELD
+#define HOP_FIELD(T, base, off) KDBG_READ_FIELD(T, base, off)
+#endif
+
 /* The device's index and name, and the namespace: the device's, or (queued to a
  * socket, the skb has lost its device but not its owner) the owning socket's. */
 static __always_inline void kdbg_hop_dev(struct kdbg_hop_seen *e, __u64 skb, __u64 dev)
 {
-	__u64 net;
+	__u64 net = 0, sk;
 
 	if (dev) {
-		bpf_probe_read_kernel(&e->ifindex, sizeof(e->ifindex), (void *)(dev + DEV_IFINDEX));
-		bpf_probe_read_kernel(&e->ifname, sizeof(e->ifname), (void *)(dev + DEV_NAME));
-		net = read_ptr(dev, DEV_NET);
+		e->ifindex = HOP_FIELD(__s32, dev, DEV_IFINDEX);
+		*(__u64 *)&e->ifname[0] = HOP_FIELD(__u64, dev, DEV_NAME);
+		*(__u64 *)&e->ifname[8] = HOP_FIELD(__u64, dev, DEV_NAME + 8);
+		net = HOP_FIELD(__u64, dev, DEV_NET);
 	} else {
-		net = read_ptr(read_ptr(skb, SKB_SK), SK_NET);
+		sk = HOP_FIELD(__u64, skb, SKB_SK);
+		if (sk)
+			net = HOP_FIELD(__u64, sk, SK_NET);
 	}
 	if (net)
-		bpf_probe_read_kernel(&e->netns, sizeof(e->netns), (void *)(net + NET_INUM));
+		e->netns = HOP_FIELD(__u32, net, NET_INUM);
 }
 
 /* Length, ethertype and the L3/L4 summary. On receive the MAC header has been pulled,
@@ -37,18 +49,18 @@ static __always_inline void kdbg_hop_packet(struct kdbg_hop_seen *e, __u64 skb, 
 	__u64 head, data;
 	__u16 nh = 0xffff, th = 0xffff, proto_be = 0;
 
-	bpf_probe_read_kernel(&e->len, sizeof(e->len), (void *)(skb + SKB_LEN));
-	bpf_probe_read_kernel(&proto_be, sizeof(proto_be), (void *)(skb + SKB_PROTOCOL));
+	e->len = HOP_FIELD(__u32, skb, SKB_LEN);
+	proto_be = HOP_FIELD(__u16, skb, SKB_PROTOCOL);
 	e->protocol = __builtin_bswap16(proto_be);
-	head = read_ptr(skb, SKB_HEAD);
+	head = HOP_FIELD(__u64, skb, SKB_HEAD);
 	if (rx) {
-		data = read_ptr(skb, SKB_DATA);
+		data = HOP_FIELD(__u64, skb, SKB_DATA);
 		if (data >= head && data - head < 0xffff)
 			nh = data - head;
 	} else {
-		bpf_probe_read_kernel(&nh, sizeof(nh), (void *)(skb + SKB_NETWORK_HDR));
+		nh = HOP_FIELD(__u16, skb, SKB_NETWORK_HDR);
 	}
-	bpf_probe_read_kernel(&th, sizeof(th), (void *)(skb + SKB_TRANSPORT_HDR));
+	th = HOP_FIELD(__u16, skb, SKB_TRANSPORT_HDR);
 	if (!head || nh == 0xffff)
 		return;
 

@@ -51,7 +51,8 @@ struct kdbg_journey {
 };
 
 /* The drop record of kdbg watch --journey: the drop event, where the table is, and a
- * copy of the skb's slot as it was at the drop. */
+ * copy of the skb's slot as it was at the drop, up to its last kept hop (the hops
+ * after nhops are not written). */
 struct kdbg_journey_drop {
 	struct kdbg_drop_event ev;
 	__u64 table;		/* kernel address of the table's slot 0 */

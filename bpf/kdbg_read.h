@@ -13,6 +13,16 @@ static __always_inline __u64 read_ptr(__u64 base, long off)
 	return v;
 }
 
+/* The field of type T at base + off, read with a helper (base is a plain number, as a raw
+ * tracepoint's argument is); 0 when base is NULL or the field is absent. */
+#define KDBG_READ_FIELD(T, base, off) ({					\
+	T __kdbg_v = 0;								\
+	if ((base) && (off) >= 0)						\
+		bpf_probe_read_kernel(&__kdbg_v, sizeof(__kdbg_v),		\
+				      (void *)((__u64)(base) + (off)));		\
+	__kdbg_v;								\
+})
+
 /* Ports, or ICMP type and code then identifier and sequence, from ``raw``, the first 8
  * bytes of L4 read as one scalar (byte-array indexing becomes pointer arithmetic the
  * verifier rejects): sets sport, dport, icmp_type, icmp_code and l4_valid of the event

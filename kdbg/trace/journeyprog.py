@@ -24,7 +24,7 @@ FIELDS: dict[str, tuple[str, ...]] = {
 }
 # The drop's hand-over with the journey (the drop program's OUTPUT).
 OUTPUT = "journey_output(ctx, &e, journey_skb, journey_mine);"
-CONSUME = ("raw:consume_skb", "kdbg_journey_consume_skb")
+CONSUME = ("btf:consume_skb", "kdbg_journey_consume_skb")
 
 Hop = tuple[str, str, int, bool]
 
@@ -58,11 +58,12 @@ def hop_hooks(hops: tuple[Hop, ...]) -> str:
 
 
 def attachments(hops: tuple[Hop, ...]) -> list[tuple[str, str]]:
-    """``(raw:NAME, function)`` for consume_skb, then the hop tracepoints: a packet's
-    slot is followed only once its end (freed, consumed) can be seen, so no packet
-    that crossed a hop while the programs were being attached leaves its slot open
-    for the next packet at the same address to continue."""
-    return [CONSUME] + [(f"raw:{name}", func_name(name)) for _s, name, _i, _rx in hops]
+    """``(btf:NAME, function)`` for consume_skb, then the hop tracepoints, all BTF-typed
+    raw tracepoints (tp_btf) as the drop program is. A packet's slot is followed only
+    once its end (freed, consumed) can be seen, so no packet that crossed a hop while
+    the programs were being attached leaves its slot open for the next packet at the
+    same address to continue."""
+    return [CONSUME] + [(f"btf:{name}", func_name(name)) for _s, name, _i, _rx in hops]
 
 
 def build(spec: flt.FilterSpec, offsets: dict[str, int], hops: tuple[Hop, ...],

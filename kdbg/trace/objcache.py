@@ -12,6 +12,7 @@ their fds in the instructions that load them, load, attach.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import os
@@ -87,13 +88,25 @@ def headers_dir() -> str:
     return os.path.realpath(Path("/lib/modules", os.uname().release, "build"))
 
 
+@functools.cache
+def own_headers() -> str:
+    """A digest of kdbg's own headers (``bpf/*.h``), which the texts include: a program
+    compiled before one of them changed is not the program of the same text now."""
+    digest = hashlib.sha256()
+    for path in sorted(BPF_DIR.glob("*.h")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
 def cache_key(text: str, funcs: list[str]) -> str:
-    """The entry's name: the text, its functions, the kernel and its headers."""
+    """The entry's name: the text, its functions, kdbg's headers it includes, the kernel
+    and its headers."""
     try:
         version = Path("/proc/version").read_text()
     except OSError:
         version = os.uname().version
-    doc = json.dumps([FORMAT, text, sorted(funcs), version, headers_dir(), CFLAGS])
+    doc = json.dumps([FORMAT, text, sorted(funcs), own_headers(), version, headers_dir(),
+                      CFLAGS])
     return hashlib.sha256(doc.encode()).hexdigest()[:32]
 
 

@@ -113,9 +113,9 @@ def test_fragment_hooks_and_attachments() -> None:
     assert "#define JOURNEY_SLOT_BITS 3" in text and "#define JOURNEY_IDLE_NS  5ULL" in text
     # the ends first: no journey can begin whose end would not be seen
     assert journeyprog.attachments(hops) == [
-        ("raw:consume_skb", "kdbg_journey_consume_skb"),
-        ("raw:net_dev_queue", "kdbg_journey_net_dev_queue"),
-        ("raw:netif_rx", "kdbg_journey_netif_rx")]
+        ("btf:consume_skb", "kdbg_journey_consume_skb"),
+        ("btf:net_dev_queue", "kdbg_journey_net_dev_queue"),
+        ("btf:netif_rx", "kdbg_journey_netif_rx")]
     with pytest.raises(ValueError):
         journeyprog.build(flt.FilterSpec(), OFFSETS, hops, journeyprog.JourneyOptions(0))
 
@@ -173,6 +173,17 @@ def test_a_journey_longer_than_a_slot_keeps_its_last_hops() -> None:
     assert len(j.hops) == jl.HOPS
     assert [h.before_ns for h in j.hops] == [100 - i for i in range(5, 21)]
     assert j.notes == ("its first 5 hops were not kept (a slot keeps the last 16)",)
+
+
+def test_the_hops_a_record_does_not_carry_are_not_read() -> None:
+    """A drop's record carries its slot up to its last kept hop: the ring buffer's bytes
+    after it are whatever an earlier record left there."""
+    raw, rec = _complete()
+    assert raw.journey.nhops == 5
+    before = journey_of(raw, rec).to_json()
+    for i in range(5, jl.HOPS):
+        ct.memset(ct.addressof(raw.journey.hops[i]), 0xA5, ct.sizeof(jl.RawJourneyHop))
+    assert journey_of(raw, rec).to_json() == before
 
 
 def test_a_journey_first_seen_mid_way() -> None:

@@ -376,6 +376,22 @@ def check_journey(journey: list[dict[str, Any]], inodes: dict[str, int],
     assert befores == sorted(befores, reverse=True) and len(set(befores)) == 5, befores
 
 
+def in_flight_at_attach(rec: dict[str, Any]) -> bool:
+    """Whether ``rec``'s packet was under way when the tracer attached: its journey is
+    said to be incomplete for that alone, and its first hop came no later than the
+    window after the attach in which kdbg says so (by the record's own table)."""
+    from kdbg.trace.journey import ENTER_WINDOW_NS
+
+    notes = rec.get("journey_incomplete") or []
+    table = rec.get("journey_table") or {}
+    if not notes or not rec.get("journey") or table.get("attached_ns") is None:
+        return False
+    if not all(n.startswith("it may have entered before the tracer") for n in notes):
+        return False
+    first = rec["journey"][0]["time_ns"] - table["wall_offset_ns"]
+    return bool(first - table["attached_ns"] < ENTER_WINDOW_NS)
+
+
 def check_break_journey(lab: str, port: int, inodes: dict[str, int]) -> None:
     """``watch --break --json``: the hit's journey ends at the drop's netns and device
     (br0 in gj-b), as every drop's does; each hop before the drop itself."""
@@ -384,6 +400,10 @@ def check_break_journey(lab: str, port: int, inodes: dict[str, int]) -> None:
     assert rc == 0, err
     (hit,) = of(recs, "hit")
     drops = of(recs, "drop")
+    assert drops, err
+    # A datagram under way while the tracer attached is rightly said to be incomplete;
+    # every other drop, and the hit (a later datagram), must not be.
+    drops = [d for d in drops if not in_flight_at_attach(d)]
     assert drops, err
     for rec in [*drops, hit]:
         assert "journey_incomplete" not in rec, (rec.get("journey_incomplete"), rec, drops,
