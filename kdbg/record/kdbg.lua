@@ -10,7 +10,14 @@
 -- Installed by scripts/setup.sh into Wireshark's global Lua plugin folder
 -- ('tshark -G folders'); or load it by hand: tshark -X lua_script:kdbg.lua ...
 
-local kdbg = Proto("kdbg", "kdbg packet drop")
+-- Loaded once: a second load (installed, and given again with -X lua_script:, or in
+-- both the global and the personal folder) finds its protocol registered and stops
+-- there, rather than failing with a Lua error. (Each script has its own globals.)
+local made, kdbg = pcall(Proto, "kdbg", "kdbg packet drop")
+if not made then
+  if tostring(kdbg):find("two protocols", 1, true) then return end
+  error(kdbg)
+end
 
 -- name in the JSON object -> its field (kdbg.NAME), in the order the tree shows them
 local ORDER = {
