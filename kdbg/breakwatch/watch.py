@@ -11,6 +11,7 @@ target is always left running with none of kdbg's breakpoints in it.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from typing import Any
@@ -379,8 +380,15 @@ def _follower(target: Target) -> ModuleFollower | None:
     return ModuleFollower(target.facts, target.debug_root(), target.modules)
 
 
+def with_journey(watch: WatchConfig) -> WatchConfig:
+    """``watch`` as a break-watch runs it: the stopped packet's journey on, unless
+    ``watch.journey`` says otherwise (``--no-journey``)."""
+    return dataclasses.replace(watch, journey=True) if watch.journey is None else watch
+
+
 def run(watch: WatchConfig, cfg: BreakConfig, sink: BreakSink) -> BreakOutcome:
     """Watch, arm at the first matching drop site, report stops; always clean up."""
+    watch = with_journey(watch)
     if cfg.events_cmd is not None and cfg.gdb is None:
         raise BadInput("--events-cmd needs --gdb ENDPOINT to reach the same kernel")
     if cfg.break_count < 1:

@@ -127,9 +127,7 @@ def watch(ctx: click.Context, as_json: bool, print_bpf: bool, do_break: bool, la
     if hw:
         watch_hw(ctx, as_json, print_bpf)
         return
-    journey = opts.pop("journey")
     cfg = WatchConfig(filters=filters_from(opts), vmlinux=vmlinux,
-                      journey=do_break if journey is None else bool(journey),
                       **opts)  # type: ignore[arg-type]
     if write is not None or pcap is not None:
         from kdbg.cli.report import record  # recording: see docs/architecture.md

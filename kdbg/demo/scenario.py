@@ -101,7 +101,7 @@ def run_lab(sink: BreakSink, progress: Callable[[str], None], *, lab_name: str =
         outcome = breakwatch.run(
             WatchConfig(filters=PacketFilters(reasons=("NETFILTER_DROP",), proto="udp",
                                               dports=(DEMO_PORT,)),
-                        duration=600, journey=True),  # as the CLI has it with --break
+                        duration=600),
             BreakConfig(lab=lab_name, interactive=interactive),
             sink,
         )

@@ -51,7 +51,9 @@ class WatchConfig:
     # The hook functions at every NETFILTER_DROP's hook on its cause (kdbg diagnose);
     # otherwise they are read only to blame a drop no nftables rule made.
     hooks: bool = False
-    journey: bool = False  # each drop's journey: the hops its packet crossed before
+    # each drop's journey: the hops its packet crossed before; None: the run's default,
+    # on for --break (breakwatch.run: the stopped packet's journey), off otherwise
+    journey: bool | None = None
     journey_slots: int = 1024  # packets followed at once (a power of two)
     # Take each drop's stack as well as its learned call chain, and show it (kernel tests
     # check that both give the same cause).

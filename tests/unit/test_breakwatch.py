@@ -434,3 +434,16 @@ def test_the_guests_kdbg_watch_is_one_command_line() -> None:
     journeyed = WatchConfig(filters=cfg.filters, journey=True)
     assert guest_watch_argv(journeyed, "--json", stack=True) == [
         *kdbg, "watch", "--json", *filters, "--journey", "--stack"]
+
+
+def test_the_journey_is_on_for_a_break_watch_unless_turned_off() -> None:
+    """One place holds the default (``kdbg watch --break`` and ``kdbg demo`` alike): a
+    break-watch follows the stopped packet's journey; a plain watch does not."""
+    from kdbg.breakwatch.watch import with_journey
+    from kdbg.drops import WatchConfig, guest_watch_argv
+
+    plain = WatchConfig()
+    assert plain.journey is None and "--journey" not in guest_watch_argv(plain, "--json")
+    assert with_journey(plain).journey is True
+    assert "--journey" in guest_watch_argv(with_journey(plain), "--json")
+    assert with_journey(WatchConfig(journey=False)).journey is False
