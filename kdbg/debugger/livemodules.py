@@ -22,6 +22,7 @@ callers refresh before they stop it or after it resumes.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,14 @@ from kdbg.symbols.kallsyms import ModuleSpan
 from kdbg.targetfacts import LabFacts
 
 WATCH_PERIOD = 1.0  # s between two looks at the guest's /proc/modules
+
+
+def modules_digest(text: str) -> str:
+    """What :class:`ModuleWatch`'s command prints for the ``/proc/modules`` ``text``: the
+    MD5 of ``cut -d' ' -f1,6`` (each module's name and address)."""
+    cut = "".join(" ".join(ln.split(" ")[0:1] + ln.split(" ")[5:6]) + "\n"
+                  for ln in text.splitlines())
+    return hashlib.md5(cut.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -74,6 +83,15 @@ class LabModules:
         self.facts = facts
         self.debug_root = debug_root
         self.in_gdb: dict[str, ModuleDebug] = {m.name: m for m in loaded}
+
+    def digest(self) -> str | None:
+        """The module watch's digest of the list the session last read: a change the
+        watch reports with it is one a drop already brought in (no second refresh,
+        whose reads of a running guest a stop at the armed breakpoint would hold up)."""
+        try:
+            return modules_digest(self.facts.modules_file.read_text())
+        except OSError:
+            return None
 
     def refresh(self, session: Session, timeout: float = 60.0) -> ModuleChange:
         """Bring ``session`` up to date with the guest's modules (guest running)."""
@@ -120,6 +138,7 @@ class ModuleWatch:
     def __init__(self, name: str) -> None:
         self._event = threading.Event()
         self._first = True
+        self.latest: str | None = None  # the digest of the list last seen
         self._session = guest.stream(name, ["sh", "-c", self.SCRIPT])
         self._thread = threading.Thread(target=self._read, name="kdbg-module-watch",
                                         daemon=True)
@@ -130,6 +149,7 @@ class ModuleWatch:
             for chunk in self._session:
                 for line in chunk.data.decode(errors="replace").splitlines():
                     if line.startswith("modules "):
+                        self.latest = line.split()[1]
                         if self._first:
                             self._first = False  # the list at start: nothing moved yet
                         else:
@@ -162,7 +182,8 @@ class ModuleFollower:
     def due(self, session: Session, module: str | None = None) -> bool:
         kallsyms = session.state.kallsyms
         known = (kallsyms.modules or {}) if kallsyms is not None else {}
-        return self.watch.take() or (module is not None and module not in known)
+        moved = self.watch.take() and self.watch.latest != self.modules.digest()
+        return moved or (module is not None and module not in known)
 
     def refresh(self, session: Session) -> ModuleChange:
         return self.modules.refresh(session)

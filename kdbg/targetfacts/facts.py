@@ -103,6 +103,11 @@ class LabFacts:
         """The copy of the guest's kallsyms for the current module list."""
         return self._copy
 
+    @property
+    def modules_file(self) -> Path:
+        """The copy of the guest's ``/proc/modules`` that list was read from."""
+        return self._modules_file
+
     def kallsyms(self) -> Kallsyms:
         """The guest's kallsyms, module-aware (parsed once per module list)."""
         if self._kallsyms is None:
