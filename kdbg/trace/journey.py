@@ -153,13 +153,18 @@ RING_FULL = ("not followed: the ring buffer was full when it entered (no packet 
 
 
 def _not_followed(raw: jl.RawJourney, skb: int, table: JourneyTable | None,
-                  ring_full: bool = False) -> str:
+                  ref_ns: int | None, ring_full: bool = False) -> str:
     if ring_full:
         return RING_FULL
     if raw.refused_skb == skb and raw.refused_why == jl.BUSY:
         slots = f" of {table.slots}" if table is not None else ""
         return (f"not followed: its slot in the journey table{slots} was following another "
                 "packet (table full)")
+    attached = table.attached_ns if table is not None else None
+    if attached is not None and ref_ns is not None and ref_ns - attached < ENTER_WINDOW_NS:
+        after = max(0, ref_ns - attached) / 1e6
+        return (f"it may have entered before the tracer: no hop seen, and it was dropped "
+                f"{after:.3f} ms after the tracer attached")
     return ("no hop seen: the packet entered before the tracer, or was made and dropped "
             "before it reached an interface")
 
@@ -199,7 +204,8 @@ def assemble(raw: jl.RawJourney, skb: int, ref_ns: int | None,
     if followed is None:
         followed = raw.skbaddr == skb and not raw.ended
     if not followed or raw.skbaddr != skb or n == 0:
-        return Journey((), (_not_followed(raw, skb, table, ring_full),), table, reference)
+        return Journey((), (_not_followed(raw, skb, table, ref_ns, ring_full),), table,
+                       reference)
     kept = [raw.hops[i % jl.HOPS] for i in range(max(0, n - jl.HOPS), n)]
     ref = ref_ns if ref_ns is not None else kept[-1].time_ns
     return Journey(tuple(_hop(h, ref, table, netns_name) for h in kept),

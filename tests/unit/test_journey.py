@@ -217,6 +217,19 @@ def test_no_hop_seen() -> None:
         "it reached an interface",)
 
 
+def test_no_hop_seen_of_a_drop_as_the_tracer_attached() -> None:
+    """A datagram whose hops all came before the hop programs attached, dropped just
+    after: said to be in flight at the attach, not made and dropped on the spot."""
+    raw, rec = _complete()
+    raw.journey.skbaddr = 0
+    j = from_record(raw, rec["wall_offset_ns"], raw.ev.time_ns - 1_250_000, names(rec))
+    assert j.hops == () and j.notes == (
+        "it may have entered before the tracer: no hop seen, and it was dropped 1.250 ms "
+        "after the tracer attached",)
+    assert from_record(raw, 0, raw.ev.time_ns - 20_000_000).notes[0].startswith(
+        "no hop seen")
+
+
 def test_the_ended_journey_of_an_earlier_packet_is_not_this_ones() -> None:
     """skb memory is reused at once: the slot may still hold the journey of the packet
     that had this skb before, ended by its drop; the drop program says whether it ended

@@ -384,12 +384,14 @@ def in_flight_at_attach(rec: dict[str, Any]) -> bool:
 
     notes = rec.get("journey_incomplete") or []
     table = rec.get("journey_table") or {}
-    if not notes or not rec.get("journey") or table.get("attached_ns") is None:
+    if not notes or table.get("attached_ns") is None:
         return False
     if not all(n.startswith("it may have entered before the tracer") for n in notes):
         return False
-    first = rec["journey"][0]["time_ns"] - table["wall_offset_ns"]
-    return bool(first - table["attached_ns"] < ENTER_WINDOW_NS)
+    # Its first hop, or with no hop seen (all of them came before the hop programs
+    # attached) the drop itself.
+    first = (rec["journey"][0] if rec.get("journey") else rec)["time_ns"]
+    return bool(first - table["wall_offset_ns"] - table["attached_ns"] < ENTER_WINDOW_NS)
 
 
 def check_break_journey(lab: str, port: int, inodes: dict[str, int]) -> None:
