@@ -256,7 +256,8 @@ def find(reads: NetnsReads, drop: Drop, cause: Cause) -> Cause:
         l4 = int(ev.proto)
     pkt = nftrules.Packet(ev.family, l4, ev.saddr, ev.daddr, ev.sport, ev.dport,
                           ev.icmp_type, ev.icmp_code, iif, oif, ev.mark, ev.ct_state,
-                          ev.ct_zone, ev.ct_mark, ev.ct_reply, ev.ct_status)
+                          ev.ct_zone, ev.ct_mark, ev.ct_reply, ev.ct_status,
+                          ev.ct_original)
     try:
         rs = ruleset(reads, ns)
     except KdbgError as err:
