@@ -140,3 +140,22 @@ def test_nft_list_hooks_of_debian_6_12_agrees_with_kernel_memory() -> None:
         (0, "ipt_do_table"), (2147483647, "nf_confirm")]
     assert inp[1].table == "inet kdbgh in" and inp[2].kind == "iptables"
     assert parsed[("ipv6", "input")][-1] == HookFn(2147483646, "nf_confirm", "nf_conntrack")
+
+
+# enum nf_ip_hook_priorities as Debian 6.12's vmlinux BTF gives it (its x_tables entries)
+PRIO_6_12 = {"NF_IP_PRI_RAW_BEFORE_DEFRAG": -450, "NF_IP_PRI_RAW": -300,
+             "NF_IP_PRI_MANGLE": -150, "NF_IP_PRI_FILTER": 0, "NF_IP_PRI_SECURITY": 50}
+
+
+def test_x_tables_named_by_priority_where_neither_source_names_them() -> None:
+    parsed = nfhooks.parse_nft_hooks((DATA / "nfhooks" / "nft-list-hooks.6.12.txt").read_text())
+
+    def prios(enum: str, prefix: str) -> dict[int, str]:
+        assert (enum, prefix) == ("nf_ip_hook_priorities", "NF_IP_PRI_")
+        return {v: nfhooks.XT_PRIORITY_TABLES[k[len(prefix):]] for k, v in PRIO_6_12.items()
+                if k[len(prefix):] in nfhooks.XT_PRIORITY_TABLES}
+    fns = parsed[("ipv4", "input")]
+    named = nfhooks.name_xt_tables(HookList("ipv4", "input", fns, "nft list hooks", 4), prios)
+    assert [(f.function, f.table) for f in named.functions] == [
+        ("iptable_mangle_hook", "mangle"), ("nft_do_chain (inet kdbgh in)", "inet kdbgh in"),
+        ("ipt_do_table", "filter"), ("nf_confirm", None)]
