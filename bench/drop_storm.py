@@ -29,11 +29,14 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from kdbg.demo.throwaway import VethLab  # noqa: E402
+from kdbg.trace import bpfsys  # noqa: E402
+from kdbg.trace.program import NO_CT_READS_ENV  # noqa: E402
 
 KDBG = [sys.executable, "-m", "kdbg"]
 PORT = 5555
@@ -55,6 +58,8 @@ class Run:
     printed: int | None = None  # streaming: drop records
     summarized: int | None = None  # streaming: the "more" records' counts
     adds_up: bool | None = None  # streaming: printed + summarized = matched = rule counter
+    # --mark-ct: the drop program's own time per run during the flood (kernel.bpf_stats)
+    prog_ns_per_run: float | None = None
 
 
 def nft_count(lab: VethLab) -> int:
@@ -106,6 +111,28 @@ def accounted(run: Run, recs: list[dict[str, object]], summary: dict[str, object
                    and run.lost == 0)
 
 
+def prog_stats(pid: int, name: str = "kdbg_on_kfree_s") -> tuple[int, int]:
+    """(run_time_ns, run_cnt) summed over process ``pid``'s BPF programs named ``name``
+    (the kernel keeps 15 characters), found through its fds' fdinfo ``prog_id``."""
+    ns = cnt = 0
+    fd_dir = Path(f"/proc/{pid}/fdinfo")
+    for entry in fd_dir.iterdir():
+        try:
+            m = re.search(r"^prog_id:\s+(\d+)", entry.read_text(), re.M)
+        except OSError:
+            continue
+        if m is None:
+            continue
+        fd = bpfsys.prog_fd_by_id(int(m.group(1)))
+        try:
+            info = bpfsys.prog_info(fd)
+        finally:
+            os.close(fd)
+        if bytes(info.name).rstrip(b"\0").decode() == name:
+            ns, cnt = ns + info.run_time_ns, cnt + info.run_cnt
+    return ns, cnt
+
+
 def start_tracer(argv: list[str], ready: str | None, settle: float = 1.0
                  ) -> subprocess.Popen[str]:
     # stdout goes to a file: a pipe nobody reads would stall the tracer.
@@ -151,6 +178,48 @@ def time_to_watching(runs: int = 5) -> list[float]:
     return times
 
 
+def mark_ct_rounds(measure: Any, configs: list[Any], rounds: int, secs: float,
+                   as_json: bool) -> int:
+    """Each tracer with the mark and conntrack reads against itself without them, paired
+    directly and in the order without, with, with, without (drift over the four floods
+    cancels to first order); the median of the rounds' ratios of the summed rates."""
+    print(f"drop_storm --mark-ct: {rounds} rounds of 4 x {secs:.0f} s floods per tracer "
+          "(without, with, with, without the reads)", file=sys.stderr)
+    out: dict[str, Any] = {"seconds": secs, "pairs": {}}
+    for with_, without in ((configs[0], configs[1]), (configs[2], configs[3])):
+        ratios, exact, ns_with, ns_without = [], True, [], []
+        for rnd in range(rounds):
+            runs = [measure(*c) for c in (without, with_, with_, without)]
+            exact &= all(r.exact is not False and r.adds_up is not False for r in runs)
+            w, wo = runs[1].rate + runs[2].rate, runs[0].rate + runs[3].rate
+            ratios.append(w / wo if wo else 0.0)
+            ns_with += [r.prog_ns_per_run for r in runs[1:3] if r.prog_ns_per_run]
+            ns_without += [r.prog_ns_per_run for r in (runs[0], runs[3]) if r.prog_ns_per_run]
+            per_run = " ".join(f"{r.prog_ns_per_run or 0:.0f}" for r in runs)
+            print(f"  round {rnd + 1}: {with_[0]:<34} without {runs[0].rate:>9,.0f} "
+                  f"{runs[3].rate:>9,.0f}, with {runs[1].rate:>9,.0f} {runs[2].rate:>9,.0f} "
+                  f"drops/s: {ratios[-1]:.3f}; program ns/run (w/o, w, w, w/o): {per_run}",
+                  file=sys.stderr)
+        mw = statistics.median(ns_with) if ns_with else None
+        mwo = statistics.median(ns_without) if ns_without else None
+        out["pairs"][with_[0]] = {"ratios": ratios, "median": statistics.median(ratios),
+                                  "every_run_exact": exact, "prog_ns_per_run_with": ns_with,
+                                  "prog_ns_per_run_without": ns_without}
+        print(f"{with_[0]}: with / without the mark and conntrack reads, median "
+              f"{statistics.median(ratios):.3f} (rounds: "
+              f"{', '.join(f'{r:.3f}' for r in ratios)}); counts exact in every run: "
+              f"{'yes' if exact else 'NO'}")
+        if mw is not None and mwo is not None:
+            print(f"  the drop program's time per run, medians: {mw:.0f} ns with, {mwo:.0f} ns "
+                  f"without ({mw - mwo:+.0f} ns)")
+    out["load_average"] = os.getloadavg()
+    print(f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} "
+          f"{os.getloadavg()[2]:.2f}")
+    if as_json:
+        print(json.dumps(out, indent=2))
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=5.0)
@@ -158,6 +227,10 @@ def main() -> int:
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--only", action="append", default=[], metavar="TEXT",
                     help="run only the tracers whose name contains TEXT (repeatable)")
+    ap.add_argument("--mark-ct", action="store_true",
+                    help="only --stats and streaming, each with and without the drop "
+                    "program's mark and conntrack reads, in a namespace that tracks "
+                    "connections (an iptables conntrack match)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("drop_storm: needs root", file=sys.stderr)
@@ -175,6 +248,9 @@ def main() -> int:
     try:
         # Our own namespaces: two runs at once must not delete each other's.
         with VethLab(prefix=f"kdbgbench{os.getpid()}", subnet=77) as lab:
+            if args.mark_ct:  # every flooded packet gets an entry for the reads to read
+                lab.b.run(["iptables", "-A", "INPUT", "-m", "conntrack", "--ctstate",
+                           "INVALID", "-j", "DROP"])
             lab.drop_udp(PORT)
             flood(lab, flooder, 1)  # warm up
 
@@ -182,13 +258,17 @@ def main() -> int:
                         parse: str | None = None, expect_all: bool = True) -> Run:
                 proc = start_tracer(argv, ready) if argv else None
                 cpu0 = proc_usage(proc.pid)[0] if proc else 0.0
+                prog0 = prog_stats(proc.pid) if proc and args.mark_ct else (0, 0)
                 try:
                     drops, elapsed = flood(lab, flooder, secs)
+                    prog1 = prog_stats(proc.pid) if proc and args.mark_ct else (0, 0)
                 except BaseException:
                     if proc is not None:  # never leave a tracer running
                         stop_tracer(proc)
                     raise
                 run = Run(name, drops, elapsed, drops / elapsed)
+                if prog1[1] > prog0[1]:
+                    run.prog_ns_per_run = (prog1[0] - prog0[0]) / (prog1[1] - prog0[1])
                 if proc is not None:
                     out, cpu1, run.peak_rss_mb = stop_tracer(proc)
                     run.cpu_s = cpu1 - cpu0  # during the flood only, not the compile
@@ -253,6 +333,27 @@ def main() -> int:
                  ["perf", "record", "-q", "-e", "skb:kfree_skb", "-a", "-o",
                   str(tmp / "perf.data")], None, "perf", True),
             ]
+            # The drop program without its mark and conntrack reads (a switch only this
+            # bench sets), beside the same two tracers with them.
+            no_ct = ["env", f"{NO_CT_READS_ENV}=1"]
+            mark_ct = [
+                configs[1],
+                ("kdbg watch --stats, without mark/ct reads", [*no_ct, *(configs[1][1] or [])],
+                 "kdbg: watching", "kdbg", True),
+                configs[3],
+                ("kdbg watch streaming, all match, without mark/ct reads",
+                 [*no_ct, *(configs[3][1] or [])], "kdbg: watching", "kdbg", True),
+            ]
+            if args.mark_ct:
+                # the kernel's per-program run time, on only for these runs (it costs every
+                # BPF program on the machine a clock read while on)
+                stats = Path("/proc/sys/kernel/bpf_stats_enabled")
+                was = stats.read_text().strip()
+                stats.write_text("1")
+                try:
+                    return mark_ct_rounds(measure, mark_ct, args.rounds, secs, args.json)
+                finally:
+                    stats.write_text(was)
             if args.only:
                 configs = [configs[0]] + [c for c in configs[1:]
                                           if any(o in c[0] for o in args.only)]

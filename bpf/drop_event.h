@@ -45,12 +45,23 @@ struct kdbg_drop_event {
 	__u32 ct_mark;		/* the entry's mark (nf_conn.mark) */
 	__u32 ct_status;	/* KDBG_CT_STATUS: the entry's status bits (the low 32 of
 				 * nf_conn.status: enum ip_conntrack_status) */
+	/* KDBG_CT_TUPLE: the entry's original-direction tuple
+	 * (nf_conn.tuplehash[IP_CT_DIR_ORIGINAL].tuple), its 40 bytes as struct
+	 * nf_conntrack_tuple lays them out, read at once */
+	__u8 ct_orig_saddr[16];	/* src.u3 */
+	__u16 ct_orig_sport;	/* src.u.all, network order (ICMP: the echo id) */
+	__u16 ct_orig_l3num;	/* src.l3num: NFPROTO_IPV4 (2), NFPROTO_IPV6 (10) */
+	__u8 ct_orig_daddr[16];	/* dst.u3 */
+	__u16 ct_orig_dport;	/* dst.u.all, network order (ICMP: type, code) */
+	__u8 ct_orig_l4proto;	/* dst.protonum */
+	__u8 ct_orig_dir;	/* dst.dir */
 };
 
 #define KDBG_CT_NONE 0xff
 #define KDBG_CT_ATTACHED 1
 #define KDBG_CT_READ 2
 #define KDBG_CT_STATUS 4
+#define KDBG_CT_TUPLE 8
 
 /* Key of the in-kernel counters behind --stats (and kdbg exporter). */
 struct kdbg_stats_key {

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
-from kdbg.causes import netfilter
+from kdbg.causes import conntrack, netfilter
 from kdbg.causes.notes import fill, notes_for
 from kdbg.causes.reads import Drop, NetnsReads, TtlCache, not_established
 from kdbg.causes.registry import cache_key, finder_for
@@ -30,10 +30,14 @@ class CauseFinder:
     """Causes for drops, computed once per cause key (and again after ``ttl`` s)."""
 
     def __init__(self, ttl: float = 2.0, clock: Callable[[], float] = time.monotonic,
-                 kallsyms: Callable[[], Kallsyms] | None = None, hooks: bool = False) -> None:
+                 kallsyms: Callable[[], Kallsyms] | None = None, hooks: bool = False,
+                 live: bool = False) -> None:
         self.reads = NetnsReads(ttl, clock, kallsyms)
         # list the hook functions at every netfilter drop (else only to blame one)
         self.reads.list_hooks = hooks
+        if live:  # made before the watch attaches: conntrack's insert_failed before any
+            # drop it will see, in kdbg's namespace and the named ones
+            self.reads.insert_failed.baseline(conntrack.namespaces)
         self._causes = TtlCache(ttl, clock)
         self.computed = 0  # cause keys evaluated (not served from the cache)
 

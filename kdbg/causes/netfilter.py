@@ -11,11 +11,12 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
-from kdbg.causes import nfhooks, nftrules
+from kdbg.causes import conntrack, nfhooks, nftrules
 from kdbg.causes.netnsref import NetnsRef
 from kdbg.causes.reads import Drop, NetnsReads, not_established
 from kdbg.errors import KdbgError
 from kdbg.trace.cause import Cause, HookFn, HookList
+from kdbg.trace.event import DropEvent
 
 # The function that runs a netfilter hook, per hook (IPv4 and IPv6). The first
 # of these below nf_hook_slow in the drop's stack names the hook.
@@ -121,25 +122,24 @@ def hook_list(reads: NetnsReads, ns: NetnsRef, family: str | None, hook: str | N
 
 
 def blame(symbol: str | None, hooks: HookList,
-          can_drop: Callable[[HookFn], bool] = lambda f: True
+          why_not: Callable[[HookFn], str | None] = lambda f: None
           ) -> tuple[HookFn | None, tuple[HookFn, ...], str]:
     """The hook function that dropped a packet nftables did not: the one whose code the
-    drop is in, else the only one there but nftables' chains and those ``can_drop`` rules
-    out; else None, with the candidates. And why."""
+    drop is in, else the only one there but nftables' chains and those ``why_not`` rules
+    out (it says why); else None, with the candidates. And why."""
     fn = function(symbol)
     for f in hooks.functions:
         if f.function == fn:
             return f, (f,), "the drop is in its code"
     others = tuple(f for f in hooks.functions if f.kind != "nftables")
-    left = tuple(f for f in others if can_drop(f))
+    reasons = {f: why_not(f) for f in others}
+    left = tuple(f for f in others if reasons[f] is None)
     if len(left) == 1:
         why = (f"by elimination: the only hook function at the {hooks.hook} hook that can "
                "drop this packet: nftables' chains do not")
-        ruled_out = [f for f in others if f not in left]
+        ruled_out = [r for f in others if (r := reasons[f]) is not None]
         if ruled_out:
-            why += ", and " + ", ".join(f"{f.kind} {f.table}" for f in ruled_out) + (
-                " has" if len(ruled_out) == 1 else " have") + (
-                f" no DROP or REJECT rule for {hooks.hook} and accepts by policy")
+            why += ", and " + "; ".join(ruled_out)
         return left[0], left, why
     return None, left, ""
 
@@ -171,29 +171,43 @@ def xt_drops(save: str, chain: str) -> bool:
     return False
 
 
-def xt_can_drop(reads: NetnsReads, ns: NetnsRef, hook: str) -> Callable[[HookFn], bool]:
-    """Whether an iptables or ip6tables table's hook function can drop at ``hook``, from
-    ``iptables-legacy-save`` in ``ns`` (read-only); True for any other function, and when
-    the table cannot be read."""
-    def can(f: HookFn) -> bool:
-        tool = XT_TOOLS.get(f.kind or "")
-        if f.kind not in ("iptables", "ip6tables") or tool is None or not f.table:
-            return True
-        table = f.table
-        try:
-            save = reads.read(f"{tool}-save {table}", ns, lambda: ns.run(
-                [f"{tool}-save", "-t", table], what=f"{tool}-save -t {table}"))
-        except KdbgError:
-            return True
-        return xt_drops(save, XT_CHAINS[hook])
-    return can
+def xt_why_not(reads: NetnsReads, ns: NetnsRef, f: HookFn, hook: str) -> str | None:
+    """Why an iptables or ip6tables table's hook function cannot drop at ``hook``, from
+    ``iptables-legacy-save`` in ``ns`` (read-only); None for any other function, when it
+    can, and when the table cannot be read."""
+    tool = XT_TOOLS.get(f.kind or "")
+    if f.kind not in ("iptables", "ip6tables") or tool is None or not f.table:
+        return None
+    table = f.table
+    try:
+        save = reads.read(f"{tool}-save {table}", ns, lambda: ns.run(
+            [f"{tool}-save", "-t", table], what=f"{tool}-save -t {table}"))
+    except KdbgError:
+        return None
+    if xt_drops(save, XT_CHAINS[hook]):
+        return None
+    return f"{f.kind} {table} has no DROP or REJECT rule for {hook} and accepts by policy"
+
+
+def why_not(reads: NetnsReads, ns: NetnsRef, hook: str, ev: DropEvent | None
+            ) -> Callable[[HookFn], str | None]:
+    """Why a hook function at ``hook`` cannot have dropped ``ev``'s packet (None: it may
+    have): an x_tables table without a rule that drops there, or one of conntrack's own
+    functions the drop's conntrack facts rule out (:mod:`kdbg.causes.conntrack`)."""
+    def check(f: HookFn) -> str | None:
+        name = function(f.function.split("+", 1)[0]) or ""
+        if ev is not None and name in conntrack.FUNCS:
+            return conntrack.why_not(name, ev, ns, reads.insert_failed)
+        return xt_why_not(reads, ns, f, hook)
+    return check
 
 
 def blamed(reads: NetnsReads, cause: Cause, hooks: HookList, symbol: str | None,
-            ns: NetnsRef) -> Cause:
+            ns: NetnsRef, ev: DropEvent | None = None) -> Cause:
     """``cause`` for a drop no nftables rule made: blamed on the hook function that
-    returned drop, or the candidates named."""
-    fn, others, why = blame(symbol, hooks, xt_can_drop(reads, ns, hooks.hook))
+    returned drop, or the candidates named (``ev``: the drop, whose conntrack facts may
+    rule out conntrack's own functions)."""
+    fn, others, why = blame(symbol, hooks, why_not(reads, ns, hooks.hook, ev))
     where = f"the {hooks.hook} hook ({hooks.family})"
     if fn is not None:
         cause = replace(cause, established=True, dropped_by=fn,
@@ -232,7 +246,7 @@ def find(reads: NetnsReads, drop: Drop, cause: Cause) -> Cause:
     if ev.symbol in LEGACY:
         found, why = hook_list(reads, ns, ev.family, hook, None)
         if found is not None:
-            return blamed(reads, replace(cause, hooks=found), found, ev.symbol, ns)
+            return blamed(reads, replace(cause, hooks=found), found, ev.symbol, ns, ev)
         return replace(cause, summary=f"cause not established: dropped by a legacy table "
                        f"({ev.symbol}, {LEGACY[ev.symbol]}); {why or 'its hook is unknown'}")
     iif = ev.ifname if hook in ("prerouting", "input", "forward", "ingress") else None
@@ -242,7 +256,8 @@ def find(reads: NetnsReads, drop: Drop, cause: Cause) -> Cause:
         l4 = int(ev.proto)
     pkt = nftrules.Packet(ev.family, l4, ev.saddr, ev.daddr, ev.sport, ev.dport,
                           ev.icmp_type, ev.icmp_code, iif, oif, ev.mark, ev.ct_state,
-                          ev.ct_zone, ev.ct_mark, ev.ct_reply, ev.ct_status)
+                          ev.ct_zone, ev.ct_mark, ev.ct_reply, ev.ct_status,
+                          ev.ct_original)
     try:
         rs = ruleset(reads, ns)
     except KdbgError as err:
@@ -258,7 +273,7 @@ def find(reads: NetnsReads, drop: Drop, cause: Cause) -> Cause:
                     candidates=finding.candidates, not_evaluated=finding.unknown,
                     summary=finding.text, hooks=found)
     if finding.none_drops and found is not None:
-        return blamed(reads, cause, found, ev.symbol, ns)
+        return blamed(reads, cause, found, ev.symbol, ns, ev)
     if why and not finding.established:
         cause = replace(cause, note="; ".join(n for n in (cause.note, why) if n))
     return cause
@@ -285,6 +300,15 @@ def recheck(reads: NetnsReads, cause: Cause) -> str | None:
     """Read the namespace's ruleset again: a note when the rule ``cause`` names was
     changed or deleted since the drop (its text in ``cause`` is the one that decided)."""
     rule = cause.rule
+    if cause.dropped_by is not None and cause.netns in reads.insert_failed.used:
+        try:
+            moved = reads.insert_failed.moved(reads.netns.get(cause.netns))
+        except KdbgError:
+            moved = None
+        if moved is not None:
+            return (f"conntrack's insert_failed in this namespace moved during the run "
+                    f"({moved[0]} to {moved[1]}): its confirm hook may have dropped some "
+                    "of these packets")
     if rule is None or not cause.netns:
         return None
     try:

@@ -310,11 +310,49 @@ def hooks_at(ns: NetnsRef, family: str, hook: str,
         found, text = from_nft(ns, family, hook)
         if found is not None:
             _NftAnswers.known = True
-            return found
+            return name_xt_tables(found)
     mem = reader().read(ns, family, hook, kallsyms)
     if mem is not None and mem.total and text is not None and not text.strip():
         _NftAnswers.known = False
-    return mem
+    return name_xt_tables(mem) if mem is not None else None
+
+
+# x_tables' tables by the enum member of their priority (iptable_raw at NF_IP_PRI_RAW, or
+# NF_IP_PRI_RAW_BEFORE_DEFRAG with its raw_before_defrag parameter; iptable_filter at
+# NF_IP_PRI_FILTER; iptable_security at NF_IP_PRI_SECURITY; ip6tables' the same): the
+# table a do_table function runs where neither source names it (``nft list hooks``
+# prints none; kernel memory has none where x_tables is a module, as in Debian's).
+XT_PRIORITY_TABLES = {"RAW": "raw", "RAW_BEFORE_DEFRAG": "raw", "FILTER": "filter",
+                      "SECURITY": "security"}
+XT_PRIORITY_ENUMS = {"ipt_do_table": ("nf_ip_hook_priorities", "NF_IP_PRI_"),
+                     "ip6t_do_table": ("nf_ip6_hook_priorities", "NF_IP6_PRI_")}
+XT_MANGLE = {"iptable_mangle_hook", "ip6table_mangle_hook"}
+
+
+@cache
+def _priorities(enum: str, prefix: str) -> dict[int, str]:
+    try:
+        values = Btf.load().enum(enum)
+    except (BtfError, OSError):
+        return {}
+    return {v: XT_PRIORITY_TABLES[k[len(prefix):]] for k, v in values.items()
+            if k[len(prefix):] in XT_PRIORITY_TABLES}
+
+
+def name_xt_tables(hooks: HookList,
+                   priorities: Any = _priorities) -> HookList:
+    """``hooks`` with each x_tables function that has no table named after its priority
+    (the kernel's own enum, from BTF) or, for the mangle tables' wrappers, mangle."""
+    fns = []
+    for fn in hooks.functions:
+        if fn.table is None and fn.function in XT_MANGLE:
+            fn = HookFn(fn.priority, fn.function, fn.module, "mangle", fn.kind)
+        elif fn.table is None and fn.function in XT_PRIORITY_ENUMS:
+            table = priorities(*XT_PRIORITY_ENUMS[fn.function]).get(fn.priority)
+            if table is not None:
+                fn = HookFn(fn.priority, fn.function, fn.module, table, fn.kind)
+        fns.append(fn)
+    return HookList(hooks.family, hooks.hook, tuple(fns), hooks.source, hooks.total)
 
 
 def label_chains(hooks: HookList, chains: Iterable[tuple[str, str, str, str, int]]

@@ -35,6 +35,7 @@ from typing import Any
 
 from kdbg.errors import KdbgError
 from kdbg.trace.cause import RuleRef
+from kdbg.trace.cttuple import CtTuple
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -227,6 +228,7 @@ class Packet:
     ct_mark: int | None = None
     ct_reply: bool | None = None  # the packet is in its entry's reply direction
     ct_status: int | None = None  # its entry's status bits (enum ip_conntrack_status)
+    ct_original: CtTuple | None = None  # its entry's original-direction tuple
 
 
 class _Unknown(Exception):
@@ -351,8 +353,12 @@ def _field(left: Any, pkt: Packet) -> _Field:
         if key == "mark":
             return _known(pkt.mark, "meta mark", _int)
         raise _Unknown(f"meta {key}")
+    if "ct" in left and isinstance(left["ct"], dict) and left["ct"].get("dir") == "original":
+        return _ct_original(left["ct"].get("key"), pkt)
     if "ct" in left and isinstance(left["ct"], dict) and "dir" not in left["ct"]:
         key = left["ct"].get("key")
+        if key == "protocol":  # the original tuple's (NFT_CT_PROTOCOL)
+            return _ct_original(key, pkt)
         if key == "state":
             return _known(pkt.ct_state, "ct state", str)
         if key == "zone":
@@ -367,6 +373,27 @@ def _field(left: Any, pkt: Packet) -> _Field:
                 raise _Unknown("ct direction")
             return _Field("reply" if pkt.ct_reply else "original", str)
     raise _Unknown(describe_left(left))
+
+
+def _ct_original(key: Any, pkt: Packet) -> _Field:
+    """``ct original KEY`` (and ``ct protocol``) from the entry's original tuple, as
+    nft_ct_get_eval reads it: no entry, or an address of the other family, breaks the
+    rule (no match)."""
+    what = f"ct original {key}"
+    if pkt.ct_state in ("invalid", "untracked"):
+        raise _Absent("ct")
+    tup = pkt.ct_original
+    if tup is None:
+        raise _Unknown(what)
+    if key in ("ip saddr", "ip daddr", "ip6 saddr", "ip6 daddr"):
+        if tup.family != ("ipv4" if key.startswith("ip ") else "ipv6"):
+            raise _Absent("ct")
+        return _Field(tup.saddr if key.endswith("saddr") else tup.daddr, _addr_conv)
+    if key in ("proto-src", "proto-dst") and tup.sport is not None:
+        return _Field(tup.sport if key == "proto-src" else tup.dport, _port)
+    if key == "protocol":
+        return _Field(tup.l4proto, _proto_number)
+    raise _Unknown(what)
 
 
 def _int(v: Any) -> int:
@@ -480,6 +507,8 @@ def describe_left(left: Any) -> str:
             if key in left:
                 inner = left[key]
                 sub = inner.get("key") or inner.get("name") or "" if isinstance(inner, dict) else ""
+                if isinstance(inner, dict) and inner.get("dir"):  # ct original ip saddr
+                    sub = f"{inner['dir']} {sub}"
                 return f"{key} {sub}".strip()
         if "&" in left or "|" in left:
             return "a bitwise expression"
@@ -763,7 +792,8 @@ def drops_at_hook(rs: Ruleset, pkt: Packet, hook: str, families: tuple[str, ...]
     drops: list[Outcome] = []
     for chain in chains:
         ev.pkt = seen if ct_known(hook, chain) else dataclasses.replace(
-            seen, ct_state=None, ct_zone=None, ct_mark=None, ct_reply=None, ct_status=None)
+            seen, ct_state=None, ct_zone=None, ct_mark=None, ct_reply=None, ct_status=None,
+            ct_original=None)
         if not nat_known(hook, chain):
             ev.pkt = dataclasses.replace(ev.pkt, ct_status=None)
         nxt: list[tuple[Assumption, ...]] = []

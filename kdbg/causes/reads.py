@@ -14,6 +14,7 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from kdbg.causes.conntrack import InsertFailed
 from kdbg.causes.netnsref import NetnsCache, NetnsRef
 from kdbg.causes.nftgen import Generations
 from kdbg.causes.nftrules import Ruleset
@@ -72,6 +73,8 @@ class NetnsReads:
         self.rulesets: dict[int, tuple[int, Ruleset]] = {}
         # (netns, rule ident) -> the deciding rule's fingerprint
         self.fingerprints: dict[tuple[Any, ...], str] = {}
+        # namespaces' conntrack insert_failed over time (rules out conntrack's confirm)
+        self.insert_failed = InsertFailed()
 
     def read(self, what: str, ns: NetnsRef, make: Callable[[], Any]) -> Any:
         """``make()``, shared by every cause key of ``ns`` for ``ttl`` s; a KdbgError is

@@ -102,7 +102,7 @@ class Watch:
         self.spec_is_early = flt.c_dev(self.spec) == flt.c_packet(self.spec) == flt.NO_FILTER
         # Causes are computed per cause key; some read the drop's stack (NETFILTER_DROP's:
         # the hook), so the program takes the stacks of those reasons only.
-        self.causes = (CauseFinder(kallsyms=self.kallsyms, hooks=cfg.hooks)
+        self.causes = (CauseFinder(kallsyms=self.kallsyms, hooks=cfg.hooks, live=True)
                        if cfg.causes and not self.stats_only else None)
         cause_stacks = self._stack_reasons() if self.causes is not None else ()
         if cfg.journey and self.stats_only:

@@ -8,8 +8,8 @@ from kdbg.trace.layout import RawDropEvent
 from kdbg.trace.ringbuf import RING_BUSY, RING_DISCARD, RING_HDR
 
 __all__ = ["LAYOUT", "LAYOUTS", "LINK_ETHERNET", "LINK_NONE", "LINK_RAW", "RING_BUSY",
-           "RING_DISCARD", "RING_HDR", "RawDropRecord", "RawDropRecordV1", "record_size",
-           "snap_bytes"]
+           "RING_DISCARD", "RING_HDR", "RawDropRecord", "RawDropRecordV1", "RawDropRecordV2",
+           "record_size", "snap_bytes"]
 
 # Link types of the snapshot, as in drop_record.h
 LINK_NONE, LINK_ETHERNET, LINK_RAW = 0, 1, 2
@@ -29,11 +29,14 @@ class RawDropRecord(ct.Structure):
     ]
 
 
+_names = [f[0] for f in RawDropEvent._fields_]
+
+
 class RawDropEventV1(ct.Structure):
     """``struct kdbg_drop_event`` as recordings of layout 'kdbg_drop_record 1' hold it:
     the same fields up to ``comm``, before the mark and conntrack state were read."""
 
-    _fields_ = RawDropEvent._fields_[:-6]
+    _fields_ = RawDropEvent._fields_[:_names.index("comm") + 1]
 
 
 class RawDropRecordV1(ct.Structure):
@@ -42,9 +45,23 @@ class RawDropRecordV1(ct.Structure):
     _fields_ = [("ev", RawDropEventV1), *RawDropRecord._fields_[1:]]
 
 
-LAYOUT = "kdbg_drop_record 2"  # what the recorder writes
+class RawDropEventV2(ct.Structure):
+    """``struct kdbg_drop_event`` as recordings of layout 'kdbg_drop_record 2' hold it:
+    the same fields up to ``ct_status``, before the conntrack entry's original tuple."""
+
+    _fields_ = RawDropEvent._fields_[:_names.index("ct_status") + 1]
+
+
+class RawDropRecordV2(ct.Structure):
+    """``struct kdbg_drop_record`` of layout 'kdbg_drop_record 2'."""
+
+    _fields_ = [("ev", RawDropEventV2), *RawDropRecord._fields_[1:]]
+
+
+LAYOUT = "kdbg_drop_record 3"  # what the recorder writes
 # every layout kdbg reads: its record header (the snapshot follows)
 LAYOUTS: dict[str, type[ct.Structure]] = {"kdbg_drop_record 1": RawDropRecordV1,
+                                          "kdbg_drop_record 2": RawDropRecordV2,
                                           LAYOUT: RawDropRecord}
 
 

@@ -17,10 +17,11 @@ from kdbg.symbols.kallsyms import Kallsyms, Location
 from kdbg.symbols.reasons import ReasonTable
 from kdbg.trace.bpfverdict import BpfProg
 from kdbg.trace.cause import Cause
+from kdbg.trace.cttuple import CtTuple, from_raw
 from kdbg.trace.filters import PROTO_NAMES
 from kdbg.trace.headers import IPAddress, addresses
 from kdbg.trace.journey import Journey
-from kdbg.trace.layout import CT_ATTACHED, CT_NONE, CT_READ, CT_STATUS, RawDropEvent
+from kdbg.trace.layout import CT_ATTACHED, CT_NONE, CT_READ, CT_STATUS, CT_TUPLE, RawDropEvent
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ def ct_fields(raw: Any) -> dict[str, Any]:
     without conntrack, conntrack as a module for the zone and mark, a record of layout
     'kdbg_drop_record 1')."""
     out: dict[str, Any] = dict.fromkeys(("ct_state", "ct_reply", "ct_zone", "ct_mark",
-                                         "ct_status"))
+                                         "ct_status", "ct_original"))
     ctinfo, flags = getattr(raw, "ctinfo", CT_NONE), getattr(raw, "ct", 0)
     if ctinfo == CT_NONE:
         return out
@@ -65,6 +66,8 @@ def ct_fields(raw: Any) -> dict[str, Any]:
         out["ct_zone"], out["ct_mark"] = raw.ct_zone, raw.ct_mark
     if flags & CT_STATUS:  # (a record made before kdbg read it has the bit clear)
         out["ct_status"] = raw.ct_status
+    if flags & CT_TUPLE:  # (set only in records of layout 'kdbg_drop_record 3')
+        out["ct_original"] = from_raw(raw)
     return out
 
 
@@ -110,6 +113,7 @@ class DropEvent:
     ct_zone: int | None = None  # the conntrack entry's zone id and mark
     ct_mark: int | None = None
     ct_status: int | None = None  # the entry's status bits (enum ip_conntrack_status)
+    ct_original: CtTuple | None = None  # the entry's original-direction tuple
     journey: Journey | None = None  # its hops before the drop (kdbg watch --journey)
     prog: BpfProg | None = None  # the BPF program whose verdict dropped it (watch --bpf)
 
@@ -163,6 +167,8 @@ class DropEvent:
             rec["ct_mark"] = self.ct_mark
         if self.ct_status is not None:
             rec["ct_status"] = self.ct_status
+        if self.ct_original is not None:
+            rec["ct_original"] = self.ct_original.to_json()
         if self.cause is not None:
             rec["cause"] = self.cause.to_json()
         if self.prog is not None:
@@ -204,6 +210,8 @@ class DropEvent:
             mark=rec.get("mark"), ct_state=rec.get("ct_state"), ct_reply=rec.get("ct_reply"),
             ct_zone=rec.get("ct_zone"), ct_mark=rec.get("ct_mark"),
             ct_status=rec.get("ct_status"),
+            ct_original=(CtTuple.from_json(rec["ct_original"]) if rec.get("ct_original")
+                         else None),
             journey=Journey.from_json(rec),
             prog=BpfProg.from_json(rec["prog"]) if rec.get("prog") is not None else None,
         )

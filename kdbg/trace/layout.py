@@ -54,11 +54,18 @@ class RawDropEvent(ct.Structure):
         ("ct_zone", ct.c_uint16),
         ("ct_mark", ct.c_uint32),
         ("ct_status", ct.c_uint32),
+        ("ct_orig_saddr", ct.c_uint8 * 16),
+        ("ct_orig_sport", ct.c_uint16),
+        ("ct_orig_l3num", ct.c_uint16),
+        ("ct_orig_daddr", ct.c_uint8 * 16),
+        ("ct_orig_dport", ct.c_uint16),
+        ("ct_orig_l4proto", ct.c_uint8),
+        ("ct_orig_dir", ct.c_uint8),
     ]
 
 
 CT_NONE = 0xFF  # ctinfo when the kernel's sk_buff has no conntrack field
-CT_ATTACHED, CT_READ, CT_STATUS = 1, 2, 4  # bits of ``ct``
+CT_ATTACHED, CT_READ, CT_STATUS, CT_TUPLE = 1, 2, 4, 8  # bits of ``ct``
 
 
 class RawStatsKey(ct.Structure):

@@ -36,6 +36,11 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "CT_ZONE_ID": ("nf_conn.zone.id",),
     "CT_MARK": ("nf_conn.mark",),
     "CT_STATUS": ("nf_conn.status",),
+    "CT_TUPLEHASH": ("nf_conn.tuplehash",),
+    "CT_HASH_TUPLE": ("nf_conntrack_tuple_hash.tuple",),
+    "CT_TUPLE_DST": ("nf_conntrack_tuple.dst",),
+    "CT_TUPLE_PROTONUM": ("nf_conntrack_tuple.dst.protonum",),
+    "CT_TUPLE_DIR": ("nf_conntrack_tuple.dst.dir",),
     "DEV_IFINDEX": ("net_device.ifindex",),
     "DEV_NAME": ("net_device.name",),
     # possible_net_t is empty without CONFIG_NET_NS
@@ -43,7 +48,9 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "SK_NET": ("sock.__sk_common.skc_net.net",),
     "NET_INUM": ("net.ns.inum",),
 }
-OPTIONAL = frozenset({"DEV_NET", "SK_NET", "SKB_NFCT", "CT_ZONE_ID", "CT_MARK", "CT_STATUS"})
+OPTIONAL = frozenset({"DEV_NET", "SK_NET", "SKB_NFCT", "CT_ZONE_ID", "CT_MARK", "CT_STATUS",
+                      "CT_TUPLEHASH", "CT_HASH_TUPLE", "CT_TUPLE_DST", "CT_TUPLE_PROTONUM",
+                      "CT_TUPLE_DIR"})
 
 # What the path tracer reads besides: L3 from skb->data on receive.
 EXTRA_FIELDS: dict[str, tuple[str, ...]] = {"SKB_DATA": ("sk_buff.data",)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from kdbg.dirs import BPF_DIR
@@ -10,6 +11,9 @@ from kdbg.trace import offsets
 from kdbg.trace.render import render
 
 TEMPLATE = BPF_DIR / "kfree_skb.bpf.c"
+# Set to 1, the drop program reads neither the mark nor the conntrack state: only
+# bench/drop_storm.py sets it, to measure what they cost.
+NO_CT_READS_ENV = "KDBG_BENCH_NO_CT_READS"
 FUNC_NAME = "kdbg_on_kfree_skb"
 TRACEPOINT_NAME = "kfree_skb"
 # The tracepoint's arguments the program reads, each known by its C type in the kernel's
@@ -102,5 +106,7 @@ def build(args: dict[str, int], offs: dict[str, int], spec: flt.FilterSpec,
         "FILTER_PKT": flt.c_packet(spec),
         "OUTPUT": OUTPUT if opts.output is None else opts.output,
         "JOURNEY": opts.journey,
+        # bench/drop_storm.py's switch: the program without the mark and conntrack reads
+        "CT_READS": int(os.environ.get(NO_CT_READS_ENV, "") != "1"),
     }
     return render(TEMPLATE.read_text(), values)

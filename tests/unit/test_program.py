@@ -19,6 +19,8 @@ OFFSETS_6_18 = {  # as read from this project's 6.18 development kernel's BTF
     "SKB_TRANSPORT_HDR": 178, "SKB_LEN": 112, "DEV_IFINDEX": 224, "DEV_NAME": 280,
     "DEV_NET": 264, "SK_NET": 48, "NET_INUM": 176, "SKB_PROTOCOL": 176,
     "SKB_MARK": 164, "SKB_NFCT": 104, "CT_ZONE_ID": 12, "CT_MARK": 168, "CT_STATUS": 128,
+    "CT_TUPLEHASH": 16, "CT_HASH_TUPLE": 16, "CT_TUPLE_DST": 20, "CT_TUPLE_PROTONUM": 38,
+    "CT_TUPLE_DIR": 39,
 }
 # btf_trace_kfree_skb's arguments after void *__data, as 6.1's and 6.18's BTF give them
 PROTO_6_1 = ["struct sk_buff *", "void *", "enum skb_drop_reason"]

@@ -30,6 +30,17 @@
 #define CT_ZONE_ID       12
 #define CT_MARK          168
 #define CT_STATUS        128	/* nf_conn.status, on the same terms */
+/* the original tuple: nf_conn.tuplehash, nf_conntrack_tuple_hash.tuple, and where
+ * struct nf_conntrack_tuple keeps dst, dst.protonum and dst.dir (read only when it is
+ * laid out as drop_event.h's copy of it: 20, 38, 39) */
+#define CT_TUPLEHASH     16
+#define CT_HASH_TUPLE    16
+#define CT_TUPLE_DST     20
+#define CT_TUPLE_PROTONUM 38
+#define CT_TUPLE_DIR     39
+/* 0: neither the mark nor the conntrack state is read (bench/drop_storm.py measures
+ * their cost against it; kdbg itself always reads them) */
+#define CT_READS         1
 #define DEV_IFINDEX      224
 #define DEV_NAME         280
 #define DEV_NET          264	/* -1: no network namespaces */
@@ -440,8 +451,10 @@ int kdbg_on_kfree_skb(__u64 *ctx)
 #endif
 	/* The packet's mark and conntrack state, for the rule that dropped it: two loads,
 	 * only for drops that are sent (never under --stats). */
+#if CT_READS
 	e.mark = FIELD(__u32, skb, SKB_MARK);
-#if SKB_NFCT >= 0
+#endif
+#if SKB_NFCT >= 0 && CT_READS
 	{
 		__u64 nfct = FIELD(__u64, skb, SKB_NFCT);
 		__u64 entry = nfct & ~7ULL;
@@ -463,6 +476,12 @@ int kdbg_on_kfree_skb(__u64 *ctx)
 			if (!bpf_probe_read_kernel(&e.ct_status, sizeof(e.ct_status),
 						   (void *)(entry + CT_STATUS)))
 				e.ct |= KDBG_CT_STATUS;
+#endif
+#if CT_TUPLEHASH >= 0 && CT_HASH_TUPLE >= 0 && CT_TUPLE_DST == 20 && \
+	CT_TUPLE_PROTONUM == 38 && CT_TUPLE_DIR == 39
+			if (!bpf_probe_read_kernel(e.ct_orig_saddr, 40,
+						   (void *)(entry + CT_TUPLEHASH + CT_HASH_TUPLE)))
+				e.ct |= KDBG_CT_TUPLE;
 #endif
 		}
 	}
