@@ -72,7 +72,8 @@ def verdict_lines(prog: ProgFacts, verdict: int) -> tuple[VerdictLine, ...]:
     table = prog.lines
     if table is None:
         return ()
-    return tuple(VerdictLine(s.file, s.line, s.text) for s in table.returning(verdict))
+    return tuple(VerdictLine(s.file, s.line, s.text, prog.jited_at_insn(s.insn))
+                 for s in table.returning(verdict))
 
 
 def decode(raw: layout.RawDropEvent, prog: ProgFacts | None, wall_offset_ns: int) -> DropEvent:
@@ -81,7 +82,8 @@ def decode(raw: layout.RawDropEvent, prog: ProgFacts | None, wall_offset_ns: int
     saddr, daddr = addresses(raw.family, raw.saddr, raw.daddr)
     lines = verdict_lines(prog, raw.reason) if prog is not None else ()
     bprog = None if prog is None else BpfProg(
-        prog.id, prog.name, prog.tag, prog.kind, prog.kind, lines, prog.lines is not None)
+        prog.id, prog.name, prog.tag, prog.kind, prog.kind, lines, prog.lines is not None,
+        prog.jited_funcs)
     names = bpfverdict.VERDICTS.get(prog.kind, {}) if prog is not None else {}
     first = lines[0] if len(lines) == 1 else None
     proto = PROTO_NAMES.get(raw.l4proto, str(raw.l4proto)) if raw.family else None

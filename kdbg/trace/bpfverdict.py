@@ -36,9 +36,18 @@ class VerdictLine:
     file: str
     line: int
     text: str
+    address: int | None = None  # where the line's code starts in the JITed image
 
     def to_json(self) -> dict[str, Any]:
-        return {"file": self.file, "line": self.line, "text": self.text}
+        rec: dict[str, Any] = {"file": self.file, "line": self.line, "text": self.text}
+        if self.address is not None:
+            rec["address"] = f"0x{self.address:x}"
+        return rec
+
+    @classmethod
+    def from_json(cls, rec: dict[str, Any]) -> VerdictLine:
+        addr = rec.get("address")
+        return cls(rec["file"], rec["line"], rec["text"], int(addr, 16) if addr else None)
 
 
 @dataclass(frozen=True)
@@ -55,18 +64,42 @@ class BpfProg:
     attach: str  # where it runs, on the record's interface: "xdp", or "tc" (ingress or egress)
     lines: tuple[VerdictLine, ...] = ()
     line_info: bool = False  # the program was loaded with BTF line info
+    jited: tuple[tuple[int, int], ...] = ()  # its JITed functions: (address, length)
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "name": self.name, "tag": self.tag, "type": self.kind,
                 "attach": self.attach, "line_info": self.line_info,
-                "verdict_lines": [ln.to_json() for ln in self.lines]}
+                "verdict_lines": [ln.to_json() for ln in self.lines],
+                "jited": [{"address": f"0x{a:x}", "size": n} for a, n in self.jited]}
 
     @classmethod
     def from_json(cls, rec: dict[str, Any]) -> BpfProg:
         return cls(rec["id"], rec["name"], rec["tag"], rec["type"], rec["attach"],
-                   tuple(VerdictLine(ln["file"], ln["line"], ln["text"])
-                         for ln in rec.get("verdict_lines", ())),
-                   bool(rec.get("line_info")))
+                   tuple(VerdictLine.from_json(ln) for ln in rec.get("verdict_lines", ())),
+                   bool(rec.get("line_info")),
+                   tuple((int(f["address"], 16), int(f["size"])) for f in rec.get("jited", ())))
+
+    @property
+    def ksym(self) -> str:
+        """The name the kernel gives its JITed code in kallsyms."""
+        return f"bpf_prog_{self.tag}_{self.name}"
+
+    def break_site(self) -> tuple[int, str] | None:
+        """Where ``--break`` stops for this verdict, and what is there: the JITed start
+        of the one line that returns it; the program's JITed entry when there are
+        several candidate lines (fexit cannot tell which returned) or none; None when
+        the record has no JITed addresses."""
+        first = self.lines[0].address if len(self.lines) == 1 else None
+        if first:
+            ln = self.lines[0]
+            return first, f"{ln.file}:{ln.line} {ln.text}"
+        if not self.jited or not self.jited[0][0]:
+            return None
+        if len(self.lines) > 1:
+            why = f"{len(self.lines)} candidate verdict lines: fexit cannot tell which returned"
+        else:
+            why = "its verdict line has no JITed address" if self.lines else "no verdict line"
+        return self.jited[0][0], f"the program's entry ({why})"
 
 
 def _wanted(verdicts: dict[int, str]) -> str:

@@ -1,0 +1,113 @@
+"""``kdbg watch --bpf --break`` without a kernel: where it breaks in a program's JITed
+image, the symbols gdb is given for it (a real gdb reads the synthetic file), the
+guard's view of JITed code per transport, and the command line."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from kdbg.cli import main
+from kdbg.drops.bpfwatch import decode
+from kdbg.guard.policy import check
+from kdbg.symbols import bpfjit
+from kdbg.symbols.evidence import TargetSymbols
+from kdbg.symbols.kallsyms import Kallsyms
+from kdbg.trace.bpfprogs import ProgFacts
+from kdbg.trace.bpfverdict import BpfProg, VerdictLine
+from kdbg.trace.event import DropEvent
+from tests.conftest import need
+from tests.unit.test_bpflines import DROP_IF, RECORD, raw_drop
+
+MAIN = 0xFFFFFFFFC0201000
+SUB = 0xFFFFFFFFC0203000
+KALLSYMS = ("ffffffff81000000 T _stext\nffffffff81000100 T tcp_v4_rcv\n"
+            "ffffffff82000000 T _etext\nffffffffc0201000 t bpf_prog_ab12_kdbg_test_xdp [bpf]\n")
+
+
+def jited_prog() -> ProgFacts:
+    """The recorded program, as if JITed at MAIN: each line-info record 8 bytes on."""
+    prog = ProgFacts.from_record(json.loads(RECORD.read_text()))
+    prog.jited_funcs = ((MAIN, 0x100),)
+    prog.jited_lines = tuple(MAIN + 8 * i for i in range(len(prog.line_info) // 16))
+    return prog
+
+
+def test_the_verdict_line_carries_its_jited_address_and_is_where_break_stops() -> None:
+    prog = jited_prog()
+    ev = decode(raw_drop(prog), prog, 0)
+    assert ev.prog is not None
+    (line,) = ev.prog.lines
+    table = prog.lines
+    assert table is not None
+    index = [r.insn for r in table.lines].index(table.returning(1)[0].insn)
+    assert line.text == DROP_IF and line.address == MAIN + 8 * index
+    assert ev.prog.break_site() == (line.address, f"/virtual/main.c:{line.line} {DROP_IF}")
+    rec = json.loads(json.dumps(ev.to_json()))
+    assert rec["prog"]["jited"] == [{"address": f"0x{MAIN:x}", "size": 0x100}]
+    assert rec["prog"]["verdict_lines"][0]["address"] == f"0x{line.address:x}"
+    assert DropEvent.from_json(rec) == ev
+
+
+def test_several_candidate_lines_or_none_break_at_the_programs_entry() -> None:
+    lines = (VerdictLine("a.c", 3, "return 1;", MAIN + 8), VerdictLine("a.c", 9, "x", MAIN + 16))
+    prog = BpfProg(5, "p", "ab12", "xdp", "xdp", lines, True, ((MAIN, 0x40),))
+    assert prog.break_site() == (MAIN, "the program's entry (2 candidate verdict lines: "
+                                       "fexit cannot tell which returned)")
+    bare = BpfProg(5, "p", "ab12", "xdp", "xdp", (), False, ((MAIN, 0x40),))
+    assert bare.break_site() == (MAIN, "the program's entry (no verdict line)")
+    assert BpfProg(5, "p", "ab12", "xdp", "xdp").break_site() is None
+
+
+def test_gdb_reads_the_synthetic_symbol_file(tmp_path: Path) -> None:
+    need(shutil.which("gdb") is not None, "gdb: run scripts/setup.sh")
+    images = bpfjit.images(5, "xdp", "bpf_prog_ab12_kdbg_test_xdp",
+                           ((MAIN, 0x100), (SUB, 0x20)))
+    path = tmp_path / "jit.elf"
+    path.write_bytes(bpfjit.symbol_file(images))
+    out = subprocess.run(
+        ["gdb", "--nx", "--batch", "-ex", f"add-symbol-file {path}",
+         "-ex", f"info symbol 0x{MAIN + 0x2c:x}", "-ex", f"info symbol 0x{SUB + 4:x}",
+         "-ex", f"remove-symbol-file {path}", "-ex", f"info symbol 0x{MAIN:x}"],
+        capture_output=True, text=True, timeout=60, check=False).stdout
+    assert "bpf_prog_ab12_kdbg_test_xdp + 44 in section" in out
+    assert "bpf_prog_ab12_kdbg_test_xdp_f1 + 4 in section" in out
+    assert out.rstrip().endswith(f"No symbol matches 0x{MAIN:x}.")
+
+
+def test_jited_code_is_named_and_judged_as_networking_per_transport() -> None:
+    ks = Kallsyms.parse(KALLSYMS, "")
+    assert ks.lookup(MAIN + 0x10).symbol is None  # [bpf] is no module span
+    ks.add_jited(bpfjit.images(5, "xdp", "bpf_prog_ab12_kdbg_test_xdp", ((MAIN, 0x100),)))
+    loc = ks.lookup(MAIN + 0x10)
+    assert str(loc) == "bpf_prog_ab12_kdbg_test_xdp+0x10 [bpf]"
+    assert ks.lookup(MAIN + 0x100).symbol is None
+    symbols = TargetSymbols(ks)
+    verdicts = {t: check(MAIN + 0x10, transport=t, symbols=symbols)
+                for t in ("gdbstub", "kgdboc", "kgdboe")}
+    assert {t: d.verdict for t, d in verdicts.items()} == {
+        "gdbstub": "allow", "kgdboc": "allow", "kgdboe": "refuse"}
+    oe = verdicts["kgdboe"]
+    assert oe.rule == "kgdboe-networking"
+    assert oe.evidence.fact.startswith(
+        "[bpf] bpf_prog_ab12_kdbg_test_xdp: the JITed code of xdp program 5")
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--bpf", "--lab", "x"], "--lab does nothing without --break"),
+    (["--bpf", "--break", "--stack"], "--stack does nothing with --bpf (BPF verdicts come "
+                                      "from fexit on the programs, not skb:kfree_skb)"),
+    (["--bpf", "--break", "--interactive"], "--interactive does nothing with --bpf (BPF "
+                                            "verdicts come from fexit on the programs, "
+                                            "not skb:kfree_skb)"),
+])
+def test_watch_bpf_break_bad_input_is_one_line(args: list[str], message: str) -> None:
+    result = CliRunner().invoke(main, ["watch", *args])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip() == f"kdbg: error: {message}"
+
