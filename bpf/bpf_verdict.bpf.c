@@ -9,6 +9,12 @@
  * packet read from its data (for tc, the skb's linear part: at ingress cls_bpf has
  * pushed the MAC header back before the program runs, so data is the frame there too).
  *
+ * kdbg_on_xdp_exception, on the xdp:xdp_exception tracepoint (tp_btf), reports the
+ * XDP_ABORTED of a program kdbg could not fexit (no BTF, say): its programs' entries
+ * are in the map traced, filled from user space, and skipped there, since fexit's
+ * record of the same packet comes with the packet. Such a record has no packet
+ * (skbaddr 0, len 0), location the program's JITed entry, and chain KDBG_VIA_EXCEPTION.
+ *
  * A template: kdbg/trace/bpfverdict.py fills every double-braced name; struct offsets
  * come from the running kernel's BTF.
  */
@@ -29,9 +35,15 @@
 #define SKB_DEV          {{SKB_DEV}}
 #define XDP_WANTED(v)    ({{XDP_WANTED}})
 #define TC_WANTED(v)     ({{TC_WANTED}})
+#define PROG_BPF_FUNC    {{PROG_BPF_FUNC}}
+#define KDBG_VIA_EXCEPTION 1
+/* 1: matching verdicts are counted per (program, verdict) in stats, not sent (--stats) */
+#define KDBG_STATS       {{STATS}}
 
 BPF_RINGBUF_OUTPUT(events, {{RINGBUF_PAGES}});
 BPF_PERCPU_ARRAY(counters, __u64, KDBG_NR_CTRS);
+BPF_PERCPU_HASH(stats, struct kdbg_stats_key, __u64, 4096);
+BPF_HASH(traced, __u64, __u8, 4096);	/* JITed entries of the programs fexit traces */
 
 static __always_inline void count(int slot)
 {
@@ -41,7 +53,7 @@ static __always_inline void count(int slot)
 }
 
 static __always_inline int report(void *ctx, __u64 obj, __u64 verdict, __u64 dev,
-				  __u64 data, __u64 data_end)
+				  __u64 data, __u64 data_end, __u64 prog)
 {
 	__u64 net, raw = 0;
 	__u32 netns = 0, s[4] = {}, d[4] = {};
@@ -94,6 +106,16 @@ static __always_inline int report(void *ctx, __u64 obj, __u64 verdict, __u64 dev
 	}
 	{{PACKET_FILTER}}
 	count(KDBG_CTR_MATCHED);
+	if (KDBG_STATS) {
+		struct kdbg_stats_key key = {.location = prog, .reason = verdict};
+		__u64 zero = 0, *v = stats.lookup_or_try_init(&key, &zero);
+
+		if (v)
+			(*v)++;
+		else
+			count(KDBG_CTR_LOST);
+		return 0;
+	}
 	e = events.ringbuf_reserve(sizeof(struct kdbg_drop_event));
 	if (!e) {
 		count(KDBG_CTR_LOST);
@@ -102,7 +124,8 @@ static __always_inline int report(void *ctx, __u64 obj, __u64 verdict, __u64 dev
 	__builtin_memset(e, 0, sizeof(*e));
 	e->time_ns = bpf_ktime_get_ns();
 	e->skbaddr = obj;
-	e->location = bpf_get_func_ip(ctx);
+	e->location = prog;
+	e->chain = obj ? 0 : KDBG_VIA_EXCEPTION;
 	e->tgid = bpf_get_current_pid_tgid() >> 32;
 	e->tid = (__u32)bpf_get_current_pid_tgid();
 	e->cpu = bpf_get_smp_processor_id();
@@ -133,7 +156,18 @@ int kdbg_on_xdp_exit(unsigned long long *ctx)
 	if (!(XDP_WANTED(verdict)))
 		return 0;
 	return report(ctx, xdp, verdict, read_ptr(read_ptr(xdp, XDP_RXQ), RXQ_DEV),
-		      read_ptr(xdp, XDP_DATA), read_ptr(xdp, XDP_DATA_END));
+		      read_ptr(xdp, XDP_DATA), read_ptr(xdp, XDP_DATA_END), bpf_get_func_ip(ctx));
+}
+
+/* xdp:xdp_exception(const struct net_device *dev, const struct bpf_prog *xdp, u32 act) */
+int kdbg_on_xdp_exception(unsigned long long *ctx)
+{
+	__u64 dev = ctx[0], entry = read_ptr(ctx[1], PROG_BPF_FUNC);
+	__u32 act = ctx[2];
+
+	if (act != 0 || !(XDP_WANTED(act)) || traced.lookup(&entry))
+		return 0;	/* not XDP_ABORTED, or fexit reports it with its packet */
+	return report(ctx, 0, act, dev, 0, 0, entry);
 }
 
 int kdbg_on_tc_exit(unsigned long long *ctx)
@@ -147,5 +181,5 @@ int kdbg_on_tc_exit(unsigned long long *ctx)
 	bpf_probe_read_kernel(&data_len, sizeof(data_len), (void *)(skb + SKB_DATA_LEN));
 	data = read_ptr(skb, SKB_DATA);
 	return report(ctx, skb, verdict, read_ptr(skb, SKB_DEV), data,
-		      data + (len > data_len ? len - data_len : 0));
+		      data + (len > data_len ? len - data_len : 0), bpf_get_func_ip(ctx));
 }

@@ -12,7 +12,7 @@ from kdbg.trace.filters import FILTER_FIELDS
 
 # With --bpf only these options of kdbg watch mean anything.
 BPF_OPTIONS = frozenset({"bpf", "progs", "as_json", "print_bpf", "count", "duration",
-                         *FILTER_FIELDS}) - {"reasons", "locations"}
+                         "stats", "interval", *FILTER_FIELDS}) - {"reasons", "locations"}
 # and these with --break (the tracer in the target, gdb here)
 BREAK_OPTIONS = frozenset({"do_break", "lab", "events_cmd", "gdb_endpoint", "vmlinux",
                            "kallsyms_path", "no_source", "transport", "force", "hw_break",
@@ -29,7 +29,9 @@ def watch_bpf(ctx: click.Context, as_json: bool, print_bpf: bool) -> None:
     if not params.get("do_break"):
         require(ctx, {name: ("do_break",) for name in sorted(BREAK_OPTIONS - {"do_break"})})
     cfg = drops.BpfWatchConfig(filters=filters_from(params), progs=tuple(params["progs"]),
-                               count=params.get("count"), duration=params.get("duration"))
+                               count=params.get("count"), duration=params.get("duration"),
+                               stats=bool(params.get("stats")),
+                               interval=params.get("interval"))
     if params.get("do_break"):
         from kdbg.cli.breakwatch import break_bpf  # the debugger and the lab: see watch.py
 

@@ -14,6 +14,9 @@ from kdbg.trace.render import render
 TEMPLATE = BPF_DIR / "bpf_verdict.bpf.c"
 # The fexit function for each kind of traced program.
 FUNCS = {"xdp": "kdbg_on_xdp_exit", "tc": "kdbg_on_tc_exit"}
+# xdp:xdp_exception's program: the XDP_ABORTED of programs fexit does not trace
+EXCEPTION = ("btf:xdp_exception", "kdbg_on_xdp_exception")
+VIA_EXCEPTION = 1  # a record's chain field: it came from xdp:xdp_exception
 # The verdicts that drop the packet: enum xdp_action's, and TC_ACT_SHOT (a tc program's
 # TC_ACT_STOLEN and TC_ACT_TRAP consume the packet on purpose; not reported).
 VERDICTS = {"xdp": {0: "XDP_ABORTED", 1: "XDP_DROP"}, "tc": {2: "TC_ACT_SHOT"}}
@@ -24,6 +27,7 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "RXQ_DEV": ("xdp_rxq_info.dev",),
     "SKB_DATA": ("sk_buff.data",),
     "SKB_DATA_LEN": ("sk_buff.data_len",),
+    "PROG_BPF_FUNC": ("bpf_prog.bpf_func",),
     **{k: offsets.FIELDS[k] for k in ("SKB_LEN", "SKB_DEV", "DEV_IFINDEX", "DEV_NAME",
                                       "DEV_NET", "NET_INUM")},
 }
@@ -65,19 +69,22 @@ class BpfProg:
     lines: tuple[VerdictLine, ...] = ()
     line_info: bool = False  # the program was loaded with BTF line info
     jited: tuple[tuple[int, int], ...] = ()  # its JITed functions: (address, length)
+    via: str = "fexit"  # or "xdp:xdp_exception": a program fexit could not trace
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "name": self.name, "tag": self.tag, "type": self.kind,
                 "attach": self.attach, "line_info": self.line_info,
                 "verdict_lines": [ln.to_json() for ln in self.lines],
-                "jited": [{"address": f"0x{a:x}", "size": n} for a, n in self.jited]}
+                "jited": [{"address": f"0x{a:x}", "size": n} for a, n in self.jited],
+                "via": self.via}
 
     @classmethod
     def from_json(cls, rec: dict[str, Any]) -> BpfProg:
         return cls(rec["id"], rec["name"], rec["tag"], rec["type"], rec["attach"],
                    tuple(VerdictLine.from_json(ln) for ln in rec.get("verdict_lines", ())),
                    bool(rec.get("line_info")),
-                   tuple((int(f["address"], 16), int(f["size"])) for f in rec.get("jited", ())))
+                   tuple((int(f["address"], 16), int(f["size"])) for f in rec.get("jited", ())),
+                   rec.get("via", "fexit"))
 
     @property
     def ksym(self) -> str:
@@ -106,11 +113,13 @@ def _wanted(verdicts: dict[int, str]) -> str:
     return " || ".join(f"v == {v}" for v in verdicts) or "0"
 
 
-def build(fields: dict[str, int], spec: flt.FilterSpec, ringbuf_pages: int = 64) -> str:
-    """C text of the fexit programs, every placeholder filled."""
+def build(fields: dict[str, int], spec: flt.FilterSpec, ringbuf_pages: int = 64,
+          stats: bool = False) -> str:
+    """C text of the fexit programs, every placeholder filled; with ``stats`` they count
+    matching verdicts per (program, verdict) instead of sending each."""
     return render(TEMPLATE.read_text(), {
         **fields, "XDP_WANTED": _wanted(VERDICTS["xdp"]), "TC_WANTED": _wanted(VERDICTS["tc"]),
-        "RINGBUF_PAGES": ringbuf_pages,
+        "RINGBUF_PAGES": ringbuf_pages, "STATS": int(stats),
         "DEV_FILTER": flt.c_dev(spec), "PACKET_FILTER": flt.c_packet(spec),
     })
 

@@ -111,3 +111,37 @@ def test_watch_bpf_break_bad_input_is_one_line(args: list[str], message: str) ->
     assert result.exit_code == 2, result.output
     assert result.output.strip() == f"kdbg: error: {message}"
 
+
+
+def test_an_aborted_seen_by_xdp_exception_names_the_program_and_claims_no_line() -> None:
+    prog = jited_prog()
+    raw = raw_drop(prog)
+    raw.reason, raw.chain, raw.skbaddr, raw.len, raw.family = 0, 1, 0, 0, 0
+    ev = decode(raw, prog, 0)
+    assert ev.prog is not None
+    assert (ev.reason, ev.prog.via, ev.prog.lines, ev.line) == (
+        "XDP_ABORTED", "xdp:xdp_exception", (), None)
+    assert DropEvent.from_json(json.loads(json.dumps(ev.to_json()))) == ev
+
+
+def test_stats_rows_name_each_program_and_verdict() -> None:
+    from kdbg.drops.bpfwatch import VERDICT_NAMES
+
+    assert VERDICT_NAMES == {0: "XDP_ABORTED", 1: "XDP_DROP", 2: "TC_ACT_SHOT"}
+    result = CliRunner().invoke(main, ["watch", "--bpf", "--stats", "--count", "3"])
+    assert result.exit_code == 2
+    assert result.output.strip() == ("kdbg: error: --count counts the drops shown, and "
+                                     "--stats shows none (use --duration)")
+
+
+def test_the_program_text_counts_in_the_kernel_only_under_stats() -> None:
+    from kdbg.symbols.reasons import ReasonTable
+    from kdbg.trace import bpfverdict
+    from kdbg.trace.filters import PacketFilters
+
+    fields = {k: 8 * i for i, k in enumerate(bpfverdict.FIELDS)}
+    spec = PacketFilters().resolve(ReasonTable({}, "test"))
+    assert "#define KDBG_STATS       0" in bpfverdict.build(fields, spec)
+    text = bpfverdict.build(fields, spec, stats=True)
+    assert "#define KDBG_STATS       1" in text
+    assert "int kdbg_on_xdp_exception(" in text and "traced.lookup(&entry)" in text
