@@ -54,7 +54,9 @@ class BpfBreakWatch(BreakWatch):
                                hint="the kernel hides JITed addresses from the tracer "
                                     "(kptr_restrict), or the program is not JITed")
         if prog.id not in self.symbols_of:
-            self.session.add_jited(bpfjit.images(prog.id, prog.kind, prog.ksym, prog.jited))
+            self.session.add_jited(
+                bpfjit.images(prog.id, prog.kind, prog.ksym, prog.jited),
+                [bpfjit.JitedLine(a, f, n) for a, f, n in prog.jited_lines])
             self.symbols_of.add(prog.id)
         address, what = where
         bp = self.session.run.break_at(address, hw=self.cfg.hw_break, force=self.cfg.force)

@@ -120,15 +120,17 @@ class Inspection:
             loaded.append(module.name)
         return loaded
 
-    def load_jited(self, images: Sequence[bpfjit.JitedImage], timeout: float = 30.0) -> Path:
-        """Give gdb the JITed BPF functions ``images`` as symbols: a synthetic symbol file
-        (:func:`kdbg.symbols.bpfjit.symbol_file`) in the temporary directory, loaded with
-        ``add-symbol-file`` and deleted when the session closes."""
+    def load_jited(self, images: Sequence[bpfjit.JitedImage],
+                   lines: Sequence[bpfjit.JitedLine] = (), timeout: float = 30.0) -> Path:
+        """Give gdb the JITed BPF functions ``images`` as symbols, with the source lines
+        ``lines``: a synthetic symbol file (:func:`kdbg.symbols.bpfjit.symbol_file`) in
+        the temporary directory, loaded with ``add-symbol-file`` and deleted when the
+        session closes."""
         fd, name = tempfile.mkstemp(prefix="kdbg-bpf-", suffix=".elf")
         path = Path(name)
         self.state.symbol_files.append(path)
         with os.fdopen(fd, "wb") as out:
-            out.write(bpfjit.symbol_file(tuple(images)))
+            out.write(bpfjit.symbol_file(tuple(images), tuple(lines)))
         self.gdb.console(f"add-symbol-file {path}", timeout)
         self._sym_cache.clear()
         return path

@@ -99,12 +99,13 @@ def decode(raw: layout.RawDropEvent, prog: ProgFacts | None, wall_offset_ns: int
     family = {4: "ipv4", 6: "ipv6"}.get(raw.family)
     saddr, daddr = addresses(raw.family, raw.saddr, raw.daddr)
     lines = verdict_lines(prog, raw.reason) if prog is not None else ()
-    via = "xdp:xdp_exception" if raw.chain == bpfverdict.VIA_EXCEPTION else "fexit"
+    via = "xdp:xdp_exception" if raw.chain & bpfverdict.VIA_EXCEPTION else "fexit"
     if via != "fexit":
         lines = ()  # the program was not traced: no line is claimed
     bprog = None if prog is None else BpfProg(
-        prog.id, prog.name, prog.tag, prog.kind, prog.kind, lines, prog.lines is not None,
-        prog.jited_funcs, via)
+        prog.id, prog.name, prog.tag, prog.kind, bpfverdict.attach_of(prog.kind, raw.chain),
+        lines, prog.lines is not None,
+        prog.jited_funcs, via, prog.jited_line_table())
     names = bpfverdict.VERDICTS.get(prog.kind, {}) if prog is not None else {}
     first = lines[0] if len(lines) == 1 else None
     proto = PROTO_NAMES.get(raw.l4proto, str(raw.l4proto)) if raw.family else None

@@ -82,6 +82,16 @@ class ProgFacts:
                    jited_funcs=tuple((int(a), int(n)) for a, n in rec.get("jited_funcs", ())),
                    jited_lines=tuple(int(a) for a in rec.get("jited_lines", ())))
 
+    def jited_line_table(self) -> tuple[tuple[int, str, int], ...]:
+        """Each source line's JITed start: (address, file, line), from the line-info
+        records (kept in instruction order by the kernel) and ``jited_lines``."""
+        table = self.lines
+        if table is None or len(self.jited_lines) != len(table.lines):
+            return ()
+        return tuple((addr, ln.file, ln.line)
+                     for ln, addr in zip(table.lines, self.jited_lines, strict=True)
+                     if addr and ln.line)
+
     def jited_at_insn(self, insn: int) -> int | None:
         """The JITed address of the line-info record that starts at instruction ``insn``
         (None: no such record, or the kernel hid the addresses)."""

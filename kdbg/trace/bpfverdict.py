@@ -3,10 +3,13 @@ and the ``prog`` a drop record carries (``kdbg watch --bpf``, docs/bpf.md)."""
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
 from kdbg.dirs import BPF_DIR
+from kdbg.errors import BtfError
+from kdbg.symbols.btf import KIND_STRUCT, Btf
 from kdbg.trace import filters as flt
 from kdbg.trace import offsets
 from kdbg.trace.render import render
@@ -16,7 +19,14 @@ TEMPLATE = BPF_DIR / "bpf_verdict.bpf.c"
 FUNCS = {"xdp": "kdbg_on_xdp_exit", "tc": "kdbg_on_tc_exit"}
 # xdp:xdp_exception's program: the XDP_ABORTED of programs fexit does not trace
 EXCEPTION = ("btf:xdp_exception", "kdbg_on_xdp_exception")
-VIA_EXCEPTION = 1  # a record's chain field: it came from xdp:xdp_exception
+# a record's chain field (bpf/bpf_verdict.bpf.c): how the verdict was seen, where it ran
+VIA_EXCEPTION = 1  # from xdp:xdp_exception
+ATTACH_BITS = {2: "tc/ingress", 4: "tc/egress", 8: "xdp/generic", 16: "xdp/driver"}
+
+
+def attach_of(kind: str, chain: int) -> str:
+    """The record's ``attach``: the hook and, where the kernel told, its side or mode."""
+    return next((name for bit, name in ATTACH_BITS.items() if chain & bit), kind)
 # The verdicts that drop the packet: enum xdp_action's, and TC_ACT_SHOT (a tc program's
 # TC_ACT_STOLEN and TC_ACT_TRAP consume the packet on purpose; not reported).
 VERDICTS = {"xdp": {0: "XDP_ABORTED", 1: "XDP_DROP"}, "tc": {2: "TC_ACT_SHOT"}}
@@ -70,13 +80,16 @@ class BpfProg:
     line_info: bool = False  # the program was loaded with BTF line info
     jited: tuple[tuple[int, int], ...] = ()  # its JITed functions: (address, length)
     via: str = "fexit"  # or "xdp:xdp_exception": a program fexit could not trace
+    # each source line's JITed start (address, file, line): gdb's line table at a stop
+    jited_lines: tuple[tuple[int, str, int], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "name": self.name, "tag": self.tag, "type": self.kind,
                 "attach": self.attach, "line_info": self.line_info,
                 "verdict_lines": [ln.to_json() for ln in self.lines],
                 "jited": [{"address": f"0x{a:x}", "size": n} for a, n in self.jited],
-                "via": self.via}
+                "via": self.via,
+                "jited_lines": [[f"0x{a:x}", f, n] for a, f, n in self.jited_lines]}
 
     @classmethod
     def from_json(cls, rec: dict[str, Any]) -> BpfProg:
@@ -84,7 +97,8 @@ class BpfProg:
                    tuple(VerdictLine.from_json(ln) for ln in rec.get("verdict_lines", ())),
                    bool(rec.get("line_info")),
                    tuple((int(f["address"], 16), int(f["size"])) for f in rec.get("jited", ())),
-                   rec.get("via", "fexit"))
+                   rec.get("via", "fexit"),
+                   tuple((int(a, 16), str(f), int(n)) for a, f, n in rec.get("jited_lines", ())))
 
     @property
     def ksym(self) -> str:
@@ -125,5 +139,21 @@ def build(fields: dict[str, int], spec: flt.FilterSpec, ringbuf_pages: int = 64,
 
 
 def kernel_fields() -> dict[str, int]:
-    """:data:`FIELDS` in the running kernel's BTF."""
-    return offsets.fields_of(FIELDS, "bpfverdict")
+    """:data:`FIELDS` in the running kernel's BTF, and where an XDP program's mode and a
+    tc program's side are read (-1 where the kernel has no such member)."""
+    return {**offsets.fields_of(FIELDS, "bpfverdict"),
+            **offsets.cached("bpfattach", ATTACH_FIELDS, _attach_fields)}
+
+
+ATTACH_FIELDS = ("net_device.xdp_state", "bpf_xdp_entity", "sk_buff.tc_at_ingress")
+
+
+def _attach_fields(btf: Btf) -> dict[str, int]:
+    out = {"DEV_XDP_STATE": -1, "XDP_ENTITY_SIZE": 0, "SKB_INGRESS_BIT": -1}
+    with contextlib.suppress(BtfError):
+        state = btf.field("net_device.xdp_state").offset
+        out["XDP_ENTITY_SIZE"] = btf.size_of(btf.find(KIND_STRUCT, "bpf_xdp_entity"))
+        out["DEV_XDP_STATE"] = state
+    with contextlib.suppress(BtfError):
+        out["SKB_INGRESS_BIT"] = btf.flag_bit("sk_buff.tc_at_ingress")
+    return out

@@ -51,6 +51,9 @@ def test_the_verdict_line_carries_its_jited_address_and_is_where_break_stops() -
     rec = json.loads(json.dumps(ev.to_json()))
     assert rec["prog"]["jited"] == [{"address": f"0x{MAIN:x}", "size": 0x100}]
     assert rec["prog"]["verdict_lines"][0]["address"] == f"0x{line.address:x}"
+    jited_lines = rec["prog"]["jited_lines"]
+    assert [f"0x{line.address:x}", "/virtual/main.c", line.line] in jited_lines
+    assert len(jited_lines) == len([ln for ln in table.lines if ln.line])
     assert DropEvent.from_json(rec) == ev
 
 
@@ -68,13 +71,20 @@ def test_gdb_reads_the_synthetic_symbol_file(tmp_path: Path) -> None:
     need(shutil.which("gdb") is not None, "gdb: run scripts/setup.sh")
     images = bpfjit.images(5, "xdp", "bpf_prog_ab12_kdbg_test_xdp",
                            ((MAIN, 0x100), (SUB, 0x20)))
+    lines = (bpfjit.JitedLine(MAIN, "/virtual/main.c", 22),
+             bpfjit.JitedLine(MAIN + 0x20, "/virtual/main.c", 34),
+             bpfjit.JitedLine(MAIN + 0x40, "/virtual/main.c", 0),  # no line: left out
+             bpfjit.JitedLine(MAIN + 0x60, "/virtual/main.c", 35))
     path = tmp_path / "jit.elf"
-    path.write_bytes(bpfjit.symbol_file(images))
+    path.write_bytes(bpfjit.symbol_file(images, lines))
     out = subprocess.run(
         ["gdb", "--nx", "--batch", "-ex", f"add-symbol-file {path}",
+         "-ex", f"info line *0x{MAIN + 0x44:x}",
          "-ex", f"info symbol 0x{MAIN + 0x2c:x}", "-ex", f"info symbol 0x{SUB + 4:x}",
          "-ex", f"remove-symbol-file {path}", "-ex", f"info symbol 0x{MAIN:x}"],
         capture_output=True, text=True, timeout=60, check=False).stdout
+    assert (f'Line 34 of "/virtual/main.c" starts at address 0x{MAIN + 0x20:x} '
+            f"<bpf_prog_ab12_kdbg_test_xdp+32> and ends at 0x{MAIN + 0x60:x}") in out
     assert "bpf_prog_ab12_kdbg_test_xdp + 44 in section" in out
     assert "bpf_prog_ab12_kdbg_test_xdp_f1 + 4 in section" in out
     assert out.rstrip().endswith(f"No symbol matches 0x{MAIN:x}.")
@@ -139,9 +149,24 @@ def test_the_program_text_counts_in_the_kernel_only_under_stats() -> None:
     from kdbg.trace import bpfverdict
     from kdbg.trace.filters import PacketFilters
 
-    fields = {k: 8 * i for i, k in enumerate(bpfverdict.FIELDS)}
+    fields = {**{k: 8 * i for i, k in enumerate(bpfverdict.FIELDS)},
+              "DEV_XDP_STATE": 2248, "XDP_ENTITY_SIZE": 16, "SKB_INGRESS_BIT": 1034}
     spec = PacketFilters().resolve(ReasonTable({}, "test"))
     assert "#define KDBG_STATS       0" in bpfverdict.build(fields, spec)
     text = bpfverdict.build(fields, spec, stats=True)
     assert "#define KDBG_STATS       1" in text
     assert "int kdbg_on_xdp_exception(" in text and "traced.lookup(&entry)" in text
+    assert "#define SKB_INGRESS_BIT  " in text and "#define DEV_XDP_STATE    " in text
+
+
+def test_attach_names_the_hook_and_where_the_kernel_told_its_mode_or_side() -> None:
+    from kdbg.trace.bpfverdict import attach_of
+
+    assert [attach_of("xdp", c) for c in (0, 8, 16, 1 | 16)] == [
+        "xdp", "xdp/generic", "xdp/driver", "xdp/driver"]
+    assert [attach_of("tc", c) for c in (0, 2, 4)] == ["tc", "tc/ingress", "tc/egress"]
+    prog = jited_prog()
+    raw = raw_drop(prog)
+    raw.chain = 16
+    ev = decode(raw, prog, 0)
+    assert ev.prog is not None and (ev.prog.attach, ev.prog.via) == ("xdp/driver", "fexit")

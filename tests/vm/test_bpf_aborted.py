@@ -88,8 +88,8 @@ def test_an_untraceable_programs_aborted_comes_from_xdp_exception(default_lab: s
     for r in drops:
         assert (r["reason"], r["ifname"]) == ("XDP_ABORTED", res["inner"])
         prog = r["prog"]
-        assert (prog["id"], prog["name"], prog["via"]) == (
-            res["prog"], "kdbg_abort", "xdp:xdp_exception")
+        assert (prog["id"], prog["name"], prog["via"], prog["attach"]) == (
+            res["prog"], "kdbg_abort", "xdp:xdp_exception", "xdp/driver")
         assert r["location"] == f"bpf_prog_{prog['tag']}_kdbg_abort+0x0"
     assert stats["status"] == 0, stats["err"]
     (table,) = [json.loads(line) for line in stats["out"].splitlines()

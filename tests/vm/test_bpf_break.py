@@ -9,7 +9,8 @@ to another every half second. On the host:
 * judged as for KGDBoE (``--transport kgdboe``), the guard refuses to break in the
   program, naming its JITed code as an XDP program's (networking: KGDBoE's own path);
 * on the lab's gdb stub, kdbg arms in the program's JITed image at the verdict line,
-  the kernel stops there, the hit's backtrace names the program, the verdict record of
+  the kernel stops there, the hit's backtrace names the program and gdb gives the stop
+  the verdict's source line (the program's line table), the verdict record of
   the stopped packet follows once resumed, and the guest runs on: the traffic goes on
   being sent after the stop;
 * nothing is left: no breakpoint (the clean-up says so), no synthetic symbol file in
@@ -108,6 +109,9 @@ def test_break_stops_in_the_xdp_programs_jited_code_and_the_guest_runs_on(
         assert (hit["symbol"], hit["address"]) == (ksym, line["address"])
         frame0 = hit["backtrace"][0]
         assert (frame0["symbol"], frame0["module"]) == (ksym, "bpf")
+        # gdb's own line table for the program (the synthetic file's .debug_line)
+        assert (hit["file"], hit["line"]) == (line["file"], line["line"])
+        assert (frame0["file"], frame0["line"]) == (line["file"], line["line"])
         verdict = hit["verdict"]
         assert (verdict["reason"], verdict["dport"], verdict["ifname"]) == (
             "XDP_DROP", DROP_PORT, inner)
