@@ -9,6 +9,12 @@
  * packet read from its data (for tc, the skb's linear part: at ingress cls_bpf has
  * pushed the MAC header back before the program runs, so data is the frame there too).
  *
+ * kdbg_on_xdp_exception, on the xdp:xdp_exception tracepoint (tp_btf), reports the
+ * XDP_ABORTED of a program kdbg could not fexit (no BTF, say): its programs' entries
+ * are in the map traced, filled from user space, and skipped there, since fexit's
+ * record of the same packet comes with the packet. Such a record has no packet
+ * (skbaddr 0, len 0), location the program's JITed entry, and chain KDBG_VIA_EXCEPTION.
+ *
  * A template: kdbg/trace/bpfverdict.py fills every double-braced name; struct offsets
  * come from the running kernel's BTF.
  */
@@ -29,9 +35,23 @@
 #define SKB_DEV          {{SKB_DEV}}
 #define XDP_WANTED(v)    ({{XDP_WANTED}})
 #define TC_WANTED(v)     ({{TC_WANTED}})
+#define PROG_BPF_FUNC    {{PROG_BPF_FUNC}}
+#define DEV_XDP_STATE    {{DEV_XDP_STATE}}	/* -1: no net_device.xdp_state */
+#define XDP_ENTITY_SIZE  {{XDP_ENTITY_SIZE}}
+#define SKB_INGRESS_BIT  {{SKB_INGRESS_BIT}}	/* -1: no sk_buff.tc_at_ingress */
+/* The record's chain field, for a verdict: how it was seen and where the program runs. */
+#define KDBG_VIA_EXCEPTION 1
+#define KDBG_AT_INGRESS    2
+#define KDBG_AT_EGRESS     4
+#define KDBG_XDP_GENERIC   8
+#define KDBG_XDP_DRIVER    16
+/* 1: matching verdicts are counted per (program, verdict) in stats, not sent (--stats) */
+#define KDBG_STATS       {{STATS}}
 
 BPF_RINGBUF_OUTPUT(events, {{RINGBUF_PAGES}});
 BPF_PERCPU_ARRAY(counters, __u64, KDBG_NR_CTRS);
+BPF_PERCPU_HASH(stats, struct kdbg_stats_key, __u64, 4096);
+BPF_HASH(traced, __u64, __u8, 4096);	/* JITed entries of the programs fexit traces */
 
 static __always_inline void count(int slot)
 {
@@ -41,7 +61,7 @@ static __always_inline void count(int slot)
 }
 
 static __always_inline int report(void *ctx, __u64 obj, __u64 verdict, __u64 dev,
-				  __u64 data, __u64 data_end)
+				  __u64 data, __u64 data_end, __u64 prog, __u8 flags)
 {
 	__u64 net, raw = 0;
 	__u32 netns = 0, s[4] = {}, d[4] = {};
@@ -94,6 +114,16 @@ static __always_inline int report(void *ctx, __u64 obj, __u64 verdict, __u64 dev
 	}
 	{{PACKET_FILTER}}
 	count(KDBG_CTR_MATCHED);
+	if (KDBG_STATS) {
+		struct kdbg_stats_key key = {.location = prog, .reason = verdict};
+		__u64 zero = 0, *v = stats.lookup_or_try_init(&key, &zero);
+
+		if (v)
+			(*v)++;
+		else
+			count(KDBG_CTR_LOST);
+		return 0;
+	}
 	e = events.ringbuf_reserve(sizeof(struct kdbg_drop_event));
 	if (!e) {
 		count(KDBG_CTR_LOST);
@@ -102,7 +132,8 @@ static __always_inline int report(void *ctx, __u64 obj, __u64 verdict, __u64 dev
 	__builtin_memset(e, 0, sizeof(*e));
 	e->time_ns = bpf_ktime_get_ns();
 	e->skbaddr = obj;
-	e->location = bpf_get_func_ip(ctx);
+	e->location = prog;
+	e->chain = flags;
 	e->tgid = bpf_get_current_pid_tgid() >> 32;
 	e->tid = (__u32)bpf_get_current_pid_tgid();
 	e->cpu = bpf_get_smp_processor_id();
@@ -126,26 +157,58 @@ static __always_inline int report(void *ctx, __u64 obj, __u64 verdict, __u64 dev
 	return 0;
 }
 
+/* Which of dev's XDP hooks holds the program at entry: xdp_state[XDP_MODE_SKB] is
+ * generic XDP, [XDP_MODE_DRV] the driver's; 0 when neither (a devmap or cpumap
+ * program, one run by a dispatcher). */
+static __always_inline __u8 xdp_mode(__u64 dev, __u64 entry)
+{
+	if (DEV_XDP_STATE < 0 || !dev)
+		return 0;
+	if (read_ptr(read_ptr(dev, DEV_XDP_STATE), PROG_BPF_FUNC) == entry)
+		return KDBG_XDP_GENERIC;
+	if (read_ptr(read_ptr(dev, DEV_XDP_STATE + XDP_ENTITY_SIZE), PROG_BPF_FUNC) == entry)
+		return KDBG_XDP_DRIVER;
+	return 0;
+}
+
 int kdbg_on_xdp_exit(unsigned long long *ctx)
 {
-	__u64 xdp = ctx[0], verdict = ctx[1];
+	__u64 xdp = ctx[0], verdict = ctx[1], dev, entry;
 
 	if (!(XDP_WANTED(verdict)))
 		return 0;
-	return report(ctx, xdp, verdict, read_ptr(read_ptr(xdp, XDP_RXQ), RXQ_DEV),
-		      read_ptr(xdp, XDP_DATA), read_ptr(xdp, XDP_DATA_END));
+	dev = read_ptr(read_ptr(xdp, XDP_RXQ), RXQ_DEV);
+	entry = bpf_get_func_ip(ctx);
+	return report(ctx, xdp, verdict, dev, read_ptr(xdp, XDP_DATA), read_ptr(xdp, XDP_DATA_END),
+		      entry, xdp_mode(dev, entry));
+}
+
+/* xdp:xdp_exception(const struct net_device *dev, const struct bpf_prog *xdp, u32 act) */
+int kdbg_on_xdp_exception(unsigned long long *ctx)
+{
+	__u64 dev = ctx[0], entry = read_ptr(ctx[1], PROG_BPF_FUNC);
+	__u32 act = ctx[2];
+
+	if (act != 0 || !(XDP_WANTED(act)) || traced.lookup(&entry))
+		return 0;	/* not XDP_ABORTED, or fexit reports it with its packet */
+	return report(ctx, 0, act, dev, 0, 0, entry, KDBG_VIA_EXCEPTION | xdp_mode(dev, entry));
 }
 
 int kdbg_on_tc_exit(unsigned long long *ctx)
 {
 	__u64 skb = ctx[0], verdict = ctx[1], data;
 	__u32 len = 0, data_len = 0;
+	__u8 flags = 0, bits = 0;
 
 	if (!(TC_WANTED((int)verdict)))
 		return 0;
+	if (SKB_INGRESS_BIT >= 0) {
+		bpf_probe_read_kernel(&bits, 1, (void *)(skb + SKB_INGRESS_BIT / 8));
+		flags = (bits >> (SKB_INGRESS_BIT % 8)) & 1 ? KDBG_AT_INGRESS : KDBG_AT_EGRESS;
+	}
 	bpf_probe_read_kernel(&len, sizeof(len), (void *)(skb + SKB_LEN));
 	bpf_probe_read_kernel(&data_len, sizeof(data_len), (void *)(skb + SKB_DATA_LEN));
 	data = read_ptr(skb, SKB_DATA);
 	return report(ctx, skb, verdict, read_ptr(skb, SKB_DEV), data,
-		      data + (len > data_len ? len - data_len : 0));
+		      data + (len > data_len ? len - data_len : 0), bpf_get_func_ip(ctx), flags);
 }

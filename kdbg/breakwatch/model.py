@@ -47,6 +47,7 @@ class Hit:
     stack_note: str | None = None
     cause: Cause | None = None  # the stopped skb's drop cause, from the tracer
     journey: Journey | None = None  # its hops: read at the stop, then the tracer's record
+    verdict: DropEvent | None = None  # in a BPF program: the verdict record that followed
     deadline: float = 0.0
     stopped_at: float = 0.0  # time.monotonic() when kdbg read gdb's report of the stop
     resumed_at: float = 0.0  # time.monotonic() when the target was let run again

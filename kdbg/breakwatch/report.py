@@ -45,6 +45,12 @@ class BreakTextSink:
             _emit(self.out, line)
 
     def armed(self, site: DropSite, bp: Breakpoint, event: DropEvent, seconds: float) -> None:
+        if event.prog is not None:
+            _emit(self.out, f"armed in program {event.prog.id} ({event.prog.name}) at "
+                            f"{site.caller} (0x{site.call_addr:x}), {site.instruction}: "
+                            f"breakpoint {bp.number}, for its {event.reason} ({seconds:.2f} s "
+                            "after the drop event arrived)")
+            return
         _emit(self.out, f"armed at {site.caller} (0x{site.call_addr:x}), the call to "
                         f"{site.callee}: breakpoint {bp.number}, for drops at {event.location} "
                         f"({seconds:.2f} s after the drop event arrived)")
@@ -63,6 +69,8 @@ class BreakTextSink:
             _emit(self.out, f"    {hit.skb.summary()}")
         if hit.cause is not None:
             _emit(self.out, f"    cause: {hit.cause.text}")
+        if hit.verdict is not None:
+            _emit(self.out, f"    verdict once resumed: {drop_line(hit.verdict).strip()}")
         if hit.journey is not None:
             for line in journey_lines(hit.journey):
                 _emit(self.out, f"    {line}")
@@ -120,6 +128,7 @@ class BreakJsonSink:
         self._json({"type": "armed", "breakpoint": bp.number, "location": event.location,
                     "event_to_armed_s": round(seconds, 4),
                     **site.to_json(),
+                    **({"prog": event.prog.to_json()} if event.prog is not None else {}),
                     "guard": bp.decision.to_json() if bp.decision is not None else None})
 
     def refused(self, decision: Decision, event: DropEvent) -> None:
@@ -136,6 +145,8 @@ class BreakJsonSink:
             rec["kernel_stack_note"] = hit.stack_note
         if hit.cause is not None:
             rec["cause"] = hit.cause.to_json()
+        if hit.verdict is not None:
+            rec["verdict"] = hit.verdict.to_json()
         if hit.journey is not None:
             rec.update(hit.journey.to_json())
         self._json(rec)

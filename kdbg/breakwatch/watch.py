@@ -84,6 +84,7 @@ class BreakWatch(RemoteLoop):
         self.pending: list[Hit] = []  # stops whose skb the tracer has not reported yet
         self.journeys = StopJourneys()
         self.signals = StopSignals()
+        self.hit_wait = HIT_STACK_WAIT  # s a stop's report waits for the tracer's record
 
     # -- the loop -------------------------------------------------------------
 
@@ -207,8 +208,7 @@ class BreakWatch(RemoteLoop):
         stack = tuple(f.address for f in ev.stack) if ev.stack else ()
         t0 = time.monotonic() if since is None else since
         try:
-            site, bp = self.session.run.break_drop_site(ev.address, hw=self.cfg.hw_break,
-                                                        force=self.cfg.force, stack=stack)
+            site, bp = self.place(ev, stack)
         except BreakpointRefused as err:
             announce()
             self.refused_at.add(ev.address)
@@ -229,6 +229,12 @@ class BreakWatch(RemoteLoop):
         self.sink.armed(site, bp, ev, took)
         return site, bp
 
+    def place(self, ev: DropEvent, stack: tuple[int, ...]) -> tuple[DropSite, Breakpoint]:
+        """The breakpoint for ``ev`` (through the guard): on the call to the drop function
+        at its location."""
+        return self.session.run.break_drop_site(ev.address, hw=self.cfg.hw_break,
+                                                force=self.cfg.force, stack=stack)
+
     def _modules_changed(self, change: ModuleChange) -> None:
         """Say what moved; a breakpoint whose module went is deleted (the next drop
         arms afresh), and refusals of addresses that went are forgotten."""
@@ -245,14 +251,7 @@ class BreakWatch(RemoteLoop):
         """Report a stop (or hand the user gdb's prompt); False when that ends the watch."""
         self.hits += 1
         stopped_at = stop.seen_at or time.monotonic()
-        site = self.site
-        skb = None
-        if stop.hit and site is not None:
-            if self.cfg.interactive:  # the target stays stopped: gdb reads the fields
-                skb = read_skb(self.session.inspect, site.callee)
-            else:  # they come with the tracer's record of this drop, once resumed
-                address = skb_address(self.session.inspect, site.callee)
-                skb = SkbInfo(address) if address is not None else None
+        skb = self.stopped_skb(stop)
         hit = Hit(self.hits, stop, skb, stopped_at=stopped_at)
         if skb is not None:
             hit.journey = self.journeys.read(self.session.inspect, skb.address)
@@ -264,9 +263,20 @@ class BreakWatch(RemoteLoop):
             self.session.run.delete(self.bp)
         self.session.run.resume()
         hit.resumed_at = time.monotonic()
-        hit.deadline = hit.resumed_at + HIT_STACK_WAIT
+        hit.deadline = hit.resumed_at + self.hit_wait
         self.pending.append(hit)
         return True
+
+    def stopped_skb(self, stop: Stop) -> SkbInfo | None:
+        """The skb at a stop on the drop call: its fields read now when the user gets the
+        prompt, else its address (the fields come with the tracer's record of its drop)."""
+        site = self.site
+        if not stop.hit or site is None:
+            return None
+        if self.cfg.interactive:  # the target stays stopped: gdb reads the fields
+            return read_skb(self.session.inspect, site.callee)
+        address = skb_address(self.session.inspect, site.callee)
+        return SkbInfo(address) if address is not None else None
 
     def _hand_over(self, hit: Hit) -> None:
         last = self.last_armed
@@ -302,9 +312,15 @@ class BreakWatch(RemoteLoop):
         """Report the stops whose skb the tracer did not report in time."""
         for h in [h for h in self.pending if now >= h.deadline]:
             self.pending.remove(h)
-            h.stack_note = (f"the tracer reported no drop of skb 0x{h.skb.address:x} "
-                            f"within {HIT_STACK_WAIT:g} s" if h.skb else "no skb read")
+            h.stack_note = self.unmatched(h)
             self.sink.hit(h)
+
+    def unmatched(self, hit: Hit) -> str:
+        """What a stop's report says when the tracer reported nothing of it in time."""
+        if hit.skb is None:
+            return "no skb read"
+        return (f"the tracer reported no drop of skb 0x{hit.skb.address:x} "
+                f"within {self.hit_wait:g} s")
 
     def finish(self) -> None:
         """The target first: it is released (and the cleanup record written) before
@@ -372,7 +388,7 @@ def _target_lines(cfg: BreakConfig, target: Target,
     return drop_lines(target.vmlinux, kallsyms, facts, progress)
 
 
-def _follower(target: Target) -> ModuleFollower | None:
+def follower(target: Target) -> ModuleFollower | None:
     """For a lab: follow its modules for the whole session (a module loaded after attach
     gets its own names and gdb its debug file; one unloaded is forgotten)."""
     if target.facts is None:
@@ -389,6 +405,18 @@ def with_journey(watch: WatchConfig) -> WatchConfig:
 def run(watch: WatchConfig, cfg: BreakConfig, sink: BreakSink) -> BreakOutcome:
     """Watch, arm at the first matching drop site, report stops; always clean up."""
     watch = with_journey(watch)
+    source = source_for(cfg, watch, stacks=True)
+    return start(cfg, sink, lambda session, target, lines: BreakWatch(
+        watch, cfg, sink, session, source, lines=lines, follow=lambda: follower(target)))
+
+
+MakeWatch = Callable[[Session, Target, DropLines | None], BreakWatch]
+
+
+def start(cfg: BreakConfig, sink: BreakSink, make: MakeWatch, *,
+          drop_lines: bool = True) -> BreakOutcome:
+    """Check ``cfg``, reach the target, open the session, and run the break-watch
+    ``make`` builds over it (with kernel file:line for its drops when ``drop_lines``)."""
     if cfg.events_cmd is not None and cfg.gdb is None:
         raise BadInput("--events-cmd needs --gdb ENDPOINT to reach the same kernel")
     if cfg.break_count < 1:
@@ -397,7 +425,8 @@ def run(watch: WatchConfig, cfg: BreakConfig, sink: BreakSink) -> BreakOutcome:
     try:
         target = resolve_target(cfg, sink.progress)
         # Before gdb holds the target: for a lab this asks the running guest its version.
-        lines = _target_lines(cfg, target, sink.progress)
+        if drop_lines:
+            lines = _target_lines(cfg, target, sink.progress)
         sink.progress(f"connecting gdb to {target.label or target.endpoint}")
         session = open_session(target, timeout=120, progress=sink.progress)
     except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM (kdbg.lifetime.Terminated)
@@ -412,6 +441,5 @@ def run(watch: WatchConfig, cfg: BreakConfig, sink: BreakSink) -> BreakOutcome:
         raise
     if cfg.transport is not None:
         session.run.set_guard_transport(cfg.transport)
-    source = source_for(cfg, watch, stacks=True)
-    return BreakWatch(watch, cfg, sink, session, source, lines=lines,
-                      follow=lambda: _follower(target)).run()
+    return make(session, target, lines).run()
+

@@ -33,6 +33,7 @@ Examples:
   kdbg watch --reason no_socket --print-bpf     show the generated C and exit
   kdbg watch --hw --json                        hardware drops, from devlink traps
   kdbg watch --bpf --prog xdp_fw --dport 53     XDP_DROP, XDP_ABORTED, TC_ACT_SHOT
+  kdbg watch --bpf --stats --duration 60        counts per program and verdict
   kdbg watch --write drops.kdbg --duration 60   keep every drop (kdbg report drops.kdbg)
   kdbg watch --pcap drops.pcapng --dport 5555   dropped packets for Wireshark
 
@@ -42,6 +43,7 @@ Examples:
   kdbg watch --reason NETFILTER_DROP --break     arm, hit, backtrace, resume
   kdbg watch --reason NETFILTER_DROP --break --interactive
   kdbg watch --location nft_do_chain --break --transport kgdboe   what the guard says
+  kdbg watch --bpf --prog xdp_fw --break        stop in the XDP program's JITed code
 
 \b
   A real machine running KGDBoE:
@@ -101,7 +103,7 @@ Examples:
               help="Drops decided by XDP and tc programs (XDP_DROP, XDP_ABORTED, TC_ACT_SHOT), "
                    "through fexit on each loaded program (docs/bpf.md).")
 @click.option("--prog", "progs", multiple=True, metavar="NAME|ID",
-              help="With --bpf: only this program (repeatable).")
+              help="With --bpf: only this program (repeatable); with --break, stop in it.")
 @click.option("--hw-break", is_flag=True, help="With --break: use a hardware breakpoint.")
 @click.option("--break-count", type=int, default=1, show_default=True,
               help="Stops to report before ending.")

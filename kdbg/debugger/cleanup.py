@@ -140,6 +140,9 @@ class Cleanup:
                 self.gdb.kill()
                 self.restore_sigterm()
                 self._disarm()
+                for path in state.symbol_files:
+                    path.unlink(missing_ok=True)
+                state.symbol_files.clear()
         state.last_report = report
         if not report.ok and self.loud:
             sys.stderr.write(f"kdbg: WARNING: {report.message()}\n")

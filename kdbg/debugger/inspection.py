@@ -4,8 +4,11 @@ backtraces; and the debug files of modules, for gdb to name and unwind with."""
 from __future__ import annotations
 
 import contextlib
+import os
 import re
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 
 from kdbg.debugger import dropsite
 from kdbg.debugger.gdbproc import GdbProcess
@@ -13,6 +16,7 @@ from kdbg.debugger.mi import Record, as_int
 from kdbg.debugger.model import Frame, Instruction, Stop
 from kdbg.debugger.state import SessionState
 from kdbg.errors import BadInput, GdbError, KdbgError
+from kdbg.symbols import bpfjit
 from kdbg.symbols.dropargs import ARG_REGISTERS
 from kdbg.symbols.droplines import ModuleDebug
 from kdbg.symbols.sources import line_text, source_roots, tree_relative
@@ -115,6 +119,21 @@ class Inspection:
                 continue
             loaded.append(module.name)
         return loaded
+
+    def load_jited(self, images: Sequence[bpfjit.JitedImage],
+                   lines: Sequence[bpfjit.JitedLine] = (), timeout: float = 30.0) -> Path:
+        """Give gdb the JITed BPF functions ``images`` as symbols, with the source lines
+        ``lines``: a synthetic symbol file (:func:`kdbg.symbols.bpfjit.symbol_file`) in
+        the temporary directory, loaded with ``add-symbol-file`` and deleted when the
+        session closes."""
+        fd, name = tempfile.mkstemp(prefix="kdbg-bpf-", suffix=".elf")
+        path = Path(name)
+        self.state.symbol_files.append(path)
+        with os.fdopen(fd, "wb") as out:
+            out.write(bpfjit.symbol_file(tuple(images), tuple(lines)))
+        self.gdb.console(f"add-symbol-file {path}", timeout)
+        self._sym_cache.clear()
+        return path
 
     def call_before(self, ret: int, timeout: float = 10.0) -> Instruction | None:
         """The call instruction ending at ``ret``, decoded from a known boundary; or None."""

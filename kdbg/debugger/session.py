@@ -50,6 +50,7 @@ from kdbg.debugger.state import SessionState
 from kdbg.debugger.watchdog import Watchdog
 from kdbg.dirs import GDB_DIR
 from kdbg.guard.judge import Guard
+from kdbg.symbols.bpfjit import JitedImage, JitedLine
 from kdbg.symbols.evidence import TargetSymbols
 from kdbg.symbols.kallsyms import Kallsyms
 
@@ -186,6 +187,17 @@ class Session(Closing):
         Quit interrupts it, :class:`GdbCancelled` is raised), so a Ctrl-C is not held up
         by it. The clean-up itself never gives way."""
         self.gdb.cancel = cancel
+
+    def add_jited(self, images: Sequence[JitedImage], lines: Sequence[JitedLine] = (),
+                  timeout: float = 30.0) -> Path:
+        """Name the JITed BPF functions ``images`` from now on: here, in the guard, and in
+        gdb, with their source ``lines`` (a synthetic symbol file, deleted at close); the
+        file's path."""
+        if self.state.kallsyms is not None:
+            self.state.kallsyms.add_jited(images)
+        self.guard.add_jited(images)
+        self.inspect.forget_symbols()
+        return self.inspect.load_jited(images, lines, timeout)
 
     def use_kallsyms(self, table: Kallsyms, path: Path, timeout: float = 30.0) -> None:
         """Name addresses from ``table`` (the copy of the target's kallsyms at ``path``)

@@ -56,6 +56,7 @@ class SessionState:
     lost: str | None = None  # why the target is gone, once gdb has said so
     attach_note: str | None = None  # what attaching took (a break-in), for the user
     notes: list[str] = field(default_factory=list)  # what could not be loaded, a line each
+    symbol_files: list[Path] = field(default_factory=list)  # kdbg wrote them; gone at close
 
     @property
     def transport(self) -> str:

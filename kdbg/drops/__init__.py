@@ -30,11 +30,12 @@ from kdbg.drops.output import (
     stats_table,
     wall_clock,
 )
-from kdbg.drops.remote import guest_watch_argv
+from kdbg.drops.remote import guest_bpf_argv, guest_watch_argv
 from kdbg.drops.watch import Sink, Watch, WatchConfig, WatchResult, prepare, recorded_causes
 
 __all__ = ["BpfWatchConfig", "JsonSink", "Sink", "StatsRow", "Summary", "TextSink", "Watch",
            "WatchConfig", "WatchResult", "drop_json", "drop_line", "endpoint",
-           "guest_watch_argv", "header", "journey_block", "more_json", "more_line", "prepare",
+           "guest_bpf_argv", "guest_watch_argv", "header", "journey_block", "more_json",
+           "more_line", "prepare",
            "prepare_bpf", "read_jsonl", "recorded_causes", "stack_lines", "stats_json",
            "stats_rows", "stats_table", "wall_clock", "watch_bpf"]

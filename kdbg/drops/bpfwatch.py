@@ -14,10 +14,11 @@ Programs loaded later are picked up by a rescan every :data:`RESCAN_S` seconds.
 from __future__ import annotations
 
 import os
+import struct
 import time
 from dataclasses import dataclass, field
 
-from kdbg.drops.output import Summary
+from kdbg.drops.output import StatsRow, Summary, stats_rows
 from kdbg.drops.watch import Sink
 from kdbg.errors import BadInput
 from kdbg.signals import StopSignals
@@ -28,9 +29,12 @@ from kdbg.trace.bpfverdict import BpfProg, VerdictLine
 from kdbg.trace.event import DropEvent
 from kdbg.trace.filters import PROTO_NAMES, PacketFilters
 from kdbg.trace.headers import addresses
-from kdbg.trace.probe import RingProbe, check_privileges
+from kdbg.trace.probe import RingProbe, check_privileges, per_cpu_u64
 
 RESCAN_S = 1.0
+# every dropping verdict by its code: XDP's and tc's codes differ (0, 1; 2)
+VERDICT_NAMES = {code: name for names in bpfverdict.VERDICTS.values()
+                 for code, name in names.items()}
 TYPES = frozenset({bpfsys.PROG_XDP, bpfsys.PROG_SCHED_CLS})
 
 
@@ -40,6 +44,8 @@ class BpfWatchConfig:
     progs: tuple[str, ...] = ()  # --prog: names or ids
     count: int | None = None
     duration: float | None = None
+    stats: bool = False  # count per (program, verdict) in the kernel instead of each drop
+    interval: float | None = None  # with stats: print the counts every so many seconds
 
 
 class VerdictProbe(RingProbe):
@@ -51,16 +57,28 @@ class VerdictProbe(RingProbe):
     LABEL = "BPF verdict program"
 
     def __init__(self, text: str) -> None:
-        super().__init__(text, [])
+        super().__init__(text, [bpfverdict.EXCEPTION])
 
     def load(self) -> None:
-        self._obj = objcache.load(self.text, [], self.LABEL,
+        self._obj = objcache.load(self.text, self.attachments, self.LABEL,
                                   later=tuple(bpfverdict.FUNCS.values()))
 
+    def stats(self) -> dict[tuple[int, int], int]:
+        """In-kernel counts of matching verdicts per (verdict, program's JITed entry)."""
+        out: dict[tuple[int, int], int] = {}
+        for key, value in self.items("stats"):
+            k = layout.RawStatsKey.from_buffer_copy(key)
+            out[k.reason, k.location] = out.get((k.reason, k.location), 0) + sum(
+                per_cpu_u64(value))
+        return out
+
     def trace(self, prog: ProgFacts) -> int:
-        """Attach to ``prog``; the link's fd."""
-        return self.obj.attach_fexit(bpfverdict.FUNCS[prog.kind], prog.fd, prog.func_btf_id,
+        """Attach to ``prog``; the link's fd. Its entry goes in the map ``traced``: its
+        XDP_ABORTED comes from fexit, not from xdp:xdp_exception."""
+        link = self.obj.attach_fexit(bpfverdict.FUNCS[prog.kind], prog.fd, prog.func_btf_id,
                                      f"{self.LABEL} on program {prog.id} ({prog.name})")
+        self.update("traced", struct.pack("<Q", prog.address), b"\1")
+        return link
 
 
 def wanted(prog: ProgFacts, names: tuple[str, ...]) -> bool:
@@ -72,7 +90,8 @@ def verdict_lines(prog: ProgFacts, verdict: int) -> tuple[VerdictLine, ...]:
     table = prog.lines
     if table is None:
         return ()
-    return tuple(VerdictLine(s.file, s.line, s.text) for s in table.returning(verdict))
+    return tuple(VerdictLine(s.file, s.line, s.text, prog.jited_at_insn(s.insn))
+                 for s in table.returning(verdict))
 
 
 def decode(raw: layout.RawDropEvent, prog: ProgFacts | None, wall_offset_ns: int) -> DropEvent:
@@ -80,8 +99,13 @@ def decode(raw: layout.RawDropEvent, prog: ProgFacts | None, wall_offset_ns: int
     family = {4: "ipv4", 6: "ipv6"}.get(raw.family)
     saddr, daddr = addresses(raw.family, raw.saddr, raw.daddr)
     lines = verdict_lines(prog, raw.reason) if prog is not None else ()
+    via = "xdp:xdp_exception" if raw.chain & bpfverdict.VIA_EXCEPTION else "fexit"
+    if via != "fexit":
+        lines = ()  # the program was not traced: no line is claimed
     bprog = None if prog is None else BpfProg(
-        prog.id, prog.name, prog.tag, prog.kind, prog.kind, lines, prog.lines is not None)
+        prog.id, prog.name, prog.tag, prog.kind, bpfverdict.attach_of(prog.kind, raw.chain),
+        lines, prog.lines is not None,
+        prog.jited_funcs, via, prog.jited_line_table())
     names = bpfverdict.VERDICTS.get(prog.kind, {}) if prog is not None else {}
     first = lines[0] if len(lines) == 1 else None
     proto = PROTO_NAMES.get(raw.l4proto, str(raw.l4proto)) if raw.family else None
@@ -108,9 +132,14 @@ def prepare(cfg: BpfWatchConfig) -> str:
     if cfg.filters.reasons or cfg.filters.locations:
         raise BadInput("--reason and --location name kernel drops, not BPF verdicts "
                        "(use --prog)")
+    if cfg.stats and cfg.count is not None:
+        raise BadInput("--count counts the drops shown, and --stats shows none "
+                       "(use --duration)")
+    if cfg.interval is not None and (not cfg.stats or cfg.interval <= 0):
+        raise BadInput("--interval needs --stats and a positive number of seconds")
     check_privileges()
     spec = cfg.filters.resolve(ReasonTable({}, "BPF verdicts"))
-    return bpfverdict.build(bpfverdict.kernel_fields(), spec)
+    return bpfverdict.build(bpfverdict.kernel_fields(), spec, stats=cfg.stats)
 
 
 class BpfWatch:
@@ -122,12 +151,18 @@ class BpfWatch:
         self.progs: dict[int, ProgFacts] = {}  # by id: traced, fd open
         self.by_address: dict[int, ProgFacts] = {}
         self.skipped: set[int] = set()  # ids not wanted, or without BTF
+        self.without_btf: list[ProgFacts] = []  # wanted, but the last scan found no BTF
+        self.untraced: dict[int, ProgFacts] = {}  # by JITed entry: seen, not traced
 
     def rescan(self) -> list[ProgFacts]:
         """Trace every wanted program loaded since the last scan; the new ones."""
         new = []
+        self.without_btf = []
         for prog in bpfprogs.scan(TYPES, set(self.progs) | self.skipped):
             if not wanted(prog, self.cfg.progs) or not prog.func_btf_id:
+                if wanted(prog, self.cfg.progs):
+                    self.without_btf.append(prog)
+                self.untraced[prog.address] = prog
                 self.skipped.add(prog.id)
                 os.close(prog.fd)
                 continue
@@ -140,6 +175,20 @@ class BpfWatch:
             self.by_address[prog.address] = prog
             new.append(prog)
         return new
+
+    def program_at(self, entry: int) -> ProgFacts | None:
+        """The program whose JITed entry is ``entry``, traced or not (None: loaded since
+        the last scan)."""
+        return self.by_address.get(entry) or self.untraced.get(entry)
+
+    def rows(self) -> list[StatsRow]:
+        """The in-kernel counts, a row per (verdict, program), largest first."""
+        def locate(address: int) -> str:
+            prog = self.by_address.get(address) or self.untraced.get(address)
+            return f"{prog.ksym} (prog {prog.id})" if prog is not None else f"0x{address:x}"
+
+        return stats_rows(self.probe.stats(), lambda code: VERDICT_NAMES.get(
+            code, f"VERDICT_{code}"), locate)
 
     def close(self) -> None:
         self.probe.close()
@@ -163,20 +212,27 @@ def watch(cfg: BpfWatchConfig, sink: Sink) -> int:
         nonlocal delivered
         if cfg.count is not None and delivered >= cfg.count:
             return
-        sink.drop(decode(raw, state.by_address.get(raw.location), wall))
-        delivered += 1
+        prog = state.program_at(raw.location)
+        # xdp:xdp_exception sees every program's XDP_ABORTED, --prog or not
+        if wanted(prog, cfg.progs) if prog is not None else not cfg.progs:
+            sink.drop(decode(raw, prog, wall))
+            delivered += 1
 
     stop = StopSignals.install()
     try:
         state.probe.start(on_event)
         first = state.rescan()
+        _say_skipped(state, sink)
         sink.watching(f"kdbg: watching the verdicts of XDP and tc programs {describe(first)} "
                       f"(filters: {_labels(cfg)}); Ctrl-C to stop")
-        start = last_scan = time.monotonic()
+        start = last_scan = last_stats = time.monotonic()
         while not stop:
             state.probe.poll(100)
             sink.flush()
             now = time.monotonic()
+            if cfg.interval is not None and now - last_stats >= cfg.interval:
+                sink.stats(state.rows(), _summary(state, delivered, cfg), False)
+                last_stats = now
             if cfg.count is not None and delivered >= cfg.count:
                 break
             if cfg.duration is not None and now - start >= cfg.duration:
@@ -184,17 +240,33 @@ def watch(cfg: BpfWatchConfig, sink: Sink) -> int:
             if now - last_scan >= RESCAN_S:
                 for prog in state.rescan():
                     sink.watching(f"kdbg: now tracing program {prog.id} ({prog.name})")
+                _say_skipped(state, sink)
                 last_scan = now
         if cfg.count is None or delivered < cfg.count:
             state.probe.consume()
-        ctr = state.probe.counters()
+        summary = _summary(state, delivered, cfg)
+        rows = state.rows() if cfg.stats else []
     finally:
         stop.restore()
         state.close()
     sink.flush()
-    sink.summary(Summary(matched=ctr["matched"], delivered=delivered, lost=ctr["lost"],
-                         seen=ctr["seen"]))
+    if cfg.stats:
+        sink.stats(rows, summary, True)
+    sink.summary(summary)
     return delivered
+
+
+def _summary(state: BpfWatch, delivered: int, cfg: BpfWatchConfig) -> Summary:
+    ctr = state.probe.counters()
+    return Summary(matched=ctr["matched"], delivered=delivered, lost=ctr["lost"],
+                   seen=ctr["seen"], streaming=not cfg.stats)
+
+
+def _say_skipped(state: BpfWatch, sink: Sink) -> None:
+    for prog in state.without_btf:
+        sink.watching(f"kdbg: not tracing {prog.kind} program {prog.id} ({prog.name}): it was "
+                      "loaded without BTF, and an fexit program attaches only to a program "
+                      "whose BTF describes its function")
 
 
 def _labels(cfg: BpfWatchConfig) -> str:

@@ -5,6 +5,7 @@ break-watch's event source and the lab recorder both run it).
 
 from __future__ import annotations
 
+from kdbg.drops.bpfwatch import BpfWatchConfig
 from kdbg.drops.watch import WatchConfig
 
 
@@ -41,3 +42,12 @@ def guest_watch_argv(cfg: WatchConfig, *output: str, stack: bool = False,
     if limits and cfg.duration is not None:
         argv += ["--duration", str(cfg.duration)]
     return argv
+
+
+def guest_bpf_argv(cfg: BpfWatchConfig) -> list[str]:
+    """The argv of ``kdbg watch --bpf --json`` in a lab guest with ``cfg``'s programs and
+    packet filters (a break-watch counts and times here)."""
+    from kdbg.lab.guest import kdbg_argv  # the lab: see guest_watch_argv
+
+    progs = [arg for prog in cfg.progs for arg in ("--prog", prog)]
+    return [*kdbg_argv(), "watch", "--bpf", "--json", *progs, *cfg.filters.argv()]

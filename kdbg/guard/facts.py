@@ -16,12 +16,15 @@ from kdbg.errors import BtfError
 from kdbg.guard.decision import EVIDENCE_KINDS, Evidence
 from kdbg.guard.rules import (
     BLOCKLIST,
+    BPF_KINDS,
     BTF_TYPES,
     MODULE_NAME_RULES,
     NAME_RULES,
     PATH_RULES,
     SECTION_CATEGORIES,
+    SRC_BPF,
 )
+from kdbg.symbols.bpfjit import BPF_MODULE
 from kdbg.symbols.evidence import TargetSymbols
 from kdbg.symbols.kallsyms import Location
 
@@ -61,7 +64,13 @@ def gather(loc: Location, symbols: TargetSymbols) -> list[Finding]:
             found += _paths(frame.file, "dwarf", fact)
             placed = True
 
-    if loc.module is not None:
+    jit = symbols.kallsyms.jited_at(loc.address) if loc.module == BPF_MODULE else None
+    if jit is not None:
+        found.append(Finding(Evidence("module", f"[{BPF_MODULE}] {jit.name}: the JITed code of "
+                                                f"{jit.kind} program {jit.prog_id} ({SRC_BPF})"),
+                             BPF_KINDS.get(jit.kind)))
+        placed = True
+    elif loc.module is not None:
         path = symbols.modules.get(loc.module)
         for rule in MODULE_NAME_RULES:
             if rule.matches(loc.module):

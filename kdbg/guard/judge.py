@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 
 from kdbg.guard.decision import Decision, Evidence
 from kdbg.guard.policy import check, enforce
+from kdbg.symbols.bpfjit import JitedImage
 from kdbg.symbols.evidence import TargetSymbols
 from kdbg.symbols.kallsyms import Kallsyms, Location
 
@@ -70,6 +71,16 @@ class Guard:
         built yet are read fresh when first needed)."""
         if isinstance(self._symbols, TargetSymbols):
             self._symbols.use_kallsyms(kallsyms)
+
+    def add_jited(self, images: Sequence[JitedImage]) -> None:
+        """Know the JITed BPF functions ``images`` (see :meth:`Kallsyms.add_jited`); a
+        guard without symbols stays without, and refuses."""
+        try:
+            symbols = self.symbols
+        except Exception:  # noqa: BLE001 - judge() says why, when asked
+            return
+        if symbols is not None:
+            symbols.kallsyms.add_jited(images)
 
     def enforce(self, decision: Decision) -> None:
         """Raise BreakpointRefused for a refused decision that was not forced."""

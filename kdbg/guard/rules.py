@@ -40,6 +40,8 @@ SRC_KGDB = "kgdb cannot debug itself: its exception, roundup and gdbstub code ru
 SRC_KGDBOC = "kgdboc talks to gdb by polling the UART (console poll hooks) with the kernel stopped"
 SRC_BLOCK = "kernel/kprobes.c + arch code blocklist these sections; kgdb refuses blocklisted " \
             "addresses with CONFIG_KGDB_HONOUR_BLOCKLIST, but only at continue"
+SRC_BPF = "kdbg policy: an XDP program runs in the driver's receive path (NAPI poll), a tc " \
+          "program in the qdisc layer; both are networking code"
 SRC_HOT = "kdbg policy: per-CPU paths hit thousands of times a second make a session unusable"
 
 
@@ -150,6 +152,9 @@ NAME_RULES: tuple[NameRule, ...] = (
 MODULE_NAME_RULES: tuple[NameRule, ...] = (
     NameRule(r"^kgdboe$", KGDBOE, True, SRC_KGDBOE + " (KGDBoE's own module)"),
 )
+
+# JITed BPF programs by kind (the program's type, from bpf_prog_info) → category.
+BPF_KINDS: dict[str, str] = {"xdp": NETWORKING, "tc": NETWORKING}
 
 # BTF parameter types (struct/union names) that mark code on the packet path.
 BTF_TYPES: dict[str, str] = {

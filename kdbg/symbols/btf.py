@@ -191,17 +191,18 @@ class Btf:
             out.append((self._str(name_off), mtype, bits, bitsize))
         return out
 
-    def _member(self, tid: int, name: str) -> tuple[int, int] | None:
-        """(type id, bit offset) of ``name`` in ``tid``, looking through anonymous members."""
+    def _member(self, tid: int, name: str, bitfield: bool = False) -> tuple[int, int] | None:
+        """(type id, bit offset) of ``name`` in ``tid``, looking through anonymous members
+        (a bitfield only when ``bitfield``)."""
         for mname, mtype, bits, bitsize in self.members(tid):
             if mname == name:
-                if bitsize:
+                if bitsize and not bitfield:
                     raise BtfError(f"{name} is a bitfield; kdbg reads whole bytes only")
                 return mtype, bits
             if not mname:
                 inner = self.resolve(mtype)
                 if self._rec(inner)[1] in (KIND_STRUCT, KIND_UNION):
-                    found = self._member(inner, name)
+                    found = self._member(inner, name, bitfield)
                     if found is not None:
                         return found[0], bits + found[1]
         return None
@@ -222,6 +223,15 @@ class Btf:
         if bits % 8:
             raise BtfError(f"{path} is not byte aligned")
         return Field(path, bits // 8, self.size_of(tid), self.type_name(tid))
+
+    def flag_bit(self, path: str) -> int:
+        """The bit offset of one-level member ``"sk_buff.tc_at_ingress"`` in its struct,
+        bitfield or not (on little-endian x86, bit N is bit N % 8 of byte N // 8)."""
+        struct_name, name = path.split(".", 1)
+        found = self._member(self.find(KIND_STRUCT, struct_name), name, bitfield=True)
+        if found is None:
+            raise BtfError(f"{self.source}: struct {struct_name} has no member {path}")
+        return found[1]
 
     def enum(self, name: str) -> dict[str, int]:
         """Values of ``enum NAME`` in declaration order."""

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kdbg.errors import BadInput, ProbeUnavailable, UnknownSymbol
+from kdbg.symbols.bpfjit import BPF_MODULE, JitedImage
 
 _TEXT_TYPES = frozenset("tTwW")
 _EXPR = re.compile(r"^(?P<sym>[A-Za-z_.$][\w.$]*)(?:\+(?P<off>0x[0-9a-fA-F]+|\d+))?$")
@@ -145,6 +146,7 @@ class Kallsyms:
             self._kinds.append(kind)
             self._mods.append(module)
         self._names_index: dict[str, list[Symbol]] | None = None
+        self._jited: list[JitedImage] = []
         self._text_end = text_end
         self.modules: dict[str, ModuleSpan] | None = (
             None if modules is None else {m.name: m for m in modules})
@@ -195,8 +197,21 @@ class Kallsyms:
     def __len__(self) -> int:
         return len(self._addrs)
 
+    def add_jited(self, images: Iterable[JitedImage]) -> None:
+        """Name the JITed BPF functions ``images`` from now on (kallsyms gives them no
+        size and no module span; kdbg read both from the program, :mod:`bpfjit`)."""
+        known = {(j.address, j.size) for j in self._jited}
+        self._jited += [j for j in images if (j.address, j.size) not in known]
+
+    def jited_at(self, address: int) -> JitedImage | None:
+        """The JITed BPF function added with :meth:`add_jited` that holds ``address``."""
+        return next((j for j in self._jited if address in j), None)
+
     def lookup(self, address: int) -> Location:
         """Name ``address`` as ``symbol+offset``; unknown outside kernel and module text."""
+        jit = self.jited_at(address) if self._jited else None
+        if jit is not None:
+            return Location(address, jit.name, address - jit.address, BPF_MODULE)
         i = bisect.bisect_right(self._addrs, address) - 1
         if i < 0:
             return Location(address, None, 0)

@@ -39,6 +39,10 @@ class ProgFacts:
     btf: bytes = b""
     xlated: bytes = b""
     fd: int = -1  # open while kdbg traces it
+    # JITed code: (address, length) of each function, the main one first; and the
+    # JITed address of each line-info record, in the records' order
+    jited_funcs: tuple[tuple[int, int], ...] = ()
+    jited_lines: tuple[int, ...] = ()
     _table: LineTable | None = field(default=None, repr=False)
 
     @property
@@ -66,13 +70,36 @@ class ProgFacts:
         return {"id": self.id, "type": self.type, "name": self.name, "tag": self.tag,
                 "address": self.address, "func_btf_id": self.func_btf_id,
                 "line_info": b64(self.line_info), "btf": b64(self.btf),
-                "xlated": b64(self.xlated)}
+                "xlated": b64(self.xlated),
+                "jited_funcs": [list(f) for f in self.jited_funcs],
+                "jited_lines": list(self.jited_lines)}
 
     @classmethod
     def from_record(cls, rec: dict[str, Any]) -> ProgFacts:
         blob = lambda k: base64.b64decode(rec[k])  # noqa: E731
         return cls(rec["id"], rec["type"], rec["name"], rec["tag"], rec["address"],
-                   rec["func_btf_id"], blob("line_info"), blob("btf"), blob("xlated"))
+                   rec["func_btf_id"], blob("line_info"), blob("btf"), blob("xlated"),
+                   jited_funcs=tuple((int(a), int(n)) for a, n in rec.get("jited_funcs", ())),
+                   jited_lines=tuple(int(a) for a in rec.get("jited_lines", ())))
+
+    def jited_line_table(self) -> tuple[tuple[int, str, int], ...]:
+        """Each source line's JITed start: (address, file, line), from the line-info
+        records (kept in instruction order by the kernel) and ``jited_lines``."""
+        table = self.lines
+        if table is None or len(self.jited_lines) != len(table.lines):
+            return ()
+        return tuple((addr, ln.file, ln.line)
+                     for ln, addr in zip(table.lines, self.jited_lines, strict=True)
+                     if addr and ln.line)
+
+    def jited_at_insn(self, insn: int) -> int | None:
+        """The JITed address of the line-info record that starts at instruction ``insn``
+        (None: no such record, or the kernel hid the addresses)."""
+        for pos, addr in zip(range(0, len(self.line_info), 16), self.jited_lines,
+                             strict=False):
+            if struct.unpack_from("<I", self.line_info, pos)[0] == insn:
+                return addr or None
+        return None
 
 
 def ids() -> Iterator[int]:
@@ -83,13 +110,26 @@ def ids() -> Iterator[int]:
         cur = nxt
 
 
-def _jited_address(fd: int, info: bpfsys.ProgInfo) -> int:
-    if not info.nr_jited_ksyms:
-        return 0
-    addrs = (ct.c_uint64 * info.nr_jited_ksyms)()
-    ask = bpfsys.ProgInfo(nr_jited_ksyms=info.nr_jited_ksyms, jited_ksyms=ct.addressof(addrs))
+def _jited(fd: int, info: bpfsys.ProgInfo
+           ) -> tuple[tuple[tuple[int, int], ...], tuple[int, ...]]:
+    """The JITed functions (address, length) and the JITed address of each line-info
+    record: ``jited_ksyms``, ``jited_func_lens`` and ``jited_line_info`` (all zero when
+    the kernel hides addresses from this reader)."""
+    nfuncs, nlines = info.nr_jited_ksyms, info.nr_jited_line_info
+    if not nfuncs:
+        return (), ()
+    addrs = (ct.c_uint64 * nfuncs)()
+    lens = (ct.c_uint32 * max(info.nr_jited_func_lens, 1))()
+    lines = (ct.c_uint64 * max(nlines, 1))()
+    ask = bpfsys.ProgInfo(nr_jited_ksyms=nfuncs, jited_ksyms=ct.addressof(addrs),
+                          nr_jited_func_lens=info.nr_jited_func_lens,
+                          jited_func_lens=ct.addressof(lens),
+                          nr_jited_line_info=nlines, jited_line_info_rec_size=8,
+                          jited_line_info=ct.addressof(lines) if nlines else 0)
     bpfsys.prog_info_into(fd, ask)
-    return int(addrs[0])
+    funcs = tuple((int(addrs[i]), int(lens[i]) if i < ask.nr_jited_func_lens else 0)
+                  for i in range(nfuncs))
+    return funcs, tuple(int(lines[i]) for i in range(nlines))
 
 
 def open_prog(prog_id: int, types: frozenset[int]) -> ProgFacts | None:
@@ -112,9 +152,11 @@ def open_prog(prog_id: int, types: frozenset[int]) -> ProgFacts | None:
             if off == 0:
                 func_id = type_id
         btf = bpfsys.btf_blob(info.btf_id) if info.btf_id else b""
+        jited_funcs, jited_lines = _jited(fd, info)
         return ProgFacts(info.id, info.type, info.name.decode(errors="replace"),
-                         bytes(info.tag).hex(), _jited_address(fd, info), func_id,
-                         lines, btf, xlated, fd)
+                         bytes(info.tag).hex(), jited_funcs[0][0] if jited_funcs else 0,
+                         func_id, lines, btf, xlated, fd, jited_funcs=jited_funcs,
+                         jited_lines=jited_lines)
     except BaseException:
         os.close(fd)
         raise

@@ -141,7 +141,8 @@ def test_prog_picks_by_name_or_id(prog: ProgFacts) -> None:
 
 
 def test_program_text_carries_the_filters() -> None:
-    fields = {k: 8 * i for i, k in enumerate(bpfverdict.FIELDS)}
+    fields = {**{k: 8 * i for i, k in enumerate(bpfverdict.FIELDS)},
+              "DEV_XDP_STATE": 2248, "XDP_ENTITY_SIZE": 16, "SKB_INGRESS_BIT": 1034}
     spec = flt.PacketFilters(proto="udp", dports=(7777,), ifname="bpfb").resolve(
         ReasonTable({}, "test"))
     text = bpfverdict.build(fields, spec)

@@ -26,6 +26,9 @@ LOADER = Path(__file__).with_name("bpf_loader.py")
 # kind: (the program's name, its verdict, the end it runs on)
 KINDS = {"xdp": ("kdbg_test_xdp", "XDP_DROP", "inner"),
          "tc": ("kdbg_test_tc", "TC_ACT_SHOT", "outer")}
+# where each runs, as the record's attach says: bcc's attach_xdp with no flags on a veth
+# (which has its own XDP: the driver's hook), and tc's egress
+ATTACH = {"xdp": "xdp/driver", "tc": "tc/egress"}
 DROP_IF = "if (udp->dest == htons(DROP_PORT))"
 
 SCENARIO = """
@@ -92,6 +95,7 @@ def test_bpf_drop_named_to_program_interface_and_line(default_lab: str, kind: st
         assert (r["saddr"], r["daddr"], r["ifname"]) == ("10.99.0.1", "10.99.0.2", res[end])
         prog = r["prog"]
         assert (prog["id"], prog["name"], prog["type"]) == (res["prog"], name, kind)
+        assert prog["attach"] == ATTACH[kind]
         assert r["location"] == f"bpf_prog_{prog['tag']}_{name}+0x0"
         assert [ln["text"] for ln in prog["verdict_lines"]] == [DROP_IF]
         assert r["line"] == prog["verdict_lines"][0]["line"]

@@ -1,0 +1,61 @@
+"""In a lab guest: a throw-away netns joined by a veth pair, the test XDP program on the
+inner end (tests/vm/bpf_loader.py), and a datagram to DROP and one to PASS every
+half second, until the file STOP exists or LIMIT seconds passed; then everything is
+removed. ``bpf_traffic.py DROP PASS STOP LIMIT``. Prints ``ready ID`` once the program
+is attached and ``sent N`` at the end. Run by tests/vm/test_bpf_break.py (the
+break-watch on the host needs drops to come while it arms and stops).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+LOADER = Path(__file__).with_name("bpf_loader.py")
+
+
+def sh(cmd: str) -> None:
+    subprocess.run(cmd, shell=True, check=True)
+
+
+def main(drop: int, other: int, stop: Path, limit: float) -> int:
+    ns, tag = f"bpfx{os.getpid()}", os.getpid() % 10000
+    outer, inner = f"bpfo{tag}", f"bpfi{tag}"
+    loader = None
+    sent = 0
+    sh(f"ip netns add {ns}")
+    try:
+        sh(f"ip link add {outer} type veth peer name {inner} netns {ns}")
+        sh(f"ip addr add 10.99.0.1/24 dev {outer} && ip link set {outer} up")
+        sh(f"ip -n {ns} addr add 10.99.0.2/24 dev {inner} && ip -n {ns} link set {inner} up")
+        loader = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, str(LOADER),
+                                   "xdp", inner, str(drop)], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True)
+        assert loader.stdout is not None
+        ready = loader.stdout.readline().split()
+        assert ready[:1] == ["ready"], ready
+        print("ready", ready[1], inner, outer, flush=True)
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        end = time.monotonic() + limit
+        while time.monotonic() < end and not stop.exists():
+            s.sendto(b"drop%d" % sent, ("10.99.0.2", drop))
+            s.sendto(b"pass%d" % sent, ("10.99.0.2", other))
+            sent += 1
+            time.sleep(0.5)
+    finally:
+        if loader is not None:
+            assert loader.stdin is not None
+            loader.stdin.close()
+            loader.wait(timeout=120)
+        subprocess.run(f"ip link del {outer}; ip netns del {ns}", shell=True, check=False)
+        stop.unlink(missing_ok=True)
+    print("sent", sent, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3]), float(sys.argv[4])))
