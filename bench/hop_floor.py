@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -35,6 +34,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from drop_storm import PORT, flood  # noqa: E402
 
 from kdbg.demo.throwaway import VethLab  # noqa: E402
 from kdbg.symbols.btf import Btf  # noqa: E402
@@ -43,30 +45,7 @@ from kdbg.trace.fexitcheck import RETURN_ZERO  # noqa: E402
 
 # The hop tracepoints the flood crosses, once each a packet.
 CROSSED = ("net_dev_queue", "netif_rx", "netif_receive_skb")
-PORT = 5555
 STATS = Path("/proc/sys/kernel/bpf_stats_enabled")
-
-
-def children_cpu() -> float:
-    """CPU seconds of the children waited for so far (user + system)."""
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
-
-
-def flood(lab: VethLab, flooder: Path, seconds: float) -> tuple[int, float]:
-    """(drops, flooder CPU seconds) of one flood."""
-    before = rule_count(lab)
-    cpu = children_cpu()
-    lab.a.run([str(flooder), lab.addr_a, lab.addr_b, str(PORT), str(int(seconds))],
-              timeout=seconds + 30)
-    return rule_count(lab) - before, children_cpu() - cpu
-
-
-def rule_count(lab: VethLab) -> int:
-    for line in lab.b.run(["iptables", "-nvxL", "INPUT"]).stdout.splitlines():
-        if f"dpt:{PORT}" in line:
-            return int(line.split()[0])
-    raise RuntimeError("DROP rule counter not found")
 
 
 def attach_empty(stack: ExitStack, btf: Btf, copies: int) -> list[int]:
@@ -94,7 +73,7 @@ def floor(lab: VethLab, flooder: Path, btf: Btf, seconds: float, rounds: int) ->
         for name, copies in variants:
             with ExitStack() as stack:
                 attach_empty(stack, btf, copies)
-                drops, cpu = flood(lab, flooder, seconds)
+                drops, _elapsed, cpu = flood(lab, flooder, seconds)
             per_drop[name].append(cpu / drops * 1e9)
             line.append(f"{per_drop[name][-1]:,.0f} ns ({drops / seconds:,.0f}/s)")
         print(f"  round {r + 1}: " + ", ".join(line), flush=True)
