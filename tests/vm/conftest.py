@@ -379,13 +379,20 @@ def check_journey(journey: list[dict[str, Any]], inodes: dict[str, int],
 def in_flight_at_attach(rec: dict[str, Any]) -> bool:
     """Whether ``rec``'s packet was under way when the tracer attached: its journey is
     said to be incomplete for that alone, and its first hop came no later than the
-    window after the attach in which kdbg says so (by the record's own table)."""
+    window after the attach in which kdbg says so (by the record's own table); or no
+    hop of it was seen and the drop itself came within that window (the drop program
+    attaches before the hop programs: a packet between its hops and its drop then has
+    no hop; under TCG on a loaded host the attach takes long enough to catch one)."""
     from kdbg.trace.journey import ENTER_WINDOW_NS
 
     notes = rec.get("journey_incomplete") or []
     table = rec.get("journey_table") or {}
-    if not notes or not rec.get("journey") or table.get("attached_ns") is None:
+    if not notes or table.get("attached_ns") is None:
         return False
+    if not rec.get("journey"):
+        dropped = rec["time_ns"] - table["wall_offset_ns"]
+        return (len(notes) == 1 and notes[0].startswith("no hop seen:")
+                and dropped - table["attached_ns"] < ENTER_WINDOW_NS)
     if not all(n.startswith("it may have entered before the tracer") for n in notes):
         return False
     first = rec["journey"][0]["time_ns"] - table["wall_offset_ns"]
