@@ -64,11 +64,9 @@ static __always_inline void kdbg_hop_packet(struct kdbg_hop_seen *e, __u64 skb, 
 	if (!head || nh == 0xffff)
 		return;
 
-	__u64 l4 = 0, raw = 0;
+	__u64 l4 = 0;
 	if (e->protocol == 0x0800) {
-		/* The IPv4 header and, when it has no options, the first 8 bytes of L4 in
-		 * one read (as the drop program does): one helper call a hop, not two. */
-		__u8 iph[28] = {};
+		__u8 iph[20] = {};
 		bpf_probe_read_kernel(iph, sizeof(iph), (void *)(head + nh));
 		if ((iph[0] >> 4) != 4)
 			return;
@@ -77,17 +75,10 @@ static __always_inline void kdbg_hop_packet(struct kdbg_hop_seen *e, __u64 skb, 
 		__builtin_memcpy(e->saddr, &iph[12], 4);
 		__builtin_memcpy(e->daddr, &iph[16], 4);
 		/* Only the first fragment carries the L4 header. */
-		if (((iph[6] & 0x1f) | iph[7]) != 0)
-			return;
-		if ((iph[0] & 0x0f) == 5) {
-			__builtin_memcpy(&raw, &iph[20], 8);
-			KDBG_L4_FIELDS(e, raw);
-			return;
-		}
-		l4 = head + nh + (iph[0] & 0x0f) * 4;
+		if (((iph[6] & 0x1f) | iph[7]) == 0)
+			l4 = head + nh + (iph[0] & 0x0f) * 4;
 	} else if (e->protocol == 0x86DD) {
-		/* The fixed header and the first 8 bytes after it, in one read. */
-		__u8 ip6h[48] = {};
+		__u8 ip6h[40] = {};
 		bpf_probe_read_kernel(ip6h, sizeof(ip6h), (void *)(head + nh));
 		if ((ip6h[0] >> 4) != 6)
 			return;
@@ -95,17 +86,15 @@ static __always_inline void kdbg_hop_packet(struct kdbg_hop_seen *e, __u64 skb, 
 		e->l4proto = ip6h[6];
 		__builtin_memcpy(e->saddr, &ip6h[8], 16);
 		__builtin_memcpy(e->daddr, &ip6h[24], 16);
-		if (e->l4proto == 6 || e->l4proto == 17 || e->l4proto == 58) {
-			__builtin_memcpy(&raw, &ip6h[40], 8);
-			KDBG_L4_FIELDS(e, raw);
-			return;
-		}
 		/* Extension headers: trust the transport header if it is set. */
-		if (th != 0xffff && th > nh)
+		if (e->l4proto == 6 || e->l4proto == 17 || e->l4proto == 58)
+			l4 = head + nh + 40;
+		else if (th != 0xffff && th > nh)
 			l4 = head + th;
 	}
 	if (!l4)
 		return;
+	__u64 raw = 0;
 	if (bpf_probe_read_kernel(&raw, sizeof(raw), (void *)l4) != 0)
 		return;
 	KDBG_L4_FIELDS(e, raw);
