@@ -5,8 +5,10 @@ Runs, in one go and on the same namespaces, floods with no tracer and with
 ``kdbg watch --stats``, ``kdbg watch`` streaming (a filter matching every drop,
 and one matching none), a bpftrace one-liner counting by reason, and
 ``perf record -e skb:kfree_skb``. Reports drops per second as a ratio to the
-no-tracer baseline, tracer CPU and peak RSS, events lost, whether --stats
-counted exactly, and the time from start to the ``kdbg: watching`` line.
+no-tracer baseline, and the flooder's own CPU time per drop as a ratio (the
+baseline's over the tracer's: less sensitive to what else runs on the machine);
+tracer CPU and peak RSS, events lost, whether --stats counted exactly, and the time
+from start to the ``kdbg: watching`` line.
 
     sudo .venv/bin/python bench/drop_storm.py [--seconds 5] [--json]
 
@@ -20,6 +22,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import statistics
@@ -49,6 +52,11 @@ class Run:
     seconds: float
     rate: float
     ratio: float = 0.0
+    # the flooder's own CPU time per drop (sending, and receiving and dropping in its
+    # context), and the baseline's over it: less sensitive than drops/s to what else
+    # runs on the machine
+    flood_cpu_ns: float = 0.0
+    cpu_ratio: float = 0.0
     cpu_s: float | None = None
     peak_rss_mb: float | None = None
     lost: int | None = None
@@ -91,13 +99,22 @@ def proc_usage(pid: int) -> tuple[float, float]:
     return cpu, (int(hwm.group(1)) / 1024 if hwm else 0.0)
 
 
-def flood(lab: VethLab, flooder: Path, seconds: float) -> tuple[int, float]:
+def children_cpu() -> float:
+    """CPU seconds (user + system) of the children waited for so far."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def flood(lab: VethLab, flooder: Path, seconds: float) -> tuple[int, float, float]:
+    """(drops, seconds, the flooder's CPU seconds) of one flood. The kernel charges the
+    softirq work done in the flooder's context (receive, drop, tracer programs) to it."""
     before = nft_count(lab)
+    cpu0 = children_cpu()
     t0 = time.monotonic()
     lab.a.run([str(flooder), lab.addr_a, lab.addr_b, str(PORT), str(int(seconds))],
               timeout=seconds + 30)
     elapsed = time.monotonic() - t0
-    return nft_count(lab) - before, elapsed
+    return nft_count(lab) - before, elapsed, children_cpu() - cpu0
 
 
 def accounted(run: Run, recs: list[dict[str, object]], summary: dict[str, object],
@@ -260,13 +277,14 @@ def main() -> int:
                 cpu0 = proc_usage(proc.pid)[0] if proc else 0.0
                 prog0 = prog_stats(proc.pid) if proc and args.mark_ct else (0, 0)
                 try:
-                    drops, elapsed = flood(lab, flooder, secs)
+                    drops, elapsed, flood_cpu = flood(lab, flooder, secs)
                     prog1 = prog_stats(proc.pid) if proc and args.mark_ct else (0, 0)
                 except BaseException:
                     if proc is not None:  # never leave a tracer running
                         stop_tracer(proc)
                     raise
-                run = Run(name, drops, elapsed, drops / elapsed)
+                run = Run(name, drops, elapsed, drops / elapsed,
+                          flood_cpu_ns=flood_cpu / max(drops, 1) * 1e9)
                 if prog1[1] > prog0[1]:
                     run.prog_ns_per_run = (prog1[0] - prog0[0]) / (prog1[1] - prog0[1])
                 if proc is not None:
@@ -364,6 +382,7 @@ def main() -> int:
             # cores, steal), so each tracer is judged against a baseline measured
             # right before it, and the median of those paired ratios is reported.
             ratios: dict[str, list[float]] = {name: [] for name, *_ in configs}
+            cpu_ratios: dict[str, list[float]] = {name: [1.0] for name, *_ in configs[:1]}
             kept: dict[str, list[Run]] = {name: [] for name, *_ in configs}
             every_round_adds_up = True
             for rnd in range(args.rounds):
@@ -373,6 +392,8 @@ def main() -> int:
                     ratios[configs[0][0]].append(1.0)
                     kept[configs[0][0]].append(base)
                     ratios[name].append(run.rate / base.rate if base.rate else 0.0)
+                    cpu_ratios.setdefault(name, []).append(
+                        base.flood_cpu_ns / run.flood_cpu_ns if run.flood_cpu_ns else 0.0)
                     kept[name].append(run)
                     every_round_adds_up &= run.adds_up is not False
                     adds = "" if run.adds_up is None else (
@@ -380,7 +401,9 @@ def main() -> int:
                         f"{run.counted:,} matched, lost {run.lost}: "
                         f"{'adds up' if run.adds_up else 'DOES NOT ADD UP'}")
                     print(f"  round {rnd + 1}: {name:<40} {run.rate:>10,.0f} drops/s, "
-                          f"baseline {base.rate:>10,.0f}: {ratios[name][-1]:.3f}{adds}",
+                          f"baseline {base.rate:>10,.0f}: {ratios[name][-1]:.3f}; flooder CPU "
+                          f"{run.flood_cpu_ns:,.0f} ns a drop, baseline {base.flood_cpu_ns:,.0f}: "
+                          f"{cpu_ratios[name][-1]:.3f}{adds}",
                           file=sys.stderr)
             runs = []
             for name, *_ in configs:
@@ -389,6 +412,7 @@ def main() -> int:
                 mid = order[len(order) // 2]
                 run = kept[name][mid]
                 run.ratio = statistics.median(ratios[name])
+                run.cpu_ratio = statistics.median(cpu_ratios[name])
                 runs.append(run)
         ready = time_to_watching()
     finally:
@@ -407,7 +431,7 @@ def main() -> int:
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    print(f"{'tracer':<42}{'drops/s':>12}{'ratio':>8}{'cpu s':>8}{'rss MB':>8}"
+    print(f"{'tracer':<42}{'drops/s':>12}{'ratio':>8}{'cpu/drop':>9}{'cpu s':>8}{'rss MB':>8}"
           f"{'lost':>10}{'B/event':>9}  stats exact / printed + summarized")
     for r in runs:
         cpu = f"{r.cpu_s:.2f}" if r.cpu_s is not None else "-"
@@ -421,7 +445,8 @@ def main() -> int:
             exact = (f"{r.printed:,} + {r.summarized:,} = {r.counted:,} "
                      f"{'adds up' if r.adds_up else 'DOES NOT ADD UP'}")
         bpe = f"{r.bytes_per_event:.0f}" if r.bytes_per_event is not None else "-"
-        print(f"{r.name:<42}{r.rate:>12,.0f}{r.ratio:>8.3f}{cpu:>8}{rss:>8}{lost:>10}{bpe:>9}"
+        print(f"{r.name:<42}{r.rate:>12,.0f}{r.ratio:>8.3f}{r.cpu_ratio:>9.3f}{cpu:>8}{rss:>8}"
+              f"{lost:>10}{bpe:>9}"
               f"  {exact}")
     if causes_ratio is not None:
         print(f"streaming with causes / with --no-causes: {causes_ratio:.3f}; every streaming "
@@ -431,7 +456,9 @@ def main() -> int:
     streaming = by_name.get("kdbg watch streaming, all match")
     if journey is not None and streaming is not None:
         print(f"--journey: streaming's ratio {streaming.ratio:.3f}, with the journey "
-              f"{journey.ratio:.3f} ({journey.ratio - streaming.ratio:+.3f})")
+              f"{journey.ratio:.3f} ({journey.ratio - streaming.ratio:+.3f}); by the "
+              f"flooder's CPU a drop {streaming.cpu_ratio:.3f} and {journey.cpu_ratio:.3f} "
+              f"({journey.cpu_ratio - streaming.cpu_ratio:+.3f})")
     print(f"time to 'kdbg: watching': median {statistics.median(ready):.2f} s "
           f"(runs: {', '.join(f'{t:.2f}' for t in ready)}); load average "
           f"{os.getloadavg()[0]:.2f}")

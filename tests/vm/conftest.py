@@ -379,7 +379,10 @@ def check_journey(journey: list[dict[str, Any]], inodes: dict[str, int],
 def in_flight_at_attach(rec: dict[str, Any]) -> bool:
     """Whether ``rec``'s packet was under way when the tracer attached: its journey is
     said to be incomplete for that alone, and its first hop came no later than the
-    window after the attach in which kdbg says so (by the record's own table)."""
+    window after the attach in which kdbg says so (by the record's own table); or no
+    hop of it was seen and the drop itself came within that window, which kdbg says
+    the same way (the drop program attaches before the hop programs: a packet between
+    its hops and its drop then has no hop)."""
     from kdbg.trace.journey import ENTER_WINDOW_NS
 
     notes = rec.get("journey_incomplete") or []
