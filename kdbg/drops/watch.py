@@ -292,6 +292,8 @@ class _WatchLoop(loop.RingLoop):
         if elapsed >= self.next_more:
             self.report_more()
             self.next_more = elapsed + MORE_EVERY
+            if self.watch.journeys is not None and isinstance(self.probe, JourneyDropProbe):
+                self.watch.journeys.storm(self.probe, self._summarized)
 
     @property
     def _summarized(self) -> int:

@@ -153,6 +153,7 @@ class Loaded:
         self._links: list[int] = []
         self._progs: list[int] = []
         self.runnable: dict[str, int] = {}  # "run:" functions: loaded, never attached
+        self._btf_fns: dict[str, tuple[int, int | None]] = {}  # "btf:" fn -> (prog, link)
         self._compiled = prog
         try:
             for spec in prog.maps:
@@ -186,6 +187,7 @@ class Loaded:
                 link = bpfsys.raw_tracepoint_open(name, fd)
             elif how == "btf":
                 link = bpfsys.raw_tracepoint_open(None, fd)
+                self._btf_fns[fn] = (fd, link)
             else:
                 link = bpfsys.perf_tracepoint_attach(tracepoint_id(tp), fd)
         except OSError as err:
@@ -228,9 +230,31 @@ class Loaded:
             self._links.remove(link)
             os.close(link)
 
+    def pause(self, fns: list[str]) -> None:
+        """Detach the BTF-typed functions ``fns`` (loaded and attached as ``btf:``): they
+        stop running until :meth:`resume`."""
+        for fn in fns:
+            prog, link = self._btf_fns[fn]
+            if link is not None:
+                self._btf_fns[fn] = (prog, None)
+                self.unlink(link)
+
+    def resume(self, fns: list[str]) -> None:
+        """Attach again the functions :meth:`pause` detached."""
+        for fn in fns:
+            prog, link = self._btf_fns[fn]
+            if link is None:
+                try:
+                    link = bpfsys.raw_tracepoint_open(None, prog)
+                except OSError as err:
+                    raise BpfLoadError(f"cannot attach {fn} again: {err.strerror}") from None
+                self._links.append(link)
+                self._btf_fns[fn] = (prog, link)
+
     def detach(self) -> None:
         """Stop running the programs; the maps stay readable."""
         links, self._links = self._links, []
+        self._btf_fns = {fn: (prog, None) for fn, (prog, _link) in self._btf_fns.items()}
         for fd in links:
             os.close(fd)
 
