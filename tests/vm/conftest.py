@@ -316,7 +316,10 @@ def check_the_stop(lab: str, port: int, source_file: str = "net/netfilter/core.c
         assert "nf_hook_slow(struct sk_buff" in p.run("list nf_hook_slow")
         assert "Linux version" in p.run("lx-dmesg", timeout=300)
         assert SENDER in p.run("lx-ps", timeout=300)
-        assert SENDER in p.run("p $lx_current().comm")
+        # the datagram is dropped in its sender's context, or in ksoftirqd's when the
+        # loaded guest deferred the softirq work (seen once in a full run)
+        comm = p.run("p $lx_current().comm")
+        assert SENDER in comm or "ksoftirqd/" in comm, comm
         assert "kdbg-skb" in p.run("help kdbg")
         status = p.done()
     finally:

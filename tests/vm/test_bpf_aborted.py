@@ -47,6 +47,9 @@ def run(args):
 sh("ip netns add " + NS)
 try:
     sh(f"ip link add {{OUTER}} type veth peer name {{INNER}} netns {{NS}}")
+    # no IPv6 on the pair: its router solicitations would be aborted too (seen once: 8)
+    sh(f"sysctl -qw net.ipv6.conf.{{OUTER}}.disable_ipv6=1")
+    sh(f"ip netns exec {{NS}} sysctl -qw net.ipv6.conf.{{INNER}}.disable_ipv6=1")
     sh(f"ip addr add 10.99.1.1/24 dev {{OUTER}} && ip link set {{OUTER}} up")
     sh(f"ip -n {{NS}} addr add 10.99.1.2/24 dev {{INNER}} && ip -n {{NS}} link set {{INNER}} up")
     sh(f"ip neigh replace 10.99.1.2 lladdr $(ip -n {{NS}} -br link show {{INNER}} "
