@@ -55,6 +55,15 @@ struct kdbg_drop_event {
 	__u16 ct_orig_dport;	/* dst.u.all, network order (ICMP: type, code) */
 	__u8 ct_orig_l4proto;	/* dst.protonum */
 	__u8 ct_orig_dir;	/* dst.dir */
+	/* KDBG_CT_REPLY_TUPLE: the entry's reply-direction tuple
+	 * (nf_conn.tuplehash[IP_CT_DIR_REPLY].tuple), laid out the same */
+	__u8 ct_reply_saddr[16];
+	__u16 ct_reply_sport;
+	__u16 ct_reply_l3num;
+	__u8 ct_reply_daddr[16];
+	__u16 ct_reply_dport;
+	__u8 ct_reply_l4proto;
+	__u8 ct_reply_dir;
 };
 
 #define KDBG_CT_NONE 0xff
@@ -62,6 +71,7 @@ struct kdbg_drop_event {
 #define KDBG_CT_READ 2
 #define KDBG_CT_STATUS 4
 #define KDBG_CT_TUPLE 8
+#define KDBG_CT_REPLY_TUPLE 16
 
 /* Key of the in-kernel counters behind --stats (and kdbg exporter). */
 struct kdbg_stats_key {
@@ -96,7 +106,8 @@ struct kdbg_more_key {
 	__u16 dport;
 	__u8 icmp_type;
 	__u8 icmp_code;
-	__u16 pad0;
+	__u16 chain;		/* a BPF verdict's: how it was seen and where its program runs
+				 * (bpf/bpf_verdict.bpf.c, the record's chain); 0 for a drop */
 	__u8 saddr[16];
 	__u8 daddr[16];
 	char ifname[KDBG_IFNAMSIZ];

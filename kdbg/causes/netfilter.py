@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from typing import NamedTuple
 
 from kdbg.causes import conntrack, nfhooks, nftrules
 from kdbg.causes.netnsref import NetnsRef
@@ -37,6 +38,25 @@ HOOK_FRAMES: dict[str, str] = {
     "nf_hook_ingress": "ingress", "__netif_receive_skb_core": "ingress",
     "nf_hook_egress": "egress", "__dev_queue_xmit": "egress",
 }
+# The bridge's own hooks (NFPROTO_BRIDGE: net.nf.hooks_bridge), by the function that
+# runs them (net/bridge/br_input.c, br_forward.c, br_netfilter_hooks.c):
+# br_handle_frame runs prerouting's entries itself (nf_hook_bridge_pre, inlined);
+# br_netfilter's okfns run the rest of prerouting's and forward's past its own
+# (br_nf_hook_thresh); __br_forward runs forward, or output for a frame the bridge
+# device sent (:func:`hook_at`).
+BRIDGE_HOOK_FRAMES: dict[str, str] = {
+    "br_handle_frame": "prerouting", "br_nf_pre_routing_finish": "prerouting",
+    "br_nf_pre_routing_finish_ipv6": "prerouting",
+    "br_pass_frame_up": "input",
+    "__br_forward": "forward", "br_nf_forward_finish": "forward",
+    "br_forward_finish": "postrouting",
+}
+# br_netfilter's bridge hook functions that pass a bridged IPv4/IPv6 packet to that
+# family's own hook (bridge-nf-call-iptables/ip6tables): the hook a function runs.
+BR_NF_FRAMES: dict[str, str] = {
+    "br_nf_pre_routing": "prerouting", "br_nf_pre_routing_ipv6": "prerouting",
+    "br_nf_forward_ip": "forward", "br_nf_post_routing": "postrouting",
+}
 # nft_do_chain's callers name the table family (when the call is not a tail call).
 CHAIN_FAMILY_FRAMES = {
     "nft_do_chain_ipv4": ("ip",), "nft_do_chain_ipv6": ("ip6",),
@@ -55,38 +75,76 @@ def function(symbol: str | None) -> str | None:
     return symbol.split(".", 1)[0] if symbol else symbol
 
 
-def hook_of(symbols: Sequence[str | None]) -> tuple[str | None, tuple[str, ...] | None]:
-    """The netfilter hook and, when the stack shows it, the table family, from a drop's
-    stack (innermost first)."""
+class HookAt(NamedTuple):
+    """The netfilter hook a drop's stack names: its name (None: no frame runs one), the
+    nftables table families that run there when the stack shows them, how many frames
+    decided (None: all), and whose hook it is: ``"bridge"`` for the bridge's own
+    (NFPROTO_BRIDGE), ``"br_netfilter"`` for the packet's IPv4/IPv6 hook that
+    br_netfilter ran for a bridged packet, None for the packet's family's own."""
+
+    hook: str | None
+    tables: tuple[str, ...] | None
+    depth: int | None
+    via: str | None = None
+
+
+def _br_forward(syms: list[str | None], i: int) -> tuple[str, int | None]:
+    """__br_forward's hook: output when the bridge device sent the frame (br_dev_xmit
+    below it), forward when a port received it (br_handle_frame_finish below it)."""
+    for j in range(i + 1, len(syms)):
+        if syms[j] == "br_dev_xmit":
+            return "output", j + 1
+        if syms[j] == "br_handle_frame_finish":
+            return "forward", j + 1
+    return "forward", None
+
+
+def hook_at(symbols: Sequence[str | None]) -> HookAt:
+    """The netfilter hook of a drop, from its stack (innermost first): the first frame
+    that runs a hook names it."""
     family = None
-    for sym in map(function, symbols):
+    syms = [function(s) for s in symbols]
+    for i, sym in enumerate(syms):
         if sym in CHAIN_FAMILY_FRAMES and family is None:
             family = CHAIN_FAMILY_FRAMES[sym]
         if sym in HOOK_FRAMES:
-            return HOOK_FRAMES[sym], family
-    return None, family
+            return HookAt(HOOK_FRAMES[sym], family, i + 1)
+        if sym in BR_NF_FRAMES:
+            return HookAt(BR_NF_FRAMES[sym], family, i + 1, "br_netfilter")
+        if sym in BRIDGE_HOOK_FRAMES:
+            hook, depth = (_br_forward(syms, i) if sym == "__br_forward"
+                           else (BRIDGE_HOOK_FRAMES[sym], i + 1))
+            return HookAt(hook, family, depth, "bridge")
+    return HookAt(None, family, None)
+
+
+def hook_of(symbols: Sequence[str | None]) -> tuple[str | None, tuple[str, ...] | None]:
+    """The netfilter hook and, when the stack shows it, the table family, from a drop's
+    stack (innermost first)."""
+    at = hook_at(symbols)
+    return at.hook, at.tables
 
 
 def hook_depth(symbols: Sequence[str | None]) -> int | None:
     """How many frames, innermost first, decide :func:`hook_of`: up to the first that runs
-    a hook (the table family's frames lie before it); None when no frame runs one, so
-    every frame counts."""
-    for i, sym in enumerate(map(function, symbols)):
-        if sym in HOOK_FRAMES:
-            return i + 1
-    return None
+    a hook (the table family's frames lie before it), or for __br_forward up to the frame
+    that tells forward from output; None when no frame decides, so every frame counts."""
+    return hook_at(symbols).depth
 
 
 def stack_hook(symbols: Sequence[str | None]) -> str | None:
-    """What of the stack decides the cause: the hook (part of the cause key)."""
-    return hook_of(symbols)[0]
+    """What of the stack decides the cause: the hook, and whose it is (part of the cause
+    key): ``forward``, ``bridge forward``, ``br_netfilter forward``."""
+    at = hook_at(symbols)
+    return at.hook if at.via is None or at.hook is None else f"{at.via} {at.hook}"
 
 
-def where(drop: Drop) -> tuple[str | None, tuple[str, ...], tuple[str, ...], str | None]:
-    """The hook the stack names (None: unknown), the hooks and table families to
-    evaluate, and why every hook is evaluated (None when one is known)."""
+def where(drop: Drop) -> tuple[HookAt, tuple[str, ...], tuple[str, ...], str | None]:
+    """The hook the stack names (its ``hook`` None: unknown), the hooks and table
+    families to evaluate, and why every hook is evaluated (None when one is known)."""
     ev = drop.event
-    hook, families = hook_of(drop.stack) if drop.stack is not None else (None, None)
+    at = hook_at(drop.stack) if drop.stack is not None else HookAt(None, None, None)
+    hook = at.hook
     fams: tuple[str, ...] = nftrules.FAMILIES[ev.family or ""]
     note = None
     if hook is None:
@@ -98,16 +156,33 @@ def where(drop: Drop) -> tuple[str | None, tuple[str, ...], tuple[str, ...], str
         hooks, fams = (hook,), ("netdev", "inet")
     else:
         hooks = (hook,)
-    if families is not None:
-        fams = tuple(f for f in fams if f in families) or families
-    return hook, hooks, fams, note
+    if at.via == "bridge":
+        fams = ("bridge",)
+    if at.tables is not None:
+        fams = tuple(f for f in fams if f in at.tables) or at.tables
+    return at, hooks, fams, note
+
+
+def devices(at: HookAt, ifname: str | None) -> tuple[str | None, str | None]:
+    """The input and output device names a chain at ``at`` matches, as far as the drop's
+    device tells them: the one the skb was on at the drop is the input at prerouting,
+    input and forward, the output at postrouting and egress; at the bridge's forward and
+    output, the port the frame leaves by. Through br_netfilter neither: IPv4/IPv6's
+    hooks see the bridge device, not the port."""
+    if at.via == "br_netfilter":
+        return None, None
+    if at.via == "bridge":
+        return ((ifname, None) if at.hook in ("prerouting", "input")
+                else (None, ifname))
+    return (ifname if at.hook in ("prerouting", "input", "forward", "ingress") else None,
+            ifname if at.hook in ("postrouting", "egress") else None)
 
 
 def hook_list(reads: NetnsReads, ns: NetnsRef, family: str | None, hook: str | None,
               rs: nftrules.Ruleset | None) -> tuple[HookList | None, str | None]:
     """The hook functions at the drop's hook (nftables' named after their chains in
     ``rs``), or None and why not."""
-    if hook is None or family not in ("ipv4", "ipv6") or hook not in nftrules.HOOKS:
+    if hook is None or family not in ("ipv4", "ipv6", "bridge") or hook not in nftrules.HOOKS:
         return None, None
     try:
         found = reads.read(f"nf-hooks {family} {hook}", ns, lambda: nfhooks.hooks_at(
@@ -241,23 +316,28 @@ def find(reads: NetnsReads, drop: Drop, cause: Cause) -> Cause:
     if ev.family not in nftrules.FAMILIES:
         return replace(cause, summary="cause not established: the packet's IP header was "
                        "not parsed")
-    hook, hooks, fams, note = where(drop)
+    at, hooks, fams, note = where(drop)
+    hook = at.hook
+    nf_family = "bridge" if at.via == "bridge" else ev.family
+    if at.via == "br_netfilter":
+        tool = "ip6tables" if ev.family == "ipv6" else "iptables"
+        note = (f"a bridged packet: br_netfilter ran {ev.family}'s {hook} hook for it, "
+                f"as net.bridge.bridge-nf-call-{tool} is 1")
     cause = replace(cause, hook=hook, note=note)
     if ev.symbol in LEGACY:
-        found, why = hook_list(reads, ns, ev.family, hook, None)
+        found, why = hook_list(reads, ns, nf_family, hook, None)
         if found is not None:
             return blamed(reads, replace(cause, hooks=found), found, ev.symbol, ns, ev)
         return replace(cause, summary=f"cause not established: dropped by a legacy table "
                        f"({ev.symbol}, {LEGACY[ev.symbol]}); {why or 'its hook is unknown'}")
-    iif = ev.ifname if hook in ("prerouting", "input", "forward", "ingress") else None
-    oif = ev.ifname if hook in ("postrouting", "egress") else None
+    iif, oif = devices(at, ev.ifname)
     l4 = L4_NUMBERS.get(ev.proto or "")
     if l4 is None and ev.proto and ev.proto.isdigit():
         l4 = int(ev.proto)
     pkt = nftrules.Packet(ev.family, l4, ev.saddr, ev.daddr, ev.sport, ev.dport,
                           ev.icmp_type, ev.icmp_code, iif, oif, ev.mark, ev.ct_state,
                           ev.ct_zone, ev.ct_mark, ev.ct_reply, ev.ct_status,
-                          ev.ct_original)
+                          ev.ct_original, ev.ct_reply_tuple)
     try:
         rs = ruleset(reads, ns)
     except KdbgError as err:
@@ -267,7 +347,7 @@ def find(reads: NetnsReads, drop: Drop, cause: Cause) -> Cause:
     finding = nftrules.find_rule(rs, pkt, hooks, fams)
     if finding.rule is not None and finding.fingerprint:
         reads.fingerprints[(ev.netns, finding.rule.ident)] = finding.fingerprint
-    found, why = (hook_list(reads, ns, ev.family, hook, rs)
+    found, why = (hook_list(reads, ns, nf_family, hook, rs)
                   if finding.none_drops or reads.list_hooks else (None, None))
     cause = replace(cause, established=finding.established, rule=finding.rule,
                     candidates=finding.candidates, not_evaluated=finding.unknown,

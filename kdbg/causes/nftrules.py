@@ -229,6 +229,7 @@ class Packet:
     ct_reply: bool | None = None  # the packet is in its entry's reply direction
     ct_status: int | None = None  # its entry's status bits (enum ip_conntrack_status)
     ct_original: CtTuple | None = None  # its entry's original-direction tuple
+    ct_reply_tuple: CtTuple | None = None  # and its reply-direction tuple
 
 
 class _Unknown(Exception):
@@ -353,12 +354,13 @@ def _field(left: Any, pkt: Packet) -> _Field:
         if key == "mark":
             return _known(pkt.mark, "meta mark", _int)
         raise _Unknown(f"meta {key}")
-    if "ct" in left and isinstance(left["ct"], dict) and left["ct"].get("dir") == "original":
-        return _ct_original(left["ct"].get("key"), pkt)
+    if "ct" in left and isinstance(left["ct"], dict) and left["ct"].get("dir") in (
+            "original", "reply"):
+        return _ct_tuple(left["ct"]["dir"], left["ct"].get("key"), pkt)
     if "ct" in left and isinstance(left["ct"], dict) and "dir" not in left["ct"]:
         key = left["ct"].get("key")
         if key == "protocol":  # the original tuple's (NFT_CT_PROTOCOL)
-            return _ct_original(key, pkt)
+            return _ct_tuple("original", key, pkt)
         if key == "state":
             return _known(pkt.ct_state, "ct state", str)
         if key == "zone":
@@ -375,14 +377,14 @@ def _field(left: Any, pkt: Packet) -> _Field:
     raise _Unknown(describe_left(left))
 
 
-def _ct_original(key: Any, pkt: Packet) -> _Field:
-    """``ct original KEY`` (and ``ct protocol``) from the entry's original tuple, as
-    nft_ct_get_eval reads it: no entry, or an address of the other family, breaks the
-    rule (no match)."""
-    what = f"ct original {key}"
+def _ct_tuple(direction: str, key: Any, pkt: Packet) -> _Field:
+    """``ct original KEY``, ``ct reply KEY`` (and ``ct protocol``) from the entry's
+    tuple of that direction, as nft_ct_get_eval reads it: no entry, or an address of
+    the other family, breaks the rule (no match)."""
+    what = f"ct {direction} {key}"
     if pkt.ct_state in ("invalid", "untracked"):
         raise _Absent("ct")
-    tup = pkt.ct_original
+    tup = pkt.ct_original if direction == "original" else pkt.ct_reply_tuple
     if tup is None:
         raise _Unknown(what)
     if key in ("ip saddr", "ip daddr", "ip6 saddr", "ip6 daddr"):
@@ -762,8 +764,16 @@ def as_seen_by(pkt: Packet, chains: list[Chain], rs: Ruleset) -> Packet:
     return pkt
 
 
+# br_netfilter's priority at the bridge's prerouting (NF_BR_PRI_BRNF), where it runs
+# IPv4/IPv6 prerouting (conntrack and destination NAT included) for a bridged packet;
+# nf_conntrack_bridge's own hook runs before it.
+BRNF_PRIO = 0
+
+
 def ct_known(hook: str, chain: Chain) -> bool:
     """Whether a base chain runs after conntrack has given the packet its state."""
+    if chain.family == "bridge":  # the bridge's output runs after IP's own output
+        return hook != "prerouting" or (chain.prio is not None and chain.prio > BRNF_PRIO)
     if hook not in ("prerouting", "output"):
         return True  # input, forward, postrouting: after prerouting's or output's conntrack
     return chain.prio is not None and chain.prio > CONNTRACK_PRIO
@@ -777,6 +787,8 @@ NAT_DST_PRIO = -100
 def nat_known(hook: str, chain: Chain) -> bool:
     """Whether a base chain runs after destination NAT has set the entry's status bits
     (a connection's first packet: before it, ``ct status dnat`` was not yet true)."""
+    if chain.family == "bridge":
+        return ct_known(hook, chain)
     if hook not in ("prerouting", "output"):
         return True
     return chain.prio is not None and chain.prio > NAT_DST_PRIO
@@ -793,9 +805,9 @@ def drops_at_hook(rs: Ruleset, pkt: Packet, hook: str, families: tuple[str, ...]
     for chain in chains:
         ev.pkt = seen if ct_known(hook, chain) else dataclasses.replace(
             seen, ct_state=None, ct_zone=None, ct_mark=None, ct_reply=None, ct_status=None,
-            ct_original=None)
-        if not nat_known(hook, chain):
-            ev.pkt = dataclasses.replace(ev.pkt, ct_status=None)
+            ct_original=None, ct_reply_tuple=None)
+        if not nat_known(hook, chain):  # NAT sets status bits and rewrites the reply tuple
+            ev.pkt = dataclasses.replace(ev.pkt, ct_status=None, ct_reply_tuple=None)
         nxt: list[tuple[Assumption, ...]] = []
         for assumed in paths:
             if chain.type == "nat":

@@ -135,7 +135,7 @@ def report_text(d: Diagnosis) -> str:
         label = "cause" if c.established is not False else "cause?"
         out.append(f"    {label + ':':<9}{c.summary}")
         if c.hook:
-            out.append(f"    {'hook:':<9}{c.hook}")
+            out.append(f"    {'hook:':<9}{c.hook}" + (f" ({c.note})" if c.note else ""))
         out += hooks_text(c)
         for s in c.listeners or () if c.reason == "NO_SOCKET" else ():
             out.append(f"    {'socket:':<9}{s.endpoint} listens in the same netns")

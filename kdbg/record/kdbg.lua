@@ -23,7 +23,12 @@ end
 local ORDER = {
   "reason", "location", "symbol", "file", "line", "netns", "netns_name", "ifname",
   "ifindex", "cause", "cause_established", "hook", "rule", "rule_handle", "mark",
-  "ct_state", "ct_zone", "ct_mark",
+  "ct_state", "ct_reply", "ct_zone", "ct_mark", "ct_status", "ct_orig_family",
+  "ct_orig_proto", "ct_orig_saddr", "ct_orig_daddr", "ct_orig_saddr6", "ct_orig_daddr6",
+  "ct_orig_sport", "ct_orig_dport", "ct_orig_icmp_id", "ct_orig_icmp_type",
+  "ct_orig_icmp_code", "ct_reply_family", "ct_reply_proto", "ct_reply_saddr",
+  "ct_reply_daddr", "ct_reply_saddr6", "ct_reply_daddr6", "ct_reply_sport",
+  "ct_reply_dport", "ct_reply_icmp_id", "ct_reply_icmp_type", "ct_reply_icmp_code",
 }
 local F = {
   reason = ProtoField.string("kdbg.reason", "Drop reason"),
@@ -44,7 +49,51 @@ local F = {
   ct_state = ProtoField.string("kdbg.ct_state", "Conntrack state"),
   ct_zone = ProtoField.uint16("kdbg.ct_zone", "Conntrack zone"),
   ct_mark = ProtoField.uint32("kdbg.ct_mark", "Conntrack mark", base.HEX),
+  ct_reply = ProtoField.bool("kdbg.ct_reply", "Conntrack reply direction"),
+  ct_status = ProtoField.uint32("kdbg.ct_status", "Conntrack status (IPS_* bits)", base.HEX),
+  -- the entry's original-direction tuple (where the connection began, before NAT)
+  ct_orig_family = ProtoField.string("kdbg.ct_orig_family", "Conntrack original family"),
+  ct_orig_proto = ProtoField.string("kdbg.ct_orig_proto", "Conntrack original protocol"),
+  ct_orig_saddr = ProtoField.ipv4("kdbg.ct_orig_saddr", "Conntrack original source"),
+  ct_orig_daddr = ProtoField.ipv4("kdbg.ct_orig_daddr", "Conntrack original destination"),
+  ct_orig_saddr6 = ProtoField.ipv6("kdbg.ct_orig_saddr6", "Conntrack original source"),
+  ct_orig_daddr6 = ProtoField.ipv6("kdbg.ct_orig_daddr6", "Conntrack original destination"),
+  ct_orig_sport = ProtoField.uint16("kdbg.ct_orig_sport", "Conntrack original source port"),
+  ct_orig_dport = ProtoField.uint16("kdbg.ct_orig_dport",
+                                    "Conntrack original destination port"),
+  ct_orig_icmp_id = ProtoField.uint16("kdbg.ct_orig_icmp_id", "Conntrack original ICMP id"),
+  ct_orig_icmp_type = ProtoField.uint8("kdbg.ct_orig_icmp_type",
+                                       "Conntrack original ICMP type"),
+  ct_orig_icmp_code = ProtoField.uint8("kdbg.ct_orig_icmp_code",
+                                       "Conntrack original ICMP code"),
 }
+-- the reply-direction tuple (what a reply looks like, after NAT): the same fields
+for _, f in ipairs({
+  { "family", ProtoField.string, "family" }, { "proto", ProtoField.string, "protocol" },
+  { "saddr", ProtoField.ipv4, "source" }, { "daddr", ProtoField.ipv4, "destination" },
+  { "saddr6", ProtoField.ipv6, "source" }, { "daddr6", ProtoField.ipv6, "destination" },
+  { "sport", ProtoField.uint16, "source port" },
+  { "dport", ProtoField.uint16, "destination port" },
+  { "icmp_id", ProtoField.uint16, "ICMP id" }, { "icmp_type", ProtoField.uint8, "ICMP type" },
+  { "icmp_code", ProtoField.uint8, "ICMP code" },
+}) do
+  F["ct_reply_" .. f[1]] = f[2]("kdbg.ct_reply_" .. f[1], "Conntrack reply " .. f[3])
+end
+-- The tuples' addresses are text in the comment; an IPv6 one goes to the *6 field
+-- (as Wireshark keeps ip.src and ipv6.src apart), each as an address a filter compares.
+local ADDRESSES = { ct_orig_saddr = "ct_orig_saddr6", ct_orig_daddr = "ct_orig_daddr6",
+                    ct_reply_saddr = "ct_reply_saddr6", ct_reply_daddr = "ct_reply_daddr6" }
+
+local function address_fields(rec)
+  for name, name6 in pairs(ADDRESSES) do
+    local text = rec[name]
+    if type(text) == "string" and text:find(":", 1, true) then
+      rec[name], rec[name6] = nil, Address.ipv6(text)
+    elseif type(text) == "string" then
+      rec[name] = Address.ip(text)
+    end
+  end
+end
 local list = {}
 for _, name in ipairs(ORDER) do list[#list + 1] = F[name] end
 kdbg.fields = list
@@ -144,6 +193,7 @@ function kdbg.dissector(tvb, pinfo, tree)
       if not rec then
         sub:add_proto_expert_info(bad_comment, "kdbg comment not understood: " .. err)
       else
+        address_fields(rec)
         for _, name in ipairs(ORDER) do
           if rec[name] ~= nil then sub:add(F[name], rec[name]) end
         end

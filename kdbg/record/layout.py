@@ -9,6 +9,7 @@ from kdbg.trace.ringbuf import RING_BUSY, RING_DISCARD, RING_HDR
 
 __all__ = ["LAYOUT", "LAYOUTS", "LINK_ETHERNET", "LINK_NONE", "LINK_RAW", "RING_BUSY",
            "RING_DISCARD", "RING_HDR", "RawDropRecord", "RawDropRecordV1", "RawDropRecordV2",
+           "RawDropRecordV3",
            "record_size", "snap_bytes"]
 
 # Link types of the snapshot, as in drop_record.h
@@ -58,10 +59,24 @@ class RawDropRecordV2(ct.Structure):
     _fields_ = [("ev", RawDropEventV2), *RawDropRecord._fields_[1:]]
 
 
-LAYOUT = "kdbg_drop_record 3"  # what the recorder writes
+class RawDropEventV3(ct.Structure):
+    """``struct kdbg_drop_event`` as recordings of layout 'kdbg_drop_record 3' hold it:
+    the same fields up to the original tuple's, before the reply tuple."""
+
+    _fields_ = RawDropEvent._fields_[:_names.index("ct_orig_dir") + 1]
+
+
+class RawDropRecordV3(ct.Structure):
+    """``struct kdbg_drop_record`` of layout 'kdbg_drop_record 3'."""
+
+    _fields_ = [("ev", RawDropEventV3), *RawDropRecord._fields_[1:]]
+
+
+LAYOUT = "kdbg_drop_record 4"  # what the recorder writes
 # every layout kdbg reads: its record header (the snapshot follows)
 LAYOUTS: dict[str, type[ct.Structure]] = {"kdbg_drop_record 1": RawDropRecordV1,
                                           "kdbg_drop_record 2": RawDropRecordV2,
+                                          "kdbg_drop_record 3": RawDropRecordV3,
                                           LAYOUT: RawDropRecord}
 
 

@@ -36,6 +36,8 @@ SHB_USERAPPL = 4
 IF_NAME, IF_DESCRIPTION, IF_TSRESOL = 2, 3, 9
 LINKTYPES = {layout.LINK_ETHERNET: LINKTYPE_ETHERNET, layout.LINK_RAW: LINKTYPE_RAW}
 FIELDS_MARK = "kdbg "  # the comment that carries the fields starts so
+# a conntrack tuple of the drop record's, flattened: its members' prefix
+TUPLE_PREFIXES = {"ct_original": "ct_orig_", "ct_reply_tuple": "ct_reply_"}
 
 
 def _pad(data: bytes) -> bytes:
@@ -83,12 +85,11 @@ def fields(ev: DropEvent, netns_names: dict[int, str]) -> dict[str, object]:
         out["ifname"] = ev.ifname
     if ev.ifindex:
         out["ifindex"] = ev.ifindex
-    if ev.mark is not None:
-        out["mark"] = ev.mark
-    if ev.ct_state is not None:
-        out["ct_state"] = ev.ct_state
-    if ev.ct_zone is not None:
-        out["ct_zone"], out["ct_mark"] = ev.ct_zone, ev.ct_mark
+    for name, value in ev.mark_ct().items():
+        if isinstance(value, dict):  # a tuple: ct_orig_saddr, ct_reply_dport, ...
+            out.update({f"{TUPLE_PREFIXES[name]}{k}": v for k, v in value.items()})
+        else:
+            out[name] = value
     if ev.cause is not None:
         out.update(_cause_fields(ev.cause))
     return out

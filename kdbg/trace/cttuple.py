@@ -1,6 +1,8 @@
-"""A conntrack entry's original-direction tuple, as the drop program copies it
-(``nf_conn.tuplehash[IP_CT_DIR_ORIGINAL].tuple``): where the connection began, before
-NAT rewrote the packet or for a packet of the reply direction."""
+"""A conntrack entry's tuples, as the drop program copies them
+(``nf_conn.tuplehash[IP_CT_DIR_ORIGINAL/REPLY].tuple``): the original direction's,
+where the connection began before NAT rewrote the packet; the reply direction's, what
+a reply looks like after NAT (a DNAT'd connection's reply comes from the new
+destination)."""
 
 from __future__ import annotations
 
@@ -59,19 +61,21 @@ class CtTuple:
         return f"{self.proto} {self.saddr} -> {self.daddr}"
 
 
-def from_raw(raw: Any) -> CtTuple | None:
-    """The tuple of a drop record whose ``ct`` has the tuple bit, else None."""
-    family = NFPROTO_FAMILIES.get(raw.ct_orig_l3num)
+def from_raw(raw: Any, prefix: str = "ct_orig_") -> CtTuple | None:
+    """The tuple of a drop record whose ``ct`` has the tuple's bit, else None:
+    ``ct_orig_*`` (the original direction's) or ``ct_reply_*`` (the reply's)."""
+    def get(name: str) -> Any:
+        return getattr(raw, prefix + name)
+    family = NFPROTO_FAMILIES.get(get("l3num"))
     if family is None:
         return None
     n = 4 if family == "ipv4" else 16
-    saddr = ipaddress.ip_address(bytes(raw.ct_orig_saddr[:n]))
-    daddr = ipaddress.ip_address(bytes(raw.ct_orig_daddr[:n]))
-    l4 = raw.ct_orig_l4proto
+    saddr = ipaddress.ip_address(bytes(get("saddr")[:n]))
+    daddr = ipaddress.ip_address(bytes(get("daddr")[:n]))
+    l4, sport, dport = get("l4proto"), get("sport"), get("dport")
     if l4 in PORT_PROTOS:
-        return CtTuple(family, l4, saddr, daddr, socket.ntohs(raw.ct_orig_sport),
-                       socket.ntohs(raw.ct_orig_dport))
+        return CtTuple(family, l4, saddr, daddr, socket.ntohs(sport), socket.ntohs(dport))
     if l4 in ICMP_PROTOS:
-        return CtTuple(family, l4, saddr, daddr, icmp_id=socket.ntohs(raw.ct_orig_sport),
-                       icmp_type=raw.ct_orig_dport & 0xFF, icmp_code=raw.ct_orig_dport >> 8)
+        return CtTuple(family, l4, saddr, daddr, icmp_id=socket.ntohs(sport),
+                       icmp_type=dport & 0xFF, icmp_code=dport >> 8)
     return CtTuple(family, l4, saddr, daddr)

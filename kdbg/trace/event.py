@@ -21,7 +21,15 @@ from kdbg.trace.cttuple import CtTuple, from_raw
 from kdbg.trace.filters import PROTO_NAMES
 from kdbg.trace.headers import IPAddress, addresses
 from kdbg.trace.journey import Journey
-from kdbg.trace.layout import CT_ATTACHED, CT_NONE, CT_READ, CT_STATUS, CT_TUPLE, RawDropEvent
+from kdbg.trace.layout import (
+    CT_ATTACHED,
+    CT_NONE,
+    CT_READ,
+    CT_REPLY_TUPLE,
+    CT_STATUS,
+    CT_TUPLE,
+    RawDropEvent,
+)
 
 
 @dataclass(frozen=True)
@@ -52,7 +60,7 @@ def ct_fields(raw: Any) -> dict[str, Any]:
     without conntrack, conntrack as a module for the zone and mark, a record of layout
     'kdbg_drop_record 1')."""
     out: dict[str, Any] = dict.fromkeys(("ct_state", "ct_reply", "ct_zone", "ct_mark",
-                                         "ct_status", "ct_original"))
+                                         "ct_status", "ct_original", "ct_reply_tuple"))
     ctinfo, flags = getattr(raw, "ctinfo", CT_NONE), getattr(raw, "ct", 0)
     if ctinfo == CT_NONE:
         return out
@@ -68,6 +76,8 @@ def ct_fields(raw: Any) -> dict[str, Any]:
         out["ct_status"] = raw.ct_status
     if flags & CT_TUPLE:  # (set only in records of layout 'kdbg_drop_record 3')
         out["ct_original"] = from_raw(raw)
+    if flags & CT_REPLY_TUPLE:  # (set only in records of layout 'kdbg_drop_record 4')
+        out["ct_reply_tuple"] = from_raw(raw, "ct_reply_")
     return out
 
 
@@ -114,6 +124,7 @@ class DropEvent:
     ct_mark: int | None = None
     ct_status: int | None = None  # the entry's status bits (enum ip_conntrack_status)
     ct_original: CtTuple | None = None  # the entry's original-direction tuple
+    ct_reply_tuple: CtTuple | None = None  # and its reply-direction tuple
     journey: Journey | None = None  # its hops before the drop (kdbg watch --journey)
     prog: BpfProg | None = None  # the BPF program whose verdict dropped it (watch --bpf)
 
@@ -121,6 +132,28 @@ class DropEvent:
     def location(self) -> str:
         """``symbol+0xoff`` (with ``[module]``), or the raw address when unknown."""
         return str(Location(self.address, self.symbol, self.offset, self.module))
+
+    def mark_ct(self) -> dict[str, Any]:
+        """The mark and conntrack facts the drop carries, as its JSON record names them
+        (the original tuple as an object of its own; absent facts left out): the one
+        list the record and the pcapng's kdbg fields (kdbg.record.pcapng) are made from."""
+        rec: dict[str, Any] = {}
+        if self.mark is not None:
+            rec["mark"] = self.mark
+        if self.ct_state is not None:
+            rec["ct_state"] = self.ct_state
+            if self.ct_reply is not None:
+                rec["ct_reply"] = self.ct_reply
+        if self.ct_zone is not None:
+            rec["ct_zone"] = self.ct_zone
+            rec["ct_mark"] = self.ct_mark
+        if self.ct_status is not None:
+            rec["ct_status"] = self.ct_status
+        if self.ct_original is not None:
+            rec["ct_original"] = self.ct_original.to_json()
+        if self.ct_reply_tuple is not None:
+            rec["ct_reply_tuple"] = self.ct_reply_tuple.to_json()
+        return rec
 
     def to_json(self) -> dict[str, Any]:
         """The documented ``{"type": "drop", ...}`` record (docs/watch.md)."""
@@ -156,19 +189,7 @@ class DropEvent:
         if self.file is not None:
             rec["file"] = self.file
             rec["line"] = self.line
-        if self.mark is not None:
-            rec["mark"] = self.mark
-        if self.ct_state is not None:
-            rec["ct_state"] = self.ct_state
-            if self.ct_reply is not None:
-                rec["ct_reply"] = self.ct_reply
-        if self.ct_zone is not None:
-            rec["ct_zone"] = self.ct_zone
-            rec["ct_mark"] = self.ct_mark
-        if self.ct_status is not None:
-            rec["ct_status"] = self.ct_status
-        if self.ct_original is not None:
-            rec["ct_original"] = self.ct_original.to_json()
+        rec.update(self.mark_ct())
         if self.cause is not None:
             rec["cause"] = self.cause.to_json()
         if self.prog is not None:
@@ -212,6 +233,8 @@ class DropEvent:
             ct_status=rec.get("ct_status"),
             ct_original=(CtTuple.from_json(rec["ct_original"]) if rec.get("ct_original")
                          else None),
+            ct_reply_tuple=(CtTuple.from_json(rec["ct_reply_tuple"])
+                            if rec.get("ct_reply_tuple") else None),
             journey=Journey.from_json(rec),
             prog=BpfProg.from_json(rec["prog"]) if rec.get("prog") is not None else None,
         )
@@ -238,12 +261,17 @@ class Decoder:
         kallsyms: Kallsyms,
         *,
         stack_of: Callable[[int], Sequence[int]] | None = None,
+        wall_offset_ns: int | None = None,
     ) -> None:
         self.reasons = reasons
         self.kallsyms = kallsyms
         self.stack_of = stack_of
-        # bpf_ktime_get_ns() is CLOCK_MONOTONIC; report wall-clock time.
-        self.wall_offset_ns = time.time_ns() - time.monotonic_ns()
+        # bpf_ktime_get_ns() is CLOCK_MONOTONIC; report wall-clock time. One offset for
+        # all of a watch's times (``wall_offset_ns``): two reads of it seconds apart can
+        # differ by microseconds (the wall clock is slewed), more than a hop is from its
+        # drop.
+        self.wall_offset_ns = (time.time_ns() - time.monotonic_ns() if wall_offset_ns is None
+                               else wall_offset_ns)
 
     def frame(self, address: int) -> Frame:
         loc = self.kallsyms.lookup(address)

@@ -61,11 +61,18 @@ class RawDropEvent(ct.Structure):
         ("ct_orig_dport", ct.c_uint16),
         ("ct_orig_l4proto", ct.c_uint8),
         ("ct_orig_dir", ct.c_uint8),
+        ("ct_reply_saddr", ct.c_uint8 * 16),
+        ("ct_reply_sport", ct.c_uint16),
+        ("ct_reply_l3num", ct.c_uint16),
+        ("ct_reply_daddr", ct.c_uint8 * 16),
+        ("ct_reply_dport", ct.c_uint16),
+        ("ct_reply_l4proto", ct.c_uint8),
+        ("ct_reply_dir", ct.c_uint8),
     ]
 
 
 CT_NONE = 0xFF  # ctinfo when the kernel's sk_buff has no conntrack field
-CT_ATTACHED, CT_READ, CT_STATUS, CT_TUPLE = 1, 2, 4, 8  # bits of ``ct``
+CT_ATTACHED, CT_READ, CT_STATUS, CT_TUPLE, CT_REPLY_TUPLE = 1, 2, 4, 8, 16  # bits of ``ct``
 
 
 class RawStatsKey(ct.Structure):
@@ -107,7 +114,7 @@ class RawMoreKey(ct.Structure):
         ("dport", ct.c_uint16),
         ("icmp_type", ct.c_uint8),
         ("icmp_code", ct.c_uint8),
-        ("pad0", ct.c_uint16),
+        ("chain", ct.c_uint16),
         ("saddr", ct.c_uint8 * 16),
         ("daddr", ct.c_uint8 * 16),
         ("ifname", ct.c_char * IFNAMSIZ),

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from kdbg.dirs import cache_dir
 from kdbg.errors import BtfError
-from kdbg.symbols.btf import Btf
+from kdbg.symbols.btf import KIND_STRUCT, Btf
 
 BTF_PATH = "/sys/kernel/btf/vmlinux"
 
@@ -41,6 +41,7 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "CT_TUPLE_DST": ("nf_conntrack_tuple.dst",),
     "CT_TUPLE_PROTONUM": ("nf_conntrack_tuple.dst.protonum",),
     "CT_TUPLE_DIR": ("nf_conntrack_tuple.dst.dir",),
+    "CT_HASH_SIZE": ("sizeof nf_conntrack_tuple_hash",),  # a struct's size, not an offset
     "DEV_IFINDEX": ("net_device.ifindex",),
     "DEV_NAME": ("net_device.name",),
     # possible_net_t is empty without CONFIG_NET_NS
@@ -50,19 +51,21 @@ FIELDS: dict[str, tuple[str, ...]] = {
 }
 OPTIONAL = frozenset({"DEV_NET", "SK_NET", "SKB_NFCT", "CT_ZONE_ID", "CT_MARK", "CT_STATUS",
                       "CT_TUPLEHASH", "CT_HASH_TUPLE", "CT_TUPLE_DST", "CT_TUPLE_PROTONUM",
-                      "CT_TUPLE_DIR"})
+                      "CT_TUPLE_DIR", "CT_HASH_SIZE"})
 
 # What the path tracer reads besides: L3 from skb->data on receive.
 EXTRA_FIELDS: dict[str, tuple[str, ...]] = {"SKB_DATA": ("sk_buff.data",)}
 
 
 def compute(btf: Btf, fields: dict[str, tuple[str, ...]] = FIELDS) -> dict[str, int]:
-    """Byte offset of each field (-1 for an optional field this kernel lacks)."""
+    """Byte offset of each field, or size of each ``"sizeof STRUCT"`` (-1 for an optional
+    one this kernel lacks)."""
     out: dict[str, int] = {}
     for key, paths in fields.items():
         for path in paths:
             try:
-                out[key] = btf.field(path).offset
+                out[key] = (btf.size_of(btf.find(KIND_STRUCT, path[7:]))
+                            if path.startswith("sizeof ") else btf.field(path).offset)
                 break
             except BtfError:
                 continue

@@ -62,6 +62,30 @@ OUTPUT = """{
 	}"""
 
 
+# The longest span of struct nf_conn the program reads at once for a packet's conntrack
+# entry (6.1, 6.12 and 6.18 on x86-64: 160 bytes, from zone.id at 12 to mark at 168);
+# a kernel whose fields lie further apart has them read one by one.
+CT_SPAN_MAX = 256
+
+
+def ct_span(offs: dict[str, int]) -> tuple[int, int]:
+    """(first byte, length) of the 8-byte-aligned span of struct nf_conn that holds
+    zone.id, mark, the low 32 bits of status and both directions' tuples, read with one
+    bpf_probe_read_kernel; (0, 0) when one of them is missing, the tuple is not laid out
+    as drop_event.h copies it, or the span is longer than :data:`CT_SPAN_MAX`."""
+    keys = ("CT_ZONE_ID", "CT_MARK", "CT_STATUS", "CT_TUPLEHASH", "CT_HASH_TUPLE")
+    if (any(offs.get(k, -1) < 0 for k in keys) or offs.get("CT_HASH_SIZE", -1) <= 0
+            or (offs.get("CT_TUPLE_DST"), offs.get("CT_TUPLE_PROTONUM"),
+                offs.get("CT_TUPLE_DIR")) != (20, 38, 39)):
+        return 0, 0
+    orig = offs["CT_TUPLEHASH"] + offs["CT_HASH_TUPLE"]
+    fields = [(offs["CT_ZONE_ID"], 2), (offs["CT_MARK"], 4), (offs["CT_STATUS"], 4),
+              (orig, 40), (orig + offs["CT_HASH_SIZE"], 40)]
+    first = min(off for off, _ in fields) & ~7
+    end = -(-max(off + size for off, size in fields) // 8) * 8
+    return (first, end - first) if end - first <= CT_SPAN_MAX else (0, 0)
+
+
 def stack_wanted(reasons: tuple[int, ...]) -> str:
     """The C test of a drop's reason code whose stack the program takes: ``1`` for every
     drop, else one comparison per code in ``reasons``."""
@@ -83,9 +107,12 @@ def build(args: dict[str, int], offs: dict[str, int], spec: flt.FilterSpec,
     pages = opts.ringbuf_pages
     if pages <= 0 or pages & (pages - 1):
         raise ValueError("ringbuf_pages must be a power of two")
+    span_start, span_len = ct_span(offs)
     values: dict[str, object] = {
         **{k: args[k] for k in ARG_ROLES},
         **offs,
+        "CT_SPAN_START": span_start,
+        "CT_SPAN_LEN": span_len,
         "WANT_STACK": int(opts.stack),
         "STACK_WANTED": stack_wanted(opts.stack_reasons),
         "CHAINS": int(opts.stack and opts.chains),

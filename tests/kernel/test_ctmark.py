@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 from collections import defaultdict
@@ -22,7 +21,8 @@ from typing import Any
 import pytest
 
 from kdbg.demo.throwaway import PY, VethLab
-from tests.conftest import DATA, need
+from tests import tshark as tsharkrun
+from tests.conftest import DATA
 
 KDBG = [sys.executable, "-m", "kdbg"]
 
@@ -74,7 +74,6 @@ time.sleep(0.2)
 """
 
 
-LUA = Path(__file__).resolve().parents[2] / "kdbg" / "record" / "kdbg.lua"
 Scene = tuple[dict[int, list[dict[str, Any]]], dict[int, int], int, Path]
 
 
@@ -156,9 +155,8 @@ def test_a_limit_is_all_that_stays_undecided(scene: Scene) -> None:
     ("kdbg.ct_mark == 7", 3),
 ])
 def test_wiresharks_mark_and_ct_state_fields(scene: Scene, display_filter: str, n: int) -> None:
-    need(shutil.which("tshark") is not None, "tshark (Debian's): run scripts/setup.sh")
-    proc = subprocess.run(["tshark", "-X", f"lua_script:{LUA}", "-r", str(scene[3]),
-                           "-Y", display_filter, "-T", "fields", "-e", "frame.number"],
+    proc = subprocess.run(tsharkrun.argv("-r", str(scene[3]), "-Y", display_filter,
+                                         "-T", "fields", "-e", "frame.number"),
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert len(proc.stdout.splitlines()) == n

@@ -14,7 +14,15 @@ import pytest
 
 from kdbg import diagnose
 from kdbg.causes import CauseFinder, meaning, notes, registry, sockets
-from kdbg.causes.netfilter import HOOK_FRAMES, hook_of
+from kdbg.causes.netfilter import (
+    HOOK_FRAMES,
+    HookAt,
+    devices,
+    hook_at,
+    hook_depth,
+    hook_of,
+    stack_hook,
+)
 from kdbg.drops import Summary, read_jsonl
 from kdbg.symbols import tpformat
 from kdbg.symbols.reasons import ReasonTable
@@ -102,6 +110,39 @@ def test_hook_from_the_stack() -> None:
     assert set(HOOK_FRAMES.values()) == {"prerouting", "input", "forward", "output",
                                          "postrouting", "ingress", "egress"}
 
+
+
+def test_bridge_hooks_from_the_stack() -> None:
+    # Frames of real 6.18 drops in a bridge's namespace (innermost first, cut below the
+    # frame that decides). An nftables bridge forward chain's drop:
+    fwd = ["sk_skb_reason_drop", "nft_do_chain", "nft_do_chain_bridge", "nf_hook_slow",
+           "__br_forward", "br_handle_frame_finish", "br_nf_hook_thresh",
+           "br_nf_pre_routing_finish", "br_nf_pre_routing", "br_handle_frame",
+           "__netif_receive_skb_core.constprop.0"]
+    assert hook_at(fwd) == HookAt("forward", ("bridge",), 6, "bridge")
+    assert stack_hook(fwd) == "bridge forward" and hook_depth(fwd) == 6
+    # a bridge prerouting chain's, run by br_handle_frame itself
+    pre = ["sk_skb_reason_drop", "nft_do_chain", "nft_do_chain_bridge", "br_handle_frame",
+           "__netif_receive_skb_core.constprop.0"]
+    assert hook_at(pre) == HookAt("prerouting", ("bridge",), 4, "bridge")
+    # iptables' FORWARD, run by br_netfilter for the bridged packet: IPv4's hook
+    ipt = ["sk_skb_reason_drop", "nf_hook_slow", "br_nf_forward_ip.part.0", "nf_hook_slow",
+           "__br_forward", "br_handle_frame_finish"]
+    assert hook_at(ipt) == HookAt("forward", None, 3, "br_netfilter")
+    assert stack_hook(ipt) == "br_netfilter forward"
+    # __br_forward for a frame the bridge device sent is the bridge's output
+    out = ["nft_do_chain", "nft_do_chain_bridge", "nf_hook_slow", "__br_forward",
+           "br_dev_xmit", "dev_hard_start_xmit"]
+    assert hook_at(out) == HookAt("output", ("bridge",), 5, "bridge")
+    # neither caller seen: forward, and every frame counts
+    assert hook_at(["nf_hook_slow", "__br_forward"]) == HookAt("forward", None, None, "bridge")
+
+
+def test_devices_a_bridge_chain_matches() -> None:
+    assert devices(HookAt("forward", None, 1, "bridge"), "br-b") == (None, "br-b")
+    assert devices(HookAt("prerouting", None, 1, "bridge"), "br-a") == ("br-a", None)
+    assert devices(HookAt("forward", None, 1, "br_netfilter"), "br-b") == (None, None)
+    assert devices(HookAt("forward", None, 1), "eth0") == ("eth0", None)
 
 def captured() -> list[DropEvent]:
     recs = read_jsonl((DATA / "jsonl" / "causes.6.18.jsonl").read_text().splitlines())
@@ -218,12 +259,13 @@ def test_the_cache_key_is_the_reason_netns_stack_and_the_entrys_fields() -> None
     assert registry.cache_key(ev, stack) == (
         "NETFILTER_DROP", ev.netns, "input", ev.symbol, ev.family, ev.proto, ev.saddr,
         ev.daddr, ev.sport, ev.dport, ev.icmp_type, ev.icmp_code, ev.ifname, ev.mark,
-        ev.ct_state, ev.ct_reply, ev.ct_zone, ev.ct_mark, ev.ct_status, ev.ct_original)
+        ev.ct_state, ev.ct_reply, ev.ct_zone, ev.ct_mark, ev.ct_status, ev.ct_original,
+        ev.ct_reply_tuple)
     assert registry.cache_key(ev, None)[2] is None
     # the mark and conntrack state decide rules too: another of either, another key
     marked = dataclasses.replace(ev, mark=5, ct_state="new", ct_reply=False, ct_zone=3,
                                  ct_mark=7, ct_status=8)
-    assert registry.cache_key(marked, stack)[-7:] == (5, "new", False, 3, 7, 8, None)
+    assert registry.cache_key(marked, stack)[-8:] == (5, "new", False, 3, 7, 8, None, None)
     no_socket = dataclasses.replace(ev, reason="NO_SOCKET")
     assert registry.cache_key(no_socket, stack) == (
         "NO_SOCKET", ev.netns, ev.family, ev.proto, ev.daddr, ev.dport)
@@ -236,3 +278,20 @@ def test_kdbg_reasons_and_the_causes_read_one_table() -> None:
     assert meaning("SOME_NEW_REASON") == ""
     cause = next(e.cause for e in captured() if e.reason == "UDP_CSUM")
     assert cause is not None and cause.meaning == meaning("UDP_CSUM")
+
+
+def test_conntrack_is_known_to_a_bridge_chain_after_br_netfilter() -> None:
+    from kdbg.causes.nftrules import Chain, ct_known, nat_known
+
+    def chain(hook: str, prio: int) -> Chain:
+        return Chain("bridge", "t", "c", 1, hook, prio)
+    # prerouting: br_netfilter (NF_BR_PRI_BRNF, 0) runs IPv4's conntrack and NAT
+    assert not ct_known("prerouting", chain("prerouting", -200))
+    assert not ct_known("prerouting", chain("prerouting", 0))
+    assert ct_known("prerouting", chain("prerouting", 10))
+    assert not nat_known("prerouting", chain("prerouting", -100))
+    # forward and output come after it (output after IP's own output)
+    assert ct_known("forward", chain("forward", -300))
+    assert ct_known("output", chain("output", -300))
+    # an inet chain at -100 of prerouting is after conntrack's -200
+    assert ct_known("prerouting", Chain("inet", "t", "c", 1, "prerouting", -100))

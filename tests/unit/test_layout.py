@@ -12,7 +12,7 @@ from tests.unit.cheaders import header_fields, mirror
 
 def test_drop_event_matches_header() -> None:
     assert header_fields("drop_event.h", "kdbg_drop_event") == mirror(layout.RawDropEvent)
-    assert ct.sizeof(layout.RawDropEvent) == 192
+    assert ct.sizeof(layout.RawDropEvent) == 232
 
 
 def test_stats_key_matches_header() -> None:

@@ -10,7 +10,7 @@ import pytest
 from kdbg.symbols.kallsyms import AddressRange
 from kdbg.trace import filters as flt
 from kdbg.trace.offsets import arg_positions
-from kdbg.trace.program import ARG_ROLES, ProgramOptions, build
+from kdbg.trace.program import ARG_ROLES, ProgramOptions, build, ct_span
 from kdbg.trace.render import RenderError, render
 from tests.conftest import DATA
 
@@ -20,7 +20,7 @@ OFFSETS_6_18 = {  # as read from this project's 6.18 development kernel's BTF
     "DEV_NET": 264, "SK_NET": 48, "NET_INUM": 176, "SKB_PROTOCOL": 176,
     "SKB_MARK": 164, "SKB_NFCT": 104, "CT_ZONE_ID": 12, "CT_MARK": 168, "CT_STATUS": 128,
     "CT_TUPLEHASH": 16, "CT_HASH_TUPLE": 16, "CT_TUPLE_DST": 20, "CT_TUPLE_PROTONUM": 38,
-    "CT_TUPLE_DIR": 39,
+    "CT_TUPLE_DIR": 39, "CT_HASH_SIZE": 56,
 }
 # btf_trace_kfree_skb's arguments after void *__data, as 6.1's and 6.18's BTF give them
 PROTO_6_1 = ["struct sk_buff *", "void *", "enum skb_drop_reason"]
@@ -89,6 +89,20 @@ def test_stacks_only_for_the_reasons_the_causes_read() -> None:
         "#define STACK_WANTED(reason) ((reason) == 12)")
     assert wanted(ProgramOptions(stack=True, stack_reasons=(12, 3, 12))) == (
         "#define STACK_WANTED(reason) ((reason) == 3 || (reason) == 12)")
+
+
+def test_conntrack_fields_in_one_read_when_they_lie_close() -> None:
+    # 6.1's, 6.12's and 6.18's nf_conn (Debian's vmlinux BTF): zone.id at 12, the
+    # tuples at 32 and 88 (40 bytes each), status at 128, mark at 168
+    assert ct_span(OFFSETS_6_18) == (8, 168)
+    # a field missing or far away, or a tuple laid out otherwise: one read per field
+    assert ct_span({**OFFSETS_6_18, "CT_MARK": -1}) == (0, 0)
+    assert ct_span({**OFFSETS_6_18, "CT_MARK": 400}) == (0, 0)
+    assert ct_span({**OFFSETS_6_18, "CT_HASH_SIZE": -1}) == (0, 0)
+    assert ct_span({**OFFSETS_6_18, "CT_TUPLE_DIR": 40}) == (0, 0)
+    far = build(ARGS_6_18, {**OFFSETS_6_18, "CT_MARK": 400}, flt.FilterSpec(),
+                ProgramOptions())
+    assert "#define CT_SPAN_LEN      0" in far
 
 
 def test_ringbuf_pages_must_be_power_of_two() -> None:

@@ -56,7 +56,7 @@ def test_record_program_renders_every_placeholder() -> None:
     assert "fill_sent(ctx, &e);" in text
     assert "#define SNAP_BYTES       104" in text
     assert "events.ringbuf_submit(r, BPF_RB_NO_WAKEUP);" in text
-    assert layout.record_size(100) == 8 + 208 + 104
+    assert layout.record_size(100) == 8 + 248 + 104
 
 
 # -- recordings made here ----------------------------------------------------

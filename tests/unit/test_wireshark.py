@@ -8,6 +8,7 @@ none. Causes on real drops are tests/kernel/test_wireshark.py's."""
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import os
 import shutil
@@ -20,7 +21,9 @@ from click.testing import CliRunner
 from kdbg.cli import main
 from kdbg.record import pcapng
 from kdbg.trace.cause import Cause
+from kdbg.trace.cttuple import CtTuple
 from kdbg.trace.event import DropEvent
+from tests import tshark as tsharkrun
 from tests.conftest import need
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,9 +34,7 @@ NETNS = 4026532239
 
 def tshark(pcap: Path, *args: str, env: dict[str, str] | None = None,
            lua: bool = True, twice: bool = False) -> subprocess.CompletedProcess[str]:
-    need(shutil.which("tshark") is not None, "tshark (Debian's): run scripts/setup.sh")
-    script = ["-X", f"lua_script:{LUA}"] if lua else []
-    argv = ["tshark", *script, *(script if twice else []), "-r", str(pcap), *args]
+    argv = tsharkrun.argv("-r", str(pcap), *args, lua=lua, twice=twice)
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr
     assert "Lua" not in proc.stderr, proc.stderr
@@ -99,6 +100,26 @@ def test_fields_of_a_drop_with_its_cause() -> None:
         "cause_established": True, "hook": "input",
         "rule": "table ip filter chain INPUT rule handle 2", "rule_handle": 2}
 
+
+
+def test_mark_and_conntrack_fields_come_from_the_json_records(tmp_path: Path) -> None:
+    orig = CtTuple("ipv6", 17, ipaddress.ip_address("fd77:1::1"),
+                   ipaddress.ip_address("fd77:1::2"), 40000, 7931)
+    ev = dataclasses.replace(_event(), cause=None, mark=0x2A, ct_state="established",
+                             ct_reply=True, ct_zone=3, ct_mark=7, ct_status=0x18A,
+                             ct_original=orig)
+    got = pcapng.fields(ev, {})
+    rec = ev.to_json()
+    for name in ("mark", "ct_state", "ct_reply", "ct_zone", "ct_mark", "ct_status"):
+        assert got[name] == rec[name]
+    assert {k: v for k, v in got.items() if k.startswith("ct_orig_")} == {
+        "ct_orig_family": "ipv6", "ct_orig_proto": "udp", "ct_orig_saddr": "fd77:1::1",
+        "ct_orig_daddr": "fd77:1::2", "ct_orig_sport": 40000, "ct_orig_dport": 7931}
+    path = _one_packet(tmp_path / "ct.pcapng",
+                       pcapng.fields_comment(ev, {}))
+    assert count(path, "kdbg.ct_orig_saddr6 == fd77:1::1 && kdbg.ct_orig_dport == 7931") == 1
+    assert count(path, "kdbg.ct_status & 0x8 && kdbg.ct_reply && kdbg.ct_zone == 3") == 1
+    assert count(path, "kdbg.ct_orig_saddr") == 0  # an IPv6 tuple's is in the *6 field
 
 def _one_packet(path: Path, *notes: str) -> Path:
     data = bytes.fromhex("4500001c00010000401100000a4d09010a4d09029c4015b300080000")

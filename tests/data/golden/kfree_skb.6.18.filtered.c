@@ -38,9 +38,16 @@
 #define CT_TUPLE_DST     20
 #define CT_TUPLE_PROTONUM 38
 #define CT_TUPLE_DIR     39
+/* sizeof(struct nf_conntrack_tuple_hash): the reply direction's is tuplehash[1] */
+#define CT_HASH_SIZE     56
 /* 0: neither the mark nor the conntrack state is read (bench/drop_storm.py measures
  * their cost against it; kdbg itself always reads them) */
 #define CT_READS         1
+/* >0: zone.id, mark, status and both tuples lie within these CT_SPAN_LEN bytes of
+ * struct nf_conn from CT_SPAN_START (8-byte aligned), read with one helper call into
+ * the per-CPU ct_span buffer (kdbg/trace/program.py: ct_span); 0: one call each. */
+#define CT_SPAN_START    8
+#define CT_SPAN_LEN      168
 #define DEV_IFINDEX      224
 #define DEV_NAME         280
 #define DEV_NET          264	/* -1: no network namespaces */
@@ -95,6 +102,13 @@ BPF_RINGBUF_OUTPUT(learn, 64);
 struct kdbg_scratch { __u64 fp; __u64 w[KDBG_CHAIN_SPAN / 8]; };
 BPF_PERCPU_ARRAY(scratch, struct kdbg_scratch, 1);
 #define LEARN_GAP_NS 5000000ULL	/* one stack per location for user space every 5 ms */
+#endif
+
+#if SKB_NFCT >= 0 && CT_READS && CT_SPAN_LEN > 0
+struct kdbg_ct_span { __u64 w[CT_SPAN_LEN / 8]; };
+BPF_PERCPU_ARRAY(ct_span, struct kdbg_ct_span, 1);
+/* where field OFF of struct nf_conn lies in the span just read */
+#define CT_IN_SPAN(c, off) ((void *)(c)->w + (off) - CT_SPAN_START)
 #endif
 
 static __always_inline void count(int slot)
@@ -467,6 +481,32 @@ int kdbg_on_kfree_skb(__u64 *ctx)
 		e.ctinfo = nfct & 7;
 		if (entry) {
 			e.ct = KDBG_CT_ATTACHED;
+#if CT_SPAN_LEN > 0
+			/* _nfct is a plain integer to the verifier: the entry's fields with one
+			 * helper call (each call costs more than the bytes it copies), only for
+			 * a packet that has one. */
+			int zero = 0;
+			struct kdbg_ct_span *c = ct_span.lookup(&zero);
+
+			if (c && !bpf_probe_read_kernel(c->w, CT_SPAN_LEN,
+							(void *)(entry + CT_SPAN_START))) {
+				/* typed: each field's own alignment in struct nf_conn, which the
+				 * 8-byte-aligned span keeps (a plain byte copy takes 4 times the
+				 * instructions) */
+				e.ct_zone = *(__u16 *)CT_IN_SPAN(c, CT_ZONE_ID);
+				e.ct_mark = *(__u32 *)CT_IN_SPAN(c, CT_MARK);
+				/* status's low 32 bits (little-endian), where every IPS_ bit lies */
+				e.ct_status = *(__u32 *)CT_IN_SPAN(c, CT_STATUS);
+				__builtin_memcpy(e.ct_orig_saddr,
+						 (__u32 *)CT_IN_SPAN(c, CT_TUPLEHASH + CT_HASH_TUPLE),
+						 40);
+				__builtin_memcpy(e.ct_reply_saddr,
+						 (__u32 *)CT_IN_SPAN(c, CT_TUPLEHASH + CT_HASH_SIZE +
+								     CT_HASH_TUPLE), 40);
+				e.ct |= KDBG_CT_READ | KDBG_CT_STATUS | KDBG_CT_TUPLE |
+					KDBG_CT_REPLY_TUPLE;
+			}
+#else
 #if CT_ZONE_ID >= 0 && CT_MARK >= 0
 			/* _nfct is a plain integer to the verifier: read the entry's zone
 			 * and mark with two helper calls, only for a packet that has one. */
@@ -487,6 +527,13 @@ int kdbg_on_kfree_skb(__u64 *ctx)
 			if (!bpf_probe_read_kernel(e.ct_orig_saddr, 40,
 						   (void *)(entry + CT_TUPLEHASH + CT_HASH_TUPLE)))
 				e.ct |= KDBG_CT_TUPLE;
+#if CT_HASH_SIZE > 0
+			if (!bpf_probe_read_kernel(e.ct_reply_saddr, 40,
+						   (void *)(entry + CT_TUPLEHASH + CT_HASH_SIZE +
+							    CT_HASH_TUPLE)))
+				e.ct |= KDBG_CT_REPLY_TUPLE;
+#endif
+#endif
 #endif
 		}
 	}
