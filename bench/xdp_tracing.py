@@ -57,6 +57,9 @@ def table(result: dict) -> list[str]:
     base = statistics.median(p["baseline"]["runs_per_s"]
                              for d in result["tracers"].values() for p in d["rounds"])
     lines.insert(2, f"  (baseline floods: median {base:,.0f} program runs a second)")
+    lines.append("each traced round's end line:")
+    lines += [f"  {name}: {p['tracer_said']}" for name, data in result["tracers"].items()
+              for p in data["rounds"]]
     return lines
 
 

@@ -15,6 +15,12 @@
  * record of the same packet comes with the packet. Such a record has no packet
  * (skbaddr 0, len 0), location the program's JITed entry, and chain KDBG_VIA_EXCEPTION.
  *
+ * While user space keeps up, each matching verdict is a record in the ring buffer. When
+ * it falls behind and the ring is full, a verdict is counted per key instead, in the
+ * per-CPU tables more (program, verdict, device, packet) and, once that is full,
+ * more_coarse (without the packet): kdbg's "... and N more like this" lines
+ * (kdbg/trace/more.py), as the drop program does (bpf/kfree_skb.bpf.c).
+ *
  * A template: kdbg/trace/bpfverdict.py fills every double-braced name; struct offsets
  * come from the running kernel's BTF.
  */
@@ -51,7 +57,13 @@
 BPF_RINGBUF_OUTPUT(events, {{RINGBUF_PAGES}});
 BPF_PERCPU_ARRAY(counters, __u64, KDBG_NR_CTRS);
 BPF_PERCPU_HASH(stats, struct kdbg_stats_key, __u64, 4096);
-BPF_HASH(traced, __u64, __u8, 4096);	/* JITed entries of the programs fexit traces */
+#if !KDBG_STATS
+BPF_PERCPU_HASH(more, struct kdbg_more_key, __u64, {{MORE_ENTRIES}});
+BPF_PERCPU_HASH(more_coarse, struct kdbg_more_key, __u64, 1024);
+#endif
+/* JITed entries of the programs fexit traces (1), and of those --prog leaves out (2):
+ * xdp:xdp_exception reports neither */
+BPF_HASH(traced, __u64, __u8, 4096);
 
 static __always_inline void count(int slot)
 {
@@ -60,20 +72,47 @@ static __always_inline void count(int slot)
 		(*v)++;
 }
 
+#if !KDBG_STATS
+/* The ring buffer has no room for the verdict: count it per key instead (per packet
+ * while the table has room, else per program, verdict and device); lost only if both
+ * tables are full. */
+static __always_inline void ring_full(struct kdbg_more_key *key)
+{
+	__u64 zero = 0, *n = more.lookup_or_try_init(key, &zero);
+
+	if (!n) {
+		key->coarse = 1;
+		key->family = key->l4proto = key->l4_valid = 0;
+		key->sport = key->dport = 0;
+		__builtin_memset(key->saddr, 0, 16);
+		__builtin_memset(key->daddr, 0, 16);
+		n = more_coarse.lookup_or_try_init(key, &zero);
+	}
+	if (n)
+		(*n)++;
+	else
+		count(KDBG_CTR_LOST);
+}
+#endif
+
 static __always_inline int report(void *ctx, __u64 obj, __u64 verdict, __u64 dev,
 				  __u64 data, __u64 data_end, __u64 prog, __u8 flags)
 {
 	__u64 net, raw = 0;
 	__u32 netns = 0, s[4] = {}, d[4] = {};
+	__s32 ifindex = 0;
 	__u16 proto = 0, sport = 0, dport = 0;
 	__u8 family = 0, l4proto = 0, has_ports = 0, eth[18] = {}, hdr[48] = {};
 	char ifname[KDBG_IFNAMSIZ] = {};
 	int l3 = 14, have_raw = 0;
+#if !KDBG_STATS
 	struct kdbg_drop_event *e;
+#endif
 
 	count(KDBG_CTR_SEEN);
 	if (dev) {
 		bpf_probe_read_kernel_str(ifname, sizeof(ifname), (void *)(dev + DEV_NAME));
+		bpf_probe_read_kernel(&ifindex, sizeof(ifindex), (void *)(dev + DEV_IFINDEX));
 		net = read_ptr(dev, DEV_NET);
 		if (net)
 			bpf_probe_read_kernel(&netns, sizeof(netns), (void *)(net + NET_INUM));
@@ -114,7 +153,8 @@ static __always_inline int report(void *ctx, __u64 obj, __u64 verdict, __u64 dev
 	}
 	{{PACKET_FILTER}}
 	count(KDBG_CTR_MATCHED);
-	if (KDBG_STATS) {
+#if KDBG_STATS
+	{
 		struct kdbg_stats_key key = {.location = prog, .reason = verdict};
 		__u64 zero = 0, *v = stats.lookup_or_try_init(&key, &zero);
 
@@ -122,11 +162,20 @@ static __always_inline int report(void *ctx, __u64 obj, __u64 verdict, __u64 dev
 			(*v)++;
 		else
 			count(KDBG_CTR_LOST);
-		return 0;
 	}
+#else
 	e = events.ringbuf_reserve(sizeof(struct kdbg_drop_event));
 	if (!e) {
-		count(KDBG_CTR_LOST);
+		struct kdbg_more_key key = {
+			.location = prog, .reason = verdict, .netns = netns, .ifindex = ifindex,
+			.family = family, .l4proto = l4proto, .l4_valid = has_ports,
+			.sport = sport, .dport = dport, .chain = flags,
+		};
+
+		__builtin_memcpy(key.saddr, s, 16);
+		__builtin_memcpy(key.daddr, d, 16);
+		__builtin_memcpy(key.ifname, ifname, sizeof(ifname));
+		ring_full(&key);
 		return 0;
 	}
 	__builtin_memset(e, 0, sizeof(*e));
@@ -139,8 +188,7 @@ static __always_inline int report(void *ctx, __u64 obj, __u64 verdict, __u64 dev
 	e->cpu = bpf_get_smp_processor_id();
 	e->reason = verdict;
 	e->netns = netns;
-	if (dev)
-		bpf_probe_read_kernel(&e->ifindex, sizeof(e->ifindex), (void *)(dev + DEV_IFINDEX));
+	e->ifindex = ifindex;
 	e->len = data_end > data ? data_end - data : 0;
 	e->stack_id = -1;
 	e->protocol = proto;
@@ -153,7 +201,8 @@ static __always_inline int report(void *ctx, __u64 obj, __u64 verdict, __u64 dev
 	__builtin_memcpy(e->daddr, d, 16);
 	__builtin_memcpy(e->ifname, ifname, sizeof(ifname));
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
-	events.ringbuf_submit(e, 0);
+	events.ringbuf_submit(e, {{SUBMIT_FLAGS}});
+#endif
 	return 0;
 }
 

@@ -18,23 +18,23 @@ import struct
 import time
 from dataclasses import dataclass, field
 
+from kdbg.drops.bpfdecode import VERDICT_NAMES, Verdicts, decode, verdict_name
 from kdbg.drops.output import StatsRow, Summary, stats_rows
-from kdbg.drops.watch import Sink
+from kdbg.drops.watch import MORE_EVERY, Sink
 from kdbg.errors import BadInput
 from kdbg.signals import StopSignals
 from kdbg.symbols.reasons import ReasonTable
 from kdbg.trace import bpfprogs, bpfsys, bpfverdict, layout, objcache
 from kdbg.trace.bpfprogs import ProgFacts
-from kdbg.trace.bpfverdict import BpfProg, VerdictLine
-from kdbg.trace.event import DropEvent
-from kdbg.trace.filters import PROTO_NAMES, PacketFilters
-from kdbg.trace.headers import addresses
+from kdbg.trace.filters import PacketFilters
+from kdbg.trace.loop import quiesce
+from kdbg.trace.more import MoreCounts
+from kdbg.trace.pacing import PacedReader
 from kdbg.trace.probe import RingProbe, check_privileges, per_cpu_u64
 
+__all__ = ["VERDICT_NAMES", "BpfWatchConfig", "decode", "prepare", "wanted", "watch"]
+
 RESCAN_S = 1.0
-# every dropping verdict by its code: XDP's and tc's codes differ (0, 1; 2)
-VERDICT_NAMES = {code: name for names in bpfverdict.VERDICTS.values()
-                 for code, name in names.items()}
 TYPES = frozenset({bpfsys.PROG_XDP, bpfsys.PROG_SCHED_CLS})
 
 
@@ -80,47 +80,22 @@ class VerdictProbe(RingProbe):
         self.update("traced", struct.pack("<Q", prog.address), b"\1")
         return link
 
+    def leave_out(self, prog: ProgFacts) -> None:
+        """``prog`` is not wanted (``--prog``): xdp:xdp_exception leaves it out too."""
+        if prog.address:
+            self.update("traced", struct.pack("<Q", prog.address), b"\2")
+
+    def counted(self, table: str) -> list[tuple[bytes, int]]:
+        """A per-key table of the verdicts a full ring had no room for, summed over CPUs
+        (none under --stats, whose program has no such table)."""
+        if table not in self.obj.specs:
+            return []
+        return [(key, sum(per_cpu_u64(value))) for key, value in self.items(table)]
+
 
 def wanted(prog: ProgFacts, names: tuple[str, ...]) -> bool:
     """Whether ``--prog`` (names or ids; none: every program) picks ``prog``."""
     return not names or prog.name in names or str(prog.id) in names
-
-
-def verdict_lines(prog: ProgFacts, verdict: int) -> tuple[VerdictLine, ...]:
-    table = prog.lines
-    if table is None:
-        return ()
-    return tuple(VerdictLine(s.file, s.line, s.text, prog.jited_at_insn(s.insn))
-                 for s in table.returning(verdict))
-
-
-def decode(raw: layout.RawDropEvent, prog: ProgFacts | None, wall_offset_ns: int) -> DropEvent:
-    """A drop record from the fexit program's event and the program it names."""
-    family = {4: "ipv4", 6: "ipv6"}.get(raw.family)
-    saddr, daddr = addresses(raw.family, raw.saddr, raw.daddr)
-    lines = verdict_lines(prog, raw.reason) if prog is not None else ()
-    via = "xdp:xdp_exception" if raw.chain & bpfverdict.VIA_EXCEPTION else "fexit"
-    if via != "fexit":
-        lines = ()  # the program was not traced: no line is claimed
-    bprog = None if prog is None else BpfProg(
-        prog.id, prog.name, prog.tag, prog.kind, bpfverdict.attach_of(prog.kind, raw.chain),
-        lines, prog.lines is not None,
-        prog.jited_funcs, via, prog.jited_line_table())
-    names = bpfverdict.VERDICTS.get(prog.kind, {}) if prog is not None else {}
-    first = lines[0] if len(lines) == 1 else None
-    proto = PROTO_NAMES.get(raw.l4proto, str(raw.l4proto)) if raw.family else None
-    return DropEvent(
-        time_ns=raw.time_ns + wall_offset_ns, cpu=raw.cpu, pid=raw.tgid, tid=raw.tid,
-        comm=raw.comm.decode(errors="replace"),
-        reason=names.get(raw.reason, f"VERDICT_{raw.reason}"),
-        reason_code=raw.reason, address=raw.location,
-        symbol=prog.ksym if prog is not None else None, offset=0, module=None,
-        skb=raw.skbaddr, proto=proto, family=family, saddr=saddr, daddr=daddr,
-        sport=raw.sport if raw.l4_valid else None, dport=raw.dport if raw.l4_valid else None,
-        icmp_type=None, icmp_code=None, netns=raw.netns or None,
-        ifname=raw.ifname.decode(errors="replace") or None, ifindex=raw.ifindex or None,
-        len=raw.len, file=first.file if first else None, line=first.line if first else None,
-        prog=bprog)
 
 
 def prepare(cfg: BpfWatchConfig) -> str:
@@ -162,6 +137,8 @@ class BpfWatch:
             if not wanted(prog, self.cfg.progs) or not prog.func_btf_id:
                 if wanted(prog, self.cfg.progs):
                     self.without_btf.append(prog)
+                else:
+                    self.probe.leave_out(prog)
                 self.untraced[prog.address] = prog
                 self.skipped.add(prog.id)
                 os.close(prog.fd)
@@ -187,8 +164,7 @@ class BpfWatch:
             prog = self.by_address.get(address) or self.untraced.get(address)
             return f"{prog.ksym} (prog {prog.id})" if prog is not None else f"0x{address:x}"
 
-        return stats_rows(self.probe.stats(), lambda code: VERDICT_NAMES.get(
-            code, f"VERDICT_{code}"), locate)
+        return stats_rows(self.probe.stats(), verdict_name, locate)
 
     def close(self) -> None:
         self.probe.close()
@@ -205,7 +181,8 @@ def watch(cfg: BpfWatchConfig, sink: Sink) -> int:
     """Report drops decided by XDP and tc programs until Ctrl-C/SIGTERM, ``count`` or
     ``duration``; return how many were reported."""
     state = BpfWatch(cfg, VerdictProbe(prepare(cfg)))
-    wall = time.time_ns() - time.monotonic_ns()
+    verdicts = Verdicts(state.program_at, time.time_ns() - time.monotonic_ns())
+    counts = MoreCounts(state.probe.counted)
     delivered = 0
 
     def on_event(raw: layout.RawDropEvent) -> None:
@@ -213,11 +190,16 @@ def watch(cfg: BpfWatchConfig, sink: Sink) -> int:
         if cfg.count is not None and delivered >= cfg.count:
             return
         prog = state.program_at(raw.location)
-        # xdp:xdp_exception sees every program's XDP_ABORTED, --prog or not
+        # xdp:xdp_exception sees the XDP_ABORTED of programs loaded since the last scan
         if wanted(prog, cfg.progs) if prog is not None else not cfg.progs:
-            sink.drop(decode(raw, prog, wall))
+            sink.drop(verdicts.event(raw, prog))
             delivered += 1
 
+    def report_more() -> None:
+        for key, n in counts.new():
+            sink.more(verdicts.more(key, n))
+
+    reader = PacedReader(state.probe)
     stop = StopSignals.install()
     try:
         state.probe.start(on_event)
@@ -225,14 +207,17 @@ def watch(cfg: BpfWatchConfig, sink: Sink) -> int:
         _say_skipped(state, sink)
         sink.watching(f"kdbg: watching the verdicts of XDP and tc programs {describe(first)} "
                       f"(filters: {_labels(cfg)}); Ctrl-C to stop")
-        start = last_scan = last_stats = time.monotonic()
+        start = last_scan = last_stats = last_more = time.monotonic()
         while not stop:
-            state.probe.poll(100)
+            reader.turn()
             sink.flush()
             now = time.monotonic()
             if cfg.interval is not None and now - last_stats >= cfg.interval:
                 sink.stats(state.rows(), _summary(state, delivered, cfg), False)
                 last_stats = now
+            if now - last_more >= MORE_EVERY:
+                report_more()
+                last_more = now
             if cfg.count is not None and delivered >= cfg.count:
                 break
             if cfg.duration is not None and now - start >= cfg.duration:
@@ -242,9 +227,14 @@ def watch(cfg: BpfWatchConfig, sink: Sink) -> int:
                     sink.watching(f"kdbg: now tracing program {prog.id} ({prog.name})")
                 _say_skipped(state, sink)
                 last_scan = now
+        state.probe.detach()
+        quiesce(state.probe)
         if cfg.count is None or delivered < cfg.count:
-            state.probe.consume()
-        summary = _summary(state, delivered, cfg)
+            while state.probe.consume():
+                pass
+        sink.flush()
+        report_more()
+        summary = _summary(state, delivered, cfg, counts.total)
         rows = state.rows() if cfg.stats else []
     finally:
         stop.restore()
@@ -256,10 +246,11 @@ def watch(cfg: BpfWatchConfig, sink: Sink) -> int:
     return delivered
 
 
-def _summary(state: BpfWatch, delivered: int, cfg: BpfWatchConfig) -> Summary:
+def _summary(state: BpfWatch, delivered: int, cfg: BpfWatchConfig,
+             summarized: int = 0) -> Summary:
     ctr = state.probe.counters()
     return Summary(matched=ctr["matched"], delivered=delivered, lost=ctr["lost"],
-                   seen=ctr["seen"], streaming=not cfg.stats)
+                   seen=ctr["seen"], streaming=not cfg.stats, summarized=summarized)
 
 
 def _say_skipped(state: BpfWatch, sink: Sink) -> None:

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from kdbg.trace.bpfverdict import BpfProg
 from kdbg.trace.event import DropEvent
 from kdbg.trace.journeytext import journey_lines
 from kdbg.trace.lines import LineSink
@@ -92,12 +93,19 @@ def drop_line(ev: DropEvent) -> str:
     if ev.cause is not None:  # after file:line, so the columns stay aligned
         line += f"  cause: {ev.cause.text}"
     if ev.prog is not None:
-        line += f"  prog {ev.prog.id} {ev.prog.name}"
-        if len(ev.prog.lines) == 1:
-            line += f": {ev.prog.lines[0].text}"
-        elif ev.prog.lines:
-            line += " returns it at lines " + ", ".join(str(ln.line) for ln in ev.prog.lines)
+        line += prog_note(ev.prog)
     return line
+
+
+def prog_note(prog: BpfProg) -> str:
+    """``  prog ID NAME: the verdict line's text`` (or its candidate lines), the end of
+    a BPF verdict's line."""
+    note = f"  prog {prog.id} {prog.name}"
+    if len(prog.lines) == 1:
+        note += f": {prog.lines[0].text}"
+    elif prog.lines:
+        note += " returns it at lines " + ", ".join(str(ln.line) for ln in prog.lines)
+    return note
 
 
 def stack_lines(ev: DropEvent) -> list[str]:
@@ -192,6 +200,8 @@ def more_line(m: Summarized) -> str:
     text = f"    ... and {m.count:,} more like this: " + ", ".join(parts)
     if "proto" not in m.by:
         text += " (any packet: kdbg's table by packet was full)"
+    if m.prog is not None:
+        text += prog_note(m.prog)
     return text
 
 

@@ -21,6 +21,8 @@ FUNCS = {"xdp": "kdbg_on_xdp_exit", "tc": "kdbg_on_tc_exit"}
 EXCEPTION = ("btf:xdp_exception", "kdbg_on_xdp_exception")
 # a record's chain field (bpf/bpf_verdict.bpf.c): how the verdict was seen, where it ran
 VIA_EXCEPTION = 1  # from xdp:xdp_exception
+# how a record is handed over: "0" wakes the reader when it has caught up
+SUBMIT_FLAGS = "0"
 ATTACH_BITS = {2: "tc/ingress", 4: "tc/egress", 8: "xdp/generic", 16: "xdp/driver"}
 
 
@@ -128,12 +130,14 @@ def _wanted(verdicts: dict[int, str]) -> str:
 
 
 def build(fields: dict[str, int], spec: flt.FilterSpec, ringbuf_pages: int = 64,
-          stats: bool = False) -> str:
+          stats: bool = False, more_entries: int = 4096) -> str:
     """C text of the fexit programs, every placeholder filled; with ``stats`` they count
-    matching verdicts per (program, verdict) instead of sending each."""
+    matching verdicts per (program, verdict) instead of sending each; without, what the
+    full ring has no room for is counted per key in tables of ``more_entries``."""
     return render(TEMPLATE.read_text(), {
         **fields, "XDP_WANTED": _wanted(VERDICTS["xdp"]), "TC_WANTED": _wanted(VERDICTS["tc"]),
-        "RINGBUF_PAGES": ringbuf_pages, "STATS": int(stats),
+        "RINGBUF_PAGES": ringbuf_pages, "STATS": int(stats), "MORE_ENTRIES": more_entries,
+        "SUBMIT_FLAGS": SUBMIT_FLAGS,
         "DEV_FILTER": flt.c_dev(spec), "PACKET_FILTER": flt.c_packet(spec),
     })
 

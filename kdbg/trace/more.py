@@ -3,6 +3,8 @@
 When user space falls behind, the drop program stops queueing events and counts each
 further drop per key in its ``more`` table (reason, location, namespace, device and
 packet), or, when that table is full, in ``more_coarse`` (without addresses and ports).
+The BPF verdict program (``kdbg watch --bpf``) does the same with the program's JITed
+entry as the location and its verdict as the reason; its counts name the program.
 :class:`MoreCounts` reads both and says what was counted since it last looked;
 :class:`Summarized` is one such count, decoded once, as a ``... and N more like this``
 line or a ``{"type": "more"}`` record says it.
@@ -15,8 +17,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from kdbg.symbols.kallsyms import Kallsyms, Location
-from kdbg.symbols.reasons import ReasonTable
+from kdbg.symbols.kallsyms import Location
+from kdbg.trace.bpfverdict import BpfProg
 from kdbg.trace.event import IPAddress, addresses
 from kdbg.trace.filters import PROTO_NAMES
 from kdbg.trace.layout import RawMoreKey
@@ -48,6 +50,7 @@ class Summarized:
     netns: int | None
     ifname: str | None
     ifindex: int | None
+    prog: BpfProg | None = None  # a BPF program's verdicts: the program
 
     def to_json(self) -> dict[str, Any]:
         """The documented ``{"type": "more", ...}`` record (docs/watch.md)."""
@@ -66,6 +69,11 @@ class Summarized:
                        sport=self.sport, dport=self.dport)
             if self.icmp_type is not None:
                 rec.update(icmp_type=self.icmp_type, icmp_code=self.icmp_code)
+        if self.prog is not None:
+            p = self.prog
+            rec["prog"] = {"id": p.id, "name": p.name, "tag": p.tag, "type": p.kind,
+                           "attach": p.attach, "via": p.via,
+                           "verdict_lines": [ln.to_json() for ln in p.lines]}
         return rec
 
     @classmethod
@@ -80,7 +88,8 @@ class Summarized:
             proto=rec.get("proto"), family=rec.get("family"), saddr=saddr, daddr=daddr,
             sport=rec.get("sport"), dport=rec.get("dport"), icmp_type=rec.get("icmp_type"),
             icmp_code=rec.get("icmp_code"), netns=rec.get("netns"), ifname=rec.get("ifname"),
-            ifindex=rec.get("ifindex"))
+            ifindex=rec.get("ifindex"),
+            prog=BpfProg.from_json(rec["prog"]) if rec.get("prog") else None)
 
 
 def addresses_from(text: str | None) -> IPAddress | None:
@@ -88,23 +97,26 @@ def addresses_from(text: str | None) -> IPAddress | None:
     return None if text is None else ipaddress.ip_address(text)
 
 
-def decode(raw: bytes, count: int, reasons: ReasonTable, kallsyms: Kallsyms) -> Summarized:
-    """One table entry: its key's bytes and the count (summed over CPUs) to report."""
+def decode(raw: bytes, count: int, reason_name: Callable[[int], str],
+           locate: Callable[[int], Location],
+           prog_of: Callable[[RawMoreKey], BpfProg | None] | None = None) -> Summarized:
+    """One table entry: its key's bytes and the count (summed over CPUs) to report;
+    ``reason_name(code)``, ``locate(address)``, and for BPF verdicts ``prog_of(key)``."""
     k = RawMoreKey.from_buffer_copy(raw)
     saddr, daddr = addresses(k.family, k.saddr, k.daddr)
     is_icmp = k.l4proto in (1, 58)
     has_ports = bool(k.l4_valid) and not is_icmp
     return Summarized(
         count=count, by=BY_DEVICE if k.coarse else BY_PACKET,
-        reason=reasons.name(k.reason), reason_code=k.reason,
-        location=kallsyms.lookup(k.location),
+        reason=reason_name(k.reason), reason_code=k.reason,
+        location=locate(k.location),
         proto=PROTO_NAMES.get(k.l4proto, str(k.l4proto)) if k.family else None,
         family={4: "ipv4", 6: "ipv6"}.get(k.family), saddr=saddr, daddr=daddr,
         sport=k.sport if has_ports else None, dport=k.dport if has_ports else None,
         icmp_type=k.icmp_type if is_icmp and k.l4_valid else None,
         icmp_code=k.icmp_code if is_icmp and k.l4_valid else None,
         netns=k.netns or None, ifname=k.ifname.decode(errors="replace") or None,
-        ifindex=k.ifindex or None)
+        ifindex=k.ifindex or None, prog=prog_of(k) if prog_of is not None else None)
 
 
 class MoreCounts:

@@ -65,6 +65,10 @@ class RingProbe:
         self._ring: Ring | None = None
         self._handle: Callable[[memoryview], None] = lambda _view: None
 
+    def cached(self) -> bool:
+        """Whether :meth:`load` will find the program compiled."""
+        return objcache.is_cached(self.text, self.attachments)
+
     def load(self) -> None:
         """Compile (or take from the cache), load and attach; no ring reader."""
         self._obj = objcache.load(self.text, self.attachments, self.LABEL)
@@ -89,12 +93,13 @@ class RingProbe:
         """The fd of map ``name``."""
         return self.obj.fds[name]
 
-    def poll(self, timeout_ms: int) -> None:
-        """Deliver pending events, waiting up to ``timeout_ms`` for the first."""
+    def poll(self, timeout_ms: int, limit: int | None = None) -> None:
+        """Deliver pending events (up to ``limit``), waiting up to ``timeout_ms`` for
+        the first."""
         assert self._ring is not None
         if self._ring.pending() == 0:
             self._ring.wait(timeout_ms)
-        self.consume()
+        self.consume(limit)
 
     def consume(self, limit: int | None = None) -> int:
         """Deliver what is pending (up to ``limit`` records) without waiting."""

@@ -25,19 +25,28 @@ def sh(cmd: str) -> None:
 
 
 @contextlib.contextmanager
-def xdp_on_veth(drop: int, subnet: int = 99) -> Iterator[tuple[int, str, str]]:
+def xdp_on_veth(drop: int, subnet: int = 99, quiet: bool = False
+                ) -> Iterator[tuple[int, str, str]]:
     """A throw-away netns joined by a veth pair (10.SUBNET.0.1 outside, .2 inside), the
     test XDP program dropping UDP to ``drop`` on the inner end: ``(program id, inner,
-    outer)``; all of it removed at the end. Also bench/xdp_guest.py's."""
+    outer)``; all of it removed at the end. Also bench/xdp_guest.py's. ``quiet``: no
+    IPv6 on the pair and the inner end's address resolved for good, so that only what
+    the caller sends reaches the program."""
     ns, tag = f"bpfx{os.getpid()}", os.getpid() % 10000
     outer, inner = f"bpfo{tag}", f"bpfi{tag}"
     loader = None
     sh(f"ip netns add {ns}")
     try:
         sh(f"ip link add {outer} type veth peer name {inner} netns {ns}")
+        if quiet:
+            sh(f"sysctl -qw net.ipv6.conf.{outer}.disable_ipv6=1 && ip netns exec {ns} "
+               f"sysctl -qw net.ipv6.conf.{inner}.disable_ipv6=1")
         sh(f"ip addr add 10.{subnet}.0.1/24 dev {outer} && ip link set {outer} up")
         sh(f"ip -n {ns} addr add 10.{subnet}.0.2/24 dev {inner} && "
            f"ip -n {ns} link set {inner} up")
+        if quiet:
+            sh(f"ip neigh replace 10.{subnet}.0.2 lladdr $(ip -n {ns} -br link show {inner} "
+               f"| awk '{{print $3}}') dev {outer} nud permanent")
         loader = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, str(LOADER),
                                    "xdp", inner, str(drop)], stdin=subprocess.PIPE,
                                   stdout=subprocess.PIPE, text=True)
