@@ -6,23 +6,24 @@
 Boots (or reuses) a lab, adds a DROP rule for UDP 5555 in the guest, and keeps a
 guest-side sender that fires one datagram whenever the host writes a line to it,
 so each drop is triggered at a known host time. Each trigger's datagram has its own
-length, and each hit is checked to be that trigger's packet (the skb length the tracer
-recorded for the stopped skb), so no figure pairs a stop with another trigger's.
+length, and each hit is checked to be that trigger's packet (the stopped skb's length, read by
+gdb and confirmed by the tracer's record), so no figure pairs a stop with another trigger's.
 Then:
 
 - kdbg: ``breakwatch.run`` arms at the first drop (event -> armed: from the drop's
   record arriving on the host), and for each later trigger measures trigger -> the
-  stop (when kdbg read gdb's ``*stopped``), stop -> resumed, and stop -> the hit
-  reported (the stopped skb's record from the tracer included);
+  stop (when kdbg read gdb's ``*stopped``), stop -> resumed, stop -> the hit reported
+  (printed at the stop from what gdb reads: skb, reason, backtrace) and stop -> the
+  tracer's record of the stopped skb confirming it (with its cause and kernel stack);
+  each hit must be confirmed, its skb as gdb read it;
 - peer: bare gdb (``gdb -batch``, the same breakpoint address, the same stub)
   measures trigger -> stop for the same drop site.
 
-Prints medians, and kdbg's trigger->stop as a ratio to bare gdb's, and the stop to the
-hit fully reported (the stopped skb's record from the tracer included). Targets: armed
+Prints medians, and kdbg's trigger->stop as a ratio to bare gdb's. Targets: armed
 under 0.1 s after the event, the hit reported under 0.1 s after the stop. The
 break-watch runs twice, without and with the stopped packet's journey
 (``WatchConfig.journey``, on by default for ``--break``), and prints what the journey
-adds to trigger -> hit reported (target: under 0.1 s).
+adds to trigger -> hit reported and to stop -> record confirmed.
 """
 
 from __future__ import annotations
@@ -67,7 +68,8 @@ class Sink(BreakJsonSink):
         self.armed_after: float | None = None
         self.triggers: list[tuple[float, int]] = []  # (when, payload bytes)
         self.hits: list[Any] = []
-        self.reports: list[float] = []
+        self.reports: list[float] = []  # when each hit was printed (at its stop)
+        self.confirms: dict[int, float] = {}  # hit number -> when the tracer's record came
         self.call_addr: int | None = None
 
     def progress(self, message: str) -> None:
@@ -92,6 +94,10 @@ class Sink(BreakJsonSink):
         super().hit(hit)
         self.reports.append(time.monotonic())
         self.hits.append(hit)
+
+    def confirmed(self, hit: Any) -> None:
+        super().confirmed(hit)
+        self.confirms[hit.number] = time.monotonic()
 
 
 def bare_gdb(endpoint: str, addr: int, fire: Any, runs: int) -> list[float]:
@@ -166,6 +172,8 @@ def main() -> int:
         "with_journey": {"event_to_armed_s": runs[True].armed_after, **with_journey},
         "journey_adds_to_hit_reported_s": (with_journey["kdbg_trigger_to_hit_reported_s"]
                                            - without["kdbg_trigger_to_hit_reported_s"]),
+        "journey_adds_to_record_confirmed_s": (with_journey["stop_to_record_confirmed_s"]
+                                               - without["stop_to_record_confirmed_s"]),
     }
     print(json.dumps(result, indent=2))
     return 0
@@ -188,9 +196,10 @@ def _break_watch(name: str, hits: int, fire: Any, journey: bool) -> Sink:
     return sink
 
 
-def _paired(sink: Sink) -> tuple[list[tuple[float, float, float, float]], int]:
-    """(trigger, stop, resumed, reported) times of each hit that is a trigger's packet:
-    the stopped skb's length (the tracer's record of it) names the trigger, each one's
+def _paired(sink: Sink) -> tuple[list[tuple[float, float, float, float, float]], int]:
+    """(trigger, stop, resumed, printed, confirmed) times of each hit that is a trigger's
+    packet (confirmed: the tracer's record of the stopped skb came): the stopped skb's
+    length (gdb's read at the stop) names the trigger, each one's
     datagram being of its own length. And how many hits were no trigger's (a priming
     packet still in flight when the breakpoint was armed): left out, not mispaired."""
     sent = {size: at for at, size in sink.triggers}
@@ -203,7 +212,11 @@ def _paired(sink: Sink) -> tuple[list[tuple[float, float, float, float]], int]:
                   f"trigger's ({hit.stack_note or 'priming packet'}); left out",
                   file=sys.stderr)
             continue
-        rows.append((sent[size], hit.stopped_at, hit.resumed_at, reported))
+        if hit.record_skb is None or hit.differences:
+            raise SystemExit(f"hit {hit.number}: the tracer's record does not confirm it: "
+                             f"{hit.differences or hit.stack_note}")
+        rows.append((sent[size], hit.stopped_at, hit.resumed_at, reported,
+                     sink.confirms[hit.number]))
     if not rows:
         raise SystemExit("no hit was a trigger's packet")
     return rows, stray
@@ -212,13 +225,16 @@ def _paired(sink: Sink) -> tuple[list[tuple[float, float, float, float]], int]:
 def _latencies(sink: Sink) -> dict[str, Any]:
     med = statistics.median
     rows, stray = _paired(sink)
-    stop_to_report = [r - s for _, s, _, r in rows]
-    return {"kdbg_trigger_to_stop_s": med(s - t for t, s, _, _ in rows),
-            "kdbg_trigger_to_hit_reported_s": med(r - t for t, _, _, r in rows),
+    stop_to_report = [r - s for _, s, _, r, _ in rows]
+    stop_to_record = [c - s for _, s, _, _, c in rows]
+    return {"kdbg_trigger_to_stop_s": med(s - t for t, s, _, _, _ in rows),
+            "kdbg_trigger_to_hit_reported_s": med(r - t for t, _, _, r, _ in rows),
             "kdbg_stop_to_hit_reported_s": med(stop_to_report),
             "stop_to_hit_reported_all_s": [round(x, 3) for x in stop_to_report],
-            "stop_to_resumed_s": med(u - s for _, s, u, _ in rows),
-            "resumed_to_hit_reported_s": med(r - u for _, _, u, r in rows),
+            "stop_to_resumed_s": med(u - s for _, s, u, _, _ in rows),
+            "stop_to_record_confirmed_s": med(stop_to_record),
+            "stop_to_record_confirmed_all_s": [round(x, 3) for x in stop_to_record],
+            "resumed_to_record_s": med(c - u for _, _, u, _, c in rows),
             "runs": len(rows), "stray_hits": stray}
 
 
@@ -242,7 +258,7 @@ def _prime(sink: Sink) -> None:
 
 
 class _Retrigger:
-    """Wraps the sink: after each hit is reported, trigger the next drop."""
+    """Wraps the sink: after each hit's record from the tracer, trigger the next drop."""
 
     def __init__(self, sink: Sink) -> None:
         self.sink = sink
@@ -250,8 +266,8 @@ class _Retrigger:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.sink, name)
 
-    def hit(self, hit: Any) -> None:
-        self.sink.hit(hit)
+    def confirmed(self, hit: Any) -> None:
+        self.sink.confirmed(hit)
         if len(self.sink.reports) < 100:
             self.sink.trigger()
 

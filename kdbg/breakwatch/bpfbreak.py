@@ -12,10 +12,12 @@ break-watch is :class:`~kdbg.breakwatch.watch.BreakWatch`'s, with three hooks ch
   other, at :meth:`~kdbg.trace.bpfverdict.BpfProg.break_site`: the JITed start of the one
   line that returns the verdict, or the program's entry when fexit left several
   candidate lines, or none;
-* what is read at the stop: no skb (an XDP program runs before there is one);
-* what completes the stop's report: the program's next verdict record, the packet that
-  stopped returning its verdict once resumed; none within :data:`VERDICT_WAIT` s means
-  the stopped packet did not drop (the line may run before the branch that decides).
+* what is read at the stop (:meth:`BpfBreakWatch.read_stop`): no skb (an XDP program
+  runs before there is one), so the hit is not reported at the stop;
+* what completes the stop's report (:meth:`BpfBreakWatch.finish_hit`): the program's
+  next verdict record, the packet that stopped returning its verdict once resumed; none
+  within :data:`VERDICT_WAIT` s means the stopped packet did not drop (the line may run
+  before the branch that decides).
 """
 
 from __future__ import annotations
@@ -62,8 +64,13 @@ class BpfBreakWatch(BreakWatch):
         bp = self.session.run.break_at(address, hw=self.cfg.hw_break, force=self.cfg.force)
         return DropSite(ev.address, address, 0, ev.reason, bp.label, what), bp
 
-    def stopped_skb(self, stop: Stop) -> SkbInfo | None:
-        return None
+    reports_at_stop = False  # the hit is reported with the verdict that followed it
+
+    def read_stop(self, stop: Stop) -> tuple[SkbInfo | None, str | None]:
+        return None, None
+
+    def finish_hit(self, hit: Hit) -> None:
+        self.sink.hit(hit)
 
     def on_drop(self, ev: DropEvent) -> None:
         super().on_drop(ev)

@@ -14,6 +14,12 @@ from kdbg.trace.event import DropEvent
 from kdbg.trace.journey import Journey
 
 HIT_STACK_WAIT = 30.0  # seconds to wait for the stopped skb's drop event after resuming
+# ... and the longest, while the tracer is still delivering drops from before the stop
+# (a lab guest's tracer, cold or under load, can be tens of seconds behind)
+HIT_BEHIND_WAIT = 300.0
+# A journey's times and a drop's are wall clock from two reads of the offset to the
+# kernel's clock, microseconds apart: closer than this, neither is known to be first.
+CLOCKS_APART_NS = 10_000_000
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,24 @@ class Hit:
     deadline: float = 0.0
     stopped_at: float = 0.0  # time.monotonic() when kdbg read gdb's report of the stop
     resumed_at: float = 0.0  # time.monotonic() when the target was let run again
+    reason: str | None = None  # the drop reason passed to the call, read by gdb
+    record_skb: SkbInfo | None = None  # the tracer's read of the skb, when it came
+    reported_at: float = 0.0  # time.monotonic() when the hit was printed (at the stop)
+    confirmed_at: float = 0.0  # ... and when the tracer's record of its skb came
+
+    def before_packet(self, ev: DropEvent) -> bool:
+        """Whether ``ev`` is a drop from before the stopped packet's last hop (the
+        journey read at the stop): the tracer has not reached this stop's drop yet.
+        False without a journey."""
+        hops = self.journey.hops if self.journey is not None else ()
+        return bool(hops) and ev.time_ns < hops[-1].time_ns - CLOCKS_APART_NS
+
+    @property
+    def differences(self) -> list[str]:
+        """Where gdb's read of the skb at the stop and the tracer's at the drop differ."""
+        if self.skb is None or self.record_skb is None:
+            return []
+        return self.skb.differences(self.record_skb)
 
 
 class BreakSink(Protocol):
@@ -62,6 +86,7 @@ class BreakSink(Protocol):
               seconds: float) -> None: ...
     def refused(self, decision: Decision, event: DropEvent) -> None: ...
     def hit(self, hit: Hit) -> None: ...
+    def confirmed(self, hit: Hit) -> None: ...
     def record(self, record: dict[str, object]) -> None: ...
     def cleanup(self, report: CleanupReport) -> None: ...
 

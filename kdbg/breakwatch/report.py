@@ -1,7 +1,9 @@
 """Presenting ``kdbg watch --break``: text for people, JSON lines for programs.
 
-Records: ``drop`` (as kdbg watch), ``armed``, ``refused``, ``hit``, ``stats``
-and ``summary`` from the remote tracer, and ``cleanup`` last.
+Records: ``drop`` (as kdbg watch), ``armed``, ``refused``, ``hit`` (at the stop, from
+gdb), ``hit_record`` (the tracer's record of the stopped skb, once it comes: its cause
+and kernel stack), ``stats`` and ``summary`` from the remote tracer, and ``cleanup``
+last.
 """
 
 from __future__ import annotations
@@ -67,6 +69,8 @@ class BreakTextSink:
             _emit(self.out, f"    at {stop.file}:{stop.line}")
         if hit.skb is not None:
             _emit(self.out, f"    {hit.skb.summary()}")
+        if hit.reason is not None:
+            _emit(self.out, f"    reason: {hit.reason}")
         if hit.cause is not None:
             _emit(self.out, f"    cause: {hit.cause.text}")
         if hit.verdict is not None:
@@ -77,6 +81,21 @@ class BreakTextSink:
         _emit(self.out, "    backtrace (gdb, trusted frames only):")
         for line in lines[1:]:
             _emit(self.out, f"      {line}")
+        self._stack(hit)
+
+    def confirmed(self, hit: Hit) -> None:
+        if hit.record_skb is None:
+            _emit(self.out, f"[{hit.number}] the tracer's record of this skb: none")
+        else:
+            differ = hit.differences
+            _emit(self.out, f"[{hit.number}] the tracer's record of this skb: "
+                            + (f"differs: {'; '.join(differ)}" if differ
+                               else "agrees with gdb's read"))
+        if hit.cause is not None:  # (its journey is on the drop's own line, just above)
+            _emit(self.out, f"    cause: {hit.cause.text}")
+        self._stack(hit)
+
+    def _stack(self, hit: Hit) -> None:
         if hit.kernel_stack:
             label = hit.stack_note or "the stopped skb's stack, captured in the kernel (ORC)"
             _emit(self.out, f"    kernel stack ({label}):")
@@ -139,6 +158,23 @@ class BreakJsonSink:
         rec["number"] = hit.number
         if hit.skb is not None:
             rec["skb"] = hit.skb.to_json()
+        if hit.reason is not None:
+            rec["drop_reason"] = hit.reason  # ("reason" is the stop's: breakpoint-hit)
+        self._json(rec | self._tracer_part(hit))
+
+    def confirmed(self, hit: Hit) -> None:
+        rec: dict[str, Any] = {"type": "hit_record", "number": hit.number,
+                               "found": hit.record_skb is not None}
+        if hit.record_skb is not None:
+            rec["skb"] = hit.record_skb.to_json()
+            rec["differences"] = hit.differences
+        self._json(rec | self._tracer_part(hit))
+
+    @staticmethod
+    def _tracer_part(hit: Hit) -> dict[str, Any]:
+        """What the tracer's record adds to a hit (at the stop: the journey gdb read and,
+        at ``--interactive``, the arming drop's stack)."""
+        rec: dict[str, Any] = {}
         if hit.kernel_stack is not None:
             rec["kernel_stack"] = list(hit.kernel_stack)
         if hit.stack_note is not None:
@@ -149,7 +185,7 @@ class BreakJsonSink:
             rec["verdict"] = hit.verdict.to_json()
         if hit.journey is not None:
             rec.update(hit.journey.to_json())
-        self._json(rec)
+        return rec
 
     def record(self, record: dict[str, object]) -> None:
         self._json(dict(record))

@@ -18,6 +18,7 @@ from typing import Any
 
 from kdbg.breakwatch.journeys import StopJourneys
 from kdbg.breakwatch.model import (
+    HIT_BEHIND_WAIT,
     HIT_STACK_WAIT,
     BreakConfig,
     BreakOutcome,
@@ -34,13 +35,15 @@ from kdbg.breakwatch.sources import (
     source_for,
     wait_ready,
 )
+from kdbg.breakwatch.stopfilter import left_out
 from kdbg.debugger import NotADropSite, Session
 from kdbg.debugger.attach import Target, from_endpoint, from_lab
 from kdbg.debugger.errors import GdbCancelled, TargetLost
 from kdbg.debugger.livemodules import ModuleChange, ModuleFollower
 from kdbg.debugger.model import Breakpoint, CleanupReport, DropSite, Stop
 from kdbg.debugger.run import open_session
-from kdbg.debugger.skb import SkbInfo, read_skb, skb_address
+from kdbg.debugger.skb import SkbInfo
+from kdbg.debugger.skblayout import SkbLayout, read_at_stop, read_layout
 from kdbg.drops.watch import WatchConfig
 from kdbg.errors import BadInput, GdbTimeout, KdbgError
 from kdbg.guard import Decision
@@ -85,6 +88,8 @@ class BreakWatch(RemoteLoop):
         self.journeys = StopJourneys()
         self.signals = StopSignals()
         self.hit_wait = HIT_STACK_WAIT  # s a stop's report waits for the tracer's record
+        self.passed_by = 0  # stops on packets the filters leave out (not hits)
+        self.layout: SkbLayout | None = None  # where a stop reads the skb's fields
 
     # -- the loop -------------------------------------------------------------
 
@@ -112,6 +117,10 @@ class BreakWatch(RemoteLoop):
         self.follower = self._follow()
         self.sink.progress("starting the tracer in the target")
         stream = self.source.start()
+        # While the tracer starts in the target: where the skb's fields lie, so that a
+        # stop reads them with a few memory reads (gdb's first look at struct sk_buff
+        # took 26-51 s under TCG on 6.12, and each expression after 30-100 ms).
+        self.layout = read_layout(self.session.inspect)
         early: list[Item] = []
         if not wait_ready(stream, READY_TIMEOUT, on_item=early.append,
                           stop=lambda: bool(self.signals)):
@@ -191,13 +200,19 @@ class BreakWatch(RemoteLoop):
         else:
             show()
         for h in list(self.pending):
-            if h.skb is not None and ev.skb == h.skb.address and ev.stack:
-                h.skb = SkbInfo.from_drop(h.skb.address, ev)
+            if h.before_packet(ev):
+                # The tracer still delivers drops from before this stop: its record of
+                # the stopped skb is yet to come, however far behind the tracer is.
+                h.deadline = max(h.deadline, min(time.monotonic() + self.hit_wait,
+                                                 h.resumed_at + HIT_BEHIND_WAIT))
+            elif h.skb is not None and ev.skb == h.skb.address and ev.stack:
+                h.record_skb = SkbInfo.from_drop(h.skb.address, ev)
                 h.kernel_stack = tuple(str(f) for f in ev.stack)
                 h.cause = ev.cause
                 h.journey = ev.journey or h.journey  # times before the drop itself
+                h.confirmed_at = time.monotonic()
                 self.pending.remove(h)
-                self.sink.hit(h)
+                self.sink.confirmed(h)
 
     def arm(self, ev: DropEvent, announce: Callable[[], None] = lambda: None,
             since: float | None = None) -> tuple[DropSite, Breakpoint] | None:
@@ -248,16 +263,27 @@ class BreakWatch(RemoteLoop):
     # -- stops ----------------------------------------------------------------
 
     def _stopped(self, stop: Stop) -> bool:
-        """Report a stop (or hand the user gdb's prompt); False when that ends the watch."""
-        self.hits += 1
+        """Report a stop (or hand the user gdb's prompt); False when that ends the watch.
+        A stop on a packet the filters leave out is not a hit: the target resumes."""
         stopped_at = stop.seen_at or time.monotonic()
-        skb = self.stopped_skb(stop)
-        hit = Hit(self.hits, stop, skb, stopped_at=stopped_at)
+        skb, reason = self.read_stop(stop)
+        why = left_out(self.watch.filters, skb, reason) if skb is not None else None
+        if why is not None:
+            self.passed_by += 1
+            self.sink.progress(f"stopped at {stop.symbol}+0x{stop.offset:x} on a packet the "
+                               f"filters leave out ({why}): resumed, not a hit")
+            self.session.run.resume()
+            return True
+        self.hits += 1
+        hit = Hit(self.hits, stop, skb, stopped_at=stopped_at, reason=reason)
         if skb is not None:
             hit.journey = self.journeys.read(self.session.inspect, skb.address)
         if self.cfg.interactive:
             self._hand_over(hit)
             return False
+        if self.reports_at_stop:
+            self.sink.hit(hit)  # what gdb read, at once; the tracer's record confirms it
+            hit.reported_at = time.monotonic()
         if self.hits >= self.cfg.break_count and self.bp is not None:
             # Our last stop: take the breakpoint out before the target runs again.
             self.session.run.delete(self.bp)
@@ -267,16 +293,20 @@ class BreakWatch(RemoteLoop):
         self.pending.append(hit)
         return True
 
-    def stopped_skb(self, stop: Stop) -> SkbInfo | None:
-        """The skb at a stop on the drop call: its fields read now when the user gets the
-        prompt, else its address (the fields come with the tracer's record of its drop)."""
+    reports_at_stop = True  # a hit is reported at its stop, then confirmed (finish_hit)
+
+    def read_stop(self, stop: Stop) -> tuple[SkbInfo | None, str | None]:
+        """The skb and drop reason at a stop on the drop call, read by gdb while the
+        target is stopped: the hit is reported at once, and the tracer's record of this
+        drop confirms it (and adds its cause and kernel stack) once the target runs."""
         site = self.site
         if not stop.hit or site is None:
-            return None
-        if self.cfg.interactive:  # the target stays stopped: gdb reads the fields
-            return read_skb(self.session.inspect, site.callee)
-        address = skb_address(self.session.inspect, site.callee)
-        return SkbInfo(address) if address is not None else None
+            return None, None
+        return read_at_stop(self.session.inspect, self.layout, site.callee)
+
+    def finish_hit(self, hit: Hit) -> None:
+        """The end of a hit's report: what its tracer's record said, or that none came."""
+        self.sink.confirmed(hit)
 
     def _hand_over(self, hit: Hit) -> None:
         last = self.last_armed
@@ -313,14 +343,14 @@ class BreakWatch(RemoteLoop):
         for h in [h for h in self.pending if now >= h.deadline]:
             self.pending.remove(h)
             h.stack_note = self.unmatched(h)
-            self.sink.hit(h)
+            self.finish_hit(h)
 
     def unmatched(self, hit: Hit) -> str:
         """What a stop's report says when the tracer reported nothing of it in time."""
         if hit.skb is None:
             return "no skb read"
         return (f"the tracer reported no drop of skb 0x{hit.skb.address:x} "
-                f"within {self.hit_wait:g} s")
+                f"within {time.monotonic() - hit.resumed_at:.0f} s")
 
     def finish(self) -> None:
         """The target first: it is released (and the cleanup record written) before
@@ -333,7 +363,7 @@ class BreakWatch(RemoteLoop):
             self.signals.restore()
             for h in self.pending:  # stopped before the tracer reported the stopped skb
                 h.stack_note = "kdbg ended before the tracer reported this skb"
-                self.sink.hit(h)
+                self.finish_hit(h)
             try:
                 # the hit records are out; the tracer's own summary is not waited for long
                 self.source.stop(wait=TRACER_STOP_WAIT)

@@ -1,17 +1,19 @@
 """The sk_buff at a drop site.
 
 At the call to the drop function the skb is still alive, and its address is in the
-argument register (:func:`skb_address`: one register read). A stop that ``kdbg watch
---break`` resumes at once takes the skb's fields from the tracer's record of that very
-drop, read at the tracepoint the call leads to (:meth:`SkbInfo.from_drop`). A stop
-handed to the user reads them through gdb (:func:`read_skb`): with the target's DWARF
-vmlinux loaded, gdb knows ``struct sk_buff``, kdbg reads the few fields it needs with
-expressions, then the L3/L4 headers as raw bytes, which
-:func:`kdbg.trace.headers.parse_headers` decodes.
+argument register (:func:`skb_address`: one register read). A stop reads its fields
+through gdb: with a layout gdb gave once, as raw memory
+(:mod:`kdbg.debugger.skblayout`), or else with expressions (:func:`read_skb`): with the
+target's DWARF vmlinux loaded, gdb knows ``struct sk_buff``, kdbg reads the few fields
+it needs, then the L3/L4 headers as raw bytes, which
+:func:`kdbg.trace.headers.parse_headers` decodes. The tracer's record of that very drop
+(:meth:`SkbInfo.from_drop`, read at the tracepoint the call leads to) then confirms the
+read (:meth:`SkbInfo.differences`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +40,7 @@ class SkbInfo:
     daddr: str | None = None
     sport: int | None = None
     dport: int | None = None
+    netns: int | None = None  # the device's network namespace (its inode number)
     note: str | None = None
 
     @classmethod
@@ -48,7 +51,17 @@ class SkbInfo:
                    proto=event.proto,
                    saddr=str(event.saddr) if event.saddr is not None else None,
                    daddr=str(event.daddr) if event.daddr is not None else None,
-                   sport=event.sport, dport=event.dport)
+                   sport=event.sport, dport=event.dport, netns=event.netns)
+
+    def differences(self, other: SkbInfo) -> list[str]:
+        """The fields both know that differ (``"len 31 != 32"``), for two reads of one
+        skb: gdb's at the stop and the tracer's at the drop."""
+        out = []
+        for key in ("len", "ifname", "proto", "saddr", "daddr", "sport", "dport", "netns"):
+            a, b = getattr(self, key), getattr(other, key)
+            if a is not None and b is not None and a != b:
+                out.append(f"{key} {a} != {b}")
+        return out
 
     def to_json(self) -> dict[str, Any]:
         return {k: (f"0x{v:x}" if k == "address" else v) for k, v in self.__dict__.items()
@@ -60,6 +73,8 @@ class SkbInfo:
             parts.append(f"len {self.len}")
         if self.ifname:
             parts.append(f"dev {self.ifname}")
+        if self.netns is not None:
+            parts.append(f"netns {self.netns}")
         if self.saddr:
             src = f"{self.saddr}:{self.sport}" if self.sport is not None else self.saddr
             dst = f"{self.daddr}:{self.dport}" if self.dport is not None else str(self.daddr)
@@ -89,6 +104,21 @@ def skb_address(inspect: Inspection, callee: str) -> int | None:
     return inspect.read_args(index + 1)[index]
 
 
+def read_reason(inspect: Inspection, callee: str) -> str | None:
+    """The drop reason passed to ``callee`` at a stop on the call to it, by its name
+    without ``SKB_DROP_REASON_`` (as the tracer names it), from the vmlinux's DWARF
+    enum; None when ``callee`` takes no reason or gdb cannot name it."""
+    args = DROP_ARGS.get(callee)
+    if args is None or args[1] is None or inspect.state.vmlinux is None:
+        return None
+    code = inspect.read_args(args[1] + 1)[args[1]] & 0xFFFF_FFFF
+    try:
+        name = inspect.evaluate(f"(enum skb_drop_reason){code}")
+    except GdbError:
+        return None
+    return name.removeprefix("SKB_DROP_REASON_") if name.startswith("SKB_DROP_") else None
+
+
 def read_skb(inspect: Inspection, callee: str) -> SkbInfo | None:
     """The skb passed to ``callee`` at a stop on the call to it (read through the
     session's ``inspect``); None if not a drop call."""
@@ -104,15 +134,18 @@ def read_skb(inspect: Inspection, callee: str) -> SkbInfo | None:
         nh = _int(_value(inspect, f"{skb}->network_header"))
         proto = _int(_value(inspect, f"{skb}->protocol"))
         dev = _int(_value(inspect, f"(unsigned long){skb}->dev"))
-        ifname = None
+        ifname = netns = None
         if dev:
             raw = _value(inspect, f"((struct net_device *)0x{dev:x})->name")
             m = re.match(r'"([^"]*)"', raw)
             ifname = m.group(1) if m else None
+            with contextlib.suppress(GdbError, ValueError):  # a kernel without net ns
+                netns = _int(_value(inspect,
+                                    f"((struct net_device *)0x{dev:x})->nd_net.net->ns.inum"))
         ethertype = ((proto & 0xFF) << 8) | (proto >> 8)  # __be16 as read on x86
         fields: dict[str, Any] = {}
         if head and nh != 0xFFFF:
             fields = parse_headers(inspect.read_memory(head + nh, 64), ethertype)
-        return SkbInfo(addr, len=length, ifname=ifname, **fields)
+        return SkbInfo(addr, len=length, ifname=ifname, netns=netns, **fields)
     except (GdbError, ValueError) as err:
         return SkbInfo(addr, note=f"could not read the skb: {err}")

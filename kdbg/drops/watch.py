@@ -229,7 +229,7 @@ class _WatchLoop(loop.RingLoop):
             return
         w = self.watch
         for key, count in self.more.new():
-            self.sink.more(more.decode(key, count, w.reasons, w.kallsyms()))
+            self.sink.more(more.decode(key, count, w.reasons.name, w.kallsyms().lookup))
 
     def on_event(self, raw: RawDropEvent | RawJourneyDrop) -> None:
         if self.ended:
@@ -237,7 +237,9 @@ class _WatchLoop(loop.RingLoop):
         w, probe = self.watch, self.probe
         if self.decoder is None:
             shown = self.cfg.stack or self.cfg.check_chains
-            self.decoder = Decoder(w.reasons, w.kallsyms(), stack_of=probe.stack if shown else None)
+            self.decoder = Decoder(  # the journey's clock, so hops and drops compare
+                w.reasons, w.kallsyms(), stack_of=probe.stack if shown else None,
+                wall_offset_ns=w.journeys.wall_offset_ns if w.journeys is not None else None)
         drop = raw.ev if isinstance(raw, RawJourneyDrop) else raw
         event = self.decoder.decode(drop)
         if w.causes is not None:
@@ -269,8 +271,12 @@ class _WatchLoop(loop.RingLoop):
         self.sink.flush()
 
     def attach(self) -> None:
-        super().attach()
         w = self.watch
+        if not w.stats_only and not self.probe.cached():
+            # bcc compiles in a child for seconds (tens in a lab guest's first run): the
+            # symbols the first drop is named with are read meanwhile
+            w.read_kallsyms()
+        super().attach()
         if w.journeys is not None:
             w.journeys.attached()
         lines = f", file:line from {w.lines.vmlinux}" if w.lines else ""

@@ -162,9 +162,8 @@ def _not_followed(raw: jl.RawJourney, skb: int, table: JourneyTable | None,
                 "packet (table full)")
     attached = table.attached_ns if table is not None else None
     if attached is not None and ref_ns is not None and ref_ns - attached < ENTER_WINDOW_NS:
-        after = max(0, ref_ns - attached) / 1e6
-        return (f"it may have entered before the tracer: no hop seen, and it was dropped "
-                f"{after:.3f} ms after the tracer attached")
+        return ("it may have entered before the tracer: no hop seen, and it was dropped "
+                + _since_attach(ref_ns - attached))
     return ("no hop seen: the packet entered before the tracer, or was made and dropped "
             "before it reached an interface")
 
@@ -182,10 +181,19 @@ def _notes(raw: jl.RawJourney, kept: list[jl.RawJourneyHop], table: JourneyTable
                      "before the tracer, or matched the filters only there)")
     attached = table.attached_ns if table is not None else None
     if attached is not None and kept[0].time_ns - attached < ENTER_WINDOW_NS:
-        after = max(0, kept[0].time_ns - attached) / 1e6
-        notes.append(f"it may have entered before the tracer: its first hop came {after:.3f} "
-                     "ms after the tracer attached")
+        notes.append("it may have entered before the tracer: its first hop came "
+                     + _since_attach(kept[0].time_ns - attached))
     return notes
+
+
+def _since_attach(delta_ns: int) -> str:
+    """When something came, relative to the tracer's attach (``delta_ns`` after it):
+    before it ends, the hop programs were still being attached one by one (seconds
+    apart in a loaded TCG guest), so some of a packet's hops could not be seen."""
+    if delta_ns < 0:
+        return (f"{-delta_ns / 1e6:.3f} ms before the tracer had attached all its "
+                "programs")
+    return f"{delta_ns / 1e6:.3f} ms after the tracer attached"
 
 
 def assemble(raw: jl.RawJourney, skb: int, ref_ns: int | None,

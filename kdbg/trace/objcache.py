@@ -110,10 +110,20 @@ def cache_key(text: str, funcs: list[str]) -> str:
     return hashlib.sha256(doc.encode()).hexdigest()[:32]
 
 
+def _entry(text: str, funcs: list[str]) -> Path:
+    return cache_dir("bpf") / f"{cache_key(text, funcs)}.json"
+
+
+def is_cached(text: str, attachments: list[tuple[str, str]]) -> bool:
+    """Whether :func:`load` finds ``text`` compiled (else bcc compiles it: seconds, tens
+    of them in a TCG guest)."""
+    return _entry(text, sorted({fn for _, fn in attachments})).exists()
+
+
 def compiled(text: str, funcs: list[str], what: str) -> Compiled:
     """The program for ``text``: from the cache, else compiled by bcc in a child and
     cached. Compile errors and a missing bcc are one line each."""
-    path = cache_dir("bpf") / f"{cache_key(text, funcs)}.json"
+    path = _entry(text, funcs)
     try:
         return Compiled.from_json(json.loads(path.read_text()))
     except (OSError, ValueError, KeyError, TypeError):

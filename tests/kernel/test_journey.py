@@ -278,7 +278,14 @@ def test_a_storm_pauses_the_journey_and_it_resumes_after(lab: VethBridgeLab) -> 
     assert "in a storm (" in err, err[-2000:]
     paused = [d for d in drops if any("paused in a storm" in n
                                       for n in d.get("journey_incomplete", []))]
-    assert paused, [d.get("journey_incomplete") for d in drops][-20:]
+    # A drop printed while the hop programs were detached says so, unless its CPU found
+    # the ring full when it entered: that reason comes first. Under load the one-page
+    # ring is full at every such drop, so the flood's last printed drops may all say
+    # that instead; none of them may claim a journey it did not have.
+    flood_tail = [d for d in drops if d["sport"] == 40000][-5:]
+    assert paused or (flood_tail and all(
+        d.get("journey_incomplete") == [RING_FULL] for d in flood_tail)), \
+        [d.get("journey_incomplete") for d in drops][-20:]
     first, after = drops[-2:]  # (the one-page ring holds one record with its journey)
     assert (first["sport"], after["sport"]) == (40002, 40003)
     assert first.get("journey_incomplete") in (None, [RING_FULL]), first

@@ -260,3 +260,23 @@ def test_flood_every_drop_is_printed_or_summarized(lab: VethLab) -> None:
         assert rule["text"].startswith("udp dport 5555 counter drop")
     print(f"\n{count} drops: {len(printed)} printed, {summarized} summarized in "
           f"{len(more)} lines")
+
+
+def test_a_first_run_compiles_and_a_second_finds_it_compiled(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A program not in the cache is said so before bcc compiles it (the watch reads
+    kallsyms meanwhile); once loaded, it is there for the next run."""
+    from kdbg.drops.watch import Watch, WatchConfig
+    from kdbg.trace.probe import DropProbe
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    watch = Watch(WatchConfig(count=1))
+    try:
+        probe = DropProbe(watch.text)
+        assert not probe.cached()
+        probe.load()
+        probe.close()
+        assert probe.cached() and DropProbe(watch.text).cached()
+        assert list((tmp_path / "kdbg" / "bpf").glob("*.json"))
+    finally:
+        watch.close()

@@ -3,6 +3,7 @@ session and a recorded tracer (a JSON-lines file through a real CommandSource)."
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shlex
@@ -14,10 +15,12 @@ from typing import Any
 import pytest
 
 from kdbg.breakwatch import BreakConfig, BreakWatch, Hit, watch_remote
+from kdbg.breakwatch.model import HIT_BEHIND_WAIT
 from kdbg.breakwatch.sources import CommandSource, LabSource, source_for
 from kdbg.debugger.errors import GdbCancelled
 from kdbg.debugger.livemodules import ModuleChange
 from kdbg.debugger.model import Breakpoint, CleanupReport, DropSite, Stop
+from kdbg.debugger.skb import SkbInfo
 from kdbg.drops import WatchConfig, guest_watch_argv
 from kdbg.errors import GdbError, GdbTimeout
 from kdbg.guard.decision import BreakpointRefused
@@ -27,7 +30,8 @@ from kdbg.prompt import state as prompt_state
 from kdbg.symbols.kallsyms import ModuleSpan
 from kdbg.trace.event import DropEvent
 from kdbg.trace.filters import PacketFilters
-from kdbg.trace.journey import DROP, LAST_HOP, JourneyTable
+from kdbg.trace.headers import Headers
+from kdbg.trace.journey import DROP, LAST_HOP, Journey, JourneyHop, JourneyTable
 from kdbg.trace.journeylayout import RawJourneyDrop
 from tests.conftest import DATA
 
@@ -167,6 +171,9 @@ class Sink:
     def hit(self, hit: Hit) -> None:
         self.events.append(("hit", hit))
 
+    def confirmed(self, hit: Hit) -> None:
+        self.events.append(("confirmed", hit))
+
     def record(self, record: dict[str, object]) -> None:
         self.events.append(("record", record))
 
@@ -208,17 +215,25 @@ def test_a_matching_drop_arms_and_the_hit_is_reported() -> None:
     bw, sink = watch(session, BreakConfig(lab="lab", hw_break=True))
     outcome = bw.run()
     assert session.calls[:2] == ["resume", f"break_drop_site 0x{SITE:x} hw=True"]
+    # the last stop: the breakpoint goes before the target runs on
     assert session.calls[2:] == ["stopped", "delete 1", "resume", "close"]
     (site, bp), = sink.of("armed")
     assert (site.call_addr, bp.number, bp.hw) == (CALL, 1, True)
     (hit,) = sink.of("hit")
     assert hit.number == 1 and hit.stop.symbol == "nft_do_chain"
-    assert hit.skb is not None and hit.skb.address == SKB
-    # The skb's fields: the tracer's record of that skb's drop, not read through gdb.
-    assert hit.skb.summary() == ("skb 0xffff8881d3e4f500, len 34, dev veth-b, "
-                                 "udp 10.77.9.1:40000 -> 10.77.9.2:5555")
+    # reported at the stop with what gdb read: here no DWARF vmlinux, so the address
+    assert hit.skb is not None and hit.skb.address == SKB and hit.skb.len is None
+    # then the tracer's record of that skb's drop confirms it, and adds its stack
+    assert sink.of("confirmed") == [hit] and hit.record_skb is not None
+    assert hit.record_skb.summary() == ("skb 0xffff8881d3e4f500, len 34, dev veth-b, "
+                                        "netns 4026532246, "
+                                        "udp 10.77.9.1:40000 -> 10.77.9.2:5555")
+    assert hit.differences == []  # nothing both read
     assert hit.kernel_stack is not None and hit.kernel_stack[1] == "nft_do_chain+0x3e8"
-    assert sink.kinds().index("hit") < sink.kinds().index("cleanup")
+    kinds = sink.kinds()
+    assert kinds.index("hit") < kinds.index("confirmed") < kinds.index("cleanup")
+    # printed before the target was let run again
+    assert hit.stopped_at < hit.reported_at <= hit.resumed_at <= hit.confirmed_at
     assert len(sink.of("cleanup")) == 1 and sink.of("cleanup")[0].ok
     assert (outcome.hits, outcome.armed, outcome.interrupted, outcome.exit_status) == (
         1, True, False, 0)
@@ -226,6 +241,17 @@ def test_a_matching_drop_arms_and_the_hit_is_reported() -> None:
     # once armed, gdb read the debug info of the call and the arming drop's stack
     (expanded,) = session.inspect.expanded
     assert expanded[0] == CALL and SITE in expanded and len(expanded) > 2
+
+
+def test_a_stop_that_is_not_the_last_keeps_its_breakpoint() -> None:
+    session = FakeSession(stops=2)
+    bw, sink = watch(session, BreakConfig(lab="lab", break_count=2))
+    assert bw.run().hits == 2
+    # the first stop resumes with the breakpoint in (gdb steps over it); the last
+    # takes it out before the target runs on
+    assert session.calls[2:] == ["stopped", "resume", "stopped", "delete 1", "resume",
+                                 "close"]
+    assert [h.number for h in sink.of("hit")] == [1, 2]
 
 
 def test_a_hit_is_timed_from_when_gdb_reported_the_stop() -> None:
@@ -447,3 +473,63 @@ def test_the_journey_is_on_for_a_break_watch_unless_turned_off() -> None:
     assert with_journey(plain).journey is True
     assert "--journey" in guest_watch_argv(with_journey(plain), "--json")
     assert with_journey(WatchConfig(journey=False)).journey is False
+
+
+def _stopped_hit(packet_ns: int, waited: float) -> Hit:
+    """A hit pending its record: stopped with skb SKB, whose journey (read at the stop)
+    ends with a hop at ``packet_ns``, and resumed ``waited`` s ago."""
+    hop = JourneyHop("net:netif_receive_skb", packet_ns, 0, 4026532246, None, "veth-b", 2,
+                     "veth", Headers(34, 0x0800))
+    resumed = time.monotonic() - waited
+    return Hit(1, Stop("breakpoint-hit", CALL, "nft_do_chain", 0x3E3, breakpoint=1),
+               SkbInfo(SKB), journey=Journey((hop,)), resumed_at=resumed,
+               deadline=resumed + 30)
+
+
+def test_a_stop_waits_for_its_record_while_the_tracer_is_still_behind_it() -> None:
+    """A lab guest's tracer can be tens of seconds behind: while it delivers drops from
+    before the stopped packet's last hop, the stop's record is still to come."""
+    first = DropEvent.from_json(json.loads(JSONL.read_text().splitlines()[0]))
+    ours = dataclasses.replace(first, time_ns=first.time_ns - 2_000)  # clocks apart
+    older = dataclasses.replace(first, time_ns=first.time_ns - 20_000_000, skb=SKB + 0x100)
+    later = dataclasses.replace(older, time_ns=first.time_ns + 1_000)
+    bw, sink = watch(FakeSession())
+    bw.bp = Breakpoint(1, CALL, "nft_do_chain+0x3e3")  # armed: a drop only shows
+    hit = _stopped_hit(first.time_ns, waited=29.0)
+    bw.pending.append(hit)
+    bw.on_drop(older)  # from before the packet: the wait goes on, 30 s from now
+    assert hit.deadline - time.monotonic() > 29.0 and bw.pending == [hit]
+    deadline = hit.deadline
+    bw.on_drop(later)  # after it, another skb: no longer
+    assert hit.deadline == deadline and bw.pending == [hit]
+    bw.on_drop(ours)
+    assert bw.pending == [] and sink.of("confirmed") == [hit] and hit.record_skb is not None
+    # never past HIT_BEHIND_WAIT from the resume, however far behind
+    late = _stopped_hit(first.time_ns, waited=HIT_BEHIND_WAIT - 5)
+    bw.pending.append(late)
+    bw.on_drop(older)
+    assert late.deadline == pytest.approx(late.resumed_at + HIT_BEHIND_WAIT)
+    bw._expire(late.deadline)
+    assert late.stack_note is not None and late.stack_note.startswith(
+        f"the tracer reported no drop of skb 0x{SKB:x} within 29")
+    # without a journey read at the stop nothing says where the tracer is: 30 s
+    assert not Hit(2, hit.stop, SkbInfo(SKB)).before_packet(older)
+
+
+def test_a_stop_on_a_packet_the_filters_leave_out_is_resumed_and_not_a_hit() -> None:
+    """A breakpoint is on a code location: a drop for another port at the same call
+    stops the kernel too; it is resumed at once, and the watch waits for its packet."""
+    session = FakeSession(stops=2)
+    bw, sink = watch(session, wcfg=WatchConfig(duration=20,
+                                               filters=PacketFilters(dports=(5595,))))
+    reads = iter([(SkbInfo(SKB, proto="udp", dport=5555), "NETFILTER_DROP"),
+                  (SkbInfo(SKB, proto="udp", dport=5595), "NETFILTER_DROP")])
+    bw.read_stop = lambda stop: next(reads)  # type: ignore[method-assign]
+    outcome = bw.run()
+    assert (outcome.hits, bw.passed_by) == (1, 1)
+    assert session.calls[1:] == [f"break_drop_site 0x{SITE:x} hw=False", "stopped", "resume",
+                                 "stopped", "delete 1", "resume", "close"]
+    (hit,) = sink.of("hit")
+    assert hit.skb.dport == 5595 and hit.number == 1
+    assert any("on a packet the filters leave out (dport 5555, not --dport 5595): resumed, "
+               "not a hit" in m for m in sink.of("progress"))

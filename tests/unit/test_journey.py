@@ -206,6 +206,10 @@ def test_a_journey_that_began_as_the_tracer_attached() -> None:
     assert j.notes == ("it may have entered before the tracer: its first hop came 2.500 ms "
                        "after the tracer attached",)
     assert from_record(raw, 0, first - 20_000_000).complete
+    # a hop before the attach ended (hop programs attach one by one): said so, not "0 ms"
+    j = from_record(raw, rec["wall_offset_ns"], first + 1_500_000, names(rec))
+    assert j.notes == ("it may have entered before the tracer: its first hop came 1.500 ms "
+                       "before the tracer had attached all its programs",)
 
 
 def test_no_hop_seen() -> None:
@@ -228,6 +232,9 @@ def test_no_hop_seen_of_a_drop_as_the_tracer_attached() -> None:
         "after the tracer attached",)
     assert from_record(raw, 0, raw.ev.time_ns - 20_000_000).notes[0].startswith(
         "no hop seen")
+    assert from_record(raw, 0, raw.ev.time_ns + 3_000_000).notes == (
+        "it may have entered before the tracer: no hop seen, and it was dropped 3.000 ms "
+        "before the tracer had attached all its programs",)
 
 
 def test_the_ended_journey_of_an_earlier_packet_is_not_this_ones() -> None:

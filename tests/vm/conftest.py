@@ -76,6 +76,28 @@ def default_lab() -> Iterator[str]:
         assert not Path(f"/proc/{info.pid}").exists()
 
 
+@contextlib.contextmanager
+def debian_612_lab(name: str) -> Iterator[str]:
+    """A lab named ``name`` on Debian's newest 6.12 kernel (skipped when apt knows of
+    none), stopped afterwards."""
+    need(os.geteuid() == 0, "the lab needs root (./run test)")
+    from kdbg import lab as labmod
+    from kdbg.errors import BadInput
+    from kdbg.lab.debian import DebianSpec, resolve_debian
+
+    try:
+        resolve_debian(DebianSpec(series="6.12"))
+    except BadInput as err:
+        need(False, f"no Debian 6.12 kernel known to apt: {err} (scripts/setup.sh)")
+    with contextlib.suppress(Exception):
+        labmod.down(name)
+    labmod.up(labmod.LabConfig(name=name, kernel="debian:6.12"))
+    try:
+        yield name
+    finally:
+        labmod.down(name)
+
+
 def wait_until(ok: Callable[[], object], timeout: float, what: str,
                every: float = 0.1) -> None:
     """Poll ``ok`` until it is true; fail naming ``what`` after ``timeout`` seconds."""
@@ -145,7 +167,9 @@ def udp_drops(lab: str, port: int, every: float) -> Iterator[None]:
     try:
         done = labmod.run(lab, ["iptables", "-A", *rule])
         assert done.status == 0, done.stderr
-        labmod.run(lab, ["cp", "/bin/bash", f"/tmp/{SENDER}"]).check()
+        # (already there, and running, when another port's sender is made too)
+        labmod.run(lab, ["sh", "-c", f"[ -x /tmp/{SENDER} ] || cp /bin/bash /tmp/{SENDER}"]
+                   ).check()
         traffic = labmod.stream(lab, [f"/tmp/{SENDER}", "-c", f"while :; do echo x > "
                                       f"/dev/udp/127.0.0.1/{port}; sleep {every:g}; done"])
         yield
@@ -171,9 +195,10 @@ def of(recs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
 
 def netfilter_break(recs: list[dict[str, Any]], callee: str, port: int,
                     err: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The one ``armed`` and the one ``hit`` record of ``watch --reason NETFILTER_DROP
-    --break``, checked: armed (allowed) at nft_do_chain's call to ``callee`` (the
-    kernel's drop function), and the hit at that call with the skb going to ``port``."""
+    """The one ``armed`` and the one hit of ``watch --reason NETFILTER_DROP --break``,
+    checked: armed (allowed) at nft_do_chain's call to ``callee`` (the kernel's drop
+    function), and the hit at that call with the skb going to ``port`` (as gdb read it
+    at the stop, with the reason), confirmed by the tracer's record (:func:`full_hit`)."""
     armed = of(recs, "armed")
     assert len(armed) == 1, err
     assert armed[0]["caller"].startswith("nft_do_chain+0x")
@@ -185,7 +210,25 @@ def netfilter_break(recs: list[dict[str, Any]], callee: str, port: int,
     assert hit["symbol"] == "nft_do_chain" and int(hit["address"], 16) == int(
         armed[0]["call_addr"], 16)
     assert hit["skb"]["dport"] == port and hit["skb"]["daddr"] == "127.0.0.1"
-    return armed[0], hit
+    assert hit["drop_reason"] == "NETFILTER_DROP" and hit["skb"]["ifname"] == "lo"
+    return armed[0], full_hit(recs, hit)
+
+
+def full_hit(recs: list[dict[str, Any]], hit: dict[str, Any]) -> dict[str, Any]:
+    """``hit`` (reported at the stop, from gdb) with what its ``hit_record`` (the
+    tracer's record of the stopped skb) adds: its cause, kernel stack and journey. The
+    record must have come and agree with gdb's read of the skb."""
+    (rec,) = [r for r in of(recs, "hit_record") if r["number"] == hit["number"]]
+    after = [d for d in of(recs, "drop") if recs.index(d) > recs.index(hit)]
+    last_hop = (hit.get("journey") or [{}])[-1].get("time_ns", 0)
+    assert rec["found"] and rec["differences"] == [], (
+        rec.get("kernel_stack_note"), hit["skb"], last_hop,
+        [(d["skb"][-6:], (d["time_ns"] - last_hop) // 1_000_000, d.get("dport"))
+         for d in after])
+    assert rec["skb"]["address"] == hit["skb"]["address"], (rec, hit)
+    assert recs.index(hit) < recs.index(rec)
+    added = {k: v for k, v in rec.items() if k not in ("type", "number", "found", "skb")}
+    return hit | added
 
 
 def gdbs_on(lab: str) -> list[int]:
@@ -407,6 +450,7 @@ def check_break_journey(lab: str, port: int, inodes: dict[str, int]) -> None:
                               "--dport", str(port), "--break", timeout=900)
     assert rc == 0, err
     (hit,) = of(recs, "hit")
+    hit = full_hit(recs, hit)
     drops = of(recs, "drop")
     assert drops, err
     # A datagram under way while the tracer attached is rightly said to be incomplete;

@@ -8,17 +8,15 @@ a second into it; kdbg's tracer runs in the guest, gdb reaches it through QEMU's
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import need
 from tests.vm.conftest import (
     check_break_journey,
     check_the_stop,
+    debian_612_lab,
     gdbs_on,
     journey_drops,
     kdbg_json,
@@ -34,23 +32,8 @@ PORT = 5555
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[str]:
-    need(os.geteuid() == 0, "the lab needs root (./run test)")
-    from kdbg import lab as labmod
-    from kdbg.errors import BadInput
-    from kdbg.lab.debian import DebianSpec, resolve_debian
-
-    try:
-        resolve_debian(DebianSpec(series="6.12"))
-    except BadInput as err:
-        need(False, f"no Debian 6.12 kernel known to apt: {err} (scripts/setup.sh)")
-    with contextlib.suppress(Exception):
-        labmod.down(NAME)
-    labmod.up(labmod.LabConfig(name=NAME, kernel="debian:6.12"))
-    try:
-        with udp_drops(NAME, PORT, every=1):
-            yield NAME
-    finally:
-        labmod.down(NAME)
+    with debian_612_lab(NAME), udp_drops(NAME, PORT, every=1):
+        yield NAME
 
 
 def test_612_kernel_with_borrowed_headers(lab: str) -> None:

@@ -8,9 +8,7 @@ times as sent, and its own read of the same hooks from kernel memory must agree.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import shlex
 import sys
 from collections.abc import Iterator
@@ -19,8 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import need
-from tests.vm.conftest import lab_name
+from tests.vm.conftest import debian_612_lab, lab_name
 
 NAME = lab_name("nfh")
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,24 +48,12 @@ print(json.dumps(out))
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[str]:
-    need(os.geteuid() == 0, "the lab needs root (./run test)")
     from kdbg import lab as labmod
-    from kdbg.errors import BadInput
-    from kdbg.lab.debian import DebianSpec, resolve_debian
 
-    try:
-        resolve_debian(DebianSpec(series="6.12"))
-    except BadInput as err:
-        need(False, f"no Debian 6.12 kernel known to apt: {err} (scripts/setup.sh)")
-    with contextlib.suppress(Exception):
-        labmod.down(NAME)
-    labmod.up(labmod.LabConfig(name=NAME, kernel="debian:6.12"))
-    try:
+    with debian_612_lab(NAME):
         done = labmod.run(NAME, ["sh", "-c", SETUP])
         assert done.status == 0, done.stderr.decode()
         yield NAME
-    finally:
-        labmod.down(NAME)
 
 
 def guest(lab: str, script: str, timeout: float = 900) -> str:

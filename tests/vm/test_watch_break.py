@@ -82,6 +82,24 @@ def test_netfilter_drop_breaks_at_nft_do_chain(lab: str) -> None:
     assert_target_runs_clean(lab)
 
 
+def test_a_stop_on_another_ports_drop_is_resumed_and_not_a_hit(lab: str) -> None:
+    """The breakpoint is on nft_do_chain's drop call, where a rule for another port
+    drops too (ten times as often here): those stops are resumed at once, said, and
+    not counted; both hits are the filtered port's."""
+    other = PORT + 2
+    with udp_drops(lab, other, every=0.1):
+        rc, recs, err = kdbg_json("--lab", lab, "--reason", "NETFILTER_DROP", "--proto",
+                                  "udp", "--dport", str(PORT), "--break", "--break-count", "2")
+    assert rc == 0, err
+    hits = of(recs, "hit")
+    assert [h["skb"]["dport"] for h in hits] == [PORT, PORT], err
+    assert f"on a packet the filters leave out (dport {other}, not --dport {PORT}): " \
+           "resumed, not a hit" in err, err
+    assert all(d["dport"] == PORT for d in of(recs, "drop"))
+    cleanup = of(recs, "cleanup")
+    assert cleanup and cleanup[-1]["ok"], cleanup
+
+
 def test_location_variant(lab: str) -> None:
     rc, recs, err = kdbg_json("--lab", lab, "--location", "nft_do_chain", "--break")
     assert rc == 0, err
