@@ -28,3 +28,10 @@ def kernel_needs() -> None:
     need(_bcc_ok(), "bcc: run scripts/setup.sh and use its .venv")
     need(shutil.which("ip") is not None and shutil.which("iptables") is not None,
          "iproute2 and iptables: run scripts/setup.sh")
+
+
+def need_iptables_legacy() -> None:
+    """iptables-legacy and ip6tables-legacy (x_tables' own hooks, not nftables')."""
+    need(shutil.which("iptables-legacy") is not None
+         and shutil.which("ip6tables-legacy") is not None,
+         "iptables-legacy is not installed (Debian's iptables package has it)")

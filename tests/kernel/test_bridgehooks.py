@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import shutil
 import subprocess
 import sys
 from typing import Any
@@ -25,6 +24,7 @@ import pytest
 
 from kdbg.demo.throwaway import PY, BridgeLab
 from tests.conftest import need
+from tests.kernel.conftest import need_iptables_legacy
 
 KDBG = [sys.executable, "-m", "kdbg"]
 
@@ -59,9 +59,7 @@ NFT = """table bridge kdbgbr {
 
 @pytest.fixture(scope="module")
 def report() -> dict[int, dict[str, Any]]:
-    need(shutil.which("iptables-legacy") is not None
-         and shutil.which("ip6tables-legacy") is not None,
-         "iptables-legacy is not installed (Debian's iptables package has it)")
+    need_iptables_legacy()
     with BridgeLab(prefix="kdbgc25brh", subnet=143) as lab:
         br = lab.br
         need(br.run(["sh", "-c", "test -e /proc/sys/net/bridge/bridge-nf-call-iptables"],

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import shutil
 import subprocess
 import sys
 from typing import Any
@@ -23,7 +22,7 @@ import pytest
 
 from kdbg.demo.throwaway import PY, VethLab
 from kdbg.symbols.btf import Btf
-from tests.conftest import need
+from tests.kernel.conftest import need_iptables_legacy
 
 KDBG = [sys.executable, "-m", "kdbg"]
 
@@ -50,9 +49,7 @@ def priorities() -> dict[str, int]:
 
 @pytest.fixture(scope="module")
 def report() -> dict[int, dict[str, Any]]:
-    need(shutil.which("iptables-legacy") is not None
-         and shutil.which("ip6tables-legacy") is not None,
-         "iptables-legacy is not installed (Debian's iptables package has it)")
+    need_iptables_legacy()
     with VethLab(prefix="kdbgc25nfh", subnet=131) as lab:
         b = lab.b
         b.run(["iptables-legacy", "-A", "INPUT", "-p", "udp", "--dport", "7911", "-j", "DROP"])
