@@ -24,9 +24,10 @@ struct kdbg_drop_event {
 	__u32 len;		/* skb->len */
 	__s32 stack_id;		/* in the stacks map; negative if not captured */
 	__u16 protocol;		/* ethertype, host order */
-	__u8 family;		/* 4, 6, or 0 when the L3 header was not parsed */
+	__u8 family;		/* 4, 6, 3 for ARP (NFPROTO_ARP), or 0 when the L3 header
+				 * was not parsed */
 	__u8 l4proto;		/* IPPROTO_*, 0 when unknown */
-	__u16 sport;		/* host order; ICMP: identifier */
+	__u16 sport;		/* host order; ICMP: identifier; ARP: the operation */
 	__u16 dport;		/* host order; ICMP: sequence */
 	__u8 icmp_type;
 	__u8 icmp_code;

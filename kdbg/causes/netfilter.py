@@ -37,6 +37,10 @@ HOOK_FRAMES: dict[str, str] = {
     "ip6_output": "postrouting", "ip6_finish_output2": "postrouting",
     "nf_hook_ingress": "ingress", "__netif_receive_skb_core": "ingress",
     "nf_hook_egress": "egress", "__dev_queue_xmit": "egress",
+    # ARP's own (NFPROTO_ARP: net/ipv4/arp.c): arp_rcv runs NF_ARP_IN, arp_xmit
+    # NF_ARP_OUT (arp_send_dst, arp_solicit: its callers, where gcc inlined it)
+    "arp_rcv": "input", "arp_xmit": "output", "arp_send_dst": "output",
+    "arp_solicit": "output",
 }
 # The bridge's own hooks (NFPROTO_BRIDGE: net.nf.hooks_bridge), by the function that
 # runs them (net/bridge/br_input.c, br_forward.c, br_netfilter_hooks.c):
@@ -182,7 +186,8 @@ def hook_list(reads: NetnsReads, ns: NetnsRef, family: str | None, hook: str | N
               rs: nftrules.Ruleset | None) -> tuple[HookList | None, str | None]:
     """The hook functions at the drop's hook (nftables' named after their chains in
     ``rs``), or None and why not."""
-    if hook is None or family not in ("ipv4", "ipv6", "bridge") or hook not in nftrules.HOOKS:
+    if (hook is None or family not in ("ipv4", "ipv6", "bridge", "arp")
+            or hook not in nftrules.HOOKS):
         return None, None
     try:
         found = reads.read(f"nf-hooks {family} {hook}", ns, lambda: nfhooks.hooks_at(
@@ -337,7 +342,7 @@ def find(reads: NetnsReads, drop: Drop, cause: Cause) -> Cause:
     pkt = nftrules.Packet(ev.family, l4, ev.saddr, ev.daddr, ev.sport, ev.dport,
                           ev.icmp_type, ev.icmp_code, iif, oif, ev.mark, ev.ct_state,
                           ev.ct_zone, ev.ct_mark, ev.ct_reply, ev.ct_status,
-                          ev.ct_original, ev.ct_reply_tuple)
+                          ev.ct_original, ev.ct_reply_tuple, ev.arp_op)
     try:
         rs = ruleset(reads, ns)
     except KdbgError as err:

@@ -134,11 +134,16 @@ def program_text(layout: dict[str, int]) -> str:
     return render(TEMPLATE.read_text(), {k: layout[k] for k in keys})
 
 
+# ARP's hooks are numbered apart: NF_ARP_IN, NF_ARP_OUT, NF_ARP_FORWARD (#defines in
+# include/uapi/linux/netfilter_arp.h, so not in BTF).
+ARP_HOOK_NUMBERS = {"input": 0, "output": 1, "forward": 2}
+
+
 def slot_offset(layout: dict[str, int], family: str, hook: str) -> int | None:
     """The byte offset in struct net of ``family``'s entries pointer at ``hook`` (None:
     this kernel keeps no such hook)."""
     base, n = layout.get(f"ARR_{family}", -1), layout.get(f"ARRLEN_{family}", 0)
-    num = layout.get(f"HOOK_{hook}")
+    num = ARP_HOOK_NUMBERS.get(hook) if family == "arp" else layout.get(f"HOOK_{hook}")
     if base < 0 or num is None or num >= n:
         return None
     return base + 8 * num

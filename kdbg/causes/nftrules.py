@@ -36,11 +36,12 @@ from typing import Any
 from kdbg.errors import KdbgError
 from kdbg.trace.cause import RuleRef
 from kdbg.trace.cttuple import CtTuple
+from kdbg.trace.headers import arp_op_number
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 HOOKS = ("prerouting", "input", "forward", "output", "postrouting")
-FAMILIES = {"ipv4": ("ip", "inet"), "ipv6": ("ip6", "inet")}
+FAMILIES = {"ipv4": ("ip", "inet"), "ipv6": ("ip6", "inet"), "arp": ("arp",)}
 MAX_STEPS = 5000
 
 
@@ -212,7 +213,7 @@ def rule_texts(text: str) -> dict[tuple[str, str, str, int], str]:
 class Packet:
     """What a drop record tells about the packet; None: not known."""
 
-    family: str  # ipv4 | ipv6
+    family: str  # ipv4 | ipv6 | arp (saddr, daddr: the sender's and target's address)
     l4proto: int | None
     saddr: IPAddress | None
     daddr: IPAddress | None
@@ -230,6 +231,7 @@ class Packet:
     ct_status: int | None = None  # its entry's status bits (enum ip_conntrack_status)
     ct_original: CtTuple | None = None  # its entry's original-direction tuple
     ct_reply_tuple: CtTuple | None = None  # and its reply-direction tuple
+    arp_op: int | None = None  # an ARP packet's operation (1 request, 2 reply)
 
 
 class _Unknown(Exception):
@@ -306,6 +308,8 @@ def _field(left: Any, pkt: Packet) -> _Field:
         proto, name = p.get("protocol"), p.get("field")
         if proto is None:
             raise _Unknown("raw payload")
+        if proto == "arp":
+            return _arp(name, pkt)
         if proto in ("ip", "ip6"):
             if pkt.family != ("ipv4" if proto == "ip" else "ipv6"):
                 raise _Absent(proto)
@@ -345,7 +349,7 @@ def _field(left: Any, pkt: Packet) -> _Field:
         if key == "nfproto":
             return _Field(pkt.family, str)
         if key == "protocol":
-            return _Field("ip" if pkt.family == "ipv4" else "ip6", str)
+            return _Field({"ipv4": "ip", "ipv6": "ip6"}.get(pkt.family, pkt.family), str)
         if key in ("iifname", "oifname", "iif", "oif"):
             dev = pkt.iifname if key.startswith("i") else pkt.oifname
             if dev is None:
@@ -375,6 +379,28 @@ def _field(left: Any, pkt: Packet) -> _Field:
                 raise _Unknown("ct direction")
             return _Field("reply" if pkt.ct_reply else "original", str)
     raise _Unknown(describe_left(left))
+
+
+# The constants of an ARP header for IPv4 over Ethernet, the only kind the drop program
+# reads the addresses of (bpf/kfree_skb.bpf.c): a packet it parsed has these.
+ARP_CONSTANTS = {"htype": 1, "ptype": 0x0800, "hlen": 6, "plen": 4}
+
+
+def _arp(name: Any, pkt: Packet) -> _Field:
+    """An ``arp`` payload field (nft's arp_hdr_fields, plus its ``saddr ip``/``daddr
+    ip`` of an Ethernet/IPv4 header)."""
+    if pkt.family != "arp":
+        raise _Absent("arp")
+    if name == "operation":
+        return _known(pkt.arp_op, "arp operation", arp_op_number)
+    if name in ("saddr ip", "daddr ip"):
+        addr = pkt.saddr if name == "saddr ip" else pkt.daddr
+        return _known(addr, f"arp {name}", _addr_conv)
+    if name in ARP_CONSTANTS:
+        names = {"ip": 0x0800} if name == "ptype" else {"ether": 1} if name == "htype" else {}
+        return _Field(ARP_CONSTANTS[name],
+                      lambda v: v if isinstance(v, int) else names.get(v) or _no(v))
+    raise _Unknown(f"arp {name}")
 
 
 def _ct_tuple(direction: str, key: Any, pkt: Packet) -> _Field:

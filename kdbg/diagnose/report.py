@@ -11,20 +11,24 @@ from kdbg.diagnose.groups import Diagnosis, Group
 from kdbg.drops import endpoint, more_json, more_line, wall_clock
 from kdbg.trace.cause import Cause
 from kdbg.trace.event import DropEvent
+from kdbg.trace.headers import arp_op_name
 
 
 def example_json(ev: DropEvent) -> dict[str, Any]:
     """The example packet of a group: addresses, ports, netns, interface, location."""
     rec = {k: v for k, v in ev.to_json().items()
            if k in ("time_ns", "proto", "family", "saddr", "daddr", "sport", "dport",
-                    "icmp_type", "icmp_code", "netns", "ifname", "ifindex", "len",
+                    "icmp_type", "icmp_code", "arp_op", "netns", "ifname", "ifindex", "len",
                     "location", "comm", "pid")}
     return rec
 
 
 def example_text(ev: DropEvent) -> str:
     icmp = ev.icmp_type is not None
-    text = (f"{ev.proto or 'packet'} {endpoint(ev.saddr, ev.sport, icmp)} -> "
+    proto = ev.proto or "packet"
+    if ev.arp_op is not None:
+        proto = f"arp {arp_op_name(ev.arp_op)}"
+    text = (f"{proto} {endpoint(ev.saddr, ev.sport, icmp)} -> "
             f"{endpoint(ev.daddr, ev.dport, icmp)}")
     if icmp:
         text += f" (type {ev.icmp_type} code {ev.icmp_code})"

@@ -14,6 +14,7 @@ from typing import Any
 
 from kdbg.trace.bpfverdict import BpfProg
 from kdbg.trace.event import DropEvent
+from kdbg.trace.headers import arp_op_name
 from kdbg.trace.journeytext import journey_lines
 from kdbg.trace.lines import LineSink
 from kdbg.trace.more import Summarized
@@ -88,6 +89,8 @@ def drop_line(ev: DropEvent) -> str:
     line = " ".join(parts)
     if icmp:
         line += f" icmp type={ev.icmp_type} code={ev.icmp_code} id={ev.sport} seq={ev.dport}"
+    if ev.arp_op is not None:
+        line += f" arp {arp_op_name(ev.arp_op)}"
     if ev.file is not None:  # last, so the columns stay aligned
         line += f"  ({ev.file}:{ev.line})" if ev.line else f"  ({ev.file})"
     if ev.cause is not None:  # after file:line, so the columns stay aligned

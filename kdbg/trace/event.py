@@ -19,7 +19,7 @@ from kdbg.trace.bpfverdict import BpfProg
 from kdbg.trace.cause import Cause
 from kdbg.trace.cttuple import CtTuple, from_raw
 from kdbg.trace.filters import PROTO_NAMES
-from kdbg.trace.headers import IPAddress, addresses
+from kdbg.trace.headers import FAMILY_NAMES, IPAddress, addresses, arp_op_name, arp_op_number
 from kdbg.trace.journey import Journey
 from kdbg.trace.layout import (
     CT_ATTACHED,
@@ -127,6 +127,7 @@ class DropEvent:
     ct_reply_tuple: CtTuple | None = None  # and its reply-direction tuple
     journey: Journey | None = None  # its hops before the drop (kdbg watch --journey)
     prog: BpfProg | None = None  # the BPF program whose verdict dropped it (watch --bpf)
+    arp_op: int | None = None  # an ARP packet's operation (family "arp": 1 request, 2 reply)
 
     @property
     def location(self) -> str:
@@ -186,6 +187,8 @@ class DropEvent:
         if self.icmp_type is not None:
             rec["icmp_type"] = self.icmp_type
             rec["icmp_code"] = self.icmp_code
+        if self.arp_op is not None:
+            rec["arp_op"] = arp_op_name(self.arp_op)
         if self.file is not None:
             rec["file"] = self.file
             rec["line"] = self.line
@@ -237,6 +240,7 @@ class DropEvent:
                             if rec.get("ct_reply_tuple") else None),
             journey=Journey.from_json(rec),
             prog=BpfProg.from_json(rec["prog"]) if rec.get("prog") is not None else None,
+            arp_op=arp_op_number(rec["arp_op"]) if rec.get("arp_op") is not None else None,
         )
 
 
@@ -279,10 +283,12 @@ class Decoder:
 
     def decode(self, raw: RawDropEvent) -> DropEvent:
         loc = self.kallsyms.lookup(raw.location)
-        family = {4: "ipv4", 6: "ipv6"}.get(raw.family)
+        family = FAMILY_NAMES.get(raw.family)
         saddr, daddr = addresses(raw.family, raw.saddr, raw.daddr)
         proto = None
-        if raw.family:
+        if family == "arp":
+            proto = "arp"
+        elif raw.family:
             proto = PROTO_NAMES.get(raw.l4proto, str(raw.l4proto))
         is_icmp = raw.l4proto in (1, 58)
         has_ports = bool(raw.l4_valid) and not is_icmp
@@ -319,4 +325,5 @@ class Decoder:
             # a record of layout 'kdbg_drop_record 1' has neither
             mark=getattr(raw, "mark", None),
             **ct_fields(raw),
+            arp_op=raw.sport if family == "arp" else None,  # the program puts ar_op there
         )

@@ -187,8 +187,9 @@ def _net_match(var: str, net: IPNetwork) -> str:
     """C expression: u32[4] ``var`` (network order words) lies in ``net``."""
     raw = net.network_address.packed
     nbytes = len(raw)
-    fam = 4 if net.version == 4 else 6
-    terms = [f"family == {fam}"]
+    # an IPv4 network also matches ARP's sender and target addresses (family 3), as a
+    # pcap 'host' filter does
+    terms = ["(family == 4 || family == 3)" if net.version == 4 else "family == 6"]
     mask_bits = net.prefixlen
     for i in range(nbytes // 4):
         bits = max(0, min(32, mask_bits - 32 * i))

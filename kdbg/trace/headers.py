@@ -40,10 +40,31 @@ def parse_headers(data: bytes, ethertype: int) -> dict[str, Any]:
     return out
 
 
+# A drop record's family field: 4, 6, or NFPROTO_ARP's 3 for ARP over Ethernet/IPv4,
+# whose sender and target addresses are its source and destination.
+FAMILY_NAMES = {4: "ipv4", 6: "ipv6", 3: "arp"}
+# ARP's operations (ar_op), as nftables' 'arp operation' names them
+ARP_OPS = {1: "request", 2: "reply", 3: "rrequest", 4: "rreply", 8: "inrequest",
+           9: "inreply", 10: "nak"}
+
+
+def arp_op_name(op: int) -> str:
+    """``request``, ``reply``, …; the number for an operation nftables has no name for."""
+    return ARP_OPS.get(op, str(op))
+
+
+def arp_op_number(name: str | int) -> int:
+    """The inverse of :func:`arp_op_name`."""
+    if isinstance(name, int):
+        return name
+    return next((n for n, text in ARP_OPS.items() if text == name), None) or int(name)
+
+
 def addresses(family: int, saddr: Sequence[int], daddr: Sequence[int]
               ) -> tuple[IPAddress | None, IPAddress | None]:
-    """Source and destination from a record's 16-byte address fields (4 used for IPv4)."""
-    if family == 4:
+    """Source and destination from a record's 16-byte address fields (4 used for IPv4,
+    and for ARP's sender and target)."""
+    if family in (4, 3):
         return ipaddress.IPv4Address(bytes(saddr[:4])), ipaddress.IPv4Address(bytes(daddr[:4]))
     if family == 6:
         return ipaddress.IPv6Address(bytes(saddr)), ipaddress.IPv6Address(bytes(daddr))

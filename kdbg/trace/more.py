@@ -21,6 +21,7 @@ from kdbg.symbols.kallsyms import Location
 from kdbg.trace.bpfverdict import BpfProg
 from kdbg.trace.event import IPAddress, addresses
 from kdbg.trace.filters import PROTO_NAMES
+from kdbg.trace.headers import FAMILY_NAMES
 from kdbg.trace.layout import RawMoreKey
 
 TABLES = ("more", "more_coarse")
@@ -110,8 +111,9 @@ def decode(raw: bytes, count: int, reason_name: Callable[[int], str],
         count=count, by=BY_DEVICE if k.coarse else BY_PACKET,
         reason=reason_name(k.reason), reason_code=k.reason,
         location=locate(k.location),
-        proto=PROTO_NAMES.get(k.l4proto, str(k.l4proto)) if k.family else None,
-        family={4: "ipv4", 6: "ipv6"}.get(k.family), saddr=saddr, daddr=daddr,
+        proto=("arp" if k.family == 3 else PROTO_NAMES.get(k.l4proto, str(k.l4proto))
+               if k.family else None),
+        family=FAMILY_NAMES.get(k.family), saddr=saddr, daddr=daddr,
         sport=k.sport if has_ports else None, dport=k.dport if has_ports else None,
         icmp_type=k.icmp_type if is_icmp and k.l4_valid else None,
         icmp_code=k.icmp_code if is_icmp and k.l4_valid else None,

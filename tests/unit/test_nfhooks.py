@@ -52,7 +52,10 @@ def test_slot_offsets_follow_the_kernels_arrays() -> None:
               "HOOK_forward": 2, "HOOK_output": 3, "HOOK_postrouting": 4}
     assert nfhooks.slot_offset(layout, "ipv4", "input") == 2680
     assert nfhooks.slot_offset(layout, "ipv4", "postrouting") == 2672 + 32
-    assert nfhooks.slot_offset(layout, "arp", "output") is None  # arp has 3 hooks
+    # ARP's hooks are NF_ARP_IN (0), NF_ARP_OUT (1), NF_ARP_FORWARD (2), not inet's
+    assert nfhooks.slot_offset(layout, "arp", "input") == 2752
+    assert nfhooks.slot_offset(layout, "arp", "output") == 2752 + 8
+    assert nfhooks.slot_offset(layout, "arp", "prerouting") is None
     assert nfhooks.slot_offset(layout, "bridge", "input") is None  # no bridge family
     assert nfhooks.slot_offset(layout, "ipv4", "ingress") is None  # per device
 

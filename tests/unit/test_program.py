@@ -113,7 +113,8 @@ def test_ringbuf_pages_must_be_power_of_two() -> None:
 def test_network_match_constants() -> None:
     # 10.77.9.0/24: the first word as loaded on a little-endian CPU, masked to 24 bits
     c = flt._net_match("d", ipaddress.ip_network("10.77.9.0/24"))
-    assert c == "(family == 4 && (d[0] & 0x00ffffff) == 0x00094d0a)"
+    # ARP's sender and target (family 3) are IPv4 addresses too, as in a pcap "host"
+    assert c == "((family == 4 || family == 3) && (d[0] & 0x00ffffff) == 0x00094d0a)"
     c = flt._net_match("s", ipaddress.ip_network("fd77:9::/32"))
     assert c == "(family == 6 && (s[0] & 0xffffffff) == 0x090077fd)"
 

@@ -247,6 +247,18 @@ static __always_inline void read_packet(__u64 skb, struct kdbg_drop_event *e, __
 					l4 = head + th;
 			}
 		}
+	} else if (e->protocol == 0x0806) {
+		/* ARP for IPv4 over Ethernet, the kind whose addresses the arp family's
+		 * rules read: the operation, the sender's and the target's address. */
+		__u8 arp[28] = {};
+		bpf_probe_read_kernel(arp, sizeof(arp), (void *)(head + nh));
+		if (arp[0] == 0 && arp[1] == 1 && arp[2] == 0x08 && arp[3] == 0 &&
+		    arp[4] == 6 && arp[5] == 4) {
+			e->family = 3;
+			e->sport = ((__u16)arp[6] << 8) | arp[7];
+			__builtin_memcpy(e->saddr, &arp[14], 4);
+			__builtin_memcpy(e->daddr, &arp[24], 4);
+		}
 	}
 	if (!have_raw && l4)
 		have_raw = bpf_probe_read_kernel(&raw, sizeof(raw), (void *)l4) == 0;

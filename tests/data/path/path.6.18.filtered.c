@@ -74,7 +74,7 @@ static __always_inline int wanted(struct kdbg_path_event *e)
 		KDBG_PACKET_FILTER_LOCALS(&e->seen);
 		/* filters on the packet */
 		if (!(l4proto == 1 && family == 4)) return 0;
-		if (!((family == 4 && (s[0] & 0xffffffff) == 0x02054d0a) || (family == 4 && (d[0] & 0xffffffff) == 0x02054d0a))) return 0;
+		if (!(((family == 4 || family == 3) && (s[0] & 0xffffffff) == 0x02054d0a) || ((family == 4 || family == 3) && (d[0] & 0xffffffff) == 0x02054d0a))) return 0;
 		if (!(l4_valid && (l4proto == 1 || l4proto == 58) && (sport == 4242))) return 0;
 	}
 	return 1;
