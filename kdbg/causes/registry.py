@@ -174,7 +174,7 @@ REGISTRY: tuple[Finder, ...] = (
     Finder(("NETFILTER_DROP",),
            ("symbol", "family", "proto", "saddr", "daddr", "sport", "dport", "icmp_type",
             "icmp_code", "ifname", "mark", "ct_state", "ct_reply", "ct_zone", "ct_mark",
-            "ct_status", "ct_original", "ct_reply_tuple"),
+            "ct_status", "ct_original", "ct_reply_tuple", "arp_op"),
            netfilter.find, stack=netfilter.stack_hook, depth=netfilter.hook_depth,
            needs_netns=False),
     Finder(("NO_SOCKET",), ADDRESS, no_socket, needs_netns=False),

@@ -96,3 +96,15 @@ def test_an_inarp_operation_matches_its_set(rs: Ruleset) -> None:
     f = find_rule(rs, arp(8, "10.77.138.1", "10.77.138.2"), ("input",), ("arp",))
     assert not f.established  # rule 5 first: the sender's hardware address decides
     assert [c.handle for c in f.candidates] == [5, 7]
+
+
+def test_a_request_and_a_reply_are_two_causes() -> None:
+    """The rule evaluator reads the operation, so it is part of NETFILTER_DROP's cause
+    key: a reply between the same addresses is not given a request's cached cause."""
+    from kdbg.causes.finder import CauseFinder
+
+    finder = CauseFinder(ttl=60)
+    stack = ["nft_do_chain", "nft_do_chain_arp", "nf_hook_slow", "arp_rcv"]
+    for op in (1, 2, 1, 2):
+        finder.cause(arp_event(op), stack)
+    assert finder.computed == 2
