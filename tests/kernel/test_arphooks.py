@@ -1,8 +1,9 @@
 """ARP drops by the arp family's nftables rules, on the running kernel. In a throw-away
 namespace pair, b's arp input chain drops ARP replies and, in a second rule, requests
-for b's address; a's arp output chain drops a's requests for 10.77.N.9. a forgets its
-neighbours and sends a datagram to b and to .9: the kernel's ARP probes are dropped, as
-many as it sends (b may also probe a, whose reply the first rule drops). ``kdbg
+for b's address; a's arp output chain drops a's requests for 10.77.N.9. Both forget
+their neighbours (so neither probes the other on its own, outside the watch); then a
+sends a datagram to b and to .9, and after that b one to a. The kernel's ARP probes for b and .9
+are dropped, as many as it sends, and so are a's replies to b's probes. ``kdbg
 diagnose`` must name each drop as an ARP request or reply with its sender and target,
 at the arp family's input or output hook, list the hook functions there, and name the
 exact rule, as many times as that rule's own counter says.
@@ -26,7 +27,7 @@ KDBG = [sys.executable, "-m", "kdbg"]
 SEND = r"""
 import socket, time
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-for dst in ({b!r}, {c!r}):
+for dst in {dsts!r}:
     s.sendto(b'kdbg', (dst, 9))
 time.sleep(4)  # the kernel's probes: mcast_solicit (3) of them, 1 s apart
 """
@@ -62,8 +63,11 @@ def scene() -> dict[str, Any]:
         b.run(["nft", "-f", "-"], input_=INPUT.format(b=lab.addr_b))
         a.run(["nft", "-f", "-"], input_=OUTPUT.format(c=c))
         a.run(["ip", "neigh", "flush", "dev", "veth-a"])
-        send = shlex.join(["ip", "netns", "exec", a.name, PY, "-c",
-                           SEND.format(b=lab.addr_b, c=c)])
+        b.run(["ip", "neigh", "flush", "dev", "veth-b"])
+        # one after the other: b's request would teach a b's address, sparing a its own
+        send = "; ".join(shlex.join(["ip", "netns", "exec", ns.name, PY, "-c",
+                                     SEND.format(dsts=dsts)])
+                         for ns, dsts in ((a, (lab.addr_b, c)), (b, (lab.addr_a,))))
         proc = subprocess.run([*KDBG, "diagnose", "--json", "--reason", "NETFILTER_DROP",
                                "--cmd", send], capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr
@@ -105,10 +109,16 @@ def test_a_request_dropped_at_arp_input_is_named_to_its_rule(scene: dict[str, An
     assert (ex["saddr"], ex["daddr"]) == (addrs["a"], addrs["b"])
     assert (rec["hooks"]["family"], rec["hooks"]["hook"]) == ("arp", "input")
     assert [f["function"] for f in rec["hooks"]["functions"]] == ["nft_do_chain_arp"]
-    reply = scene["groups"].get(("b", reply_rule))
-    if reply is not None:  # b probed a (its entry from the lab's set-up went stale)
-        assert (reply["example"]["arp_op"], reply["example"]["saddr"]) == (
-            "reply", addrs["a"])
+
+
+def test_a_reply_dropped_at_arp_input_is_named_to_its_rule(scene: dict[str, Any]) -> None:
+    addrs = scene["lab"]
+    reply_rule, _ = sorted(scene["counters"]["b"])
+    rec = scene["groups"].get(("b", reply_rule))
+    assert rec is not None, f"no drop named to b's reply rule: {scene['groups']}"
+    assert rec["count"] == scene["counters"]["b"][reply_rule] > 0
+    ex = rec["example"]
+    assert (ex["arp_op"], ex["saddr"], ex["daddr"]) == ("reply", addrs["a"], addrs["b"])
 
 
 def test_a_request_dropped_at_arp_output_is_named_to_its_rule(scene: dict[str, Any]) -> None:

@@ -260,12 +260,14 @@ def test_the_cache_key_is_the_reason_netns_stack_and_the_entrys_fields() -> None
         "NETFILTER_DROP", ev.netns, "input", ev.symbol, ev.family, ev.proto, ev.saddr,
         ev.daddr, ev.sport, ev.dport, ev.icmp_type, ev.icmp_code, ev.ifname, ev.mark,
         ev.ct_state, ev.ct_reply, ev.ct_zone, ev.ct_mark, ev.ct_status, ev.ct_original,
-        ev.ct_reply_tuple)
+        ev.ct_reply_tuple, ev.arp_op)
     assert registry.cache_key(ev, None)[2] is None
     # the mark and conntrack state decide rules too: another of either, another key
     marked = dataclasses.replace(ev, mark=5, ct_state="new", ct_reply=False, ct_zone=3,
                                  ct_mark=7, ct_status=8)
-    assert registry.cache_key(marked, stack)[-8:] == (5, "new", False, 3, 7, 8, None, None)
+    assert registry.cache_key(marked, stack)[-9:-1] == (5, "new", False, 3, 7, 8, None, None)
+    # and an ARP packet's operation
+    assert registry.cache_key(dataclasses.replace(ev, arp_op=2), stack)[-1] == 2
     no_socket = dataclasses.replace(ev, reason="NO_SOCKET")
     assert registry.cache_key(no_socket, stack) == (
         "NO_SOCKET", ev.netns, ev.family, ev.proto, ev.daddr, ev.dport)
