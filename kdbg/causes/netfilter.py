@@ -38,9 +38,8 @@ HOOK_FRAMES: dict[str, str] = {
     "nf_hook_ingress": "ingress", "__netif_receive_skb_core": "ingress",
     "nf_hook_egress": "egress", "__dev_queue_xmit": "egress",
     # ARP's own (NFPROTO_ARP: net/ipv4/arp.c): arp_rcv runs NF_ARP_IN, arp_xmit
-    # NF_ARP_OUT (arp_send_dst, arp_solicit: its callers, where gcc inlined it)
-    "arp_rcv": "input", "arp_xmit": "output", "arp_send_dst": "output",
-    "arp_solicit": "output",
+    # NF_ARP_OUT
+    "arp_rcv": "input", "arp_xmit": "output",
 }
 # The bridge's own hooks (NFPROTO_BRIDGE: net.nf.hooks_bridge), by the function that
 # runs them (net/bridge/br_input.c, br_forward.c, br_netfilter_hooks.c):
